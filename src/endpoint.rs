@@ -1,0 +1,142 @@
+//! One place the runtime would send a pull: a registry API root with its own TLS
+//! settings, headers, proxy and credential policy.
+//!
+//! The node pull-path module builds an ordered list of these for an image (mirrors
+//! first, upstream last, as containerd's `hosts.toml` does); the CLI builds one from
+//! flags. The probe engine walks them in order.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::credentials::Credential;
+
+/// containerd's host capabilities (`capabilities = ["pull", "resolve"]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    pub pull: bool,
+    pub resolve: bool,
+    pub push: bool,
+    pub referrers: bool,
+}
+
+impl Capabilities {
+    /// What containerd grants when `capabilities` is omitted: everything.
+    pub const ALL: Capabilities = Capabilities {
+        pull: true,
+        resolve: true,
+        push: true,
+        referrers: true,
+    };
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities::ALL
+    }
+}
+
+/// A client certificate: a PEM cert file and its key (`None` = key inside the cert file).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: Option<PathBuf>,
+}
+
+/// TLS settings of one endpoint. CAs are *added* to the system pool, as containerd does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsSettings {
+    /// The node's system CA bundle; `None` = the built-in search of the usual locations.
+    pub ca_bundle: Option<PathBuf>,
+    /// Extra CA files appended to the pool (`hosts.toml` `ca`, `certs.d/*.crt`, `--ca-file`).
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Client certificates; the first one is offered.
+    pub client_certs: Vec<ClientCert>,
+    /// `skip_verify` / `--insecure-skip-verify`.
+    pub skip_verify: bool,
+}
+
+/// Where a TLS or plain-HTTP attempt starts, containerd style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemePolicy {
+    /// `https://` only.
+    Https,
+    /// `http://` only.
+    Http,
+    /// `http://` host with TLS settings on a port other than 80: containerd tries
+    /// HTTPS first and falls back to plain HTTP on a TLS or connection error
+    /// (`NewHTTPFallback` in core/remotes/docker/config/hosts.go).
+    HttpsThenHttp,
+}
+
+/// One endpoint in the runtime's order.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Endpoint {
+    /// API root including the `/v2` path (or the override path), e.g.
+    /// `https://mirror.example:5000/v2` or `https://mirror/v2/upstream`. For
+    /// [`SchemePolicy::HttpsThenHttp`] the scheme here is `https`.
+    pub api_root: Url,
+    pub scheme: SchemePolicy,
+    pub capabilities: Capabilities,
+    pub tls: TlsSettings,
+    /// Extra request headers (`hosts.toml` `[header]`), sent on registry and token requests.
+    pub headers: Vec<(String, String)>,
+    /// `?ns=<registry>` value added when this endpoint is a mirror of another registry.
+    pub namespace: Option<String>,
+    /// `dial_timeout` from hosts.toml.
+    pub dial_timeout: Option<Duration>,
+    /// HTTP(S) proxy the runtime would use for this endpoint (CONNECT tunnel).
+    pub proxy: Option<Url>,
+    /// Whether the image's credentials (kubelet keyring) are sent here. containerd sends
+    /// them to mirrors too; CRI-O does not send them to a mirror on another domain.
+    pub send_credentials: bool,
+    /// A credential bound to this host by the runtime's own config (containerd
+    /// `registry.configs."<host>".auth`), used when the kubelet supplies none.
+    #[serde(skip)]
+    pub own_credential: Option<Credential>,
+    /// True for the registry itself (the last entry), false for a mirror.
+    pub is_upstream: bool,
+    /// Human-readable provenance: which file/flag produced this endpoint.
+    pub origin: String,
+}
+
+impl Endpoint {
+    /// A plain endpoint at `https://host/v2` with all capabilities.
+    pub fn upstream(host: &str, scheme: SchemePolicy) -> Result<Endpoint, url::ParseError> {
+        let api_root = Url::parse(&format!("https://{host}/v2"))?;
+        Ok(Endpoint {
+            api_root,
+            scheme,
+            capabilities: Capabilities::ALL,
+            tls: TlsSettings::default(),
+            headers: Vec::new(),
+            namespace: None,
+            dial_timeout: None,
+            proxy: None,
+            send_credentials: true,
+            own_credential: None,
+            is_upstream: true,
+            origin: "default".to_string(),
+        })
+    }
+
+    /// `host[:port]` of the API root, as printed in reports.
+    pub fn host_port(&self) -> String {
+        let host = self.api_root.host_str().unwrap_or("");
+        match self.api_root.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_string(),
+        }
+    }
+
+    /// The URL shown to operators (`http://` when plain HTTP is the only scheme).
+    pub fn display_url(&self) -> String {
+        let mut u = self.api_root.clone();
+        if self.scheme == SchemePolicy::Http {
+            let _ = u.set_scheme("http");
+        }
+        u.to_string()
+    }
+}

@@ -1,0 +1,7 @@
+//! pullprobe: walks the node runtime's image pull path and reports, per phase, why a
+//! pull would fail.
+#![forbid(unsafe_code)]
+
+pub mod credentials;
+pub mod endpoint;
+pub mod probe;

@@ -1,0 +1,5 @@
+//! The probe engine: walks one image's pull path phase by phase.
+
+pub mod outcome;
+
+pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};

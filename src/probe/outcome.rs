@@ -1,0 +1,328 @@
+//! What a probe produces: per-phase records, a stable reason code, and a verdict.
+//! These are plain data (no Kubernetes types) so the CLI, logs, metrics and Node
+//! conditions all read the same thing.
+
+use serde::Serialize;
+
+/// The steps of a pull, in the order a runtime walks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Reference,
+    Dns,
+    Connect,
+    Tls,
+    Auth,
+    Manifest,
+    Platform,
+    Blob,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 8] = [
+        Phase::Reference,
+        Phase::Dns,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Auth,
+        Phase::Manifest,
+        Phase::Platform,
+        Phase::Blob,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Reference => "reference",
+            Phase::Dns => "dns",
+            Phase::Connect => "connect",
+            Phase::Tls => "tls",
+            Phase::Auth => "auth",
+            Phase::Manifest => "manifest",
+            Phase::Platform => "platform",
+            Phase::Blob => "blob",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Stable, CamelCase failure reasons. These strings are an interface: they appear in
+/// JSON output, metrics labels, Node condition reasons and the README. Add, never rename.
+macro_rules! reasons {
+    ($( $(#[$doc:meta])* $name:ident => $phase:ident ),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        pub enum Reason {
+            $( $(#[$doc])* $name, )*
+        }
+        impl Reason {
+            pub const ALL: &'static [Reason] = &[ $( Reason::$name, )* ];
+            pub fn as_str(self) -> &'static str {
+                match self { $( Reason::$name => stringify!($name), )* }
+            }
+            /// The phase this reason belongs to.
+            pub fn phase(self) -> Phase {
+                match self { $( Reason::$name => Phase::$phase, )* }
+            }
+        }
+    };
+}
+
+reasons! {
+    /// The image reference does not parse.
+    ReferenceInvalid => Reference,
+    /// The registry name does not exist (NXDOMAIN).
+    DNSNameNotFound => Dns,
+    /// The name exists but has no A/AAAA records.
+    DNSNoRecords => Dns,
+    /// The resolver answered SERVFAIL.
+    DNSServerFailure => Dns,
+    /// The resolver answered REFUSED.
+    DNSRefused => Dns,
+    /// No answer from any nameserver in time.
+    DNSTimeout => Dns,
+    /// The node's resolv.conf / hosts file could not be used.
+    DNSConfigInvalid => Dns,
+    /// Every address answered with a TCP reset.
+    ConnectRefused => Connect,
+    /// No address accepted the connection in time (blackholed / filtered).
+    ConnectTimeout => Connect,
+    /// No route to any address (network or host unreachable).
+    ConnectUnreachable => Connect,
+    /// The HTTP proxy refused or failed the CONNECT tunnel.
+    ProxyConnectFailed => Connect,
+    /// The server certificate chains to no trusted CA.
+    TLSUnknownAuthority => Tls,
+    /// The server certificate has expired.
+    TLSCertificateExpired => Tls,
+    /// The server certificate is not valid yet.
+    TLSCertificateNotYetValid => Tls,
+    /// The server certificate does not name the host.
+    TLSNameMismatch => Tls,
+    /// The TLS handshake did not finish in time.
+    TLSHandshakeTimeout => Tls,
+    /// The server answered the TLS ClientHello in plain HTTP.
+    TLSPlainHTTP => Tls,
+    /// The server demands a client certificate that was not offered or was rejected.
+    TLSClientCertRequired => Tls,
+    /// A CA, certificate or key file of the endpoint could not be loaded.
+    TLSConfigInvalid => Tls,
+    /// Any other handshake failure (protocol version, alerts, reset mid-handshake).
+    TLSHandshakeFailed => Tls,
+    /// `/v2/` is not a registry API (404, HTML, ...).
+    AuthNotRegistry => Auth,
+    /// The registry needs credentials and none were available.
+    AuthCredentialsRequired => Auth,
+    /// The credentials were rejected (401 with credentials).
+    AuthCredentialsRejected => Auth,
+    /// Authenticated, but access to the repository was denied (403 / insufficient scope).
+    AuthDenied => Auth,
+    /// The token endpoint (realm) could not be reached.
+    AuthTokenEndpointUnreachable => Auth,
+    /// The token endpoint answered with an unexpected status.
+    AuthTokenEndpointError => Auth,
+    /// `WWW-Authenticate` is missing or cannot be parsed.
+    AuthChallengeMalformed => Auth,
+    /// The token response is not the JSON the spec describes.
+    AuthTokenMalformed => Auth,
+    /// The registry asks for an auth scheme the runtime does not speak.
+    AuthUnsupportedScheme => Auth,
+    /// The tag (or digest) does not exist in the repository.
+    ManifestNotFound => Manifest,
+    /// The repository does not exist, or is hidden without access (NAME_UNKNOWN).
+    RepositoryNotFound => Manifest,
+    /// The registry is rate limiting (429); see `retry_after_s`.
+    RateLimited => Manifest,
+    /// The registry answered 5xx.
+    RegistryServerError => Manifest,
+    /// The manifest response is malformed (bad JSON, bad digest, unknown media type).
+    ManifestMalformed => Manifest,
+    /// The manifest is larger than the runtime accepts (containerd: 4 MiB + 512 KiB... see code).
+    ManifestTooLarge => Manifest,
+    /// The registry answered with a status the runtime treats as a failure.
+    ManifestUnexpectedStatus => Manifest,
+    /// The server stopped answering mid-request.
+    ResponseTimeout => Manifest,
+    /// The connection broke mid-request.
+    ConnectionLost => Manifest,
+    /// The index has no manifest for the target platform.
+    PlatformMissing => Platform,
+    /// The blob (config) is missing on the registry.
+    BlobNotFound => Blob,
+    /// The blob host (often a CDN on another host) cannot be reached; see the hop's phases.
+    BlobHostUnreachable => Blob,
+    /// Blob redirects loop.
+    BlobRedirectLoop => Blob,
+    /// More than the allowed number of blob redirects.
+    BlobTooManyRedirects => Blob,
+    /// The blob request failed with an unexpected status.
+    BlobUnexpectedStatus => Blob,
+    /// The overall probe deadline passed.
+    ProbeDeadlineExceeded => Manifest,
+    /// The runtime's config blocks this registry (CRI-O `blocked = true`).
+    RegistryBlocked => Reference,
+    /// No endpoint has the capabilities the pull needs.
+    NoUsableEndpoint => Reference,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The overall verdict for one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The runtime would succeed through its first usable endpoint.
+    Ready,
+    /// The runtime would succeed, but only after earlier endpoints failed.
+    Degraded,
+    /// Every endpoint fails.
+    NotReady,
+    /// The runtime's config blocks the registry.
+    Blocked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ready => "ready",
+            Verdict::Degraded => "degraded",
+            Verdict::NotReady => "not_ready",
+            Verdict::Blocked => "blocked",
+        }
+    }
+    /// Would a pull succeed?
+    pub fn pulls(self) -> bool {
+        matches!(self, Verdict::Ready | Verdict::Degraded)
+    }
+}
+
+/// One timed step.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRecord {
+    pub name: Phase,
+    /// The host this step talked to (`host:port`), or empty for `reference`/`platform`.
+    pub host: String,
+    pub ok: bool,
+    pub duration_ms: f64,
+    /// What was learnt (addresses, TLS version, status, digest...) or why it failed.
+    pub detail: String,
+}
+
+/// A failure: where, why (stable code) and a sentence for humans.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Failure {
+    pub phase: Phase,
+    pub reason: Reason,
+    pub message: String,
+    /// Seconds from `Retry-After` on a 429.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failure {
+            phase: reason.phase(),
+            reason,
+            message: message.into(),
+            retry_after_s: None,
+        }
+    }
+    /// The same reason reported under another phase (a token host's DNS failure is an
+    /// `auth` problem; a blob host's TLS failure is a `blob` problem).
+    pub fn in_phase(mut self, phase: Phase) -> Self {
+        self.phase = phase;
+        self
+    }
+}
+
+/// What the manifest phase learnt.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct ManifestInfo {
+    pub digest: String,
+    pub media_type: String,
+    pub size: u64,
+    /// The digest of the platform-specific manifest chosen from an index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform_digest: Option<String>,
+    /// The config blob that the blob phase checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+}
+
+/// The server certificate as seen in the TLS phase.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct TlsInfo {
+    pub host: String,
+    pub version: String,
+    pub cipher: String,
+    pub subject: String,
+    pub issuer: String,
+    pub sans: Vec<String>,
+    /// RFC 3339.
+    pub not_after: String,
+    /// Unix seconds of `not_after`, for metrics.
+    pub not_after_unix: i64,
+    pub days_to_expiry: i64,
+}
+
+/// Docker Hub's rate limit headers (`ratelimit-limit: 100;w=21600`).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RateLimit {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub window_s: Option<u64>,
+    pub source: Option<String>,
+}
+
+/// One try of the pull through one endpoint with one credential.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointAttempt {
+    pub endpoint: String,
+    pub is_upstream: bool,
+    /// Printable credential source (never the value); `None` = anonymous.
+    pub credential_source: Option<String>,
+    pub ok: bool,
+    pub phase: Option<Phase>,
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub duration_ms: f64,
+    pub phases: Vec<PhaseRecord>,
+}
+
+/// The result for one image: the JSON line of `pullprobe check --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeReport {
+    /// The image as given.
+    pub image: String,
+    /// The normalised reference (`docker.io/library/nginx:latest`); null if it does not parse.
+    pub reference: Option<String>,
+    /// The endpoint that decided the verdict (the one that worked, or the last one tried).
+    pub endpoint: Option<String>,
+    pub verdict: Verdict,
+    /// The failing phase; null when the image pulls.
+    pub phase: Option<Phase>,
+    pub reason: Option<Reason>,
+    pub message: String,
+    pub duration_ms: f64,
+    /// Phases of the deciding attempt, in order.
+    pub phases: Vec<PhaseRecord>,
+    pub credential_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<ManifestInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimit>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u64>,
+    /// Every endpoint/credential tried, in the runtime's order.
+    pub attempts: Vec<EndpointAttempt>,
+}
