@@ -3,3 +3,6 @@
 pub mod outcome;
 
 pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
+pub mod engine;
+
+pub use engine::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};
