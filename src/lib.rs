@@ -5,3 +5,4 @@
 pub mod credentials;
 pub mod endpoint;
 pub mod probe;
+pub mod reference;
