@@ -1,6 +1,7 @@
 //! The probe engine: walks one image's pull path phase by phase.
 
 pub mod outcome;
+pub mod challenge;
 
 pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
 pub mod engine;
