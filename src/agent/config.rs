@@ -1,0 +1,506 @@
+//! The agent's config file (YAML or TOML, chosen by extension): serde defaults, then
+//! [`AgentConfig::validate`]. Unknown fields are rejected so a typo never silently falls
+//! back to a default (blackbox_exporter decodes with `KnownFields(true)` for the same reason).
+//!
+//! Reloading ([`ConfigWatcher`]) re-reads the file when its bytes change; a bad new file
+//! keeps the old config and is reported, never applied half-way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::RuntimeProfile;
+use crate::reference::ImageRef;
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (the default in a cluster).
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Everything the agent reads from its config file. Every field has a default, so an
+/// empty file is a valid config.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Time between cycles (`60s`).
+    #[serde(with = "duration_serde")]
+    pub interval: Duration,
+    /// Each cycle's start is moved by up to this fraction of `interval` (0.0–0.5), so a
+    /// fleet started together does not probe in lockstep.
+    pub jitter: f64,
+    /// How often the Node conditions are rewritten when nothing changed (`5m`), plus jitter.
+    #[serde(with = "duration_serde")]
+    pub heartbeat: Duration,
+    /// Address of `/healthz`, `/readyz`, `/metrics`, `/status`.
+    pub listen: SocketAddr,
+    /// Images probed besides those of the node's pods (for example those of DaemonSets
+    /// and critical add-ons that any node may need soon). The only targets in standalone mode.
+    pub images: Vec<String>,
+    /// Probes in flight at once, overall.
+    pub concurrency: usize,
+    /// Probes in flight at once towards one registry host.
+    pub per_host_concurrency: usize,
+    /// Consecutive failing cycles before a condition turns True.
+    pub fail_after: u32,
+    /// Consecutive passing cycles before a condition turns back to False.
+    pub recover_after: u32,
+    /// How per-image checks are shared over the fleet.
+    pub fleet: FleetConfig,
+    /// Per-registry budget overrides, keyed by registry domain as written in image
+    /// references (`docker.io`, `registry.example:5000`).
+    pub registries: BTreeMap<String, RegistryBudget>,
+    /// Fetch the Secrets named by pods' `imagePullSecrets` (needs `get secrets`; opt-in).
+    pub pull_secrets: bool,
+    /// Which runtime's request sequence the probes reproduce.
+    pub runtime: RuntimeProfile,
+    /// Log format; the `--log-format` flag wins.
+    pub log_format: LogFormat,
+    /// How often the config file is checked for changes.
+    #[serde(with = "duration_serde")]
+    pub reload_interval: Duration,
+}
+
+/// The fleet load budget (see `schedule::image_checks_per_period`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FleetConfig {
+    /// The window in which each image should be checked `checks_per_period` times (`10m`).
+    #[serde(with = "duration_serde")]
+    pub period: Duration,
+    /// How many times per period the whole fleet checks each image.
+    pub checks_per_period: u32,
+    /// Number of nodes in the fleet. Unset: counted from the API server (needs `list
+    /// nodes`), else 1 (every node checks every image `checks_per_period` times).
+    pub node_count: Option<u64>,
+}
+
+/// Per-registry overrides.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryBudget {
+    /// Fleet-wide image checks per period for this registry (overrides `fleet.checks_per_period`).
+    pub checks_per_period: Option<u32>,
+    /// Time between this node's path checks of this registry (defaults to `interval`).
+    #[serde(with = "opt_duration_serde")]
+    pub path_interval: Option<Duration>,
+    /// Probes in flight at once towards this registry (overrides `per_host_concurrency`).
+    pub concurrency: Option<usize>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            interval: Duration::from_secs(60),
+            jitter: 0.1,
+            heartbeat: Duration::from_secs(300),
+            listen: SocketAddr::from(([0, 0, 0, 0], 9808)),
+            images: Vec::new(),
+            concurrency: 8,
+            per_host_concurrency: 2,
+            fail_after: 2,
+            recover_after: 1,
+            fleet: FleetConfig::default(),
+            registries: BTreeMap::new(),
+            pull_secrets: false,
+            runtime: RuntimeProfile::Containerd,
+            log_format: LogFormat::Json,
+            reload_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            period: Duration::from_secs(600),
+            checks_per_period: 3,
+            node_count: None,
+        }
+    }
+}
+
+/// Why a config file was not accepted. Every variant names the file; validation errors
+/// also name the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {file}: unknown extension (use .yaml, .yml or .toml)")]
+    UnknownFormat { file: PathBuf },
+    #[error("config {file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("config {file}: field `{field}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        field: String,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The offending field, when validation (not parsing) failed.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Which syntax a file is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigFormat {
+    Yaml,
+    Toml,
+}
+
+impl ConfigFormat {
+    pub fn from_path(path: &Path) -> Option<ConfigFormat> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml") | Some("yml") => Some(ConfigFormat::Yaml),
+            Some("toml") => Some(ConfigFormat::Toml),
+            _ => None,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// Read, parse and validate a file.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let format = ConfigFormat::from_path(path).ok_or_else(|| ConfigError::UnknownFormat {
+            file: path.to_path_buf(),
+        })?;
+        AgentConfig::parse(&text, format, path)
+    }
+
+    /// Parse and validate text; `file` is only used in errors.
+    pub fn parse(text: &str, format: ConfigFormat, file: &Path) -> Result<AgentConfig, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            file: file.to_path_buf(),
+            message,
+        };
+        let cfg: AgentConfig = match format {
+            // An empty YAML document is "null", not an empty map: treat it as all defaults.
+            ConfigFormat::Yaml if text.trim().is_empty() => AgentConfig::default(),
+            ConfigFormat::Yaml => {
+                serde_saphyr::from_str(text).map_err(|e| parse_err(e.to_string()))?
+            }
+            ConfigFormat::Toml => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+        };
+        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            field,
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Check values serde cannot: ranges and relations between fields. Returns the
+    /// field path and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        fn bad(field: &str, message: impl Into<String>) -> Result<(), (String, String)> {
+            Err((field.to_string(), message.into()))
+        }
+        if self.interval < Duration::from_secs(1) {
+            return bad("interval", "must be at least 1s");
+        }
+        if !(0.0..=0.5).contains(&self.jitter) || self.jitter.is_nan() {
+            return bad("jitter", "must be a fraction of interval between 0.0 and 0.5");
+        }
+        if self.heartbeat < self.interval {
+            return bad("heartbeat", "must be at least `interval`");
+        }
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
+        }
+        if self.per_host_concurrency == 0 {
+            return bad("per_host_concurrency", "must be at least 1");
+        }
+        if self.per_host_concurrency > self.concurrency {
+            return bad("per_host_concurrency", "must not exceed `concurrency`");
+        }
+        if self.fail_after == 0 {
+            return bad("fail_after", "must be at least 1");
+        }
+        if self.recover_after == 0 {
+            return bad("recover_after", "must be at least 1");
+        }
+        if self.reload_interval < Duration::from_secs(1) {
+            return bad("reload_interval", "must be at least 1s");
+        }
+        if self.fleet.period < self.interval {
+            return bad("fleet.period", "must be at least `interval`");
+        }
+        if self.fleet.checks_per_period == 0 {
+            return bad("fleet.checks_per_period", "must be at least 1");
+        }
+        if self.fleet.node_count == Some(0) {
+            return bad("fleet.node_count", "must be at least 1");
+        }
+        for (i, image) in self.images.iter().enumerate() {
+            if let Err(e) = ImageRef::parse(image) {
+                return bad(&format!("images[{i}]"), format!("`{image}`: {e}"));
+            }
+        }
+        for (host, budget) in &self.registries {
+            let field = |f: &str| format!("registries.{host}.{f}");
+            if host.is_empty() || host.contains('/') {
+                return bad(
+                    &format!("registries.{host}"),
+                    "key must be a registry domain such as `docker.io` or `host:5000`",
+                );
+            }
+            if budget.checks_per_period == Some(0) {
+                return bad(&field("checks_per_period"), "must be at least 1");
+            }
+            if let Some(d) = budget.path_interval {
+                if d < self.interval {
+                    return bad(&field("path_interval"), "must be at least `interval`");
+                }
+            }
+            if budget.concurrency == Some(0) {
+                return bad(&field("concurrency"), "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The budget of one registry domain (all defaults when not configured).
+    pub fn budget(&self, domain: &str) -> RegistryBudget {
+        self.registries.get(domain).cloned().unwrap_or_default()
+    }
+}
+
+/// Re-reads the config file when its content changes. ConfigMap volumes swap a
+/// symlink rather than rewrite the file, so the content (not the mtime) is compared.
+#[derive(Debug)]
+pub struct ConfigWatcher {
+    path: PathBuf,
+    last_bytes: Vec<u8>,
+}
+
+/// What a reload check found.
+#[derive(Debug)]
+pub enum Reload {
+    Unchanged,
+    Changed(Box<AgentConfig>),
+    /// The file changed but is not valid: the caller keeps its current config.
+    Rejected(ConfigError),
+}
+
+impl ConfigWatcher {
+    /// Load the file for the first time; a bad file is an error (the agent does not start).
+    pub fn open(path: &Path) -> Result<(ConfigWatcher, AgentConfig), ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let cfg = AgentConfig::load(path)?;
+        Ok((
+            ConfigWatcher {
+                path: path.to_path_buf(),
+                last_bytes: bytes,
+            },
+            cfg,
+        ))
+    }
+
+    pub fn check(&mut self) -> Reload {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(source) => {
+                return Reload::Rejected(ConfigError::Read {
+                    file: self.path.clone(),
+                    source,
+                })
+            }
+        };
+        if bytes == self.last_bytes {
+            return Reload::Unchanged;
+        }
+        // Remember the bytes either way: a rejected file is reported once, not every check.
+        self.last_bytes = bytes;
+        match AgentConfig::load(&self.path) {
+            Ok(cfg) => Reload::Changed(Box::new(cfg)),
+            Err(e) => Reload::Rejected(e),
+        }
+    }
+}
+
+/// Durations as humantime strings (`"60s"`, `"5m"`) or whole seconds.
+mod duration_serde {
+    use std::time::Duration;
+
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_any(DurationVisitor)
+    }
+
+    pub(super) struct DurationVisitor;
+
+    impl de::Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration such as \"60s\" or \"5m\", or whole seconds")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            humantime::parse_duration(v.trim())
+                .map_err(|e| E::custom(format!("invalid duration `{v}`: {e}")))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom("duration must not be negative"))
+        }
+    }
+}
+
+mod opt_duration_serde {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration_serde::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent-config")
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = AgentConfig::parse("", ConfigFormat::Yaml, Path::new("x.yaml")).unwrap();
+        assert_eq!(c, AgentConfig::default());
+        let c = AgentConfig::parse("", ConfigFormat::Toml, Path::new("x.toml")).unwrap();
+        assert_eq!(c.interval, Duration::from_secs(60));
+        assert_eq!(c.heartbeat, Duration::from_secs(300));
+        assert_eq!(c.listen.to_string(), "0.0.0.0:9808");
+        assert_eq!((c.fail_after, c.recover_after), (2, 1));
+        assert_eq!(c.fleet.period, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn valid_fixtures_load() {
+        let dir = fixtures().join("valid");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let cfg = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!cfg.images.is_empty(), "{}", path.display());
+            n += 1;
+        }
+        assert!(n >= 2);
+    }
+
+    #[test]
+    fn yaml_and_toml_agree() {
+        let y = AgentConfig::load(&fixtures().join("valid/full.yaml")).unwrap();
+        let t = AgentConfig::load(&fixtures().join("valid/full.toml")).unwrap();
+        assert_eq!(y, t);
+        assert_eq!(y.interval, Duration::from_secs(30));
+        assert_eq!(y.budget("docker.io").checks_per_period, Some(1));
+        assert_eq!(
+            y.budget("docker.io").path_interval,
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    /// Each `invalid-<field>.yaml` fixture must be rejected, naming the field from its
+    /// first line (`# field: <name>`).
+    #[test]
+    fn every_invalid_fixture_is_rejected_naming_its_field() {
+        let dir = fixtures().join("invalid");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let expect = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# field: "))
+                .unwrap_or_else(|| panic!("{}: first line must be `# field: NAME`", path.display()))
+                .trim()
+                .to_string();
+            let err = AgentConfig::load(&path).expect_err(&path.display().to_string());
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&expect),
+                "{}: error `{shown}` does not name `{expect}`",
+                path.display()
+            );
+            n += 1;
+        }
+        assert!(n >= 10, "only {n} invalid fixtures");
+    }
+
+    #[test]
+    fn unknown_extension_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.json");
+        std::fs::write(&p, "{}").unwrap();
+        assert!(matches!(
+            AgentConfig::load(&p),
+            Err(ConfigError::UnknownFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn reload_keeps_old_config_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(&p, "interval: 10s\n").unwrap();
+        let (mut w, cfg) = ConfigWatcher::open(&p).unwrap();
+        assert_eq!(cfg.interval, Duration::from_secs(10));
+        assert!(matches!(w.check(), Reload::Unchanged));
+        std::fs::write(&p, "interval: 20s\n").unwrap();
+        match w.check() {
+            Reload::Changed(c) => assert_eq!(c.interval, Duration::from_secs(20)),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&p, "interval: 20s\nbogus: 1\n").unwrap();
+        match w.check() {
+            Reload::Rejected(e) => assert!(e.to_string().contains("bogus"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // Reported once, not on every check.
+        assert!(matches!(w.check(), Reload::Unchanged));
+    }
+}

@@ -1,0 +1,2 @@
+//! `pullprobe agent`: the per-node DaemonSet agent.
+pub mod config;
