@@ -2,6 +2,7 @@
 //! pull would fail.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod credentials;
 pub mod endpoint;
 pub mod probe;
