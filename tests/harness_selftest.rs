@@ -31,17 +31,18 @@ fn pki_files_exist_and_parse() {
         assert!(s.starts_with("-----BEGIN"), "{}", p.display());
     }
     // The server leaf verifies against the CA with rustls for every SAN; the variants fail as intended.
-    use rustls_pki_types::pem::PemObject;
     use rustls::client::danger::ServerCertVerifier;
+    use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(&pki.ca_cert).expect("ca"))
         .expect("add ca");
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
-        .build()
-        .expect("verifier");
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .expect("verifier");
     let check = |ck: &CertKey, name: &str| {
         let leaf = CertificateDer::from_pem_file(&ck.cert).expect("leaf");
         verifier.verify_server_cert(
@@ -82,7 +83,10 @@ fn registry_plain_single_and_multi() {
         let r = format!("{}/lib/multi@{}", reg.host_port(), m.digest);
         let raw = skopeo_inspect_raw(&r, &PushOpts::insecure());
         assert_eq!(sha256_digest(&raw), m.digest);
-        assert_eq!(manifest_json(&raw)["config"]["digest"], m.config_digest.as_str());
+        assert_eq!(
+            manifest_json(&raw)["config"]["digest"],
+            m.config_digest.as_str()
+        );
     }
 }
 
@@ -125,12 +129,18 @@ fn registry_mtls_and_shared_storage() {
         .start();
     let img = OciImage::single("v1");
     let p = img.push(&reg, "m/app", &PushOpts::mtls(&pki));
-    assert_eq!(sha256_digest(&skopeo_inspect_raw(&p.reference, &PushOpts::mtls(&pki))), img.digest);
+    assert_eq!(
+        sha256_digest(&skopeo_inspect_raw(&p.reference, &PushOpts::mtls(&pki))),
+        img.digest
+    );
     skopeo_inspect_raw_result(&p.reference, &PushOpts::tls(&pki)).expect_err("no client cert");
     // A second, plain instance on the same storage sees the push.
     let plain = Registry::builder().storage(reg.storage()).start();
     let r = format!("{}/m/app:v1", plain.host_port());
-    assert_eq!(sha256_digest(&skopeo_inspect_raw(&r, &PushOpts::insecure())), img.digest);
+    assert_eq!(
+        sha256_digest(&skopeo_inspect_raw(&r, &PushOpts::insecure())),
+        img.digest
+    );
 }
 
 #[test]
@@ -152,11 +162,17 @@ fn token_issuer_with_real_registry() {
 
     // alice: allowed repo works, other repo refused.
     let alice = PushOpts::insecure().creds("alice", "a-pw");
-    assert_eq!(sha256_digest(&skopeo_inspect_raw(&at("team/app"), &alice)), img.digest);
+    assert_eq!(
+        sha256_digest(&skopeo_inspect_raw(&at("team/app"), &alice)),
+        img.digest
+    );
     skopeo_inspect_raw_result(&at("team/other"), &alice).expect_err("alice not allowed");
     // Anonymous: public/* only.
     let anon = PushOpts::insecure();
-    assert_eq!(sha256_digest(&skopeo_inspect_raw(&at("public/app"), &anon)), img.digest);
+    assert_eq!(
+        sha256_digest(&skopeo_inspect_raw(&at("public/app"), &anon)),
+        img.digest
+    );
     skopeo_inspect_raw_result(&at("team/app"), &anon).expect_err("anonymous not allowed");
     // Wrong password: the issuer answers 401.
     let before = issuer.requests().len();
@@ -186,22 +202,38 @@ fn token_issuer_post_and_refresh_flow() {
             .args(args)
             .output()
             .expect("curl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
     let form = "grant_type=password&username=alice&password=a-pw&service=registry.test&client_id=t&access_type=offline&scope=repository%3Ateam%2Fapp%3Apull%2Cpush";
     let v: serde_json::Value =
-        serde_json::from_slice(&curl(&["-X", "POST", "-d", form, &issuer.realm_url()])).expect("json");
+        serde_json::from_slice(&curl(&["-X", "POST", "-d", form, &issuer.realm_url()]))
+            .expect("json");
     assert!(v["expires_in"].as_u64().is_some() && v["issued_at"].is_string());
-    let rt = v["refresh_token"].as_str().expect("refresh_token").to_string();
+    let rt = v["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string();
     let form = format!("grant_type=refresh_token&refresh_token={rt}&service=registry.test&scope=repository%3Ateam%2Fapp%3Apull%2Cpush");
     let v: serde_json::Value =
-        serde_json::from_slice(&curl(&["-X", "POST", "-d", &form, &issuer.realm_url()])).expect("json");
-    let token = v["access_token"].as_str().expect("access_token").to_string();
+        serde_json::from_slice(&curl(&["-X", "POST", "-d", &form, &issuer.realm_url()]))
+            .expect("json");
+    let token = v["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
     assert_eq!(issuer.post_count(), 2);
     assert_eq!(issuer.get_count(), 0);
     // The registry accepts the token: push (via skopeo with its own flow) then GET the manifest.
-    img.push(&reg, "team/app", &PushOpts::insecure().creds("alice", "a-pw"));
+    img.push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("alice", "a-pw"),
+    );
     let out = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
         .arg(format!("Authorization: Bearer {token}"))
@@ -220,4 +252,270 @@ fn token_issuer_post_and_refresh_flow() {
     let head = String::from_utf8_lossy(&out.stdout);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert!(head.contains("insufficient_scope"), "{head}");
+}
+
+#[test]
+fn redirect_middleware_and_blob_host() {
+    let storage = Storage::new();
+    let blobs = BlobHost::start(storage.path());
+    let reg = Registry::builder()
+        .storage(storage.clone())
+        .redirect(&blobs.url())
+        .htpasswd(&[("u", "p")])
+        .start();
+    let img = OciImage::single("v1");
+    img.push(&reg, "r/app", &PushOpts::insecure().creds("u", "p"));
+    let m = &img.manifests[0];
+    // The registry redirects the blob GET to the blob host, which serves the right bytes; curl
+    // (like a correct client) does not forward credentials to another host.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-L",
+            "-u",
+            "u:p",
+            "-w",
+            "\n%{http_code} %{num_redirects}",
+        ])
+        .arg(format!("{}/v2/r/app/blobs/{}", reg.url(), m.config_digest))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("status line");
+    assert_eq!(status, "200 1", "{text}");
+    assert_eq!(sha256_digest(body.as_bytes()), m.config_digest);
+    assert_eq!(blobs.request_count(), 1);
+    assert!(!blobs.saw_authorization());
+    let hex = m.config_digest.trim_start_matches("sha256:");
+    assert_eq!(
+        blobs.paths(),
+        vec![format!(
+            "/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        )]
+    );
+    // Sending Authorization to it is recorded.
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Authorization: Basic eDp5",
+        ])
+        .arg(format!(
+            "{}docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            blobs.url(),
+            &hex[..2]
+        ))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert!(blobs.saw_authorization());
+
+    // Blob host down: the 307 points at a dead port.
+    let down = blob_host_down_url();
+    let reg2 = Registry::builder().storage(storage).redirect(&down).start();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("{}/v2/r/app/blobs/{}", reg2.url(), m.layer_digest))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(head.starts_with("http/1.1 307"), "{head}");
+    assert!(
+        head.contains(&format!("location: {down}docker/registry/v2/blobs/")),
+        "{head}"
+    );
+}
+
+#[test]
+fn unbound_answers_and_failures() {
+    use harness::dns::*;
+    use std::time::{Duration, Instant};
+    let dns = Dns::builder().record("v6.test", "::1").start();
+    let r = dns.query("registry.test", QTYPE_A).expect("registry.test");
+    assert_eq!(
+        (r.rcode, r.addrs.clone()),
+        (RCODE_NOERROR, vec!["127.0.0.1".parse().expect("ip")])
+    );
+    let r = dns.query("v6.test", QTYPE_AAAA).expect("v6.test");
+    assert_eq!(
+        r.addrs,
+        vec!["::1".parse::<std::net::IpAddr>().expect("ip")]
+    );
+    assert_eq!(
+        dns.query("nxdomain.test", QTYPE_A).expect("nx").rcode,
+        RCODE_NXDOMAIN
+    );
+    let r = dns.query("norecords.test", QTYPE_A).expect("norecords");
+    assert_eq!((r.rcode, r.answer_count), (RCODE_NOERROR, 0));
+    assert_eq!(
+        dns.query("refused.test", QTYPE_A).expect("refused").rcode,
+        RCODE_REFUSED
+    );
+    assert_eq!(
+        dns.query("example.com", QTYPE_A).expect("outside").rcode,
+        RCODE_REFUSED
+    );
+    let t = Instant::now();
+    let r = dns.query("servfail.test", QTYPE_A).expect("servfail");
+    assert_eq!(r.rcode, RCODE_SERVFAIL);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let e = dns_query(
+        dns.socket_addr(),
+        "drop.test",
+        QTYPE_A,
+        Duration::from_millis(500),
+    )
+    .expect_err("drop.test must time out");
+    assert!(matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    ));
+    let rc = std::fs::read_to_string(dns.resolv_conf()).expect("resolv.conf");
+    assert!(
+        rc.contains(&format!("nameserver {}", dns.ip())) && rc.contains("timeout:1 attempts:1")
+    );
+    // Two servers side by side get distinct addresses.
+    let other = Dns::start_default();
+    assert_ne!(other.ip(), dns.ip());
+    let hosts = write_hosts_file(
+        &dns.dir().join("hosts"),
+        &[("127.0.0.1", &["registry.test", "auth.test"])],
+    );
+    assert!(std::fs::read_to_string(hosts)
+        .expect("hosts")
+        .contains("127.0.0.1\tregistry.test auth.test"));
+}
+
+#[test]
+fn scripted_server_replies() {
+    use std::io::{Read, Write};
+    let srv = ScriptedServer::canned(vec![
+        Reply::too_many_requests("2"),
+        Reply::malformed_www_authenticate(),
+        Reply::stall_mid_body(200, "application/json", 1000, 10),
+    ]);
+    let raw = |path: &str| {
+        let mut s = std::net::TcpStream::connect(srv.host_port()).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        (String::from_utf8_lossy(&out).into_owned(), r.is_err())
+    };
+    let (a, _) = raw("/v2/");
+    assert!(
+        a.starts_with("HTTP/1.1 429") && a.contains("Retry-After: 2"),
+        "{a}"
+    );
+    let (b, _) = raw("/v2/");
+    assert!(
+        b.starts_with("HTTP/1.1 401") && b.contains("WWW-Authenticate: Bearer realm=\""),
+        "{b}"
+    );
+    let (c, timed_out) = raw("/v2/x/manifests/y");
+    assert!(
+        timed_out && c.contains("Content-Length: 1000") && c.ends_with("xxxxxxxxxx"),
+        "{c}"
+    );
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(reqs[2].path, "/v2/x/manifests/y");
+    assert_eq!(reqs[0].header("host"), Some("x"));
+
+    // 10 MB manifest, redirect loop, HTML at /v2/, over curl.
+    let big = ScriptedServer::start(|_| Reply::big_manifest(10 * 1024 * 1024));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{size_download}"])
+        .arg(format!("{}/v2/a/manifests/b", big.url()))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        (10 * 1024 * 1024).to_string()
+    );
+    let lp = ScriptedServer::redirect_loop();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-L",
+            "--max-redirs",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_redirects}",
+        ])
+        .arg(format!("{}/v2/", lp.url()))
+        .output()
+        .expect("curl");
+    assert_eq!(out.status.code(), Some(47), "curl: too many redirects");
+    assert_eq!(lp.request_count(), 6);
+    let html = ScriptedServer::html_v2();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-D", "-"])
+        .arg(format!("{}/v2/", html.url()))
+        .output()
+        .expect("curl");
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("text/html") && t.contains("<html>"), "{t}");
+
+    // TLS variant.
+    let pki = Pki::new();
+    let tls = ScriptedServer::start_tls(&pki.server, |_| Reply::v2_ok());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(&pki.ca_cert)
+        .arg(format!("https://localhost:{}/v2/", tls.port()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+#[test]
+fn delay_proxy_modes() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let reg = Registry::plain();
+    let target: std::net::SocketAddr = reg.host_port().parse().expect("addr");
+    let get = |hp: &str| {
+        let mut s = std::net::TcpStream::connect(hp).expect("connect");
+        s.set_read_timeout(Some(Duration::from_millis(800)))
+            .expect("timeout");
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut out = Vec::new();
+        let r = s.read_to_end(&mut out);
+        (String::from_utf8_lossy(&out).into_owned(), r)
+    };
+    let slow = DelayProxy::start(target, ProxyMode::Delay(Duration::from_millis(100)));
+    let t = Instant::now();
+    let (body, _) = get(&slow.host_port());
+    let el = t.elapsed();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        el >= Duration::from_millis(200) && el < Duration::from_millis(700),
+        "{el:?}"
+    );
+    let hang = DelayProxy::start(target, ProxyMode::Hang);
+    let (body, r) = get(&hang.host_port());
+    assert!(body.is_empty() && r.is_err());
+    let reset = DelayProxy::start(target, ProxyMode::Reset);
+    let (_, r) = get(&reset.host_port());
+    assert_eq!(
+        r.expect_err("reset").kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    let trunc = DelayProxy::start(target, ProxyMode::TruncateAfter(12));
+    let (body, _) = get(&trunc.host_port());
+    assert_eq!(body, "HTTP/1.1 200");
 }

@@ -59,14 +59,14 @@ pub mod runner;
 pub mod scripted;
 pub mod token_issuer;
 
-// pub use blob_host::{blob_host_down_url, BlobHost};
-// pub use delay_proxy::{DelayProxy, ProxyMode};
-// pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
+pub use blob_host::{blob_host_down_url, BlobHost};
+pub use delay_proxy::{DelayProxy, ProxyMode};
+pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{skopeo_inspect_raw, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed};
 pub use pki::{CertKey, Pki, Usage, Validity};
 pub use registry::{Registry, RegistryAuth, Storage};
 pub use runner::{json_lines, run_pullprobe};
-// pub use scripted::{Reply, Request, ScriptedServer};
+pub use scripted::{Reply, Request, ScriptedServer};
 pub use token_issuer::TokenIssuer;
 
 use std::future::Future;
@@ -116,7 +116,9 @@ pub fn tls_server_config(
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in CertificateDer::pem_file_iter(ca).expect("open client ca") {
-                roots.add(c.expect("parse client ca")).expect("add client ca");
+                roots
+                    .add(c.expect("parse client ca"))
+                    .expect("add client ca");
             }
             let verifier =
                 rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
@@ -222,17 +224,18 @@ pub async fn serve_http(
                     Err(_) => return,
                 },
             };
-            let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let handler = handler.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let body = match body.collect().await {
-                        Ok(b) => b.to_bytes(),
-                        Err(e) => return Err(e),
-                    };
-                    Ok::<_, hyper::Error>(handler(http::Request::from_parts(parts, body)))
-                }
-            });
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let handler = handler.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = match body.collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(e) => return Err(e),
+                        };
+                        Ok::<_, hyper::Error>(handler(http::Request::from_parts(parts, body)))
+                    }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
                 .await;
@@ -241,7 +244,11 @@ pub async fn serve_http(
 }
 
 /// Builds a response (test helper; never fails for valid status codes).
-pub fn http_response(status: u16, headers: &[(&str, &str)], body: impl Into<bytes::Bytes>) -> HttpResponse {
+pub fn http_response(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: impl Into<bytes::Bytes>,
+) -> HttpResponse {
     let mut b = http::Response::builder().status(status);
     for (k, v) in headers {
         b = b.header(*k, *v);

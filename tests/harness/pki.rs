@@ -143,8 +143,22 @@ impl Pki {
         let d = dir.path();
         let ca = new_ca("pullprobe test CA");
         let ca_cert = write(d, "ca.crt", &ca.pem());
-        let server = issue(d, &ca, "server", SERVER_SANS, Validity::Valid, Usage::Server);
-        let expired = issue(d, &ca, "expired", SERVER_SANS, Validity::Expired, Usage::Server);
+        let server = issue(
+            d,
+            &ca,
+            "server",
+            SERVER_SANS,
+            Validity::Valid,
+            Usage::Server,
+        );
+        let expired = issue(
+            d,
+            &ca,
+            "expired",
+            SERVER_SANS,
+            Validity::Expired,
+            Usage::Server,
+        );
         let not_yet_valid = issue(
             d,
             &ca,

@@ -88,7 +88,11 @@ impl Registry {
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("{}://127.0.0.1:{}", if self.tls { "https" } else { "http" }, self.port)
+        format!(
+            "{}://127.0.0.1:{}",
+            if self.tls { "https" } else { "http" },
+            self.port
+        )
     }
     /// `127.0.0.1:PORT` (the registry host part of an image reference).
     pub fn host_port(&self) -> String {

@@ -143,10 +143,7 @@ impl TokenIssuerBuilder {
     /// Restricts `user` to the listed repositories (call repeatedly). Pattern: exact name, `prefix/*`
     /// or `*`.
     pub fn allow(mut self, user: &str, repo: &str) -> Self {
-        self.allow
-            .entry(user.into())
-            .or_default()
-            .push(repo.into());
+        self.allow.entry(user.into()).or_default().push(repo.into());
         self
     }
     /// Whether requests without credentials get a token at all (else 401).
@@ -278,12 +275,7 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
     } else {
         st.gets.fetch_add(1, Ordering::SeqCst);
     }
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     // GET: repeated `scope=`; POST: space-separated `scope=`.
     let scopes: Vec<String> = params
         .iter()
@@ -307,9 +299,16 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(u, p)| (u.to_string(), p.to_string()))
+        });
     let creds: Option<(String, String)> = if is_post {
         match grant_type.as_deref() {
             Some("password") => match (get("username"), get("password")) {
@@ -449,5 +448,9 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
         body["refresh_token"] = json!(rt);
     }
     st.log.lock().expect("lock").push(rec);
-    http_response(200, &[("Content-Type", "application/json")], body.to_string())
+    http_response(
+        200,
+        &[("Content-Type", "application/json")],
+        body.to_string(),
+    )
 }
