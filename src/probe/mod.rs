@@ -1,7 +1,15 @@
 //! The probe engine: walks one image's pull path phase by phase.
 
-pub mod outcome;
+pub mod auth;
+pub mod blob;
 pub mod challenge;
+pub mod connect;
+pub mod dns;
+pub mod http;
+pub mod manifest;
+pub mod outcome;
+pub mod platform;
+pub mod tls;
 
 pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
 pub mod engine;

@@ -1,0 +1,473 @@
+//! auth phase: turn a registry's 401 challenge into an `Authorization` header the way
+//! the node's runtime does, fetching (and caching) bearer tokens.
+//!
+//! containerd (core/remotes/docker/authorizer.go, auth/fetch.go): with a secret it POSTs
+//! the OAuth2 form (`client_id=containerd-client`) and falls back to GET with Basic auth
+//! on 400/401/404 (or 405 with a username); without one it GETs anonymously.
+//! CRI-O (containers/image docker_client.go): GET with Basic auth, or the OAuth2
+//! refresh-token POST for identity tokens.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use url::Url;
+
+use super::challenge::Challenge;
+use super::http::{Request, Session};
+use super::outcome::{Failure, Phase, Reason};
+use super::RuntimeProfile;
+use crate::credentials::{Credential, Secret};
+
+/// Token responses are small; anything bigger is not a token response.
+const MAX_TOKEN_BODY: usize = 1 << 20;
+/// The spec's default lifetime when `expires_in` is absent.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
+/// What to send in `Authorization` for one host and scope.
+#[derive(Clone, Debug)]
+pub enum Authorization {
+    Basic(Secret),
+    Bearer(Secret),
+}
+
+impl Authorization {
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        let text = match self {
+            Authorization::Basic(s) => format!("Basic {}", s.expose()),
+            Authorization::Bearer(s) => format!("Bearer {}", s.expose()),
+        };
+        let mut v = HeaderValue::from_str(&text).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct TokenKey {
+    realm: String,
+    service: String,
+    scope: String,
+    /// Which credential the token belongs to (its source name, never its value).
+    identity: String,
+}
+
+struct CachedToken {
+    token: Secret,
+    expires: Instant,
+}
+
+/// Tokens per (realm, service, scope, credential), kept until `expires_in`.
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    /// The last challenge seen per registry host, so a later probe can authorise its
+    /// first request (as containerd's authorizer keeps handlers per host).
+    challenges: Mutex<HashMap<String, Challenge>>,
+}
+
+impl TokenCache {
+    fn get(&self, key: &TokenKey) -> Option<Secret> {
+        let mut map = self.tokens.lock().ok()?;
+        match map.get(key) {
+            Some(t) if t.expires > Instant::now() => Some(t.token.clone()),
+            Some(_) => {
+                map.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+    fn put(&self, key: TokenKey, token: Secret, lifetime: Duration) {
+        if let Ok(mut map) = self.tokens.lock() {
+            map.insert(
+                key,
+                CachedToken {
+                    token,
+                    expires: Instant::now() + lifetime,
+                },
+            );
+        }
+    }
+    pub fn remember_challenge(&self, host: &str, c: &Challenge) {
+        if let Ok(mut map) = self.challenges.lock() {
+            map.insert(host.to_string(), c.clone());
+        }
+    }
+    pub fn known_challenge(&self, host: &str) -> Option<Challenge> {
+        self.challenges.lock().ok()?.get(host).cloned()
+    }
+    /// A cached, unexpired authorisation for `host` and `scope`, without any request.
+    pub fn cached_authorization(
+        &self,
+        host: &str,
+        scope: &str,
+        cred: Option<&CredentialRef<'_>>,
+    ) -> Option<Authorization> {
+        let c = self.known_challenge(host)?;
+        if c.is_basic() {
+            return cred
+                .and_then(|c| basic_of(c.credential))
+                .map(Authorization::Basic);
+        }
+        let key = TokenKey {
+            realm: c.realm()?.to_string(),
+            service: c.service().unwrap_or_default().to_string(),
+            scope: scope.to_string(),
+            identity: cred.map(|c| c.identity.to_string()).unwrap_or_default(),
+        };
+        self.get(&key).map(Authorization::Bearer)
+    }
+    /// Number of cached tokens (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.tokens.lock().map(|m| m.len()).unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A credential and a stable, printable identity for cache keys.
+pub struct CredentialRef<'a> {
+    pub credential: &'a Credential,
+    pub identity: &'a str,
+}
+
+fn basic_of(c: &Credential) -> Option<Secret> {
+    match c {
+        Credential::Basic { username, password }
+            if !username.is_empty() && !password.is_empty() =>
+        {
+            Some(Secret::new(
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose())),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// What the auth step did, for the phase record.
+pub struct AuthOutcome {
+    pub authorization: Authorization,
+    pub detail: String,
+    /// The host of the token endpoint (for the phase record), or the registry host.
+    pub host: String,
+}
+
+/// Pick the challenge the runtime would act on: the first Bearer, or the first Basic
+/// when a credential exists (containerd authorizer.go `AddResponses`).
+pub fn pick_challenge<'c>(
+    challenges: &'c [Challenge],
+    has_credential: bool,
+) -> Result<&'c Challenge, Failure> {
+    for c in challenges {
+        if c.is_bearer() || (c.is_basic() && has_credential) {
+            return Ok(c);
+        }
+    }
+    if challenges.iter().any(|c| c.is_basic()) {
+        return Err(Failure::new(
+            Reason::AuthCredentialsRequired,
+            "the registry requires Basic authentication and no credential is configured for it",
+        ));
+    }
+    let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+    Err(Failure::new(
+        Reason::AuthUnsupportedScheme,
+        format!(
+            "no supported auth scheme in challenge (got {})",
+            schemes.join(", ")
+        ),
+    ))
+}
+
+/// Authorise for `scope` against `challenge`, fetching a token if needed.
+pub async fn authorize(
+    session: &mut Session<'_>,
+    cache: &TokenCache,
+    runtime: RuntimeProfile,
+    registry_host: &str,
+    challenge: &Challenge,
+    scope: &str,
+    cred: Option<&CredentialRef<'_>>,
+) -> Result<AuthOutcome, Failure> {
+    if challenge.is_basic() {
+        let Some(cr) = cred else {
+            return Err(Failure::new(
+                Reason::AuthCredentialsRequired,
+                "the registry requires Basic authentication and no credential is configured",
+            ));
+        };
+        let Some(b) = basic_of(cr.credential) else {
+            return Err(Failure::new(
+                Reason::AuthCredentialsRequired,
+                "the registry requires Basic authentication (username and password); the configured credential is a token",
+            ));
+        };
+        cache.remember_challenge(registry_host, challenge);
+        return Ok(AuthOutcome {
+            authorization: Authorization::Basic(b),
+            detail: "basic".to_string(),
+            host: registry_host.to_string(),
+        });
+    }
+    if let Some(Credential::RegistryToken(t)) = cred.map(|c| c.credential) {
+        return Ok(AuthOutcome {
+            authorization: Authorization::Bearer(t.clone()),
+            detail: "bearer (registry token from config)".to_string(),
+            host: registry_host.to_string(),
+        });
+    }
+    let realm_text = challenge.realm().ok_or_else(|| {
+        Failure::new(
+            Reason::AuthChallengeMalformed,
+            "Bearer challenge has no realm",
+        )
+    })?;
+    let realm = Url::parse(realm_text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::AuthChallengeMalformed,
+                format!("Bearer realm {realm_text:?} is not an absolute http(s) URL"),
+            )
+        })?;
+    let service = challenge.service().unwrap_or_default().to_string();
+    let key = TokenKey {
+        realm: realm.to_string(),
+        service: service.clone(),
+        scope: scope.to_string(),
+        identity: cred.map(|c| c.identity.to_string()).unwrap_or_default(),
+    };
+    let realm_host = host_port(&realm);
+    cache.remember_challenge(registry_host, challenge);
+    if let Some(tok) = cache.get(&key) {
+        return Ok(AuthOutcome {
+            authorization: Authorization::Bearer(tok),
+            detail: format!("bearer token from cache (realm {realm})"),
+            host: realm_host,
+        });
+    }
+    let (token, lifetime, how) =
+        fetch_token(session, runtime, &realm, &service, scope, cred).await?;
+    cache.put(key, token.clone(), lifetime);
+    Ok(AuthOutcome {
+        authorization: Authorization::Bearer(token),
+        detail: format!(
+            "bearer token via {how} (realm {realm}, expires_in {}s)",
+            lifetime.as_secs()
+        ),
+        host: realm_host,
+    })
+}
+
+fn host_port(u: &Url) -> String {
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or_default(),
+        u.port_or_known_default().unwrap_or_default()
+    )
+}
+
+async fn fetch_token(
+    session: &mut Session<'_>,
+    runtime: RuntimeProfile,
+    realm: &Url,
+    service: &str,
+    scope: &str,
+    cred: Option<&CredentialRef<'_>>,
+) -> Result<(Secret, Duration, &'static str), Failure> {
+    let credential = cred.map(|c| c.credential);
+    let oauth_secret: Option<(Option<&str>, &Secret, bool)> = match credential {
+        Some(Credential::Basic { username, password }) => Some((Some(username), password, false)),
+        Some(Credential::IdentityToken(t)) => Some((None, t, true)),
+        _ => None,
+    };
+    let try_post = match runtime {
+        RuntimeProfile::Containerd => oauth_secret.is_some(),
+        // containers/image uses the OAuth2 POST only for identity (refresh) tokens.
+        RuntimeProfile::Crio => matches!(credential, Some(Credential::IdentityToken(_))),
+    };
+    if try_post {
+        if let Some((username, secret, refresh)) = oauth_secret {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            form.append_pair("scope", scope);
+            form.append_pair("service", service);
+            form.append_pair("client_id", "containerd-client");
+            form.append_pair("access_type", "offline");
+            if refresh {
+                form.append_pair("grant_type", "refresh_token");
+                form.append_pair("refresh_token", secret.expose());
+            } else {
+                form.append_pair("grant_type", "password");
+                form.append_pair("username", username.unwrap_or_default());
+                form.append_pair("password", secret.expose());
+            }
+            let mut req = Request::new(Method::POST, realm.clone());
+            req.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+            );
+            req.body = Some(Bytes::from(form.finish()));
+            let resp = send_token_request(session, &req).await?;
+            let status = resp.status;
+            let fallback = status == StatusCode::NOT_FOUND
+                || status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::BAD_REQUEST
+                || (status == StatusCode::METHOD_NOT_ALLOWED && username.is_some());
+            if status.is_success() {
+                let (t, l) = parse_token(&resp.body)?;
+                return Ok((t, l, "OAuth2 POST"));
+            }
+            if !fallback {
+                return Err(token_status_failure(status, true));
+            }
+        }
+    }
+    let mut url = realm.clone();
+    {
+        let mut q = url.query_pairs_mut();
+        if !service.is_empty() {
+            q.append_pair("service", service);
+        }
+        q.append_pair("scope", scope);
+    }
+    let mut req = Request::new(Method::GET, url);
+    let mut with_basic = false;
+    if let Some(b) = credential.and_then(basic_of) {
+        if let Some(v) = Authorization::Basic(b).header_value() {
+            req.headers.insert(http::header::AUTHORIZATION, v);
+            with_basic = true;
+        }
+    }
+    let resp = send_token_request(session, &req).await?;
+    if resp.status.is_success() {
+        let (t, l) = parse_token(&resp.body)?;
+        return Ok((
+            t,
+            l,
+            if with_basic {
+                "GET with Basic"
+            } else {
+                "anonymous GET"
+            },
+        ));
+    }
+    Err(token_status_failure(resp.status, credential.is_some()))
+}
+
+async fn send_token_request(
+    session: &mut Session<'_>,
+    req: &Request,
+) -> Result<super::http::Response, Failure> {
+    session.send(req, MAX_TOKEN_BODY).await.map_err(|f| {
+        let reason = match f.phase {
+            Phase::Dns | Phase::Connect | Phase::Tls => Reason::AuthTokenEndpointUnreachable,
+            _ => Reason::AuthTokenEndpointError,
+        };
+        Failure::new(
+            reason,
+            format!(
+                "token endpoint {}: {} failed: {} ({})",
+                req.url.host_str().unwrap_or_default(),
+                f.phase,
+                f.reason,
+                f.message
+            ),
+        )
+    })
+}
+
+fn token_status_failure(status: StatusCode, with_credential: bool) -> Failure {
+    match status {
+        StatusCode::UNAUTHORIZED if with_credential => Failure::new(
+            Reason::AuthCredentialsRejected,
+            "the token endpoint rejected the credentials (401)",
+        ),
+        StatusCode::UNAUTHORIZED => Failure::new(
+            Reason::AuthCredentialsRequired,
+            "the token endpoint refuses anonymous tokens (401)",
+        ),
+        StatusCode::FORBIDDEN => {
+            Failure::new(Reason::AuthDenied, "the token endpoint denied access (403)")
+        }
+        other => Failure::new(
+            Reason::AuthTokenEndpointError,
+            format!("the token endpoint answered {other}"),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+/// Parse a token response. Errors never include the body (it may hold a token).
+pub fn parse_token(body: &[u8]) -> Result<(Secret, Duration), Failure> {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            Reason::AuthTokenMalformed,
+            format!(
+                "token response is not valid JSON (line {}, column {}, {} bytes)",
+                e.line(),
+                e.column(),
+                body.len()
+            ),
+        )
+    })?;
+    // distribution auth/token.md: `token`, with `access_token` as the OAuth2 alias.
+    let token = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::AuthTokenMalformed,
+                "token response has neither `token` nor `access_token`",
+            )
+        })?;
+    if token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(Failure::new(
+            Reason::AuthTokenMalformed,
+            "token contains characters not allowed in an HTTP header",
+        ));
+    }
+    let lifetime = match parsed.expires_in {
+        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        _ => DEFAULT_TOKEN_LIFETIME,
+    };
+    Ok((Secret::new(token), lifetime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_json_variants() {
+        let (t, l) = parse_token(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.expose(), "abc");
+        assert_eq!(l, Duration::from_secs(300));
+        let (t, l) = parse_token(br#"{"access_token":"xyz"}"#).unwrap();
+        assert_eq!(t.expose(), "xyz");
+        assert_eq!(l, DEFAULT_TOKEN_LIFETIME);
+        let e = parse_token(b"<html>canary-token-123</html>").unwrap_err();
+        assert_eq!(e.reason, Reason::AuthTokenMalformed);
+        assert!(!e.message.contains("canary"));
+        let e = parse_token(br#"{"token":""}"#).unwrap_err();
+        assert_eq!(e.reason, Reason::AuthTokenMalformed);
+        let e = parse_token(br#"{"token":"a\nb"}"#).unwrap_err();
+        assert_eq!(e.reason, Reason::AuthTokenMalformed);
+    }
+}

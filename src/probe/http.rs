@@ -1,0 +1,460 @@
+//! One probe's HTTP session: one connection per origin (scheme, host, port), opened
+//! phase by phase (dns → connect → tls) with each step timed and recorded, then
+//! HTTP/1.1 requests over hyper's client connection API.
+//!
+//! A pooled client (reqwest, Go's http.Client) hides which step failed and how long
+//! each took; owning the connection is what makes per-phase timing exact.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use url::Url;
+
+use super::connect;
+use super::dns::NodeResolver;
+use super::outcome::{Failure, Phase, PhaseRecord, Reason, TlsInfo};
+use super::tls;
+use super::Timeouts;
+use crate::endpoint::SchemePolicy;
+
+/// How many redirects a request may follow (Go's http.Client stops after 10).
+pub const MAX_REDIRECTS: usize = 10;
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Origin {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn of(url: &Url) -> Option<Origin> {
+        let https = url.scheme() == "https";
+        let host = url.host_str()?.to_string();
+        let port = url.port_or_known_default()?;
+        Some(Origin { https, host, port })
+    }
+    fn host_port(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A request to send; bodies are small (token forms) or empty.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    pub url: Url,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+}
+
+impl Request {
+    pub fn new(method: Method, url: Url) -> Request {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+        }
+    }
+}
+
+/// A response with its body read (up to a limit).
+#[derive(Debug)]
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The URL that finally answered (after redirects).
+    pub url: Url,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Per-run state shared by sessions: resolver, timeouts, TLS config.
+pub struct SessionContext {
+    pub resolver: NodeResolver,
+    pub timeouts: Timeouts,
+    pub tls: Result<Arc<ClientConfig>, String>,
+    pub scheme: SchemePolicy,
+    /// Headers added to every request of this endpoint (hosts.toml `[header]`).
+    pub extra_headers: Vec<(String, String)>,
+    pub user_agent: String,
+}
+
+/// Connections and phase records of one attempt (one endpoint, one credential).
+pub struct Session<'a> {
+    ctx: &'a SessionContext,
+    conns: HashMap<Origin, SendRequest<Full<Bytes>>>,
+    /// Origins for which HTTPS failed and plain HTTP is used instead (containerd fallback).
+    plain_fallback: HashSet<(String, u16)>,
+    pub records: Vec<PhaseRecord>,
+    /// TLS details per host, first handshake wins.
+    pub tls_seen: Vec<TlsInfo>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+impl<'a> Session<'a> {
+    pub fn new(ctx: &'a SessionContext) -> Session<'a> {
+        Session {
+            ctx,
+            conns: HashMap::new(),
+            plain_fallback: HashSet::new(),
+            records: Vec::new(),
+            tls_seen: Vec::new(),
+        }
+    }
+
+    pub fn record(&mut self, name: Phase, host: &str, ok: bool, started: Instant, detail: String) {
+        self.records.push(PhaseRecord {
+            name,
+            host: host.to_string(),
+            ok,
+            duration_ms: ms(started.elapsed()),
+            detail,
+        });
+    }
+
+    /// Whether plain HTTP replaced HTTPS for this host (fallback happened).
+    pub fn uses_plain_http(&self, url: &Url) -> bool {
+        match (url.host_str(), url.port_or_known_default()) {
+            (Some(h), Some(p)) => self.plain_fallback.contains(&(h.to_string(), p)),
+            _ => false,
+        }
+    }
+
+    /// Open (or reuse) the connection to `origin`, recording dns/connect/tls. The
+    /// returned failure carries the dns/connect/tls phase; callers re-home it.
+    async fn connection(&mut self, origin: &Origin) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        // Checked out of the map while in use; `send` puts it back afterwards.
+        if let Some(mut sender) = self.conns.remove(origin) {
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let hp = origin.host_port();
+        let t = Instant::now();
+        let addrs = match self
+            .ctx
+            .resolver
+            .resolve(&origin.host, self.ctx.timeouts.dns)
+            .await
+        {
+            Ok(a) => {
+                let detail = a
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                self.record(Phase::Dns, &hp, true, t, detail);
+                a
+            }
+            Err(f) => {
+                self.record(Phase::Dns, &hp, false, t, f.message.clone());
+                return Err(f);
+            }
+        };
+        let t = Instant::now();
+        let (tcp, peer) =
+            match connect::connect(&addrs, origin.port, self.ctx.timeouts.connect).await {
+                Ok(c) => c,
+                Err(f) => {
+                    self.record(Phase::Connect, &hp, false, t, f.message.clone());
+                    return Err(f);
+                }
+            };
+        self.record(Phase::Connect, &hp, true, t, peer.to_string());
+        let sender = if origin.https {
+            let config = match &self.ctx.tls {
+                Ok(c) => c.clone(),
+                Err(msg) => {
+                    let f = Failure::new(Reason::TLSConfigInvalid, msg.clone());
+                    self.record(Phase::Tls, &hp, false, Instant::now(), f.message.clone());
+                    return Err(f);
+                }
+            };
+            let t = Instant::now();
+            match tls::handshake(tcp, &origin.host, config, self.ctx.timeouts.tls).await {
+                Ok((stream, info)) => {
+                    let detail = format!(
+                        "{} {} subject={} issuer={} expires_in_days={}",
+                        info.version, info.cipher, info.subject, info.issuer, info.days_to_expiry
+                    );
+                    self.record(Phase::Tls, &hp, true, t, detail);
+                    if !self.tls_seen.iter().any(|i| i.host == info.host) {
+                        self.tls_seen.push(info);
+                    }
+                    handshake_http(stream).await?
+                }
+                Err(f) => {
+                    self.record(Phase::Tls, &hp, false, t, f.message.clone());
+                    return Err(f);
+                }
+            }
+        } else {
+            handshake_http(tcp).await?
+        };
+        Ok(sender)
+    }
+
+    /// Send one request (no redirect handling). Connection failures come back with
+    /// their dns/connect/tls phase; HTTP-level failures as `ResponseTimeout`/`ConnectionLost`.
+    pub async fn send(&mut self, req: &Request, max_body: usize) -> Result<Response, Failure> {
+        let mut url = req.url.clone();
+        // containerd's HTTPS-then-HTTP fallback: only for hosts configured that way.
+        let fallback_allowed = self.ctx.scheme == SchemePolicy::HttpsThenHttp;
+        if self.uses_plain_http(&url) {
+            let _ = url.set_scheme("http");
+        }
+        let origin = Origin::of(&url).ok_or_else(|| {
+            Failure::new(
+                Reason::ManifestMalformed,
+                format!("cannot request {url}: no host"),
+            )
+        })?;
+        let (sender, used) = match self.connection(&origin).await {
+            Ok(s) => (s, origin),
+            Err(f) if origin.https && fallback_allowed && is_tls_or_port_failure(&f) => {
+                // NewHTTPFallback: retry the same host:port over plain HTTP.
+                self.plain_fallback
+                    .insert((origin.host.clone(), origin.port));
+                let _ = url.set_scheme("http");
+                let plain = Origin {
+                    https: false,
+                    ..origin.clone()
+                };
+                (self.connection(&plain).await?, plain)
+            }
+            Err(f) => return Err(f),
+        };
+        let mut sender = sender;
+        let result = self.request_on(&mut sender, req, url, max_body).await;
+        // Keep the connection for the next request to this origin unless it broke.
+        if result.is_ok() && !sender.is_closed() {
+            self.conns.insert(used, sender);
+        }
+        result
+    }
+
+    async fn request_on(
+        &mut self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        req: &Request,
+        url: Url,
+        max_body: usize,
+    ) -> Result<Response, Failure> {
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{}", url.path(), q),
+            None => url.path().to_string(),
+        };
+        let mut builder = http::Request::builder()
+            .method(req.method.clone())
+            .uri(path_and_query);
+        let host_header = match url.port() {
+            Some(p) => format!("{}:{}", url.host_str().unwrap_or(""), p),
+            None => url.host_str().unwrap_or("").to_string(),
+        };
+        builder = builder.header(http::header::HOST, host_header);
+        builder = builder.header(http::header::USER_AGENT, self.ctx.user_agent.as_str());
+        for (k, v) in &self.ctx.extra_headers {
+            builder = builder.header(k.as_str(), v.as_str());
+        }
+        let mut request = builder
+            .body(Full::new(req.body.clone().unwrap_or_default()))
+            .map_err(|e| {
+                Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("cannot build request: {e}"),
+                )
+            })?;
+        for (k, v) in req.headers.iter() {
+            request.headers_mut().insert(k.clone(), v.clone());
+        }
+        let timeout = self.ctx.timeouts.http;
+        let response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    Reason::ResponseTimeout,
+                    format!("no response from {url} within {timeout:?}"),
+                ))
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    Reason::ConnectionLost,
+                    format!("{} {url}: connection failed: {e}", req.method),
+                ))
+            }
+            Ok(Ok(r)) => r,
+        };
+        let (parts, body) = response.into_parts();
+        if let Some(len) = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if req.method != Method::HEAD && len > max_body as u64 {
+                return Err(too_large(&url, len, max_body));
+            }
+        }
+        let collected = tokio::time::timeout(timeout, Limited::new(body, max_body).collect()).await;
+        let body = match collected {
+            Err(_) => {
+                return Err(Failure::new(
+                    Reason::ResponseTimeout,
+                    format!("{url}: the server stopped sending the body (stalled > {timeout:?})"),
+                ))
+            }
+            Ok(Err(e)) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return Err(too_large(&url, max_body as u64 + 1, max_body));
+                }
+                return Err(Failure::new(
+                    Reason::ConnectionLost,
+                    format!("{url}: body read failed: {e}"),
+                ));
+            }
+            Ok(Ok(c)) => c.to_bytes(),
+        };
+        Ok(Response {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            url,
+        })
+    }
+
+    /// Send and follow redirects. `Authorization` is only ever sent to the origin it
+    /// was meant for (the spec's "must not forward Authorization across hosts").
+    /// `on_new_host` is the phase that connection failures on a redirected-to host are
+    /// reported under (blob hosts → `blob`).
+    pub async fn send_following(
+        &mut self,
+        req: &Request,
+        max_body: usize,
+        redirect_phase: Phase,
+    ) -> Result<Response, RedirectFailure> {
+        let first_origin = Origin::of(&req.url);
+        let mut current = req.clone();
+        let mut seen: HashSet<String> = HashSet::new();
+        seen.insert(current.url.to_string());
+        for hop in 0..=MAX_REDIRECTS {
+            let resp = self
+                .send(&current, max_body)
+                .await
+                .map_err(|f| RedirectFailure::Hop {
+                    hop,
+                    url: current.url.clone(),
+                    failure: if hop == 0 {
+                        f
+                    } else {
+                        f.in_phase(redirect_phase)
+                    },
+                })?;
+            if !resp.status.is_redirection() {
+                return Ok(resp);
+            }
+            let Some(location) = resp.header("location") else {
+                return Ok(resp);
+            };
+            let next = current
+                .url
+                .join(location)
+                .map_err(|e| RedirectFailure::Hop {
+                    hop,
+                    url: current.url.clone(),
+                    failure: Failure::new(
+                        Reason::ManifestMalformed,
+                        format!("bad redirect Location {location:?}: {e}"),
+                    )
+                    .in_phase(redirect_phase),
+                })?;
+            if !seen.insert(next.to_string()) {
+                return Err(RedirectFailure::Loop { url: next });
+            }
+            // 303 and (for POST) 301/302 turn into GET in Go; we only redirect HEAD/GET.
+            current.url = next;
+            if Origin::of(&current.url) != first_origin {
+                current.headers.remove(http::header::AUTHORIZATION);
+            }
+        }
+        Err(RedirectFailure::TooMany {
+            url: current.url,
+            max: MAX_REDIRECTS,
+        })
+    }
+}
+
+/// Why following redirects failed.
+#[derive(Debug)]
+pub enum RedirectFailure {
+    /// A hop failed (hop 0 = the original request).
+    Hop {
+        hop: usize,
+        url: Url,
+        failure: Failure,
+    },
+    Loop {
+        url: Url,
+    },
+    TooMany {
+        url: Url,
+        max: usize,
+    },
+}
+
+fn too_large(url: &Url, len: u64, max: usize) -> Failure {
+    Failure::new(
+        Reason::ManifestTooLarge,
+        format!("{url}: response of {len} bytes exceeds the {max}-byte limit"),
+    )
+}
+
+fn is_tls_or_port_failure(f: &Failure) -> bool {
+    f.phase == Phase::Tls || f.reason == Reason::ConnectRefused
+}
+
+async fn handshake_http<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            Failure::new(
+                Reason::ConnectionLost,
+                format!("HTTP/1.1 handshake failed: {e}"),
+            )
+        })?;
+    // The connection task ends when the session drops its senders.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+/// A header value from text that came from configuration or a server.
+pub fn header_value(v: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(v).ok()
+}
+
+/// An empty body type for callers that need one.
+pub fn empty() -> Empty<Bytes> {
+    Empty::new()
+}

@@ -1,0 +1,248 @@
+//! manifest phase helpers: the runtime's Accept list, status classification (with the
+//! distribution error codes), digests, and what a manifest body says.
+
+use sha2::{Digest as _, Sha256};
+
+use super::http::Response;
+use super::outcome::{Failure, RateLimit, Reason};
+use super::RuntimeProfile;
+
+pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+pub const MEDIA_DOCKER_SCHEMA1_SIGNED: &str =
+    "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// containerd's `MaxManifestSize` (core/remotes/docker/resolver.go: `4 * 1048 * 1048`).
+pub const MAX_MANIFEST_SIZE: usize = 4 * 1048 * 1048;
+
+/// The Accept header each runtime sends when resolving a reference.
+pub fn accept(runtime: RuntimeProfile) -> &'static str {
+    match runtime {
+        // containerd resolver.go, this exact order (1.7 and main).
+        RuntimeProfile::Containerd => "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*",
+        // containers/image manifest.DefaultRequestedManifestMIMETypes.
+        RuntimeProfile::Crio => "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json",
+    }
+}
+
+pub fn is_index(media_type: &str) -> bool {
+    media_type == MEDIA_OCI_INDEX || media_type == MEDIA_DOCKER_LIST
+}
+
+/// A distribution-spec error code from an error body (`{"errors":[{"code":...}]}`).
+pub fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<Err>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Err {
+        code: String,
+    }
+    serde_json::from_slice::<Errs>(body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next())
+        .map(|e| e.code)
+}
+
+/// `Retry-After` as seconds (delta-seconds form; HTTP dates are rare on registries).
+pub fn retry_after(resp: &Response) -> Option<u64> {
+    resp.header("retry-after")?.trim().parse().ok()
+}
+
+/// Docker Hub's `ratelimit-limit: 100;w=21600` / `ratelimit-remaining: 76;w=21600`.
+pub fn rate_limit(resp: &Response) -> Option<RateLimit> {
+    let parse = |name: &str| -> (Option<u64>, Option<u64>) {
+        let Some(v) = resp.header(name) else {
+            return (None, None);
+        };
+        let mut parts = v.split(';');
+        let n = parts.next().and_then(|p| p.trim().parse().ok());
+        let w = parts
+            .find_map(|p| p.trim().strip_prefix("w=").map(str::to_string))
+            .and_then(|w| w.parse().ok());
+        (n, w)
+    };
+    let (limit, w1) = parse("ratelimit-limit");
+    let (remaining, w2) = parse("ratelimit-remaining");
+    if limit.is_none() && remaining.is_none() {
+        return None;
+    }
+    Some(RateLimit {
+        limit,
+        remaining,
+        window_s: w1.or(w2),
+        source: resp.header("docker-ratelimit-source").map(str::to_string),
+    })
+}
+
+/// Classify a failing manifest response (after auth has been handled).
+pub fn status_failure(resp: &Response, what: &str) -> Failure {
+    let code = error_code(&resp.body);
+    let status = resp.status.as_u16();
+    let mut f = match (status, code.as_deref()) {
+        (404, Some("NAME_UNKNOWN")) => Failure::new(
+            Reason::RepositoryNotFound,
+            format!("repository not found: {what} (NAME_UNKNOWN)"),
+        ),
+        (404, _) => Failure::new(
+            Reason::ManifestNotFound,
+            format!("manifest not found: {what}{}", code_suffix(&code)),
+        ),
+        (403, _) | (_, Some("DENIED")) => Failure::new(
+            Reason::AuthDenied,
+            format!("access denied to {what} ({status}{})", code_suffix(&code)),
+        ),
+        (429, _) | (_, Some("TOOMANYREQUESTS")) => Failure::new(
+            Reason::RateLimited,
+            format!("rate limited by the registry ({status})"),
+        ),
+        (500..=599, _) => Failure::new(
+            Reason::RegistryServerError,
+            format!("registry server error {status} for {what}"),
+        ),
+        _ => Failure::new(
+            Reason::ManifestUnexpectedStatus,
+            format!(
+                "unexpected status {status} for {what}{}",
+                code_suffix(&code)
+            ),
+        ),
+    };
+    if f.reason == Reason::RateLimited {
+        f.retry_after_s = retry_after(resp);
+        if let Some(s) = f.retry_after_s {
+            f.message.push_str(&format!("; retry after {s}s"));
+        }
+    }
+    f
+}
+
+fn code_suffix(code: &Option<String>) -> String {
+    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+}
+
+pub fn sha256_digest(body: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// Check a fetched body against the digest it was asked for / announced.
+pub fn verify_digest(body: &[u8], expected: &str) -> Result<(), Failure> {
+    if let Some(hexpart) = expected.strip_prefix("sha256:") {
+        let got = hex::encode(Sha256::digest(body));
+        if got != hexpart {
+            return Err(Failure::new(
+                Reason::ManifestMalformed,
+                format!("manifest body does not match digest {expected} (got sha256:{got})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The fields of a manifest or index that the later phases need.
+#[derive(Debug, Default)]
+pub struct ManifestBody {
+    pub media_type: Option<String>,
+    pub config_digest: Option<String>,
+    pub manifests: Vec<IndexEntry>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IndexEntry {
+    #[serde(rename = "mediaType", default)]
+    pub media_type: Option<String>,
+    pub digest: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<IndexPlatform>,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct IndexPlatform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// Parse just what is needed, tolerantly (Docker lists and OCI indexes share a shape).
+pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        #[serde(rename = "mediaType", default)]
+        media_type: Option<String>,
+        #[serde(default)]
+        config: Option<Desc>,
+        #[serde(default)]
+        manifests: Option<Vec<IndexEntry>>,
+        #[serde(rename = "schemaVersion", default)]
+        schema_version: Option<u32>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Desc {
+        digest: String,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            Reason::ManifestMalformed,
+            format!("manifest is not valid JSON: {e}"),
+        )
+    })?;
+    if raw.schema_version == Some(1) {
+        return Err(Failure::new(
+            Reason::ManifestMalformed,
+            "schema 1 manifest: containerd 2.x refuses these (convert the image to schema 2 / OCI)",
+        ));
+    }
+    Ok(ManifestBody {
+        media_type: raw.media_type,
+        config_digest: raw.config.map(|c| c.digest),
+        manifests: raw.manifests.unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_manifest_bodies_do_not_panic() {
+        for body in [
+            &b""[..],
+            b"null",
+            b"[]",
+            b"{\"manifests\": 3}",
+            b"{\"schemaVersion\":1}",
+            b"\xff\xfe",
+        ] {
+            let _ = parse_body(body);
+        }
+        assert_eq!(
+            parse_body(b"{\"schemaVersion\":1}").unwrap_err().reason,
+            Reason::ManifestMalformed
+        );
+        let m = parse_body(br#"{"schemaVersion":2,"config":{"digest":"sha256:ab"}}"#).unwrap();
+        assert_eq!(m.config_digest.as_deref(), Some("sha256:ab"));
+    }
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(
+            error_code(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}"#).as_deref(),
+            Some("NAME_UNKNOWN")
+        );
+        assert_eq!(error_code(b"<html>"), None);
+    }
+
+    #[test]
+    fn digest_check() {
+        let d = sha256_digest(b"abc");
+        assert!(verify_digest(b"abc", &d).is_ok());
+        assert!(verify_digest(b"abd", &d).is_err());
+    }
+}

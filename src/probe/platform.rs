@@ -1,0 +1,160 @@
+//! platform phase: choose the manifest for the node's platform from an index, with
+//! containerd's variant rules (platforms.Only: arm64 implies v8; armv7 also runs v6 and
+//! v5; amd64 vN also runs lower levels).
+
+use super::manifest::IndexEntry;
+use super::Platform;
+
+impl Platform {
+    /// This machine's platform, in OCI terms.
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", Some("v8")),
+            "arm" => ("arm", Some("v7")),
+            "x86" => ("386", None),
+            "powerpc64" => ("ppc64le", None),
+            "s390x" => ("s390x", None),
+            "riscv64" => ("riscv64", None),
+            other => (other, None),
+        };
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            architecture: architecture.to_string(),
+            variant: variant.map(str::to_string),
+        }
+    }
+
+    /// Parse `os/arch[/variant]`.
+    pub fn parse(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let valid = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        match parts.as_slice() {
+            [os, arch] if valid(os) && valid(arch) => Ok(Platform {
+                os: os.to_string(),
+                architecture: normalize_arch(arch).to_string(),
+                variant: None,
+            }),
+            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Platform {
+                os: os.to_string(),
+                architecture: normalize_arch(arch).to_string(),
+                variant: Some(variant.to_string()),
+            }),
+            _ => Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant], lowercase"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}/{}/{}", self.os, self.architecture, v),
+            None => write!(f, "{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+fn normalize_arch(a: &str) -> &str {
+    match a {
+        "x86_64" | "x86-64" => "amd64",
+        "aarch64" => "arm64",
+        "i386" => "386",
+        other => other,
+    }
+}
+
+fn variant_level(arch: &str, v: Option<&str>) -> Option<u32> {
+    let default = match arch {
+        "arm64" => Some(8),
+        "arm" => Some(7),
+        "amd64" => Some(1),
+        _ => None,
+    };
+    match v {
+        None | Some("") => default,
+        Some(v) => v.trim_start_matches('v').parse().ok(),
+    }
+}
+
+/// Does a manifest built for `candidate` run on `target`?
+pub fn matches(target: &Platform, os: &str, arch: &str, variant: Option<&str>) -> bool {
+    if target.os != os || target.architecture != normalize_arch(arch) {
+        return false;
+    }
+    let want = variant_level(&target.architecture, target.variant.as_deref());
+    let have = variant_level(&target.architecture, variant);
+    match (want, have) {
+        (Some(w), Some(h)) => match target.architecture.as_str() {
+            // Newer levels run older binaries.
+            "arm" | "amd64" => h <= w,
+            _ => h == w,
+        },
+        (None, None) => true,
+        _ => target.variant.as_deref() == variant,
+    }
+}
+
+/// The best entry for `target`: an exact variant match first, then a compatible one.
+pub fn select<'a>(target: &Platform, entries: &'a [IndexEntry]) -> Option<&'a IndexEntry> {
+    let compatible: Vec<&IndexEntry> = entries
+        .iter()
+        .filter(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| matches(target, &p.os, &p.architecture, p.variant.as_deref()))
+        })
+        .collect();
+    let want = variant_level(&target.architecture, target.variant.as_deref());
+    compatible
+        .iter()
+        .max_by_key(|e| {
+            e.platform
+                .as_ref()
+                .and_then(|p| variant_level(&target.architecture, p.variant.as_deref()))
+                .map(|h| if Some(h) == want { u32::MAX } else { h })
+                .unwrap_or(0)
+        })
+        .copied()
+}
+
+/// Platforms an index offers, for the failure message.
+pub fn list(entries: &[IndexEntry]) -> String {
+    entries
+        .iter()
+        .filter_map(|e| e.platform.as_ref())
+        .map(|p| match &p.variant {
+            Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
+            None => format!("{}/{}", p.os, p.architecture),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Platform {
+        Platform::parse(s).unwrap()
+    }
+
+    #[test]
+    fn variant_rules() {
+        assert!(matches(&p("linux/arm64"), "linux", "arm64", Some("v8")));
+        assert!(matches(&p("linux/arm64/v8"), "linux", "arm64", None));
+        assert!(matches(&p("linux/arm/v7"), "linux", "arm", Some("v6")));
+        assert!(!matches(&p("linux/arm/v6"), "linux", "arm", Some("v7")));
+        assert!(matches(&p("linux/amd64"), "linux", "amd64", None));
+        assert!(!matches(&p("linux/amd64"), "linux", "arm64", None));
+        assert!(!matches(&p("linux/amd64"), "windows", "amd64", None));
+        assert!(Platform::parse("linux").is_err());
+        assert!(Platform::parse("Linux/AMD64").is_err());
+        assert!(Platform::parse("a/b/c/d").is_err());
+    }
+}

@@ -1,0 +1,333 @@
+//! tls phase: handshake with rustls using the node's CA pool plus the endpoint's own CAs
+//! and client certificate, record what the server presented, and classify failures.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore,
+};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::outcome::{Failure, Reason, TlsInfo};
+use crate::endpoint::TlsSettings;
+
+/// Where Linux distributions keep the system CA bundle (Debian/Ubuntu, RHEL/Fedora,
+/// SUSE, Alpine), the same list Go's crypto/x509 root_linux.go searches.
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// A TLS settings problem (a CA, cert or key file). Reported as `TLSConfigInvalid`.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("cannot read CA file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("no CA bundle found (looked in {searched})")]
+    NoBundle { searched: String },
+    #[error("client certificate {path}: {message}")]
+    ClientCert { path: PathBuf, message: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn add_pem_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, TlsConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| TlsConfigError::CaFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let mut added = 0;
+    for cert in CertificateDer::pem_slice_iter(&bytes) {
+        let cert = cert.map_err(|e| TlsConfigError::CaFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        // A bundle may hold certificates webpki cannot use; skip them like Go does.
+        if roots.add(cert).is_ok() {
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return Err(TlsConfigError::CaFile {
+            path: path.to_path_buf(),
+            message: "no usable PEM certificate in file".to_string(),
+        });
+    }
+    Ok(added)
+}
+
+/// Build the rustls config for one endpoint's TLS settings.
+pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsConfigError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
+    let builder = if settings.skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match &settings.ca_bundle {
+            Some(path) => {
+                add_pem_file(&mut roots, path)?;
+            }
+            None => {
+                let found = SYSTEM_CA_BUNDLES
+                    .iter()
+                    .map(Path::new)
+                    .find(|p| p.exists())
+                    .ok_or_else(|| TlsConfigError::NoBundle {
+                        searched: SYSTEM_CA_BUNDLES.join(", "),
+                    })?;
+                add_pem_file(&mut roots, found)?;
+            }
+        }
+        // Endpoint CAs are appended to the system pool, as containerd does (hosts.go `ca`).
+        for extra in &settings.extra_ca_files {
+            add_pem_file(&mut roots, extra)?;
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match settings.client_certs.first() {
+        None => builder.with_no_client_auth(),
+        Some(cc) => {
+            let cert_bytes = std::fs::read(&cc.cert).map_err(|e| TlsConfigError::ClientCert {
+                path: cc.cert.clone(),
+                message: e.to_string(),
+            })?;
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| TlsConfigError::ClientCert {
+                    path: cc.cert.clone(),
+                    message: e.to_string(),
+                })?;
+            if chain.is_empty() {
+                return Err(TlsConfigError::ClientCert {
+                    path: cc.cert.clone(),
+                    message: "no PEM certificate in file".to_string(),
+                });
+            }
+            // A missing key file means the key is inside the cert file (containerd `client`).
+            let key_path = cc.key.clone().unwrap_or_else(|| cc.cert.clone());
+            let key_bytes = std::fs::read(&key_path).map_err(|e| TlsConfigError::ClientCert {
+                path: key_path.clone(),
+                message: e.to_string(),
+            })?;
+            let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+                TlsConfigError::ClientCert {
+                    path: key_path.clone(),
+                    message: format!("no usable private key: {e}"),
+                }
+            })?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsConfigError::ClientCert {
+                    path: cc.cert.clone(),
+                    message: e.to_string(),
+                })?
+        }
+    };
+    // The registry API is HTTP/1.1 here (hyper http1 client).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `skip_verify`: accept any server certificate, but still check handshake signatures.
+#[derive(Debug)]
+struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Handshake over `tcp` for `host` (SNI; IP literals get no SNI, as in Go).
+pub async fn handshake(
+    tcp: TcpStream,
+    host: &str,
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), Failure> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(bare.to_string()).map_err(|e| {
+        Failure::new(
+            Reason::TLSConfigInvalid,
+            format!("{bare} is not a valid TLS server name: {e}"),
+        )
+    })?;
+    let connector = TlsConnector::from(config);
+    let stream = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
+        Err(_) => {
+            return Err(Failure::new(
+                Reason::TLSHandshakeTimeout,
+                format!("TLS handshake with {host} did not finish within {timeout:?}"),
+            ))
+        }
+        Ok(Err(e)) => return Err(classify(host, &e)),
+        Ok(Ok(s)) => s,
+    };
+    let info = describe(host, &stream);
+    Ok((stream, info))
+}
+
+fn classify(host: &str, err: &std::io::Error) -> Failure {
+    let Some(tls) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
+        return Failure::new(
+            Reason::TLSHandshakeFailed,
+            format!("TLS handshake with {host} failed: {err}"),
+        );
+    };
+    use rustls::Error as E;
+    match tls {
+        E::InvalidCertificate(ce) => {
+            let (reason, what) = match ce {
+                CertificateError::UnknownIssuer => (
+                    Reason::TLSUnknownAuthority,
+                    "is signed by an authority the node does not trust",
+                ),
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    (Reason::TLSCertificateExpired, "has expired")
+                }
+                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                    (Reason::TLSCertificateNotYetValid, "is not valid yet")
+                }
+                CertificateError::NotValidForName
+                | CertificateError::NotValidForNameContext { .. } => {
+                    (Reason::TLSNameMismatch, "is not valid for this name")
+                }
+                _ => (Reason::TLSHandshakeFailed, "was rejected"),
+            };
+            Failure::new(reason, format!("the certificate of {host} {what} ({ce:?})"))
+        }
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => Failure::new(
+            Reason::TLSPlainHTTP,
+            format!(
+                "{host} answered the TLS handshake in plain HTTP: the endpoint should be http://"
+            ),
+        ),
+        E::AlertReceived(AlertDescription::CertificateRequired)
+        | E::AlertReceived(AlertDescription::BadCertificate)
+        | E::AlertReceived(AlertDescription::UnknownCA) => Failure::new(
+            Reason::TLSClientCertRequired,
+            format!(
+                "{host} requires a client certificate that was not offered or not accepted ({tls})"
+            ),
+        ),
+        other => Failure::new(
+            Reason::TLSHandshakeFailed,
+            format!("TLS handshake with {host} failed: {other}"),
+        ),
+    }
+}
+
+fn describe(host: &str, stream: &TlsStream<TcpStream>) -> TlsInfo {
+    let (_, conn) = stream.get_ref();
+    let mut info = TlsInfo {
+        host: host.to_string(),
+        version: conn
+            .protocol_version()
+            .map(|v| format!("{v:?}").replace('_', "."))
+            .unwrap_or_default(),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default(),
+        ..TlsInfo::default()
+    };
+    if let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) {
+        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
+            info.subject = cert.subject().to_string();
+            info.issuer = cert.issuer().to_string();
+            let not_after = cert.validity().not_after;
+            info.not_after_unix = not_after.timestamp();
+            info.not_after = not_after
+                .to_rfc2822()
+                .unwrap_or_else(|_| not_after.timestamp().to_string());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            info.days_to_expiry = (info.not_after_unix - now).div_euclid(86_400);
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                info.sans = san
+                    .value
+                    .general_names
+                    .iter()
+                    .map(|n| match n {
+                        x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                        x509_parser::extensions::GeneralName::IPAddress(b) => ip_from_bytes(b),
+                        other => other.to_string(),
+                    })
+                    .collect();
+            }
+        }
+    }
+    info
+}
+
+fn ip_from_bytes(b: &[u8]) -> String {
+    match b.len() {
+        4 => std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string(),
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            std::net::Ipv6Addr::from(a).to_string()
+        }
+        _ => hex::encode(b),
+    }
+}
