@@ -191,7 +191,11 @@ impl AgentConfig {
     }
 
     /// Parse and validate text; `file` is only used in errors.
-    pub fn parse(text: &str, format: ConfigFormat, file: &Path) -> Result<AgentConfig, ConfigError> {
+    pub fn parse(
+        text: &str,
+        format: ConfigFormat,
+        file: &Path,
+    ) -> Result<AgentConfig, ConfigError> {
         let parse_err = |message: String| ConfigError::Parse {
             file: file.to_path_buf(),
             message,
@@ -204,11 +208,12 @@ impl AgentConfig {
             }
             ConfigFormat::Toml => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
         };
-        cfg.validate().map_err(|(field, message)| ConfigError::Invalid {
-            file: file.to_path_buf(),
-            field,
-            message,
-        })?;
+        cfg.validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                field,
+                message,
+            })?;
         Ok(cfg)
     }
 
@@ -222,7 +227,10 @@ impl AgentConfig {
             return bad("interval", "must be at least 1s");
         }
         if !(0.0..=0.5).contains(&self.jitter) || self.jitter.is_nan() {
-            return bad("jitter", "must be a fraction of interval between 0.0 and 0.5");
+            return bad(
+                "jitter",
+                "must be a fraction of interval between 0.0 and 0.5",
+            );
         }
         if self.heartbeat < self.interval {
             return bad("heartbeat", "must be at least `interval`");

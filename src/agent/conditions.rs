@@ -1,0 +1,723 @@
+//! Node conditions, node-problem-detector style: `True` means a problem.
+//!
+//! [`ConditionManager`] is pure logic (no Kubernetes types, injected clock); `k8s::node`
+//! does the PATCH. Guarantees, in the manner of NPD's `condition/manager.go`:
+//! 1. Hysteresis: a condition turns True only after `fail_after` consecutive failing
+//!    cycles and back after `recover_after` passing ones, so a blip does not flip a fleet.
+//! 2. The API server is not flooded: a write is due only when a status or reason changed,
+//!    or when the heartbeat (with jitter, never late) comes round. A message change alone
+//!    waits for the next write.
+//! 3. `lastTransitionTime` moves only when the status changes.
+//! 4. A failed write is retried with backoff (1 s doubling to 60 s) and never lost: the
+//!    state stays dirty until a write succeeds; probing goes on meanwhile.
+//! 5. Only our two condition types are ever written (the PATCH lists only them).
+//!
+//! The run loop owns the manager behind one mutex; nothing else holds it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::probe::{Phase, ProbeReport, Reason, Verdict};
+
+use super::schedule::Jitter;
+
+/// Longest condition message; the rest is cut (with a count of what was left out).
+pub const MESSAGE_MAX: usize = 1024;
+const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The two conditions pullprobe owns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ConditionKind {
+    /// The node cannot reach a registry in use over its pull path.
+    RegistryUnreachable,
+    /// Node-level credentials are rejected, expired, or their provider fails.
+    RegistryAuthFailing,
+}
+
+impl ConditionKind {
+    pub const ALL: [ConditionKind; 2] = [
+        ConditionKind::RegistryUnreachable,
+        ConditionKind::RegistryAuthFailing,
+    ];
+
+    /// The condition `type` on the Node.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionKind::RegistryUnreachable => "RegistryUnreachable",
+            ConditionKind::RegistryAuthFailing => "RegistryAuthFailing",
+        }
+    }
+
+    /// Reason while the condition is False.
+    pub fn ok_reason(self) -> &'static str {
+        match self {
+            ConditionKind::RegistryUnreachable => "RegistriesReachable",
+            ConditionKind::RegistryAuthFailing => "RegistryCredentialsAccepted",
+        }
+    }
+
+    fn ok_message(self) -> &'static str {
+        match self {
+            ConditionKind::RegistryUnreachable => {
+                "every registry in use is reachable over the node's pull path"
+            }
+            ConditionKind::RegistryAuthFailing => "the node's registry credentials are accepted",
+        }
+    }
+
+    pub fn from_type(t: &str) -> Option<ConditionKind> {
+        ConditionKind::ALL.into_iter().find(|k| k.as_str() == t)
+    }
+}
+
+/// How one probe result bears on the Node conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// The pull path works (or failed for a workload reason, see `Workload`).
+    Ok,
+    /// DNS, TCP, TLS, HTTP, server errors, timeouts: the node cannot reach the registry.
+    Unreachable(Reason),
+    /// The node's own credentials (auth file, credential provider) were rejected.
+    NodeAuth(Reason),
+    /// A problem of the workload (tag or platform missing, a pod's pull secret rejected,
+    /// access denied to one repository): Pod Events, metrics and logs, not a node condition.
+    Workload(Reason),
+    /// Neither proves nor disproves anything about the node (rate limited).
+    Inconclusive(Reason),
+}
+
+/// Classify a report. `node_credential` is true when the credentials probed were the
+/// node's own (kubelet config.json, credential providers) rather than a pod's secret.
+pub fn classify(report: &ProbeReport, node_credential: bool) -> Class {
+    if report.verdict.pulls() {
+        return Class::Ok;
+    }
+    let Some(reason) = report.reason else {
+        return Class::Ok;
+    };
+    if report.verdict == Verdict::Blocked {
+        return Class::Workload(reason);
+    }
+    use Reason::*;
+    match reason {
+        RateLimited => Class::Inconclusive(reason),
+        AuthCredentialsRejected | AuthTokenEndpointError | AuthTokenMalformed
+            if node_credential =>
+        {
+            Class::NodeAuth(reason)
+        }
+        AuthCredentialsRejected
+        | AuthCredentialsRequired
+        | AuthDenied
+        | AuthTokenEndpointError
+        | AuthTokenMalformed => Class::Workload(reason),
+        ManifestNotFound | RepositoryNotFound | PlatformMissing | BlobNotFound
+        | ReferenceInvalid | RegistryBlocked | ManifestMalformed | ManifestTooLarge => {
+            Class::Workload(reason)
+        }
+        _ => match reason.phase() {
+            Phase::Dns
+            | Phase::Connect
+            | Phase::Tls
+            | Phase::Auth
+            | Phase::Manifest
+            | Phase::Blob => Class::Unreachable(reason),
+            Phase::Reference | Phase::Platform => Class::Workload(reason),
+        },
+    }
+}
+
+/// The condition reason for a failing probe reason: DNS problems share one reason
+/// (`DNSFailure`) so a resolver switching between SERVFAIL and timeouts does not cause a
+/// write per cycle; the others keep the probe's stable reason (`ConnectTimeout`, …).
+pub fn condition_reason(reason: Reason) -> &'static str {
+    if reason.phase() == Phase::Dns {
+        "DNSFailure"
+    } else {
+        reason.as_str()
+    }
+}
+
+/// One failing registry seen in a cycle, for the condition message.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub registry: String,
+    pub endpoint: String,
+    pub reason: &'static str,
+}
+
+/// The condition reason and bounded message for a set of problems: the reason of the
+/// first registry in name order (stable from cycle to cycle), all of them in the message.
+pub fn summarize(mut problems: Vec<Problem>) -> Option<(String, String)> {
+    problems.sort();
+    problems.dedup();
+    let first = problems.first()?.reason.to_string();
+    let parts: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{} via {}: {}", p.registry, p.endpoint, p.reason))
+        .collect();
+    Some((first, bound_message(&parts.join("; "))))
+}
+
+/// Cut a message to [`MESSAGE_MAX`] bytes on a character boundary.
+pub fn bound_message(m: &str) -> String {
+    if m.len() <= MESSAGE_MAX {
+        return m.to_string();
+    }
+    let suffix = format!(" … ({} more bytes)", m.len() - MESSAGE_MAX);
+    let mut cut = MESSAGE_MAX - suffix.len();
+    while !m.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{}", &m[..cut], suffix)
+}
+
+/// The time source; tests inject [`FakeClock`].
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Clone, Debug)]
+pub struct FakeClock(Arc<Mutex<SystemTime>>);
+
+impl FakeClock {
+    pub fn new(start: SystemTime) -> FakeClock {
+        FakeClock(Arc::new(Mutex::new(start)))
+    }
+    pub fn advance(&self, d: Duration) {
+        if let Ok(mut t) = self.0.lock() {
+            *t += d;
+        }
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> SystemTime {
+        self.0.lock().map(|t| *t).unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+/// A condition as written to (or read from) the Node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConditionRecord {
+    pub kind: ConditionKind,
+    /// True = problem.
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+    pub last_transition: SystemTime,
+    pub last_heartbeat: SystemTime,
+}
+
+#[derive(Clone, Debug)]
+struct State {
+    status: bool,
+    reason: String,
+    message: String,
+    last_transition: SystemTime,
+    fail_streak: u32,
+    pass_streak: u32,
+}
+
+/// What changed in a condition after an observation.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    pub kind: ConditionKind,
+    /// True when the status flipped (an Event-worthy transition); false for a reason change.
+    pub transition: bool,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Hysteresis and write scheduling for our two conditions. See the module comment.
+#[derive(Debug)]
+pub struct ConditionManager {
+    fail_after: u32,
+    recover_after: u32,
+    heartbeat: Duration,
+    jitter_fraction: f64,
+    jitter: Jitter,
+    states: BTreeMap<ConditionKind, State>,
+    /// A status or reason changed since the last successful write.
+    dirty: bool,
+    /// When the next heartbeat write is due; `None` = never written (write at first sync).
+    next_heartbeat: Option<SystemTime>,
+    retry_at: Option<SystemTime>,
+    retry_delay: Duration,
+}
+
+impl ConditionManager {
+    pub fn new(
+        fail_after: u32,
+        recover_after: u32,
+        heartbeat: Duration,
+        jitter: Jitter,
+        now: SystemTime,
+    ) -> ConditionManager {
+        let states = ConditionKind::ALL
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    State {
+                        status: false,
+                        reason: k.ok_reason().to_string(),
+                        message: k.ok_message().to_string(),
+                        last_transition: now,
+                        fail_streak: 0,
+                        pass_streak: 0,
+                    },
+                )
+            })
+            .collect();
+        ConditionManager {
+            fail_after: fail_after.max(1),
+            recover_after: recover_after.max(1),
+            heartbeat,
+            jitter_fraction: 0.1,
+            jitter,
+            states,
+            dirty: true,
+            next_heartbeat: None,
+            retry_at: None,
+            retry_delay: WRITE_RETRY_INITIAL,
+        }
+    }
+
+    /// New thresholds after a config reload; streaks are kept.
+    pub fn reconfigure(&mut self, fail_after: u32, recover_after: u32, heartbeat: Duration) {
+        self.fail_after = fail_after.max(1);
+        self.recover_after = recover_after.max(1);
+        self.heartbeat = heartbeat;
+    }
+
+    /// Start from the conditions already on the Node (after a restart), so a restart
+    /// neither flips a True condition nor moves its `lastTransitionTime`. Written
+    /// conditions that match are not rewritten before their heartbeat is due.
+    pub fn seed(&mut self, existing: &[ConditionRecord], now: SystemTime) {
+        let mut found = 0;
+        let mut oldest_heartbeat: Option<SystemTime> = None;
+        for rec in existing {
+            if let Some(s) = self.states.get_mut(&rec.kind) {
+                s.status = rec.status;
+                s.reason = rec.reason.clone();
+                s.message = rec.message.clone();
+                s.last_transition = rec.last_transition;
+                found += 1;
+                oldest_heartbeat = Some(match oldest_heartbeat {
+                    Some(o) => o.min(rec.last_heartbeat),
+                    None => rec.last_heartbeat,
+                });
+            }
+        }
+        if found == ConditionKind::ALL.len() {
+            self.dirty = false;
+            let due = oldest_heartbeat.map(|h| h + self.heartbeat).unwrap_or(now);
+            self.next_heartbeat = Some(due.min(now + self.heartbeat));
+        }
+    }
+
+    /// Record one cycle's verdict for a condition: `failing` holds the (reason, message)
+    /// when the node has this problem in this cycle.
+    pub fn observe(
+        &mut self,
+        kind: ConditionKind,
+        failing: Option<(String, String)>,
+        now: SystemTime,
+    ) -> Option<Change> {
+        let (fail_after, recover_after) = (self.fail_after, self.recover_after);
+        let s = self.states.get_mut(&kind)?;
+        let change = match failing {
+            Some((reason, message)) => {
+                s.fail_streak = s.fail_streak.saturating_add(1);
+                s.pass_streak = 0;
+                if !s.status && s.fail_streak >= fail_after {
+                    s.status = true;
+                    s.last_transition = now;
+                    s.reason = reason;
+                    s.message = bound_message(&message);
+                    Some(true)
+                } else if s.status && s.reason != reason {
+                    s.reason = reason;
+                    s.message = bound_message(&message);
+                    Some(false)
+                } else {
+                    if s.status {
+                        // Same reason: the message waits for the next write.
+                        s.message = bound_message(&message);
+                    }
+                    None
+                }
+            }
+            None => {
+                s.pass_streak = s.pass_streak.saturating_add(1);
+                s.fail_streak = 0;
+                if s.status && s.pass_streak >= recover_after {
+                    s.status = false;
+                    s.last_transition = now;
+                    s.reason = kind.ok_reason().to_string();
+                    s.message = kind.ok_message().to_string();
+                    Some(true)
+                } else {
+                    None
+                }
+            }
+        };
+        change.map(|transition| {
+            self.dirty = true;
+            Change {
+                kind,
+                transition,
+                status: s.status,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            }
+        })
+    }
+
+    pub fn status(&self, kind: ConditionKind) -> bool {
+        self.states.get(&kind).is_some_and(|s| s.status)
+    }
+
+    /// The records to write now, if a write is due (change, first write, heartbeat), and
+    /// not held back by a retry backoff.
+    pub fn pending_write(&self, now: SystemTime) -> Option<Vec<ConditionRecord>> {
+        if self.retry_at.is_some_and(|r| now < r) {
+            return None;
+        }
+        let heartbeat_due = self.next_heartbeat.is_none_or(|h| now >= h);
+        if !(self.dirty || heartbeat_due) {
+            return None;
+        }
+        Some(self.records(now))
+    }
+
+    /// The current conditions, stamped with `now` as heartbeat.
+    pub fn records(&self, now: SystemTime) -> Vec<ConditionRecord> {
+        self.states
+            .iter()
+            .map(|(k, s)| ConditionRecord {
+                kind: *k,
+                status: s.status,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+                last_transition: s.last_transition,
+                last_heartbeat: now,
+            })
+            .collect()
+    }
+
+    pub fn write_succeeded(&mut self, now: SystemTime) {
+        self.dirty = false;
+        self.retry_at = None;
+        self.retry_delay = WRITE_RETRY_INITIAL;
+        self.next_heartbeat = Some(now + self.jitter.below(self.heartbeat, self.jitter_fraction));
+    }
+
+    /// Returns the delay before the next attempt.
+    pub fn write_failed(&mut self, now: SystemTime) -> Duration {
+        let d = self.retry_delay;
+        self.retry_at = Some(now + d);
+        self.retry_delay = (d * 2).min(WRITE_RETRY_MAX);
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    struct Sim {
+        clock: FakeClock,
+        m: ConditionManager,
+        writes: Vec<Vec<ConditionRecord>>,
+        api_up: bool,
+        attempts: u32,
+    }
+
+    impl Sim {
+        fn new(fail_after: u32, recover_after: u32) -> Sim {
+            let clock = FakeClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+            let m = ConditionManager::new(
+                fail_after,
+                recover_after,
+                5 * MIN,
+                Jitter::new(1),
+                clock.now(),
+            );
+            Sim {
+                clock,
+                m,
+                writes: Vec::new(),
+                api_up: true,
+                attempts: 0,
+            }
+        }
+        /// One cycle: observe, then sync once per second for a minute (the sync loop's tick).
+        fn cycle(&mut self, unreachable: Option<&str>) -> Option<Change> {
+            let now = self.clock.now();
+            let c = self.m.observe(
+                ConditionKind::RegistryUnreachable,
+                unreachable.map(|r| {
+                    (
+                        r.to_string(),
+                        format!("registry.example via https://registry.example/v2/: {r}"),
+                    )
+                }),
+                now,
+            );
+            self.m
+                .observe(ConditionKind::RegistryAuthFailing, None, now);
+            for _ in 0..60 {
+                let now = self.clock.now();
+                if let Some(recs) = self.m.pending_write(now) {
+                    self.attempts += 1;
+                    if self.api_up {
+                        self.writes.push(recs);
+                        self.m.write_succeeded(now);
+                    } else {
+                        self.m.write_failed(now);
+                    }
+                }
+                self.clock.advance(Duration::from_secs(1));
+            }
+            c
+        }
+        fn unreachable(&self) -> bool {
+            self.m.status(ConditionKind::RegistryUnreachable)
+        }
+    }
+
+    #[test]
+    fn first_sync_writes_once_then_nothing_until_heartbeat() {
+        let mut s = Sim::new(2, 1);
+        s.cycle(None);
+        assert_eq!(s.writes.len(), 1, "initial write");
+        // Three more healthy minutes: nothing changed, heartbeat not due (≥ 4.5 min).
+        for _ in 0..3 {
+            s.cycle(None);
+        }
+        assert_eq!(s.writes.len(), 1, "no write when nothing changed");
+        // Over an hour of healthy cycles: one heartbeat per 4.5–5 minutes.
+        for _ in 0..61 {
+            s.cycle(None);
+        }
+        let n = s.writes.len();
+        assert!((13..=15).contains(&n), "{n} writes in 65 minutes");
+        // Heartbeats never late.
+        for w in s.writes.windows(2) {
+            let gap = w[1][0]
+                .last_heartbeat
+                .duration_since(w[0][0].last_heartbeat)
+                .unwrap();
+            assert!(gap <= 5 * MIN && gap >= Duration::from_secs(270), "{gap:?}");
+        }
+    }
+
+    #[test]
+    fn hysteresis_one_write_per_transition() {
+        let mut s = Sim::new(2, 1);
+        s.cycle(None);
+        let base = s.writes.len();
+        // A blip: one failing cycle does not flip and does not write.
+        assert_eq!(s.cycle(Some("ConnectTimeout")), None);
+        assert!(!s.unreachable());
+        s.cycle(None);
+        assert_eq!(s.writes.len(), base);
+        // Two consecutive failures flip it: exactly one write.
+        assert_eq!(s.cycle(Some("ConnectTimeout")), None);
+        let c = s.cycle(Some("ConnectTimeout")).expect("transition");
+        assert!(c.transition && c.status);
+        assert!(s.unreachable());
+        assert_eq!(s.writes.len(), base + 1);
+        let w = s.writes.last().unwrap();
+        let rec = w
+            .iter()
+            .find(|r| r.kind == ConditionKind::RegistryUnreachable)
+            .unwrap();
+        assert!(rec.status);
+        assert_eq!(rec.reason, "ConnectTimeout");
+        let flipped_at = rec.last_transition;
+        // Still failing, same reason: no write.
+        s.cycle(Some("ConnectTimeout"));
+        assert_eq!(s.writes.len(), base + 1);
+        // Reason changes: one write, lastTransitionTime unchanged.
+        let c = s.cycle(Some("TLSUnknownAuthority")).expect("reason change");
+        assert!(!c.transition);
+        assert_eq!(s.writes.len(), base + 2);
+        let rec = s
+            .writes
+            .last()
+            .unwrap()
+            .iter()
+            .find(|r| r.kind == ConditionKind::RegistryUnreachable)
+            .unwrap()
+            .clone();
+        assert_eq!(rec.reason, "TLSUnknownAuthority");
+        assert_eq!(rec.last_transition, flipped_at);
+        // One pass recovers (recover_after = 1): one write.
+        let c = s.cycle(None).expect("recovery");
+        assert!(c.transition && !c.status);
+        assert_eq!(s.writes.len(), base + 3);
+        let rec = s
+            .writes
+            .last()
+            .unwrap()
+            .iter()
+            .find(|r| r.kind == ConditionKind::RegistryUnreachable)
+            .unwrap()
+            .clone();
+        assert!(!rec.status);
+        assert_eq!(rec.reason, "RegistriesReachable");
+        assert!(rec.last_transition > flipped_at);
+        // The other condition never moved.
+        let auth = s
+            .writes
+            .last()
+            .unwrap()
+            .iter()
+            .find(|r| r.kind == ConditionKind::RegistryAuthFailing)
+            .unwrap()
+            .clone();
+        assert!(!auth.status);
+        assert_eq!(auth.last_transition, s.writes[0][0].last_transition);
+    }
+
+    #[test]
+    fn recover_after_needs_consecutive_passes() {
+        let mut s = Sim::new(1, 3);
+        s.cycle(Some("DNSFailure"));
+        assert!(s.unreachable());
+        s.cycle(None);
+        s.cycle(None);
+        s.cycle(Some("DNSFailure"));
+        s.cycle(None);
+        s.cycle(None);
+        assert!(s.unreachable());
+        s.cycle(None);
+        assert!(!s.unreachable());
+    }
+
+    #[test]
+    fn failed_writes_retry_with_backoff_and_are_not_lost() {
+        let mut s = Sim::new(1, 1);
+        s.cycle(None);
+        assert_eq!(s.writes.len(), 1);
+        s.api_up = false;
+        s.attempts = 0;
+        s.cycle(Some("ConnectRefused"));
+        s.cycle(Some("ConnectRefused"));
+        // Backoff 1,2,4,8,16,32,60… over two minutes: a handful of attempts, not 120.
+        assert!(
+            s.attempts >= 5 && s.attempts <= 9,
+            "{} attempts",
+            s.attempts
+        );
+        assert_eq!(s.writes.len(), 1);
+        s.api_up = true;
+        for _ in 0..2 {
+            s.cycle(Some("ConnectRefused"));
+        }
+        assert_eq!(s.writes.len(), 2, "exactly one write once the API is back");
+        assert!(s.writes[1]
+            .iter()
+            .any(|r| r.kind == ConditionKind::RegistryUnreachable && r.status));
+    }
+
+    #[test]
+    fn seeded_state_survives_restart_without_write() {
+        let mut s = Sim::new(2, 1);
+        let now = s.clock.now();
+        let t0 = now - Duration::from_secs(3600);
+        let existing = vec![
+            ConditionRecord {
+                kind: ConditionKind::RegistryUnreachable,
+                status: true,
+                reason: "DNSFailure".into(),
+                message: "x".into(),
+                last_transition: t0,
+                last_heartbeat: now - MIN,
+            },
+            ConditionRecord {
+                kind: ConditionKind::RegistryAuthFailing,
+                status: false,
+                reason: "RegistryCredentialsAccepted".into(),
+                message: "y".into(),
+                last_transition: t0,
+                last_heartbeat: now - MIN,
+            },
+        ];
+        s.m.seed(&existing, now);
+        assert!(s.unreachable());
+        s.cycle(Some("DNSFailure"));
+        s.cycle(Some("DNSFailure"));
+        assert!(
+            s.writes.is_empty(),
+            "nothing changed: no write before the heartbeat"
+        );
+        s.cycle(Some("DNSFailure"));
+        s.cycle(Some("DNSFailure"));
+        s.cycle(Some("DNSFailure"));
+        assert_eq!(s.writes.len(), 1, "heartbeat at seeded lastHeartbeat + 5m");
+        let rec = &s.writes[0][0];
+        assert_eq!(rec.last_transition, t0);
+    }
+
+    #[test]
+    fn message_is_bounded_on_char_boundary() {
+        let long = "é".repeat(2000);
+        let m = bound_message(&long);
+        assert!(m.len() <= MESSAGE_MAX);
+        assert!(m.ends_with("more bytes)"));
+    }
+
+    #[test]
+    fn summarize_is_stable_and_bounded() {
+        let p = |r: &str, reason: &'static str| Problem {
+            registry: r.into(),
+            endpoint: format!("https://{r}/v2/"),
+            reason,
+        };
+        let (reason, msg) = summarize(vec![
+            p("b.example", "ConnectTimeout"),
+            p("a.example", "DNSFailure"),
+        ])
+        .unwrap();
+        assert_eq!(reason, "DNSFailure");
+        assert!(msg.starts_with("a.example"));
+        let many: Vec<Problem> = (0..500)
+            .map(|i| p(&format!("r{i:03}.example"), "ConnectRefused"))
+            .collect();
+        let (_, msg) = summarize(many).unwrap();
+        assert!(msg.len() <= MESSAGE_MAX);
+        assert!(summarize(vec![]).is_none());
+    }
+
+    #[test]
+    fn condition_reason_collapses_dns() {
+        assert_eq!(condition_reason(Reason::DNSTimeout), "DNSFailure");
+        assert_eq!(condition_reason(Reason::DNSNameNotFound), "DNSFailure");
+        assert_eq!(condition_reason(Reason::ConnectTimeout), "ConnectTimeout");
+        assert_eq!(
+            condition_reason(Reason::TLSUnknownAuthority),
+            "TLSUnknownAuthority"
+        );
+    }
+}
