@@ -56,7 +56,9 @@ fn pki_files_exist_and_parse() {
     for san in ["localhost", "registry.test", "127.0.0.1", "::1"] {
         check(&pki.server, san).unwrap_or_else(|e| panic!("{san}: {e}"));
     }
-    let err = |r: Result<_, rustls::Error>| format!("{:?}", r.err().expect("must fail"));
+    let err = |r: Result<rustls::client::danger::ServerCertVerified, rustls::Error>| {
+        format!("{:?}", r.expect_err("must fail"))
+    };
     assert!(err(check(&pki.expired, "localhost")).contains("Expired"));
     assert!(err(check(&pki.not_yet_valid, "localhost")).contains("NotValidYet"));
     assert!(err(check(&pki.wrong_name, "localhost")).contains("NotValidForName"));
@@ -518,4 +520,35 @@ fn delay_proxy_modes() {
     let trunc = DelayProxy::start(target, ProxyMode::TruncateAfter(12));
     let (body, _) = get(&trunc.host_port());
     assert_eq!(body, "HTTP/1.1 200");
+}
+
+#[test]
+fn docker_schema2_push_and_oci_accept_trap() {
+    let reg = Registry::plain();
+    let img = OciImage::single("d1");
+    let p = img.push(&reg, "lib/docker", &PushOpts::insecure().docker_format());
+    assert_eq!(p.media_type, harness::images::DOCKER_MANIFEST);
+    assert_ne!(p.digest, img.digest);
+    // distribution 2.8 trap: an OCI manifest is 404 unless Accept lists the OCI type.
+    img.push(&reg, "lib/oci", &PushOpts::insecure());
+    let code = |accept: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+            .arg(format!("Accept: {accept}"))
+            .arg(format!("{}/v2/lib/oci/manifests/d1", reg.url()))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(harness::images::DOCKER_MANIFEST), "404");
+    assert_eq!(code(OCI_MANIFEST), "200");
+}
+
+#[test]
+fn runner_spawns_binary_and_parses_json_lines() {
+    let out = run_pullprobe(&[], Some("ignored stdin"));
+    assert!(out.status.code().is_some());
+    let v = json_lines(b"{\"phase\":\"dns\"}\n\n{\"phase\":\"tcp\",\"ok\":true}\n");
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1]["ok"], true);
 }
