@@ -131,10 +131,11 @@ impl Endpoint {
         }
     }
 
-    /// The URL shown to operators (`http://` when plain HTTP is the only scheme).
+    /// The URL shown to operators, as configured (`http://` for plain or fallback hosts).
     pub fn display_url(&self) -> String {
         let mut u = self.api_root.clone();
-        if self.scheme == SchemePolicy::Http {
+        // HttpsThenHttp endpoints are configured as http:// (containerd tries HTTPS first).
+        if self.scheme != SchemePolicy::Https {
             let _ = u.set_scheme("http");
         }
         u.to_string()

@@ -3,7 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cli;
 pub mod credentials;
 pub mod endpoint;
 pub mod probe;
 pub mod reference;
+pub mod report;

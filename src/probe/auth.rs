@@ -295,25 +295,29 @@ async fn fetch_token(
     };
     if try_post {
         if let Some((username, secret, refresh)) = oauth_secret {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("scope", scope);
-            form.append_pair("service", service);
-            form.append_pair("client_id", "containerd-client");
-            form.append_pair("access_type", "offline");
-            if refresh {
-                form.append_pair("grant_type", "refresh_token");
-                form.append_pair("refresh_token", secret.expose());
-            } else {
-                form.append_pair("grant_type", "password");
-                form.append_pair("username", username.unwrap_or_default());
-                form.append_pair("password", secret.expose());
-            }
+            // Built in its own scope: the serializer is not Send and must not live across an await.
+            let form_body = {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                form.append_pair("scope", scope);
+                form.append_pair("service", service);
+                form.append_pair("client_id", "containerd-client");
+                form.append_pair("access_type", "offline");
+                if refresh {
+                    form.append_pair("grant_type", "refresh_token");
+                    form.append_pair("refresh_token", secret.expose());
+                } else {
+                    form.append_pair("grant_type", "password");
+                    form.append_pair("username", username.unwrap_or_default());
+                    form.append_pair("password", secret.expose());
+                }
+                form.finish()
+            };
             let mut req = Request::new(Method::POST, realm.clone());
             req.headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
             );
-            req.body = Some(Bytes::from(form.finish()));
+            req.body = Some(Bytes::from(form_body));
             let resp = send_token_request(session, &req).await?;
             let status = resp.status;
             let fallback = status == StatusCode::NOT_FOUND

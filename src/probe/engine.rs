@@ -407,14 +407,13 @@ impl Flow<'_> {
                 s if s.is_success() => break resp,
                 _ => {
                     if !auth_recorded {
-                        session.record(
+                        session.record_ms(
                             Phase::Auth,
                             &host,
                             true,
-                            t,
+                            0.0,
                             auth_detail(self.authorization.as_ref()),
                         );
-                        t = Instant::now();
                     }
                     let f = self.manifest_failure(session, &req, resp).await;
                     session.record(Phase::Manifest, &host, false, t, f.message.clone());
@@ -423,14 +422,14 @@ impl Flow<'_> {
             }
         };
         if !auth_recorded {
-            session.record(
+            // No challenge: the request itself belongs to the manifest phase.
+            session.record_ms(
                 Phase::Auth,
                 &host,
                 true,
-                t,
+                0.0,
                 auth_detail(self.authorization.as_ref()),
             );
-            t = Instant::now();
         }
         // A HEAD without a digest or length cannot be trusted: GET and hash it (resolver.go).
         let mut body: Option<bytes::Bytes> = None;
@@ -805,7 +804,29 @@ impl Flow<'_> {
                 }
             }
         }
-        manifest::status_failure(&resp, &what)
+        let f = manifest::status_failure(&resp, &what);
+        if f.reason == Reason::ManifestNotFound {
+            // distribution answers MANIFEST_UNKNOWN even for a repository that does not
+            // exist; the tags list tells the two apart (NAME_UNKNOWN). Diagnosis only.
+            if let Ok(mut u) = self.url("tags/list") {
+                u.query_pairs_mut().append_pair("n", "1");
+                let mut tags = Request::new(Method::GET, u);
+                if let Some(a) = self.auth_header() {
+                    tags.headers.insert(http::header::AUTHORIZATION, a);
+                }
+                if let Ok(r) = session.send(&tags, 64 * 1024).await {
+                    if r.status == StatusCode::NOT_FOUND
+                        && manifest::error_code(&r.body).as_deref() == Some("NAME_UNKNOWN")
+                    {
+                        return Failure::new(
+                            Reason::RepositoryNotFound,
+                            format!("repository {} does not exist on {}", self.image.path, self.registry_host()),
+                        );
+                    }
+                }
+            }
+        }
+        f
     }
 
     async fn get_manifest(

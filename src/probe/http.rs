@@ -129,6 +129,16 @@ impl<'a> Session<'a> {
         });
     }
 
+    pub fn record_ms(&mut self, name: Phase, host: &str, ok: bool, duration_ms: f64, detail: String) {
+        self.records.push(PhaseRecord {
+            name,
+            host: host.to_string(),
+            ok,
+            duration_ms,
+            detail,
+        });
+    }
+
     /// Whether plain HTTP replaced HTTPS for this host (fallback happened).
     pub fn uses_plain_http(&self, url: &Url) -> bool {
         match (url.host_str(), url.port_or_known_default()) {

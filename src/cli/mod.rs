@@ -1,0 +1,39 @@
+//! Command-line interface: `pullprobe check`, `pullprobe plan`, `pullprobe agent`.
+
+pub mod check;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    /// Every image would pull.
+    pub const READY: i32 = 0;
+    /// At least one image would not pull.
+    pub const NOT_READY: i32 = 1;
+    /// Usage or configuration error (bad flag, bad reference, unreadable config).
+    pub const USAGE: i32 = 2;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pullprobe",
+    version,
+    about = "Walks the node's image pull path (DNS → TCP → TLS → auth → manifest → platform → blob) and reports why a pull would fail"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Probe images now and report per-phase readiness.
+    Check(check::CheckArgs),
+}
+
+/// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.
+pub fn emit(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+}
