@@ -1,0 +1,253 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/status` (axum, HTTP/1 only).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::conditions::ConditionKind;
+use super::metrics::Metrics;
+
+/// The latest result of one target, as shown on `/status`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StatusEntry {
+    /// `path` (per-node registry path check) or `image`.
+    pub kind: &'static str,
+    pub image: String,
+    pub registry: String,
+    pub credential: String,
+    pub endpoint: Option<String>,
+    pub verdict: &'static str,
+    pub phase: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub message: String,
+    pub duration_ms: f64,
+    /// RFC 3339.
+    pub checked_at: String,
+    /// Pods using the image (`namespace/name`), at most 10.
+    pub pods: Vec<String>,
+}
+
+/// State shared by the loop and the HTTP server.
+#[derive(Debug)]
+pub struct AgentState {
+    pub node: String,
+    pub metrics: Metrics,
+    pub status: Mutex<BTreeMap<String, StatusEntry>>,
+    pub conditions: Mutex<BTreeMap<ConditionKind, (bool, String)>>,
+    started: Instant,
+    last_cycle: Mutex<Option<Instant>>,
+    /// `/healthz` fails when no cycle completed within this long.
+    stale_after: Mutex<Duration>,
+    ready: AtomicBool,
+}
+
+impl AgentState {
+    pub fn new(node: String, interval: Duration) -> AgentState {
+        AgentState {
+            node,
+            metrics: Metrics::new(),
+            status: Mutex::new(BTreeMap::new()),
+            conditions: Mutex::new(BTreeMap::new()),
+            started: Instant::now(),
+            last_cycle: Mutex::new(None),
+            stale_after: Mutex::new(stale_after(interval)),
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_interval(&self, interval: Duration) {
+        if let Ok(mut s) = self.stale_after.lock() {
+            *s = stale_after(interval);
+        }
+    }
+
+    pub fn cycle_done(&self) {
+        if let Ok(mut l) = self.last_cycle.lock() {
+            *l = Some(Instant::now());
+        }
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Alive: a cycle completed recently (or the agent is still within its first one).
+    pub fn healthy(&self) -> bool {
+        let stale = self
+            .stale_after
+            .lock()
+            .map(|s| *s)
+            .unwrap_or(Duration::from_secs(300));
+        let last = self.last_cycle.lock().ok().and_then(|l| *l);
+        match last {
+            Some(t) => t.elapsed() <= stale,
+            None => self.started.elapsed() <= stale,
+        }
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Three intervals plus the longest probe deadline, so one slow cycle is not a restart.
+fn stale_after(interval: Duration) -> Duration {
+    interval * 3 + Duration::from_secs(60)
+}
+
+#[derive(Serialize)]
+struct StatusBody {
+    node: String,
+    ready: bool,
+    conditions: BTreeMap<&'static str, ConditionView>,
+    targets: BTreeMap<String, StatusEntry>,
+}
+
+#[derive(Serialize)]
+struct ConditionView {
+    status: &'static str,
+    reason: String,
+}
+
+pub fn router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state)
+}
+
+async fn healthz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
+    if s.healthy() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no probe cycle completed recently\n",
+        )
+    }
+}
+
+async fn readyz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
+    if s.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "first probe cycle not finished\n",
+        )
+    }
+}
+
+async fn metrics(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+async fn status(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
+    let targets = s.status.lock().map(|m| m.clone()).unwrap_or_default();
+    let conditions = s
+        .conditions
+        .lock()
+        .map(|m| {
+            m.iter()
+                .map(|(k, (st, r))| {
+                    (
+                        k.as_str(),
+                        ConditionView {
+                            status: if *st { "True" } else { "False" },
+                            reason: r.clone(),
+                        },
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(StatusBody {
+        node: s.node.clone(),
+        ready: s.ready(),
+        conditions,
+        targets,
+    })
+}
+
+/// Errors of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Bind now (so a port conflict fails the start), serve in the background.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<AgentState>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let app = router(state);
+    let handle = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((local, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn endpoints_answer() {
+        let state = Arc::new(AgentState::new("n1".into(), Duration::from_secs(60)));
+        let (addr, h) = serve("127.0.0.1:0".parse().unwrap(), state.clone())
+            .await
+            .unwrap();
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        state.cycle_done();
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        let m = get(addr, "/metrics").await;
+        assert!(
+            m.contains("application/openmetrics-text") && m.contains("# EOF"),
+            "{m}"
+        );
+        let st = get(addr, "/status").await;
+        assert!(st.contains("\"node\":\"n1\""), "{st}");
+        h.abort();
+    }
+}

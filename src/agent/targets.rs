@@ -1,0 +1,346 @@
+//! What to probe: images of the node's pods (containers, init and ephemeral containers)
+//! plus the config's images, deduplicated into one probe per distinct (endpoints,
+//! repository, reference, credential source), and one path check per (registry host,
+//! credential source).
+//!
+//! No Kubernetes types here: `k8s::pods` turns a Pod into a [`PodInfo`].
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::reference::ImageRef;
+
+/// The parts of a Pod the agent needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    /// Images of containers, init containers and ephemeral containers, in spec order.
+    pub images: Vec<String>,
+    /// `imagePullSecrets` names (in the pod's namespace).
+    pub pull_secrets: Vec<String>,
+}
+
+/// A pod that uses a target, for Pod Events.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Which credentials a probe uses: the node's own (kubelet config.json, credential
+/// providers, runtime config) or a pod's pull secrets (tried first by the kubelet, then
+/// the node's). Pull secrets are distinguished only when fetching them is enabled.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CredRef {
+    Node,
+    PullSecrets {
+        namespace: String,
+        names: Vec<String>,
+    },
+}
+
+impl CredRef {
+    pub fn is_node(&self) -> bool {
+        matches!(self, CredRef::Node)
+    }
+}
+
+impl std::fmt::Display for CredRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredRef::Node => f.write_str("node"),
+            CredRef::PullSecrets { namespace, names } => {
+                write!(f, "pull-secrets:{namespace}/{}", names.join(","))
+            }
+        }
+    }
+}
+
+/// Dedup key of an image probe.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct TargetKey {
+    /// Identity of the endpoint list the node would use (see [`plan_key`]).
+    pub plan: String,
+    pub repository: String,
+    pub reference: String,
+    pub cred: CredRef,
+}
+
+impl std::fmt::Display for TargetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.reference.contains(':') {
+            '@'
+        } else {
+            ':'
+        };
+        write!(
+            f,
+            "{}{}{} [{}]",
+            self.repository, sep, self.reference, self.cred
+        )
+    }
+}
+
+/// One image probe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ImageTarget {
+    pub key: TargetKey,
+    #[serde(serialize_with = "ser_display")]
+    pub image: ImageRef,
+    /// The registry domain as written in references (`docker.io`): budget and metrics key.
+    pub registry: String,
+    pub pods: Vec<PodRef>,
+    pub from_config: bool,
+}
+
+/// One per-node path check: a registry host with one credential source, probed through
+/// a representative image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostCheck {
+    pub registry: String,
+    pub cred: CredRef,
+    pub representative: TargetKey,
+    #[serde(serialize_with = "ser_display")]
+    pub image: ImageRef,
+}
+
+/// An image string from a pod that does not parse (a workload problem).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidImage {
+    pub image: String,
+    pub pod: Option<PodRef>,
+    pub error: String,
+}
+
+/// The deduplicated targets of one cycle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetSet {
+    pub images: BTreeMap<TargetKey, ImageTarget>,
+    pub hosts: BTreeMap<(String, CredRef), HostCheck>,
+    pub invalid: Vec<InvalidImage>,
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// The seam to the node pull-path config: what identifies the endpoint list the node
+/// would use for an image. Until the plan is wired in, images of one registry domain
+/// share their endpoints (true for containerd `hosts.toml` and CRI-O `registries.conf`
+/// except for CRI-O prefix-scoped mirrors, which the plan will distinguish).
+pub fn plan_key(image: &ImageRef) -> String {
+    image.registry_host()
+}
+
+impl TargetSet {
+    /// Build the set. `pull_secrets` = fetching pull secrets is enabled; otherwise every
+    /// probe uses the node's credentials and pods' secrets do not split targets.
+    pub fn build(pods: &[PodInfo], config_images: &[String], pull_secrets: bool) -> TargetSet {
+        let mut set = TargetSet::default();
+        for image in config_images {
+            set.add(image, None, CredRef::Node);
+        }
+        for pod in pods {
+            let pod_ref = PodRef {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+            };
+            let cred = if pull_secrets && !pod.pull_secrets.is_empty() {
+                let mut names = pod.pull_secrets.clone();
+                names.sort();
+                names.dedup();
+                CredRef::PullSecrets {
+                    namespace: pod.namespace.clone(),
+                    names,
+                }
+            } else {
+                CredRef::Node
+            };
+            for image in &pod.images {
+                set.add(image, Some(&pod_ref), cred.clone());
+            }
+        }
+        for t in set.images.values_mut() {
+            t.pods.sort();
+            t.pods.dedup();
+        }
+        // One path check per (registry host, credential source): the first image in key
+        // order represents it, so the choice is stable from cycle to cycle.
+        for (key, t) in &set.images {
+            set.hosts
+                .entry((key.plan.clone(), key.cred.clone()))
+                .or_insert_with(|| HostCheck {
+                    registry: t.registry.clone(),
+                    cred: key.cred.clone(),
+                    representative: key.clone(),
+                    image: t.image.clone(),
+                });
+        }
+        set
+    }
+
+    fn add(&mut self, image: &str, pod: Option<&PodRef>, cred: CredRef) {
+        let parsed = match ImageRef::parse(image) {
+            Ok(r) => r,
+            Err(e) => {
+                self.invalid.push(InvalidImage {
+                    image: image.to_string(),
+                    pod: pod.cloned(),
+                    error: e.to_string(),
+                });
+                return;
+            }
+        };
+        let key = TargetKey {
+            plan: plan_key(&parsed),
+            repository: parsed.repository(),
+            reference: parsed.reference().to_string(),
+            cred,
+        };
+        let entry = self
+            .images
+            .entry(key.clone())
+            .or_insert_with(|| ImageTarget {
+                key,
+                registry: parsed.domain.clone(),
+                image: parsed,
+                pods: Vec::new(),
+                from_config: false,
+            });
+        match pod {
+            Some(p) => entry.pods.push(p.clone()),
+            None => entry.from_config = true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(ns: &str, name: &str, images: &[&str], secrets: &[&str]) -> PodInfo {
+        PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            images: images.iter().map(|s| s.to_string()).collect(),
+            pull_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn spellings_of_one_image_dedup_into_one_probe() {
+        let pods = vec![
+            pod("a", "p1", &["nginx", "busybox:1.36"], &[]),
+            pod(
+                "b",
+                "p2",
+                &[
+                    "docker.io/library/nginx:latest",
+                    "index.docker.io/library/nginx",
+                ],
+                &[],
+            ),
+        ];
+        let set = TargetSet::build(&pods, &["nginx:latest".to_string()], false);
+        assert_eq!(set.images.len(), 2);
+        let nginx = set
+            .images
+            .values()
+            .find(|t| t.key.repository == "docker.io/library/nginx")
+            .unwrap();
+        assert_eq!(nginx.pods.len(), 2);
+        assert!(nginx.from_config);
+        // Both images are on one registry host with one credential source: one path check.
+        assert_eq!(set.hosts.len(), 1);
+        let h = set.hosts.values().next().unwrap();
+        assert_eq!(h.registry, "docker.io");
+        assert_eq!(h.cred, CredRef::Node);
+    }
+
+    #[test]
+    fn tag_and_digest_are_distinct_targets() {
+        let d = format!("sha256:{}", "a".repeat(64));
+        let pods = vec![pod(
+            "a",
+            "p",
+            &[
+                "quay.io/x/y:1",
+                &format!("quay.io/x/y@{d}"),
+                "quay.io/x/y:2",
+            ],
+            &[],
+        )];
+        let set = TargetSet::build(&pods, &[], false);
+        assert_eq!(set.images.len(), 3);
+        assert_eq!(set.hosts.len(), 1);
+    }
+
+    #[test]
+    fn pull_secrets_split_credential_sources_only_when_enabled() {
+        let pods = vec![
+            pod("a", "p1", &["reg.example/app:1"], &["s2", "s1"]),
+            pod("a", "p2", &["reg.example/app:1"], &["s1", "s2", "s1"]),
+            pod("b", "p3", &["reg.example/app:1"], &["s1"]),
+            pod("c", "p4", &["reg.example/app:1"], &[]),
+        ];
+        let off = TargetSet::build(&pods, &[], false);
+        assert_eq!(off.images.len(), 1);
+        assert_eq!(off.hosts.len(), 1);
+        let on = TargetSet::build(&pods, &[], true);
+        // (a: s1,s2), (b: s1), node.
+        assert_eq!(on.images.len(), 3);
+        assert_eq!(on.hosts.len(), 3);
+        assert!(on.hosts.keys().any(|(_, c)| c.is_node()));
+    }
+
+    #[test]
+    fn hosts_get_one_path_check_each() {
+        let pods = vec![pod(
+            "a",
+            "p",
+            &[
+                "a.example/x:1",
+                "a.example/y:1",
+                "b.example:5000/z:1",
+                "localhost:5000/w:1",
+                "busybox",
+            ],
+            &[],
+        )];
+        let set = TargetSet::build(&pods, &[], false);
+        assert_eq!(set.images.len(), 5);
+        let hosts: Vec<&str> = set.hosts.keys().map(|(h, _)| h.as_str()).collect();
+        assert_eq!(
+            hosts,
+            vec![
+                "a.example",
+                "b.example:5000",
+                "localhost:5000",
+                "registry-1.docker.io"
+            ]
+        );
+        // The representative is stable: the first image of the host in key order.
+        assert_eq!(
+            set.hosts[&("a.example".to_string(), CredRef::Node)]
+                .representative
+                .repository,
+            "a.example/x"
+        );
+    }
+
+    #[test]
+    fn invalid_images_are_reported_not_probed() {
+        let pods = vec![pod("a", "p", &["Bad Image!", "ok:1"], &[])];
+        let set = TargetSet::build(&pods, &[], false);
+        assert_eq!(set.images.len(), 1);
+        assert_eq!(set.invalid.len(), 1);
+        assert_eq!(set.invalid[0].pod.as_ref().unwrap().name, "p");
+    }
+}
