@@ -552,3 +552,33 @@ fn runner_spawns_binary_and_parses_json_lines() {
     assert_eq!(v.len(), 2);
     assert_eq!(v[1]["ok"], true);
 }
+
+#[test]
+fn token_issuer_reject_post_mode() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::builder(&pki)
+        .user("alice", "a-pw")
+        .reject_post(404)
+        .start();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-d"])
+        .arg("grant_type=password&username=alice&password=a-pw&service=registry.test")
+        .arg(issuer.realm_url())
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-u", "alice:a-pw"])
+        .arg(format!(
+            "{}?service=registry.test&scope=repository:a/b:pull",
+            issuer.realm_url()
+        ))
+        .output()
+        .expect("curl");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(v["token"].is_string());
+    assert_eq!((issuer.post_count(), issuer.get_count()), (1, 1));
+    let reqs = issuer.requests();
+    assert_eq!(reqs[1].user.as_deref(), Some("alice"));
+    assert_eq!(reqs[1].scopes, vec!["repository:a/b:pull".to_string()]);
+}

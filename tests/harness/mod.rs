@@ -32,6 +32,33 @@
 //! }
 //! ```
 //!
+//! Other set-ups, in short:
+//!
+//! ```ignore
+//! let reg = Registry::builder().tls(&pki.server).client_ca(&pki.client_ca_cert).start(); // mTLS
+//! let reg = Registry::builder().htpasswd(&[("u", "p")]).start();                        // Basic
+//! let v6 = Registry::builder().ipv6().storage(reg.storage()).start();                  // [::1], same blobs
+//! let blobs = BlobHost::start(reg.storage_dir());                                      // "CDN"
+//! let cdn = Registry::builder().storage(reg.storage()).redirect(&blobs.url()).start(); // 307 → blobs
+//! let dead = Registry::builder().storage(reg.storage()).redirect(&blob_host_down_url()).start();
+//! assert!(!blobs.saw_authorization());
+//! let dns = Dns::start_default();            // unbound on 127.0.53.N:53, zone `test.`
+//! let resolv = dns.resolv_conf();            // "nameserver 127.0.53.N\noptions timeout:1 attempts:1"
+//! let url = reg.url_with_host("registry.test");
+//! let s = ScriptedServer::canned(vec![Reply::too_many_requests("1"), Reply::v2_ok()]);
+//! let slow = DelayProxy::start(reg.host_port().parse().unwrap(), ProxyMode::Delay(ms(25)));
+//! ```
+//!
+//! Notes:
+//! - Constructors block until the server answers (registry ~0.1 s, unbound ~50 ms); call them from
+//!   sync or async tests alike. Nothing runs on the test's own runtime.
+//! - Logs: the registry's log (`reg.log()`, `reg.log_path()`) and unbound's (`dns.log()`) are
+//!   printed to stderr when a test panics with the server alive.
+//! - distribution 2.8 answers 404 for an OCI manifest unless `Accept` lists the OCI media types.
+//! - Token policy: users get what they request on repos allowed to them (no `allow` rule = all
+//!   repos); anonymous (if enabled) gets `pull` on `anonymous_allow` repos; everything else is granted
+//!   empty actions, so the registry answers 401 `insufficient_scope`. Wrong password → 401.
+//!
 //! Pieces (see each module's docs):
 //! - [`pki`]: `Pki::new()` — CA + leaf for localhost/registry.test/127.0.0.1/::1, expired, not-yet-valid,
 //!   wrong-name, unknown-CA leaf, client CA + client cert, token CA + signing leaf (PEM paths).

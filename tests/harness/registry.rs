@@ -59,11 +59,13 @@ pub struct RegistryBuilder {
     redirect_baseurl: Option<String>,
     storage: Option<Storage>,
     log_level: String,
+    ipv6: bool,
 }
 
 pub struct Registry {
     child: Child,
     port: u16,
+    ipv6: bool,
     tls: bool,
     dir: TempDir,
     storage: Storage,
@@ -78,6 +80,7 @@ impl Registry {
             redirect_baseurl: None,
             storage: None,
             log_level: "info".into(),
+            ipv6: false,
         }
     }
 
@@ -184,6 +187,11 @@ impl RegistryBuilder {
         self.storage = Some(storage);
         self
     }
+    /// Listen on `[::1]` instead of 127.0.0.1.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
     pub fn log_level(mut self, level: &str) -> Self {
         self.log_level = level.to_string();
         self
@@ -201,7 +209,8 @@ impl RegistryBuilder {
              maintenance:\n    uploadpurging:\n      enabled: false\n",
             yaml_str(&storage.display().to_string())
         );
-        y += &format!("http:\n  addr: 127.0.0.1:{port}\n  secret: harness-secret\n");
+        let host = if self.ipv6 { "\"[::1]" } else { "\"127.0.0.1" };
+        y += &format!("http:\n  addr: {host}:{port}\"\n  secret: harness-secret\n");
         if let Some(tls) = &self.tls {
             y += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
@@ -270,7 +279,14 @@ impl RegistryBuilder {
                 .prefix("registry-")
                 .tempdir()
                 .expect("tempdir");
-            let port = super::free_port();
+            let port = if self.ipv6 {
+                std::net::TcpListener::bind("[::1]:0")
+                    .and_then(|l| l.local_addr())
+                    .expect("bind [::1]:0")
+                    .port()
+            } else {
+                super::free_port()
+            };
             let cfg = self.config(dir.path(), storage.path(), port);
             let cfg_path = dir.path().join("config.yml");
             std::fs::write(&cfg_path, &cfg).expect("write config");
@@ -286,6 +302,7 @@ impl RegistryBuilder {
             let mut reg = Registry {
                 child,
                 port,
+                ipv6: self.ipv6,
                 tls: self.tls.is_some(),
                 dir,
                 storage: storage.clone(),
@@ -312,7 +329,8 @@ impl Registry {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("docker-registry exited: {status}"));
             }
-            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+            let addr: std::net::SocketAddr = self.host_port().parse().expect("addr");
+            if let Ok(mut s) = TcpStream::connect(addr) {
                 if self.tls {
                     return Ok(());
                 }

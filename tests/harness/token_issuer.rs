@@ -12,6 +12,7 @@
 //! repositories when the user has no `allow` rule); anonymous requests (if `anonymous(true)`) may get
 //! `pull` on `anonymous_allow` repositories. Other scopes are granted with empty actions, so the
 //! registry answers 401 `insufficient_scope`. Wrong passwords get 401 unless `bad_password_as_anonymous()`.
+//! `reject_post(404)` makes POST fail so clients fall back to GET; `get_count()`/`post_count()` count both.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,6 +50,7 @@ pub struct TokenIssuerBuilder {
     expires_in: u64,
     tls: Option<CertKey>,
     realm_host: String,
+    reject_post: Option<u16>,
 }
 
 struct State {
@@ -87,6 +89,7 @@ impl TokenIssuer {
             expires_in: 300,
             tls: None,
             realm_host: "127.0.0.1".into(),
+            reject_post: None,
         }
     }
 
@@ -169,6 +172,12 @@ impl TokenIssuerBuilder {
     /// Serve the realm over TLS with this leaf.
     pub fn tls(mut self, ck: &CertKey) -> Self {
         self.tls = Some(ck.clone());
+        self
+    }
+    /// Every POST answers `status` (e.g. 404 like GCR, 401 like Artifactory, 400 like ACR): clients
+    /// such as containerd then fall back to GET (`core/remotes/docker/authorizer.go`).
+    pub fn reject_post(mut self, status: u16) -> Self {
+        self.reject_post = Some(status);
         self
     }
     /// Host name used in `realm_url()` (e.g. `auth.test` or `localhost`).
@@ -284,6 +293,21 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
         .filter(|s| !s.is_empty())
         .collect();
     let grant_type = get("grant_type");
+    if let (true, Some(status)) = (is_post, st.cfg.reject_post) {
+        st.log.lock().expect("lock").push(TokenRequest {
+            method,
+            grant_type,
+            user: None,
+            service: get("service"),
+            scopes,
+            status,
+        });
+        return http_response(
+            status,
+            &[("Content-Type", "text/plain")],
+            "POST not supported",
+        );
+    }
     let mut rec = TokenRequest {
         method,
         grant_type: grant_type.clone(),
