@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cli;
 pub mod credentials;
 pub mod endpoint;
+pub mod k8s;
 pub mod probe;
 pub mod reference;
 pub mod report;

@@ -1,0 +1,67 @@
+//! The only place that talks to the Kubernetes API (kube 5, k8s-openapi v1_33 types,
+//! which deserialize fine from servers as old as 1.20).
+
+pub mod events;
+pub mod node;
+pub mod pods;
+pub mod secrets;
+
+use std::path::Path;
+
+/// Why a Kubernetes API call failed. Each variant names the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum K8sError {
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("no cluster config (not in a pod and no kubeconfig): {0}")]
+    NoConfig(String),
+    #[error("building the API client: {0}")]
+    Client(String),
+    #[error("{op}: {source}")]
+    Api {
+        op: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl K8sError {
+    pub(crate) fn api(op: &'static str) -> impl FnOnce(kube::Error) -> K8sError {
+        move |source| K8sError::Api { op, source }
+    }
+
+    /// HTTP status of an API error, if the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            K8sError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => Some(s.code),
+            _ => None,
+        }
+    }
+}
+
+/// A client from an explicit kubeconfig, else in-cluster config, else `$KUBECONFIG` /
+/// `~/.kube/config` (`kube::Config::infer`).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| K8sError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| K8sError::NoConfig(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+}

@@ -1,0 +1,134 @@
+//! Node conditions: read ours at start, strategic-merge PATCH of `nodes/NAME/status`
+//! with only our two conditions (the merge key of `status.conditions` is `type`, so the
+//! server keeps every other writer's conditions untouched).
+
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::K8sError;
+use crate::agent::conditions::{ConditionKind, ConditionRecord};
+
+/// The field manager on our writes.
+pub const FIELD_MANAGER: &str = "pullprobe";
+
+pub(crate) fn to_time(t: SystemTime) -> Time {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    // Kubernetes Time has second precision on the wire; drop the rest so what we read
+    // back compares equal.
+    let ts = jiff::Timestamp::from_second(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    Time(ts)
+}
+
+fn from_time(t: &Time) -> SystemTime {
+    let s = t.0.as_second();
+    SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))
+}
+
+/// The node's uid and our conditions as currently on the Node.
+pub async fn get(
+    client: &kube::Client,
+    node: &str,
+) -> Result<(String, Vec<ConditionRecord>), K8sError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let n = api.get(node).await.map_err(K8sError::api("get node"))?;
+    let uid = n.metadata.uid.clone().unwrap_or_default();
+    let conds = n
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let kind = ConditionKind::from_type(&c.type_)?;
+            let now = SystemTime::now();
+            Some(ConditionRecord {
+                kind,
+                status: c.status == "True",
+                reason: c.reason.unwrap_or_default(),
+                message: c.message.unwrap_or_default(),
+                last_transition: c
+                    .last_transition_time
+                    .as_ref()
+                    .map(from_time)
+                    .unwrap_or(now),
+                last_heartbeat: c.last_heartbeat_time.as_ref().map(from_time).unwrap_or(now),
+            })
+        })
+        .collect();
+    Ok((uid, conds))
+}
+
+/// The strategic-merge patch body for our conditions.
+pub fn patch_body(records: &[ConditionRecord]) -> serde_json::Value {
+    let conditions: Vec<serde_json::Value> = records
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "type": r.kind.as_str(),
+                "status": if r.status { "True" } else { "False" },
+                "reason": r.reason,
+                "message": r.message,
+                "lastTransitionTime": to_time(r.last_transition),
+                "lastHeartbeatTime": to_time(r.last_heartbeat),
+            })
+        })
+        .collect();
+    serde_json::json!({ "status": { "conditions": conditions } })
+}
+
+/// PATCH `nodes/NAME/status`.
+pub async fn patch_conditions(
+    client: &kube::Client,
+    node: &str,
+    records: &[ConditionRecord],
+) -> Result<(), K8sError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let pp = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    api.patch_status(node, &pp, &Patch::Strategic(patch_body(records)))
+        .await
+        .map_err(K8sError::api("patch nodes/status"))?;
+    Ok(())
+}
+
+/// Node count for the fleet budget: a list of one item, reading `remainingItemCount`
+/// (needs `list nodes`; the caller falls back to the config on error).
+pub async fn count(client: &kube::Client) -> Result<u64, K8sError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let list = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(K8sError::api("list nodes"))?;
+    let rest = list.metadata.remaining_item_count.unwrap_or(0);
+    Ok(list.items.len() as u64 + u64::try_from(rest).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_names_only_our_conditions() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let recs = vec![ConditionRecord {
+            kind: ConditionKind::RegistryUnreachable,
+            status: true,
+            reason: "DNSFailure".into(),
+            message: "m".into(),
+            last_transition: t,
+            last_heartbeat: t,
+        }];
+        let b = patch_body(&recs);
+        let c = &b["status"]["conditions"];
+        assert_eq!(c.as_array().unwrap().len(), 1);
+        assert_eq!(c[0]["type"], "RegistryUnreachable");
+        assert_eq!(c[0]["status"], "True");
+        assert_eq!(c[0]["lastTransitionTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(b.as_object().unwrap().len(), 1);
+    }
+}
