@@ -3,6 +3,7 @@
 //! The engine never needs to know *how* a credential was found, only what to send and
 //! a printable name of its source (for reports; never the value).
 
+pub mod docker_config;
 pub mod keyring;
 pub mod secret;
 
