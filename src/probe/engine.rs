@@ -315,8 +315,17 @@ struct Flow<'a> {
 }
 
 impl Flow<'_> {
+    /// The API root as a string, with the scheme the endpoint is configured for.
+    fn api_base(&self) -> String {
+        let mut root = self.ep.api_root.clone();
+        if self.ep.scheme == SchemePolicy::Http {
+            let _ = root.set_scheme("http");
+        }
+        root.as_str().trim_end_matches('/').to_string()
+    }
+
     fn url(&self, suffix: &str) -> Result<Url, Failure> {
-        let base = self.ep.api_root.as_str().trim_end_matches('/');
+        let base = self.api_base();
         let mut u = Url::parse(&format!("{base}/{}/{suffix}", self.image.path)).map_err(|e| {
             Failure::new(
                 Reason::NoUsableEndpoint,
@@ -635,7 +644,7 @@ impl Flow<'_> {
     async fn ping(&mut self, session: &mut Session<'_>) -> Result<(), Failure> {
         let host = self.registry_host();
         let t = Instant::now();
-        let base = self.ep.api_root.as_str().trim_end_matches('/').to_string();
+        let base = self.api_base();
         let url = Url::parse(&format!("{base}/")).map_err(|e| {
             Failure::new(
                 Reason::NoUsableEndpoint,
@@ -794,7 +803,7 @@ impl Flow<'_> {
             && resp.header("docker-distribution-api-version").is_none()
         {
             // Not a distribution error: is this a registry at all?
-            let base = self.ep.api_root.as_str().trim_end_matches('/').to_string();
+            let base = self.api_base();
             if let Ok(u) = Url::parse(&format!("{base}/")) {
                 let ping = Request::new(Method::GET, u);
                 if let Ok(p) = session.send(&ping, 64 * 1024).await {
@@ -820,7 +829,11 @@ impl Flow<'_> {
                     {
                         return Failure::new(
                             Reason::RepositoryNotFound,
-                            format!("repository {} does not exist on {}", self.image.path, self.registry_host()),
+                            format!(
+                                "repository {} does not exist on {}",
+                                self.image.path,
+                                self.registry_host()
+                            ),
                         );
                     }
                 }
