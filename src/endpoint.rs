@@ -98,6 +98,10 @@ pub struct Endpoint {
     pub own_credential: Option<Credential>,
     /// True for the registry itself (the last entry), false for a mirror.
     pub is_upstream: bool,
+    /// Repository path to request at this endpoint when the runtime rewrites it
+    /// (CRI-O `prefix`/`location` remapping, e.g. `bar/img` for `foo/img`); `None` =
+    /// the image's own path.
+    pub repository: Option<String>,
     /// Human-readable provenance: which file/flag produced this endpoint.
     pub origin: String,
 }
@@ -118,6 +122,7 @@ impl Endpoint {
             send_credentials: true,
             own_credential: None,
             is_upstream: true,
+            repository: None,
             origin: "default".to_string(),
         })
     }

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod credentials;
 pub mod endpoint;
 pub mod k8s;
+pub mod nodeconfig;
 pub mod probe;
 pub mod reference;
 pub mod report;

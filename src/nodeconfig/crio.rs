@@ -1,0 +1,731 @@
+//! CRI-O's registry configuration: containers-registries.conf(5) v2 (and the v1 tables),
+//! `registries.conf.d/*.conf` drop-ins, longest-prefix matching, mirrors, and the
+//! containers-certs.d(5) directories.
+//!
+//! Upstream: containers/image pkg/sysregistriesv2/system_registries_v2.go
+//! (`postProcessRegistries`, `updateWithConfigurationFrom`, `refMatchingPrefix`,
+//! `refMatchingSubdomainPrefix`, `findRegistryWithParsedConfig`,
+//! `PullSourcesFromReference`, `rewriteReference`), pkg/shortnames, and
+//! docker/docker_client.go (`dockerCertDir`, certs.d search order).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Value;
+
+use super::hostroot::HostRoot;
+use super::{ConfigProblem, ProblemKind};
+
+pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
+pub const REGISTRIES_CONF_D: &str = "/etc/containers/registries.conf.d";
+/// containers-certs.d(5) search order for a system service (no `$HOME` config dir).
+pub const CERT_DIRS: &[&str] = &["/etc/containers/certs.d", "/etc/docker/certs.d"];
+
+/// `pull-from-mirror`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullFromMirror {
+    #[default]
+    All,
+    DigestOnly,
+    TagOnly,
+}
+
+/// A `location` with its `insecure` flag (the registry itself or a mirror).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CrioEndpoint {
+    pub location: String,
+    pub insecure: bool,
+    pub pull_from_mirror: PullFromMirror,
+}
+
+/// One `[[registry]]` after validation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CrioRegistry {
+    pub prefix: String,
+    pub endpoint: CrioEndpoint,
+    pub blocked: bool,
+    pub mirror_by_digest_only: bool,
+    pub mirrors: Vec<CrioEndpoint>,
+    /// Node path of the file that defined it.
+    pub file: PathBuf,
+}
+
+/// The merged registries configuration.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CrioConfig {
+    /// Unique per prefix, sorted by prefix (updateWithConfigurationFrom).
+    pub registries: Vec<CrioRegistry>,
+    pub unqualified_search_registries: Vec<String>,
+    pub short_name_mode: Option<String>,
+    pub aliases: BTreeMap<String, String>,
+    pub files: Vec<PathBuf>,
+}
+
+/// One place the runtime would pull from, with the rewritten reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullSource {
+    pub endpoint: CrioEndpoint,
+    /// The rewritten `host[:port]/path` (no tag or digest).
+    pub repository: String,
+    pub is_mirror: bool,
+}
+
+/// Loads registries.conf then every drop-in in name order. A file that fails to parse
+/// or validate is reported and skipped; the others still apply.
+pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
+    let mut cfg = CrioConfig::default();
+    let mut map: BTreeMap<String, CrioRegistry> = BTreeMap::new();
+    let mut files = vec![PathBuf::from(REGISTRIES_CONF)];
+    if let Ok(entries) = hr.read_dir(Path::new(REGISTRIES_CONF_D)) {
+        for e in entries {
+            if !e.is_dir && e.name.ends_with(".conf") {
+                files.push(Path::new(REGISTRIES_CONF_D).join(e.name));
+            }
+        }
+    }
+    for f in files {
+        let text = match hr.read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => {
+                problems.push(ConfigProblem::new(
+                    &f,
+                    None,
+                    ProblemKind::Unreadable,
+                    e.to_string(),
+                ));
+                continue;
+            }
+        };
+        match parse_file(&f, &text) {
+            Ok(p) => {
+                cfg.files.push(f.clone());
+                for r in p.registries {
+                    map.insert(r.prefix.clone(), r);
+                }
+                if let Some(u) = p.unqualified {
+                    cfg.unqualified_search_registries = u;
+                }
+                if p.short_name_mode.is_some() {
+                    cfg.short_name_mode = p.short_name_mode;
+                }
+                cfg.aliases.extend(p.aliases);
+            }
+            Err((field, msg)) => problems.push(ConfigProblem::new(
+                &f,
+                Some(&field),
+                ProblemKind::Invalid,
+                msg,
+            )),
+        }
+    }
+    cfg.registries = map.into_values().collect();
+    cfg
+}
+
+struct ParsedFile {
+    registries: Vec<CrioRegistry>,
+    unqualified: Option<Vec<String>>,
+    short_name_mode: Option<String>,
+    aliases: BTreeMap<String, String>,
+}
+
+type FieldErr = (String, String);
+
+fn fe(field: impl Into<String>, msg: impl Into<String>) -> FieldErr {
+    (field.into(), msg.into())
+}
+
+fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        fe(
+            "(syntax)",
+            e.to_string().replace('\n', " ").trim().to_string(),
+        )
+    })?;
+    let mut out = ParsedFile {
+        registries: Vec::new(),
+        unqualified: None,
+        short_name_mode: None,
+        aliases: BTreeMap::new(),
+    };
+    let has_v1 = doc.get("registries").is_some();
+    let has_v2 =
+        doc.get("registry").is_some() || doc.get("unqualified-search-registries").is_some();
+    if has_v1 && has_v2 {
+        return Err(fe(
+            "registries",
+            "mixing sysregistry v1/v2 is not supported",
+        ));
+    }
+    // The commented-header trap: `prefix`/`location` at top level are unknown keys to
+    // the v2 decoder (ignored), not a registry.
+    if let Some(Value::Table(v1)) = doc.get("registries") {
+        let list = |k: &str| -> Result<Vec<String>, FieldErr> {
+            match v1.get(k).and_then(|t| t.get("registries")) {
+                None => Ok(Vec::new()),
+                Some(Value::Array(a)) => strings(a, &format!("registries.{k}.registries")),
+                Some(_) => Err(fe(
+                    format!("registries.{k}.registries"),
+                    "must be an array of strings",
+                )),
+            }
+        };
+        let search = list("search")?;
+        let mut regs: BTreeMap<String, CrioRegistry> = BTreeMap::new();
+        for (k, insecure, blocked) in [("insecure", true, false), ("block", false, true)] {
+            for loc in list(k)? {
+                let loc = parse_location(&loc).map_err(|m| fe(format!("registries.{k}"), m))?;
+                let r = regs.entry(loc.clone()).or_insert_with(|| CrioRegistry {
+                    prefix: loc.clone(),
+                    endpoint: CrioEndpoint {
+                        location: loc.clone(),
+                        ..Default::default()
+                    },
+                    file: file.to_path_buf(),
+                    ..Default::default()
+                });
+                r.endpoint.insecure |= insecure;
+                r.blocked |= blocked;
+            }
+        }
+        out.registries = regs.into_values().collect();
+        out.unqualified = Some(search);
+        return Ok(out);
+    }
+    match doc.get("unqualified-search-registries") {
+        None => {}
+        Some(Value::Array(a)) => {
+            out.unqualified = Some(strings(a, "unqualified-search-registries")?)
+        }
+        Some(_) => {
+            return Err(fe(
+                "unqualified-search-registries",
+                "must be an array of strings",
+            ))
+        }
+    }
+    match doc.get("short-name-mode") {
+        None => {}
+        Some(Value::String(s))
+            if ["enforcing", "permissive", "disabled", ""].contains(&s.as_str()) =>
+        {
+            if !s.is_empty() {
+                out.short_name_mode = Some(s.clone());
+            }
+        }
+        Some(v) => {
+            return Err(fe(
+                "short-name-mode",
+                format!("invalid short-name mode {v}"),
+            ))
+        }
+    }
+    match doc.get("aliases") {
+        None => {}
+        Some(Value::Table(t)) => {
+            for (k, v) in t {
+                let Value::String(s) = v else {
+                    return Err(fe(format!("aliases.\"{k}\""), "must be a string"));
+                };
+                out.aliases.insert(k.clone(), s.clone());
+            }
+        }
+        Some(_) => return Err(fe("aliases", "must be a table")),
+    }
+    match doc.get("registry") {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let field = format!("registry[{i}]");
+                let Value::Table(t) = item else {
+                    return Err(fe(field, "must be a table"));
+                };
+                out.registries.push(parse_registry(file, t, &field)?);
+            }
+        }
+        Some(_) => return Err(fe("registry", "must be an array of tables ([[registry]])")),
+    }
+    Ok(out)
+}
+
+fn strings(a: &[Value], field: &str) -> Result<Vec<String>, FieldErr> {
+    a.iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| fe(field, "must be an array of strings"))
+        })
+        .collect()
+}
+
+fn get_str(t: &toml::Table, k: &str, field: &str) -> Result<String, FieldErr> {
+    match t.get(k) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(fe(format!("{field}.{k}"), "must be a string")),
+    }
+}
+
+fn get_bool(t: &toml::Table, k: &str, field: &str) -> Result<bool, FieldErr> {
+    match t.get(k) {
+        None => Ok(false),
+        Some(Value::Boolean(b)) => Ok(*b),
+        Some(_) => Err(fe(format!("{field}.{k}"), "must be a boolean")),
+    }
+}
+
+/// `parseLocation`: trailing `/` trimmed; URI schemes are not supported.
+fn parse_location(s: &str) -> Result<String, String> {
+    let l = s.trim_end_matches('/');
+    if l.starts_with("http://") || l.starts_with("https://") {
+        return Err(format!(
+            "invalid location '{s}': URI schemes are not supported"
+        ));
+    }
+    Ok(l.to_string())
+}
+
+fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegistry, FieldErr> {
+    let location = parse_location(&get_str(t, "location", field)?)
+        .map_err(|m| fe(format!("{field}.location"), m))?;
+    let mut prefix = get_str(t, "prefix", field)?;
+    let wildcard = prefix.starts_with("*.");
+    if prefix.is_empty() {
+        if location.is_empty() {
+            return Err(fe(
+                field,
+                "invalid condition: both location and prefix are unset",
+            ));
+        }
+        prefix = location.clone();
+    } else {
+        prefix = parse_location(&prefix).map_err(|m| fe(format!("{field}.prefix"), m))?;
+        if wildcard && prefix.contains(['/', '@', ':']) {
+            return Err(fe(format!("{field}.prefix"), format!("invalid prefix '{prefix}': wildcarded prefix should be in the format *.example.com")));
+        }
+        if prefix.contains('*') && !wildcard {
+            return Err(fe(
+                format!("{field}.prefix"),
+                format!("invalid prefix '{prefix}': a wildcard is only allowed as a leading *."),
+            ));
+        }
+        if location.is_empty() && !wildcard {
+            return Err(fe(
+                format!("{field}.location"),
+                "location must be set unless the prefix is a *.domain wildcard",
+            ));
+        }
+    }
+    let mirror_by_digest_only = get_bool(t, "mirror-by-digest-only", field)?;
+    let mut mirrors = Vec::new();
+    match t.get("mirror") {
+        None => {}
+        Some(Value::Array(ms)) => {
+            for (j, m) in ms.iter().enumerate() {
+                let mf = format!("{field}.mirror[{j}]");
+                let Value::Table(mt) = m else {
+                    return Err(fe(mf, "must be a table"));
+                };
+                let loc = parse_location(&get_str(mt, "location", &mf)?)
+                    .map_err(|e| fe(format!("{mf}.location"), e))?;
+                if loc.is_empty() {
+                    return Err(fe(
+                        format!("{mf}.location"),
+                        "invalid condition: mirror location is unset",
+                    ));
+                }
+                let pfm = get_str(mt, "pull-from-mirror", &mf)?;
+                let pull_from_mirror = match pfm.as_str() {
+                    "" | "all" => PullFromMirror::All,
+                    "digest-only" => PullFromMirror::DigestOnly,
+                    "tag-only" => PullFromMirror::TagOnly,
+                    other => {
+                        return Err(fe(
+                            format!("{mf}.pull-from-mirror"),
+                            format!("unsupported pull-from-mirror value {other:?}"),
+                        ))
+                    }
+                };
+                if mirror_by_digest_only && !pfm.is_empty() {
+                    return Err(fe(format!("{mf}.pull-from-mirror"), "cannot set mirror-by-digest-only for the registry and pull-from-mirror for a mirror at the same time"));
+                }
+                mirrors.push(CrioEndpoint {
+                    location: loc,
+                    insecure: get_bool(mt, "insecure", &mf)?,
+                    pull_from_mirror,
+                });
+            }
+        }
+        Some(_) => {
+            return Err(fe(
+                format!("{field}.mirror"),
+                "must be an array of tables ([[registry.mirror]])",
+            ))
+        }
+    }
+    Ok(CrioRegistry {
+        prefix,
+        endpoint: CrioEndpoint {
+            location,
+            insecure: get_bool(t, "insecure", field)?,
+            pull_from_mirror: PullFromMirror::All,
+        },
+        blocked: get_bool(t, "blocked", field)?,
+        mirror_by_digest_only,
+        mirrors,
+        file: file.to_path_buf(),
+    })
+}
+
+/// `refMatchingPrefix`: length of the match of `prefix` in `reference`, if any.
+pub fn ref_matching_prefix(reference: &str, prefix: &str) -> Option<usize> {
+    if let Some(suffix) = prefix.strip_prefix('*') {
+        // refMatchingSubdomainPrefix: ".example.com" must sit in the host part.
+        let index = reference.find(suffix)?;
+        if reference[..index].contains('/') {
+            return None;
+        }
+        let end = index + suffix.len();
+        return match reference.as_bytes().get(end) {
+            None => Some(end),
+            Some(b':') | Some(b'/') | Some(b'@') => Some(end),
+            _ => None,
+        };
+    }
+    if reference.len() < prefix.len() || !reference.starts_with(prefix) {
+        return None;
+    }
+    match reference.as_bytes().get(prefix.len()) {
+        None => Some(prefix.len()),
+        Some(b':') | Some(b'/') | Some(b'@') => Some(prefix.len()),
+        _ => None,
+    }
+}
+
+impl CrioConfig {
+    /// `findRegistryWithParsedConfig`: the longest matching prefix (first on a tie).
+    pub fn find_registry(&self, repository: &str) -> Option<&CrioRegistry> {
+        let mut best: Option<(&CrioRegistry, usize)> = None;
+        for r in &self.registries {
+            if let Some(len) = ref_matching_prefix(repository, &r.prefix) {
+                if best.is_none_or(|(_, l)| len > l) {
+                    best = Some((r, len));
+                }
+            }
+        }
+        best.map(|(r, _)| r)
+    }
+}
+
+impl CrioRegistry {
+    /// `PullSourcesFromReference`: mirrors (filtered by digest/tag rules) then the
+    /// location, each with the reference rewritten (`rewriteReference`).
+    /// `repository` is `domain/path`; `digested` whether the reference has a digest.
+    pub fn pull_sources(&self, repository: &str, digested: bool) -> Vec<PullSource> {
+        let mut eps: Vec<(CrioEndpoint, bool)> = Vec::new();
+        if self.mirror_by_digest_only {
+            if digested {
+                eps.extend(self.mirrors.iter().cloned().map(|m| (m, true)));
+            }
+        } else {
+            for m in &self.mirrors {
+                match m.pull_from_mirror {
+                    PullFromMirror::DigestOnly if !digested => continue,
+                    PullFromMirror::TagOnly if digested => continue,
+                    _ => eps.push((m.clone(), true)),
+                }
+            }
+        }
+        eps.push((self.endpoint.clone(), false));
+        eps.into_iter()
+            .filter_map(|(ep, is_mirror)| {
+                let len = ref_matching_prefix(repository, &self.prefix)?;
+                let repository = if ep.location.is_empty() {
+                    repository.to_string()
+                } else {
+                    format!("{}{}", ep.location, &repository[len..])
+                };
+                Some(PullSource {
+                    endpoint: ep,
+                    repository,
+                    is_mirror,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `host[:port]` part of a rewritten `host/path` (`reference.Domain`).
+pub fn domain_of(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
+}
+
+/// containers-certs.d: the first existing `<dir>/<host:port>` (Docker Hub under
+/// `docker.io`). Returns (CA files, client (cert, key) pairs) as node paths, or an
+/// error naming the unpaired file (docker_client.go rejects `X.cert` without `X.key`).
+pub fn cert_dir_files(
+    hr: &HostRoot,
+    host: &str,
+) -> Result<
+    (
+        Option<PathBuf>,
+        Vec<PathBuf>,
+        Vec<(PathBuf, Option<PathBuf>)>,
+    ),
+    (PathBuf, String),
+> {
+    let name = if host == "registry-1.docker.io" {
+        "docker.io"
+    } else {
+        host
+    };
+    for d in CERT_DIRS {
+        let dir = Path::new(d).join(name);
+        if !hr.is_dir(&dir) {
+            continue;
+        }
+        let entries = hr
+            .read_dir(&dir)
+            .map_err(|e| (dir.clone(), e.to_string()))?;
+        let names: Vec<String> = entries
+            .iter()
+            .filter(|e| !e.is_dir)
+            .map(|e| e.name.clone())
+            .collect();
+        let mut cas = Vec::new();
+        let mut pairs = Vec::new();
+        for n in &names {
+            if n.ends_with(".crt") {
+                cas.push(dir.join(n));
+            } else if let Some(base) = n.strip_suffix(".cert") {
+                let key = format!("{base}.key");
+                if !names.contains(&key) {
+                    return Err((
+                        dir.join(n),
+                        format!("missing key {key} for client certificate {n}"),
+                    ));
+                }
+                pairs.push((dir.join(n), Some(dir.join(key))));
+            } else if let Some(base) = n.strip_suffix(".key") {
+                let cert = format!("{base}.cert");
+                if !names.contains(&cert) {
+                    return Err((
+                        dir.join(n),
+                        format!("missing client certificate {cert} for key {n}"),
+                    ));
+                }
+            }
+        }
+        return Ok((Some(dir), cas, pairs));
+    }
+    Ok((None, Vec::new(), Vec::new()))
+}
+
+/// Short-name handling for a name without a registry domain (pkg/shortnames with
+/// CRI-O's `short_name_mode`, default `enforcing`, and no TTY).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShortName {
+    /// The name already has a domain.
+    Qualified,
+    /// Resolved by `[aliases]`.
+    Alias(String),
+    /// Candidates `host/name` to try in order.
+    Candidates(Vec<String>),
+    /// The pull fails: why.
+    Error(String),
+}
+
+impl CrioConfig {
+    /// `name` is the image name as given, without tag or digest.
+    pub fn resolve_short_name(&self, name: &str, mode: Option<&str>) -> ShortName {
+        let first = name.split('/').next().unwrap_or(name);
+        if name.contains('/') && (first.contains(['.', ':']) || first == "localhost") {
+            return ShortName::Qualified;
+        }
+        if let Some(a) = self.aliases.get(name) {
+            return ShortName::Alias(a.clone());
+        }
+        let regs = &self.unqualified_search_registries;
+        if regs.is_empty() {
+            return ShortName::Error(format!("short-name {name:?} did not resolve to an alias and no unqualified-search registries are defined"));
+        }
+        let mode = mode
+            .or(self.short_name_mode.as_deref())
+            .unwrap_or("enforcing");
+        if regs.len() > 1 && mode == "enforcing" {
+            return ShortName::Error(format!("short-name resolution enforced but cannot prompt without a TTY: {name:?} is ambiguous among {regs:?}"));
+        }
+        ShortName::Candidates(regs.iter().map(|r| format!("{r}/{name}")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(text: &str) -> CrioConfig {
+        let p = parse_file(Path::new("/r.conf"), text).unwrap();
+        let mut map = BTreeMap::new();
+        for r in p.registries {
+            map.insert(r.prefix.clone(), r);
+        }
+        CrioConfig {
+            registries: map.into_values().collect(),
+            unqualified_search_registries: p.unqualified.unwrap_or_default(),
+            short_name_mode: p.short_name_mode,
+            aliases: p.aliases,
+            files: vec![],
+        }
+    }
+
+    #[test]
+    fn longest_prefix_and_wildcards() {
+        let c = cfg(r#"
+[[registry]]
+prefix = "example.com"
+location = "a.example"
+[[registry]]
+prefix = "example.com/foo"
+location = "b.example"
+[[registry]]
+prefix = "*.example.com"
+location = "wild.example"
+[[registry]]
+prefix = "*.internal"
+"#);
+        for (repo, want) in [
+            ("example.com/foo/bar", Some("example.com/foo")),
+            ("example.com/foobar/x", Some("example.com")),
+            ("example.com/x", Some("example.com")),
+            ("a.b.example.com/x", Some("*.example.com")),
+            ("example.community/x", None),
+            ("reg.internal:5000/x", Some("*.internal")),
+            ("docker.io/library/x", None),
+        ] {
+            assert_eq!(
+                c.find_registry(repo).map(|r| r.prefix.as_str()),
+                want,
+                "{repo}"
+            );
+        }
+        let r = c.find_registry("a.b.example.com/x/y").unwrap();
+        assert_eq!(
+            r.pull_sources("a.b.example.com/x/y", false)[0].repository,
+            "wild.example/x/y"
+        );
+        let r = c.find_registry("reg.internal/x").unwrap();
+        assert_eq!(
+            r.pull_sources("reg.internal/x", false)[0].repository,
+            "reg.internal/x"
+        );
+    }
+
+    #[test]
+    fn mirrors_digest_only_tag_only() {
+        let c = cfg(r#"
+[[registry]]
+prefix = "r.com/foo"
+location = "r.com/bar"
+[[registry.mirror]]
+location = "m1"
+pull-from-mirror = "digest-only"
+[[registry.mirror]]
+location = "m2"
+pull-from-mirror = "tag-only"
+insecure = true
+[[registry.mirror]]
+location = "m3"
+[[registry]]
+prefix = "d.com"
+mirror-by-digest-only = true
+location = "d.com"
+[[registry.mirror]]
+location = "dm"
+"#);
+        let r = c.find_registry("r.com/foo/img").unwrap();
+        let tags: Vec<_> = r
+            .pull_sources("r.com/foo/img", false)
+            .into_iter()
+            .map(|s| s.repository)
+            .collect();
+        assert_eq!(tags, ["m2/img", "m3/img", "r.com/bar/img"]);
+        let dig: Vec<_> = r
+            .pull_sources("r.com/foo/img", true)
+            .into_iter()
+            .map(|s| s.repository)
+            .collect();
+        assert_eq!(dig, ["m1/img", "m3/img", "r.com/bar/img"]);
+        let d = c.find_registry("d.com/x").unwrap();
+        assert_eq!(d.pull_sources("d.com/x", false).len(), 1);
+        assert_eq!(d.pull_sources("d.com/x", true).len(), 2);
+    }
+
+    #[test]
+    fn invalid_files_name_fields() {
+        for (text, field) in [
+            ("[[registry]]\nprefix = \"a.com\"\nlocation = \"https://a.com\"", "registry[0].location"),
+            ("[[registry]]\ninsecure = true", "registry[0]"),
+            ("[[registry]]\nprefix = \"*.a.com/x\"", "registry[0].prefix"),
+            ("[[registry]]\nlocation = \"a\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"m\"\npull-from-mirror = \"all\"", "registry[0].mirror[0].pull-from-mirror"),
+            ("[[registry]]\nlocation = \"a\"\n[[registry.mirror]]\nlocation = \"m\"\npull-from-mirror = \"sometimes\"", "registry[0].mirror[0].pull-from-mirror"),
+            ("unqualified-search-registries = [\"a\"]\n[registries.search]\nregistries = []", "registries"),
+            ("[[registry]]\nlocation = \"a\"\nblocked = \"yes\"", "registry[0].blocked"),
+            ("x = = 1", "(syntax)"),
+        ] {
+            let e = parse_file(Path::new("/f"), text).err().unwrap();
+            assert_eq!(e.0, field, "{text}: {}", e.1);
+        }
+    }
+
+    #[test]
+    fn v1_tables_convert() {
+        let c = cfg("[registries.search]\nregistries = ['docker.io']\n[registries.insecure]\nregistries = ['ins:5000']\n[registries.block]\nregistries = ['bad.com']\n");
+        assert_eq!(c.unqualified_search_registries, ["docker.io"]);
+        assert!(c.find_registry("bad.com/x").unwrap().blocked);
+        assert!(c.find_registry("ins:5000/x").unwrap().endpoint.insecure);
+    }
+
+    #[test]
+    fn short_names() {
+        let c = cfg("unqualified-search-registries = ['a.io', 'b.io']\n[aliases]\n\"fedora\" = \"registry.fedoraproject.org/fedora\"\n");
+        assert_eq!(
+            c.resolve_short_name("quay.io/x", None),
+            ShortName::Qualified
+        );
+        assert_eq!(
+            c.resolve_short_name("fedora", None),
+            ShortName::Alias("registry.fedoraproject.org/fedora".into())
+        );
+        assert!(matches!(
+            c.resolve_short_name("nginx", None),
+            ShortName::Error(_)
+        ));
+        assert_eq!(
+            c.resolve_short_name("nginx", Some("permissive")),
+            ShortName::Candidates(vec!["a.io/nginx".into(), "b.io/nginx".into()])
+        );
+    }
+
+    #[test]
+    fn certs_d_pairs() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("etc/containers/certs.d/reg:5000");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.crt"), "x").unwrap();
+        std::fs::write(dir.join("client.cert"), "x").unwrap();
+        std::fs::write(dir.join("client.key"), "x").unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        let (found, cas, pairs) = cert_dir_files(&hr, "reg:5000").unwrap();
+        assert_eq!(
+            found,
+            Some(PathBuf::from("/etc/containers/certs.d/reg:5000"))
+        );
+        assert_eq!(cas.len(), 1);
+        assert_eq!(pairs.len(), 1);
+        std::fs::remove_file(dir.join("client.key")).unwrap();
+        let e = cert_dir_files(&hr, "reg:5000").unwrap_err();
+        assert!(e.1.contains("missing key"), "{e:?}");
+    }
+}

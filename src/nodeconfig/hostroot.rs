@@ -1,0 +1,299 @@
+//! Reading the node's files through an injected host root (`/` on the node, `/host` in
+//! the DaemonSet, a fixture tree in tests).
+//!
+//! Symlinks are resolved by hand *inside* the root: an absolute link such as
+//! `/etc/ssl/certs/ca-certificates.crt -> /etc/pki/...` must point into the mounted host
+//! tree, not into the agent's own filesystem. A loop, an unreadable file or an oversized
+//! file is an error value, never a panic or a hang.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+/// Linux's own limit on symlinks followed in one lookup (`MAXSYMLINKS` = 40).
+const MAX_SYMLINKS: usize = 40;
+/// No node config file we read is anywhere near this; a bigger one is hostile or wrong.
+pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Why a file under the host root could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("does not exist")]
+    NotFound,
+    #[error("too many levels of symbolic links (symlink loop)")]
+    SymlinkLoop,
+    #[error("is a directory, not a file")]
+    IsDirectory,
+    #[error("is larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge,
+    #[error("is not valid UTF-8")]
+    NotUtf8,
+    #[error("cannot be read: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl ReadError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::NotFound)
+    }
+}
+
+/// The host root is unusable: the only error that makes loading fail as a whole.
+#[derive(Debug, thiserror::Error)]
+#[error("host root {path}: {why}")]
+pub struct HostRootError {
+    pub path: PathBuf,
+    pub why: String,
+}
+
+/// A directory holding the node's filesystem.
+#[derive(Clone, Debug)]
+pub struct HostRoot {
+    root: PathBuf,
+}
+
+impl HostRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Result<HostRoot, HostRootError> {
+        let root = root.into();
+        match std::fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(HostRoot { root }),
+            Ok(_) => Err(HostRootError {
+                path: root,
+                why: "is not a directory".into(),
+            }),
+            Err(e) => Err(HostRootError {
+                path: root,
+                why: e.to_string(),
+            }),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Lexical join of a node path (absolute or not) under the root, no symlinks followed.
+    pub fn host_path(&self, node_path: &Path) -> PathBuf {
+        let mut out = self.root.clone();
+        for c in node_path.components() {
+            if let Component::Normal(n) = c {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// The real location (on the agent's filesystem) of `node_path`, with every symlink
+    /// resolved inside the root. `NotFound` when some component does not exist.
+    pub fn resolve(&self, node_path: &Path) -> Result<PathBuf, ReadError> {
+        let mut pending: VecDeque<OsString> = normal_components(node_path).into();
+        let mut current: Vec<OsString> = Vec::new();
+        let mut links = 0usize;
+        while let Some(comp) = pending.pop_front() {
+            if comp == ".." {
+                current.pop();
+                continue;
+            }
+            let mut candidate = self.root.clone();
+            candidate.extend(current.iter());
+            candidate.push(&comp);
+            let meta = match std::fs::symlink_metadata(&candidate) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::NotFound),
+                Err(e) if e.raw_os_error() == Some(20) => return Err(ReadError::NotFound), // ENOTDIR
+                Err(e) => return Err(ReadError::Io(e)),
+            };
+            if meta.file_type().is_symlink() {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(ReadError::SymlinkLoop);
+                }
+                let target = std::fs::read_link(&candidate)?;
+                if target.is_absolute() {
+                    current.clear();
+                }
+                let mut next: VecDeque<OsString> = normal_components(&target).into();
+                next.extend(pending);
+                pending = next;
+            } else {
+                current.push(comp);
+            }
+        }
+        let mut out = self.root.clone();
+        out.extend(current.iter());
+        Ok(out)
+    }
+
+    pub fn exists(&self, node_path: &Path) -> bool {
+        self.resolve(node_path).is_ok()
+    }
+
+    pub fn is_dir(&self, node_path: &Path) -> bool {
+        self.resolve(node_path)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_dir())
+    }
+
+    pub fn is_file(&self, node_path: &Path) -> bool {
+        self.resolve(node_path)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .is_some_and(|m| m.is_file())
+    }
+
+    /// Bytes of a regular file, bounded by [`MAX_FILE_BYTES`].
+    pub fn read(&self, node_path: &Path) -> Result<Vec<u8>, ReadError> {
+        use std::io::Read;
+        let real = self.resolve(node_path)?;
+        let meta = std::fs::metadata(&real)?;
+        if meta.is_dir() {
+            return Err(ReadError::IsDirectory);
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        let f = std::fs::File::open(&real)?;
+        let mut buf = Vec::new();
+        // `take` guards against files that grow (or lie about their size, like /proc).
+        f.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 > MAX_FILE_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        Ok(buf)
+    }
+
+    pub fn read_to_string(&self, node_path: &Path) -> Result<String, ReadError> {
+        String::from_utf8(self.read(node_path)?).map_err(|_| ReadError::NotUtf8)
+    }
+
+    /// Entry names of a directory, sorted (the order Go's `os.ReadDir` returns), with
+    /// whether each is a directory (symlinks followed inside the root).
+    pub fn read_dir(&self, node_path: &Path) -> Result<Vec<DirEntry>, ReadError> {
+        let real = self.resolve(node_path)?;
+        let rd = std::fs::read_dir(&real)?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let node_child = node_path.join(&name);
+            let is_dir = self.is_dir(&node_child);
+            out.push(DirEntry { name, is_dir });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
+/// One directory entry from [`HostRoot::read_dir`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub is_dir: bool,
+}
+
+fn normal_components(p: &Path) -> Vec<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn absolute_symlink_stays_inside_root() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/pki")).unwrap();
+        std::fs::create_dir_all(d.path().join("etc/ssl/certs")).unwrap();
+        std::fs::write(d.path().join("etc/pki/bundle.pem"), "X").unwrap();
+        symlink("/etc/pki/bundle.pem", d.path().join("etc/ssl/certs/ca.crt")).unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        assert_eq!(
+            hr.resolve(Path::new("/etc/ssl/certs/ca.crt")).unwrap(),
+            d.path().join("etc/pki/bundle.pem")
+        );
+        assert_eq!(
+            hr.read_to_string(Path::new("/etc/ssl/certs/ca.crt"))
+                .unwrap(),
+            "X"
+        );
+    }
+
+    #[test]
+    fn relative_symlink_and_dotdot_cannot_escape() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("resolv.conf"), "nameserver 1.1.1.1").unwrap();
+        symlink("../../../../resolv.conf", d.path().join("etc/resolv.conf")).unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        assert_eq!(
+            hr.resolve(Path::new("/etc/resolv.conf")).unwrap(),
+            d.path().join("resolv.conf")
+        );
+    }
+
+    #[test]
+    fn symlink_loop_is_an_error_not_a_hang() {
+        let d = tempfile::tempdir().unwrap();
+        symlink("b", d.path().join("a")).unwrap();
+        symlink("a", d.path().join("b")).unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        assert!(matches!(
+            hr.read(Path::new("/a")),
+            Err(ReadError::SymlinkLoop)
+        ));
+        assert!(!hr.exists(Path::new("/a")));
+    }
+
+    #[test]
+    fn missing_and_directory_and_not_a_dir_root() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("dir")).unwrap();
+        std::fs::write(d.path().join("file"), "x").unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        assert!(hr.read(Path::new("/nope")).unwrap_err().is_not_found());
+        assert!(hr
+            .read(Path::new("/file/below"))
+            .unwrap_err()
+            .is_not_found());
+        assert!(matches!(
+            hr.read(Path::new("/dir")),
+            Err(ReadError::IsDirectory)
+        ));
+        assert!(HostRoot::new(d.path().join("file")).is_err());
+        assert!(HostRoot::new(d.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn read_dir_is_sorted() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b.crt", "a.cert", "c"] {
+            std::fs::write(d.path().join(n), "").unwrap();
+        }
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        let hr = HostRoot::new(d.path()).unwrap();
+        let names: Vec<_> = hr
+            .read_dir(Path::new("/"))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.name, e.is_dir))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a.cert".to_string(), false),
+                ("b.crt".to_string(), false),
+                ("c".to_string(), false),
+                ("sub".to_string(), true)
+            ]
+        );
+    }
+}

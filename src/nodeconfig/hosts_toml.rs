@@ -1,0 +1,757 @@
+//! containerd's registry host directories: `certs.d/<host>/hosts.toml` and the Docker
+//! certificate layout, reproduced from containerd `core/remotes/docker/config/hosts.go`
+//! (`ConfigureHosts`, `HostDirFromRoot`, `hostDirectory`, `loadHostDir`,
+//! `parseHostsFile`, `parseHostConfig`, `getSortedHosts`, `loadCertFiles`) and
+//! `config_unix.go` (`hostPaths`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Value;
+
+use super::hostroot::{HostRoot, ReadError};
+use super::{ConfigProblem, Finding, FindingKind, ProblemKind};
+use crate::endpoint::Capabilities;
+
+/// One `hostConfig`: a `[host."…"]` table, or the root (server) entry, which is last.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostConfig {
+    /// `http` or `https`; empty until defaulted for the root entry.
+    pub scheme: String,
+    /// Go's `url.URL.Host`: `host[:port]` exactly as written (IPv6 in brackets).
+    pub host: String,
+    /// API root path, e.g. `/v2` or the `override_path` path.
+    pub path: String,
+    pub capabilities: Capabilities,
+    /// CA files as node paths (relative ones already joined to the hosts.toml directory).
+    pub ca: Option<Vec<PathBuf>>,
+    /// Client pairs `(cert, key)`; `None` key = key inside the cert file.
+    pub client: Option<Vec<(PathBuf, Option<PathBuf>)>>,
+    pub skip_verify: Option<bool>,
+    /// Headers in key order (Go's `http.Header` is a map; order is not significant).
+    pub header: Option<Vec<(String, Vec<String>)>>,
+    pub dial_timeout: Option<Duration>,
+    pub override_path: bool,
+}
+
+impl HostConfig {
+    /// `explicitTLSFromHost` in `ConfigureHosts`.
+    pub fn explicit_tls(&self) -> bool {
+        self.ca.is_some() || self.client.is_some() || self.skip_verify.is_some()
+    }
+}
+
+/// containerd's default capabilities: `HostCapabilityPull | Resolve | Push` (hosts.go;
+/// the `referrers` capability does not exist in the stored upstream versions).
+pub const DEFAULT_CAPABILITIES: Capabilities = Capabilities {
+    pull: true,
+    resolve: true,
+    push: true,
+    referrers: false,
+};
+
+/// A hosts.toml that containerd would reject as a whole. `field` names the key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct HostsTomlError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> HostsTomlError {
+    HostsTomlError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// `hostDirectory`: the last `:` becomes `_` and a `_` is appended (`host:5000` →
+/// `host_5000_`). Only when the colon is not the first character (`idx > 0`).
+pub fn host_directory(host: &str) -> String {
+    match host.rfind(':') {
+        Some(idx) if idx > 0 => format!("{}_{}_", &host[..idx], &host[idx + 1..]),
+        _ => host.to_string(),
+    }
+}
+
+/// `hostPaths` (config_unix.go): `host_port_` (when different), `host[:port]`,
+/// `_default`. (A newer upstream adds a host-suffix candidate; not in any release we model.)
+pub fn host_paths(root: &Path, host: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let ch = host_directory(host);
+    if ch != host {
+        out.push(root.join(ch));
+    }
+    out.push(root.join(host));
+    out.push(root.join("_default"));
+    out
+}
+
+/// `hostDirFromRoots` (internal/cri/server/images/image_pull.go) over
+/// `HostDirFromRoot`: first existing candidate across roots in order; a stat error
+/// other than not-found stops the search (upstream returns it and the pull fails).
+pub fn host_dir_from_roots(
+    hr: &HostRoot,
+    roots: &[PathBuf],
+    host: &str,
+) -> Result<Option<PathBuf>, (PathBuf, ReadError)> {
+    for root in roots {
+        for p in host_paths(root, host) {
+            match hr.resolve(&p) {
+                Ok(real) => match std::fs::metadata(&real) {
+                    Ok(_) => return Ok(Some(p)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err((p, ReadError::Io(e))),
+                },
+                Err(ReadError::NotFound) => {}
+                Err(e) => return Err((p, e)),
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// What a host directory yields.
+#[derive(Clone, Debug, Default)]
+pub struct HostDirLoad {
+    /// `None` only when the directory holds nothing usable *and* upstream would return
+    /// nil; `loadHostDir` always returns at least one entry, so this is `Some` in practice.
+    pub hosts: Vec<HostConfig>,
+    pub problems: Vec<ConfigProblem>,
+    pub findings: Vec<Finding>,
+}
+
+/// Version facts that change how a hosts.toml is read.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HostsTomlQuirks {
+    /// containerd ≤ 1.6 (go-toml v1 code path) rejects a file without any `[host]`
+    /// table ("invalid host tree"), seen with Debian's 1.6.20; it then behaves as if
+    /// the file were absent (Docker layout only).
+    pub reject_top_level_only: bool,
+}
+
+/// `loadHostDir`: hosts.toml if present and valid, else the Docker cert layout.
+pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> HostDirLoad {
+    let file = dir.join("hosts.toml");
+    let mut out = HostDirLoad::default();
+    let text = match hr.read(&file) {
+        Ok(b) => b,
+        Err(ReadError::NotFound) => Vec::new(),
+        Err(e) => {
+            // Upstream returns the read error and the pull fails outright.
+            out.problems.push(ConfigProblem::new(
+                &file,
+                None,
+                ProblemKind::Unreadable,
+                format!("hosts.toml {e}; containerd fails every pull of this registry"),
+            ));
+            out.findings.push(Finding::new(
+                FindingKind::RuntimeWouldFail,
+                Some(&file),
+                format!(
+                    "containerd cannot read {} and fails the pull",
+                    file.display()
+                ),
+            ));
+            out.hosts = load_cert_files(hr, dir, &mut out.problems);
+            return out;
+        }
+    };
+    if text.is_empty() {
+        out.hosts = load_cert_files(hr, dir, &mut out.problems);
+        return out;
+    }
+    let parsed = std::str::from_utf8(&text)
+        .map_err(|_| err("(file)", "not valid UTF-8"))
+        .and_then(|s| parse_hosts_file(dir, s, quirks));
+    match parsed {
+        Ok(h) => out.hosts = h,
+        Err(e) => {
+            out.problems.push(ConfigProblem::new(
+                &file,
+                Some(&e.field),
+                ProblemKind::Invalid,
+                e.message.clone(),
+            ));
+            out.findings.push(Finding::new(
+                FindingKind::HostsTomlIgnored,
+                Some(&file),
+                format!(
+                    "containerd ignores {} ({}: {}) and falls back to the certificate files of its directory",
+                    file.display(),
+                    e.field,
+                    e.message
+                ),
+            ));
+            out.hosts = load_cert_files(hr, dir, &mut out.problems);
+        }
+    }
+    out
+}
+
+/// `loadCertFiles`: `*.crt` are CAs, `*.cert` client certs with an optional same-name
+/// `*.key`; all apply to one (root) entry.
+pub fn load_cert_files(
+    hr: &HostRoot,
+    dir: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> Vec<HostConfig> {
+    let mut h = HostConfig::default();
+    let entries = match hr.read_dir(dir) {
+        Ok(e) => e,
+        Err(ReadError::NotFound) => Vec::new(),
+        Err(e) => {
+            problems.push(ConfigProblem::new(
+                dir,
+                None,
+                ProblemKind::Unreadable,
+                format!("certificate directory {e}"),
+            ));
+            Vec::new()
+        }
+    };
+    for e in entries {
+        if e.is_dir {
+            continue;
+        }
+        if e.name.ends_with(".crt") {
+            h.ca.get_or_insert_with(Vec::new).push(dir.join(&e.name));
+        }
+        if let Some(base) = e.name.strip_suffix(".cert") {
+            let key = dir.join(format!("{base}.key"));
+            let key = hr.exists(&key).then_some(key);
+            h.client
+                .get_or_insert_with(Vec::new)
+                .push((dir.join(&e.name), key));
+        }
+    }
+    vec![h]
+}
+
+/// `parseHostsFile`: `[host."…"]` entries in file order, then the root entry.
+pub fn parse_hosts_file(
+    base_dir: &Path,
+    text: &str,
+    quirks: HostsTomlQuirks,
+) -> Result<Vec<HostConfig>, HostsTomlError> {
+    let doc: toml::Table = toml::from_str(text).map_err(|e| {
+        err(
+            "(syntax)",
+            e.to_string().replace('\n', " ").trim().to_string(),
+        )
+    })?;
+    let ordered = sorted_hosts(text);
+    let host_table = match doc.get("host") {
+        None => None,
+        Some(Value::Table(t)) => Some(t),
+        Some(_) => return Err(err("host", "must be a table of hosts")),
+    };
+    if quirks.reject_top_level_only && host_table.is_none_or(|t| t.is_empty()) {
+        return Err(err(
+            "host",
+            "invalid host tree: containerd 1.6 rejects a hosts.toml without [host.\"…\"] tables",
+        ));
+    }
+    let mut hosts = Vec::new();
+    if let Some(t) = host_table {
+        for name in &ordered {
+            let field = format!("host.\"{name}\"");
+            let cfg = match t.get(name) {
+                Some(Value::Table(c)) => c.clone(),
+                Some(_) => return Err(err(field, "must be a table")),
+                None => toml::Table::new(),
+            };
+            hosts.push(parse_host_config(name, base_dir, &cfg, &field)?);
+        }
+    }
+    let server = match doc.get("server") {
+        None => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => {
+            return Err(err(
+                "server",
+                format!("must be a string, found {}", v.type_str()),
+            ))
+        }
+    };
+    hosts.push(parse_host_config(&server, base_dir, &doc, "")?);
+    Ok(hosts)
+}
+
+/// `getSortedHosts`: the second part of every `[host.X…]` table header, in file order,
+/// skipping a repeat of the previous one (sub-tables such as `[host.X.header]`).
+/// Key positions come from the parser's spans, so comments and strings cannot fool it.
+pub fn sorted_hosts(text: &str) -> Vec<String> {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return Vec::new();
+    };
+    let Some(host) = doc.get_ref().get("host") else {
+        return Vec::new();
+    };
+    let Some(t) = host.get_ref().as_table() else {
+        return Vec::new();
+    };
+    let mut keys: Vec<(usize, String)> = t
+        .keys()
+        .map(|k| (k.span().start, k.get_ref().to_string()))
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, k)| k).collect()
+}
+
+fn prefixed(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// `parseHostConfig`. `server` empty = root entry without `server` (defaulted later).
+pub fn parse_host_config(
+    server: &str,
+    base_dir: &Path,
+    cfg: &toml::Table,
+    prefix: &str,
+) -> Result<HostConfig, HostsTomlError> {
+    let mut r = HostConfig::default();
+    let override_path = match cfg.get("override_path") {
+        None => false,
+        Some(Value::Boolean(b)) => *b,
+        Some(_) => return Err(err(prefixed(prefix, "override_path"), "must be a boolean")),
+    };
+    r.override_path = override_path;
+    if !server.is_empty() {
+        let (scheme, host, path) = split_server(server).ok_or_else(|| {
+            err(
+                if prefix.is_empty() {
+                    "server".to_string()
+                } else {
+                    prefix.to_string()
+                },
+                format!("unable to parse server {server:?}"),
+            )
+        })?;
+        r.scheme = scheme;
+        r.host = host;
+        r.path = if !path.is_empty() {
+            let p = clean_path(&path);
+            if !p.ends_with("/v2") && !override_path {
+                format!("{p}/v2")
+            } else {
+                p
+            }
+        } else if !override_path {
+            "/v2".to_string()
+        } else {
+            String::new()
+        };
+    }
+    r.skip_verify = match cfg.get("skip_verify") {
+        None => None,
+        Some(Value::Boolean(b)) => Some(*b),
+        Some(_) => return Err(err(prefixed(prefix, "skip_verify"), "must be a boolean")),
+    };
+    r.capabilities = match cfg.get("capabilities") {
+        None => DEFAULT_CAPABILITIES,
+        Some(Value::Array(a)) if a.is_empty() => DEFAULT_CAPABILITIES,
+        Some(Value::Array(a)) => {
+            let mut c = Capabilities {
+                pull: false,
+                resolve: false,
+                push: false,
+                referrers: false,
+            };
+            for v in a {
+                let Value::String(s) = v else {
+                    return Err(err(prefixed(prefix, "capabilities"), "must be strings"));
+                };
+                match s.to_lowercase().as_str() {
+                    "pull" => c.pull = true,
+                    "resolve" => c.resolve = true,
+                    "push" => c.push = true,
+                    _ => {
+                        return Err(err(
+                            prefixed(prefix, "capabilities"),
+                            format!("unknown capability {s}"),
+                        ))
+                    }
+                }
+            }
+            c
+        }
+        Some(_) => {
+            return Err(err(
+                prefixed(prefix, "capabilities"),
+                "must be an array of strings",
+            ))
+        }
+    };
+    if let Some(v) = cfg.get("ca") {
+        let field = prefixed(prefix, "ca");
+        r.ca = Some(match v {
+            Value::String(s) => vec![abs(s, base_dir)],
+            Value::Array(a) => string_slice(a, &field)?
+                .iter()
+                .map(|s| abs(s, base_dir))
+                .collect(),
+            other => {
+                return Err(err(
+                    field,
+                    format!("invalid type {} for \"ca\"", other.type_str()),
+                ))
+            }
+        });
+    }
+    if let Some(v) = cfg.get("client") {
+        let field = prefixed(prefix, "client");
+        let mut pairs = Vec::new();
+        match v {
+            Value::String(s) => pairs.push((abs(s, base_dir), None)),
+            Value::Array(a) => {
+                for item in a {
+                    match item {
+                        Value::String(s) => pairs.push((abs(s, base_dir), None)),
+                        Value::Array(p) => {
+                            let s = string_slice(p, &field)?;
+                            if s.len() != 2 {
+                                return Err(err(
+                                    field,
+                                    format!("invalid pair {s:?} for \"client\""),
+                                ));
+                            }
+                            // An empty key means the key is in the cert file (hosts.go
+                            // reads `pair[1] != ""`), which makeAbsPath turns into the dir.
+                            let key = if s[1].is_empty() {
+                                None
+                            } else {
+                                Some(abs(&s[1], base_dir))
+                            };
+                            pairs.push((abs(&s[0], base_dir), key));
+                        }
+                        other => {
+                            return Err(err(
+                                field,
+                                format!("invalid type {} for \"client\"", other.type_str()),
+                            ))
+                        }
+                    }
+                }
+            }
+            other => {
+                return Err(err(
+                    field,
+                    format!("invalid type {} for \"client\"", other.type_str()),
+                ))
+            }
+        }
+        r.client = Some(pairs);
+    }
+    if let Some(v) = cfg.get("header") {
+        let Value::Table(t) = v else {
+            return Err(err(prefixed(prefix, "header"), "must be a table"));
+        };
+        let mut hs = Vec::new();
+        for (k, v) in t {
+            let field = prefixed(prefix, &format!("header.{k}"));
+            let vals = match v {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => string_slice(a, &field)?,
+                other => {
+                    return Err(err(
+                        field,
+                        format!("invalid type {} for header {k:?}", other.type_str()),
+                    ))
+                }
+            };
+            hs.push((k.clone(), vals));
+        }
+        r.header = Some(hs);
+    }
+    match cfg.get("dial_timeout") {
+        None => {}
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) => {
+            r.dial_timeout = Some(parse_go_duration(s).ok_or_else(|| {
+                err(
+                    prefixed(prefix, "dial_timeout"),
+                    format!("time: invalid duration {s:?}"),
+                )
+            })?);
+        }
+        Some(_) => return Err(err(prefixed(prefix, "dial_timeout"), "must be a string")),
+    }
+    Ok(r)
+}
+
+fn string_slice(a: &[Value], field: &str) -> Result<Vec<String>, HostsTomlError> {
+    a.iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(err(field, format!("unable to cast {other} to string"))),
+        })
+        .collect()
+}
+
+/// `makeAbsPath`: relative paths are joined to the hosts.toml directory.
+fn abs(p: &str, base: &Path) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// `https://` is prepended unless the string starts with `http` (hosts.go); returns
+/// Go's `(u.Scheme, u.Host, u.Path)`.
+pub fn split_server(server: &str) -> Option<(String, String, String)> {
+    let s = if server.starts_with("http") {
+        server.to_string()
+    } else {
+        format!("https://{server}")
+    };
+    let (scheme, rest) = s.split_once("://")?;
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let mut path = &rest[end..];
+    if let Some(i) = path.find(['?', '#']) {
+        path = &path[..i];
+    }
+    // Validate the authority the way a URL parser would.
+    url::Url::parse(&format!("{scheme}://{host}/")).ok()?;
+    Some((scheme.to_lowercase(), host.to_string(), path.to_string()))
+}
+
+/// Go's `path.Clean` for absolute URL paths.
+pub fn clean_path(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut out: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if out.last().is_some_and(|s| *s != "..") {
+                    out.pop();
+                } else if !rooted {
+                    out.push("..");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let joined = out.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Go's `time.ParseDuration` (units ns, us, µs, ms, s, m, h; fractions; sign).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let (neg, mut rest) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_end..];
+        total += num * mult;
+    }
+    if neg && total > 0.0 {
+        return None; // a negative dial timeout is meaningless here
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<HostConfig>, HostsTomlError> {
+        parse_hosts_file(
+            Path::new("/etc/containerd/certs.d/reg"),
+            text,
+            HostsTomlQuirks::default(),
+        )
+    }
+
+    #[test]
+    fn host_directory_rules() {
+        for (host, want) in [
+            ("reg:5000", vec!["reg_5000_", "reg:5000", "_default"]),
+            ("reg", vec!["reg", "_default"]),
+            ("[::1]:5000", vec!["[::1]_5000_", "[::1]:5000", "_default"]),
+            ("docker.io", vec!["docker.io", "_default"]),
+        ] {
+            let got: Vec<String> = host_paths(Path::new("/r"), host)
+                .into_iter()
+                .map(|p| p.strip_prefix("/r").unwrap().display().to_string())
+                .collect();
+            assert_eq!(got, want, "{host}");
+        }
+    }
+
+    #[test]
+    fn host_order_is_file_order_and_root_last() {
+        let hs = parse(
+            r#"
+server = "https://upstream.example"
+[host."https://zeta.mirror"]
+  capabilities = ["pull"]
+[host."https://alpha.mirror"]
+  capabilities = ["pull", "RESOLVE"]
+[host."https://zeta.mirror".header]
+  x = "1"
+"#,
+        )
+        .unwrap();
+        let names: Vec<_> = hs.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(names, ["zeta.mirror", "alpha.mirror", "upstream.example"]);
+        assert!(hs[0].capabilities.pull && !hs[0].capabilities.resolve);
+        assert!(hs[1].capabilities.resolve);
+        assert_eq!(hs[2].capabilities, DEFAULT_CAPABILITIES);
+        assert_eq!(hs[0].header, Some(vec![("x".into(), vec!["1".into()])]));
+    }
+
+    #[test]
+    fn paths_override_and_v2() {
+        let cases = [
+            ("https://m", false, "/v2"),
+            // Go: path.Clean("/") is "/", then "/" + "/v2" (upstream really sends `//v2`).
+            ("https://m/", false, "//v2"),
+            ("https://m/us", false, "/us/v2"),
+            ("https://m/us/v2/", false, "/us/v2"),
+            ("https://m/v2/upstream", true, "/v2/upstream"),
+            ("https://m", true, ""),
+            ("m:5000/a/../b", false, "/b/v2"),
+        ];
+        for (server, ov, want) in cases {
+            let mut t = toml::Table::new();
+            t.insert("override_path".into(), Value::Boolean(ov));
+            let h = parse_host_config(server, Path::new("/d"), &t, "").unwrap();
+            assert_eq!(h.path, want, "{server}");
+        }
+        let h = parse_host_config("m:5000", Path::new("/d"), &toml::Table::new(), "").unwrap();
+        assert_eq!((h.scheme.as_str(), h.host.as_str()), ("https", "m:5000"));
+    }
+
+    #[test]
+    fn ca_and_client_forms() {
+        let hs = parse(
+            r#"
+ca = "rel/ca.crt"
+client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
+[host."https://a"]
+  ca = ["/x.pem", "y.pem"]
+  client = "one.pem"
+  skip_verify = true
+"#,
+        )
+        .unwrap();
+        let d = Path::new("/etc/containerd/certs.d/reg");
+        assert_eq!(
+            hs[0].ca,
+            Some(vec![PathBuf::from("/x.pem"), d.join("y.pem")])
+        );
+        assert_eq!(hs[0].client, Some(vec![(d.join("one.pem"), None)]));
+        assert_eq!(hs[0].skip_verify, Some(true));
+        assert_eq!(hs[1].ca, Some(vec![d.join("rel/ca.crt")]));
+        assert_eq!(
+            hs[1].client,
+            Some(vec![
+                (PathBuf::from("/abs/c.cert"), None),
+                (d.join("c2.cert"), Some(d.join("c2.key"))),
+                (d.join("both.pem"), None)
+            ])
+        );
+        assert!(hs[1].explicit_tls());
+    }
+
+    #[test]
+    fn invalid_inputs_name_the_field() {
+        for (text, field) in [
+            ("capabilities = [\"fetch\"]", "capabilities"),
+            (
+                "[host.\"https://a\"]\ncapabilities = [\"pull\", \"teleport\"]",
+                "host.\"https://a\".capabilities",
+            ),
+            ("server = [\"https://a\"]", "server"),
+            ("skip_verify = \"yes\"", "skip_verify"),
+            ("ca = 3", "ca"),
+            ("client = [[\"a\"]]", "client"),
+            ("dial_timeout = \"10 parsecs\"", "dial_timeout"),
+            ("[header]\nx = 1", "header.x"),
+            ("server = \"a\"\nserver = \"b\"", "(syntax)"),
+            ("[host", "(syntax)"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn dial_timeout_and_durations() {
+        assert_eq!(parse_go_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("10"), None);
+        assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn top_level_only_rejected_by_quirk() {
+        let q = HostsTomlQuirks {
+            reject_top_level_only: true,
+        };
+        assert!(parse_hosts_file(Path::new("/d"), "server = \"https://x\"", q).is_err());
+        assert!(parse_hosts_file(Path::new("/d"), "[host.\"https://m\"]\n", q).is_ok());
+        assert!(parse_hosts_file(
+            Path::new("/d"),
+            "server = \"https://x\"",
+            HostsTomlQuirks::default()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn clean_path_like_go() {
+        assert_eq!(clean_path("/a//b/./c/.."), "/a/b");
+        assert_eq!(clean_path("/"), "/");
+        assert_eq!(clean_path("/../x"), "/x");
+    }
+}

@@ -1,0 +1,323 @@
+//! The node's own pull-path configuration, read under an injected host root, and the
+//! plan of endpoints the node's runtime would try for an image.
+//!
+//! Loading never fails as a whole (except for an unusable host root): each file that
+//! cannot be read or parsed becomes a [`ConfigProblem`] naming the file and field, and
+//! everything else still applies — like the runtimes, which log and fall back.
+
+pub mod containerd;
+pub mod crio;
+pub mod hostroot;
+pub mod hosts_toml;
+pub mod plan;
+pub mod proxy;
+pub mod resolver;
+pub mod trust;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use hostroot::{HostRoot, HostRootError};
+pub use plan::{render_plan_text, Plan, PullMode};
+
+use crate::reference::ImageRef;
+
+/// Which runtime the node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    Containerd,
+    Crio,
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Containerd => "containerd",
+            RuntimeKind::Crio => "crio",
+        })
+    }
+}
+
+/// What to load. Paths other than `host_root` are node paths (as seen on the node).
+#[derive(Clone, Debug)]
+pub struct NodeConfigOptions {
+    pub host_root: PathBuf,
+    /// `None` = detect.
+    pub runtime: Option<RuntimeKind>,
+    /// containerd `--config`; default `/etc/containerd/config.toml`.
+    pub containerd_config: Option<PathBuf>,
+    /// kubelet `--root-dir`; default `/var/lib/kubelet`.
+    pub kubelet_root_dir: PathBuf,
+    /// kubelet `--image-credential-provider-config`.
+    pub credential_provider_config: Option<PathBuf>,
+    /// kubelet `--image-credential-provider-bin-dir`.
+    pub credential_provider_bin_dir: Option<PathBuf>,
+    /// e.g. `1.6.20` or `containerd://2.1.4` (node `containerRuntimeVersion`).
+    pub containerd_version: Option<String>,
+}
+
+impl Default for NodeConfigOptions {
+    fn default() -> Self {
+        NodeConfigOptions {
+            host_root: PathBuf::from("/"),
+            runtime: None,
+            containerd_config: None,
+            kubelet_root_dir: PathBuf::from("/var/lib/kubelet"),
+            credential_provider_config: None,
+            credential_provider_bin_dir: None,
+            containerd_version: None,
+        }
+    }
+}
+
+/// Stable kinds of configuration problems (for reasons and metric labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// Missing where it must exist, unreadable, a symlink loop, too large.
+    Unreadable,
+    /// Syntax error, wrong type, unknown value.
+    Invalid,
+    /// A file the config refers to (CA, client cert, plugin binary) is missing or bad.
+    MissingReference,
+    /// A credential provider plugin failed.
+    Plugin,
+}
+
+/// Something that could not be loaded: which file, which field, why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+pub struct ConfigProblem {
+    /// Node path of the file (or plugin name for plugin problems).
+    pub file: PathBuf,
+    /// Key path inside the file, when one is at fault.
+    pub field: Option<String>,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    pub fn new(
+        file: &Path,
+        field: Option<&str>,
+        kind: ProblemKind,
+        message: impl Into<String>,
+    ) -> ConfigProblem {
+        ConfigProblem {
+            file: file.to_path_buf(),
+            field: field.map(str::to_string),
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.field {
+            Some(field) => write!(f, "{}: {}: {}", self.file.display(), field, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// Stable kinds of findings: things the runtime does that operators should know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// containerd ≥ 2.1's transfer-service pull ignores a multi-root `config_path`.
+    MultiRootConfigPathIgnored,
+    /// A hosts.toml the runtime ignores (parse error, or a 1.6 top-level-only file).
+    HostsTomlIgnored,
+    /// Deprecated `registry.mirrors` / `configs` / `auths` in use.
+    LegacyRegistryConfig,
+    /// The runtime would fail the pull before contacting any registry.
+    RuntimeWouldFail,
+    /// A host entry is skipped for this reference (capabilities).
+    EndpointSkipped,
+    /// CRI-O blocks the registry.
+    Blocked,
+    /// Something depends on facts we do not know (e.g. the containerd version).
+    Assumption,
+    /// Anything else worth telling.
+    Note,
+}
+
+/// An observation about how the runtime will behave.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub file: Option<PathBuf>,
+    pub message: String,
+}
+
+impl Finding {
+    pub fn new(kind: FindingKind, file: Option<&Path>, message: impl Into<String>) -> Finding {
+        Finding {
+            kind,
+            file: file.map(Path::to_path_buf),
+            message: message.into(),
+        }
+    }
+}
+
+/// containerd-side state loaded once.
+#[derive(Clone, Debug)]
+pub struct ContainerdState {
+    pub config: containerd::ContainerdConfig,
+    pub version: Option<containerd::Version>,
+}
+
+/// Everything loaded from the node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub host_root: HostRoot,
+    pub options: NodeConfigOptions,
+    pub runtime: RuntimeKind,
+    /// How the runtime was chosen (flag, socket, config file, default).
+    pub runtime_reason: String,
+    pub containerd: ContainerdState,
+    pub crio: crio::CrioConfig,
+    pub proxy: proxy::ProxyEnv,
+    /// (node path, real path) of the node's system CA bundle.
+    pub ca_bundle: Option<(PathBuf, PathBuf)>,
+    /// Config-level findings (added to every plan).
+    pub findings: Vec<Finding>,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl NodeConfig {
+    /// Loads everything the options point at. Fails only when the host root is unusable.
+    pub fn load(opts: &NodeConfigOptions) -> Result<NodeConfig, HostRootError> {
+        let hr = HostRoot::new(&opts.host_root)?;
+        let mut problems = Vec::new();
+        let mut findings = Vec::new();
+        let (runtime, runtime_reason) = detect_runtime(&hr, opts);
+
+        let version = match opts.containerd_version.as_deref() {
+            Some(v) => {
+                let parsed = containerd::Version::parse(v);
+                if parsed.is_none() {
+                    problems.push(ConfigProblem::new(
+                        Path::new("--containerd-version"),
+                        None,
+                        ProblemKind::Invalid,
+                        format!("{v:?} is not a version"),
+                    ));
+                }
+                parsed
+            }
+            None => None,
+        };
+        let ccfg_path = opts
+            .containerd_config
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_CONFIG));
+        let (ccfg, crio_cfg) = match runtime {
+            RuntimeKind::Containerd => (
+                containerd::load(&hr, &ccfg_path, &mut problems),
+                crio::CrioConfig::default(),
+            ),
+            RuntimeKind::Crio => (
+                containerd::ContainerdConfig::default(),
+                crio::load(&hr, &mut problems),
+            ),
+        };
+        for n in &ccfg.notes {
+            findings.push(Finding::new(
+                FindingKind::Note,
+                ccfg.registry_file.as_deref().or(ccfg.file.as_deref()),
+                n.clone(),
+            ));
+        }
+        let unit = match runtime {
+            RuntimeKind::Containerd => "containerd",
+            RuntimeKind::Crio => "crio",
+        };
+        let proxy = proxy::load_unit_env(&hr, unit, &mut problems);
+        let ca_bundle = trust::find_ca_bundle(&hr);
+        if ca_bundle.is_none() {
+            findings.push(Finding::new(
+                FindingKind::Note,
+                None,
+                format!(
+                    "no system CA bundle found under the host root (looked for {})",
+                    trust::CA_BUNDLE_CANDIDATES.join(", ")
+                ),
+            ));
+        }
+        Ok(NodeConfig {
+            host_root: hr,
+            options: opts.clone(),
+            runtime,
+            runtime_reason,
+            containerd: ContainerdState {
+                config: ccfg,
+                version,
+            },
+            crio: crio_cfg,
+            proxy,
+            ca_bundle,
+            findings,
+            problems,
+        })
+    }
+
+    pub fn runtime(&self) -> RuntimeKind {
+        self.runtime
+    }
+
+    /// Real path (under the host root) of the node's resolv.conf.
+    pub fn resolv_conf(&self) -> PathBuf {
+        resolver::resolv_conf(&self.host_root)
+    }
+
+    pub fn hosts_file(&self) -> PathBuf {
+        resolver::hosts_file(&self.host_root)
+    }
+
+    /// Real path of the node's system CA bundle, if one was found.
+    pub fn ca_bundle(&self) -> Option<PathBuf> {
+        self.ca_bundle.as_ref().map(|(_, real)| real.clone())
+    }
+
+    /// The endpoints the runtime would try for `image`, in order. No network.
+    pub fn plan(&self, image: &ImageRef) -> Plan {
+        plan::build(self, image)
+    }
+}
+
+/// `--runtime auto`: a runtime socket, then a config directory, then containerd.
+fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, String) {
+    if let Some(r) = opts.runtime {
+        return (r, "given".into());
+    }
+    for (p, r) in [
+        ("/run/containerd/containerd.sock", RuntimeKind::Containerd),
+        ("/run/crio/crio.sock", RuntimeKind::Crio),
+        ("/var/run/crio/crio.sock", RuntimeKind::Crio),
+    ] {
+        if hr.exists(Path::new(p)) {
+            return (r, format!("socket {p}"));
+        }
+    }
+    if let Some(c) = &opts.containerd_config {
+        if hr.exists(c) {
+            return (RuntimeKind::Containerd, format!("config {}", c.display()));
+        }
+    }
+    for (p, r) in [
+        ("/etc/containerd/config.toml", RuntimeKind::Containerd),
+        ("/etc/crio/crio.conf", RuntimeKind::Crio),
+        ("/etc/crio/crio.conf.d", RuntimeKind::Crio),
+        ("/etc/containerd", RuntimeKind::Containerd),
+    ] {
+        if hr.exists(Path::new(p)) {
+            return (r, format!("config {p}"));
+        }
+    }
+    (
+        RuntimeKind::Containerd,
+        "default (no runtime socket or config found)".into(),
+    )
+}

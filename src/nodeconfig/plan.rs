@@ -1,0 +1,763 @@
+//! `plan(image)`: the ordered endpoints the node's runtime would try, with TLS, headers,
+//! proxy and credential policy — computed from the loaded config, without any network.
+//!
+//! containerd: `ConfigureHosts` (core/remotes/docker/config/hosts.go) over the host
+//! directory `hostDirFromRoots` picks, or the deprecated CRI `registryEndpoints` /
+//! `registryHosts` (internal/cri/server/images/image_pull.go) without `config_path`.
+//! Which endpoints serve which request (docker/resolver.go `Resolve`): a tag is
+//! resolved through endpoints with `pull` *and* `resolve`; a digest, and every blob,
+//! through endpoints with `pull`. The plan keeps every endpoint with `pull` and its
+//! capabilities; the engine must skip `resolve = false` ones for tag resolution.
+//!
+//! CRI-O: `PullSourcesFromReference` (containers/image pkg/sysregistriesv2).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use super::containerd::{ContainerdConfig, DEFAULT_CONFIG_PATH_2_2};
+use super::crio::{self, PullSource};
+use super::hosts_toml::{self, HostConfig, HostsTomlQuirks, DEFAULT_CAPABILITIES};
+use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, RuntimeKind};
+use crate::endpoint::{Capabilities, ClientCert, Endpoint, SchemePolicy, TlsSettings};
+use crate::reference::ImageRef;
+
+/// How containerd's CRI plugin pulls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullMode {
+    /// CRI's own pull (`hostDirFromRoots` walks every `config_path` root).
+    LocalPull,
+    /// containerd ≥ 2.1 default: the transfer service (`HostDirFromRoot(config_path)`,
+    /// the whole string as one root).
+    TransferService,
+    /// CRI-O (containers/image).
+    ContainersImage,
+}
+
+/// What the runtime would do for one image.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Plan {
+    #[serde(serialize_with = "ser_image")]
+    pub image: ImageRef,
+    pub runtime: RuntimeKind,
+    pub mode: PullMode,
+    /// In the runtime's order. Each has `pull`; see the module doc for `resolve`.
+    pub endpoints: Vec<Endpoint>,
+    /// CRI-O `blocked = true` for this reference.
+    pub blocked: bool,
+    /// Set when the runtime would fail before contacting any registry (unreadable
+    /// host dir, missing CA file, no resolve-capable host, blocked registry…).
+    pub runtime_error: Option<String>,
+    /// The host directory containerd would use (node path).
+    pub host_dir: Option<PathBuf>,
+    pub findings: Vec<Finding>,
+    pub problems: Vec<ConfigProblem>,
+}
+
+fn ser_image<S: serde::Serializer>(i: &ImageRef, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&i.normalized())
+}
+
+/// Builds the plan (see [`NodeConfig::plan`]).
+pub fn build(nc: &NodeConfig, image: &ImageRef) -> Plan {
+    let mut plan = Plan {
+        image: image.clone(),
+        runtime: nc.runtime,
+        mode: PullMode::LocalPull,
+        endpoints: Vec::new(),
+        blocked: false,
+        runtime_error: None,
+        host_dir: None,
+        findings: nc.findings.clone(),
+        problems: nc.problems.clone(),
+    };
+    match nc.runtime {
+        RuntimeKind::Containerd => plan_containerd(nc, image, &mut plan),
+        RuntimeKind::Crio => plan_crio(nc, image, &mut plan),
+    }
+    plan
+}
+
+/// One host after `ConfigureHosts`, with its scheme decided.
+struct Resolved {
+    cfg: HostConfig,
+    scheme: SchemePolicy,
+    origin: String,
+}
+
+/// Go `net.SplitHostPort(host)` port, `""` when there is none.
+fn go_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split_once("]:").map(|(_, p)| p).unwrap_or("");
+    }
+    match host.split_once(':') {
+        Some((_, p)) if !p.contains(':') => p,
+        _ => "",
+    }
+}
+
+fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
+    let cfg: &ContainerdConfig = &nc.containerd.config;
+    let version = nc.containerd.version;
+    let cfg_file = cfg.registry_file.clone().or(cfg.file.clone());
+    let host = image.domain.as_str();
+
+    // Effective config_path (2.2+ default when neither config_path nor mirrors is set).
+    let mut config_path = cfg.config_path.clone();
+    if config_path.is_none() && cfg.mirrors.is_empty() {
+        match version {
+            Some(v) if v.at_least(2, 2) => config_path = Some(DEFAULT_CONFIG_PATH_2_2.to_string()),
+            Some(_) => {}
+            None => {
+                if ["/etc/containerd/certs.d", "/etc/docker/certs.d"]
+                    .iter()
+                    .any(|d| nc.host_root.is_dir(Path::new(d)))
+                {
+                    plan.findings.push(Finding::new(
+                        FindingKind::Assumption,
+                        cfg_file.as_deref(),
+                        format!("config_path is not set and the containerd version is unknown: containerd ≥ 2.2 would default it to {DEFAULT_CONFIG_PATH_2_2}; this plan assumes an older version (pass the runtime version)"),
+                    ));
+                }
+            }
+        }
+    }
+
+    plan.mode = match version {
+        Some(v) if v.at_least(2, 1) && cfg.local_pull_reasons.is_empty() => {
+            PullMode::TransferService
+        }
+        _ => PullMode::LocalPull,
+    };
+    let modern = version.is_none_or(|v| v.at_least(1, 7));
+
+    let global_headers = cfg.headers.clone();
+    let resolved: Vec<Resolved> = if let Some(cp) = &config_path {
+        let split: Vec<PathBuf> = cp
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        let roots = if plan.mode == PullMode::TransferService && split.len() > 1 {
+            plan.findings.push(Finding::new(
+                FindingKind::MultiRootConfigPathIgnored,
+                cfg_file.as_deref(),
+                format!("config_path {cp:?} has several roots, but containerd ≥ 2.1 pulls through the transfer service, which does not split it (containerd#12808): every hosts.toml under it is ignored. Set use_local_image_pull = true or use a single directory"),
+            ));
+            vec![PathBuf::from(cp)]
+        } else {
+            if version.is_none() && split.len() > 1 && cfg.local_pull_reasons.is_empty() {
+                plan.findings.push(Finding::new(
+                    FindingKind::Assumption,
+                    cfg_file.as_deref(),
+                    format!("config_path {cp:?} has several roots; on containerd ≥ 2.1 (transfer-service pull) they would all be ignored. This plan assumes the local pull (pass the runtime version)"),
+                ));
+            }
+            split
+        };
+        let quirks = HostsTomlQuirks {
+            reject_top_level_only: version.is_some_and(|v| !v.at_least(1, 7)),
+        };
+        let hosts = match hosts_toml::host_dir_from_roots(&nc.host_root, &roots, host) {
+            Ok(Some(dir)) => {
+                let load = hosts_toml::load_host_dir(&nc.host_root, &dir, quirks);
+                plan.problems.extend(load.problems);
+                let fatal = load
+                    .findings
+                    .iter()
+                    .find(|f| f.kind == FindingKind::RuntimeWouldFail)
+                    .map(|f| f.message.clone());
+                plan.findings.extend(load.findings);
+                if let Some(m) = fatal {
+                    plan.runtime_error.get_or_insert(m);
+                }
+                plan.host_dir = Some(dir);
+                Some(load.hosts)
+            }
+            Ok(None) => None,
+            Err((p, e)) => {
+                plan.problems.push(ConfigProblem::new(
+                    &p,
+                    None,
+                    ProblemKind::Unreadable,
+                    e.to_string(),
+                ));
+                plan.runtime_error = Some(format!(
+                    "containerd cannot look up the host directory {}: {e}",
+                    p.display()
+                ));
+                None
+            }
+        };
+        let origin = plan
+            .host_dir
+            .as_ref()
+            .map(|d| d.join("hosts.toml").display().to_string())
+            .unwrap_or_else(|| "default (no host directory)".to_string());
+        configure_hosts(hosts, image, modern, &origin)
+    } else {
+        if !cfg.mirrors.is_empty() || !cfg.configs.is_empty() {
+            plan.findings.push(Finding::new(
+                FindingKind::LegacyRegistryConfig,
+                cfg_file.as_deref(),
+                "deprecated CRI registry.mirrors/configs are in use (removal planned in containerd 2.3); they force the local pull".to_string(),
+            ));
+        }
+        legacy_endpoints(cfg, image, cfg_file.as_deref())
+    };
+    if cfg.config_path.is_some() {
+        // With config_path, registry.configs.*.tls is ignored (only .auth is used).
+        if cfg.configs.values().any(|c| c.tls.is_some()) {
+            plan.findings.push(Finding::new(
+                FindingKind::Note,
+                cfg_file.as_deref(),
+                "registry.configs.*.tls is ignored because config_path is set".to_string(),
+            ));
+        }
+    }
+
+    let digested = image.digest.is_some();
+    let last = resolved.len().saturating_sub(1);
+    let mut any_resolve = false;
+    for (i, r) in resolved.into_iter().enumerate() {
+        if !r.cfg.capabilities.pull {
+            plan.findings.push(Finding::new(
+                FindingKind::EndpointSkipped,
+                None,
+                format!("{} is skipped: no pull capability", r.cfg.host),
+            ));
+            continue;
+        }
+        if r.cfg.capabilities.resolve || digested {
+            any_resolve = true;
+        }
+        let tls = tls_for(nc, &r.cfg, plan);
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (k, vs) in global_headers.iter().chain(r.cfg.header.iter().flatten()) {
+            for v in vs {
+                headers.push((k.clone(), v.clone()));
+            }
+        }
+        let api_scheme = if r.scheme == SchemePolicy::Http {
+            "http"
+        } else {
+            "https"
+        };
+        let Ok(api_root) = Url::parse(&format!("{api_scheme}://{}{}", r.cfg.host, r.cfg.path))
+        else {
+            plan.problems.push(ConfigProblem::new(
+                Path::new(&r.origin),
+                None,
+                ProblemKind::Invalid,
+                format!("host {:?} is not a valid URL authority", r.cfg.host),
+            ));
+            continue;
+        };
+        // RegistryHost.isProxy (registry.go): ns= whenever the endpoint is not the
+        // reference's own host, except docker.io → registry-1.docker.io.
+        let is_proxy =
+            r.cfg.host != host && !(host == "docker.io" && r.cfg.host == "registry-1.docker.io");
+        plan.endpoints.push(Endpoint {
+            proxy: nc.proxy.proxy_for(&api_root),
+            api_root,
+            scheme: r.scheme,
+            capabilities: r.cfg.capabilities,
+            tls,
+            headers,
+            namespace: is_proxy.then(|| host.to_string()),
+            dial_timeout: r.cfg.dial_timeout,
+            send_credentials: true,
+            own_credential: cfg.configs.get(&r.cfg.host).and_then(|c| c.auth.clone()),
+            is_upstream: i == last,
+            repository: None,
+            origin: r.origin,
+        });
+    }
+    if !any_resolve && plan.runtime_error.is_none() {
+        plan.runtime_error = Some(if digested {
+            "no host with the pull capability: containerd fails with \"no resolve hosts\"".into()
+        } else {
+            "no host with both pull and resolve capabilities: containerd fails a tag pull with \"no resolve hosts\"".into()
+        });
+    }
+}
+
+/// `ConfigureHosts`' defaulting of the last (root) entry and the scheme decision.
+fn configure_hosts(
+    hosts: Option<Vec<HostConfig>>,
+    image: &ImageRef,
+    modern: bool,
+    origin: &str,
+) -> Vec<Resolved> {
+    let host = image.domain.as_str();
+    let mut hosts = hosts.unwrap_or_else(|| vec![HostConfig::default()]);
+    let n = hosts.len();
+    if let Some(last) = hosts.last_mut().filter(|h| h.host.is_empty()) {
+        if host == "docker.io" {
+            last.scheme = "https".into();
+            last.host = "registry-1.docker.io".into();
+        } else if image.is_localhost() {
+            last.host = host.to_string();
+            if modern {
+                let port = go_port(host);
+                last.scheme = if port.is_empty() || port == "443" {
+                    "https"
+                } else {
+                    "http"
+                }
+                .into();
+                if port != "80" {
+                    last.skip_verify = Some(true);
+                }
+            } else {
+                // containerd ≤ 1.6: localhost is plain http with skip_verify, no fallback.
+                last.scheme = "http".into();
+                last.skip_verify = Some(true);
+            }
+        } else {
+            last.host = host.to_string();
+            last.scheme = "https".into();
+        }
+        last.path = "/v2".into();
+        last.capabilities = DEFAULT_CAPABILITIES;
+    }
+    hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, cfg)| {
+            let scheme = match cfg.scheme.as_str() {
+                "http" if modern && cfg.explicit_tls() && go_port(&cfg.host) != "80" => {
+                    SchemePolicy::HttpsThenHttp
+                }
+                "http" => SchemePolicy::Http,
+                _ => SchemePolicy::Https,
+            };
+            let origin = if i + 1 == n {
+                format!("{origin} (server)")
+            } else {
+                format!("{origin} [host.\"{}\"]", cfg.host)
+            };
+            Resolved {
+                cfg,
+                scheme,
+                origin,
+            }
+        })
+        .collect()
+}
+
+/// Deprecated CRI path without `config_path`: `registryEndpoints` + `registryHosts`.
+fn legacy_endpoints(
+    cfg: &ContainerdConfig,
+    image: &ImageRef,
+    file: Option<&Path>,
+) -> Vec<Resolved> {
+    let host = image.domain.as_str();
+    let default_host = image.registry_host();
+    let is_local = |h: &str| {
+        let probe = format!("{h}/x");
+        ImageRef::parse(&probe)
+            .map(|r| r.is_localhost())
+            .unwrap_or(false)
+    };
+    let default_scheme = |h: &str| if is_local(h) { "http" } else { "https" };
+    let mut eps: Vec<String> = cfg
+        .mirrors
+        .get(host)
+        .or_else(|| cfg.mirrors.get("*"))
+        .cloned()
+        .unwrap_or_default();
+    let mut has_default = false;
+    for e in eps.iter_mut() {
+        if !e.contains("://") {
+            let h = e.split('/').next().unwrap_or(e).to_string();
+            *e = format!("{}://{}", default_scheme(&h), e);
+        }
+        if hosts_toml::split_server(e).is_some_and(|(_, h, _)| h == default_host) {
+            has_default = true;
+            break;
+        }
+    }
+    if !has_default {
+        eps.push(format!(
+            "{}://{}",
+            default_scheme(&default_host),
+            default_host
+        ));
+    }
+    let origin = file
+        .map(|f| format!("{} registry.mirrors", f.display()))
+        .unwrap_or_else(|| "default".into());
+    eps.into_iter()
+        .filter_map(|e| {
+            let (scheme, h, path) = hosts_toml::split_server(&e)?;
+            let mut hc = HostConfig {
+                scheme: scheme.clone(),
+                host: h.clone(),
+                path: if path.is_empty() { "/v2".into() } else { path },
+                capabilities: Capabilities {
+                    pull: true,
+                    resolve: true,
+                    push: false,
+                    referrers: false,
+                },
+                ..Default::default()
+            };
+            if let Some(tls) = cfg.configs.get(&h).and_then(|c| c.tls.as_ref()) {
+                hc.ca = tls.ca_file.clone().map(|c| vec![c]);
+                hc.client = tls
+                    .cert_file
+                    .clone()
+                    .map(|c| vec![(c, tls.key_file.clone())]);
+                if tls.insecure_skip_verify {
+                    hc.skip_verify = Some(true);
+                }
+            }
+            Some(Resolved {
+                scheme: if scheme == "http" {
+                    SchemePolicy::Http
+                } else {
+                    SchemePolicy::Https
+                },
+                origin: origin.clone(),
+                cfg: hc,
+            })
+        })
+        .collect()
+}
+
+/// `tlsConfigFromHost`: resolves CA and client files under the host root. A file that
+/// cannot be read makes containerd fail the whole pull ("unable to read CA cert").
+fn tls_for(nc: &NodeConfig, h: &HostConfig, plan: &mut Plan) -> TlsSettings {
+    let mut tls = TlsSettings {
+        ca_bundle: nc.ca_bundle(),
+        ..Default::default()
+    };
+    if !h.explicit_tls() {
+        return tls;
+    }
+    tls.skip_verify = h.skip_verify == Some(true);
+    for ca in h.ca.iter().flatten() {
+        match nc.host_root.read(ca) {
+            Ok(bytes) if super::trust::has_pem_certificate(&bytes) => {
+                tls.extra_ca_files.push(
+                    nc.host_root
+                        .resolve(ca)
+                        .unwrap_or_else(|_| nc.host_root.host_path(ca)),
+                );
+            }
+            Ok(_) => fail_ref(
+                plan,
+                ca,
+                "ca",
+                format!(
+                    "unable to load CA cert {:?}: no PEM certificate in it",
+                    ca.display().to_string()
+                ),
+            ),
+            Err(e) => fail_ref(
+                plan,
+                ca,
+                "ca",
+                format!("unable to read CA cert {:?}: {e}", ca.display().to_string()),
+            ),
+        }
+    }
+    for (cert, key) in h.client.iter().flatten() {
+        let mut ok = true;
+        for f in std::iter::once(cert).chain(key.iter()) {
+            if let Err(e) = nc.host_root.read(f) {
+                fail_ref(
+                    plan,
+                    f,
+                    "client",
+                    format!(
+                        "unable to read CERT file {:?}: {e}",
+                        f.display().to_string()
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            tls.client_certs.push(ClientCert {
+                cert: nc
+                    .host_root
+                    .resolve(cert)
+                    .unwrap_or_else(|_| nc.host_root.host_path(cert)),
+                key: key.as_ref().map(|k| {
+                    nc.host_root
+                        .resolve(k)
+                        .unwrap_or_else(|_| nc.host_root.host_path(k))
+                }),
+            });
+        }
+    }
+    tls
+}
+
+fn fail_ref(plan: &mut Plan, file: &Path, field: &str, message: String) {
+    let origin = plan
+        .host_dir
+        .as_ref()
+        .map(|d| d.join("hosts.toml"))
+        .unwrap_or_else(|| file.to_path_buf());
+    plan.problems.push(ConfigProblem::new(
+        &origin,
+        Some(field),
+        ProblemKind::MissingReference,
+        message.clone(),
+    ));
+    plan.runtime_error
+        .get_or_insert(format!("containerd fails the pull: {message}"));
+}
+
+fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
+    plan.mode = PullMode::ContainersImage;
+    let repo = image.repository();
+    let digested = image.digest.is_some();
+    let (sources, reg_file): (Vec<PullSource>, Option<PathBuf>) = match nc.crio.find_registry(&repo)
+    {
+        Some(r) if r.blocked => {
+            plan.blocked = true;
+            plan.runtime_error = Some(format!(
+                "registry {} is blocked in {}",
+                r.prefix,
+                r.file.display()
+            ));
+            plan.findings.push(Finding::new(
+                FindingKind::Blocked,
+                Some(&r.file),
+                format!("prefix {:?} is blocked", r.prefix),
+            ));
+            return;
+        }
+        Some(r) => (r.pull_sources(&repo, digested), Some(r.file.clone())),
+        None => (
+            vec![PullSource {
+                endpoint: crio::CrioEndpoint {
+                    location: image.domain.clone(),
+                    ..Default::default()
+                },
+                repository: repo.clone(),
+                is_mirror: false,
+            }],
+            None,
+        ),
+    };
+    let origin = reg_file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "default (no matching [[registry]])".into());
+    for s in sources {
+        let domain = crio::domain_of(&s.repository).to_string();
+        let path = s.repository[domain.len()..]
+            .trim_start_matches('/')
+            .to_string();
+        // docker_client.go: docker.io is served by registry-1.docker.io.
+        let connect = if domain == "docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            domain.clone()
+        };
+        let scheme = if s.endpoint.insecure {
+            SchemePolicy::HttpsThenHttp
+        } else {
+            SchemePolicy::Https
+        };
+        let Ok(api_root) = Url::parse(&format!("https://{connect}/v2")) else {
+            plan.problems.push(ConfigProblem::new(
+                Path::new(&origin),
+                Some("location"),
+                ProblemKind::Invalid,
+                format!("{connect:?} is not a valid host"),
+            ));
+            continue;
+        };
+        let mut tls = TlsSettings {
+            ca_bundle: nc.ca_bundle(),
+            skip_verify: s.endpoint.insecure,
+            ..Default::default()
+        };
+        match crio::cert_dir_files(&nc.host_root, &domain) {
+            Ok((_, cas, pairs)) => {
+                tls.extra_ca_files = cas
+                    .iter()
+                    .map(|c| {
+                        nc.host_root
+                            .resolve(c)
+                            .unwrap_or_else(|_| nc.host_root.host_path(c))
+                    })
+                    .collect();
+                tls.client_certs = pairs
+                    .iter()
+                    .map(|(c, k)| ClientCert {
+                        cert: nc
+                            .host_root
+                            .resolve(c)
+                            .unwrap_or_else(|_| nc.host_root.host_path(c)),
+                        key: k.as_ref().map(|k| {
+                            nc.host_root
+                                .resolve(k)
+                                .unwrap_or_else(|_| nc.host_root.host_path(k))
+                        }),
+                    })
+                    .collect();
+            }
+            Err((file, msg)) => {
+                plan.problems.push(ConfigProblem::new(
+                    &file,
+                    None,
+                    ProblemKind::MissingReference,
+                    msg.clone(),
+                ));
+                plan.runtime_error
+                    .get_or_insert(format!("CRI-O fails the pull: {msg}"));
+            }
+        }
+        plan.endpoints.push(Endpoint {
+            proxy: nc.proxy.proxy_for(&api_root),
+            api_root,
+            scheme,
+            capabilities: Capabilities {
+                pull: true,
+                resolve: true,
+                push: false,
+                referrers: false,
+            },
+            tls,
+            headers: Vec::new(),
+            namespace: None,
+            dial_timeout: None,
+            // docker_image_src.go: kubelet credentials are not sent to a mirror on
+            // another domain.
+            send_credentials: domain == image.domain,
+            own_credential: None,
+            is_upstream: !s.is_mirror,
+            repository: (path != image.path).then_some(path),
+            origin: if s.is_mirror {
+                format!("{origin} mirror {}", s.endpoint.location)
+            } else {
+                origin.clone()
+            },
+        });
+    }
+}
+
+/// Human-readable plan for `pullprobe plan`.
+pub fn render_plan_text(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "image:   {}", plan.image.normalized());
+    let mode = match plan.mode {
+        PullMode::LocalPull => "CRI local pull",
+        PullMode::TransferService => "transfer service",
+        PullMode::ContainersImage => "containers/image",
+    };
+    let _ = writeln!(s, "runtime: {} ({mode})", plan.runtime);
+    if let Some(d) = &plan.host_dir {
+        let _ = writeln!(s, "hosts:   {}", d.display());
+    }
+    if plan.blocked {
+        let _ = writeln!(s, "BLOCKED: the runtime refuses to pull this image");
+    }
+    if let Some(e) = &plan.runtime_error {
+        let _ = writeln!(s, "RUNTIME ERROR: {e}");
+    }
+    let _ = writeln!(s, "endpoints (in order):");
+    for (i, e) in plan.endpoints.iter().enumerate() {
+        let scheme = match e.scheme {
+            SchemePolicy::Https => "https",
+            SchemePolicy::Http => "http",
+            SchemePolicy::HttpsThenHttp => "https, then http",
+        };
+        let mut caps = Vec::new();
+        for (on, n) in [
+            (e.capabilities.pull, "pull"),
+            (e.capabilities.resolve, "resolve"),
+            (e.capabilities.push, "push"),
+        ] {
+            if on {
+                caps.push(n);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  {}. {}{}  [{}] ({scheme}){}",
+            i + 1,
+            e.display_url(),
+            e.namespace
+                .as_deref()
+                .map(|n| format!("?ns={n}"))
+                .unwrap_or_default(),
+            caps.join(","),
+            if e.is_upstream {
+                " upstream"
+            } else {
+                " mirror"
+            }
+        );
+        if let Some(r) = &e.repository {
+            let _ = writeln!(s, "     repository: {r}");
+        }
+        for ca in &e.tls.extra_ca_files {
+            let _ = writeln!(s, "     ca: {}", ca.display());
+        }
+        for c in &e.tls.client_certs {
+            let _ = writeln!(s, "     client cert: {}", c.cert.display());
+        }
+        if e.tls.skip_verify {
+            let _ = writeln!(s, "     skip_verify: true");
+        }
+        for (k, _) in &e.headers {
+            let _ = writeln!(s, "     header: {k}");
+        }
+        if let Some(t) = e.dial_timeout {
+            let _ = writeln!(s, "     dial_timeout: {}", humantime::format_duration(t));
+        }
+        if let Some(p) = &e.proxy {
+            let _ = writeln!(s, "     proxy: {}", redact_proxy(p));
+        }
+        if !e.send_credentials {
+            let _ = writeln!(
+                s,
+                "     kubelet credentials: not sent (mirror on another domain)"
+            );
+        }
+        if let Some(c) = &e.own_credential {
+            let _ = writeln!(
+                s,
+                "     runtime credential: {}",
+                c.username().unwrap_or("(token)")
+            );
+        }
+        let _ = writeln!(s, "     from: {}", e.origin);
+    }
+    if let Some(ca) = plan
+        .endpoints
+        .first()
+        .and_then(|e| e.tls.ca_bundle.as_ref())
+    {
+        let _ = writeln!(s, "system CA bundle: {}", ca.display());
+    }
+    for f in &plan.findings {
+        let _ = writeln!(s, "finding: {}", f.message);
+    }
+    for p in &plan.problems {
+        let _ = writeln!(s, "problem: {p}");
+    }
+    s
+}
+
+/// A proxy URL without its password.
+fn redact_proxy(u: &Url) -> String {
+    let mut u = u.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("xxxxx"));
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests;
