@@ -332,7 +332,7 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::probe::{Phase, PhaseRecord, Reason, Verdict};
 

@@ -1,9 +1,181 @@
-//! `pullprobe agent`: the per-node DaemonSet agent.
+//! `pullprobe agent`: the per-node DaemonSet agent (issue 4).
+//!
+//! Data flow: pods on the node (`k8s::pods`) + config images → [`targets`] (dedup) →
+//! [`schedule`] (what is due, backoff, fleet share) → probe engine → [`conditions`]
+//! (hysteresis, write scheduling), [`events`], [`metrics`], [`logs`], [`http`] `/status`.
+//! [`run`] holds the loop. `--standalone` runs the same loop with no cluster.
+
 pub mod conditions;
 pub mod config;
 pub mod events;
 pub mod http;
 pub mod logs;
 pub mod metrics;
+pub mod run;
 pub mod schedule;
 pub mod targets;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use self::conditions::{Clock, SystemClock};
+use self::config::{AgentConfig, ConfigError, ConfigWatcher, LogFormat};
+use self::http::AgentState;
+use self::run::{Agent, ClusterCtx, EngineRunner};
+
+/// Environment variable with the node name (downward API `spec.nodeName`).
+pub const ENV_NODE_NAME: &str = "NODE_NAME";
+
+/// `pullprobe agent` flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Config file (.yaml, .yml or .toml). Without it, all defaults.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run with no cluster: targets from the config; report to logs, metrics and /status only.
+    #[arg(long)]
+    pub standalone: bool,
+    /// This node's name (required in a cluster).
+    #[arg(long, env = ENV_NODE_NAME)]
+    pub node_name: Option<String>,
+    /// Where the node's root filesystem is mounted (resolv.conf, runtime config).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Kubeconfig to use instead of the in-cluster config.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Log format (overrides the config's `log_format`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Address of /healthz, /readyz, /metrics, /status (overrides the config's `listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Run one cycle (and one condition write), then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Why the agent could not start (or stopped).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("node name required in a cluster: pass --node-name or set {ENV_NODE_NAME}")]
+    NodeNameMissing,
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Kube(#[from] crate::k8s::K8sError),
+}
+
+/// Run the agent until a signal (or after one cycle with `--once`).
+pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
+    let (watcher, mut cfg) = match &args.config {
+        Some(p) => {
+            let (w, c) = ConfigWatcher::open(p)?;
+            (Some(w), c)
+        }
+        None => (None, AgentConfig::default()),
+    };
+    if let Some(f) = args.log_format {
+        cfg.log_format = f;
+    }
+    if let Some(l) = args.listen {
+        cfg.listen = l;
+    }
+    logs::init(cfg.log_format);
+
+    let node = match (&args.node_name, args.standalone) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, true) => std::env::var("HOSTNAME").unwrap_or_else(|_| "standalone".to_string()),
+        _ => return Err(AgentError::NodeNameMissing),
+    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
+    let (addr, _server) = http::serve(cfg.listen, state.clone()).await?;
+    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, "agent started");
+
+    let mut node_count = cfg.fleet.node_count.unwrap_or(1);
+    let cluster = if args.standalone {
+        None
+    } else {
+        let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+        // The Node must exist and be readable: fail the start otherwise (RBAC, name).
+        let (node_uid, existing) = crate::k8s::node::get(&client, &node).await?;
+        if cfg.fleet.node_count.is_none() {
+            match crate::k8s::node::count(&client).await {
+                Ok(n) => node_count = n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count nodes; set fleet.node_count (using 1)")
+                }
+            }
+        }
+        let pods = Arc::new(Mutex::new(Default::default()));
+        let synced = Arc::new(tokio::sync::Notify::new());
+        let notified = synced.clone().notified_owned();
+        tokio::spawn(crate::k8s::pods::watch(
+            client.clone(),
+            node.clone(),
+            pods.clone(),
+            synced,
+        ));
+        // Wait for the first list (bounded) so the first cycle sees the node's pods.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), notified).await;
+        Some((
+            ClusterCtx {
+                client,
+                node_uid,
+                pods,
+            },
+            existing,
+        ))
+    };
+
+    let runner = Arc::new(EngineRunner::new(&cfg, &args.host_root));
+    let (ctx, existing) = match cluster {
+        Some((c, e)) => (Some(c), e),
+        None => (None, Vec::new()),
+    };
+    let mut agent = Agent::new(
+        cfg,
+        watcher,
+        node.clone(),
+        args.host_root.clone(),
+        state.clone(),
+        runner,
+        ctx.clone(),
+        clock.clone(),
+        node_count,
+    );
+    if let Ok(mut m) = agent.manager.lock() {
+        m.seed(&existing, clock.now());
+    }
+
+    if args.once {
+        agent.cycle().await;
+        if let Some(c) = &ctx {
+            run::sync_once(&c.client, &node, &agent.manager, clock.as_ref(), &state).await;
+        }
+        return Ok(());
+    }
+    if let Some(c) = &ctx {
+        tokio::spawn(run::sync_conditions(
+            c.client.clone(),
+            node.clone(),
+            agent.manager.clone(),
+            clock.clone(),
+            state.clone(),
+        ));
+    }
+    loop {
+        agent.cycle().await;
+        let delay = agent.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!(node = %node, "agent stopping");
+    Ok(())
+}
