@@ -295,22 +295,42 @@ fn endpoints_for(args: &CheckArgs, image: &ImageRef) -> Result<Vec<Endpoint>, Ch
 }
 
 /// Docker config.json lookup for the CLI (docker / `ctr` semantics: the entry for the
-/// registry host).
+/// registry host). An explicit `--auth-file` must load; a default-location file that
+/// does not exist is simply absent.
 mod credentials_lookup {
     use std::path::Path;
 
+    use crate::credentials::docker_config::{cli_search_paths, DockerConfig};
     use crate::credentials::SourcedCredential;
     use crate::reference::ImageRef;
 
-    pub struct AuthFile;
+    pub struct AuthFile(DockerConfig);
 
     impl AuthFile {
-        pub fn lookup(&self, _image: &ImageRef) -> Vec<SourcedCredential> {
-            Vec::new()
+        pub fn lookup(&self, image: &ImageRef) -> Vec<SourcedCredential> {
+            self.0.lookup_exact(image).into_iter().collect()
         }
     }
 
-    pub fn load(_explicit: Option<&Path>) -> Result<Option<AuthFile>, String> {
+    pub fn load(explicit: Option<&Path>) -> Result<Option<AuthFile>, String> {
+        if let Some(p) = explicit {
+            return DockerConfig::load(p)
+                .map(|c| Some(AuthFile(c)))
+                .map_err(|e| e.to_string());
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        for p in cli_search_paths(&env) {
+            if p.exists() {
+                let cfg = DockerConfig::load(&p).map_err(|e| e.to_string())?;
+                if cfg.has_cred_helpers {
+                    tracing::warn!(
+                        path = %p.display(),
+                        "config.json names credential helpers; pullprobe does not run them (the kubelet does not either)"
+                    );
+                }
+                return Ok(Some(AuthFile(cfg)));
+            }
+        }
         Ok(None)
     }
 }

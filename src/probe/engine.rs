@@ -385,7 +385,20 @@ impl Flow<'_> {
             if let Some(a) = self.auth_header() {
                 req.headers.insert(http::header::AUTHORIZATION, a);
             }
-            let resp = self.send_manifest(session, &req).await?;
+            let resp = match self.send_manifest(session, &req).await {
+                Ok(r) => r,
+                Err(f) => {
+                    // dns/connect/handshake failures were recorded when the connection
+                    // was opened; anything later (a post-handshake TLS alert, a stalled
+                    // or broken response) gets its own row here.
+                    if !matches!(f.phase, Phase::Dns | Phase::Connect)
+                        && !(f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired)
+                    {
+                        session.record(f.phase, &host, false, t, f.message.clone());
+                    }
+                    return Err(f);
+                }
+            };
             if let Some(rl) = manifest::rate_limit(&resp) {
                 self.ratelimit = Some(rl);
             }
@@ -496,6 +509,31 @@ impl Flow<'_> {
                 session.record(Phase::Manifest, &host, false, t, f.message.clone());
                 return Err(f);
             }
+        }
+        if size > MAX_MANIFEST_SIZE as u64 {
+            let f = Failure::new(
+                Reason::ManifestTooLarge,
+                format!(
+                    "manifest of {size} bytes exceeds containerd's {MAX_MANIFEST_SIZE}-byte limit"
+                ),
+            );
+            session.record(Phase::Manifest, &host, false, t, f.message.clone());
+            return Err(f);
+        }
+        if !media_type.is_empty() && !media_type.contains("json") {
+            let f = if media_type.starts_with("text/html") {
+                Failure::new(
+                    Reason::AuthNotRegistry,
+                    format!("{host} answered the manifest request with an HTML page: not a registry API (a proxy login or captive portal?)"),
+                )
+            } else {
+                Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("{host} answered with Content-Type {media_type}, not a manifest"),
+                )
+            };
+            session.record(Phase::Manifest, &host, false, t, f.message.clone());
+            return Err(f);
         }
         let mut info = ManifestInfo {
             digest: digest.clone(),

@@ -129,7 +129,14 @@ impl<'a> Session<'a> {
         });
     }
 
-    pub fn record_ms(&mut self, name: Phase, host: &str, ok: bool, duration_ms: f64, detail: String) {
+    pub fn record_ms(
+        &mut self,
+        name: Phase,
+        host: &str,
+        ok: bool,
+        duration_ms: f64,
+        detail: String,
+    ) {
         self.records.push(PhaseRecord {
             name,
             host: host.to_string(),
@@ -303,10 +310,15 @@ impl<'a> Session<'a> {
                 ))
             }
             Ok(Err(e)) => {
+                // With TLS 1.3 the server rejects a missing client certificate only after
+                // the client's handshake has finished, so the alert surfaces here.
+                if let Some(f) = tls::alert_in_chain(url.host_str().unwrap_or_default(), &e) {
+                    return Err(f);
+                }
                 return Err(Failure::new(
                     Reason::ConnectionLost,
                     format!("{} {url}: connection failed: {e}", req.method),
-                ))
+                ));
             }
             Ok(Ok(r)) => r,
         };

@@ -222,6 +222,29 @@ pub async fn handshake(
     Ok((stream, info))
 }
 
+/// A TLS alert anywhere in an error's source chain (e.g. a hyper error wrapping the
+/// rustls error that ended the connection after the handshake).
+pub fn alert_in_chain(host: &str, err: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .is_some()
+            {
+                return Some(classify(host, io));
+            }
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            let io = std::io::Error::other(tls.clone());
+            return Some(classify(host, &io));
+        }
+        cur = e.source();
+    }
+    None
+}
+
 fn classify(host: &str, err: &std::io::Error) -> Failure {
     let Some(tls) = err
         .get_ref()

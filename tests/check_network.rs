@@ -1,0 +1,281 @@
+//! Resolver, TCP and TLS failures, each produced by a real component: unbound for DNS
+//! answers, closed ports and iptables for TCP, real registries with generated
+//! certificates for TLS.
+
+mod harness;
+
+use harness::*;
+use serde_json::Value;
+
+fn check(args: &[&str], stdin: Option<&str>) -> (i32, Vec<Value>) {
+    let mut all = vec!["check", "--json"];
+    all.extend_from_slice(args);
+    let out = run_pullprobe(&all, stdin);
+    (out.status.code().unwrap_or(-1), json_lines(&out.stdout))
+}
+
+fn assert_failure(v: &Value, phase: &str, reason: &str) {
+    assert_eq!(v["verdict"], "not_ready", "{v:#}");
+    assert_eq!(v["phase"], phase, "{v:#}");
+    assert_eq!(v["reason"], reason, "{v:#}");
+}
+
+fn empty_hosts(dir: &std::path::Path) -> String {
+    let p = dir.join("hosts");
+    std::fs::write(&p, "127.0.0.1 localhost\n").unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn dns_answers_and_failures_from_a_real_resolver() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
+    let dns = Dns::start_default();
+    let resolv = dns.resolv_conf();
+    let hosts = empty_hosts(dns.dir());
+    let port = reg.port();
+    let ca = pki.ca_cert.to_str().unwrap();
+    let images: Vec<String> = [
+        "registry.test",
+        "nxdomain.test",
+        "norecords.test",
+        "servfail.test",
+        "refused.test",
+    ]
+    .iter()
+    .map(|h| format!("{h}:{port}/demo/app:v1"))
+    .collect();
+    let mut args: Vec<&str> = images.iter().map(String::as_str).collect();
+    args.extend([
+        "--resolv-conf",
+        resolv.to_str().unwrap(),
+        "--hosts-file",
+        &hosts,
+        "--ca-file",
+        ca,
+    ]);
+    let (code, lines) = check(&args, None);
+    assert_eq!(code, 1);
+    assert_eq!(lines[0]["verdict"], "ready", "{:#}", lines[0]);
+    let dns_phase = &lines[0]["phases"][0];
+    assert_eq!(dns_phase["name"], "dns");
+    assert_eq!(dns_phase["detail"], "127.0.0.1");
+    assert_failure(&lines[1], "dns", "DNSNameNotFound");
+    assert_failure(&lines[2], "dns", "DNSNoRecords");
+    assert_failure(&lines[3], "dns", "DNSServerFailure");
+    assert_failure(&lines[4], "dns", "DNSRefused");
+}
+
+#[test]
+fn dns_timeout_when_the_nameserver_drops_queries() {
+    let dns = Dns::start_default();
+    let resolv = dns.resolv_conf();
+    let hosts = empty_hosts(dns.dir());
+    let (code, lines) = check(
+        &[
+            "drop.test:5000/demo/app:v1",
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--hosts-file",
+            &hosts,
+            "--timeout-dns",
+            "2s",
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "dns", "DNSTimeout");
+}
+
+#[test]
+fn hosts_file_entries_win_over_dns() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
+    let dns = Dns::start_default();
+    let hosts = dns.dir().join("hosts-registry");
+    // nxdomain.test does not exist in DNS; the hosts file maps it (leaf SAN is registry.test,
+    // so use that name: the hosts file maps it to loopback even though unbound would too).
+    write_hosts_file(&hosts, &[("127.0.0.1", &["registry.test"])]);
+    let resolv = dns.dir().join("resolv-dead");
+    // A nameserver where nothing listens: only the hosts file can answer.
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    let image = format!("registry.test:{}/demo/app:v1", reg.port());
+    let (code, lines) = check(
+        &[
+            &image,
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--hosts-file",
+            hosts.to_str().unwrap(),
+            "--ca-file",
+            pki.ca_cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{lines:?}");
+}
+
+#[test]
+fn connect_refused_on_a_closed_port() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let image = format!("127.0.0.1:{port}/demo/app:v1");
+    let (code, lines) = check(&[&image, "--plain-http"], None);
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "connect", "ConnectRefused");
+}
+
+/// A port blackholed with iptables (DROP on loopback): SYNs vanish, connect times out.
+#[test]
+fn connect_timeout_when_blackholed() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let rule = [
+        "INPUT", "-i", "lo", "-p", "tcp", "--dport", &port, "-j", "DROP",
+    ];
+    let added = std::process::Command::new("iptables")
+        .arg("-I")
+        .args(rule)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        added,
+        "iptables is required for the blackhole case (run as root)"
+    );
+    let image = format!("127.0.0.1:{port}/demo/app:v1");
+    let (code, lines) = check(&[&image, "--plain-http", "--timeout-connect", "1s"], None);
+    let _ = std::process::Command::new("iptables")
+        .arg("-D")
+        .args(rule)
+        .status();
+    drop(l);
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "connect", "ConnectTimeout");
+}
+
+#[test]
+fn tls_failures_are_classified() {
+    let pki = Pki::new();
+    let dns = Dns::start_default();
+    let resolv = dns.resolv_conf();
+    let hosts = empty_hosts(dns.dir());
+    let ca = pki.ca_cert.to_str().unwrap();
+    let run = |reg: &Registry, extra: &[&str]| -> Value {
+        let image = format!("registry.test:{}/demo/app:v1", reg.port());
+        let mut args = vec![
+            image.as_str(),
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--hosts-file",
+            &hosts,
+        ];
+        args.extend_from_slice(extra);
+        let (_, lines) = check(&args, None);
+        lines.into_iter().next().unwrap()
+    };
+    let good = Registry::builder().tls(&pki.server).start();
+    assert_failure(&run(&good, &[]), "tls", "TLSUnknownAuthority");
+    // Trusted: the handshake passes and the (empty) registry answers.
+    assert_eq!(
+        run(&good, &["--ca-file", ca])["reason"],
+        "RepositoryNotFound"
+    );
+    assert_eq!(
+        run(&good, &["--insecure-skip-verify"])["reason"],
+        "RepositoryNotFound"
+    );
+    let expired = Registry::builder().tls(&pki.expired).start();
+    assert_failure(
+        &run(&expired, &["--ca-file", ca]),
+        "tls",
+        "TLSCertificateExpired",
+    );
+    let early = Registry::builder().tls(&pki.not_yet_valid).start();
+    assert_failure(
+        &run(&early, &["--ca-file", ca]),
+        "tls",
+        "TLSCertificateNotYetValid",
+    );
+    let wrong = Registry::builder().tls(&pki.wrong_name).start();
+    assert_failure(&run(&wrong, &["--ca-file", ca]), "tls", "TLSNameMismatch");
+    let plain = Registry::plain();
+    assert_failure(&run(&plain, &["--ca-file", ca]), "tls", "TLSPlainHTTP");
+    let missing_ca = run(&good, &["--ca-file", "/nonexistent/ca.pem"]);
+    assert_failure(&missing_ca, "tls", "TLSConfigInvalid");
+    assert!(missing_ca["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/ca.pem"));
+}
+
+#[test]
+fn client_certificate_required_by_the_registry() {
+    let pki = Pki::new();
+    let reg = Registry::builder()
+        .tls(&pki.server)
+        .client_ca(&pki.client_ca_cert)
+        .start();
+    OciImage::single("v1").push(&reg, "demo/app", &PushOpts::mtls(&pki));
+    let image = format!("{}/demo/app:v1", reg.host_port());
+    let ca = pki.ca_cert.to_str().unwrap();
+    let (code, lines) = check(&[&image, "--ca-file", ca], None);
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "tls", "TLSClientCertRequired");
+    let (code, lines) = check(
+        &[
+            &image,
+            "--ca-file",
+            ca,
+            "--cert",
+            pki.client.cert.to_str().unwrap(),
+            "--key",
+            pki.client.key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{lines:?}");
+}
+
+#[test]
+fn token_realm_on_an_unresolvable_host_is_an_auth_failure() {
+    let pki = Pki::new();
+    let issuer = TokenIssuer::builder(&pki)
+        .realm_host("nxdomain.test")
+        .anonymous_allow("demo/app")
+        .start();
+    let reg = Registry::builder()
+        .tls(&pki.server)
+        .token_auth(&issuer)
+        .start();
+    let dns = Dns::start_default();
+    let resolv = dns.resolv_conf();
+    let hosts = empty_hosts(dns.dir());
+    let image = format!("{}/demo/app:v1", reg.host_port());
+    let (code, lines) = check(
+        &[
+            &image,
+            "--ca-file",
+            pki.ca_cert.to_str().unwrap(),
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--hosts-file",
+            &hosts,
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "auth", "AuthTokenEndpointUnreachable");
+    // The realm host's own dns phase is recorded.
+    let phases = lines[0]["phases"].as_array().unwrap();
+    assert!(phases.iter().any(|p| p["name"] == "dns"
+        && p["ok"] == false
+        && p["host"].as_str().unwrap().starts_with("nxdomain.test")));
+}
