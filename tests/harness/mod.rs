@@ -92,7 +92,7 @@ pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{skopeo_inspect_raw, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed};
 pub use pki::{CertKey, Pki, Usage, Validity};
 pub use registry::{Registry, RegistryAuth, Storage};
-pub use runner::{json_lines, run_pullprobe};
+pub use runner::{json_lines, run_pullprobe, run_pullprobe_env};
 pub use scripted::{Reply, Request, ScriptedServer};
 pub use token_issuer::TokenIssuer;
 
