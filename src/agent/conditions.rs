@@ -711,6 +711,53 @@ mod tests {
     }
 
     #[test]
+    fn classify_separates_node_from_workload_problems() {
+        use crate::agent::metrics::tests::report;
+        let r = |v, reason| report(v, Some(reason));
+        assert_eq!(classify(&report(Verdict::Ready, None), true), Class::Ok);
+        assert_eq!(classify(&report(Verdict::Degraded, None), true), Class::Ok);
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::DNSTimeout), true),
+            Class::Unreachable(Reason::DNSTimeout)
+        );
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::TLSUnknownAuthority), false),
+            Class::Unreachable(Reason::TLSUnknownAuthority)
+        );
+        // Node credentials rejected: a node problem; a pod's secret rejected: workload.
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::AuthCredentialsRejected), true),
+            Class::NodeAuth(Reason::AuthCredentialsRejected)
+        );
+        assert_eq!(
+            classify(
+                &r(Verdict::NotReady, Reason::AuthCredentialsRejected),
+                false
+            ),
+            Class::Workload(Reason::AuthCredentialsRejected)
+        );
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::ManifestNotFound), true),
+            Class::Workload(Reason::ManifestNotFound)
+        );
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::PlatformMissing), true),
+            Class::Workload(Reason::PlatformMissing)
+        );
+        assert_eq!(
+            classify(&r(Verdict::NotReady, Reason::RateLimited), true),
+            Class::Inconclusive(Reason::RateLimited)
+        );
+        assert_eq!(
+            classify(
+                &r(Verdict::NotReady, Reason::AuthTokenEndpointUnreachable),
+                true
+            ),
+            Class::Unreachable(Reason::AuthTokenEndpointUnreachable)
+        );
+    }
+
+    #[test]
     fn condition_reason_collapses_dns() {
         assert_eq!(condition_reason(Reason::DNSTimeout), "DNSFailure");
         assert_eq!(condition_reason(Reason::DNSNameNotFound), "DNSFailure");

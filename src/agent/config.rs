@@ -480,6 +480,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/standalone.yaml");
+        let c = AgentConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.images.is_empty());
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
     fn unknown_extension_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.json");
