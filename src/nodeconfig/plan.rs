@@ -134,13 +134,20 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
     let modern = version.is_none_or(|v| v.at_least(1, 7));
 
     let global_headers = cfg.headers.clone();
-    let resolved: Vec<Resolved> = if let Some(cp) = &config_path {
+    // CRI's local pull without config_path takes the deprecated registryEndpoints
+    // path; the transfer service always goes through ConfigureHosts.
+    let use_hosts_dir = config_path.is_some() || plan.mode == PullMode::TransferService;
+    let resolved: Vec<Resolved> = if use_hosts_dir {
+        let cp = config_path.clone().unwrap_or_default();
+        let cp = &cp;
         let split: Vec<PathBuf> = cp
             .split(':')
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
             .collect();
-        let roots = if plan.mode == PullMode::TransferService && split.len() > 1 {
+        let roots = if split.is_empty() {
+            Vec::new()
+        } else if plan.mode == PullMode::TransferService && split.len() > 1 {
             plan.findings.push(Finding::new(
                 FindingKind::MultiRootConfigPathIgnored,
                 cfg_file.as_deref(),
@@ -369,18 +376,20 @@ fn legacy_endpoints(
         .or_else(|| cfg.mirrors.get("*"))
         .cloned()
         .unwrap_or_default();
-    let mut has_default = false;
+    // registryEndpoints: every endpoint gets a default scheme, then the default host
+    // is appended unless some endpoint's host equals the reference host (`u.Host ==
+    // host`, so for docker.io an explicit registry-1.docker.io endpoint does not stop
+    // the append).
     for e in eps.iter_mut() {
         if !e.contains("://") {
             let h = e.split('/').next().unwrap_or(e).to_string();
             *e = format!("{}://{}", default_scheme(&h), e);
         }
-        if hosts_toml::split_server(e).is_some_and(|(_, h, _)| h == default_host) {
-            has_default = true;
-            break;
-        }
     }
-    if !has_default {
+    let has_host = eps
+        .iter()
+        .any(|e| hosts_toml::split_server(e).is_some_and(|(_, h, _)| h == host));
+    if !has_host {
         eps.push(format!(
             "{}://{}",
             default_scheme(&default_host),
