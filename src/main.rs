@@ -1,17 +1,21 @@
-//! Wiring only: parse the command line, set up logging, run the subcommand.
+//! Wiring only: parse the command line, set up logging, run the subcommand. A fatal
+//! agent error is also written to /dev/termination-log so `kubectl describe pod` shows it.
 
 use clap::Parser;
 use pullprobe::cli::{self, exit, Cli, Command};
 
-fn main() {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
+fn init_cli_logging() {
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
-        .init();
+        .try_init();
+}
+
+fn main() {
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -24,10 +28,23 @@ fn main() {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Check(args) => match cli::check::run(args).await {
-                Ok(code) => code,
+            Command::Check(args) => {
+                init_cli_logging();
+                match cli::check::run(args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("pullprobe check: {e}");
+                        exit::USAGE
+                    }
+                }
+            }
+            Command::Agent(args) => match pullprobe::agent::run_agent(args).await {
+                Ok(()) => exit::READY,
                 Err(e) => {
-                    eprintln!("pullprobe check: {e}");
+                    let msg = format!("pullprobe agent: {e}");
+                    eprintln!("{msg}");
+                    // Kubernetes reads this file into the container's last state.
+                    let _ = std::fs::write("/dev/termination-log", &msg);
                     exit::USAGE
                 }
             },
