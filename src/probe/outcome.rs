@@ -140,7 +140,7 @@ reasons! {
     RegistryServerError => Manifest,
     /// The manifest response is malformed (bad JSON, bad digest, unknown media type).
     ManifestMalformed => Manifest,
-    /// The manifest is larger than the runtime accepts (containerd: 4 MiB + 512 KiB... see code).
+    /// The manifest is larger than containerd accepts (`MaxManifestSize`, 4,393,984 bytes).
     ManifestTooLarge => Manifest,
     /// The registry answered with a status the runtime treats as a failure.
     ManifestUnexpectedStatus => Manifest,
