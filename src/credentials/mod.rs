@@ -5,6 +5,7 @@
 
 pub mod docker_config;
 pub mod keyring;
+pub mod provider;
 pub mod secret;
 
 use std::fmt;
@@ -43,7 +44,11 @@ pub enum CredentialSource {
     /// A Docker-style `config.json` (or `.dockercfg`) file, and the `auths` key that matched.
     AuthFile { path: PathBuf, key: String },
     /// A Pod's `imagePullSecrets` entry.
-    PullSecret { namespace: String, name: String, key: String },
+    PullSecret {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     /// A kubelet credential-provider plugin.
     Plugin { name: String, key: String },
     /// containerd's deprecated `registry.configs."<host>".auth`.

@@ -70,7 +70,7 @@ fn defaults_without_config() {
         ("localhost/x", Some("2.1.4"), "https localhost/v2"),
         // (the URL type drops the default port; the ns comparison uses the written host)
         ("localhost:443/x", Some("2.1.4"), "https localhost/v2"),
-        ("127.0.0.1:80/x", Some("2.1.4"), "http 127.0.0.1:80/v2"),
+        ("127.0.0.1:80/x", Some("2.1.4"), "http 127.0.0.1/v2"),
         ("nginx", Some("2.1.4"), "https registry-1.docker.io/v2"),
     ] {
         let nc = t.load(RuntimeKind::Containerd, version);

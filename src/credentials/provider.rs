@@ -1,0 +1,605 @@
+//! kubelet credential-provider plugins: the `CredentialProviderConfig` file and the exec
+//! protocol, reproduced from kubernetes pkg/credentialprovider/plugin (`config.go`
+//! `validateCredentialProviderConfig`, `plugin.go` `pluginProvider.provide`,
+//! `execPlugin.ExecPlugin`, `isImageAllowed`, the cache keyed by `cacheKeyType`) and
+//! pkg/credentialprovider/keyring.go (results of all providers go into one keyring, so
+//! overlapping keys keep provider order).
+//!
+//! A plugin that hangs is killed at the timeout; garbage output, a non-zero exit, or a
+//! bad response is a [`ProviderError`] naming the plugin — never a hang or a panic.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+
+use super::keyring::{url_matches_key, Keyring};
+use super::{Credential, CredentialSource, Secret, SourcedCredential};
+use crate::nodeconfig::hosts_toml::parse_go_duration;
+use crate::reference::ImageRef;
+
+/// Config API versions the kubelet accepts.
+const CONFIG_API_VERSIONS: &[&str] = &[
+    "kubelet.config.k8s.io/v1",
+    "kubelet.config.k8s.io/v1beta1",
+    "kubelet.config.k8s.io/v1alpha1",
+];
+/// Exec protocol versions.
+const PLUGIN_API_VERSIONS: &[&str] = &[
+    "credentialprovider.kubelet.k8s.io/v1",
+    "credentialprovider.kubelet.k8s.io/v1beta1",
+    "credentialprovider.kubelet.k8s.io/v1alpha1",
+];
+/// How long one plugin run may take (the kubelet bounds the exec with a context
+/// deadline; one minute keeps a stuck plugin from stalling a probe run).
+pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Cap on plugin output kept for messages.
+const MAX_STDERR_IN_MESSAGE: usize = 200;
+
+/// A problem with the config file, naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {field}: {message}", file.display())]
+pub struct ProviderConfigError {
+    pub file: PathBuf,
+    pub field: String,
+    pub message: String,
+}
+
+/// A plugin run that produced no credentials. Never carries a secret: stdout is never
+/// quoted (it may hold one), stderr only briefly.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("credential provider {plugin}: binary {} cannot be run: {why}", path.display())]
+    Spawn { plugin: String, path: PathBuf, why: String },
+    #[error("credential provider {plugin}: no response within {after:?}; killed")]
+    Timeout { plugin: String, after: Duration },
+    #[error("credential provider {plugin}: exited with {status}: {stderr}")]
+    Exit { plugin: String, status: String, stderr: String },
+    #[error("credential provider {plugin}: invalid response: {why}")]
+    BadResponse { plugin: String, why: String },
+    #[error("credential provider {plugin}: skipped: {why}")]
+    Skipped { plugin: String, why: String },
+}
+
+impl ProviderError {
+    pub fn plugin(&self) -> &str {
+        match self {
+            ProviderError::Spawn { plugin, .. }
+            | ProviderError::Timeout { plugin, .. }
+            | ProviderError::Exit { plugin, .. }
+            | ProviderError::BadResponse { plugin, .. }
+            | ProviderError::Skipped { plugin, .. } => plugin,
+        }
+    }
+
+    /// Stable label for reports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProviderError::Spawn { .. } => "plugin_spawn",
+            ProviderError::Timeout { .. } => "plugin_timeout",
+            ProviderError::Exit { .. } => "plugin_exit",
+            ProviderError::BadResponse { .. } => "plugin_bad_response",
+            ProviderError::Skipped { .. } => "plugin_skipped",
+        }
+    }
+}
+
+/// One `providers[]` entry after validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProviderSpec {
+    pub name: String,
+    pub match_images: Vec<String>,
+    pub default_cache_duration: Duration,
+    pub api_version: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// `tokenAttributes.requireServiceAccount`: the plugin needs a pod's service
+    /// account token, which a node-level probe does not have.
+    pub requires_service_account: bool,
+}
+
+/// A validated `CredentialProviderConfig`. Invalid providers are left out and reported.
+#[derive(Clone, Debug, Default)]
+pub struct CredentialProviderConfig {
+    pub file: PathBuf,
+    pub providers: Vec<ProviderSpec>,
+}
+
+fn cfg_err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ProviderConfigError {
+    ProviderConfigError {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl CredentialProviderConfig {
+    /// Parses YAML or JSON. Returns what is usable plus every problem found; `Err` only
+    /// when nothing in the file is usable (syntax, wrong kind/apiVersion).
+    pub fn parse(
+        file: &Path,
+        text: &str,
+    ) -> Result<(CredentialProviderConfig, Vec<ProviderConfigError>), ProviderConfigError> {
+        let doc: Value = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| cfg_err(file, "(syntax)", e.to_string()))?
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                cfg_err(file, "(syntax)", e.to_string().lines().next().unwrap_or("").to_string())
+            })?
+        };
+        let Value::Object(top) = doc else {
+            return Err(cfg_err(file, "(top level)", "must be a mapping"));
+        };
+        let kind = top.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind != "CredentialProviderConfig" {
+            return Err(cfg_err(file, "kind", format!("must be CredentialProviderConfig, found {kind:?}")));
+        }
+        let api = top.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if !CONFIG_API_VERSIONS.contains(&api) {
+            return Err(cfg_err(file, "apiVersion", format!("unsupported {api:?}")));
+        }
+        let Some(Value::Array(providers)) = top.get("providers") else {
+            return Err(cfg_err(file, "providers", "at least 1 item in plugins is required"));
+        };
+        let mut out = CredentialProviderConfig {
+            file: file.to_path_buf(),
+            providers: Vec::new(),
+        };
+        let mut problems = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        for (i, p) in providers.iter().enumerate() {
+            match parse_provider(file, i, p, &names) {
+                Ok(spec) => {
+                    names.push(spec.name.clone());
+                    out.providers.push(spec);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        Ok((out, problems))
+    }
+}
+
+fn parse_provider(file: &Path, i: usize, p: &Value, names: &[String]) -> Result<ProviderSpec, ProviderConfigError> {
+    let f = |k: &str| format!("providers[{i}].{k}");
+    let Value::Object(o) = p else {
+        return Err(cfg_err(file, format!("providers[{i}]"), "must be a mapping"));
+    };
+    let name = o.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    if name.is_empty() {
+        return Err(cfg_err(file, f("name"), "name is required"));
+    }
+    if name.contains('/') || name == "." || name == ".." || name.contains(' ') {
+        return Err(cfg_err(file, f("name"), format!("{name:?} must be a plain binary name")));
+    }
+    if names.contains(&name) {
+        return Err(cfg_err(file, f("name"), format!("duplicate provider name {name:?}")));
+    }
+    let match_images: Vec<String> = match o.get("matchImages") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| cfg_err(file, f("matchImages"), "must be strings")))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(cfg_err(file, f("matchImages"), "at least 1 item in matchImages is required")),
+    };
+    for m in &match_images {
+        if m.contains("://") {
+            return Err(cfg_err(file, f("matchImages"), format!("match image {m:?} must not have a scheme")));
+        }
+    }
+    let dcd = match o.get("defaultCacheDuration") {
+        Some(Value::String(s)) => parse_go_duration(s)
+            .ok_or_else(|| cfg_err(file, f("defaultCacheDuration"), format!("{s:?} is not a duration")))?,
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Duration::ZERO,
+        _ => return Err(cfg_err(file, f("defaultCacheDuration"), "defaultCacheDuration is required")),
+    };
+    let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    if api_version.is_empty() {
+        return Err(cfg_err(file, f("apiVersion"), "apiVersion is required"));
+    }
+    if !PLUGIN_API_VERSIONS.contains(&api_version.as_str()) {
+        return Err(cfg_err(file, f("apiVersion"), format!("unsupported apiVersion {api_version:?}")));
+    }
+    let args = match o.get("args") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                _ => Err(cfg_err(file, f("args"), "must be strings")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(cfg_err(file, f("args"), "must be a list")),
+    };
+    let mut env = Vec::new();
+    match o.get("env") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) => {
+            for (j, e) in a.iter().enumerate() {
+                let n = e.get("name").and_then(Value::as_str).unwrap_or("");
+                if n.is_empty() {
+                    return Err(cfg_err(file, f(&format!("env[{j}].name")), "name is required"));
+                }
+                let v = match e.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                };
+                env.push((n.to_string(), v));
+            }
+        }
+        Some(_) => return Err(cfg_err(file, f("env"), "must be a list")),
+    }
+    let requires_service_account = match o.get("tokenAttributes") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(t)) => {
+            if t.get("serviceAccountTokenAudience").and_then(Value::as_str).unwrap_or("").is_empty() {
+                return Err(cfg_err(file, f("tokenAttributes.serviceAccountTokenAudience"), "is required"));
+            }
+            match t.get("cacheType").and_then(Value::as_str) {
+                Some("Token") | Some("ServiceAccount") => {}
+                other => return Err(cfg_err(file, f("tokenAttributes.cacheType"), format!("must be Token or ServiceAccount, found {other:?}"))),
+            }
+            match t.get("requireServiceAccount") {
+                Some(Value::Bool(b)) => *b,
+                _ => return Err(cfg_err(file, f("tokenAttributes.requireServiceAccount"), "is required")),
+            }
+        }
+        Some(_) => return Err(cfg_err(file, f("tokenAttributes"), "must be a mapping")),
+    };
+    Ok(ProviderSpec {
+        name,
+        match_images,
+        default_cache_duration: dcd,
+        api_version,
+        args,
+        env,
+        requires_service_account,
+    })
+}
+
+/// Cached plugin answer: `(auth key, username, password)` until `expires`.
+#[derive(Clone, Debug)]
+struct CacheEntry {
+    expires: Instant,
+    auth: Vec<(String, String, Secret)>,
+}
+
+/// Runs plugins for images, with the kubelet's per-provider cache.
+#[derive(Debug)]
+pub struct PluginRunner {
+    config: CredentialProviderConfig,
+    /// Real directory holding the binaries.
+    bin_dir: PathBuf,
+    timeout: Duration,
+    /// (provider, cache key) → entry.
+    cache: Mutex<HashMap<(String, String), CacheEntry>>,
+}
+
+impl PluginRunner {
+    pub fn new(config: CredentialProviderConfig, bin_dir: PathBuf, timeout: Duration) -> PluginRunner {
+        PluginRunner {
+            config,
+            bin_dir,
+            timeout,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &CredentialProviderConfig {
+        &self.config
+    }
+
+    /// All plugin credentials for `image`, in keyring order, plus per-plugin errors.
+    pub async fn lookup(&self, image: &ImageRef) -> (Vec<SourcedCredential>, Vec<ProviderError>) {
+        let repo = image.repository();
+        let mut keyring = Keyring::new();
+        let mut errors = Vec::new();
+        for p in &self.config.providers {
+            // isImageAllowed: any matchImages entry matches the repository.
+            if !p.match_images.iter().any(|m| url_matches_key(m, image)) {
+                continue;
+            }
+            let auth = match self.cached(p, &repo, image) {
+                Some(a) => a,
+                None => match self.exec(p, &repo, image).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                },
+            };
+            for (key, user, pass) in auth {
+                keyring.add(
+                    &key,
+                    SourcedCredential {
+                        source: CredentialSource::Plugin {
+                            name: p.name.clone(),
+                            key: key.clone(),
+                        },
+                        credential: Credential::Basic {
+                            username: user,
+                            password: pass,
+                        },
+                    },
+                );
+            }
+        }
+        (keyring.lookup(image), errors)
+    }
+
+    fn cached(&self, p: &ProviderSpec, repo: &str, image: &ImageRef) -> Option<Vec<(String, String, Secret)>> {
+        let cache = self.cache.lock().ok()?;
+        let now = Instant::now();
+        // getCachedCredentials: image key, then registry, then global.
+        for key in [repo.to_string(), image.domain.clone(), "global".to_string()] {
+            if let Some(e) = cache.get(&(p.name.clone(), key)) {
+                if e.expires > now {
+                    return Some(e.auth.clone());
+                }
+            }
+        }
+        None
+    }
+
+    async fn exec(&self, p: &ProviderSpec, repo: &str, image: &ImageRef) -> Result<Vec<(String, String, Secret)>, ProviderError> {
+        let plugin = p.name.clone();
+        if p.requires_service_account {
+            return Err(ProviderError::Skipped {
+                plugin,
+                why: "tokenAttributes.requireServiceAccount: the plugin needs a pod's service account token".into(),
+            });
+        }
+        let path = self.bin_dir.join(&p.name);
+        let request = serde_json::json!({
+            "apiVersion": p.api_version,
+            "kind": "CredentialProviderRequest",
+            "image": repo,
+        });
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(&p.args)
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| ProviderError::Spawn {
+            plugin: plugin.clone(),
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A plugin that never reads stdin must not block us: the write is part of
+            // the timed section below only through the pipe buffer, which fits this.
+            let _ = stdin.write_all(request.to_string().as_bytes()).await;
+            drop(stdin);
+        }
+        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    plugin,
+                    after: self.timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(ProviderError::Spawn { plugin, path, why: e.to_string() });
+            }
+            Ok(Ok(o)) => o,
+        };
+        if !out.status.success() {
+            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            if stderr.len() > MAX_STDERR_IN_MESSAGE {
+                let mut cut = MAX_STDERR_IN_MESSAGE;
+                while !stderr.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                stderr.truncate(cut);
+                stderr.push('…');
+            }
+            return Err(ProviderError::Exit {
+                plugin,
+                status: out.status.to_string(),
+                stderr,
+            });
+        }
+        let bad = |why: String| ProviderError::BadResponse { plugin: p.name.clone(), why };
+        // The response may contain secrets: serde_json's message names only a position.
+        let resp: Value = serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        if got_api != p.api_version {
+            return Err(bad(format!("apiVersion {got_api:?} does not match the request's {:?}", p.api_version)));
+        }
+        let kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
+        if kind != "CredentialProviderResponse" {
+            return Err(bad(format!("kind {kind:?} is not CredentialProviderResponse")));
+        }
+        let cache_key = match resp.get("cacheKeyType").and_then(Value::as_str) {
+            Some("Image") => repo.to_string(),
+            Some("Registry") => image.domain.clone(),
+            Some("Global") => "global".to_string(),
+            other => return Err(bad(format!("invalid cacheKeyType {other:?}"))),
+        };
+        let duration = match resp.get("cacheDuration") {
+            None | Some(Value::Null) => p.default_cache_duration,
+            Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| bad(format!("cacheDuration {s:?} is not a duration")))?,
+            Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
+        };
+        let mut auth = Vec::new();
+        match resp.get("auth") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (k, v) in m {
+                    let user = v.get("username").and_then(Value::as_str).unwrap_or("").to_string();
+                    let pass = v.get("password").and_then(Value::as_str).unwrap_or("").to_string();
+                    auth.push((k.clone(), user, Secret::new(pass)));
+                }
+            }
+            Some(_) => return Err(bad("auth must be a map of registry keys".into())),
+        }
+        if !duration.is_zero() {
+            if let Ok(mut c) = self.cache.lock() {
+                c.insert(
+                    (p.name.clone(), cache_key),
+                    CacheEntry {
+                        expires: Instant::now() + duration,
+                        auth: auth.clone(),
+                    },
+                );
+            }
+        }
+        Ok(auth)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, name: &str, body: &str) {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    fn spec(name: &str, matches: &[&str]) -> ProviderSpec {
+        ProviderSpec {
+            name: name.into(),
+            match_images: matches.iter().map(|s| s.to_string()).collect(),
+            default_cache_duration: Duration::from_secs(600),
+            api_version: "credentialprovider.kubelet.k8s.io/v1".into(),
+            args: vec!["--flag".into()],
+            env: vec![("PLUGIN_USER".into(), "alice".into())],
+            requires_service_account: false,
+        }
+    }
+
+    fn runner(dir: &Path, specs: Vec<ProviderSpec>, timeout: Duration) -> PluginRunner {
+        PluginRunner::new(
+            CredentialProviderConfig {
+                file: "/cfg.yaml".into(),
+                providers: specs,
+            },
+            dir.to_path_buf(),
+            timeout,
+        )
+    }
+
+    const OK: &str = r#"req=$(cat)
+count=$(cat "$0.count" 2>/dev/null || echo 0); echo $((count+1)) > "$0.count"
+case "$req" in *'"image":"reg.example.com/team/app"'*) ;; *) echo "bad request $req" >&2; exit 3;; esac
+[ "$1" = "--flag" ] || exit 4
+printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry","cacheDuration":"10m","auth":{"*.example.com":{"username":"%s","password":"pw-from-plugin"},"other.io":{"username":"x","password":"y"}}}' "$PLUGIN_USER""#;
+
+    #[tokio::test]
+    async fn ok_plugin_with_registry_cache() {
+        let d = tempfile::tempdir().unwrap();
+        script(d.path(), "okp", OK);
+        let r = runner(d.path(), vec![spec("okp", &["*.example.com"])], Duration::from_secs(10));
+        let img = ImageRef::parse("reg.example.com/team/app:1").unwrap();
+        let (creds, errs) = r.lookup(&img).await;
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(creds.len(), 1);
+        assert_eq!(creds[0].credential.username(), Some("alice"));
+        assert_eq!(creds[0].source, CredentialSource::Plugin { name: "okp".into(), key: "*.example.com".into() });
+        // Registry cache: a second image on the same registry does not run the plugin.
+        let img2 = ImageRef::parse("reg.example.com/team/app:2").unwrap();
+        let (creds2, _) = r.lookup(&img2).await;
+        assert_eq!(creds2.len(), 1);
+        assert_eq!(std::fs::read_to_string(d.path().join("okp.count")).unwrap().trim(), "1");
+        // Not matched by matchImages: plugin not consulted.
+        let (none, errs) = r.lookup(&ImageRef::parse("other.io/x").unwrap()).await;
+        assert!(none.is_empty() && errs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn zero_cache_duration_runs_every_time() {
+        let d = tempfile::tempdir().unwrap();
+        script(d.path(), "nocache", &OK.replace("\"10m\"", "\"0s\""));
+        let r = runner(d.path(), vec![spec("nocache", &["*.example.com"])], Duration::from_secs(10));
+        let img = ImageRef::parse("reg.example.com/team/app").unwrap();
+        r.lookup(&img).await;
+        r.lookup(&img).await;
+        assert_eq!(std::fs::read_to_string(d.path().join("nocache.count")).unwrap().trim(), "2");
+    }
+
+    #[tokio::test]
+    async fn garbage_nonzero_hang_and_bad_fields_are_typed_errors() {
+        let d = tempfile::tempdir().unwrap();
+        script(d.path(), "garbage", "cat >/dev/null; echo 'this is not json secret-ish'");
+        script(d.path(), "fails", "cat >/dev/null; echo boom >&2; exit 7");
+        script(d.path(), "hangs", "sleep 30");
+        script(d.path(), "badkey", r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Forever","auth":{}}'"#);
+        script(d.path(), "wrongapi", r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderResponse","cacheKeyType":"Image"}'"#);
+        let names = ["garbage", "fails", "hangs", "badkey", "wrongapi", "missing"];
+        let specs = names.iter().map(|n| spec(n, &["*.example.com"])).collect();
+        let r = runner(d.path(), specs, Duration::from_millis(700));
+        let started = Instant::now();
+        let (creds, errs) = r.lookup(&ImageRef::parse("reg.example.com/team/app").unwrap()).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "a hung plugin must be killed");
+        assert!(creds.is_empty());
+        let got: Vec<(&str, &str)> = errs.iter().map(|e| (e.plugin(), e.reason())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("garbage", "plugin_bad_response"),
+                ("fails", "plugin_exit"),
+                ("hangs", "plugin_timeout"),
+                ("badkey", "plugin_bad_response"),
+                ("wrongapi", "plugin_bad_response"),
+                ("missing", "plugin_spawn"),
+            ]
+        );
+        assert!(errs[1].to_string().contains("boom"));
+        assert!(!errs[0].to_string().contains("secret-ish"), "stdout is never quoted");
+    }
+
+    #[tokio::test]
+    async fn overlapping_keys_keep_provider_order() {
+        let d = tempfile::tempdir().unwrap();
+        for (n, u) in [("first", "one"), ("second", "two")] {
+            script(d.path(), n, &format!(r#"cat >/dev/null; echo '{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Image","auth":{{"reg.example.com":{{"username":"{u}","password":"p"}},"reg.example.com/team":{{"username":"{u}-team","password":"p"}}}}}}'"#));
+        }
+        let r = runner(d.path(), vec![spec("first", &["reg.example.com"]), spec("second", &["*.example.com"])], Duration::from_secs(10));
+        let (creds, errs) = r.lookup(&ImageRef::parse("reg.example.com/team/app").unwrap()).await;
+        assert!(errs.is_empty(), "{errs:?}");
+        let users: Vec<_> = creds.iter().map(|c| c.credential.username().unwrap().to_string()).collect();
+        assert_eq!(users, ["one-team", "two-team", "one", "two"]);
+    }
+
+    #[test]
+    fn config_validation_names_fields() {
+        let ok = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: ecr\n  matchImages: [\"*.dkr.ecr.*.amazonaws.com\"]\n  defaultCacheDuration: \"12h\"\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n  env:\n  - name: A\n    value: b\n";
+        let (c, p) = CredentialProviderConfig::parse(Path::new("/c.yaml"), ok).unwrap();
+        assert!(p.is_empty());
+        assert_eq!(c.providers[0].default_cache_duration, Duration::from_secs(12 * 3600));
+        assert_eq!(c.providers[0].env, vec![("A".to_string(), "b".to_string())]);
+        for (text, field) in [
+            (ok.replace("  apiVersion: credentialprovider.kubelet.k8s.io/v1\n", ""), "providers[0].apiVersion"),
+            (ok.replace("  defaultCacheDuration: \"12h\"\n", ""), "providers[0].defaultCacheDuration"),
+            (ok.replace("\"12h\"", "\"12 hours\""), "providers[0].defaultCacheDuration"),
+            (ok.replace("name: ecr", "name: ../ecr"), "providers[0].name"),
+            (ok.replace("[\"*.dkr.ecr.*.amazonaws.com\"]", "[]"), "providers[0].matchImages"),
+        ] {
+            let (c, p) = CredentialProviderConfig::parse(Path::new("/c.yaml"), &text).unwrap();
+            assert!(c.providers.is_empty());
+            assert_eq!(p[0].field, field, "{text}");
+        }
+        for (text, field) in [
+            ("{not json", "(syntax)"),
+            ("kind: Other\n", "kind"),
+            ("kind: CredentialProviderConfig\napiVersion: v9\n", "apiVersion"),
+            (": : :\n  - [", "(syntax)"),
+        ] {
+            let e = CredentialProviderConfig::parse(Path::new("/c.yaml"), text).unwrap_err();
+            assert_eq!(e.field, field, "{text}");
+        }
+    }
+}
