@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install every Debian package the tests, benchmarks and CI scripts need (root, Debian bookworm).
+# Idempotent; fast path: when everything is already installed, no `apt-get update` and no network.
+set -euo pipefail
+
+PACKAGES=(
+    # real servers for the probe tests (tests/harness)
+    docker-registry skopeo unbound containerd apache2-utils openssl
+    # real Kubernetes control plane (tests/kube): etcd + kube-apiserver built by .ci/build-kube-apiserver.sh
+    etcd-server golang-go rsync make golang-github-modern-go-reflect2-dev dpkg-dev
+    # network faults and namespaces
+    iptables nftables iproute2
+    # benchmarks
+    hyperfine time
+    # manifest validation (.ci/validate-manifests.sh: kubernetes-validate in a venv)
+    python3 python3-venv python3-pip
+    # misc tooling used by the scripts
+    curl ca-certificates util-linux procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "[install-deps] all ${#PACKAGES[@]} packages already installed"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "[install-deps] must run as root to install: ${missing[*]}" >&2
+    exit 1
+fi
+
+echo "[install-deps] installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}"
