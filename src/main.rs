@@ -30,7 +30,7 @@ fn main() {
         match cli.command {
             Command::Check(args) => {
                 init_cli_logging();
-                match cli::check::run(args).await {
+                match cli::check::run(*args).await {
                     Ok(code) => code,
                     Err(e) => {
                         eprintln!("pullprobe check: {e}");
@@ -38,7 +38,7 @@ fn main() {
                     }
                 }
             }
-            Command::Agent(args) => match pullprobe::agent::run_agent(args).await {
+            Command::Agent(args) => match pullprobe::agent::run_agent(*args).await {
                 Ok(()) => exit::READY,
                 Err(e) => {
                     let msg = format!("pullprobe agent: {e}");

@@ -28,10 +28,10 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Probe images now and report per-phase readiness.
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
     /// Run the per-node agent (DaemonSet): probe on a schedule, report Node conditions,
     /// Events, metrics and JSON logs.
-    Agent(crate::agent::AgentArgs),
+    Agent(Box<crate::agent::AgentArgs>),
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.

@@ -160,10 +160,10 @@ pub struct AuthOutcome {
 
 /// Pick the challenge the runtime would act on: the first Bearer, or the first Basic
 /// when a credential exists (containerd authorizer.go `AddResponses`).
-pub fn pick_challenge<'c>(
-    challenges: &'c [Challenge],
+pub fn pick_challenge(
+    challenges: &[Challenge],
     has_credential: bool,
-) -> Result<&'c Challenge, Failure> {
+) -> Result<&Challenge, Failure> {
     for c in challenges {
         if c.is_bearer() || (c.is_basic() && has_credential) {
             return Ok(c);

@@ -391,9 +391,9 @@ impl Flow<'_> {
                     // dns/connect/handshake failures were recorded when the connection
                     // was opened; anything later (a post-handshake TLS alert, a stalled
                     // or broken response) gets its own row here.
-                    if !matches!(f.phase, Phase::Dns | Phase::Connect)
-                        && !(f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired)
-                    {
+                    let recorded_on_connect = matches!(f.phase, Phase::Dns | Phase::Connect)
+                        || (f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired);
+                    if !recorded_on_connect {
                         session.record(f.phase, &host, false, t, f.message.clone());
                     }
                     return Err(f);
