@@ -5,6 +5,7 @@
 
 pub mod docker_config;
 pub mod keyring;
+pub mod node;
 pub mod provider;
 pub mod secret;
 

@@ -16,10 +16,15 @@ pub mod trust;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use hostroot::{HostRoot, HostRootError};
 pub use plan::{render_plan_text, Plan, PullMode};
 
+use crate::credentials::docker_config::DockerConfig;
+use crate::credentials::node::{self as kubelet_node, PullSecretData};
+use crate::credentials::provider::{CredentialProviderConfig, PluginRunner, DEFAULT_PLUGIN_TIMEOUT};
+use crate::credentials::SourcedCredential;
 use crate::reference::ImageRef;
 
 /// Which runtime the node runs.
@@ -181,6 +186,10 @@ pub struct NodeConfig {
     pub proxy: proxy::ProxyEnv,
     /// (node path, real path) of the node's system CA bundle.
     pub ca_bundle: Option<(PathBuf, PathBuf)>,
+    /// The node docker config the kubelet would use (first valid in its search).
+    pub node_docker_config: Option<DockerConfig>,
+    /// Credential-provider plugins (shared so the plugin cache lives across calls).
+    pub plugins: Option<Arc<PluginRunner>>,
     /// Config-level findings (added to every plan).
     pub findings: Vec<Finding>,
     pub problems: Vec<ConfigProblem>,
@@ -246,7 +255,13 @@ impl NodeConfig {
                 ),
             ));
         }
+        let (node_docker_config, p) =
+            kubelet_node::load_node_docker_config(&hr, &opts.kubelet_root_dir);
+        problems.extend(p);
+        let plugins = load_plugins(&hr, opts, &mut problems);
         Ok(NodeConfig {
+            node_docker_config,
+            plugins,
             host_root: hr,
             options: opts.clone(),
             runtime,
@@ -285,6 +300,94 @@ impl NodeConfig {
     pub fn plan(&self, image: &ImageRef) -> Plan {
         plan::build(self, image)
     }
+
+    /// The kubelet's credentials for `image`, in its attempt order: pull secrets, then
+    /// the node docker config, then credential-provider plugins (which this runs).
+    /// Problems (bad secrets, failed plugins) come back alongside; a bad pull secret
+    /// fails the kubelet's pull, which callers should report.
+    pub async fn credentials(
+        &self,
+        image: &ImageRef,
+        pull_secrets: &[PullSecretData],
+    ) -> (Vec<SourcedCredential>, Vec<ConfigProblem>) {
+        let mut problems = Vec::new();
+        let (secrets, errs) = kubelet_node::pull_secret_credentials(pull_secrets, image);
+        for e in errs {
+            problems.push(ConfigProblem::new(
+                Path::new(&format!("secret:{}/{}", e.namespace, e.name)),
+                None,
+                ProblemKind::Invalid,
+                format!("{}; the kubelet fails the pull", e.message),
+            ));
+        }
+        let node = self
+            .node_docker_config
+            .as_ref()
+            .map(|c| c.lookup_kubelet(image))
+            .unwrap_or_default();
+        let mut plugin_creds = Vec::new();
+        if let Some(r) = &self.plugins {
+            let (c, errs) = r.lookup(image).await;
+            plugin_creds = c;
+            for e in errs {
+                problems.push(ConfigProblem::new(
+                    Path::new(&format!("plugin:{}", e.plugin())),
+                    None,
+                    ProblemKind::Plugin,
+                    e.to_string(),
+                ));
+            }
+        }
+        (kubelet_node::kubelet_order(secrets, node, plugin_creds), problems)
+    }
+}
+
+/// Reads `--image-credential-provider-config` under the host root; the binaries are
+/// run from `--image-credential-provider-bin-dir` under the host root.
+fn load_plugins(
+    hr: &HostRoot,
+    opts: &NodeConfigOptions,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<Arc<PluginRunner>> {
+    let file = opts.credential_provider_config.as_ref()?;
+    let text = match hr.read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push(ConfigProblem::new(file, None, ProblemKind::Unreadable, e.to_string()));
+            return None;
+        }
+    };
+    let (cfg, errs) = match CredentialProviderConfig::parse(file, &text) {
+        Ok(x) => x,
+        Err(e) => {
+            problems.push(ConfigProblem::new(file, Some(&e.field), ProblemKind::Invalid, e.message));
+            return None;
+        }
+    };
+    for e in errs {
+        problems.push(ConfigProblem::new(file, Some(&e.field), ProblemKind::Invalid, e.message));
+    }
+    let Some(bin) = &opts.credential_provider_bin_dir else {
+        problems.push(ConfigProblem::new(
+            file,
+            None,
+            ProblemKind::MissingReference,
+            "no --image-credential-provider-bin-dir given: plugins cannot run",
+        ));
+        return None;
+    };
+    let real_bin = hr.resolve(bin).unwrap_or_else(|_| hr.host_path(bin));
+    for p in &cfg.providers {
+        if !hr.is_file(&bin.join(&p.name)) {
+            problems.push(ConfigProblem::new(
+                &bin.join(&p.name),
+                None,
+                ProblemKind::MissingReference,
+                format!("credential provider binary for {:?} not found", p.name),
+            ));
+        }
+    }
+    Some(Arc::new(PluginRunner::new(cfg, real_bin, DEFAULT_PLUGIN_TIMEOUT)))
 }
 
 /// `--runtime auto`: a runtime socket, then a config directory, then containerd.
