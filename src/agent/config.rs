@@ -67,6 +67,31 @@ pub struct AgentConfig {
     /// How often the config file is checked for changes.
     #[serde(with = "duration_serde")]
     pub reload_interval: Duration,
+    /// Per-registry-host backoff after failed probes.
+    pub backoff: BackoffConfig,
+}
+
+/// Per-host exponential backoff (kubelet's image backoff: 10 s doubling to 300 s). While
+/// a host is backed off it keeps its last result, so the backoff also bounds how soon a
+/// recovery is seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackoffConfig {
+    /// First delay after a failure (`10s`).
+    #[serde(with = "duration_serde")]
+    pub initial: Duration,
+    /// Ceiling of the doubling delay (`5m`).
+    #[serde(with = "duration_serde")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConfig {
+    fn default() -> Self {
+        BackoffConfig {
+            initial: super::schedule::BACKOFF_INITIAL,
+            max: super::schedule::BACKOFF_MAX,
+        }
+    }
 }
 
 /// The fleet load budget (see `schedule::image_checks_per_period`).
@@ -78,8 +103,8 @@ pub struct FleetConfig {
     pub period: Duration,
     /// How many times per period the whole fleet checks each image.
     pub checks_per_period: u32,
-    /// Number of nodes in the fleet. Unset: counted from the API server (needs `list
-    /// nodes`), else 1 (every node checks every image `checks_per_period` times).
+    /// Number of nodes in the fleet. Not counted from the API (that would need `list
+    /// nodes`); unset = 1: every node checks every image `checks_per_period` times.
     pub node_count: Option<u64>,
 }
 
@@ -114,6 +139,7 @@ impl Default for AgentConfig {
             runtime: RuntimeProfile::Containerd,
             log_format: LogFormat::Json,
             reload_interval: Duration::from_secs(30),
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -252,6 +278,12 @@ impl AgentConfig {
         }
         if self.reload_interval < Duration::from_secs(1) {
             return bad("reload_interval", "must be at least 1s");
+        }
+        if self.backoff.initial < Duration::from_secs(1) {
+            return bad("backoff.initial", "must be at least 1s");
+        }
+        if self.backoff.max < self.backoff.initial {
+            return bad("backoff.max", "must be at least `backoff.initial`");
         }
         if self.fleet.period < self.interval {
             return bad("fleet.period", "must be at least `interval`");

@@ -69,6 +69,23 @@ pub enum AgentError {
     Kube(#[from] crate::k8s::K8sError),
 }
 
+/// Resolves on SIGTERM or SIGINT. If the SIGTERM handler cannot be installed, only
+/// SIGINT stops the agent (and SIGTERM keeps its default action: exit).
+async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Run the agent until a signal (or after one cycle with `--once`).
 pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (watcher, mut cfg) = match &args.config {
@@ -96,21 +113,23 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (addr, _server) = http::serve(cfg.listen, state.clone()).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, "agent started");
 
-    let mut node_count = cfg.fleet.node_count.unwrap_or(1);
+    // The fleet size comes from the config, not from the API: counting nodes would need
+    // `list nodes` cluster-wide, more than a per-node agent should hold. Unset = 1, the
+    // safe-for-correctness choice (every node checks every image), but the fleet's load on
+    // registries then grows with the node count: say so once.
+    let node_count = cfg.fleet.node_count.unwrap_or(1);
+    if cfg.fleet.node_count.is_none() && !args.standalone {
+        tracing::warn!(
+            node = %node,
+            "fleet.node_count is not set: every node checks every image (set it to the fleet size to share per-image checks)"
+        );
+    }
     let cluster = if args.standalone {
         None
     } else {
         let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
         // The Node must exist and be readable: fail the start otherwise (RBAC, name).
         let (node_uid, existing) = crate::k8s::node::get(&client, &node).await?;
-        if cfg.fleet.node_count.is_none() {
-            match crate::k8s::node::count(&client).await {
-                Ok(n) => node_count = n,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot count nodes; set fleet.node_count (using 1)")
-                }
-            }
-        }
         let pods = Arc::new(Mutex::new(Default::default()));
         let synced = Arc::new(tokio::sync::Notify::new());
         let notified = synced.clone().notified_owned();
@@ -168,13 +187,24 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
             state.clone(),
         ));
     }
+    // SIGTERM (the kubelet stopping the pod) or SIGINT: stop between or during cycles
+    // (a cycle may take up to the probe deadline; the pod's grace period is shorter than
+    // that may be), then try once to write conditions that changed but were not written.
+    let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
-        agent.cycle().await;
+        tokio::select! {
+            _ = agent.cycle() => {}
+            _ = &mut shutdown => break,
+        }
         let delay = agent.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut shutdown => break,
         }
+    }
+    if let Some(c) = &ctx {
+        let flush = run::sync_once(&c.client, &node, &agent.manager, clock.as_ref(), &state);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flush).await;
     }
     tracing::info!(node = %node, "agent stopping");
     Ok(())

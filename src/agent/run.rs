@@ -394,7 +394,12 @@ impl Agent {
             match class {
                 Class::Unreachable(_) | Class::Inconclusive(_) => {
                     let ra = report.retry_after_s.map(Duration::from_secs);
-                    backoff.on_failure(mono, ra);
+                    backoff.on_failure_with(
+                        mono,
+                        ra,
+                        self.cfg.backoff.initial,
+                        self.cfg.backoff.max,
+                    );
                 }
                 Class::Ok => backoff.on_success(),
                 Class::NodeAuth(_) | Class::Workload(_) => {}

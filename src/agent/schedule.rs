@@ -43,12 +43,23 @@ impl Backoff {
         self.failures
     }
 
-    /// Record a failure at `now`; returns the delay chosen.
+    /// Record a failure at `now` with the default 10 s → 300 s schedule; returns the delay.
     pub fn on_failure(&mut self, now: Duration, retry_after: Option<Duration>) -> Duration {
-        let exp = BACKOFF_INITIAL
+        self.on_failure_with(now, retry_after, BACKOFF_INITIAL, BACKOFF_MAX)
+    }
+
+    /// Record a failure at `now`, doubling from `initial` up to `max`; returns the delay.
+    pub fn on_failure_with(
+        &mut self,
+        now: Duration,
+        retry_after: Option<Duration>,
+        initial: Duration,
+        max: Duration,
+    ) -> Duration {
+        let exp = initial
             .checked_mul(1u32 << self.failures.min(16))
-            .unwrap_or(BACKOFF_MAX)
-            .min(BACKOFF_MAX);
+            .unwrap_or(max)
+            .min(max);
         self.failures = self.failures.saturating_add(1);
         // A 429's Retry-After is the registry telling us exactly when; honour it even
         // when it is shorter than our own schedule would be, but bound it.

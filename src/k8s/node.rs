@@ -96,18 +96,6 @@ pub async fn patch_conditions(
     Ok(())
 }
 
-/// Node count for the fleet budget: a list of one item, reading `remainingItemCount`
-/// (needs `list nodes`; the caller falls back to the config on error).
-pub async fn count(client: &kube::Client) -> Result<u64, K8sError> {
-    let api: Api<Node> = Api::all(client.clone());
-    let list = api
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(K8sError::api("list nodes"))?;
-    let rest = list.metadata.remaining_item_count.unwrap_or(0);
-    Ok(list.items.len() as u64 + u64::try_from(rest).unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
