@@ -65,6 +65,7 @@ impl EngineRunner {
             head_only: false,
             resolv_conf: host_root.join("etc/resolv.conf"),
             hosts_file: host_root.join("etc/hosts"),
+            proxy_env: None,
         };
         let path = ProbeOptions {
             head_only: true,

@@ -181,6 +181,7 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
         head_only: false,
         resolv_conf: args.resolv_conf.clone(),
         hosts_file: args.hosts_file.clone(),
+        proxy_env: None,
     };
     let mut targets = Vec::new();
     for (given, image) in args.images.iter().zip(&parsed) {

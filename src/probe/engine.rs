@@ -82,6 +82,9 @@ pub struct ProbeOptions {
     pub resolv_conf: PathBuf,
     /// The node's hosts file.
     pub hosts_file: PathBuf,
+    /// The runtime service's proxy environment (`HTTP(S)_PROXY`, `NO_PROXY`), applied per
+    /// request URL like Go's `http.ProxyFromEnvironment`; `None` = direct.
+    pub proxy_env: Option<crate::nodeconfig::proxy::ProxyEnv>,
 }
 
 /// One image and how the node would pull it.
@@ -269,6 +272,7 @@ impl Prober {
             scheme: ep.scheme,
             extra_headers: ep.headers.clone(),
             user_agent: USER_AGENT.to_string(),
+            proxy: proxy_fn(ep, self.options.proxy_env.clone()),
         };
         let mut timeouts = ctx.timeouts;
         if let Some(d) = ep.dial_timeout {
@@ -302,6 +306,26 @@ impl Prober {
             Err(f) => finish(ep, source, started, records, Some(f), None, tls, ratelimit),
         }
     }
+}
+
+/// The proxy decision per request URL: the plan's choice for the endpoint's own host,
+/// the runtime's environment rules for every other host (token realm, blob host).
+fn proxy_fn(
+    ep: &Endpoint,
+    env: Option<crate::nodeconfig::proxy::ProxyEnv>,
+) -> Option<super::http::ProxyFn> {
+    if ep.proxy.is_none() && env.is_none() {
+        return None;
+    }
+    let ep_host = ep.api_root.host_str().map(str::to_string);
+    let ep_port = ep.api_root.port_or_known_default();
+    let ep_proxy = ep.proxy.clone();
+    Some(Arc::new(move |url: &Url| {
+        if url.host_str().map(str::to_string) == ep_host && url.port_or_known_default() == ep_port {
+            return ep_proxy.clone();
+        }
+        env.as_ref().and_then(|e| e.proxy_for(url))
+    }))
 }
 
 /// The per-attempt request flow.

@@ -91,12 +91,27 @@ pub struct SessionContext {
     /// Headers added to every request of this endpoint (hosts.toml `[header]`).
     pub extra_headers: Vec<(String, String)>,
     pub user_agent: String,
+    /// Which proxy a request URL goes through (Go's `http.ProxyFromEnvironment` as the
+    /// runtime's service environment sets it); `None` = direct.
+    pub proxy: Option<ProxyFn>,
+}
+
+/// Decides the proxy per request URL (the registry, a token realm and a blob host can
+/// each be proxied or not, by `NO_PROXY`).
+pub type ProxyFn = Arc<dyn Fn(&Url) -> Option<Url> + Send + Sync>;
+
+/// How a connection reaches its origin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Direct,
+    /// Plain-HTTP origin through a proxy: absolute-form requests to the proxy.
+    ProxyForward,
 }
 
 /// Connections and phase records of one attempt (one endpoint, one credential).
 pub struct Session<'a> {
     ctx: &'a SessionContext,
-    conns: HashMap<Origin, SendRequest<Full<Bytes>>>,
+    conns: HashMap<Origin, (SendRequest<Full<Bytes>>, Route)>,
     /// Origins for which HTTPS failed and plain HTTP is used instead (containerd fallback).
     plain_fallback: HashSet<(String, u16)>,
     pub records: Vec<PhaseRecord>,
@@ -156,12 +171,28 @@ impl<'a> Session<'a> {
 
     /// Open (or reuse) the connection to `origin`, recording dns/connect/tls. The
     /// returned failure carries the dns/connect/tls phase; callers re-home it.
-    async fn connection(&mut self, origin: &Origin) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    async fn connection(
+        &mut self,
+        origin: &Origin,
+    ) -> Result<(SendRequest<Full<Bytes>>, Route), Failure> {
         // Checked out of the map while in use; `send` puts it back afterwards.
-        if let Some(mut sender) = self.conns.remove(origin) {
+        if let Some((mut sender, route)) = self.conns.remove(origin) {
             if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Ok(sender);
+                return Ok((sender, route));
             }
+        }
+        let target = Url::parse(&format!(
+            "{}://{}",
+            if origin.https { "https" } else { "http" },
+            origin.host_port()
+        ))
+        .ok();
+        let proxy = match (&self.ctx.proxy, &target) {
+            (Some(f), Some(t)) => f(t),
+            _ => None,
+        };
+        if let Some(proxy) = proxy {
+            return self.connection_via_proxy(origin, &proxy).await;
         }
         let hp = origin.host_port();
         let t = Instant::now();
@@ -195,6 +226,17 @@ impl<'a> Session<'a> {
                 }
             };
         self.record(Phase::Connect, &hp, true, t, peer.to_string());
+        let sender = self.finish_connection(origin, tcp).await?;
+        Ok((sender, Route::Direct))
+    }
+
+    /// TLS (for https origins) and the HTTP/1.1 handshake over an open stream.
+    async fn finish_connection(
+        &mut self,
+        origin: &Origin,
+        tcp: tokio::net::TcpStream,
+    ) -> Result<SendRequest<Full<Bytes>>, Failure> {
+        let hp = origin.host_port();
         let sender = if origin.https {
             let config = match &self.ctx.tls {
                 Ok(c) => c.clone(),
@@ -228,6 +270,118 @@ impl<'a> Session<'a> {
         Ok(sender)
     }
 
+    /// Reach `origin` through an HTTP proxy: the proxy is its own hop (dns, connect),
+    /// then a CONNECT tunnel for https origins (Go's transport), or absolute-form
+    /// requests for plain-http ones.
+    async fn connection_via_proxy(
+        &mut self,
+        origin: &Origin,
+        proxy: &Url,
+    ) -> Result<(SendRequest<Full<Bytes>>, Route), Failure> {
+        let proxy_host = proxy.host_str().unwrap_or_default().to_string();
+        let proxy_port = proxy.port_or_known_default().unwrap_or(80);
+        let php = format!("{proxy_host}:{proxy_port}");
+        let via = |f: Failure| Failure {
+            message: format!("proxy {php}: {}", f.message),
+            ..f
+        };
+        if proxy.scheme() != "http" {
+            let f = Failure::new(
+                Reason::ProxyConnectFailed,
+                format!("proxy {php}: only http:// proxies are supported (got {}://)", proxy.scheme()),
+            );
+            self.record(Phase::Connect, &php, false, Instant::now(), f.message.clone());
+            return Err(f);
+        }
+        let t = Instant::now();
+        let addrs = match self.ctx.resolver.resolve(&proxy_host, self.ctx.timeouts.dns).await {
+            Ok(a) => {
+                let detail = a.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                self.record(Phase::Dns, &php, true, t, format!("proxy {detail}"));
+                a
+            }
+            Err(f) => {
+                let f = via(f);
+                self.record(Phase::Dns, &php, false, t, f.message.clone());
+                return Err(f);
+            }
+        };
+        let t = Instant::now();
+        let (mut tcp, peer) =
+            match connect::connect(&addrs, proxy_port, self.ctx.timeouts.connect).await {
+                Ok(c) => c,
+                Err(f) => {
+                    let f = via(f);
+                    self.record(Phase::Connect, &php, false, t, f.message.clone());
+                    return Err(f);
+                }
+            };
+        self.record(Phase::Connect, &php, true, t, format!("proxy {peer}"));
+        let auth = proxy_authorization(proxy);
+        if !origin.https {
+            let sender = handshake_http(tcp).await?;
+            return Ok((sender, Route::ProxyForward));
+        }
+        let hp = origin.host_port();
+        let t = Instant::now();
+        let mut head = format!("CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n");
+        if let Some(a) = &auth {
+            head.push_str(&format!("Proxy-Authorization: {}\r\n", a.expose()));
+        }
+        head.push_str("\r\n");
+        let answer = tokio::time::timeout(self.ctx.timeouts.connect, async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tcp.write_all(head.as_bytes()).await?;
+            // Read the response head byte by byte: nothing after it may be consumed,
+            // the TLS handshake follows on the same stream.
+            let mut buf = Vec::with_capacity(256);
+            let mut byte = [0u8; 1];
+            while !buf.ends_with(b"\r\n\r\n") && buf.len() < 8192 {
+                if tcp.read(&mut byte).await? == 0 {
+                    break;
+                }
+                buf.push(byte[0]);
+            }
+            Ok::<Vec<u8>, std::io::Error>(buf)
+        })
+        .await;
+        let status_line = match answer {
+            Err(_) => {
+                let f = Failure::new(
+                    Reason::ProxyConnectFailed,
+                    format!("proxy {php}: no answer to CONNECT {hp} within {:?}", self.ctx.timeouts.connect),
+                );
+                self.record(Phase::Connect, &hp, false, t, f.message.clone());
+                return Err(f);
+            }
+            Ok(Err(e)) => {
+                let f = Failure::new(
+                    Reason::ProxyConnectFailed,
+                    format!("proxy {php}: CONNECT {hp} failed: {e}"),
+                );
+                self.record(Phase::Connect, &hp, false, t, f.message.clone());
+                return Err(f);
+            }
+            Ok(Ok(buf)) => String::from_utf8_lossy(&buf)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        };
+        let code = status_line.split_whitespace().nth(1).unwrap_or("");
+        if !code.starts_with('2') {
+            let f = Failure::new(
+                Reason::ProxyConnectFailed,
+                format!("proxy {php} refused CONNECT {hp}: {}", status_line.trim()),
+            );
+            self.record(Phase::Connect, &hp, false, t, f.message.clone());
+            return Err(f);
+        }
+        self.record(Phase::Connect, &hp, true, t, format!("tunnel via proxy {php}"));
+        let sender = self.finish_connection(origin, tcp).await?;
+        Ok((sender, Route::Direct))
+    }
+
     /// Send one request (no redirect handling). Connection failures come back with
     /// their dns/connect/tls phase; HTTP-level failures as `ResponseTimeout`/`ConnectionLost`.
     pub async fn send(&mut self, req: &Request, max_body: usize) -> Result<Response, Failure> {
@@ -243,7 +397,7 @@ impl<'a> Session<'a> {
                 format!("cannot request {url}: no host"),
             )
         })?;
-        let (sender, used) = match self.connection(&origin).await {
+        let ((sender, route), used) = match self.connection(&origin).await {
             Ok(s) => (s, origin),
             Err(f) if origin.https && fallback_allowed && is_tls_or_port_failure(&f) => {
                 // NewHTTPFallback: retry the same host:port over plain HTTP.
@@ -259,10 +413,12 @@ impl<'a> Session<'a> {
             Err(f) => return Err(f),
         };
         let mut sender = sender;
-        let result = self.request_on(&mut sender, req, url, max_body).await;
+        let result = self
+            .request_on(&mut sender, req, url, max_body, route == Route::ProxyForward)
+            .await;
         // Keep the connection for the next request to this origin unless it broke.
         if result.is_ok() && !sender.is_closed() {
-            self.conns.insert(used, sender);
+            self.conns.insert(used, (sender, route));
         }
         result
     }
@@ -273,10 +429,17 @@ impl<'a> Session<'a> {
         req: &Request,
         url: Url,
         max_body: usize,
+        absolute_form: bool,
     ) -> Result<Response, Failure> {
         let path_and_query = match url.query() {
             Some(q) => format!("{}?{}", url.path(), q),
             None => url.path().to_string(),
+        };
+        // Through a forward proxy, plain-HTTP requests name the whole URL.
+        let path_and_query = if absolute_form {
+            url.as_str().to_string()
+        } else {
+            path_and_query
         };
         let mut builder = http::Request::builder()
             .method(req.method.clone())
@@ -479,4 +642,23 @@ pub fn header_value(v: &str) -> Option<HeaderValue> {
 /// An empty body type for callers that need one.
 pub fn empty() -> Empty<Bytes> {
     Empty::new()
+}
+
+/// `Proxy-Authorization` from the proxy URL's userinfo (never logged).
+fn proxy_authorization(proxy: &Url) -> Option<crate::credentials::Secret> {
+    use base64::Engine as _;
+    if proxy.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let user = decode(proxy.username());
+    let pass = proxy.password().map(decode).unwrap_or_default();
+    Some(crate::credentials::Secret::new(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )))
 }
