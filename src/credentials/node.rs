@@ -116,13 +116,23 @@ pub fn pull_secret_credentials(
 /// root-dir, cwd, `$HOME`, `/`.
 pub fn node_config_search_paths(kubelet_root_dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for d in [kubelet_root_dir, Path::new("/"), Path::new("/root/.docker"), Path::new("/.docker")] {
+    for d in [
+        kubelet_root_dir,
+        Path::new("/"),
+        Path::new("/root/.docker"),
+        Path::new("/.docker"),
+    ] {
         let p = d.join("config.json");
         if !out.contains(&p) {
             out.push(p);
         }
     }
-    for d in [kubelet_root_dir, Path::new("/"), Path::new("/root"), Path::new("/")] {
+    for d in [
+        kubelet_root_dir,
+        Path::new("/"),
+        Path::new("/root"),
+        Path::new("/"),
+    ] {
         let p = d.join(".dockercfg");
         if !out.contains(&p) {
             out.push(p);
@@ -133,16 +143,29 @@ pub fn node_config_search_paths(kubelet_root_dir: &Path) -> Vec<PathBuf> {
 
 /// The first valid node docker config under the host root, and problems with the
 /// invalid ones skipped on the way.
-pub fn load_node_docker_config(hr: &HostRoot, kubelet_root_dir: &Path) -> (Option<DockerConfig>, Vec<ConfigProblem>) {
+pub fn load_node_docker_config(
+    hr: &HostRoot,
+    kubelet_root_dir: &Path,
+) -> (Option<DockerConfig>, Vec<ConfigProblem>) {
     let mut problems = Vec::new();
     for p in node_config_search_paths(kubelet_root_dir) {
         match hr.read(&p) {
             Ok(bytes) => match DockerConfig::parse(&p, &bytes) {
                 Ok(c) => return (Some(c), problems),
-                Err(e) => problems.push(ConfigProblem::new(&p, None, ProblemKind::Invalid, e.to_string())),
+                Err(e) => problems.push(ConfigProblem::new(
+                    &p,
+                    None,
+                    ProblemKind::Invalid,
+                    e.to_string(),
+                )),
             },
             Err(e) if e.is_not_found() => {}
-            Err(e) => problems.push(ConfigProblem::new(&p, None, ProblemKind::Unreadable, e.to_string())),
+            Err(e) => problems.push(ConfigProblem::new(
+                &p,
+                None,
+                ProblemKind::Unreadable,
+                e.to_string(),
+            )),
         }
     }
     (None, problems)
@@ -182,23 +205,61 @@ mod tests {
 
     #[test]
     fn secrets_merge_in_keyring_order_and_bad_json_is_an_error() {
-        let a = secret("a", SECRET_TYPE_DOCKERCONFIGJSON, ".dockerconfigjson", format!(r#"{{"auths":{{"reg.io":{{"auth":"{}"}}}}}}"#, b64("a:1")));
-        let b = secret("b", SECRET_TYPE_DOCKERCFG, ".dockercfg", format!(r#"{{"reg.io/team":{{"auth":"{}"}}}}"#, b64("b:2")));
+        let a = secret(
+            "a",
+            SECRET_TYPE_DOCKERCONFIGJSON,
+            ".dockerconfigjson",
+            format!(r#"{{"auths":{{"reg.io":{{"auth":"{}"}}}}}}"#, b64("a:1")),
+        );
+        let b = secret(
+            "b",
+            SECRET_TYPE_DOCKERCFG,
+            ".dockercfg",
+            format!(r#"{{"reg.io/team":{{"auth":"{}"}}}}"#, b64("b:2")),
+        );
         let other = secret("c", "Opaque", ".dockerconfigjson", "{}".into());
-        let bad = secret("d", SECRET_TYPE_DOCKERCONFIGJSON, ".dockerconfigjson", "{not json".into());
+        let bad = secret(
+            "d",
+            SECRET_TYPE_DOCKERCONFIGJSON,
+            ".dockerconfigjson",
+            "{not json".into(),
+        );
         let img = ImageRef::parse("reg.io/team/app").unwrap();
         let (creds, errs) = pull_secret_credentials(&[a, b, other, bad], &img);
-        let users: Vec<_> = creds.iter().map(|c| c.credential.username().unwrap()).collect();
+        let users: Vec<_> = creds
+            .iter()
+            .map(|c| c.credential.username().unwrap())
+            .collect();
         assert_eq!(users, ["b", "a"]);
-        assert_eq!(creds[0].source, CredentialSource::PullSecret { namespace: "ns".into(), name: "b".into(), key: "reg.io/team".into() });
+        assert_eq!(
+            creds[0].source,
+            CredentialSource::PullSecret {
+                namespace: "ns".into(),
+                name: "b".into(),
+                key: "reg.io/team".into()
+            }
+        );
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].name, "d");
     }
 
     #[test]
     fn hub_fallback_only_when_nothing_else_matched() {
-        let hub = secret("hub", SECRET_TYPE_DOCKERCONFIGJSON, ".dockerconfigjson", format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#, b64("h:1")));
-        let exact = secret("exact", SECRET_TYPE_DOCKERCONFIGJSON, ".dockerconfigjson", format!(r#"{{"auths":{{"docker.io":{{"auth":"{}"}}}}}}"#, b64("d:1")));
+        let hub = secret(
+            "hub",
+            SECRET_TYPE_DOCKERCONFIGJSON,
+            ".dockerconfigjson",
+            format!(
+                r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#,
+                b64("h:1")
+            ),
+        );
+        let exact = secret(
+            "exact",
+            SECRET_TYPE_DOCKERCONFIGJSON,
+            ".dockerconfigjson",
+            format!(r#"{{"auths":{{"docker.io":{{"auth":"{}"}}}}}}"#, b64("d:1")),
+        );
         let img = ImageRef::parse("nginx").unwrap();
         let (c, _) = pull_secret_credentials(std::slice::from_ref(&hub), &img);
         assert_eq!(c[0].credential.username(), Some("h"));
@@ -212,11 +273,18 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("var/lib/kubelet")).unwrap();
         std::fs::write(d.path().join("var/lib/kubelet/config.json"), "{broken").unwrap();
-        std::fs::write(d.path().join(".dockercfg"), format!(r#"{{"reg.io":{{"auth":"{}"}}}}"#, b64("u:p"))).unwrap();
+        std::fs::write(
+            d.path().join(".dockercfg"),
+            format!(r#"{{"reg.io":{{"auth":"{}"}}}}"#, b64("u:p")),
+        )
+        .unwrap();
         let hr = HostRoot::new(d.path()).unwrap();
         let (cfg, problems) = load_node_docker_config(&hr, Path::new("/var/lib/kubelet"));
         assert_eq!(cfg.unwrap().path, Path::new("/.dockercfg"));
         assert_eq!(problems[0].file, Path::new("/var/lib/kubelet/config.json"));
-        assert_eq!(node_config_search_paths(Path::new("/var/lib/kubelet"))[0], Path::new("/var/lib/kubelet/config.json"));
+        assert_eq!(
+            node_config_search_paths(Path::new("/var/lib/kubelet"))[0],
+            Path::new("/var/lib/kubelet/config.json")
+        );
     }
 }

@@ -54,11 +54,19 @@ pub struct ProviderConfigError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     #[error("credential provider {plugin}: binary {} cannot be run: {why}", path.display())]
-    Spawn { plugin: String, path: PathBuf, why: String },
+    Spawn {
+        plugin: String,
+        path: PathBuf,
+        why: String,
+    },
     #[error("credential provider {plugin}: no response within {after:?}; killed")]
     Timeout { plugin: String, after: Duration },
     #[error("credential provider {plugin}: exited with {status}: {stderr}")]
-    Exit { plugin: String, status: String, stderr: String },
+    Exit {
+        plugin: String,
+        status: String,
+        stderr: String,
+    },
     #[error("credential provider {plugin}: invalid response: {why}")]
     BadResponse { plugin: String, why: String },
     #[error("credential provider {plugin}: skipped: {why}")]
@@ -109,7 +117,11 @@ pub struct CredentialProviderConfig {
     pub providers: Vec<ProviderSpec>,
 }
 
-fn cfg_err(file: &Path, field: impl Into<String>, message: impl Into<String>) -> ProviderConfigError {
+fn cfg_err(
+    file: &Path,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> ProviderConfigError {
     ProviderConfigError {
         file: file.to_path_buf(),
         field: field.into(),
@@ -128,7 +140,11 @@ impl CredentialProviderConfig {
             serde_json::from_str(text).map_err(|e| cfg_err(file, "(syntax)", e.to_string()))?
         } else {
             serde_saphyr::from_str(text).map_err(|e| {
-                cfg_err(file, "(syntax)", e.to_string().lines().next().unwrap_or("").to_string())
+                cfg_err(
+                    file,
+                    "(syntax)",
+                    e.to_string().lines().next().unwrap_or("").to_string(),
+                )
             })?
         };
         let Value::Object(top) = doc else {
@@ -136,14 +152,22 @@ impl CredentialProviderConfig {
         };
         let kind = top.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind != "CredentialProviderConfig" {
-            return Err(cfg_err(file, "kind", format!("must be CredentialProviderConfig, found {kind:?}")));
+            return Err(cfg_err(
+                file,
+                "kind",
+                format!("must be CredentialProviderConfig, found {kind:?}"),
+            ));
         }
         let api = top.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if !CONFIG_API_VERSIONS.contains(&api) {
             return Err(cfg_err(file, "apiVersion", format!("unsupported {api:?}")));
         }
         let Some(Value::Array(providers)) = top.get("providers") else {
-            return Err(cfg_err(file, "providers", "at least 1 item in plugins is required"));
+            return Err(cfg_err(
+                file,
+                "providers",
+                "at least 1 item in plugins is required",
+            ));
         };
         let mut out = CredentialProviderConfig {
             file: file.to_path_buf(),
@@ -164,45 +188,99 @@ impl CredentialProviderConfig {
     }
 }
 
-fn parse_provider(file: &Path, i: usize, p: &Value, names: &[String]) -> Result<ProviderSpec, ProviderConfigError> {
+fn parse_provider(
+    file: &Path,
+    i: usize,
+    p: &Value,
+    names: &[String],
+) -> Result<ProviderSpec, ProviderConfigError> {
     let f = |k: &str| format!("providers[{i}].{k}");
     let Value::Object(o) = p else {
-        return Err(cfg_err(file, format!("providers[{i}]"), "must be a mapping"));
+        return Err(cfg_err(
+            file,
+            format!("providers[{i}]"),
+            "must be a mapping",
+        ));
     };
-    let name = o.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if name.is_empty() {
         return Err(cfg_err(file, f("name"), "name is required"));
     }
     if name.contains('/') || name == "." || name == ".." || name.contains(' ') {
-        return Err(cfg_err(file, f("name"), format!("{name:?} must be a plain binary name")));
+        return Err(cfg_err(
+            file,
+            f("name"),
+            format!("{name:?} must be a plain binary name"),
+        ));
     }
     if names.contains(&name) {
-        return Err(cfg_err(file, f("name"), format!("duplicate provider name {name:?}")));
+        return Err(cfg_err(
+            file,
+            f("name"),
+            format!("duplicate provider name {name:?}"),
+        ));
     }
     let match_images: Vec<String> = match o.get("matchImages") {
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| cfg_err(file, f("matchImages"), "must be strings")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| cfg_err(file, f("matchImages"), "must be strings"))
+            })
             .collect::<Result<_, _>>()?,
-        _ => return Err(cfg_err(file, f("matchImages"), "at least 1 item in matchImages is required")),
+        _ => {
+            return Err(cfg_err(
+                file,
+                f("matchImages"),
+                "at least 1 item in matchImages is required",
+            ))
+        }
     };
     for m in &match_images {
         if m.contains("://") {
-            return Err(cfg_err(file, f("matchImages"), format!("match image {m:?} must not have a scheme")));
+            return Err(cfg_err(
+                file,
+                f("matchImages"),
+                format!("match image {m:?} must not have a scheme"),
+            ));
         }
     }
     let dcd = match o.get("defaultCacheDuration") {
-        Some(Value::String(s)) => parse_go_duration(s)
-            .ok_or_else(|| cfg_err(file, f("defaultCacheDuration"), format!("{s:?} is not a duration")))?,
+        Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| {
+            cfg_err(
+                file,
+                f("defaultCacheDuration"),
+                format!("{s:?} is not a duration"),
+            )
+        })?,
         Some(Value::Number(n)) if n.as_u64() == Some(0) => Duration::ZERO,
-        _ => return Err(cfg_err(file, f("defaultCacheDuration"), "defaultCacheDuration is required")),
+        _ => {
+            return Err(cfg_err(
+                file,
+                f("defaultCacheDuration"),
+                "defaultCacheDuration is required",
+            ))
+        }
     };
-    let api_version = o.get("apiVersion").and_then(Value::as_str).unwrap_or("").to_string();
+    let api_version = o
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if api_version.is_empty() {
         return Err(cfg_err(file, f("apiVersion"), "apiVersion is required"));
     }
     if !PLUGIN_API_VERSIONS.contains(&api_version.as_str()) {
-        return Err(cfg_err(file, f("apiVersion"), format!("unsupported apiVersion {api_version:?}")));
+        return Err(cfg_err(
+            file,
+            f("apiVersion"),
+            format!("unsupported apiVersion {api_version:?}"),
+        ));
     }
     let args = match o.get("args") {
         None | Some(Value::Null) => Vec::new(),
@@ -224,7 +302,11 @@ fn parse_provider(file: &Path, i: usize, p: &Value, names: &[String]) -> Result<
             for (j, e) in a.iter().enumerate() {
                 let n = e.get("name").and_then(Value::as_str).unwrap_or("");
                 if n.is_empty() {
-                    return Err(cfg_err(file, f(&format!("env[{j}].name")), "name is required"));
+                    return Err(cfg_err(
+                        file,
+                        f(&format!("env[{j}].name")),
+                        "name is required",
+                    ));
                 }
                 let v = match e.get("value") {
                     Some(Value::String(s)) => s.clone(),
@@ -239,16 +321,36 @@ fn parse_provider(file: &Path, i: usize, p: &Value, names: &[String]) -> Result<
     let requires_service_account = match o.get("tokenAttributes") {
         None | Some(Value::Null) => false,
         Some(Value::Object(t)) => {
-            if t.get("serviceAccountTokenAudience").and_then(Value::as_str).unwrap_or("").is_empty() {
-                return Err(cfg_err(file, f("tokenAttributes.serviceAccountTokenAudience"), "is required"));
+            if t.get("serviceAccountTokenAudience")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+            {
+                return Err(cfg_err(
+                    file,
+                    f("tokenAttributes.serviceAccountTokenAudience"),
+                    "is required",
+                ));
             }
             match t.get("cacheType").and_then(Value::as_str) {
                 Some("Token") | Some("ServiceAccount") => {}
-                other => return Err(cfg_err(file, f("tokenAttributes.cacheType"), format!("must be Token or ServiceAccount, found {other:?}"))),
+                other => {
+                    return Err(cfg_err(
+                        file,
+                        f("tokenAttributes.cacheType"),
+                        format!("must be Token or ServiceAccount, found {other:?}"),
+                    ))
+                }
             }
             match t.get("requireServiceAccount") {
                 Some(Value::Bool(b)) => *b,
-                _ => return Err(cfg_err(file, f("tokenAttributes.requireServiceAccount"), "is required")),
+                _ => {
+                    return Err(cfg_err(
+                        file,
+                        f("tokenAttributes.requireServiceAccount"),
+                        "is required",
+                    ))
+                }
             }
         }
         Some(_) => return Err(cfg_err(file, f("tokenAttributes"), "must be a mapping")),
@@ -283,7 +385,11 @@ pub struct PluginRunner {
 }
 
 impl PluginRunner {
-    pub fn new(config: CredentialProviderConfig, bin_dir: PathBuf, timeout: Duration) -> PluginRunner {
+    pub fn new(
+        config: CredentialProviderConfig,
+        bin_dir: PathBuf,
+        timeout: Duration,
+    ) -> PluginRunner {
         PluginRunner {
             config,
             bin_dir,
@@ -335,7 +441,12 @@ impl PluginRunner {
         (keyring.lookup(image), errors)
     }
 
-    fn cached(&self, p: &ProviderSpec, repo: &str, image: &ImageRef) -> Option<Vec<(String, String, Secret)>> {
+    fn cached(
+        &self,
+        p: &ProviderSpec,
+        repo: &str,
+        image: &ImageRef,
+    ) -> Option<Vec<(String, String, Secret)>> {
         let cache = self.cache.lock().ok()?;
         let now = Instant::now();
         // getCachedCredentials: image key, then registry, then global.
@@ -349,7 +460,12 @@ impl PluginRunner {
         None
     }
 
-    async fn exec(&self, p: &ProviderSpec, repo: &str, image: &ImageRef) -> Result<Vec<(String, String, Secret)>, ProviderError> {
+    async fn exec(
+        &self,
+        p: &ProviderSpec,
+        repo: &str,
+        image: &ImageRef,
+    ) -> Result<Vec<(String, String, Secret)>, ProviderError> {
         let plugin = p.name.clone();
         if p.requires_service_account {
             return Err(ProviderError::Skipped {
@@ -389,7 +505,11 @@ impl PluginRunner {
                 })
             }
             Ok(Err(e)) => {
-                return Err(ProviderError::Spawn { plugin, path, why: e.to_string() });
+                return Err(ProviderError::Spawn {
+                    plugin,
+                    path,
+                    why: e.to_string(),
+                });
             }
             Ok(Ok(o)) => o,
         };
@@ -409,16 +529,25 @@ impl PluginRunner {
                 stderr,
             });
         }
-        let bad = |why: String| ProviderError::BadResponse { plugin: p.name.clone(), why };
+        let bad = |why: String| ProviderError::BadResponse {
+            plugin: p.name.clone(),
+            why,
+        };
         // The response may contain secrets: serde_json's message names only a position.
-        let resp: Value = serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let resp: Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("not JSON ({e})")))?;
         let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if got_api != p.api_version {
-            return Err(bad(format!("apiVersion {got_api:?} does not match the request's {:?}", p.api_version)));
+            return Err(bad(format!(
+                "apiVersion {got_api:?} does not match the request's {:?}",
+                p.api_version
+            )));
         }
         let kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind != "CredentialProviderResponse" {
-            return Err(bad(format!("kind {kind:?} is not CredentialProviderResponse")));
+            return Err(bad(format!(
+                "kind {kind:?} is not CredentialProviderResponse"
+            )));
         }
         let cache_key = match resp.get("cacheKeyType").and_then(Value::as_str) {
             Some("Image") => repo.to_string(),
@@ -428,7 +557,8 @@ impl PluginRunner {
         };
         let duration = match resp.get("cacheDuration") {
             None | Some(Value::Null) => p.default_cache_duration,
-            Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| bad(format!("cacheDuration {s:?} is not a duration")))?,
+            Some(Value::String(s)) => parse_go_duration(s)
+                .ok_or_else(|| bad(format!("cacheDuration {s:?} is not a duration")))?,
             Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
         };
         let mut auth = Vec::new();
@@ -436,8 +566,16 @@ impl PluginRunner {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) => {
                 for (k, v) in m {
-                    let user = v.get("username").and_then(Value::as_str).unwrap_or("").to_string();
-                    let pass = v.get("password").and_then(Value::as_str).unwrap_or("").to_string();
+                    let user = v
+                        .get("username")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
+                    let pass = v
+                        .get("password")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string();
                     auth.push((k.clone(), user, Secret::new(pass)));
                 }
             }
@@ -502,18 +640,33 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
     async fn ok_plugin_with_registry_cache() {
         let d = tempfile::tempdir().unwrap();
         script(d.path(), "okp", OK);
-        let r = runner(d.path(), vec![spec("okp", &["*.example.com"])], Duration::from_secs(10));
+        let r = runner(
+            d.path(),
+            vec![spec("okp", &["*.example.com"])],
+            Duration::from_secs(10),
+        );
         let img = ImageRef::parse("reg.example.com/team/app:1").unwrap();
         let (creds, errs) = r.lookup(&img).await;
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(creds.len(), 1);
         assert_eq!(creds[0].credential.username(), Some("alice"));
-        assert_eq!(creds[0].source, CredentialSource::Plugin { name: "okp".into(), key: "*.example.com".into() });
+        assert_eq!(
+            creds[0].source,
+            CredentialSource::Plugin {
+                name: "okp".into(),
+                key: "*.example.com".into()
+            }
+        );
         // Registry cache: a second image on the same registry does not run the plugin.
         let img2 = ImageRef::parse("reg.example.com/team/app:2").unwrap();
         let (creds2, _) = r.lookup(&img2).await;
         assert_eq!(creds2.len(), 1);
-        assert_eq!(std::fs::read_to_string(d.path().join("okp.count")).unwrap().trim(), "1");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("okp.count"))
+                .unwrap()
+                .trim(),
+            "1"
+        );
         // Not matched by matchImages: plugin not consulted.
         let (none, errs) = r.lookup(&ImageRef::parse("other.io/x").unwrap()).await;
         assert!(none.is_empty() && errs.is_empty());
@@ -523,27 +676,53 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
     async fn zero_cache_duration_runs_every_time() {
         let d = tempfile::tempdir().unwrap();
         script(d.path(), "nocache", &OK.replace("\"10m\"", "\"0s\""));
-        let r = runner(d.path(), vec![spec("nocache", &["*.example.com"])], Duration::from_secs(10));
+        let r = runner(
+            d.path(),
+            vec![spec("nocache", &["*.example.com"])],
+            Duration::from_secs(10),
+        );
         let img = ImageRef::parse("reg.example.com/team/app").unwrap();
         r.lookup(&img).await;
         r.lookup(&img).await;
-        assert_eq!(std::fs::read_to_string(d.path().join("nocache.count")).unwrap().trim(), "2");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("nocache.count"))
+                .unwrap()
+                .trim(),
+            "2"
+        );
     }
 
     #[tokio::test]
     async fn garbage_nonzero_hang_and_bad_fields_are_typed_errors() {
         let d = tempfile::tempdir().unwrap();
-        script(d.path(), "garbage", "cat >/dev/null; echo 'this is not json secret-ish'");
+        script(
+            d.path(),
+            "garbage",
+            "cat >/dev/null; echo 'this is not json secret-ish'",
+        );
         script(d.path(), "fails", "cat >/dev/null; echo boom >&2; exit 7");
         script(d.path(), "hangs", "sleep 30");
-        script(d.path(), "badkey", r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Forever","auth":{}}'"#);
-        script(d.path(), "wrongapi", r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderResponse","cacheKeyType":"Image"}'"#);
+        script(
+            d.path(),
+            "badkey",
+            r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Forever","auth":{}}'"#,
+        );
+        script(
+            d.path(),
+            "wrongapi",
+            r#"cat >/dev/null; echo '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1beta1","kind":"CredentialProviderResponse","cacheKeyType":"Image"}'"#,
+        );
         let names = ["garbage", "fails", "hangs", "badkey", "wrongapi", "missing"];
         let specs = names.iter().map(|n| spec(n, &["*.example.com"])).collect();
         let r = runner(d.path(), specs, Duration::from_millis(700));
         let started = Instant::now();
-        let (creds, errs) = r.lookup(&ImageRef::parse("reg.example.com/team/app").unwrap()).await;
-        assert!(started.elapsed() < Duration::from_secs(10), "a hung plugin must be killed");
+        let (creds, errs) = r
+            .lookup(&ImageRef::parse("reg.example.com/team/app").unwrap())
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a hung plugin must be killed"
+        );
         assert!(creds.is_empty());
         let got: Vec<(&str, &str)> = errs.iter().map(|e| (e.plugin(), e.reason())).collect();
         assert_eq!(
@@ -558,19 +737,40 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             ]
         );
         assert!(errs[1].to_string().contains("boom"));
-        assert!(!errs[0].to_string().contains("secret-ish"), "stdout is never quoted");
+        assert!(
+            !errs[0].to_string().contains("secret-ish"),
+            "stdout is never quoted"
+        );
     }
 
     #[tokio::test]
     async fn overlapping_keys_keep_provider_order() {
         let d = tempfile::tempdir().unwrap();
         for (n, u) in [("first", "one"), ("second", "two")] {
-            script(d.path(), n, &format!(r#"cat >/dev/null; echo '{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Image","auth":{{"reg.example.com":{{"username":"{u}","password":"p"}},"reg.example.com/team":{{"username":"{u}-team","password":"p"}}}}}}'"#));
+            script(
+                d.path(),
+                n,
+                &format!(
+                    r#"cat >/dev/null; echo '{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Image","auth":{{"reg.example.com":{{"username":"{u}","password":"p"}},"reg.example.com/team":{{"username":"{u}-team","password":"p"}}}}}}'"#
+                ),
+            );
         }
-        let r = runner(d.path(), vec![spec("first", &["reg.example.com"]), spec("second", &["*.example.com"])], Duration::from_secs(10));
-        let (creds, errs) = r.lookup(&ImageRef::parse("reg.example.com/team/app").unwrap()).await;
+        let r = runner(
+            d.path(),
+            vec![
+                spec("first", &["reg.example.com"]),
+                spec("second", &["*.example.com"]),
+            ],
+            Duration::from_secs(10),
+        );
+        let (creds, errs) = r
+            .lookup(&ImageRef::parse("reg.example.com/team/app").unwrap())
+            .await;
         assert!(errs.is_empty(), "{errs:?}");
-        let users: Vec<_> = creds.iter().map(|c| c.credential.username().unwrap().to_string()).collect();
+        let users: Vec<_> = creds
+            .iter()
+            .map(|c| c.credential.username().unwrap().to_string())
+            .collect();
         assert_eq!(users, ["one-team", "two-team", "one", "two"]);
     }
 
@@ -579,14 +779,29 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
         let ok = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: ecr\n  matchImages: [\"*.dkr.ecr.*.amazonaws.com\"]\n  defaultCacheDuration: \"12h\"\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n  env:\n  - name: A\n    value: b\n";
         let (c, p) = CredentialProviderConfig::parse(Path::new("/c.yaml"), ok).unwrap();
         assert!(p.is_empty());
-        assert_eq!(c.providers[0].default_cache_duration, Duration::from_secs(12 * 3600));
+        assert_eq!(
+            c.providers[0].default_cache_duration,
+            Duration::from_secs(12 * 3600)
+        );
         assert_eq!(c.providers[0].env, vec![("A".to_string(), "b".to_string())]);
         for (text, field) in [
-            (ok.replace("  apiVersion: credentialprovider.kubelet.k8s.io/v1\n", ""), "providers[0].apiVersion"),
-            (ok.replace("  defaultCacheDuration: \"12h\"\n", ""), "providers[0].defaultCacheDuration"),
-            (ok.replace("\"12h\"", "\"12 hours\""), "providers[0].defaultCacheDuration"),
+            (
+                ok.replace("  apiVersion: credentialprovider.kubelet.k8s.io/v1\n", ""),
+                "providers[0].apiVersion",
+            ),
+            (
+                ok.replace("  defaultCacheDuration: \"12h\"\n", ""),
+                "providers[0].defaultCacheDuration",
+            ),
+            (
+                ok.replace("\"12h\"", "\"12 hours\""),
+                "providers[0].defaultCacheDuration",
+            ),
             (ok.replace("name: ecr", "name: ../ecr"), "providers[0].name"),
-            (ok.replace("[\"*.dkr.ecr.*.amazonaws.com\"]", "[]"), "providers[0].matchImages"),
+            (
+                ok.replace("[\"*.dkr.ecr.*.amazonaws.com\"]", "[]"),
+                "providers[0].matchImages",
+            ),
         ] {
             let (c, p) = CredentialProviderConfig::parse(Path::new("/c.yaml"), &text).unwrap();
             assert!(c.providers.is_empty());
@@ -595,7 +810,10 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
         for (text, field) in [
             ("{not json", "(syntax)"),
             ("kind: Other\n", "kind"),
-            ("kind: CredentialProviderConfig\napiVersion: v9\n", "apiVersion"),
+            (
+                "kind: CredentialProviderConfig\napiVersion: v9\n",
+                "apiVersion",
+            ),
             (": : :\n  - [", "(syntax)"),
         ] {
             let e = CredentialProviderConfig::parse(Path::new("/c.yaml"), text).unwrap_err();

@@ -316,15 +316,14 @@ fn read_registry(
         2 => &[CRI_V2],
         _ => &["cri", CRI_V2],
     };
-    if out.config_version == 3 {
-        if plugins
+    if out.config_version == 3
+        && plugins
             .get(CRI_V2)
             .is_some_and(|(t, _)| t.get("registry").is_some())
-        {
-            out.notes.push(format!(
-                "a version 3 config ignores plugins.\"{CRI_V2}\".registry; only plugins.\"{IMAGES_V3}\".registry counts"
-            ));
-        }
+    {
+        out.notes.push(format!(
+            "a version 3 config ignores plugins.\"{CRI_V2}\".registry; only plugins.\"{IMAGES_V3}\".registry counts"
+        ));
     }
     let mut section: Option<(&str, &toml::Table, &PathBuf)> = None;
     for id in candidates {

@@ -208,12 +208,9 @@ fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
     }
     match doc.get("short-name-mode") {
         None => {}
-        Some(Value::String(s))
-            if ["enforcing", "permissive", "disabled", ""].contains(&s.as_str()) =>
-        {
-            if !s.is_empty() {
-                out.short_name_mode = Some(s.clone());
-            }
+        Some(Value::String(s)) if s.is_empty() => {}
+        Some(Value::String(s)) if ["enforcing", "permissive", "disabled"].contains(&s.as_str()) => {
+            out.short_name_mode = Some(s.clone());
         }
         Some(v) => {
             return Err(fe(
@@ -405,11 +402,14 @@ pub fn ref_matching_prefix(reference: &str, prefix: &str) -> Option<usize> {
 }
 
 impl CrioConfig {
-    /// `findRegistryWithParsedConfig`: the longest matching prefix (first on a tie).
+    /// `findRegistryWithParsedConfig`: among matching entries, the one whose *prefix
+    /// string* is longest (`len(r.Prefix)`, so `*.com` loses to `simple-prefix.com`
+    /// even though both match the same characters); first in prefix order on a tie.
     pub fn find_registry(&self, repository: &str) -> Option<&CrioRegistry> {
         let mut best: Option<(&CrioRegistry, usize)> = None;
         for r in &self.registries {
-            if let Some(len) = ref_matching_prefix(repository, &r.prefix) {
+            if ref_matching_prefix(repository, &r.prefix).is_some() {
+                let len = r.prefix.len();
                 if best.is_none_or(|(_, l)| len > l) {
                     best = Some((r, len));
                 }
@@ -462,20 +462,17 @@ pub fn domain_of(repository: &str) -> &str {
     repository.split('/').next().unwrap_or(repository)
 }
 
+/// (directory used, CA files, client `(cert, key)` pairs), all node paths.
+pub type CertDirFiles = (
+    Option<PathBuf>,
+    Vec<PathBuf>,
+    Vec<(PathBuf, Option<PathBuf>)>,
+);
+
 /// containers-certs.d: the first existing `<dir>/<host:port>` (Docker Hub under
 /// `docker.io`). Returns (CA files, client (cert, key) pairs) as node paths, or an
 /// error naming the unpaired file (docker_client.go rejects `X.cert` without `X.key`).
-pub fn cert_dir_files(
-    hr: &HostRoot,
-    host: &str,
-) -> Result<
-    (
-        Option<PathBuf>,
-        Vec<PathBuf>,
-        Vec<(PathBuf, Option<PathBuf>)>,
-    ),
-    (PathBuf, String),
-> {
+pub fn cert_dir_files(hr: &HostRoot, host: &str) -> Result<CertDirFiles, (PathBuf, String)> {
     let name = if host == "registry-1.docker.io" {
         "docker.io"
     } else {

@@ -23,7 +23,9 @@ pub use plan::{render_plan_text, Plan, PullMode};
 
 use crate::credentials::docker_config::DockerConfig;
 use crate::credentials::node::{self as kubelet_node, PullSecretData};
-use crate::credentials::provider::{CredentialProviderConfig, PluginRunner, DEFAULT_PLUGIN_TIMEOUT};
+use crate::credentials::provider::{
+    CredentialProviderConfig, PluginRunner, DEFAULT_PLUGIN_TIMEOUT,
+};
 use crate::credentials::SourcedCredential;
 use crate::reference::ImageRef;
 
@@ -338,7 +340,10 @@ impl NodeConfig {
                 ));
             }
         }
-        (kubelet_node::kubelet_order(secrets, node, plugin_creds), problems)
+        (
+            kubelet_node::kubelet_order(secrets, node, plugin_creds),
+            problems,
+        )
     }
 }
 
@@ -353,19 +358,34 @@ fn load_plugins(
     let text = match hr.read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
-            problems.push(ConfigProblem::new(file, None, ProblemKind::Unreadable, e.to_string()));
+            problems.push(ConfigProblem::new(
+                file,
+                None,
+                ProblemKind::Unreadable,
+                e.to_string(),
+            ));
             return None;
         }
     };
     let (cfg, errs) = match CredentialProviderConfig::parse(file, &text) {
         Ok(x) => x,
         Err(e) => {
-            problems.push(ConfigProblem::new(file, Some(&e.field), ProblemKind::Invalid, e.message));
+            problems.push(ConfigProblem::new(
+                file,
+                Some(&e.field),
+                ProblemKind::Invalid,
+                e.message,
+            ));
             return None;
         }
     };
     for e in errs {
-        problems.push(ConfigProblem::new(file, Some(&e.field), ProblemKind::Invalid, e.message));
+        problems.push(ConfigProblem::new(
+            file,
+            Some(&e.field),
+            ProblemKind::Invalid,
+            e.message,
+        ));
     }
     let Some(bin) = &opts.credential_provider_bin_dir else {
         problems.push(ConfigProblem::new(
@@ -387,7 +407,11 @@ fn load_plugins(
             ));
         }
     }
-    Some(Arc::new(PluginRunner::new(cfg, real_bin, DEFAULT_PLUGIN_TIMEOUT)))
+    Some(Arc::new(PluginRunner::new(
+        cfg,
+        real_bin,
+        DEFAULT_PLUGIN_TIMEOUT,
+    )))
 }
 
 /// `--runtime auto`: a runtime socket, then a config directory, then containerd.
