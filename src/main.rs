@@ -38,6 +38,16 @@ fn main() {
                     }
                 }
             }
+            Command::Plan(args) => {
+                init_cli_logging();
+                match cli::plan::run(*args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("pullprobe plan: {e}");
+                        exit::USAGE
+                    }
+                }
+            }
             Command::Agent(args) => match pullprobe::agent::run_agent(*args).await {
                 Ok(()) => exit::READY,
                 Err(e) => {

@@ -10,6 +10,8 @@ use clap::Args;
 use super::exit;
 use crate::credentials::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::endpoint::{ClientCert, Endpoint, SchemePolicy};
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
+use crate::probe::{Failure, Reason};
 use crate::probe::engine::default_endpoint;
 use crate::probe::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};
 use crate::reference::ImageRef;
@@ -20,15 +22,17 @@ pub struct CheckArgs {
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<String>,
 
-    /// Whose request sequence to reproduce.
-    #[arg(long, value_enum, default_value = "containerd")]
+    /// Whose request sequence to reproduce (`auto`: detected under --host-root, else containerd).
+    #[arg(long, value_enum, default_value = "auto")]
     pub runtime: RuntimeArg,
-    /// The node's resolv.conf.
-    #[arg(long, value_name = "PATH", default_value = "/etc/resolv.conf")]
-    pub resolv_conf: PathBuf,
-    /// The node's hosts file.
-    #[arg(long, value_name = "PATH", default_value = "/etc/hosts")]
-    pub hosts_file: PathBuf,
+    /// The node's resolv.conf (default: the host root's `etc/resolv.conf`).
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
+    /// The node's hosts file (default: the host root's `etc/hosts`).
+    #[arg(long, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 
     /// The node's CA bundle (default: the usual system locations).
     #[arg(long, value_name = "PATH")]
@@ -100,10 +104,66 @@ pub struct CheckArgs {
     pub concurrency: usize,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeArg {
+    Auto,
     Containerd,
     Crio,
+}
+
+/// Where the node's own pull-path configuration is read from.
+#[derive(Args, Debug, Clone)]
+pub struct NodeArgs {
+    /// Read the node's runtime config (containerd `config.toml` + `hosts.toml`, or CRI-O
+    /// `registries.conf`), CA bundle, resolver, proxy settings and kubelet credentials under
+    /// this directory (`/` on a node, `/host` in the DaemonSet) and probe the runtime's own
+    /// endpoints with its own credentials.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// containerd's config file (node path).
+    #[arg(long, value_name = "PATH")]
+    pub containerd_config: Option<PathBuf>,
+    /// containerd's version (node `containerRuntimeVersion`), for version-specific behaviour.
+    #[arg(long, value_name = "VERSION")]
+    pub containerd_version: Option<String>,
+    /// The kubelet's `--root-dir` (node path), where its `config.json` is searched.
+    #[arg(long, value_name = "PATH", default_value = "/var/lib/kubelet")]
+    pub kubelet_root_dir: PathBuf,
+    /// The kubelet's `--image-credential-provider-config` (node path).
+    #[arg(long, value_name = "PATH")]
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// The kubelet's `--image-credential-provider-bin-dir` (node path).
+    #[arg(long, value_name = "PATH")]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// Load the node's configuration when `--host-root` is given. Problems in single
+    /// files are printed and skipped; only an unusable host root is an error.
+    pub fn load(&self, runtime: RuntimeArg) -> Result<Option<NodeConfig>, CheckError> {
+        let Some(root) = &self.host_root else {
+            return Ok(None);
+        };
+        let opts = NodeConfigOptions {
+            host_root: root.clone(),
+            runtime: match runtime {
+                RuntimeArg::Auto => None,
+                RuntimeArg::Containerd => Some(RuntimeKind::Containerd),
+                RuntimeArg::Crio => Some(RuntimeKind::Crio),
+            },
+            containerd_config: self.containerd_config.clone(),
+            kubelet_root_dir: self.kubelet_root_dir.clone(),
+            credential_provider_config: self.image_credential_provider_config.clone(),
+            credential_provider_bin_dir: self.image_credential_provider_bin_dir.clone(),
+            containerd_version: self.containerd_version.clone(),
+        };
+        let nc = NodeConfig::load(&opts).map_err(|e| CheckError::HostRoot(e.to_string()))?;
+        for p in &nc.problems {
+            tracing::warn!(problem = %p, "node configuration problem (skipped)");
+            eprintln!("pullprobe: warning: {p}");
+        }
+        Ok(Some(nc))
+    }
 }
 
 /// A usage or configuration error: exit code 2.
@@ -124,6 +184,8 @@ pub enum CheckError {
     EmptyPassword,
     #[error("{0}")]
     AuthFile(String),
+    #[error("--host-root: {0}")]
+    HostRoot(String),
 }
 
 /// Run `check`; returns the process exit code.
@@ -159,16 +221,26 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
     } else {
         None
     };
-    let auth_lookup = if command_line_cred.is_none() {
+    let auth_lookup = if command_line_cred.is_none() && args.node.host_root.is_none() {
         credentials_lookup::load(args.auth_file.as_deref()).map_err(CheckError::AuthFile)?
     } else {
         None
     };
+    let node = args.node.load(args.runtime)?;
+    let runtime = match (args.runtime, &node) {
+        (RuntimeArg::Crio, _) => RuntimeProfile::Crio,
+        (RuntimeArg::Containerd, _) => RuntimeProfile::Containerd,
+        (RuntimeArg::Auto, Some(nc)) if nc.runtime() == RuntimeKind::Crio => RuntimeProfile::Crio,
+        (RuntimeArg::Auto, _) => RuntimeProfile::Containerd,
+    };
+    let default_path = |given: &Option<PathBuf>, from_node: Option<PathBuf>, fallback: &str| {
+        given
+            .clone()
+            .or(from_node)
+            .unwrap_or_else(|| PathBuf::from(fallback))
+    };
     let options = ProbeOptions {
-        runtime: match args.runtime {
-            RuntimeArg::Containerd => RuntimeProfile::Containerd,
-            RuntimeArg::Crio => RuntimeProfile::Crio,
-        },
+        runtime,
         timeouts: Timeouts {
             dns: args.timeout_dns,
             connect: args.timeout_connect,
@@ -179,23 +251,55 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
         platform,
         no_blob: args.no_blob,
         head_only: false,
-        resolv_conf: args.resolv_conf.clone(),
-        hosts_file: args.hosts_file.clone(),
-        proxy_env: None,
+        resolv_conf: default_path(
+            &args.resolv_conf,
+            node.as_ref().map(|n| n.resolv_conf()),
+            "/etc/resolv.conf",
+        ),
+        hosts_file: default_path(
+            &args.hosts_file,
+            node.as_ref().map(|n| n.hosts_file()),
+            "/etc/hosts",
+        ),
+        proxy_env: node.as_ref().map(|n| n.proxy.clone()),
     };
     let mut targets = Vec::new();
     for (given, image) in args.images.iter().zip(&parsed) {
-        let endpoints = endpoints_for(&args, image)?;
-        let credentials = match (&command_line_cred, &auth_lookup) {
-            (Some(c), _) => vec![c.clone()],
-            (None, Some(cfg)) => cfg.lookup(image),
-            (None, None) => Vec::new(),
-        };
-        targets.push(ProbeTarget {
-            image: given.clone(),
-            endpoints,
-            credentials,
-        });
+        let mut target = ProbeTarget::new(given.clone());
+        match &node {
+            Some(nc) => {
+                let plan = nc.plan(image);
+                target.endpoints = plan.endpoints.clone();
+                apply_tls_flags(&args, &mut target.endpoints);
+                if plan.blocked {
+                    target.refusal = Some(Failure::new(
+                        Reason::RegistryBlocked,
+                        format!("{} is blocked by the runtime's registries.conf", image.domain),
+                    ));
+                } else if let Some(err) = &plan.runtime_error {
+                    target.refusal = Some(Failure::new(Reason::NoUsableEndpoint, err.clone()));
+                }
+                target.credentials = match &command_line_cred {
+                    Some(c) => vec![c.clone()],
+                    None => {
+                        let (creds, problems) = nc.credentials(image, &[]).await;
+                        for p in problems {
+                            eprintln!("pullprobe: warning: {p}");
+                        }
+                        creds
+                    }
+                };
+            }
+            None => {
+                target.endpoints = endpoints_for(&args, image)?;
+                target.credentials = match (&command_line_cred, &auth_lookup) {
+                    (Some(c), _) => vec![c.clone()],
+                    (None, Some(cfg)) => cfg.lookup(image),
+                    (None, None) => Vec::new(),
+                };
+            }
+        }
+        targets.push(target);
     }
     let prober = Arc::new(Prober::new(options));
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
@@ -277,7 +381,13 @@ fn endpoints_for(args: &CheckArgs, image: &ImageRef) -> Result<Vec<Endpoint>, Ch
         upstream.scheme = SchemePolicy::Http;
     }
     eps.push(upstream);
-    for ep in &mut eps {
+    apply_tls_flags(args, &mut eps);
+    Ok(eps)
+}
+
+/// TLS flags given on the command line apply to every endpoint (CAs are appended).
+fn apply_tls_flags(args: &CheckArgs, eps: &mut [Endpoint]) {
+    for ep in eps.iter_mut() {
         if args.ca_bundle.is_some() {
             ep.tls.ca_bundle = args.ca_bundle.clone();
         }
@@ -292,7 +402,6 @@ fn endpoints_for(args: &CheckArgs, image: &ImageRef) -> Result<Vec<Endpoint>, Ch
             ep.tls.skip_verify = true;
         }
     }
-    Ok(eps)
 }
 
 /// Docker config.json lookup for the CLI (docker / `ctr` semantics: the entry for the

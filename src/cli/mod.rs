@@ -1,6 +1,7 @@
 //! Command-line interface: `pullprobe check`, `pullprobe plan`, `pullprobe agent`.
 
 pub mod check;
+pub mod plan;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Probe images now and report per-phase readiness.
     Check(Box<check::CheckArgs>),
+    /// Show the endpoints, TLS settings, proxy and credential sources the node's runtime
+    /// would use for an image, without contacting any registry.
+    Plan(Box<plan::PlanArgs>),
     /// Run the per-node agent (DaemonSet): probe on a schedule, report Node conditions,
     /// Events, metrics and JSON logs.
     Agent(Box<crate::agent::AgentArgs>),

@@ -97,6 +97,21 @@ pub struct ProbeTarget {
     pub endpoints: Vec<Endpoint>,
     /// Credentials in the kubelet's order; each is a separate full attempt. Empty = anonymous.
     pub credentials: Vec<SourcedCredential>,
+    /// Set when the runtime would refuse before sending anything (a CRI-O blocked
+    /// registry, an unusable hosts directory); reported as the verdict without probing.
+    pub refusal: Option<Failure>,
+}
+
+impl ProbeTarget {
+    /// A target probed over the default endpoint, anonymously.
+    pub fn new(image: impl Into<String>) -> ProbeTarget {
+        ProbeTarget {
+            image: image.into(),
+            endpoints: Vec::new(),
+            credentials: Vec::new(),
+            refusal: None,
+        }
+    }
 }
 
 /// Runs probes. Holds the token cache and TLS configs, so one `Prober` should live for a
@@ -177,6 +192,13 @@ impl Prober {
                 return failed_report(&target.image, None, f, started);
             }
         };
+        if let Some(f) = &target.refusal {
+            let mut r = failed_report(&target.image, Some(&image), f.clone(), started);
+            if f.reason == Reason::RegistryBlocked {
+                r.verdict = Verdict::Blocked;
+            }
+            return r;
+        }
         let endpoints = if target.endpoints.is_empty() {
             match default_endpoint(&image) {
                 Ok(e) => vec![e],
