@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Validate every Kubernetes manifest under manifests/ offline against the Kubernetes OpenAPI schemas
+# (strict: unknown fields are errors), with PyPI `kubernetes-validate` pinned and installed once into
+# a venv in the cache (network only for that first install; offline afterwards). Also checks that
+# kustomization.yaml lists every top-level manifest and only existing files.
+#
+#   PULLPROBE_CACHE   cache root (default /var/cache/pullprobe)
+#   KUBE_VERSIONS     schema versions to validate against (default: oldest and newest bundled + 1.33)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PIN=1.37.0
+CACHE_ROOT="${PULLPROBE_CACHE:-/var/cache/pullprobe}"
+VENV="$CACHE_ROOT/kubernetes-validate-$PIN"
+KUBE_VERSIONS="${KUBE_VERSIONS:-1.25.0 1.33.0 1.37.0}"
+
+log() { echo "[validate-manifests] $*" >&2; }
+
+if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qF "$PIN"; then
+    log "installing kubernetes-validate==$PIN into $VENV"
+    mkdir -p "$CACHE_ROOT"
+    exec 9>"$CACHE_ROOT/.kubernetes-validate.lock"
+    flock 9
+    if ! "$VENV/bin/kubernetes-validate" --version 2>/dev/null | grep -qF "$PIN"; then
+        rm -rf "$VENV"
+        python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$PIN"
+    fi
+    flock -u 9
+fi
+
+mapfile -t files < <(find manifests -name '*.yaml' ! -name kustomization.yaml | sort)
+[ "${#files[@]}" -gt 0 ] || { log "no manifests found"; exit 1; }
+
+fail=0
+for v in $KUBE_VERSIONS; do
+    # --quiet: print only failures and warnings; a warning (e.g. an unknown kind) is a failure here.
+    out="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$v" "${files[@]}" 2>&1)" || fail=1
+    if [ -n "$out" ]; then
+        echo "$out" >&2
+        fail=1
+    fi
+    log "Kubernetes $v: ${#files[@]} files $([ "$fail" = 0 ] && echo ok || echo FAILED)"
+done
+
+# kustomization.yaml: every resource exists; every top-level manifest is listed (optional/ is opt-in).
+"$VENV/bin/python" - <<'PY' || fail=1
+import os, sys, yaml
+k = yaml.safe_load(open("manifests/kustomization.yaml"))
+res = k.get("resources", [])
+bad = [r for r in res if not os.path.isfile(os.path.join("manifests", r))]
+top = sorted(f for f in os.listdir("manifests") if f.endswith(".yaml") and f != "kustomization.yaml")
+unlisted = [f for f in top if f not in res]
+images = {i["name"] for i in k.get("images", [])}
+used = set()
+for f in res:
+    for doc in yaml.safe_load_all(open(os.path.join("manifests", f))):
+        spec = (doc or {}).get("spec", {}).get("template", {}).get("spec", {})
+        for c in spec.get("containers", []) + spec.get("initContainers", []):
+            used.add(c["image"].split(":")[0])
+errs = []
+if bad: errs.append(f"kustomization.yaml lists missing files: {bad}")
+if unlisted: errs.append(f"manifests not in kustomization.yaml: {unlisted}")
+if images - used: errs.append(f"kustomization images not used by any container: {sorted(images - used)}")
+for e in errs: print("[validate-manifests] " + e, file=sys.stderr)
+sys.exit(1 if errs else 0)
+PY
+
+if [ "$fail" != 0 ]; then
+    log "FAILED"
+    exit 1
+fi
+log "all manifests valid"
