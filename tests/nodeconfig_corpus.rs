@@ -596,3 +596,148 @@ fn k3s_registries_yaml_is_read_without_panic() {
         );
     }
 }
+
+fn hostroot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hostroots")
+        .join(name)
+}
+
+#[tokio::test]
+async fn hostroot_containerd_mirror() {
+    let root = hostroot("containerd-mirror");
+    let nc = NodeConfig::load(&NodeConfigOptions {
+        host_root: root.clone(),
+        runtime: None,
+        credential_provider_config: Some("/etc/kubernetes/credential-provider.yaml".into()),
+        credential_provider_bin_dir: Some("/usr/local/libexec/kubelet-plugins".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(nc.runtime(), RuntimeKind::Containerd);
+    assert!(nc.problems.is_empty(), "{:?}", nc.problems);
+    assert_eq!(
+        nc.resolv_conf(),
+        root.join("run/systemd/resolve/stub-resolv.conf")
+    );
+    assert_eq!(nc.hosts_file(), root.join("etc/hosts"));
+    assert_eq!(
+        nc.ca_bundle(),
+        Some(root.join("etc/ssl/certs/ca-certificates.crt"))
+    );
+
+    let p = nc.plan(&img("nginx:1.27"));
+    assert_eq!(
+        hosts(&p),
+        [
+            "https://mirror.example:5000/v2?ns=docker.io",
+            "https://registry-1.docker.io/v2"
+        ]
+    );
+    assert_eq!(
+        p.endpoints[0].tls.extra_ca_files,
+        [root.join("etc/containerd/certs.d/docker.io/mirror-ca.crt")]
+    );
+    assert!(p.endpoints[0].proxy.is_none(), "NO_PROXY lists the mirror");
+    assert_eq!(
+        p.endpoints[1].proxy.as_ref().map(|u| u.as_str()),
+        Some("http://proxy.corp:3128/")
+    );
+    assert_eq!(
+        p.endpoints[0].headers,
+        [("X-Mirror-Token".to_string(), "not-a-secret".to_string())]
+    );
+
+    let p = nc.plan(&img("registry.internal:5443/team/app:v1"));
+    assert_eq!(hosts(&p), ["https://registry.internal:5443/v2"]);
+    let e = &p.endpoints[0];
+    assert!(e.tls.skip_verify && e.namespace.is_none() && e.proxy.is_none());
+    assert_eq!(e.tls.client_certs.len(), 1);
+    assert_eq!(e.dial_timeout, Some(std::time::Duration::from_secs(5)));
+    let text = pullprobe::nodeconfig::render_plan_text(&p);
+    assert!(
+        text.contains("client cert:") && text.contains("dial_timeout: 5s"),
+        "{text}"
+    );
+
+    // Credentials: node config.json, then the plugin (kubelet order), sources named.
+    let (creds, problems) = nc
+        .credentials(&img("registry.internal:5443/team/app:v1"), &[])
+        .await;
+    assert!(problems.is_empty(), "{problems:?}");
+    let srcs: Vec<String> = creds.iter().map(|c| c.source.to_string()).collect();
+    assert_eq!(
+        srcs,
+        [
+            "auth-file:/var/lib/kubelet/config.json#registry.internal:5443",
+            "plugin:fake-provider#registry.internal:5443"
+        ]
+    );
+    assert_eq!(creds[1].credential.username(), Some("plugin"));
+    // Pull secrets come first.
+    let mut data = std::collections::BTreeMap::new();
+    data.insert(
+        ".dockerconfigjson".to_string(),
+        br#"{"auths":{"registry.internal:5443/team":{"username":"sec","password":"x"}}}"#.to_vec(),
+    );
+    let secret = pullprobe::credentials::node::PullSecretData {
+        namespace: "default".into(),
+        name: "regcred".into(),
+        secret_type: "kubernetes.io/dockerconfigjson".into(),
+        data,
+    };
+    let (creds, _) = nc
+        .credentials(&img("registry.internal:5443/team/app:v1"), &[secret])
+        .await;
+    assert_eq!(
+        creds[0].source.to_string(),
+        "pull-secret:default/regcred#registry.internal:5443/team"
+    );
+    assert_eq!(creds.len(), 3);
+}
+
+#[test]
+fn hostroot_crio_mirrors() {
+    let root = hostroot("crio-mirrors");
+    let nc = NodeConfig::load(&NodeConfigOptions {
+        host_root: root.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(nc.runtime(), RuntimeKind::Crio);
+    assert!(nc.problems.is_empty(), "{:?}", nc.problems);
+    let p = nc.plan(&img("nginx"));
+    assert_eq!(
+        hosts(&p),
+        [
+            "https://mirror.corp:5000/v2",
+            "https://registry-1.docker.io/v2"
+        ]
+    );
+    assert_eq!(p.endpoints[0].repository.as_deref(), Some("hub/nginx"));
+    assert!(!p.endpoints[0].send_credentials && p.endpoints[1].send_credentials);
+    assert_eq!(
+        p.endpoints[0].tls.extra_ca_files,
+        [root.join("etc/containers/certs.d/mirror.corp:5000/ca.crt")]
+    );
+    let p = nc.plan(&img("blocked.example/x"));
+    assert!(p.blocked && p.runtime_error.is_some());
+    let p = nc.plan(&img("insecure.example:5000/x"));
+    assert_eq!(p.endpoints[0].scheme, SchemePolicy::HttpsThenHttp);
+    use pullprobe::nodeconfig::crio::ShortName;
+    assert!(
+        matches!(
+            nc.crio_short_name("nginx:latest"),
+            Some(ShortName::Error(_))
+        ),
+        "two search registries, enforcing"
+    );
+    assert_eq!(
+        nc.crio_short_name("fedora:39"),
+        Some(ShortName::Alias("registry.fedoraproject.org/fedora".into()))
+    );
+    assert_eq!(
+        nc.crio_short_name("quay.io/x/y"),
+        Some(ShortName::Qualified)
+    );
+}

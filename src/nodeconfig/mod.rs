@@ -303,6 +303,22 @@ impl NodeConfig {
         plan::build(self, image)
     }
 
+    /// CRI-O's short-name handling for an image *as written* (before normalisation):
+    /// `None` on containerd, which normalises `nginx` to `docker.io/library/nginx`.
+    /// CRI-O's own `short_name_mode` defaults to `enforcing` (cri-o docs/crio.conf.5.md).
+    pub fn crio_short_name(&self, raw: &str) -> Option<crio::ShortName> {
+        if self.runtime != RuntimeKind::Crio {
+            return None;
+        }
+        let name = raw.split('@').next().unwrap_or(raw);
+        // Strip a tag: a ':' after the last '/'.
+        let name = match name.rfind(':') {
+            Some(i) if !name[i..].contains('/') => &name[..i],
+            _ => name,
+        };
+        Some(self.crio.resolve_short_name(name, None))
+    }
+
     /// The kubelet's credentials for `image`, in its attempt order: pull secrets, then
     /// the node docker config, then credential-provider plugins (which this runs).
     /// Problems (bad secrets, failed plugins) come back alongside; a bad pull secret
