@@ -9,7 +9,7 @@ PACKAGES=(
     # real Kubernetes control plane (tests/kube): etcd + kube-apiserver built by .ci/build-kube-apiserver.sh
     etcd-server golang-go rsync make golang-github-modern-go-reflect2-dev dpkg-dev
     # network faults and namespaces
-    iptables nftables iproute2
+    iptables nftables iproute2 tinyproxy util-linux
     # benchmarks
     hyperfine time
     # manifest validation (.ci/validate-manifests.sh: kubernetes-validate in a venv)
