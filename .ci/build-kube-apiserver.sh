@@ -4,6 +4,7 @@
 #
 #   PULLPROBE_CACHE   cache root (default /var/cache/pullprobe); binary at $PULLPROBE_CACHE/kube-apiserver/kube-apiserver
 #   KEEP_BUILD=1      keep the ~3 GB build tree after a successful build
+#   DEBSRC_ONLY=1     only print the deb-src entries derived from APT_ETC (default /etc/apt) and exit
 #
 # Steps and traps: /work/shared/test-infra.md "A real Kubernetes API server". In short: deb-src from a private
 # apt source list (never touches /etc/apt), the vendored modern-go/reflect2 1.0.1 replaced by Debian's (the
@@ -11,6 +12,8 @@
 set -euo pipefail
 
 WANT_VERSION=v1.20.2
+# Read only (deb-src entries are derived from it into a private list); overridable for testing.
+APT_ETC="${APT_ETC:-/etc/apt}"
 CACHE_ROOT="${PULLPROBE_CACHE:-/var/cache/pullprobe}"
 OUT_DIR="$CACHE_ROOT/kube-apiserver"
 BIN="$OUT_DIR/kube-apiserver"
@@ -47,12 +50,13 @@ REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 
 # --- 1. source package via a private apt configuration --------------------------------------------------
 APT="$WORK/apt"
+rm -rf "$APT/parts"
 mkdir -p "$APT/lists/partial" "$APT/parts" "$APT/archives/partial"
 : >"$APT/sources.list"
 codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")"
 # Turn the machine's own Debian entries (suite "$codename" or "$codename-*") into deb-src entries.
 suite_ok() { [[ "$1" == "$codename" || "$1" == "$codename"-* ]]; }
-if [ -f /etc/apt/sources.list ]; then
+if [ -f "$APT_ETC/sources.list" ]; then
     while read -r kind rest; do
         [ "$kind" = deb ] || continue
         # shellcheck disable=SC2086
@@ -64,9 +68,9 @@ if [ -f /etc/apt/sources.list ]; then
         fi
         uri="$1"; suite="$2"; shift 2
         suite_ok "$suite" && echo "deb-src$opts $uri $suite $*" >>"$APT/sources.list"
-    done < <(grep -E '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list || true)
+    done < <(grep -E '^[[:space:]]*deb[[:space:]]' "$APT_ETC/sources.list" || true)
 fi
-for f in /etc/apt/sources.list.d/*.list; do
+for f in "$APT_ETC"/sources.list.d/*.list; do
     [ -f "$f" ] || continue
     grep -E '^[[:space:]]*deb[[:space:]]' "$f" | while read -r kind rest; do
         set -- $rest
@@ -80,7 +84,7 @@ for f in /etc/apt/sources.list.d/*.list; do
     done || true
 done
 n=0
-for f in /etc/apt/sources.list.d/*.sources; do
+for f in "$APT_ETC"/sources.list.d/*.sources; do
     [ -f "$f" ] || continue
     # deb822: split into stanzas, keep those whose Suites are all ours, rewrite Types.
     awk -v cn="$codename" -v out="$APT/parts" -v base="$(basename "$f" .sources)" '
@@ -101,6 +105,10 @@ done
 if [ ! -s "$APT/sources.list" ] && [ -z "$(ls -A "$APT/parts")" ]; then
     log "no Debian '$codename' apt sources found to derive deb-src entries from"
     exit 1
+fi
+if [ "${DEBSRC_ONLY:-0}" = 1 ]; then  # print the derived deb-src entries and stop (for testing)
+    cat "$APT/sources.list" "$APT"/parts/* 2>/dev/null
+    exit 0
 fi
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT/sources.list" -o "Dir::Etc::SourceParts=$APT/parts"
     -o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives"
