@@ -218,6 +218,17 @@ impl NodeConfig {
                 }
                 parsed
             }
+            None if runtime == RuntimeKind::Containerd => {
+                let v = dpkg_containerd_version(&hr);
+                if let Some((pkg, raw, _)) = &v {
+                    findings.push(Finding::new(
+                        FindingKind::Assumption,
+                        Some(Path::new(DPKG_STATUS)),
+                        format!("containerd version {raw} taken from the installed {pkg} package"),
+                    ));
+                }
+                v.map(|(_, _, v)| v)
+            }
             None => None,
         };
         let ccfg_path = opts
@@ -428,6 +439,36 @@ fn load_plugins(
         real_bin,
         DEFAULT_PLUGIN_TIMEOUT,
     )))
+}
+
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+
+/// On Debian/Ubuntu nodes the installed containerd package tells the version when none
+/// is given: (package, version string, parsed).
+fn dpkg_containerd_version(hr: &HostRoot) -> Option<(String, String, containerd::Version)> {
+    let text = hr.read_to_string(Path::new(DPKG_STATUS)).ok()?;
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        let Some(pkg) = field("Package:") else {
+            continue;
+        };
+        if pkg != "containerd" && pkg != "containerd.io" {
+            continue;
+        }
+        if !field("Status:").is_some_and(|s| s.ends_with(" installed")) {
+            continue;
+        }
+        let raw = field("Version:")?;
+        // Debian versions may carry an epoch ("1:1.7.12-…").
+        let bare = raw.split_once(':').map(|(_, v)| v).unwrap_or(&raw);
+        let v = containerd::Version::parse(bare)?;
+        return Some((pkg, raw, v));
+    }
+    None
 }
 
 /// `--runtime auto`: a runtime socket, then a config directory, then containerd.

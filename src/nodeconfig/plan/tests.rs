@@ -460,3 +460,29 @@ fn unusable_host_root_is_the_only_fatal_error() {
     });
     assert!(r.is_err());
 }
+
+#[test]
+fn containerd_version_from_dpkg_status() {
+    let t = Tree::new(&[
+        ("/etc/containerd/config.toml", CP),
+        (
+            "/var/lib/dpkg/status",
+            "Package: runc\nStatus: install ok installed\nVersion: 1.1.5\n\nPackage: containerd\nStatus: install ok installed\nVersion: 1.6.20~ds1-1+deb12u3\n",
+        ),
+        ("/etc/containerd/certs.d/localhost:5000/hosts.toml", "server = \"https://localhost:5000\"\n"),
+    ]);
+    let nc = t.load(RuntimeKind::Containerd, None);
+    assert_eq!(
+        nc.containerd.version.map(|v| (v.major, v.minor, v.patch)),
+        Some((1, 6, 20))
+    );
+    assert!(nc
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::Assumption));
+    // 1.6 rejects the top-level-only file and talks plain http to localhost.
+    assert_eq!(
+        urls(&nc.plan(&img("localhost:5000/x"))),
+        vec!["http localhost:5000/v2"]
+    );
+}
