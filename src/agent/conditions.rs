@@ -8,8 +8,8 @@
 //!    or when the heartbeat (with jitter, never late) comes round. A message change alone
 //!    waits for the next write.
 //! 3. `lastTransitionTime` moves only when the status changes.
-//! 4. A failed write is retried with backoff (1 s doubling to 60 s) and never lost: the
-//!    state stays dirty until a write succeeds; probing goes on meanwhile.
+//! 4. A failed write is retried with backoff (1 s doubling to 60 s, never longer than the
+//!    heartbeat) and never lost: the state stays dirty until a write succeeds; probing goes on meanwhile.
 //! 5. Only our two condition types are ever written (the PATCH lists only them).
 //!
 //! The run loop owns the manager behind one mutex; nothing else holds it.
@@ -433,7 +433,11 @@ impl ConditionManager {
     pub fn write_failed(&mut self, now: SystemTime) -> Duration {
         let d = self.retry_delay;
         self.retry_at = Some(now + d);
-        self.retry_delay = (d * 2).min(WRITE_RETRY_MAX);
+        // Never wait longer than a heartbeat: the Node's view should not get staler after
+        // an outage than the heartbeat lets it get in steady state.
+        self.retry_delay = (d * 2)
+            .min(WRITE_RETRY_MAX)
+            .min(self.heartbeat.max(WRITE_RETRY_INITIAL));
         d
     }
 }

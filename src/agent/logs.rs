@@ -1,5 +1,6 @@
 //! Logs: one line per probe and one per condition change, as JSON (default) or text.
-//! Filtering follows `RUST_LOG` (`info` when unset).
+//! Filtering follows `RUST_LOG` (`info` when unset). A probe's or condition's own text goes
+//! in `detail`: a field named `message` would replace the event's message in JSON output.
 
 use tracing_subscriber::EnvFilter;
 
@@ -52,7 +53,7 @@ pub fn probe(node: &str, kind: &str, registry: &str, credential: &str, report: &
         tracing::warn!(
             target: "pullprobe::probe",
             node, kind, image = %report.image, registry, endpoint, credential, verdict, reason,
-            duration_ms = report.duration_ms, phase_ms = %phases, message = %report.message,
+            duration_ms = report.duration_ms, phase_ms = %phases, detail = %report.message,
             "probe"
         );
     }
@@ -67,7 +68,7 @@ pub fn condition_change(node: &str, change: &Change) {
         status = if change.status { "True" } else { "False" },
         reason = %change.reason,
         transition = change.transition,
-        message = %change.message,
+        detail = %change.message,
         "condition changed"
     );
 }

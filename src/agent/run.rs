@@ -119,6 +119,7 @@ pub fn probe_target(
         image: image.normalized(),
         endpoints: Vec::new(),
         credentials: Vec::new(),
+        refusal: None,
     }
 }
 

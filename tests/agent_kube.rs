@@ -1,0 +1,533 @@
+//! `pullprobe agent` against a REAL kube-apiserver v1.20.2 (tests/kube) and REAL registries
+//! (tests/harness), on a compressed schedule (1 s cycles, 4 s heartbeat).
+//!
+//! The agent runs as the project's own ServiceAccount with the project's own RBAC from
+//! `manifests/` (Namespace, ServiceAccount, ClusterRole + Binding applied as shipped), so a verb
+//! missing from the ClusterRole fails here for real. API writes are counted from the apiserver's
+//! audit log. No kubelet, scheduler or controller-manager runs: pods get `spec.nodeName` directly.
+
+mod agent_proc;
+mod harness;
+mod kube;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::agent_proc::{get_json, http_get, metric_sum, wait_for, write_file, AgentProc, Switch};
+use crate::harness::{OciImage, PushOpts, Registry};
+use crate::kube::KubeApiServer;
+
+const NODE: &str = "node-a";
+const SA_USER: &str = "system:serviceaccount:pullprobe:pullprobe";
+const SMP: &str = "application/strategic-merge-patch+json";
+const HEARTBEAT: Duration = Duration::from_secs(4);
+
+/// The REST collection of a manifest object (only the kinds `manifests/` ships for RBAC).
+fn collection(obj: &Value) -> String {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    match obj["kind"].as_str().unwrap_or("") {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
+        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
+        k => panic!("unexpected kind {k} in manifests"),
+    }
+}
+
+/// Applies the project's manifests/ (as shipped) that give the agent its identity and rights,
+/// and returns a token of that ServiceAccount.
+fn apply_project_rbac(api: &KubeApiServer) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        let text = std::fs::read_to_string(root.join(f)).expect("read manifest");
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse manifest");
+        for obj in docs.into_iter().filter(|d| d.is_object()) {
+            api.create_if_missing(&collection(&obj), &obj, api.admin_token());
+        }
+    }
+    // No controller-manager: the namespace's `default` ServiceAccount is made by hand.
+    api.create_namespace("pullprobe");
+    api.service_account_token("pullprobe", "pullprobe", 3600)
+}
+
+fn node_conditions(api: &KubeApiServer) -> Vec<Value> {
+    let n = api.must(
+        "GET",
+        &format!("/api/v1/nodes/{NODE}"),
+        api.admin_token(),
+        None,
+    );
+    n["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
+    node_conditions(api).into_iter().find(|c| c["type"] == kind)
+}
+
+fn wait_condition(api: &KubeApiServer, kind: &str, status: &str, timeout: Duration) -> Value {
+    wait_for(timeout, &format!("{kind}={status} on the Node"), || {
+        condition(api, kind).filter(|c| c["status"] == status)
+    })
+}
+
+/// Times (Unix seconds) of the agent's PATCHes of nodes/status, from the audit log.
+fn status_writes(api: &KubeApiServer) -> Vec<f64> {
+    api.audit_writes_by(SA_USER)
+        .iter()
+        .filter(|e| {
+            e["verb"] == "patch"
+                && e["objectRef"]["resource"] == "nodes"
+                && e["objectRef"]["subresource"] == "status"
+                && e["responseStatus"]["code"] == 200
+        })
+        .map(|e| ts(&e["requestReceivedTimestamp"]))
+        .collect()
+}
+
+fn ts(v: &Value) -> f64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("no timestamp in {v}"));
+    let t: jiff::Timestamp = s.parse().unwrap_or_else(|e| panic!("timestamp {s}: {e}"));
+    t.as_millisecond() as f64 / 1000.0
+}
+
+fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn events(api: &KubeApiServer, ns: &str) -> Vec<Value> {
+    api.must(
+        "GET",
+        &format!("/api/v1/namespaces/{ns}/events"),
+        api.admin_token(),
+        None,
+    )["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// `condition changed` log lines of the agent: (time, condition, status, reason, transition).
+fn changes(agent: &AgentProc) -> Vec<(f64, String, String, String, bool)> {
+    agent
+        .logs_with("condition changed")
+        .iter()
+        .map(|l| {
+            (
+                ts(&l["timestamp"]),
+                l["condition"].as_str().unwrap_or("").to_string(),
+                l["status"].as_str().unwrap_or("").to_string(),
+                l["reason"].as_str().unwrap_or("").to_string(),
+                l["transition"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect()
+}
+
+fn agent_config(dir: &Path, images: &[String]) -> std::path::PathBuf {
+    let imgs: Vec<String> = images.iter().map(|i| format!("  - \"{i}\"")).collect();
+    write_file(
+        dir,
+        "pullprobe.yaml",
+        &format!(
+            "interval: 1s\njitter: 0\nheartbeat: {}s\nfail_after: 2\nrecover_after: 1\n\
+             fleet:\n  node_count: 1\n  period: 10s\nbackoff:\n  initial: 1s\n  max: 1s\n\
+             reload_interval: 1s\nimages:\n{}\n",
+            HEARTBEAT.as_secs(),
+            imgs.join("\n")
+        ),
+    )
+}
+
+#[test]
+fn agent_against_real_apiserver_and_registry() {
+    let t0 = Instant::now();
+    let mut api = KubeApiServer::start();
+    let admin = api.admin_token().to_string();
+    let token = apply_project_rbac(&api);
+    let kubeconfig = api.write_kubeconfig(&token);
+
+    // The Node, with another writer's condition on it (as the kubelet would have).
+    api.must(
+        "POST",
+        "/api/v1/nodes",
+        &admin,
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
+    );
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+        "reason": "KubeletReady", "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    let r = api
+        .request_with(
+            "PATCH",
+            &format!("/api/v1/nodes/{NODE}/status"),
+            &admin,
+            SMP,
+            Some(&ready.to_string()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let ready_before = condition(&api, "Ready").expect("Ready condition");
+
+    // A real registry behind a switch (the "registry host" the node reaches).
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    let switch = Switch::start(reg.host_port().parse().unwrap());
+    let image = format!("{}/team/app:v1", switch.host_port());
+
+    let root = agent_proc::host_root();
+    let cfg = agent_config(root.path(), std::slice::from_ref(&image));
+    let mut agent = AgentProc::spawn(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        NODE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        root.path().to_str().unwrap(),
+    ]);
+    agent.wait_ready(Duration::from_secs(20));
+    let port = agent.port;
+    eprintln!("[{:?}] agent ready", t0.elapsed());
+
+    // 1. First write: both conditions False, next to the kubelet's untouched Ready.
+    let c = wait_condition(&api, "RegistryUnreachable", "False", Duration::from_secs(5));
+    assert_eq!(c["reason"], "RegistriesReachable");
+    let auth = wait_condition(&api, "RegistryAuthFailing", "False", Duration::from_secs(5));
+    assert_eq!(auth["reason"], "RegistryCredentialsAccepted");
+    let first_transition = c["lastTransitionTime"].clone();
+    assert_eq!(condition(&api, "Ready").unwrap(), ready_before);
+    let steady_from = now();
+
+    // 2. Pods on the node change the target set; a missing tag gives an Event on the Pod.
+    api.create_namespace("apps");
+    let missing = format!("{}/team/app:missing", switch.host_port());
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p1", "namespace": "apps"},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": missing}]}});
+    api.must("POST", "/api/v1/namespaces/apps/pods", &admin, Some(&pod));
+    let key_missing = wait_for(
+        Duration::from_secs(10),
+        "the pod's image on /status",
+        || {
+            let st = get_json(port, "/status");
+            st["targets"]
+                .as_object()?
+                .iter()
+                .find(|(k, v)| k.contains("team/app:missing") && v["pods"] == json!(["apps/p1"]))
+                .map(|(k, v)| {
+                    assert_eq!(v["reason"], "ManifestNotFound", "{v}");
+                    k.clone()
+                })
+        },
+    );
+    let ev = wait_for(Duration::from_secs(10), "an Event on the Pod", || {
+        events(&api, "apps")
+            .into_iter()
+            .find(|e| e["involvedObject"]["kind"] == "Pod" && e["involvedObject"]["name"] == "p1")
+    });
+    assert_eq!(ev["reason"], "ManifestNotFound", "{ev}");
+    assert_eq!(ev["type"], "Warning");
+    assert!(
+        ev["message"].as_str().unwrap().contains("team/app:missing"),
+        "{ev}"
+    );
+    // A workload problem is not a node problem.
+    assert_eq!(
+        condition(&api, "RegistryUnreachable").unwrap()["status"],
+        "False"
+    );
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(metric_sum(&metrics, "pullprobe_targets{kind=\"pod\"}"), 1.0);
+    let r = api
+        .request(
+            "DELETE",
+            "/api/v1/namespaces/apps/pods/p1?gracePeriodSeconds=0",
+            &admin,
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "the pod's image to leave /status",
+        || {
+            let st = get_json(port, "/status");
+            (!st["targets"].as_object()?.contains_key(&key_missing)).then_some(())
+        },
+    );
+    eprintln!("[{:?}] pods done", t0.elapsed());
+
+    // 3. Steady state: nothing changes, so the only writes are heartbeats.
+    let steady_for = HEARTBEAT.as_secs_f64() * 2.2;
+    let left = steady_from + steady_for - now();
+    if left > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(left));
+    }
+    let steady_to = now();
+    let writes = status_writes(&api);
+    let steady: Vec<f64> = writes
+        .iter()
+        .copied()
+        .filter(|t| *t > steady_from && *t <= steady_to)
+        .collect();
+    // Heartbeats come every 0.9–1.0 × heartbeat (jitter only makes them earlier), checked on a
+    // 1 s tick: over 2.2 heartbeats that is exactly 2.
+    assert_eq!(
+        steady.len(),
+        2,
+        "heartbeat writes in steady state: {writes:?}"
+    );
+    let mut prev = writes[0];
+    for t in &steady {
+        let gap = t - prev;
+        assert!(
+            gap >= HEARTBEAT.as_secs_f64() * 0.9 - 0.3,
+            "a write {gap:.2}s after the previous one while nothing changed: {writes:?}"
+        );
+        prev = *t;
+    }
+    let c = condition(&api, "RegistryUnreachable").unwrap();
+    assert_eq!(c["lastTransitionTime"], first_transition, "no transition");
+    assert_ne!(c["lastHeartbeatTime"], first_transition, "heartbeat moved");
+    eprintln!("[{:?}] steady done", t0.elapsed());
+
+    // 4. The registry host goes away: True after fail_after (2) failing cycles, with a phase reason.
+    let down_at = now();
+    switch.set_up(false);
+    let c = wait_condition(&api, "RegistryUnreachable", "True", Duration::from_secs(10));
+    assert_eq!(c["reason"], "ConnectRefused", "{c}");
+    let msg = c["message"].as_str().unwrap();
+    assert!(msg.contains(&switch.host_port()), "{msg}");
+    let failing_paths: Vec<f64> = agent
+        .logs_with("probe")
+        .iter()
+        .filter(|l| l["kind"] == "path" && l["verdict"] != "ready" && ts(&l["timestamp"]) > down_at)
+        .map(|l| ts(&l["timestamp"]))
+        .collect();
+    let ch = changes(&agent);
+    let to_true = ch
+        .iter()
+        .find(|c| c.1 == "RegistryUnreachable" && c.2 == "True")
+        .expect("a change to True in the log")
+        .0;
+    assert!(
+        !failing_paths.is_empty() && to_true - failing_paths[0] >= 0.8,
+        "one failing cycle must not flip the condition: first failure {failing_paths:?}, flip {to_true}"
+    );
+    let ev = wait_for(
+        Duration::from_secs(10),
+        "a Warning Event on the Node",
+        || {
+            events(&api, "default").into_iter().find(|e| {
+                e["involvedObject"]["kind"] == "Node" && e["reason"] == "RegistryUnreachable"
+            })
+        },
+    );
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["involvedObject"]["name"], NODE);
+    assert!(
+        ev["message"].as_str().unwrap().contains("ConnectRefused"),
+        "{ev}"
+    );
+
+    // 5. Back: False after recover_after (1) passing cycle, and a Normal Event.
+    switch.set_up(true);
+    let c = wait_condition(
+        &api,
+        "RegistryUnreachable",
+        "False",
+        Duration::from_secs(10),
+    );
+    assert_eq!(c["reason"], "RegistriesReachable");
+    wait_for(
+        Duration::from_secs(10),
+        "a Normal Event on the Node",
+        || {
+            events(&api, "default")
+                .into_iter()
+                .find(|e| e["reason"] == "RegistryUnreachableResolved" && e["type"] == "Normal")
+        },
+    );
+    assert_eq!(condition(&api, "Ready").unwrap(), ready_before);
+    eprintln!("[{:?}] flip and back done", t0.elapsed());
+
+    // Exactly one write per transition: each status/reason change is followed by one write
+    // within 2.5 s, and (heartbeats aside, ≥ 0.9 × heartbeat apart) by no other.
+    std::thread::sleep(Duration::from_millis(1500));
+    let writes = status_writes(&api);
+    let ch: Vec<_> = changes(&agent)
+        .into_iter()
+        .filter(|c| c.0 > down_at)
+        .collect();
+    assert_eq!(ch.len(), 2, "two transitions: {ch:?}");
+    for (i, c) in ch.iter().enumerate() {
+        // The window ends at the next change, which has its own write.
+        let end = ch.get(i + 1).map_or(c.0 + 2.5, |n| n.0.min(c.0 + 2.5));
+        let n = writes.iter().filter(|t| **t >= c.0 && **t < end).count();
+        assert_eq!(n, 1, "writes after change {c:?}: {writes:?}");
+    }
+    let mut prev = steady_to;
+    for t in writes.iter().filter(|t| **t > steady_to) {
+        let after_change = ch.iter().any(|c| *t >= c.0 && *t < c.0 + 2.5);
+        assert!(
+            after_change || t - prev >= HEARTBEAT.as_secs_f64() * 0.9 - 0.3,
+            "write at {t} is neither a transition nor a heartbeat: {writes:?} changes {ch:?}"
+        );
+        prev = *t;
+    }
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    let counted = metric_sum(
+        &metrics,
+        "pullprobe_api_writes_total{kind=\"node_status\",result=\"ok\"}",
+    );
+    assert_eq!(counted as usize, writes.len(), "metric vs audit log");
+
+    // 6. API server outage: probing, /status and /metrics go on; the write lands after restart.
+    api.stop_apiserver();
+    let stopped = Instant::now();
+    switch.set_up(false);
+    let cycles_before = metric_sum(
+        &http_get(port, "/metrics").unwrap().1,
+        "pullprobe_cycles_total",
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the condition to flip locally",
+        || {
+            let st = get_json(port, "/status");
+            (st["conditions"]["RegistryUnreachable"]["status"] == "True").then_some(())
+        },
+    );
+    let m = http_get(port, "/metrics").unwrap();
+    assert_eq!(m.0, 200);
+    assert!(metric_sum(&m.1, "pullprobe_cycles_total") > cycles_before);
+    assert_eq!(
+        metric_sum(
+            &m.1,
+            "pullprobe_condition_status{condition=\"RegistryUnreachable\"}"
+        ),
+        1.0
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "a failed write to be counted",
+        || {
+            let m = http_get(port, "/metrics")?.1;
+            (metric_sum(
+                &m,
+                "pullprobe_api_writes_total{kind=\"node_status\",result=\"error\"}",
+            ) >= 1.0)
+                .then_some(())
+        },
+    );
+    assert!(matches!(http_get(port, "/healthz"), Some((200, _))));
+    api.start_apiserver();
+    let restarted = now();
+    eprintln!(
+        "[{:?}] apiserver back after {:?}",
+        t0.elapsed(),
+        stopped.elapsed()
+    );
+    let c = wait_condition(
+        &api,
+        "RegistryUnreachable",
+        "True",
+        Duration::from_secs(HEARTBEAT.as_secs() + 6),
+    );
+    assert_eq!(c["reason"], "ConnectRefused");
+    assert_eq!(condition(&api, "Ready").unwrap(), ready_before);
+
+    // 7. SIGTERM: a graceful stop, exit 0.
+    agent.sigterm();
+    let st = agent.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "exit after SIGTERM: {st}");
+    assert!(!agent.logs_with("agent stopping").is_empty());
+
+    // Every call the agent made was allowed by the shipped ClusterRole, and it made no others.
+    // (A freshly restarted apiserver answers /readyz before its RBAC informers have synced and
+    // denies for a moment; the agent retried those, as asserted above.)
+    let mut used: Vec<String> = api
+        .audit_events()
+        .iter()
+        .filter(|e| e["user"]["username"] == SA_USER)
+        .map(|e| {
+            let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
+            let t = ts(&e["requestReceivedTimestamp"]);
+            let just_restarted = (restarted..restarted + 3.0).contains(&t);
+            assert!(
+                just_restarted || (code != 401 && code != 403),
+                "denied: {e}"
+            );
+            format!(
+                "{} {}{}",
+                e["verb"].as_str().unwrap_or(""),
+                e["objectRef"]["resource"].as_str().unwrap_or(""),
+                e["objectRef"]["subresource"]
+                    .as_str()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    for u in &used {
+        assert!(
+            [
+                "get nodes",
+                "patch nodes/status",
+                "list pods",
+                "watch pods",
+                "create events",
+                "patch events"
+            ]
+            .contains(&u.as_str()),
+            "unexpected API call {u}: {used:?}"
+        );
+    }
+    eprintln!("[{:?}] done; calls used: {used:?}", t0.elapsed());
+}
+
+#[test]
+fn malformed_config_is_rejected_at_start() {
+    let root = agent_proc::host_root();
+    for (text, field) in [
+        ("interval: 0s\n", "interval"),
+        ("fleet:\n  node_count: 0\n", "fleet.node_count"),
+        ("heartbeat: 1s\ninterval: 10s\n", "heartbeat"),
+        ("images: [\"Bad Image!\"]\n", "images[0]"),
+    ] {
+        let cfg = write_file(root.path(), "bad.yaml", text);
+        let (st, log) = agent_proc::run_agent_to_exit(
+            &[
+                "--kubeconfig",
+                "/nonexistent/kubeconfig",
+                "--node-name",
+                NODE,
+                "--config",
+                cfg.to_str().unwrap(),
+            ],
+            Duration::from_secs(10),
+        );
+        assert!(!st.success(), "{text:?} accepted: {log}");
+        assert!(log.contains(&format!("`{field}`")), "{text:?}: {log}");
+    }
+    // A typo is an unknown field, never a silent default.
+    let cfg = write_file(root.path(), "typo.yaml", "intervall: 5s\n");
+    let (st, log) = agent_proc::run_agent_to_exit(
+        &["--standalone", "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(10),
+    );
+    assert!(!st.success());
+    assert!(log.contains("intervall"), "{log}");
+}
