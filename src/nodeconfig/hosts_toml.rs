@@ -165,7 +165,23 @@ pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> Host
         .map_err(|_| err("(file)", "not valid UTF-8"))
         .and_then(|s| parse_hosts_file(dir, s, quirks));
     match parsed {
-        Ok(h) => out.hosts = h,
+        Ok(h) => {
+            out.hosts = h;
+            if let Ok(text) = std::str::from_utf8(&text) {
+                let unknown = unknown_keys(text);
+                if !unknown.is_empty() {
+                    out.findings.push(Finding::new(
+                        FindingKind::Note,
+                        Some(&file),
+                        format!(
+                            "containerd ignores these keys of {}: {}",
+                            file.display(),
+                            unknown.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
         Err(e) => {
             out.problems.push(ConfigProblem::new(
                 &file,
@@ -184,6 +200,42 @@ pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> Host
                 ),
             ));
             out.hosts = load_cert_files(hr, dir, &mut out.problems);
+        }
+    }
+    out
+}
+
+/// Keys go-toml silently ignores (containerd decodes without strict mode), e.g. a
+/// `proxy` key or nydus' `auth_through`: worth telling, since the operator expects them
+/// to do something.
+pub fn unknown_keys(text: &str) -> Vec<String> {
+    const KNOWN: &[&str] = &[
+        "capabilities",
+        "ca",
+        "client",
+        "skip_verify",
+        "header",
+        "override_path",
+        "dial_timeout",
+    ];
+    let Ok(doc) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for k in doc.keys() {
+        if k != "server" && k != "host" && !KNOWN.contains(&k.as_str()) {
+            out.push(k.clone());
+        }
+    }
+    if let Some(Value::Table(hosts)) = doc.get("host") {
+        for (h, v) in hosts {
+            if let Value::Table(t) = v {
+                for k in t.keys() {
+                    if !KNOWN.contains(&k.as_str()) {
+                        out.push(format!("host.\"{h}\".{k}"));
+                    }
+                }
+            }
         }
     }
     out
@@ -746,6 +798,18 @@ client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
             HostsTomlQuirks::default()
         )
         .is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_listed() {
+        let u = unknown_keys("server = \"x\"\nproxy = \"p\"\n[host.\"https://m\"]\nauth_through = true\nca = \"c\"\n");
+        assert_eq!(
+            u,
+            vec![
+                "proxy".to_string(),
+                "host.\"https://m\".auth_through".to_string()
+            ]
+        );
     }
 
     #[test]
