@@ -123,9 +123,25 @@ fn service_account_tokens_kube_client_and_restart() {
     });
     assert_eq!(name, "node-c");
 
-    // Kubeconfig file for child processes.
+    // Kubeconfig file for child processes: kube's own loader (what `Config::infer()` uses with
+    // KUBECONFIG) accepts it, and the SA token in it authenticates.
     let kc = api.write_kubeconfig(&sa);
-    assert!(std::fs::read_to_string(kc).unwrap().contains(&api.url()));
+    let user = rt.block_on(async {
+        let file = ::kube::config::Kubeconfig::read_from(&kc).unwrap();
+        let cfg = ::kube::Config::from_custom_kubeconfig(file, &Default::default())
+            .await
+            .unwrap();
+        let client = ::kube::Client::try_from(cfg).unwrap();
+        let nodes: ::kube::Api<k8s_openapi::api::core::v1::Node> = ::kube::Api::all(client);
+        match nodes.get("node-c").await {
+            Err(::kube::Error::Api(s)) => s.message,
+            other => panic!("expected 403 for the unbound SA, got {other:?}"),
+        }
+    });
+    assert!(
+        user.contains("system:serviceaccount:selftest:agent"),
+        "{user}"
+    );
 
     // Stop and restart: same URL, state kept in etcd.
     let url = api.url();
