@@ -279,3 +279,82 @@ fn token_realm_on_an_unresolvable_host_is_an_auth_failure() {
         && p["ok"] == false
         && p["host"].as_str().unwrap().starts_with("nxdomain.test")));
 }
+
+#[test]
+fn tls_handshake_timeout_and_reset() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    let target: std::net::SocketAddr = reg.host_port().parse().unwrap();
+    // A non-loopback name, so the endpoint is https only (no containerd HTTP fallback).
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 registry.test\n").unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.53.254\n").unwrap();
+    let run = |port: u16, extra: &[&str]| -> Value {
+        let image = format!("registry.test:{port}/demo/app:v1");
+        let mut args = vec![
+            image.as_str(),
+            "--hosts-file",
+            hosts.to_str().unwrap(),
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--ca-file",
+            pki.ca_cert.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        check(&args, None).1.into_iter().next().unwrap()
+    };
+    let hang = DelayProxy::start(target, ProxyMode::Hang);
+    assert_failure(&run(hang.port(), &["--timeout-tls", "1s"]), "tls", "TLSHandshakeTimeout");
+    let reset = DelayProxy::start(target, ProxyMode::Reset);
+    assert_failure(&run(reset.port(), &[]), "tls", "TLSHandshakeFailed");
+}
+
+#[test]
+fn connect_falls_back_across_resolved_addresses() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
+    let dir = tempfile::tempdir().unwrap();
+    // First address: nothing listens on 127.0.0.2 at that port (refused); second works.
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.2 registry.test\n127.0.0.1 registry.test\n").unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n").unwrap();
+    let image = format!("registry.test:{}/demo/app:v1", reg.port());
+    let (code, lines) = check(
+        &[
+            &image,
+            "--hosts-file",
+            hosts.to_str().unwrap(),
+            "--resolv-conf",
+            resolv.to_str().unwrap(),
+            "--ca-file",
+            pki.ca_cert.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{lines:?}");
+    let phases = lines[0]["phases"].as_array().unwrap();
+    let dns = phases.iter().find(|p| p["name"] == "dns").unwrap();
+    assert_eq!(dns["detail"], "127.0.0.2,127.0.0.1", "{dns}");
+    let connect = phases.iter().find(|p| p["name"] == "connect").unwrap();
+    assert_eq!(connect["detail"], format!("127.0.0.1:{}", reg.port()));
+}
+
+#[test]
+fn ipv6_registry_literal() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
+    let v6 = Registry::builder()
+        .tls(&pki.server)
+        .ipv6()
+        .storage(reg.storage())
+        .start();
+    let image = format!("[::1]:{}/demo/app:v1", v6.port());
+    let (code, lines) = check(&[&image, "--ca-file", pki.ca_cert.to_str().unwrap()], None);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!(lines[0]["reference"], image);
+}

@@ -1,6 +1,7 @@
 //! dns phase: resolve a host with the node's resolver configuration (its resolv.conf
 //! and hosts file), not the agent container's, and classify failures.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
-use hickory_resolver::{Hosts, Resolver};
+use hickory_resolver::Resolver;
 
 use super::outcome::{Failure, Reason};
 
@@ -18,6 +19,30 @@ use super::outcome::{Failure, Reason};
 #[derive(Clone)]
 pub struct NodeResolver {
     resolver: Arc<Resolver<TokioRuntimeProvider>>,
+    /// Static entries of the node's hosts file, by lowercased name, in file order.
+    hosts: Arc<HashMap<String, Vec<IpAddr>>>,
+}
+
+/// Parse a hosts(5) file. Hand-written on purpose: hickory consults its hosts table per
+/// record type and queries DNS for the family the file lacks, while Go's resolver and
+/// glibc (`hosts: files dns`) return the file's addresses and send no query at all.
+pub fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
+    let mut map: HashMap<String, Vec<IpAddr>> = HashMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut fields = line.split_whitespace();
+        let Some(ip) = fields.next().and_then(|f| f.split('%').next()?.parse::<IpAddr>().ok())
+        else {
+            continue;
+        };
+        for name in fields {
+            let entry = map.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+            if !entry.contains(&ip) {
+                entry.push(ip);
+            }
+        }
+    }
+    map
 }
 
 /// Why the node's resolver configuration could not be used.
@@ -56,34 +81,29 @@ impl NodeResolver {
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         // resolv.conf's own `timeout:` applies per attempt, but never beyond the phase timeout.
         opts.timeout = opts.timeout.min(timeout);
-        opts.use_hosts_file = ResolveHosts::Always;
-        let mut resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        // The hosts file is consulted first, by us (see `parse_hosts`).
+        opts.use_hosts_file = ResolveHosts::Never;
+        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
             .with_options(opts)
             .build()
             .map_err(|e| ResolverConfigError::Invalid {
                 path: resolv_conf.to_path_buf(),
                 message: e.to_string(),
             })?;
-        let mut hosts = Hosts::default();
-        match std::fs::File::open(hosts_file) {
-            Ok(f) => hosts
-                .read_hosts_conf(f)
-                .map_err(|e| ResolverConfigError::Invalid {
-                    path: hosts_file.to_path_buf(),
-                    message: e.to_string(),
-                })?,
+        let hosts = match std::fs::read_to_string(hosts_file) {
+            Ok(text) => parse_hosts(&text),
             // A node without a hosts file simply has no static entries.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
             Err(source) => {
                 return Err(ResolverConfigError::Read {
                     path: hosts_file.to_path_buf(),
                     source,
                 })
             }
-        }
-        resolver.set_hosts(Arc::new(hosts));
+        };
         Ok(NodeResolver {
             resolver: Arc::new(resolver),
+            hosts: Arc::new(hosts),
         })
     }
 
@@ -93,6 +113,9 @@ impl NodeResolver {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
+        }
+        if let Some(ips) = self.hosts.get(&bare.trim_end_matches('.').to_ascii_lowercase()) {
+            return Ok(ips.clone());
         }
         let lookup = tokio::time::timeout(timeout, self.resolver.lookup_ip(bare)).await;
         match lookup {
@@ -173,5 +196,25 @@ fn response_code_failure(host: &str, code: ResponseCode) -> Failure {
             Reason::DNSServerFailure,
             format!("the nameserver failed to resolve {host} ({other})"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_parsing() {
+        let m = parse_hosts(
+            "# c\n127.0.0.1 localhost Registry.Test\n::1 localhost ip6-localhost\n\
+             127.0.0.2 registry.test # second\nbogus line\nfe80::1%eth0 link.test\n",
+        );
+        assert_eq!(
+            m["registry.test"],
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap(), "127.0.0.2".parse().unwrap()]
+        );
+        assert_eq!(m["localhost"].len(), 2);
+        assert!(m.contains_key("link.test"));
+        assert!(!m.contains_key("bogus"));
     }
 }

@@ -370,9 +370,14 @@ impl Flow<'_> {
         root.as_str().trim_end_matches('/').to_string()
     }
 
+    /// The repository path at this endpoint: CRI-O's `location` may rewrite it.
+    fn repo(&self) -> &str {
+        self.ep.repository.as_deref().unwrap_or(&self.image.path)
+    }
+
     fn url(&self, suffix: &str) -> Result<Url, Failure> {
         let base = self.api_base();
-        let mut u = Url::parse(&format!("{base}/{}/{suffix}", self.image.path)).map_err(|e| {
+        let mut u = Url::parse(&format!("{base}/{}/{suffix}", self.repo())).map_err(|e| {
             Failure::new(
                 Reason::NoUsableEndpoint,
                 format!("cannot build a URL from {base}: {e}"),
@@ -385,7 +390,7 @@ impl Flow<'_> {
     }
 
     fn scope(&self) -> String {
-        format!("repository:{}:pull", self.image.path)
+        format!("repository:{}:pull", self.repo())
     }
 
     fn registry_host(&self) -> String {
@@ -857,7 +862,7 @@ impl Flow<'_> {
                 Reason::AuthCredentialsRequired,
                 format!(
                     "anonymous access to {} is not allowed: the repository does not exist or needs credentials",
-                    self.image.path
+                    self.repo()
                 ),
             ),
         }
@@ -871,7 +876,7 @@ impl Flow<'_> {
         req: &Request,
         resp: Response,
     ) -> Failure {
-        let what = format!("{}:{}", self.image.path, self.image.reference());
+        let what = format!("{}:{}", self.repo(), self.image.reference());
         let mut resp = resp;
         if req.method == Method::HEAD && matches!(resp.status.as_u16(), 403 | 404) {
             let mut get = req.clone();
@@ -915,7 +920,7 @@ impl Flow<'_> {
                             Reason::RepositoryNotFound,
                             format!(
                                 "repository {} does not exist on {}",
-                                self.image.path,
+                                self.repo(),
                                 self.registry_host()
                             ),
                         );

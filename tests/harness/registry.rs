@@ -99,7 +99,11 @@ impl Registry {
     }
     /// `127.0.0.1:PORT` (the registry host part of an image reference).
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        if self.ipv6 {
+            format!("[::1]:{}", self.port)
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        }
     }
     pub fn port(&self) -> u16 {
         self.port
