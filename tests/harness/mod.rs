@@ -77,6 +77,7 @@
 #![allow(clippy::new_without_default)]
 
 pub mod blob_host;
+pub mod containerd;
 pub mod delay_proxy;
 pub mod dns;
 pub mod images;
@@ -87,6 +88,7 @@ pub mod scripted;
 pub mod token_issuer;
 
 pub use blob_host::{blob_host_down_url, BlobHost};
+pub use containerd::{Containerd, CtrOutput};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{skopeo_inspect_raw, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed};

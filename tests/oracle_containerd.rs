@@ -1,0 +1,871 @@
+//! Proof against the real runtime: for each scenario, a node host-root tree is generated
+//! (`etc/containerd/config.toml` with `config_path`, `certs.d/*/hosts.toml`, kubelet
+//! `config.json`, credential-provider config + plugin script), real registries are started, and
+//! BOTH `pullprobe check --host-root TREE --containerd-version 1.6.20` and Debian's containerd
+//! 1.6.20 (`ctr images pull --hosts-dir TREE/etc/containerd/certs.d`) pull the image. Their
+//! verdicts must agree (ctr pulls ↔ ready/degraded; ctr fails ↔ not_ready), and pullprobe's
+//! reason/phase are checked precisely.
+//!
+//! Hermetic by construction: every registry name is a loopback IP (ctr resolves with the
+//! machine's real resolver, so no name here may need DNS).
+//!
+//! ctr passes `--user` to every host, as the CRI plugin does with the kubelet's AuthConfig
+//! (`ParseAuth` with no ServerAddress), so `--user` stands in for the kubelet credential.
+
+mod harness;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use harness::*;
+use serde_json::Value;
+
+const CONTAINERD_VERSION: &str = "1.6.20";
+const CERTS_D: &str = "/etc/containerd/certs.d";
+
+/// A node's filesystem as mounted under `--host-root`.
+struct NodeTree {
+    dir: tempfile::TempDir,
+}
+
+impl NodeTree {
+    /// containerd 1.x config (`version = 2`) with `config_path = /etc/containerd/certs.d` (a
+    /// NODE path), `/etc/hosts` naming only localhost, and a resolv.conf that must never be used.
+    fn new() -> NodeTree {
+        let dir = tempfile::Builder::new()
+            .prefix("node-")
+            .tempdir()
+            .expect("tempdir");
+        let t = NodeTree { dir };
+        t.write(
+            "/etc/containerd/config.toml",
+            &format!(
+                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"{CERTS_D}\"\n"
+            ),
+        );
+        t.write("/etc/hosts", "127.0.0.1 localhost\n");
+        // Loopback port 53 on an address nothing listens on: a lookup would fail fast.
+        t.write(
+            "/etc/resolv.conf",
+            "nameserver 127.0.99.99\noptions timeout:1 attempts:1\n",
+        );
+        std::fs::create_dir_all(t.real(CERTS_D)).expect("mkdir certs.d");
+        t
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Real path of a node path.
+    fn real(&self, node_path: &str) -> PathBuf {
+        self.dir.path().join(node_path.trim_start_matches('/'))
+    }
+
+    fn write(&self, node_path: &str, content: &str) -> PathBuf {
+        let p = self.real(node_path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, content).expect("write node file");
+        p
+    }
+
+    fn copy(&self, from: &Path, node_path: &str) {
+        let p = self.real(node_path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from, &p).expect("copy into node tree");
+    }
+
+    /// `certs.d/<dir_name>/hosts.toml`.
+    fn hosts_toml(&self, dir_name: &str, content: &str) {
+        self.write(&format!("{CERTS_D}/{dir_name}/hosts.toml"), content);
+    }
+
+    /// The real certs.d directory (ctr's `--hosts-dir`).
+    fn certs_d(&self) -> PathBuf {
+        self.real(CERTS_D)
+    }
+
+    /// The kubelet's node `config.json` (`--root-dir` default `/var/lib/kubelet`).
+    fn kubelet_config_json(&self, registry: &str, user: &str, pass: &str) {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        self.write(
+            "/var/lib/kubelet/config.json",
+            &serde_json::json!({"auths": {registry: {"auth": auth}}}).to_string(),
+        );
+    }
+}
+
+/// `host:port` → containerd's `host_port_` directory form.
+fn underscore_dir(host_port: &str) -> String {
+    let (h, p) = host_port.rsplit_once(':').expect("host:port");
+    format!("{h}_{p}_")
+}
+
+/// A loopback `127.0.0.1:PORT` where nothing listens (connection refused).
+fn dead_host() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+/// What both tools said for one scenario.
+struct Both {
+    name: &'static str,
+    image: String,
+    pp: Value,
+    pp_stderr: String,
+    pp_ms: u128,
+    ctr: Result<(), String>,
+    ctr_ms: u128,
+}
+
+impl Both {
+    fn verdict(&self) -> &str {
+        self.pp["verdict"].as_str().unwrap_or("?")
+    }
+    fn reason(&self) -> Option<&str> {
+        self.pp["reason"].as_str()
+    }
+    fn phase(&self) -> Option<&str> {
+        self.pp["phase"].as_str()
+    }
+    fn attempts(&self) -> Vec<Value> {
+        self.pp["attempts"].as_array().cloned().unwrap_or_default()
+    }
+    fn ctx(&self) -> String {
+        format!(
+            "scenario {}: image {}\nctr: {:?}\npullprobe: {:#}\npullprobe stderr: {}",
+            self.name, self.image, self.ctr, self.pp, self.pp_stderr
+        )
+    }
+
+    /// The core oracle assertion: containerd pulls ⟺ pullprobe says ready/degraded.
+    fn assert_agree(&self) {
+        let pp_pulls = matches!(self.verdict(), "ready" | "degraded");
+        assert_eq!(
+            pp_pulls,
+            self.ctr.is_ok(),
+            "DISAGREEMENT with containerd {CONTAINERD_VERSION}: ctr {} but pullprobe says {}\n{}",
+            if self.ctr.is_ok() { "pulled" } else { "failed" },
+            self.verdict(),
+            self.ctx()
+        );
+    }
+
+    /// Agreement plus pullprobe's exact verdict and (for failures) phase/reason.
+    fn expect(&self, verdict: &str, phase_reason: Option<(&str, &str)>) {
+        self.assert_agree();
+        assert_eq!(self.verdict(), verdict, "{}", self.ctx());
+        match phase_reason {
+            Some((phase, reason)) => {
+                assert_eq!(self.phase(), Some(phase), "{}", self.ctx());
+                assert_eq!(self.reason(), Some(reason), "{}", self.ctx());
+            }
+            None if verdict == "ready" => {
+                assert!(self.reason().is_none(), "{}", self.ctx());
+            }
+            None => {}
+        }
+    }
+
+    /// The endpoints pullprobe tried, in order, with (ok, reason).
+    fn tried(&self) -> Vec<(String, bool, Option<String>)> {
+        self.attempts()
+            .iter()
+            .map(|a| {
+                (
+                    a["endpoint"].as_str().unwrap_or_default().to_string(),
+                    a["ok"].as_bool().unwrap_or(false),
+                    a["reason"].as_str().map(str::to_string),
+                )
+            })
+            .collect()
+    }
+
+    fn report(&self) {
+        eprintln!(
+            "ORACLE | {:<34} | pullprobe {:<9} {:<28} {:>5} ms | ctr {:<6} {:>5} ms | {}",
+            self.name,
+            self.verdict(),
+            self.reason().unwrap_or("-"),
+            self.pp_ms,
+            if self.ctr.is_ok() { "pulled" } else { "failed" },
+            self.ctr_ms,
+            match &self.ctr {
+                Ok(()) => String::new(),
+                Err(e) => e
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(140)
+                    .collect(),
+            }
+        );
+    }
+}
+
+/// Runs both tools on `image`. `pp_args` are extra pullprobe flags; `ctr_args` extra ctr flags.
+fn run_both(
+    name: &'static str,
+    ctrd: &Containerd,
+    tree: &NodeTree,
+    image: &str,
+    pp_args: &[&str],
+    ctr_args: &[&str],
+) -> Both {
+    let root = tree.root().display().to_string();
+    let mut args = vec![
+        "check",
+        "--json",
+        "--host-root",
+        &root,
+        "--containerd-version",
+        CONTAINERD_VERSION,
+        "--timeout",
+        "20s",
+    ];
+    args.extend_from_slice(pp_args);
+    args.push(image);
+    let t = Instant::now();
+    let out = run_pullprobe(&args, None);
+    let pp_ms = t.elapsed().as_millis();
+    let pp_stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let lines = json_lines(&out.stdout);
+    assert_eq!(
+        lines.len(),
+        1,
+        "scenario {name}: pullprobe printed no JSON line (exit {:?}): {pp_stderr}",
+        out.status.code()
+    );
+    let t = Instant::now();
+    let ctr = ctrd.ctr_pull(image, Some(&tree.certs_d()), ctr_args);
+    let ctr_ms = t.elapsed().as_millis();
+    let both = Both {
+        name,
+        image: image.to_string(),
+        pp: lines.into_iter().next().expect("one line"),
+        pp_stderr,
+        pp_ms,
+        ctr,
+        ctr_ms,
+    };
+    both.report();
+    both
+}
+
+fn plain_registry_with_image(repo: &str) -> (Registry, String) {
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, repo, &PushOpts::insecure());
+    let host = reg.host_port();
+    (reg, host)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoint selection
+
+#[test]
+fn direct_upstream_no_host_dir() {
+    let ctrd = Containerd::start();
+    let (_reg, host) = plain_registry_with_image("team/app");
+    let tree = NodeTree::new();
+    let image = format!("{host}/team/app:v1");
+    let b = run_both("direct", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    // 1.6: a loopback registry without hosts.toml is plain http (no https attempt).
+    assert_eq!(b.tried(), vec![(format!("http://{host}/v2"), true, None)]);
+
+    // A missing tag: both fail, pullprobe names the manifest.
+    let missing = format!("{host}/team/app:nope");
+    let b = run_both("direct, missing tag", &ctrd, &tree, &missing, &[], &[]);
+    b.expect("not_ready", Some(("manifest", "ManifestNotFound")));
+}
+
+#[test]
+fn mirror_ok_upstream_down() {
+    let ctrd = Containerd::start();
+    let (_mirror, mhost) = plain_registry_with_image("team/app");
+    let up = dead_host();
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &up,
+        &format!("[host.\"http://{mhost}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("mirror ok (upstream down)", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    let tried = b.tried();
+    assert_eq!(tried.len(), 1, "{}", b.ctx());
+    assert_eq!(tried[0].0, format!("http://{mhost}/v2"), "{}", b.ctx());
+}
+
+#[test]
+fn broken_mirrors_then_upstream_is_degraded() {
+    let ctrd = Containerd::start();
+    let (_up, uhost) = plain_registry_with_image("team/app");
+    let dead = dead_host();
+    let empty = Registry::plain(); // answers 404 for everything
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &uhost,
+        &format!(
+            "[host.\"http://{dead}\"]\n  capabilities = [\"pull\", \"resolve\"]\n\
+             [host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            empty.host_port()
+        ),
+    );
+    let image = format!("{uhost}/team/app:v1");
+    let b = run_both("broken mirrors → upstream", &ctrd, &tree, &image, &[], &[]);
+    b.expect("degraded", None);
+    let tried = b.tried();
+    assert_eq!(tried.len(), 3, "{}", b.ctx());
+    assert_eq!(
+        (tried[0].0.as_str(), tried[0].2.as_deref()),
+        (format!("http://{dead}/v2").as_str(), Some("ConnectRefused")),
+        "{}",
+        b.ctx()
+    );
+    assert_eq!(
+        tried[1].0,
+        format!("http://{}/v2", empty.host_port()),
+        "{}",
+        b.ctx()
+    );
+    assert!(
+        matches!(
+            tried[1].2.as_deref(),
+            Some("ManifestNotFound" | "RepositoryNotFound")
+        ),
+        "{}",
+        b.ctx()
+    );
+    assert_eq!(tried[2], (format!("http://{uhost}/v2"), true, None));
+}
+
+#[test]
+fn all_endpoints_failing() {
+    let ctrd = Containerd::start();
+    let dead_mirror = dead_host();
+    let up = dead_host();
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &up,
+        &format!("[host.\"http://{dead_mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("all endpoints down", &ctrd, &tree, &image, &[], &[]);
+    // The reason is the upstream's (the last endpoint the runtime tries).
+    b.expect("not_ready", Some(("connect", "ConnectRefused")));
+    assert_eq!(b.tried().len(), 2, "{}", b.ctx());
+    assert_eq!(b.pp["endpoint"], format!("http://{up}/v2"), "{}", b.ctx());
+}
+
+#[test]
+fn server_override_never_contacts_upstream() {
+    let ctrd = Containerd::start();
+    let (_mirror, mhost) = plain_registry_with_image("team/app");
+    // The upstream records every request; it must see none.
+    let upstream = ScriptedServer::start(|_| Reply::status(500));
+    let up = upstream.host_port();
+    let tree = NodeTree::new();
+    // containerd 1.6.20 needs a [host] table next to `server` (see the top-level-only test).
+    tree.hosts_toml(
+        &up,
+        &format!(
+            "server = \"http://{mhost}\"\n[host.\"http://{mhost}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("server override", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert!(
+        b.tried().iter().all(|t| t.0.contains(&mhost)),
+        "{}",
+        b.ctx()
+    );
+
+    let missing = format!("{up}/team/other:v1");
+    let b = run_both(
+        "server override, not on mirror",
+        &ctrd,
+        &tree,
+        &missing,
+        &[],
+        &[],
+    );
+    b.expect("not_ready", Some(("manifest", "RepositoryNotFound")));
+    assert!(
+        b.tried().iter().all(|t| t.0.contains(&mhost)),
+        "{}",
+        b.ctx()
+    );
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "with `server` set, neither containerd nor pullprobe may contact the upstream"
+    );
+}
+
+#[test]
+fn top_level_only_hosts_toml_is_ignored_by_containerd_1_6() {
+    // Version trap (pull-path.md §1): 1.6.20 fails to decode a hosts.toml without [host]
+    // tables and pulls with its defaults, i.e. straight from the upstream.
+    let ctrd = Containerd::start();
+    let (_mirror, mhost) = plain_registry_with_image("team/app");
+    // A registry-like upstream that has no such manifest.
+    let upstream = ScriptedServer::start(|r| {
+        if r.path == "/v2/" {
+            Reply::v2_ok()
+        } else {
+            Reply::json(
+                404,
+                &serde_json::json!({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
+            )
+        }
+    });
+    let up = upstream.host_port();
+    let tree = NodeTree::new();
+    tree.hosts_toml(&up, &format!("server = \"http://{mhost}\"\n"));
+    let image = format!("{up}/team/app:v1");
+    let b = run_both(
+        "top-level-only hosts.toml (1.6)",
+        &ctrd,
+        &tree,
+        &image,
+        &[],
+        &[],
+    );
+    b.expect("not_ready", Some(("manifest", "ManifestNotFound")));
+    assert!(
+        upstream
+            .requests()
+            .iter()
+            .any(|r| r.method == "HEAD" && r.path == "/v2/team/app/manifests/v1"),
+        "containerd 1.6.20 ignores the file and goes to the upstream: {:?}",
+        upstream.requests()
+    );
+    assert_eq!(b.pp["endpoint"], format!("http://{up}/v2"), "{}", b.ctx());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host directory lookup
+
+#[test]
+fn default_directory_applies_to_any_host() {
+    let ctrd = Containerd::start();
+    let (_mirror, mhost) = plain_registry_with_image("team/app");
+    let up = dead_host();
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        "_default",
+        &format!("[host.\"http://{mhost}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("_default directory", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://{mhost}/v2"),
+        "{}",
+        b.ctx()
+    );
+}
+
+#[test]
+fn host_port_underscore_directory_wins_over_colon_form() {
+    let ctrd = Containerd::start();
+    let (_mirror, mhost) = plain_registry_with_image("team/app");
+    let up = dead_host();
+    let dead_mirror = dead_host();
+    let tree = NodeTree::new();
+    // `host_port_` is looked up first; the `host:port` directory (a dead mirror) and
+    // `_default` must then be ignored.
+    tree.hosts_toml(
+        &underscore_dir(&up),
+        &format!("[host.\"http://{mhost}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"),
+    );
+    tree.hosts_toml(
+        &up,
+        &format!("server = \"http://{dead_mirror}\"\n[host.\"http://{dead_mirror}\"]\n"),
+    );
+    tree.hosts_toml(
+        "_default",
+        &format!("server = \"http://{dead_mirror}\"\n[host.\"http://{dead_mirror}\"]\n"),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("host_port_ directory", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://{mhost}/v2"),
+        "{}",
+        b.ctx()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// override_path
+
+/// A path-rewriting HTTP proxy standing in for a mirror whose API root is a path prefix
+/// (distribution cannot serve under a prefix): `GET /PREFIX/<rest>` → backend `GET /v2/<rest>`;
+/// any other path → 404. One request per connection (`Connection: close` is forced).
+struct PathRewriteProxy {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl PathRewriteProxy {
+    fn start(prefix: &str, backend: &str) -> PathRewriteProxy {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = l.local_addr().expect("addr").port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (prefix, backend) = (prefix.to_string(), backend.to_string());
+        let (stop2, req2) = (stop.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(c) = conn else { continue };
+                req2.fetch_add(1, Ordering::SeqCst);
+                let (prefix, backend) = (prefix.clone(), backend.clone());
+                std::thread::spawn(move || {
+                    let _ = Self::serve(c, &prefix, &backend);
+                });
+            }
+        });
+        PathRewriteProxy {
+            port,
+            stop,
+            requests,
+        }
+    }
+
+    fn serve(mut c: TcpStream, prefix: &str, backend: &str) -> std::io::Result<()> {
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if c.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            head.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&head).to_string();
+        let mut lines = text.split("\r\n");
+        let first = lines.next().unwrap_or_default();
+        let mut parts = first.splitn(3, ' ');
+        let (method, path, version) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        let Some(rest) = path.strip_prefix(&format!("{prefix}/")) else {
+            c.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            )?;
+            return Ok(());
+        };
+        let mut out = format!("{method} /v2/{rest} {version}\r\n");
+        for l in lines.filter(|l| !l.is_empty()) {
+            if !l.to_ascii_lowercase().starts_with("connection:") {
+                out += l;
+                out += "\r\n";
+            }
+        }
+        out += "Connection: close\r\n\r\n";
+        let mut b = TcpStream::connect(backend)?;
+        b.write_all(out.as_bytes())?;
+        std::io::copy(&mut b, &mut c)?;
+        Ok(())
+    }
+}
+
+impl Drop for PathRewriteProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn override_path_mirror_under_a_path_prefix() {
+    let ctrd = Containerd::start();
+    let (_reg, rhost) = plain_registry_with_image("team/app");
+    let proxy = PathRewriteProxy::start("/api/mirror", &rhost);
+    let up = dead_host();
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &up,
+        &format!(
+            "[host.\"http://127.0.0.1:{}/api/mirror\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n",
+            proxy.port
+        ),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("override_path", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://127.0.0.1:{}/api/mirror", proxy.port),
+        "{}",
+        b.ctx()
+    );
+    assert!(proxy.requests.load(Ordering::SeqCst) > 0);
+
+    // Without override_path, `/v2` is appended: the proxy answers 404, the upstream is down.
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &up,
+        &format!(
+            "[host.\"http://127.0.0.1:{}/api/mirror\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            proxy.port
+        ),
+    );
+    let b = run_both("no override_path", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("connect", "ConnectRefused")));
+    assert_eq!(
+        b.tried()[0].0,
+        format!("http://127.0.0.1:{}/api/mirror/v2", proxy.port),
+        "{}",
+        b.ctx()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+/// `server` + one `[host]` table for the same TLS registry, both with `extra` keys.
+fn tls_hosts_toml(host: &str, extra: &str) -> String {
+    format!("server = \"https://{host}\"\n{extra}\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n{extra}\n")
+}
+
+#[test]
+fn ca_from_hosts_toml_relative_path() {
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+
+    let tree = NodeTree::new();
+    tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.pem"));
+    tree.hosts_toml(&host, &tls_hosts_toml(&host, "ca = \"ca.pem\""));
+    let b = run_both("ca from hosts.toml", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("https://{host}/v2"),
+        "{}",
+        b.ctx()
+    );
+
+    let tree = NodeTree::new();
+    tree.hosts_toml(&host, &tls_hosts_toml(&host, ""));
+    let b = run_both("no ca", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("tls", "TLSUnknownAuthority")));
+}
+
+#[test]
+fn client_certificate_from_hosts_toml() {
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let reg = Registry::builder()
+        .tls(&pki.server)
+        .client_ca(&pki.client_ca_cert)
+        .start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::mtls(&pki));
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+
+    let tree = NodeTree::new();
+    let d = format!("{CERTS_D}/{host}");
+    tree.copy(&pki.ca_cert, &format!("{d}/ca.pem"));
+    tree.copy(&pki.client.cert, &format!("{d}/client.cert"));
+    tree.copy(&pki.client.key, &format!("{d}/client.key"));
+    tree.hosts_toml(
+        &host,
+        &tls_hosts_toml(
+            &host,
+            "ca = \"ca.pem\"\nclient = [[\"client.cert\", \"client.key\"]]",
+        ),
+    );
+    let b = run_both("client cert", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+
+    let tree = NodeTree::new();
+    tree.copy(&pki.ca_cert, &format!("{d}/ca.pem"));
+    tree.hosts_toml(&host, &tls_hosts_toml(&host, "ca = \"ca.pem\""));
+    let b = run_both("client cert missing", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("tls", "TLSClientCertRequired")));
+}
+
+#[test]
+fn skip_verify_from_hosts_toml() {
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.unknown_ca_leaf).start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+
+    let tree = NodeTree::new();
+    tree.hosts_toml(&host, &tls_hosts_toml(&host, "skip_verify = true"));
+    let b = run_both("skip_verify", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+
+    let tree = NodeTree::new();
+    tree.hosts_toml(&host, &tls_hosts_toml(&host, "skip_verify = false"));
+    let b = run_both("skip_verify = false", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("tls", "TLSUnknownAuthority")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Credentials
+
+#[test]
+fn credentials_from_kubelet_config_json() {
+    let ctrd = Containerd::start();
+    let reg = Registry::builder()
+        .htpasswd(&[("puller", "s3cret")])
+        .start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("puller", "s3cret"),
+    );
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+
+    let tree = NodeTree::new();
+    tree.kubelet_config_json(&host, "puller", "s3cret");
+    let b = run_both(
+        "config.json credentials",
+        &ctrd,
+        &tree,
+        &image,
+        &[],
+        &["--user", "puller:s3cret"],
+    );
+    b.expect("ready", None);
+    assert!(
+        b.pp["credential_source"]
+            .as_str()
+            .is_some_and(|s| s.contains("config.json")),
+        "{}",
+        b.ctx()
+    );
+    assert!(!b.pp.to_string().contains("s3cret"), "secret leaked");
+
+    let tree = NodeTree::new();
+    let b = run_both("no credentials", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("auth", "AuthCredentialsRequired")));
+}
+
+#[test]
+fn wrong_credentials() {
+    let ctrd = Containerd::start();
+    let reg = Registry::builder()
+        .htpasswd(&[("puller", "s3cret")])
+        .start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("puller", "s3cret"),
+    );
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+    let tree = NodeTree::new();
+    tree.kubelet_config_json(&host, "puller", "wrong-password");
+    let b = run_both(
+        "wrong credentials",
+        &ctrd,
+        &tree,
+        &image,
+        &[],
+        &["--user", "puller:wrong-password"],
+    );
+    b.expect("not_ready", Some(("auth", "AuthCredentialsRejected")));
+    assert!(
+        !b.pp.to_string().contains("wrong-password"),
+        "secret leaked"
+    );
+}
+
+#[test]
+fn credentials_from_credential_provider_plugin() {
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let issuer = TokenIssuer::builder(&pki)
+        .user("alice", "plugin-s3cret")
+        .allow("alice", "team/app")
+        .start();
+    let reg = Registry::builder().token_auth(&issuer).start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("alice", "plugin-s3cret"),
+    );
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+
+    let tree = NodeTree::new();
+    let bin_dir = "/usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec";
+    let cfg = "/etc/kubernetes/image-credential-provider-config.yaml";
+    let script = tree.write(
+        &format!("{bin_dir}/test-provider"),
+        &format!(
+            "#!/bin/sh\ncat >/dev/null\nprintf '%s' '{}'\n",
+            serde_json::json!({
+                "apiVersion": "credentialprovider.kubelet.k8s.io/v1",
+                "kind": "CredentialProviderResponse",
+                "cacheKeyType": "Registry",
+                "cacheDuration": "0s",
+                "auth": {host.as_str(): {"username": "alice", "password": "plugin-s3cret"}}
+            })
+        ),
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod plugin");
+    }
+    tree.write(
+        cfg,
+        &format!(
+            "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n\
+             - name: test-provider\n  matchImages: [\"{host}\"]\n  defaultCacheDuration: \"1m\"\n\
+             \x20 apiVersion: credentialprovider.kubelet.k8s.io/v1\n"
+        ),
+    );
+    let b = run_both(
+        "credential-provider plugin",
+        &ctrd,
+        &tree,
+        &image,
+        &[
+            "--image-credential-provider-config",
+            cfg,
+            "--image-credential-provider-bin-dir",
+            bin_dir,
+        ],
+        &["--user", "alice:plugin-s3cret"],
+    );
+    b.expect("ready", None);
+    assert!(
+        b.pp["credential_source"]
+            .as_str()
+            .is_some_and(|s| s.contains("test-provider")),
+        "{}",
+        b.ctx()
+    );
+    assert!(!b.pp.to_string().contains("plugin-s3cret"), "secret leaked");
+    // containerd holds credentials, so it uses the OAuth2 POST form; so must pullprobe.
+    assert!(issuer.post_count() >= 2, "both tools POST to the realm");
+}
