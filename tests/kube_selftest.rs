@@ -78,6 +78,18 @@ fn node_status_patch_respects_node_restriction() {
     assert_eq!(r.status, 403, "{r:?}");
 
     // Audit log records each write with the user and the subresource.
+    // The log backend may write just after the response: wait until the last request (the 403)
+    // is in, so the count below is exact.
+    let ev = api.wait_for_audit(std::time::Duration::from_secs(5), |ev| {
+        ev.iter().any(|e| {
+            e["user"]["username"] == "system:node:node-b" && e["responseStatus"]["code"] == 403
+        })
+    });
+    assert!(
+        ev.iter()
+            .any(|e| e["user"]["username"] == "system:node:node-b"),
+        "denied request not audited"
+    );
     let writes = api.audit_writes_by("system:node:node-a");
     let status_patches = writes
         .iter()

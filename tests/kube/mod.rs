@@ -17,7 +17,8 @@
 //!     let sa = api.create_service_account("pullprobe", "pullprobe"); // ns + SA + TokenRequest (1 h)
 //!     let kubeconfig = api.write_kubeconfig(&sa);   // for `pullprobe agent` (KUBECONFIG=…)
 //!     // inside a tokio runtime: let client = api.client(&sa);  (kube::Client, ring TLS)
-//!     let writes = api.audit_events().iter().filter(|e| e["verb"] == "patch").count();
+//!     let writes = api.audit_writes_by("system:serviceaccount:pullprobe:pullprobe"); // audit log
+//!     let ev = api.wait_for_audit(Duration::from_secs(2), |ev| ev.len() >= 10);
 //!     api.stop_apiserver();  /* … */  api.start_apiserver();   // same port, same etcd
 //! }
 //! ```
@@ -684,6 +685,24 @@ impl KubeApiServer {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
+    }
+
+    /// Polls the audit log until `done(events)` holds or `timeout` passes; returns the events
+    /// last read. The log backend writes an event when the request completes, which may be just
+    /// after the client has its response, so read through this when counting exactly.
+    pub fn wait_for_audit(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.audit_events();
+            if done(&ev) || Instant::now() > deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Audit events of writes (`create`, `update`, `patch`, `delete`) by `username`.
