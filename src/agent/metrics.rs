@@ -280,11 +280,24 @@ impl Metrics {
                 .set(now_unix);
         }
         if let Some(tls) = &report.tls {
-            let host = if tls.host.is_empty() {
-                report.endpoint.clone().unwrap_or_default()
-            } else {
-                tls.host.clone()
-            };
+            // host:port, so two registries on one address stay apart; the port comes from
+            // the endpoint the report names when the TLS host is that endpoint's.
+            let url = report
+                .endpoint
+                .as_deref()
+                .and_then(|e| url::Url::parse(e).ok());
+            let from_url = url.as_ref().and_then(|u| {
+                let h = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+                let p = u.port_or_known_default()?;
+                (tls.host.is_empty() || h == tls.host).then(|| {
+                    if h.contains(':') {
+                        format!("[{h}]:{p}")
+                    } else {
+                        format!("{h}:{p}")
+                    }
+                })
+            });
+            let host = from_url.unwrap_or_else(|| tls.host.clone());
             let endpoint = self.endpoints.label(&host);
             self.tls_expiry
                 .get_or_create(&EndpointLabel { endpoint })

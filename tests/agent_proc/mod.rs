@@ -54,6 +54,11 @@ pub fn host_root() -> TempDir {
 
 /// `GET path` on 127.0.0.1:port: (status, body), or None when nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_full(port, path).map(|(st, _, body)| (st, body))
+}
+
+/// `GET path` on 127.0.0.1:port: (status, response head, body).
+pub fn http_get_full(port: u16, path: &str) -> Option<(u16, String, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -67,7 +72,7 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
+    Some((status, head.to_string(), body.to_string()))
 }
 
 /// `GET path` as JSON (panics if the agent does not answer 200 with JSON).
@@ -342,9 +347,12 @@ fn pipe(from: &TcpStream, to: &TcpStream) {
     });
 }
 
-/// Writes `text` to `dir/name` and returns the path.
+/// Writes `text` to `dir/name` (atomically: a reader never sees half a file) and returns
+/// the path.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::write(&p, text).expect("write file");
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write file");
+    std::fs::rename(&tmp, &p).expect("rename file");
     p
 }

@@ -1,0 +1,222 @@
+//! `pullprobe agent --standalone --config FILE` against a REAL registry (distribution 2.8 over
+//! TLS): the HTTP endpoints, OpenMetrics output, `/status`, JSON log lines, config reload, SIGTERM.
+
+mod agent_proc;
+mod harness;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::agent_proc::{
+    get_json, http_get, http_get_full, metric_sum, wait_for, write_file, AgentProc,
+};
+use crate::harness::{OciImage, Pki, PushOpts, Registry};
+
+fn config(images: &[&str], extra: &str) -> String {
+    let imgs: Vec<String> = images.iter().map(|i| format!("  - \"{i}\"")).collect();
+    format!(
+        "interval: 1s\njitter: 0\nheartbeat: 5s\nfleet:\n  node_count: 1\n  period: 10s\n\
+         backoff:\n  initial: 1s\n  max: 1s\n{extra}images:\n{}\n",
+        imgs.join("\n")
+    )
+}
+
+fn targets(port: u16) -> serde_json::Map<String, Value> {
+    get_json(port, "/status")["targets"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn standalone_agent_reports_over_http_metrics_and_logs() {
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
+    let good = format!("{}/team/app:v1", reg.host_port());
+    let missing = format!("{}/team/app:missing", reg.host_port());
+
+    let root = agent_proc::host_root();
+    let cfg = write_file(root.path(), "agent.yaml", &config(&[&good, &missing], ""));
+    let mut agent = AgentProc::spawn(&[
+        "--standalone",
+        "--node-name",
+        "standalone-1",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        root.path().to_str().unwrap(),
+    ]);
+    agent.wait_ready(Duration::from_secs(20));
+    let port = agent.port;
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+
+    // /status: the latest result per target.
+    let st = get_json(port, "/status");
+    assert_eq!(st["node"], "standalone-1");
+    assert_eq!(st["ready"], true);
+    assert_eq!(st["conditions"]["RegistryUnreachable"]["status"], "False");
+    let t = targets(port);
+    let find = |suffix: &str| {
+        t.iter()
+            .find(|(k, _)| k.starts_with("image ") && k.contains(suffix))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no image target {suffix}: {t:?}"))
+    };
+    let ok = find("team/app:v1");
+    assert_eq!(ok["verdict"], "ready", "{ok}");
+    assert_eq!(ok["registry"], reg.host_port());
+    // (A loopback registry with a port is containerd's `http` + `skip_verify` default host: TLS
+    // first, shown with its configured http:// URL; the TLS expiry metric below proves TLS.)
+    assert!(
+        ok["endpoint"].as_str().unwrap().contains(&reg.host_port()),
+        "{ok}"
+    );
+    let miss = find("team/app:missing");
+    assert_eq!(miss["reason"], "ManifestNotFound", "{miss}");
+    assert_eq!(miss["phase"], "manifest");
+    assert!(t.keys().any(|k| k.starts_with("path ")), "{t:?}");
+
+    // /metrics: OpenMetrics, phase histograms, results by reason, TLS expiry, no image labels.
+    let (code, head, m) = http_get_full(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(
+        m.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    for phase in ["connect", "tls", "manifest", "blob"] {
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("pullprobe_phase_duration_seconds_bucket")
+                    && l.contains(&format!("phase=\"{phase}\""))
+                    && l.contains(&format!("registry=\"{}\"", reg.host_port()))),
+            "no {phase} histogram:\n{m}"
+        );
+    }
+    let results = |reason: &str| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("pullprobe_probe_results_total{")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(results("ManifestNotFound") >= 1.0, "{m}");
+    assert!(results("") >= 1.0, "{m}");
+    let expiry = m
+        .lines()
+        .find(|l| l.starts_with("pullprobe_tls_expiry_timestamp_seconds{"))
+        .unwrap_or_else(|| panic!("no TLS expiry metric:\n{m}"));
+    assert!(expiry.contains(&reg.host_port()), "{expiry}");
+    let exp: f64 = expiry.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(exp > now, "leaf expiry {exp} is in the future");
+    assert!(!m.contains("team/app"), "an image name in a label:\n{m}");
+    assert_eq!(
+        metric_sum(&m, "pullprobe_config_last_reload_successful"),
+        1.0
+    );
+
+    // JSON logs: one line per probe with per-phase durations.
+    let probes = agent.logs_with("probe");
+    assert!(probes.len() >= 3, "{probes:?}");
+    for p in &probes {
+        for f in [
+            "timestamp",
+            "level",
+            "node",
+            "image",
+            "registry",
+            "endpoint",
+            "verdict",
+            "kind",
+        ] {
+            assert!(p.get(f).is_some(), "probe line without {f}: {p}");
+        }
+        assert_eq!(p["node"], "standalone-1");
+        let phases = p["phase_ms"].as_str().unwrap();
+        assert!(
+            phases.contains("connect=") && phases.contains("manifest="),
+            "{p}"
+        );
+    }
+    let failed = probes
+        .iter()
+        .find(|p| p["reason"] == "ManifestNotFound")
+        .expect("a failing probe line");
+    assert_eq!(failed["level"], "WARN");
+    assert!(
+        failed["detail"].as_str().unwrap().contains("missing"),
+        "{failed}"
+    );
+
+    // A bad config on reload is logged and the old config stays in force.
+    let cycles = |port| {
+        metric_sum(
+            &http_get(port, "/metrics").unwrap().1,
+            "pullprobe_cycles_total",
+        )
+    };
+    write_file(
+        root.path(),
+        "agent.yaml",
+        &config(&[&good], "concurrency: 0\n"),
+    );
+    let rejected = wait_for(Duration::from_secs(10), "the reload to be rejected", || {
+        agent
+            .logs()
+            .into_iter()
+            .find(|l| l["message"] == "config rejected, keeping the previous one")
+    });
+    assert!(
+        rejected["error"]
+            .as_str()
+            .unwrap()
+            .contains("`concurrency`"),
+        "{rejected}"
+    );
+    let c0 = cycles(port);
+    wait_for(Duration::from_secs(10), "cycles to go on", || {
+        (cycles(port) >= c0 + 2.0).then_some(())
+    });
+    let m = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(
+        metric_sum(&m, "pullprobe_config_last_reload_successful"),
+        0.0
+    );
+    assert_eq!(
+        targets(port)
+            .keys()
+            .filter(|k| k.starts_with("image "))
+            .count(),
+        2,
+        "old config (two images) still in force"
+    );
+
+    // A good one is applied: the dropped image leaves /status.
+    write_file(root.path(), "agent.yaml", &config(&[&good], ""));
+    wait_for(Duration::from_secs(10), "the new config to apply", || {
+        let t = targets(port);
+        (t.keys().filter(|k| k.starts_with("image ")).count() == 1).then_some(())
+    });
+    let m = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(
+        metric_sum(&m, "pullprobe_config_last_reload_successful"),
+        1.0
+    );
+
+    // SIGTERM: graceful stop, exit 0.
+    agent.sigterm();
+    let st = agent.wait_exit(Duration::from_secs(10));
+    assert!(st.success(), "{st}");
+}
