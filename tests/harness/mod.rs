@@ -47,6 +47,7 @@
 //! let url = reg.url_with_host("registry.test");
 //! let s = ScriptedServer::canned(vec![Reply::too_many_requests("1"), Reply::v2_ok()]);
 //! let slow = DelayProxy::start(reg.host_port().parse().unwrap(), ProxyMode::Delay(ms(25)));
+//! issuer.set_realm_port(realm_proxy.port()); // challenges name a proxy in front of the realm
 //! ```
 //!
 //! Notes:
@@ -243,6 +244,9 @@ pub async fn serve_http(
         let Ok((tcp, _peer)) = listener.accept().await else {
             continue;
         };
+        // Like Go's net/http (the real registry): no Nagle, so a response written in two
+        // pieces is not held for the client's delayed ACK (a 40 ms stall on loopback).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         tokio::spawn(async move {

@@ -69,6 +69,8 @@ pub struct TokenIssuer {
     server: BgServer,
     tls: bool,
     realm_host: String,
+    /// Port advertised in `realm_url()` instead of the listening one (see `set_realm_port`).
+    realm_port: Option<u16>,
     service: String,
     issuer: String,
     root_bundle: std::path::PathBuf,
@@ -99,8 +101,13 @@ impl TokenIssuer {
             "{}://{}:{}/token",
             if self.tls { "https" } else { "http" },
             self.realm_host,
-            self.server.addr().port()
+            self.realm_port.unwrap_or(self.server.addr().port())
         )
+    }
+    /// Advertise `port` in `realm_url()` (e.g. a `DelayProxy` in front of this issuer, which can
+    /// only be started once the issuer listens). Call before handing the issuer to a registry.
+    pub fn set_realm_port(&mut self, port: u16) {
+        self.realm_port = Some(port);
     }
     pub fn port(&self) -> u16 {
         self.server.addr().port()
@@ -226,6 +233,7 @@ impl TokenIssuerBuilder {
             server,
             tls,
             realm_host,
+            realm_port: None,
             service,
             issuer,
             root_bundle,
