@@ -49,6 +49,9 @@ pub struct ClientCert {
 pub struct TlsSettings {
     /// The node's system CA bundle; `None` = the built-in search of the usual locations.
     pub ca_bundle: Option<PathBuf>,
+    /// The node has no system CA bundle at all: trust only `extra_ca_files` (never fall
+    /// back to the bundle of the machine or container pullprobe runs in).
+    pub no_system_pool: bool,
     /// Extra CA files appended to the pool (`hosts.toml` `ca`, `certs.d/*.crt`, `--ca-file`).
     pub extra_ca_files: Vec<PathBuf>,
     /// Client certificates; the first one is offered.

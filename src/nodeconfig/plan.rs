@@ -442,6 +442,7 @@ fn legacy_endpoints(
 fn tls_for(nc: &NodeConfig, h: &HostConfig, plan: &mut Plan) -> TlsSettings {
     let mut tls = TlsSettings {
         ca_bundle: nc.ca_bundle(),
+        no_system_pool: nc.ca_bundle().is_none(),
         ..Default::default()
     };
     if !h.explicit_tls() {
@@ -587,6 +588,7 @@ fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         };
         let mut tls = TlsSettings {
             ca_bundle: nc.ca_bundle(),
+            no_system_pool: nc.ca_bundle().is_none(),
             skip_verify: s.endpoint.insecure,
             ..Default::default()
         };

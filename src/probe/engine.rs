@@ -480,13 +480,7 @@ impl Flow<'_> {
                 s if s.is_success() => break resp,
                 _ => {
                     if !auth_recorded {
-                        session.record_ms(
-                            Phase::Auth,
-                            &host,
-                            true,
-                            0.0,
-                            auth_detail(self.authorization.as_ref()),
-                        );
+                        self.record_unchallenged(session, &host);
                     }
                     let f = self.manifest_failure(session, &req, resp).await;
                     session.record(Phase::Manifest, &host, false, t, f.message.clone());
@@ -495,14 +489,7 @@ impl Flow<'_> {
             }
         };
         if !auth_recorded {
-            // No challenge: the request itself belongs to the manifest phase.
-            session.record_ms(
-                Phase::Auth,
-                &host,
-                true,
-                0.0,
-                auth_detail(self.authorization.as_ref()),
-            );
+            self.record_unchallenged(session, &host);
         }
         // A HEAD without a digest or length cannot be trusted: GET and hash it (resolver.go).
         let mut body: Option<bytes::Bytes> = None;
@@ -727,6 +714,18 @@ impl Flow<'_> {
                 Err(f.in_phase(Phase::Blob))
             }
         }
+    }
+
+    /// The registry answered without a challenge: an auth row of zero time (the request
+    /// itself belongs to the manifest phase).
+    fn record_unchallenged(&self, session: &mut Session<'_>, host: &str) {
+        session.record_ms(
+            Phase::Auth,
+            host,
+            true,
+            0.0,
+            auth_detail(self.authorization.as_ref()),
+        );
     }
 
     /// CRI-O's `GET /v2/` ping (containers/image docker_client.go `detectProperties`).

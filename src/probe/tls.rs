@@ -83,6 +83,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
     } else {
         let mut roots = RootCertStore::empty();
         match &settings.ca_bundle {
+            None if settings.no_system_pool => {}
             Some(path) => {
                 add_pem_file(&mut roots, path)?;
             }
@@ -352,5 +353,27 @@ fn ip_from_bytes(b: &[u8]) -> String {
             std::net::Ipv6Addr::from(a).to_string()
         }
         _ => hex::encode(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_without_a_bundle_trusts_nothing_but_its_extra_cas() {
+        let s = TlsSettings {
+            no_system_pool: true,
+            ..TlsSettings::default()
+        };
+        // Builds (an empty pool is a valid, if unforgiving, configuration).
+        assert!(client_config(&s).is_ok());
+        let missing = TlsSettings {
+            extra_ca_files: vec!["/nonexistent/ca.pem".into()],
+            no_system_pool: true,
+            ..TlsSettings::default()
+        };
+        let e = client_config(&missing).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }
