@@ -257,6 +257,31 @@ fn run_both(
     both
 }
 
+/// `pullprobe plan --json` for the tree: the kinds of its findings.
+fn plan_finding_kinds(tree: &NodeTree, image: &str) -> Vec<String> {
+    let root = tree.root().display().to_string();
+    let out = run_pullprobe(
+        &[
+            "plan",
+            "--json",
+            "--host-root",
+            &root,
+            "--containerd-version",
+            CONTAINERD_VERSION,
+            image,
+        ],
+        None,
+    );
+    let lines = json_lines(&out.stdout);
+    lines[0]["findings"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 fn plain_registry_with_image(repo: &str) -> (Registry, String) {
     let reg = Registry::plain();
     OciImage::single("v1").push(&reg, repo, &PushOpts::insecure());
@@ -415,17 +440,7 @@ fn top_level_only_hosts_toml_is_ignored_by_containerd_1_6() {
     // tables and pulls with its defaults, i.e. straight from the upstream.
     let ctrd = Containerd::start();
     let (_mirror, mhost) = plain_registry_with_image("team/app");
-    // A registry-like upstream that has no such manifest.
-    let upstream = ScriptedServer::start(|r| {
-        if r.path == "/v2/" {
-            Reply::v2_ok()
-        } else {
-            Reply::json(
-                404,
-                &serde_json::json!({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
-            )
-        }
-    });
+    let upstream = upstream_without_manifests();
     let up = upstream.host_port();
     let tree = NodeTree::new();
     tree.hosts_toml(&up, &format!("server = \"http://{mhost}\"\n"));
@@ -448,6 +463,7 @@ fn top_level_only_hosts_toml_is_ignored_by_containerd_1_6() {
         upstream.requests()
     );
     assert_eq!(b.pp["endpoint"], format!("http://{up}/v2"), "{}", b.ctx());
+    assert!(plan_finding_kinds(&tree, &image).contains(&"hosts_toml_ignored".to_string()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -520,6 +536,17 @@ struct PathRewriteProxy {
 
 impl PathRewriteProxy {
     fn start(prefix: &str, backend: &str) -> PathRewriteProxy {
+        Self::start_gated(prefix, backend, None)
+    }
+
+    /// Like `start`, answering 403 unless the request carries header `name: value`.
+    fn start_gated(
+        prefix: &str,
+        backend: &str,
+        required: Option<(&str, &str)>,
+    ) -> PathRewriteProxy {
+        let required: Option<(String, String)> =
+            required.map(|(k, v)| (k.to_ascii_lowercase(), v.to_string()));
         let l = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let port = l.local_addr().expect("addr").port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -533,9 +560,10 @@ impl PathRewriteProxy {
                 }
                 let Ok(c) = conn else { continue };
                 req2.fetch_add(1, Ordering::SeqCst);
-                let (prefix, backend) = (prefix.clone(), backend.clone());
+                let (prefix, backend, required) =
+                    (prefix.clone(), backend.clone(), required.clone());
                 std::thread::spawn(move || {
-                    let _ = Self::serve(c, &prefix, &backend);
+                    let _ = Self::serve(c, &prefix, &backend, required.as_ref());
                 });
             }
         });
@@ -546,7 +574,12 @@ impl PathRewriteProxy {
         }
     }
 
-    fn serve(mut c: TcpStream, prefix: &str, backend: &str) -> std::io::Result<()> {
+    fn serve(
+        mut c: TcpStream,
+        prefix: &str,
+        backend: &str,
+        required: Option<&(String, String)>,
+    ) -> std::io::Result<()> {
         c.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
@@ -571,6 +604,18 @@ impl PathRewriteProxy {
             )?;
             return Ok(());
         };
+        if let Some((name, value)) = required {
+            let present = text.split("\r\n").skip(1).any(|l| {
+                l.split_once(':')
+                    .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(name) && v.trim() == value)
+            });
+            if !present {
+                c.write_all(
+                    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )?;
+                return Ok(());
+            }
+        }
         let mut out = format!("{method} /v2/{rest} {version}\r\n");
         for l in lines.filter(|l| !l.is_empty()) {
             if !l.to_ascii_lowercase().starts_with("connection:") {
@@ -868,4 +913,275 @@ fn credentials_from_credential_provider_plugin() {
     assert!(!b.pp.to_string().contains("plugin-s3cret"), "secret leaked");
     // containerd holds credentials, so it uses the OAuth2 POST form; so must pullprobe.
     assert!(issuer.post_count() >= 2, "both tools POST to the realm");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Capabilities, version traps, hostile hosts.toml
+
+#[test]
+fn pull_only_mirror_serves_digests_not_tags() {
+    let ctrd = Containerd::start();
+    let mirror = Registry::plain();
+    let pushed = OciImage::single("v1").push(&mirror, "team/app", &PushOpts::insecure());
+    let mhost = mirror.host_port();
+    let up = dead_host();
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &up,
+        &format!("[host.\"http://{mhost}\"]\n  capabilities = [\"pull\"]\n"),
+    );
+    // resolver.go: a tag is resolved only through hosts with pull AND resolve.
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("pull-only mirror, tag", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("connect", "ConnectRefused")));
+    assert!(
+        b.tried().iter().all(|t| !t.0.contains(&mhost)),
+        "{}",
+        b.ctx()
+    );
+    // A digest goes through hosts with pull.
+    let by_digest = format!("{up}/team/app@{}", pushed.digest);
+    let b = run_both(
+        "pull-only mirror, digest",
+        &ctrd,
+        &tree,
+        &by_digest,
+        &[],
+        &[],
+    );
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://{mhost}/v2"),
+        "{}",
+        b.ctx()
+    );
+}
+
+#[test]
+fn tls_upstream_without_hosts_toml_is_plain_http_on_1_6() {
+    // Version trap: 1.6 talks plain http to a loopback registry on a port ≠ 443 when no
+    // hosts.toml applies, even with a Docker-style `ca.crt` in its directory; a TLS registry
+    // answers 400.
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+    let tree = NodeTree::new();
+    let b = run_both(
+        "TLS upstream, no hosts dir (1.6)",
+        &ctrd,
+        &tree,
+        &image,
+        &[],
+        &[],
+    );
+    // The TLS server answers the plain request with 400 (ctr: "status code [manifests v1]: 400").
+    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+    assert_eq!(b.pp["endpoint"], format!("http://{host}/v2"), "{}", b.ctx());
+
+    let tree = NodeTree::new();
+    tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.crt"));
+    let b = run_both(
+        "TLS upstream, docker ca.crt (1.6)",
+        &ctrd,
+        &tree,
+        &image,
+        &[],
+        &[],
+    );
+    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+}
+
+#[test]
+fn http_host_with_ca_has_no_https_fallback_on_1_6() {
+    // `http://` + TLS settings: ≥ 1.7 tries HTTPS first (NewHTTPFallback); 1.6 stays on http.
+    let ctrd = Containerd::start();
+    let pki = Pki::new();
+    let reg = Registry::builder().tls(&pki.server).start();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+    let tree = NodeTree::new();
+    tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.pem"));
+    tree.hosts_toml(
+        &host,
+        &format!(
+            "server = \"http://{host}\"\nca = \"ca.pem\"\n[host.\"http://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"ca.pem\"\n"
+        ),
+    );
+    let b = run_both("http:// host + ca (1.6)", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+    assert!(
+        b.tried().iter().all(|t| t.0.starts_with("http://")),
+        "{}",
+        b.ctx()
+    );
+}
+
+#[test]
+fn localhost_name_reference() {
+    let ctrd = Containerd::start();
+    let (reg, _) = plain_registry_with_image("team/app");
+    let tree = NodeTree::new();
+    let image = format!("localhost:{}/team/app:v1", reg.port());
+    let b = run_both("localhost:PORT direct", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+}
+
+#[test]
+fn hosts_toml_that_containerd_cannot_parse_is_ignored() {
+    // loadHostDir: a decode error (syntax, unknown capability) is logged and the directory is
+    // treated as a Docker cert dir: the upstream with defaults.
+    let ctrd = Containerd::start();
+    let (_up, uhost) = plain_registry_with_image("team/app");
+    let dead = dead_host();
+    let image = format!("{uhost}/team/app:v1");
+    for (name, body) in [
+        (
+            "malformed hosts.toml",
+            format!("[host.\"http://{dead}\"\n  capabilities = [\"pull\"\n"),
+        ),
+        (
+            "unknown capability",
+            format!("[host.\"http://{dead}\"]\n  capabilities = [\"pull\", \"resolve\", \"teleport\"]\n"),
+        ),
+    ] {
+        let tree = NodeTree::new();
+        tree.hosts_toml(&uhost, &body);
+        let b = run_both(
+            if name.starts_with("malformed") {
+                "malformed hosts.toml"
+            } else {
+                "unknown capability"
+            },
+            &ctrd,
+            &tree,
+            &image,
+            &[],
+            &[],
+        );
+        b.expect("ready", None);
+        assert_eq!(b.tried().len(), 1, "{}", b.ctx());
+        assert!(
+            plan_finding_kinds(&tree, &image).contains(&"hosts_toml_ignored".to_string()),
+            "{name}: the plan must say containerd ignores the file"
+        );
+    }
+}
+
+#[test]
+fn missing_ca_file_fails_the_whole_pull() {
+    // ConfigureHosts: "unable to read CA cert" fails the resolver before any request, even
+    // though a later host would work.
+    let ctrd = Containerd::start();
+    let (_up, uhost) = plain_registry_with_image("team/app");
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &uhost,
+        &format!(
+            "[host.\"https://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"missing-ca.pem\"\n",
+            dead_host()
+        ),
+    );
+    let image = format!("{uhost}/team/app:v1");
+    let b = run_both("missing CA file", &ctrd, &tree, &image, &[], &[]);
+    b.assert_agree();
+    assert_eq!(b.verdict(), "not_ready", "{}", b.ctx());
+    assert!(
+        b.ctr.as_ref().is_err_and(|e| e.contains("missing-ca.pem")),
+        "{:?}",
+        b.ctr
+    );
+}
+
+/// A registry-like upstream that knows no manifest (records every request).
+fn upstream_without_manifests() -> ScriptedServer {
+    ScriptedServer::start(|r| {
+        if r.path == "/v2/" {
+            Reply::v2_ok()
+        } else {
+            Reply::json(
+                404,
+                &serde_json::json!({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown"}]}),
+            )
+        }
+    })
+}
+
+#[test]
+fn per_host_headers_from_hosts_toml() {
+    let ctrd = Containerd::start();
+    let (_reg, rhost) = plain_registry_with_image("team/app");
+    let proxy = PathRewriteProxy::start_gated("/gated", &rhost, Some(("X-Mirror-Key", "k1")));
+    let upstream = upstream_without_manifests();
+    let up = upstream.host_port();
+    let mirror = format!("http://127.0.0.1:{}/gated", proxy.port);
+    let hosts = |value: &str| {
+        format!(
+            "[host.\"{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n  [host.\"{mirror}\".header]\n    X-Mirror-Key = \"{value}\"\n"
+        )
+    };
+    let image = format!("{up}/team/app:v1");
+
+    let tree = NodeTree::new();
+    tree.hosts_toml(&up, &hosts("k1"));
+    let b = run_both("header sent", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(upstream.request_count(), 0);
+
+    // Wrong header: the mirror answers 403, both move on to the upstream, which has no such
+    // manifest. containerd's error names the FIRST non-404 failure (resolver.go `firstErr`:
+    // the mirror's 403); pullprobe's verdict reason is the upstream's (issue 3: "the reason is
+    // that of the upstream"), with the mirror's 403 in `attempts`.
+    let tree = NodeTree::new();
+    tree.hosts_toml(&up, &hosts("k2"));
+    let b = run_both("wrong header (mirror 403)", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("manifest", "ManifestNotFound")));
+    let tried = b.tried();
+    assert_eq!(tried.len(), 2, "{}", b.ctx());
+    assert_eq!(tried[0].0, mirror, "{}", b.ctx());
+    assert!(
+        b.ctr.as_ref().is_err_and(|e| e.contains("403")),
+        "containerd reports the mirror's 403: {:?}",
+        b.ctr
+    );
+    let agents: Vec<String> = upstream
+        .requests()
+        .iter()
+        .filter_map(|r| r.header("user-agent").map(str::to_string))
+        .collect();
+    assert!(
+        agents.iter().any(|a| a.starts_with("containerd/")),
+        "containerd went on to the upstream after the 403: {agents:?}"
+    );
+    assert!(
+        agents.iter().any(|a| a.starts_with("pullprobe/")),
+        "{agents:?}"
+    );
+}
+
+#[test]
+fn blob_redirect_to_a_blob_host() {
+    // ctr images pull downloads every layer; the blob host is part of the pull path.
+    let ctrd = Containerd::start();
+    let (origin, _) = plain_registry_with_image("team/app");
+    let blobs = BlobHost::start(origin.storage_dir());
+    let cdn = Registry::builder()
+        .storage(origin.storage())
+        .redirect(&blobs.url())
+        .start();
+    let dead_cdn = Registry::builder()
+        .storage(origin.storage())
+        .redirect(&blob_host_down_url())
+        .start();
+    let tree = NodeTree::new();
+    let image = format!("{}/team/app:v1", cdn.host_port());
+    let b = run_both("blob host up", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    let image = format!("{}/team/app:v1", dead_cdn.host_port());
+    let b = run_both("blob host down", &ctrd, &tree, &image, &[], &[]);
+    b.expect("not_ready", Some(("blob", "BlobHostUnreachable")));
 }
