@@ -11,10 +11,18 @@
 //! single host-dir root); the daemon only stores content. So name resolution is the machine's
 //! real resolver: keep references hermetic (loopback IPs, `localhost`).
 //!
+//! The kubelet's own path is the CRI `ImageService/PullImage` with an `AuthConfig`:
+//! `Containerd::start_cri(REGISTRY_TOML)` keeps the CRI plugin, configured with the given
+//! `[plugins."io.containerd.grpc.v1.cri".registry]` section (real paths), and `cri_pull` calls it
+//! over the daemon socket (gRPC on HTTP/2, with the two small CRI messages encoded here). There,
+//! the *daemon* reads `config_path` / `mirrors` / `configs` from its config, as on a node.
+//!
 //! ```ignore
 //! let ctrd = Containerd::start();
 //! ctrd.ctr_pull("127.0.0.1:5000/team/app:v1", Some(&certs_d), &["--user", "u:p"])?;
 //! ctrd.ctr_fetch("127.0.0.1:5000/team/app:v1", Some(&certs_d), &[])?;
+//! let cri = Containerd::start_cri("config_path = \"/tmp/x/certs.d\"\n");
+//! let image_ref = cri.cri_pull("127.0.0.1:5000/team/app:v1", Some(("u", "p")))?;
 //! ```
 
 use std::io::Read;
@@ -49,8 +57,20 @@ pub struct CtrOutput {
 }
 
 impl Containerd {
-    /// Starts the daemon and waits (≤ 10 s) until `ctr version` works; panics otherwise.
+    /// Starts the daemon (no CRI plugin) and waits (≤ 10 s) until `ctr version` works; panics
+    /// otherwise.
     pub fn start() -> Containerd {
+        Self::start_with(None)
+    }
+
+    /// Starts the daemon WITH the CRI plugin; `registry_toml` is the body of its
+    /// `[plugins."io.containerd.grpc.v1.cri".registry]` table (config version 2, real paths), and
+    /// may add sub-tables (`[plugins."io.containerd.grpc.v1.cri".registry.mirrors."host"]`, …).
+    pub fn start_cri(registry_toml: &str) -> Containerd {
+        Self::start_with(Some(registry_toml))
+    }
+
+    fn start_with(cri_registry: Option<&str>) -> Containerd {
         // Keep the path short: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("ctrd-")
@@ -63,7 +83,7 @@ impl Containerd {
 root = {root:?}
 state = {state:?}
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+  {cri_disabled}
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs",
@@ -88,7 +108,23 @@ disabled_plugins = [
             sock = socket.display().to_string(),
             ttrpc = d.join("c.sock.ttrpc").display().to_string(),
             opt = d.join("opt").display().to_string(),
+            cri_disabled = if cri_registry.is_some() {
+                ""
+            } else {
+                "\"io.containerd.grpc.v1.cri\","
+            },
         );
+        let cfg = match cri_registry {
+            None => cfg,
+            Some(reg) => format!(
+                "{cfg}[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  \
+                 stream_server_port = \"0\"\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  \
+                 bin_dir = {cni_bin:?}\n  conf_dir = {cni_conf:?}\n\
+                 [plugins.\"io.containerd.grpc.v1.cri\".registry]\n{reg}\n",
+                cni_bin = d.join("cni-bin").display().to_string(),
+                cni_conf = d.join("cni-conf").display().to_string(),
+            ),
+        };
         let cfg_path = d.join("config.toml");
         std::fs::write(&cfg_path, cfg).expect("write containerd config");
         let log = std::fs::File::create(d.join("containerd.log")).expect("create log");
@@ -285,5 +321,159 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CtrOutput {
         stdout,
         stderr,
         elapsed: start.elapsed(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRI ImageService client (runtime.v1), just PullImage.
+
+/// Protobuf: a length-delimited field.
+fn pb_bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
+    pb_varint(out, u64::from(field << 3 | 2));
+    pb_varint(out, data.len() as u64);
+    out.extend_from_slice(data);
+}
+
+fn pb_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// First length-delimited field `field` of a protobuf message, as a string.
+fn pb_string_field(msg: &[u8], field: u32) -> Option<String> {
+    let mut i = 0;
+    let varint = |i: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *msg.get(*i)?;
+            *i += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    while i < msg.len() {
+        let key = varint(&mut i)?;
+        match key & 7 {
+            0 => {
+                varint(&mut i)?;
+            }
+            2 => {
+                let len = varint(&mut i)? as usize;
+                let data = msg.get(i..i + len)?;
+                i += len;
+                if key >> 3 == u64::from(field) {
+                    return Some(String::from_utf8_lossy(data).into_owned());
+                }
+            }
+            1 => i += 8,
+            5 => i += 4,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// `PullImageRequest { image: ImageSpec { image }, auth: AuthConfig { username, password } }`.
+fn pull_image_request(image: &str, auth: Option<(&str, &str)>) -> Vec<u8> {
+    let mut spec = Vec::new();
+    pb_bytes(&mut spec, 1, image.as_bytes());
+    let mut req = Vec::new();
+    pb_bytes(&mut req, 1, &spec);
+    if let Some((u, p)) = auth {
+        let mut a = Vec::new();
+        pb_bytes(&mut a, 1, u.as_bytes());
+        pb_bytes(&mut a, 2, p.as_bytes());
+        pb_bytes(&mut req, 2, &a);
+    }
+    req
+}
+
+/// One unary gRPC call over the unix socket; `Ok(response message)` or `Err(grpc-message)`.
+async fn grpc_unary(socket: &Path, method: &str, msg: Vec<u8>) -> Result<Vec<u8>, String> {
+    let io = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connect {}: {e}", socket.display()))?;
+    let (client, conn) = h2::client::handshake(io)
+        .await
+        .map_err(|e| format!("h2 handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut client = client.ready().await.map_err(|e| format!("h2: {e}"))?;
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://containerd{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (resp, mut send) = client
+        .send_request(req, false)
+        .map_err(|e| format!("h2 send: {e}"))?;
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&msg);
+    send.send_data(framed.into(), true)
+        .map_err(|e| format!("h2 data: {e}"))?;
+    let resp = resp.await.map_err(|e| format!("h2 response: {e}"))?;
+    let (parts, mut body) = resp.into_parts();
+    let mut data = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| format!("h2 body: {e}"))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|e| format!("h2 trailers: {e}"))?;
+    // A trailers-only error response carries the status in the headers.
+    let status_src = trailers.as_ref().unwrap_or(&parts.headers);
+    let status = status_src
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status == "0" {
+        Ok(data.get(5..).map(<[u8]>::to_vec).unwrap_or_default())
+    } else {
+        let message = status_src
+            .get("grpc-message")
+            .map(|v| {
+                percent_encoding::percent_decode(v.as_bytes())
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_default();
+        Err(format!("grpc-status {status}: {message}"))
+    }
+}
+
+impl Containerd {
+    /// CRI `ImageService/PullImage` (runtime.v1) as the kubelet calls it, with an optional
+    /// `AuthConfig{username, password}`. `Ok(image_ref)` or `Err(gRPC error message)`.
+    pub fn cri_pull(&self, image: &str, auth: Option<(&str, &str)>) -> Result<String, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let msg = pull_image_request(image, auth);
+        let r = rt.block_on(async {
+            tokio::time::timeout(
+                self.timeout,
+                grpc_unary(&self.socket, "/runtime.v1.ImageService/PullImage", msg),
+            )
+            .await
+        });
+        match r {
+            Ok(Ok(resp)) => Ok(pb_string_field(&resp, 1).unwrap_or_default()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(format!("CRI PullImage timed out after {:?}", self.timeout)),
+        }
     }
 }
