@@ -37,7 +37,22 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     let good = format!("{}/team/app:v1", reg.host_port());
     let missing = format!("{}/team/app:missing", reg.host_port());
 
+    // The node trusts the registry through containerd's hosts.toml (`ca`), as a real node would.
     let root = agent_proc::host_root();
+    let hp = reg.host_port();
+    let certs = root.path().join("etc/containerd/certs.d").join(&hp);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&pki.ca_cert, certs.join("ca.crt")).unwrap();
+    write_file(
+        &root.path().join("etc/containerd"),
+        "config.toml",
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
+    );
+    write_file(
+        &certs,
+        "hosts.toml",
+        &format!("server = \"https://{hp}\"\nca = \"/etc/containerd/certs.d/{hp}/ca.crt\"\n"),
+    );
     let cfg = write_file(root.path(), "agent.yaml", &config(&[&good, &missing], ""));
     let mut agent = AgentProc::spawn(&[
         "--standalone",
@@ -67,11 +82,10 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     let ok = find("team/app:v1");
     assert_eq!(ok["verdict"], "ready", "{ok}");
     assert_eq!(ok["registry"], reg.host_port());
-    // (A loopback registry with a port is containerd's `http` + `skip_verify` default host: TLS
-    // first, shown with its configured http:// URL; the TLS expiry metric below proves TLS.)
-    assert!(
-        ok["endpoint"].as_str().unwrap().contains(&reg.host_port()),
-        "{ok}"
+    assert_eq!(
+        ok["endpoint"].as_str().unwrap(),
+        format!("https://{hp}/v2"),
+        "the endpoint from hosts.toml: {ok}"
     );
     let miss = find("team/app:missing");
     assert_eq!(miss["reason"], "ManifestNotFound", "{miss}");

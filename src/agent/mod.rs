@@ -23,6 +23,8 @@ use self::conditions::{Clock, SystemClock};
 use self::config::{AgentConfig, ConfigError, ConfigWatcher, LogFormat};
 use self::http::AgentState;
 use self::run::{Agent, ClusterCtx, EngineRunner};
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
+use crate::probe::RuntimeProfile;
 
 /// Environment variable with the node name (downward API `spec.nodeName`).
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
@@ -67,6 +69,8 @@ pub enum AgentError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Kube(#[from] crate::k8s::K8sError),
+    #[error("--host-root: {0}")]
+    HostRoot(#[from] crate::nodeconfig::HostRootError),
 }
 
 /// Resolves on SIGTERM or SIGINT. If the SIGTERM handler cannot be installed, only
@@ -129,7 +133,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     } else {
         let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
         // The Node must exist and be readable: fail the start otherwise (RBAC, name).
-        let (node_uid, existing) = crate::k8s::node::get(&client, &node).await?;
+        let facts = crate::k8s::node::get(&client, &node).await?;
         let pods = Arc::new(Mutex::new(Default::default()));
         let synced = Arc::new(tokio::sync::Notify::new());
         let notified = synced.clone().notified_owned();
@@ -144,18 +148,42 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         Some((
             ClusterCtx {
                 client,
-                node_uid,
+                node_uid: facts.uid,
                 pods,
             },
-            existing,
+            facts.conditions,
+            facts.container_runtime_version,
         ))
     };
 
-    let runner = Arc::new(EngineRunner::new(&cfg, &args.host_root));
-    let (ctx, existing) = match cluster {
-        Some((c, e)) => (Some(c), e),
-        None => (None, Vec::new()),
+    let (ctx, existing, runtime_version) = match cluster {
+        Some((c, e, v)) => (Some(c), e, v),
+        None => (None, Vec::new(), None),
     };
+    // The node's pull path: runtime config, hosts.toml / registries.conf, proxy, trust,
+    // kubelet credentials, all read under --host-root. Only an unusable host root stops
+    // the start; each unreadable file is a problem logged here, the rest still applies.
+    let nc_opts = NodeConfigOptions {
+        host_root: args.host_root.clone(),
+        runtime: Some(match cfg.runtime {
+            RuntimeProfile::Containerd => RuntimeKind::Containerd,
+            RuntimeProfile::Crio => RuntimeKind::Crio,
+        }),
+        containerd_version: runtime_version
+            .as_deref()
+            .and_then(|v| v.strip_prefix("containerd://"))
+            .map(str::to_string),
+        ..NodeConfigOptions::default()
+    };
+    let node_config = Arc::new(NodeConfig::load(&nc_opts)?);
+    for p in &node_config.problems {
+        tracing::warn!(node = %node, problem = %p, "node config problem");
+    }
+    let runner = Arc::new(EngineRunner::new(
+        &cfg,
+        &args.host_root,
+        Some(node_config.as_ref()),
+    ));
     let mut agent = Agent::new(
         cfg,
         watcher,
@@ -166,7 +194,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         ctx.clone(),
         clock.clone(),
         node_count,
-    );
+    )
+    .with_node_config(nc_opts, node_config);
     if let Ok(mut m) = agent.manager.lock() {
         m.seed(&existing, clock.now());
     }

@@ -12,7 +12,11 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
 
-use crate::probe::{Platform, ProbeOptions, ProbeReport, ProbeTarget, Prober, Timeouts};
+use crate::credentials::node::PullSecretData;
+use crate::nodeconfig::{ConfigProblem, NodeConfig, NodeConfigOptions, ProblemKind};
+use crate::probe::{
+    Failure, Platform, ProbeOptions, ProbeReport, ProbeTarget, Prober, Reason, Timeouts,
+};
 use crate::reference::ImageRef;
 
 use super::conditions::{
@@ -23,7 +27,7 @@ use super::events::{EventDeduper, EventRecord, InvolvedObject};
 use super::http::{AgentState, StatusEntry};
 use super::logs;
 use super::schedule::{cycles_per_period, image_checks_per_period, image_due, Backoff, Jitter};
-use super::targets::{CredRef, PodInfo, TargetKey, TargetSet};
+use super::targets::{plan_key, plan_key_of, CredRef, PodInfo, TargetKey, TargetSet};
 
 /// Which check a probe is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +60,13 @@ pub struct EngineRunner {
 }
 
 impl EngineRunner {
-    pub fn new(cfg: &AgentConfig, host_root: &std::path::Path) -> EngineRunner {
+    /// `node_config` supplies the runtime's proxy environment (the resolver files are
+    /// the host root's either way).
+    pub fn new(
+        cfg: &AgentConfig,
+        host_root: &std::path::Path,
+        node_config: Option<&NodeConfig>,
+    ) -> EngineRunner {
         let base = ProbeOptions {
             runtime: cfg.runtime,
             timeouts: Timeouts::default(),
@@ -65,7 +75,7 @@ impl EngineRunner {
             head_only: false,
             resolv_conf: host_root.join("etc/resolv.conf"),
             hosts_file: host_root.join("etc/hosts"),
-            proxy_env: None,
+            proxy_env: node_config.map(|n| n.proxy.clone()),
         };
         let path = ProbeOptions {
             head_only: true,
@@ -106,21 +116,64 @@ pub fn node_platform() -> Platform {
     }
 }
 
-/// The seam to the node pull-path config: endpoints and credentials for one image and
-/// credential source. Until `nodeconfig` is wired in, endpoints are left empty (the
-/// engine derives the registry's default upstream endpoint) and credentials too
-/// (anonymous).
-pub fn probe_target(
+/// Pull secrets fetched this cycle, by (namespace, name).
+pub type SecretCache = HashMap<(String, String), PullSecretData>;
+
+/// Endpoints and credentials for one image and credential source, as the node would use
+/// them: the node's plan (hosts.toml / registries.conf under the host root; a blocked
+/// registry or an unusable hosts directory becomes the target's refusal, as in
+/// `pullprobe check`) and the kubelet's credentials in its order (the pod's pull
+/// secrets for a `PullSecrets` source, then the node's config.json, then
+/// credential-provider plugins). Without a node config (unit tests) the engine derives
+/// the default upstream endpoint and probes anonymously. Credential problems (a bad
+/// secret, a failed plugin) come back alongside.
+pub async fn probe_target(
+    node_config: Option<&NodeConfig>,
     image: &ImageRef,
-    _cred: &CredRef,
-    _host_root: &std::path::Path,
-) -> ProbeTarget {
-    ProbeTarget {
-        image: image.normalized(),
-        endpoints: Vec::new(),
-        credentials: Vec::new(),
-        refusal: None,
+    cred: &CredRef,
+    secrets: &SecretCache,
+) -> (ProbeTarget, Vec<ConfigProblem>) {
+    let mut target = ProbeTarget::new(image.normalized());
+    let Some(nc) = node_config else {
+        return (target, Vec::new());
+    };
+    let plan = nc.plan(image);
+    target.endpoints = plan.endpoints;
+    if plan.blocked {
+        target.refusal = Some(Failure::new(
+            Reason::RegistryBlocked,
+            format!(
+                "{} is blocked by the runtime's registries.conf",
+                image.domain
+            ),
+        ));
+    } else if let Some(err) = plan.runtime_error {
+        target.refusal = Some(Failure::new(Reason::NoUsableEndpoint, err));
     }
+    let data: Vec<PullSecretData> = match cred {
+        CredRef::Node => Vec::new(),
+        CredRef::PullSecrets { namespace, names } => names
+            .iter()
+            .filter_map(|n| secrets.get(&(namespace.clone(), n.clone())).cloned())
+            .collect(),
+    };
+    let (credentials, problems) = nc.credentials(image, &data).await;
+    target.credentials = credentials;
+    (target, problems)
+}
+
+/// A pod's own pull secret was rejected in one of the report's attempts (the kubelet
+/// then goes on with the node's credentials, so the verdict may still be a pass).
+fn pull_secret_rejected(report: &ProbeReport) -> Option<String> {
+    report.attempts.iter().find_map(|a| {
+        let src = a.credential_source.as_deref()?;
+        (src.starts_with("pull-secret:")
+            && matches!(
+                a.reason,
+                Some(Reason::AuthCredentialsRejected | Reason::AuthDenied)
+            ))
+        .then(|| src.to_string())
+    })
 }
 
 /// The cluster side; `None` in standalone mode.
@@ -137,9 +190,19 @@ struct Job {
     registry: String,
     host: String,
     cred: CredRef,
-    target: ProbeTarget,
+    image: ImageRef,
     pods: Vec<String>,
     pod_refs: Vec<super::targets::PodRef>,
+}
+
+/// The latest path check of one (plan, credential source).
+#[derive(Clone, Debug)]
+struct PathResult {
+    at: Instant,
+    class: Class,
+    endpoint: String,
+    /// A credential-provider plugin failed for this registry (node credentials only).
+    provider_failed: bool,
 }
 
 /// State carried from cycle to cycle.
@@ -154,9 +217,13 @@ pub struct Agent {
     pub manager: Arc<Mutex<ConditionManager>>,
     pub clock: Arc<dyn Clock>,
     pub node_count: u64,
+    /// The node's pull path; `None` = default endpoints, anonymous (unit tests).
+    pub node_config: Option<Arc<NodeConfig>>,
+    node_config_opts: Option<NodeConfigOptions>,
+    node_config_at: Instant,
     backoff: HashMap<String, Backoff>,
     seen: HashSet<TargetKey>,
-    last_path: HashMap<(String, CredRef), (Instant, Class, String)>,
+    last_path: HashMap<(String, CredRef), PathResult>,
     events: EventDeduper,
     jitter: Jitter,
     started: Instant,
@@ -195,6 +262,9 @@ impl Agent {
             manager: Arc::new(Mutex::new(manager)),
             clock,
             node_count: node_count.max(1),
+            node_config: None,
+            node_config_opts: None,
+            node_config_at: Instant::now(),
             backoff: HashMap::new(),
             seen: HashSet::new(),
             last_path: HashMap::new(),
@@ -202,6 +272,32 @@ impl Agent {
             jitter,
             started: Instant::now(),
             cycle_no: 0,
+        }
+    }
+
+    /// Use the node's pull path (loaded with `opts`, reloaded every `reload_interval`).
+    pub fn with_node_config(mut self, opts: NodeConfigOptions, nc: Arc<NodeConfig>) -> Agent {
+        self.node_config = Some(nc);
+        self.node_config_opts = Some(opts);
+        self.node_config_at = Instant::now();
+        self
+    }
+
+    /// Re-read the node's runtime and kubelet config (hosts.toml, registries.conf,
+    /// config.json, plugin config) so edits on the node show up without a restart.
+    fn reload_node_config(&mut self) {
+        let Some(opts) = &self.node_config_opts else {
+            return;
+        };
+        if self.node_config_at.elapsed() < self.cfg.reload_interval {
+            return;
+        }
+        self.node_config_at = Instant::now();
+        match NodeConfig::load(opts) {
+            Ok(nc) => self.node_config = Some(Arc::new(nc)),
+            Err(e) => {
+                tracing::error!(node = %self.node, error = %e, "cannot reload the node's config, keeping the previous one")
+            }
         }
     }
 
@@ -240,6 +336,7 @@ impl Agent {
     pub async fn cycle(&mut self) {
         let cycle_start = Instant::now();
         self.reload();
+        self.reload_node_config();
         let pods: Vec<PodInfo> = match &self.cluster {
             Some(c) => c
                 .pods
@@ -248,10 +345,16 @@ impl Agent {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
+        let nc = self.node_config.clone();
+        let key = |i: &ImageRef| match &nc {
+            Some(nc) => plan_key_of(i, &nc.plan(i).endpoints),
+            None => plan_key(i),
+        };
         let set = TargetSet::build(
             &pods,
             &self.cfg.images,
             self.cfg.pull_secrets && self.cluster.is_some(),
+            &key,
         );
         let m = &self.state.metrics;
         m.set_targets("image", set.images.len());
@@ -259,7 +362,8 @@ impl Agent {
         m.set_targets("pod", pods.len());
 
         let jobs = self.pick_jobs(&set);
-        let reports = self.run_jobs(&jobs).await;
+        let secrets = self.fetch_secrets(&jobs).await;
+        let reports = self.run_jobs(&jobs, &secrets).await;
         self.report(&set, &jobs, reports);
 
         self.cycle_no += 1;
@@ -286,9 +390,12 @@ impl Agent {
             let last = self
                 .last_path
                 .get(&(host.clone(), cred.clone()))
-                .map(|(t, _, _)| *t);
+                .map(|r| r.at);
             // Half an interval of slack so jitter never skips a due check.
-            if last.is_some_and(|t| t.elapsed() + self.cfg.interval / 2 < every) {
+            if last
+                .as_ref()
+                .is_some_and(|t| t.elapsed() + self.cfg.interval / 2 < every)
+            {
                 continue;
             }
             jobs.push(Job {
@@ -297,7 +404,7 @@ impl Agent {
                 registry: h.registry.clone(),
                 host: host.clone(),
                 cred: cred.clone(),
-                target: probe_target(&h.image, cred, &self.host_root),
+                image: h.image.clone(),
                 pods: Vec::new(),
                 pod_refs: Vec::new(),
             });
@@ -328,7 +435,7 @@ impl Agent {
                 registry: t.registry.clone(),
                 host: key.plan.clone(),
                 cred: key.cred.clone(),
-                target: probe_target(&t.image, &key.cred, &self.host_root),
+                image: t.image.clone(),
                 pods: t
                     .pods
                     .iter()
@@ -343,7 +450,48 @@ impl Agent {
         jobs
     }
 
-    async fn run_jobs(&self, jobs: &[Job]) -> Vec<ProbeReport> {
+    /// The pull secrets this cycle's jobs name, fetched once each. A secret that cannot
+    /// be read (no `get secrets` grant, API down) is left out, as the kubelet leaves out
+    /// a missing one; the probe then uses the node's credentials.
+    async fn fetch_secrets(&self, jobs: &[Job]) -> SecretCache {
+        let mut out = SecretCache::new();
+        let Some(c) = &self.cluster else {
+            return out;
+        };
+        let mut wanted: Vec<(String, String)> = jobs
+            .iter()
+            .filter_map(|j| match &j.cred {
+                CredRef::PullSecrets { namespace, names } => Some(
+                    names
+                        .iter()
+                        .map(|n| (namespace.clone(), n.clone()))
+                        .collect::<Vec<_>>(),
+                ),
+                CredRef::Node => None,
+            })
+            .flatten()
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for (ns, name) in wanted {
+            match crate::k8s::secrets::fetch(&c.client, &ns, &name).await {
+                Ok(Some(d)) => {
+                    out.insert((ns, name), d);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(node = %self.node, secret = %format!("{ns}/{name}"), error = %e, "cannot read a pull secret")
+                }
+            }
+        }
+        out
+    }
+
+    async fn run_jobs(
+        &self,
+        jobs: &[Job],
+        secrets: &SecretCache,
+    ) -> Vec<(ProbeReport, Vec<ConfigProblem>)> {
         let global = Arc::new(Semaphore::new(self.cfg.concurrency));
         let mut per_host: HashMap<&str, Arc<Semaphore>> = HashMap::new();
         for j in jobs {
@@ -360,6 +508,7 @@ impl Agent {
             let global = global.clone();
             let host = per_host.get(j.host.as_str()).cloned();
             let runner = self.runner.clone();
+            let nc = self.node_config.clone();
             async move {
                 // Host first, then global: a slow host cannot hold global permits while
                 // it waits for its own.
@@ -368,13 +517,20 @@ impl Agent {
                     None => None,
                 };
                 let _g = global.acquire_owned().await.ok();
-                runner.probe(&j.target, j.kind).await
+                let (target, problems) =
+                    probe_target(nc.as_deref(), &j.image, &j.cred, secrets).await;
+                (runner.probe(&target, j.kind).await, problems)
             }
         });
         futures::future::join_all(futs).await
     }
 
-    fn report(&mut self, set: &TargetSet, jobs: &[Job], reports: Vec<ProbeReport>) {
+    fn report(
+        &mut self,
+        set: &TargetSet,
+        jobs: &[Job],
+        reports: Vec<(ProbeReport, Vec<ConfigProblem>)>,
+    ) {
         let now_sys = self.clock.now();
         let now_unix = now_sys
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -385,7 +541,7 @@ impl Agent {
             .unwrap_or_default();
         let mono = self.monotonic();
         let mut workload: Vec<(InvolvedObject, String, String, String)> = Vec::new();
-        for (job, report) in jobs.iter().zip(reports) {
+        for (job, (report, problems)) in jobs.iter().zip(reports) {
             let cred = job.cred.to_string();
             self.state
                 .metrics
@@ -408,10 +564,50 @@ impl Agent {
             }
             let endpoint = report.endpoint.clone().unwrap_or_else(|| job.host.clone());
             if job.kind == CheckKind::Path {
+                let provider_failed =
+                    job.cred.is_node() && problems.iter().any(|p| p.kind == ProblemKind::Plugin);
+                for p in problems.iter().filter(|p| p.kind == ProblemKind::Plugin) {
+                    tracing::warn!(node = %self.node, registry = %job.registry, problem = %p, "credential provider failed");
+                }
                 self.last_path.insert(
                     (job.host.clone(), job.cred.clone()),
-                    (Instant::now(), class, endpoint.clone()),
+                    PathResult {
+                        at: Instant::now(),
+                        class,
+                        endpoint: endpoint.clone(),
+                        provider_failed,
+                    },
                 );
+            }
+            // A pod's own pull secret that is unusable or rejected is the pod's problem:
+            // an Event on the Pod, never a node condition.
+            if !job.cred.is_node() {
+                let bad_secret = problems
+                    .iter()
+                    .find(|p| p.file.to_string_lossy().starts_with("secret:"))
+                    .map(|p| ("PullSecretInvalid", p.to_string()))
+                    .or_else(|| {
+                        pull_secret_rejected(&report).map(|src| {
+                            (
+                                "PullSecretRejected",
+                                format!("{src} was rejected by the registry"),
+                            )
+                        })
+                    });
+                if let Some((reason, msg)) = bad_secret {
+                    for p in &job.pod_refs {
+                        workload.push((
+                            InvolvedObject::Pod {
+                                namespace: p.namespace.clone(),
+                                name: p.name.clone(),
+                                uid: p.uid.clone(),
+                            },
+                            reason.to_string(),
+                            format!("image {}: {msg}", report.image),
+                            format!("{reason} {}", report.image),
+                        ));
+                    }
+                }
             }
             if let Class::Workload(reason) = class {
                 for p in &job.pod_refs {
@@ -475,8 +671,16 @@ impl Agent {
         // keeps its last result, so backing off does not look like recovery).
         let mut unreachable = Vec::new();
         let mut auth = Vec::new();
-        for ((host, _), (_, class, endpoint)) in &self.last_path {
-            match class {
+        for ((host, _), r) in &self.last_path {
+            let endpoint = &r.endpoint;
+            if r.provider_failed {
+                auth.push(Problem {
+                    registry: host.clone(),
+                    endpoint: endpoint.clone(),
+                    reason: "CredentialProviderFailed",
+                });
+            }
+            match &r.class {
                 Class::Unreachable(r) => unreachable.push(Problem {
                     registry: host.clone(),
                     endpoint: endpoint.clone(),
@@ -694,7 +898,7 @@ mod tests {
         // Force the path checks due again (no real waiting in tests).
         a.last_path
             .values_mut()
-            .for_each(|v| v.0 = Instant::now() - Duration::from_secs(3600));
+            .for_each(|v| v.at = Instant::now() - Duration::from_secs(3600));
         a.cycle().await;
         assert!(
             !a.manager

@@ -129,21 +129,43 @@ fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Resul
     s.collect_str(v)
 }
 
-/// The seam to the node pull-path config: what identifies the endpoint list the node
-/// would use for an image. Until the plan is wired in, images of one registry domain
-/// share their endpoints (true for containerd `hosts.toml` and CRI-O `registries.conf`
-/// except for CRI-O prefix-scoped mirrors, which the plan will distinguish).
+/// What identifies the endpoint list the node would use for an image, without a node
+/// config: the registry host (images of one host share their endpoints).
 pub fn plan_key(image: &ImageRef) -> String {
     image.registry_host()
+}
+
+/// The plan key from the node's plan: the registry host, plus the endpoints when they
+/// are not just the default upstream (mirrors from `hosts.toml`, CRI-O prefix-scoped
+/// mirrors), so images whose plans differ get their own path checks. Bounded: at most
+/// the endpoint URLs of one plan.
+pub fn plan_key_of(image: &ImageRef, endpoints: &[crate::endpoint::Endpoint]) -> String {
+    let host = image.registry_host();
+    let mirrors: Vec<String> = endpoints
+        .iter()
+        .filter(|e| !e.is_upstream)
+        .map(|e| e.display_url())
+        .collect();
+    if mirrors.is_empty() {
+        host
+    } else {
+        format!("{host} via {}", mirrors.join(" "))
+    }
 }
 
 impl TargetSet {
     /// Build the set. `pull_secrets` = fetching pull secrets is enabled; otherwise every
     /// probe uses the node's credentials and pods' secrets do not split targets.
-    pub fn build(pods: &[PodInfo], config_images: &[String], pull_secrets: bool) -> TargetSet {
+    /// `key` names the endpoint list of an image ([`plan_key`] or [`plan_key_of`]).
+    pub fn build(
+        pods: &[PodInfo],
+        config_images: &[String],
+        pull_secrets: bool,
+        key: &dyn Fn(&ImageRef) -> String,
+    ) -> TargetSet {
         let mut set = TargetSet::default();
         for image in config_images {
-            set.add(image, None, CredRef::Node);
+            set.add(image, None, CredRef::Node, key);
         }
         for pod in pods {
             let pod_ref = PodRef {
@@ -163,7 +185,7 @@ impl TargetSet {
                 CredRef::Node
             };
             for image in &pod.images {
-                set.add(image, Some(&pod_ref), cred.clone());
+                set.add(image, Some(&pod_ref), cred.clone(), key);
             }
         }
         for t in set.images.values_mut() {
@@ -185,7 +207,13 @@ impl TargetSet {
         set
     }
 
-    fn add(&mut self, image: &str, pod: Option<&PodRef>, cred: CredRef) {
+    fn add(
+        &mut self,
+        image: &str,
+        pod: Option<&PodRef>,
+        cred: CredRef,
+        plan: &dyn Fn(&ImageRef) -> String,
+    ) {
         let parsed = match ImageRef::parse(image) {
             Ok(r) => r,
             Err(e) => {
@@ -198,7 +226,7 @@ impl TargetSet {
             }
         };
         let key = TargetKey {
-            plan: plan_key(&parsed),
+            plan: plan(&parsed),
             repository: parsed.repository(),
             reference: parsed.reference().to_string(),
             cred,
@@ -248,7 +276,7 @@ mod tests {
                 &[],
             ),
         ];
-        let set = TargetSet::build(&pods, &["nginx:latest".to_string()], false);
+        let set = TargetSet::build(&pods, &["nginx:latest".to_string()], false, &plan_key);
         assert_eq!(set.images.len(), 2);
         let nginx = set
             .images
@@ -277,7 +305,7 @@ mod tests {
             ],
             &[],
         )];
-        let set = TargetSet::build(&pods, &[], false);
+        let set = TargetSet::build(&pods, &[], false, &plan_key);
         assert_eq!(set.images.len(), 3);
         assert_eq!(set.hosts.len(), 1);
     }
@@ -290,10 +318,10 @@ mod tests {
             pod("b", "p3", &["reg.example/app:1"], &["s1"]),
             pod("c", "p4", &["reg.example/app:1"], &[]),
         ];
-        let off = TargetSet::build(&pods, &[], false);
+        let off = TargetSet::build(&pods, &[], false, &plan_key);
         assert_eq!(off.images.len(), 1);
         assert_eq!(off.hosts.len(), 1);
-        let on = TargetSet::build(&pods, &[], true);
+        let on = TargetSet::build(&pods, &[], true, &plan_key);
         // (a: s1,s2), (b: s1), node.
         assert_eq!(on.images.len(), 3);
         assert_eq!(on.hosts.len(), 3);
@@ -314,7 +342,7 @@ mod tests {
             ],
             &[],
         )];
-        let set = TargetSet::build(&pods, &[], false);
+        let set = TargetSet::build(&pods, &[], false, &plan_key);
         assert_eq!(set.images.len(), 5);
         let hosts: Vec<&str> = set.hosts.keys().map(|(h, _)| h.as_str()).collect();
         assert_eq!(
@@ -338,7 +366,7 @@ mod tests {
     #[test]
     fn invalid_images_are_reported_not_probed() {
         let pods = vec![pod("a", "p", &["Bad Image!", "ok:1"], &[])];
-        let set = TargetSet::build(&pods, &[], false);
+        let set = TargetSet::build(&pods, &[], false, &plan_key);
         assert_eq!(set.images.len(), 1);
         assert_eq!(set.invalid.len(), 1);
         assert_eq!(set.invalid[0].pod.as_ref().unwrap().name, "p");

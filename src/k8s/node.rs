@@ -28,14 +28,28 @@ fn from_time(t: &Time) -> SystemTime {
     SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(s).unwrap_or(0))
 }
 
-/// The node's uid and our conditions as currently on the Node.
-pub async fn get(
-    client: &kube::Client,
-    node: &str,
-) -> Result<(String, Vec<ConditionRecord>), K8sError> {
+/// What the agent reads from its Node at start.
+#[derive(Clone, Debug, Default)]
+pub struct NodeFacts {
+    pub uid: String,
+    /// Our conditions as currently on the Node.
+    pub conditions: Vec<ConditionRecord>,
+    /// `status.nodeInfo.containerRuntimeVersion`, e.g. `containerd://1.6.20`: which
+    /// containerd rules apply (the pull path changed in 2.x).
+    pub container_runtime_version: Option<String>,
+}
+
+/// The node's uid, our conditions and its runtime version.
+pub async fn get(client: &kube::Client, node: &str) -> Result<NodeFacts, K8sError> {
     let api: Api<Node> = Api::all(client.clone());
     let n = api.get(node).await.map_err(K8sError::api("get node"))?;
     let uid = n.metadata.uid.clone().unwrap_or_default();
+    let container_runtime_version = n
+        .status
+        .as_ref()
+        .and_then(|s| s.node_info.as_ref())
+        .map(|i| i.container_runtime_version.clone())
+        .filter(|v| !v.is_empty());
     let conds = n
         .status
         .and_then(|s| s.conditions)
@@ -58,7 +72,11 @@ pub async fn get(
             })
         })
         .collect();
-    Ok((uid, conds))
+    Ok(NodeFacts {
+        uid,
+        conditions: conds,
+        container_runtime_version,
+    })
 }
 
 /// The strategic-merge patch body for our conditions.

@@ -1,27 +1,20 @@
 //! Pods' pull secrets, fetched only when `pull_secrets: true` (needs `get secrets`, which
-//! the default ClusterRole does not grant).
+//! the default ClusterRole does not grant: manifests/optional/secrets-reader.yaml).
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::Api;
 
 use super::K8sError;
-use crate::credentials::Secret;
+use crate::credentials::node::PullSecretData;
 
-/// One pull secret's docker config JSON (`.dockerconfigjson` or legacy `.dockercfg`).
-#[derive(Clone, Debug)]
-pub struct PullSecretJson {
-    pub namespace: String,
-    pub name: String,
-    /// `.dockerconfigjson` or `.dockercfg`.
-    pub key: &'static str,
-    pub json: Secret,
-}
-
+/// One Secret as the kubelet's keyring reads it (type and decoded data); `None` when it
+/// does not exist (the kubelet then goes on without it). The data never reaches a log:
+/// `PullSecretData`'s Debug prints only the keys.
 pub async fn fetch(
     client: &kube::Client,
     namespace: &str,
     name: &str,
-) -> Result<Option<PullSecretJson>, K8sError> {
+) -> Result<Option<PullSecretData>, K8sError> {
     let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
     let Some(s) = api
         .get_opt(name)
@@ -30,18 +23,15 @@ pub async fn fetch(
     else {
         return Ok(None);
     };
-    let data = s.data.unwrap_or_default();
-    for key in [".dockerconfigjson", ".dockercfg"] {
-        if let Some(bytes) = data.get(key) {
-            if let Ok(text) = String::from_utf8(bytes.0.clone()) {
-                return Ok(Some(PullSecretJson {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                    key,
-                    json: Secret::new(text),
-                }));
-            }
-        }
-    }
-    Ok(None)
+    Ok(Some(PullSecretData {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        secret_type: s.type_.unwrap_or_default(),
+        data: s
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect(),
+    }))
 }
