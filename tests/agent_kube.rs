@@ -531,3 +531,157 @@ fn malformed_config_is_rejected_at_start() {
     assert!(!st.success());
     assert!(log.contains("intervall"), "{log}");
 }
+
+fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    json!({"auths": {host: {"auth": auth}}}).to_string()
+}
+
+/// Node-level credentials (kubelet config.json under the host root) rejected →
+/// `RegistryAuthFailing`; fixed on the node → False again. A pod's own pull secret rejected
+/// (opt-in `pull_secrets`, with manifests/optional/secrets-reader.yaml applied) → an Event
+/// on that Pod only, while the node's credentials keep the condition False.
+#[test]
+fn node_credentials_and_pod_pull_secrets() {
+    const NODE_B: &str = "node-b";
+    let api = KubeApiServer::start();
+    let admin = api.admin_token().to_string();
+    let token = apply_project_rbac(&api);
+    let opt = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/optional/secrets-reader.yaml");
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&std::fs::read_to_string(opt).unwrap()).unwrap();
+    for obj in docs.into_iter().filter(|d| d.is_object()) {
+        api.create_if_missing(&collection(&obj), &obj, &admin);
+    }
+    let kubeconfig = api.write_kubeconfig(&token);
+    api.must(
+        "POST",
+        "/api/v1/nodes",
+        &admin,
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_B}})),
+    );
+
+    let reg = Registry::builder()
+        .htpasswd(&[("alice", "right-pw")])
+        .start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("alice", "right-pw"),
+    );
+    let hp = reg.host_port();
+    let image = format!("{hp}/team/app:v1");
+
+    // The kubelet's node config.json, with a wrong password at first.
+    let root = agent_proc::host_root();
+    let kubelet = root.path().join("var/lib/kubelet");
+    std::fs::create_dir_all(&kubelet).unwrap();
+    write_file(
+        &kubelet,
+        "config.json",
+        &docker_config_json(&hp, "alice", "wrong-pw"),
+    );
+    let cfg = write_file(
+        root.path(),
+        "pullprobe.yaml",
+        &format!(
+            "interval: 1s\njitter: 0\nheartbeat: 30s\nfail_after: 2\nrecover_after: 1\n\
+             fleet:\n  node_count: 1\nbackoff:\n  initial: 1s\n  max: 1s\nreload_interval: 1s\n\
+             pull_secrets: true\nimages:\n  - \"{image}\"\n"
+        ),
+    );
+    let mut agent = AgentProc::spawn(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        NODE_B,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        root.path().to_str().unwrap(),
+    ]);
+    agent.wait_ready(Duration::from_secs(20));
+    let port = agent.port;
+    let cond = |kind: &str| {
+        let n = api.must("GET", &format!("/api/v1/nodes/{NODE_B}"), &admin, None);
+        n["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == kind).cloned())
+    };
+    let c = wait_for(Duration::from_secs(10), "RegistryAuthFailing=True", || {
+        cond("RegistryAuthFailing").filter(|c| c["status"] == "True")
+    });
+    assert_eq!(c["reason"], "AuthCredentialsRejected", "{c}");
+    assert!(c["message"].as_str().unwrap().contains(&hp), "{c}");
+    // Credentials rejected is not "unreachable".
+    assert_eq!(cond("RegistryUnreachable").unwrap()["status"], "False");
+
+    // Fixed on the node: picked up without a restart (node config reload), False again.
+    write_file(
+        &kubelet,
+        "config.json",
+        &docker_config_json(&hp, "alice", "right-pw"),
+    );
+    let c = wait_for(Duration::from_secs(10), "RegistryAuthFailing=False", || {
+        cond("RegistryAuthFailing").filter(|c| c["status"] == "False")
+    });
+    assert_eq!(c["reason"], "RegistryCredentialsAccepted");
+
+    // A pod whose own pull secret is wrong: the kubelet tries it first, then the node's.
+    api.create_namespace("apps");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "stale", "namespace": "apps"},
+        "stringData": {".dockerconfigjson": docker_config_json(&hp, "alice", "old-pw")}});
+    api.must(
+        "POST",
+        "/api/v1/namespaces/apps/secrets",
+        &admin,
+        Some(&secret),
+    );
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p2", "namespace": "apps"},
+        "spec": {"nodeName": NODE_B, "automountServiceAccountToken": false,
+                 "imagePullSecrets": [{"name": "stale"}],
+                 "containers": [{"name": "c", "image": image}]}});
+    api.must("POST", "/api/v1/namespaces/apps/pods", &admin, Some(&pod));
+    let ev = wait_for(
+        Duration::from_secs(10),
+        "a PullSecretRejected Event on the Pod",
+        || {
+            events(&api, "apps").into_iter().find(|e| {
+                e["involvedObject"]["name"] == "p2" && e["reason"] == "PullSecretRejected"
+            })
+        },
+    );
+    assert!(
+        ev["message"].as_str().unwrap().contains("apps/stale"),
+        "{ev}"
+    );
+    assert!(!ev["message"].as_str().unwrap().contains("old-pw"), "{ev}");
+    // The pod's target is checked with its own credential source, and passes via the node's.
+    let st = get_json(port, "/status");
+    let t = st["targets"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.contains("pull-secrets:apps/stale"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no pull-secret target: {st}"));
+    assert_eq!(t["pods"], json!(["apps/p2"]));
+    // Pulls, but only after the secret's attempt failed: `degraded`.
+    assert_eq!(t["verdict"], "degraded", "{t}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(cond("RegistryAuthFailing").unwrap()["status"], "False");
+    assert!(!agent.log_text().contains("old-pw") && !agent.log_text().contains("right-pw"));
+    // The secret was read with the opt-in grant, never denied.
+    let gets: Vec<_> = api
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == SA_USER && e["objectRef"]["resource"] == "secrets")
+        .collect();
+    assert!(!gets.is_empty());
+    assert!(gets
+        .iter()
+        .all(|e| e["verb"] == "get" && e["responseStatus"]["code"] == 200));
+}
