@@ -446,6 +446,20 @@ fn agent_against_real_apiserver_and_registry() {
     );
     assert_eq!(c["reason"], "ConnectRefused");
     assert_eq!(condition(&api, "Ready").unwrap(), ready_before);
+    // The pod watch came back too: a pod created after the restart is seen.
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p3", "namespace": "apps"},
+        "spec": {"nodeName": NODE, "automountServiceAccountToken": false,
+                 "containers": [{"name": "c", "image": image}]}});
+    api.must("POST", "/api/v1/namespaces/apps/pods", &admin, Some(&pod));
+    wait_for(Duration::from_secs(15), "the new pod on /status", || {
+        let st = get_json(port, "/status");
+        st["targets"]
+            .as_object()?
+            .values()
+            .any(|v| v["pods"] == json!(["apps/p3"]))
+            .then_some(())
+    });
 
     // 7. SIGTERM: a graceful stop, exit 0.
     agent.sigterm();

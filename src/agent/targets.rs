@@ -364,6 +364,21 @@ mod tests {
     }
 
     #[test]
+    fn plan_key_names_mirrors_only() {
+        use crate::endpoint::{Endpoint, SchemePolicy};
+        let img = ImageRef::parse("reg.example/team/app:1").unwrap();
+        let up = Endpoint::upstream("reg.example", SchemePolicy::Https).unwrap();
+        assert_eq!(plan_key_of(&img, std::slice::from_ref(&up)), "reg.example");
+        let mut mirror = Endpoint::upstream("mirror.example", SchemePolicy::Https).unwrap();
+        mirror.is_upstream = false;
+        let k = plan_key_of(&img, &[mirror, up]);
+        assert!(
+            k.starts_with("reg.example via https://mirror.example"),
+            "{k}"
+        );
+    }
+
+    #[test]
     fn invalid_images_are_reported_not_probed() {
         let pods = vec![pod("a", "p", &["Bad Image!", "ok:1"], &[])];
         let set = TargetSet::build(&pods, &[], false, &plan_key);
