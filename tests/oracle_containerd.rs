@@ -1437,3 +1437,99 @@ fn cri_plugin_refuses_config_path_with_mirrors() {
         )
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Mirror failure modes (containerd moves on to the next host)
+
+#[test]
+fn mirror_error_statuses_fall_through_to_upstream() {
+    let ctrd = Containerd::start();
+    let (_up, uhost) = plain_registry_with_image("team/app");
+    let image = format!("{uhost}/team/app:v1");
+    for (name, status, reason) in [
+        ("mirror 500", 500u16, "RegistryServerError"),
+        ("mirror 429", 429, "RateLimited"),
+        ("mirror 403", 403, "AuthDenied"),
+    ] {
+        let mirror = ScriptedServer::start(move |r| {
+            if r.path == "/v2/" {
+                Reply::v2_ok()
+            } else {
+                Reply::status(status).header("Retry-After", "0")
+            }
+        });
+        let tree = NodeTree::new();
+        tree.hosts_toml(
+            &uhost,
+            &format!(
+                "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+                mirror.host_port()
+            ),
+        );
+        let b = run_both(name, &ctrd, &tree, &image, &[], &[]);
+        b.expect("degraded", None);
+        let tried = b.tried();
+        assert_eq!(tried.len(), 2, "{}", b.ctx());
+        assert_eq!(tried[0].2.as_deref(), Some(reason), "{}", b.ctx());
+    }
+}
+
+#[test]
+fn mirror_requiring_credentials_without_any_falls_through() {
+    let ctrd = Containerd::start();
+    let (_up, uhost) = plain_registry_with_image("team/app");
+    let mirror = Registry::builder().htpasswd(&[("m", "mpass")]).start();
+    OciImage::single("v1").push(
+        &mirror,
+        "team/app",
+        &PushOpts::insecure().creds("m", "mpass"),
+    );
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &uhost,
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            mirror.host_port()
+        ),
+    );
+    let image = format!("{uhost}/team/app:v1");
+    let b = run_both("mirror needs auth, none", &ctrd, &tree, &image, &[], &[]);
+    b.expect("degraded", None);
+    assert_eq!(
+        b.tried()[0].2.as_deref(),
+        Some("AuthCredentialsRequired"),
+        "{}",
+        b.ctx()
+    );
+}
+
+#[test]
+fn ipv6_loopback_registry_and_host_dir() {
+    let ctrd = Containerd::start();
+    let (v4, _) = plain_registry_with_image("team/app");
+    let v6 = Registry::builder().ipv6().storage(v4.storage()).start();
+    let host = format!("[::1]:{}", v6.port());
+    let tree = NodeTree::new();
+    let image = format!("{host}/team/app:v1");
+    let b = run_both("IPv6 direct", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+
+    // `[::1]:PORT` → directory `[::1]_PORT_`, a mirror in it; the upstream is another port.
+    let up = format!("[::1]:{}", free_port());
+    tree.hosts_toml(
+        &underscore_dir(&up),
+        &format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            v4.host_port()
+        ),
+    );
+    let image = format!("{up}/team/app:v1");
+    let b = run_both("IPv6 host_port_ dir", &ctrd, &tree, &image, &[], &[]);
+    b.expect("ready", None);
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://{}/v2", v4.host_port()),
+        "{}",
+        b.ctx()
+    );
+}

@@ -491,12 +491,30 @@ fn certs_d_directory_uses_host_colon_port() {
 
 /// `skopeo inspect --raw --registries-conf FILE docker://REF` (no credentials).
 fn skopeo(conf: &Path, reference: &str) -> Result<(), String> {
-    let out = Command::new("skopeo")
-        .args(["--insecure-policy", "--registries-conf"])
+    skopeo_creds(conf, reference, None)
+}
+
+/// Like `skopeo`, with `--creds u:p` (containers/image's `DockerAuthConfig`, which is what CRI-O
+/// makes of the kubelet's AuthConfig) and an empty auth file (no other credential source).
+fn skopeo_creds(conf: &Path, reference: &str, creds: Option<&str>) -> Result<(), String> {
+    let empty_auth = tempfile::NamedTempFile::new().expect("auth file");
+    std::fs::write(empty_auth.path(), "{}").expect("write auth file");
+    let mut cmd = Command::new("skopeo");
+    cmd.args(["--insecure-policy", "--registries-conf"])
         .arg(conf)
-        .args(["inspect", "--raw", "--no-creds", "--retry-times", "0"])
+        .args(["inspect", "--raw", "--retry-times", "0"]);
+    match creds {
+        Some(c) => {
+            cmd.arg("--creds").arg(c);
+        }
+        None => {
+            cmd.arg("--no-creds");
+        }
+    }
+    let out = cmd
         .arg(format!("docker://{reference}"))
         .env_remove("CONTAINERS_REGISTRIES_CONF")
+        .env("REGISTRY_AUTH_FILE", empty_auth.path())
         .output()
         .expect("run skopeo");
     if out.status.success() {
@@ -643,5 +661,75 @@ fn wire_blocked_registry() {
     assert!(
         s.as_ref().is_err_and(|e| e.contains("blocked")),
         "skopeo must refuse a blocked registry: {s:?}"
+    );
+}
+
+#[test]
+fn wire_kubelet_credentials_not_sent_to_a_mirror_on_another_domain() {
+    // docker_image_src.go: the kubelet's AuthConfig (skopeo --creds) is cleared for a pull
+    // source whose domain differs from the reference's: a mirror needing those credentials
+    // fails; a mirror on the same domain gets them.
+    let reg = Registry::builder()
+        .htpasswd(&[("puller", "s3cret")])
+        .start();
+    let creds = PushOpts::insecure().creds("puller", "s3cret");
+    let img = OciImage::single("v1");
+    img.push(&reg, "team/app", &creds);
+    img.push(&reg, "cache/team/app", &creds);
+    let rh = reg.host_port();
+    let dead = format!("127.0.0.1:{}", free_port());
+
+    // Mirror on another domain (the registry), location down.
+    let t = CrioTree::new(&format!(
+        "[[registry]]\nlocation = \"{dead}\"\ninsecure = true\n[[registry.mirror]]\nlocation = \"{rh}\"\ninsecure = true\n"
+    ));
+    t.write(
+        "/var/lib/kubelet/config.json",
+        &serde_json::json!({"auths": {dead.as_str(): {"username": "puller", "password": "s3cret"}}})
+            .to_string(),
+    );
+    let image = format!("{dead}/team/app:v1");
+    let v = t.check(&image);
+    let s = skopeo_creds(&t.registries_conf(), &image, Some("puller:s3cret"));
+    eprintln!(
+        "CRIO | creds, mirror on other domain | pullprobe {} {} | skopeo {:?}",
+        v["verdict"],
+        v["reason"],
+        s.as_ref().map(|_| ())
+    );
+    assert!(
+        s.is_err(),
+        "skopeo must not send --creds to the mirror: {s:?}"
+    );
+    assert_eq!(v["verdict"], "not_ready", "{v:#}");
+    assert_eq!(
+        v["attempts"][0]["reason"], "AuthCredentialsRequired",
+        "{v:#}"
+    );
+
+    // Mirror on the same domain as the reference (a path on the registry itself).
+    let t = CrioTree::new(&format!(
+        "[[registry]]\nprefix = \"{rh}/team\"\nlocation = \"{rh}/team\"\ninsecure = true\n\
+         [[registry.mirror]]\nlocation = \"{rh}/cache/team\"\ninsecure = true\n"
+    ));
+    t.write(
+        "/var/lib/kubelet/config.json",
+        &serde_json::json!({"auths": {rh.as_str(): {"username": "puller", "password": "s3cret"}}})
+            .to_string(),
+    );
+    let image = format!("{rh}/team/app:v1");
+    let v = t.check(&image);
+    let s = skopeo_creds(&t.registries_conf(), &image, Some("puller:s3cret"));
+    eprintln!(
+        "CRIO | creds, same-domain mirror     | pullprobe {} {} | skopeo {:?}",
+        v["verdict"],
+        v["reason"],
+        s.as_ref().map(|_| ())
+    );
+    assert!(s.is_ok(), "{s:?}");
+    assert_eq!(v["verdict"], "ready", "{v:#}");
+    assert!(
+        v["endpoint"].as_str().is_some_and(|e| e.contains(&rh)),
+        "{v:#}"
     );
 }
