@@ -1533,3 +1533,42 @@ fn ipv6_loopback_registry_and_host_dir() {
         b.ctx()
     );
 }
+
+#[test]
+fn platform_missing_from_the_index() {
+    let ctrd = Containerd::start();
+    let reg = Registry::plain();
+    OciImage::multi_platform("v1", &[("linux", "arm64"), ("linux", "s390x")]).push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure(),
+    );
+    OciImage::multi_platform("v2", &[("linux", "amd64"), ("linux", "arm64")]).push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure(),
+    );
+    let tree = NodeTree::new();
+    let host = reg.host_port();
+    // Both tools pick linux/amd64 (this machine); say so explicitly to both.
+    let plat = ["--platform", "linux/amd64"];
+    let image = format!("{host}/team/app:v1");
+    let b = run_both(
+        "index without linux/amd64",
+        &ctrd,
+        &tree,
+        &image,
+        &plat,
+        &plat,
+    );
+    b.expect("not_ready", Some(("platform", "PlatformMissing")));
+    let image = format!("{host}/team/app:v2");
+    let b = run_both("index with linux/amd64", &ctrd, &tree, &image, &plat, &plat);
+    b.expect("ready", None);
+    // `ctr content fetch` (no unpack) agrees too.
+    assert_eq!(
+        ctrd.ctr_fetch(&image, Some(&tree.certs_d()), &plat),
+        Ok(()),
+        "ctr content fetch"
+    );
+}
