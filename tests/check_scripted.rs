@@ -121,7 +121,14 @@ fn server_stalling_mid_body_times_out() {
             Reply::stall_mid_body(200, "application/vnd.oci.image.manifest.v1+json", 4096, 100)
         }
     });
-    let (code, lines) = check(&[&image(&s), "--plain-http", "--runtime", "crio", "--timeout-http", "1s"]);
+    let (code, lines) = check(&[
+        &image(&s),
+        "--plain-http",
+        "--runtime",
+        "crio",
+        "--timeout-http",
+        "1s",
+    ]);
     assert_eq!(code, 1);
     assert_failure(&lines[0], "manifest", "ResponseTimeout");
 }

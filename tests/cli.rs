@@ -20,7 +20,10 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     let out = run_pullprobe(&["check"], None);
     assert_eq!(out.status.code(), Some(2));
-    let out = run_pullprobe(&["check", "x", "--auth-file", "/nonexistent/config.json"], None);
+    let out = run_pullprobe(
+        &["check", "x", "--auth-file", "/nonexistent/config.json"],
+        None,
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.json"));
     let out = run_pullprobe(&["check", "x", "--timeout-dns", "soon"], None);
@@ -44,7 +47,10 @@ fn table_output_and_exit_codes() {
     assert!(text.contains("ManifestNotFound"), "{text}");
     // -v lists every phase.
     for phase in ["dns", "connect", "auth", "manifest", "blob"] {
-        assert!(text.contains(&format!("    {phase}")), "missing {phase}: {text}");
+        assert!(
+            text.contains(&format!("    {phase}")),
+            "missing {phase}: {text}"
+        );
     }
 }
 
@@ -55,13 +61,20 @@ fn credentials_from_an_auth_file() {
         .tls(&pki.server)
         .htpasswd(&[("alice", "pw-from-file")])
         .start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki).creds("alice", "pw-from-file"));
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::tls(&pki).creds("alice", "pw-from-file"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:pw-from-file");
     std::fs::write(
         &path,
-        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.host_port()),
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#,
+            reg.host_port()
+        ),
     )
     .unwrap();
     let image = format!("{}/team/app:v1", reg.host_port());
@@ -77,13 +90,27 @@ fn credentials_from_an_auth_file() {
         ],
         None,
     );
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v = &json_lines(&out.stdout)[0];
     let src = v["credential_source"].as_str().unwrap();
-    assert!(src.starts_with("auth-file:") && src.contains("config.json"), "{src}");
+    assert!(
+        src.starts_with("auth-file:") && src.contains("config.json"),
+        "{src}"
+    );
     // $DOCKER_CONFIG is honoured when no --auth-file is given.
     let out = run_pullprobe_env(
-        &["check", "--json", &image, "--ca-file", pki.ca_cert.to_str().unwrap()],
+        &[
+            "check",
+            "--json",
+            &image,
+            "--ca-file",
+            pki.ca_cert.to_str().unwrap(),
+        ],
         None,
         &[("DOCKER_CONFIG", dir.path().to_str().unwrap())],
     );

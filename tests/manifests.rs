@@ -250,7 +250,6 @@ fn can(
 /// What the agent does (src/k8s/): (verb, group, resource[/subresource], namespace).
 const USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("get", "", "nodes", None),
-    ("list", "", "nodes", None), // fleet size for the load budget (node::count)
     ("patch", "", "nodes/status", None),
     ("list", "", "pods", None), // cluster-wide, field selector spec.nodeName
     ("watch", "", "pods", None),
@@ -266,6 +265,7 @@ const NOT_USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("get", "", "secrets", Some("pullprobe")),
     ("list", "", "secrets", None),
     ("watch", "", "secrets", None),
+    ("list", "", "nodes", None),
     ("update", "", "nodes", None),
     ("patch", "", "nodes", None),
     ("create", "", "nodes", None),
@@ -408,7 +408,6 @@ fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
         r
     };
     ok("GET", "/api/v1/nodes/node-a", "", None);
-    ok("GET", "/api/v1/nodes?limit=1", "", None);
     let cond = json!({"status": {"conditions": [{"type": "RegistryUnreachable", "status": "False",
         "reason": "RegistriesReachable", "message": "ok",
         "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});

@@ -979,7 +979,7 @@ fn tls_upstream_without_hosts_toml_is_plain_http_on_1_6() {
         &[],
     );
     // The TLS server answers the plain request with 400 (ctr: "status code [manifests v1]: 400").
-    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+    b.expect("not_ready", Some(("tls", "TLSServerExpectsHTTPS")));
     assert_eq!(b.pp["endpoint"], format!("http://{host}/v2"), "{}", b.ctx());
 
     let tree = NodeTree::new();
@@ -992,7 +992,7 @@ fn tls_upstream_without_hosts_toml_is_plain_http_on_1_6() {
         &[],
         &[],
     );
-    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+    b.expect("not_ready", Some(("tls", "TLSServerExpectsHTTPS")));
 }
 
 #[test]
@@ -1013,7 +1013,7 @@ fn http_host_with_ca_has_no_https_fallback_on_1_6() {
         ),
     );
     let b = run_both("http:// host + ca (1.6)", &ctrd, &tree, &image, &[], &[]);
-    b.expect("not_ready", Some(("manifest", "ManifestUnexpectedStatus")));
+    b.expect("not_ready", Some(("tls", "TLSServerExpectsHTTPS")));
     assert!(
         b.tried().iter().all(|t| t.0.starts_with("http://")),
         "{}",
@@ -1419,7 +1419,6 @@ fn cri_plugin_refuses(name: &'static str, extra: impl Fn(&str) -> String) {
 }
 
 #[test]
-#[ignore = "DISAGREEMENT (reported): containerd 1.6.20's CRI plugin refuses to start with config_path + registry.configs.*.tls; pullprobe treats configs.tls as ignored and says ready"]
 fn cri_plugin_refuses_config_path_with_configs_tls() {
     cri_plugin_refuses("CRI: config_path + configs.tls", |host| {
         format!(
@@ -1429,7 +1428,6 @@ fn cri_plugin_refuses_config_path_with_configs_tls() {
 }
 
 #[test]
-#[ignore = "DISAGREEMENT (reported): containerd 1.6.20's CRI plugin refuses to start with config_path + registry.mirrors; pullprobe only records a config problem and says ready"]
 fn cri_plugin_refuses_config_path_with_mirrors() {
     cri_plugin_refuses("CRI: config_path + mirrors", |host| {
         format!(

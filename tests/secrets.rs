@@ -52,7 +52,10 @@ fn token_never_printed_even_when_rejected() {
     let c2 = cell.clone();
     let s = ScriptedServer::start(move |r| {
         if r.path.starts_with("/token") {
-            return Reply::json(200, &serde_json::json!({"token": CANARY_TOKEN, "expires_in": 300}));
+            return Reply::json(
+                200,
+                &serde_json::json!({"token": CANARY_TOKEN, "expires_in": 300}),
+            );
         }
         let port = *c2.lock().unwrap();
         Reply::bearer_challenge(&format!("http://127.0.0.1:{port}/token"), "svc", None)
@@ -60,7 +63,14 @@ fn token_never_printed_even_when_rejected() {
     *cell.lock().unwrap() = s.port();
     let image = format!("{}/demo/app:v1", s.host_port());
     for extra in [&["--json"][..], &["-v"][..]] {
-        let mut args = vec!["check", &image, "--plain-http", "--username", "u", "--password-stdin"];
+        let mut args = vec![
+            "check",
+            &image,
+            "--plain-http",
+            "--username",
+            "u",
+            "--password-stdin",
+        ];
         args.extend_from_slice(extra);
         let out = run_pullprobe_env(&args, Some(CANARY_PW), &[("RUST_LOG", "trace")]);
         assert_eq!(out.status.code(), Some(1));
@@ -84,7 +94,12 @@ fn auth_file_errors_do_not_echo_secrets() {
     )
     .unwrap();
     let out = run_pullprobe(
-        &["check", "127.0.0.1:5000/x:v1", "--auth-file", path.to_str().unwrap()],
+        &[
+            "check",
+            "127.0.0.1:5000/x:v1",
+            "--auth-file",
+            path.to_str().unwrap(),
+        ],
         None,
     );
     assert_eq!(out.status.code(), Some(2));

@@ -215,12 +215,21 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         legacy_endpoints(cfg, image, cfg_file.as_deref())
     };
     if cfg.config_path.is_some() {
-        // With config_path, registry.configs.*.tls is ignored (only .auth is used).
-        if cfg.configs.values().any(|c| c.tls.is_some()) {
-            plan.findings.push(Finding::new(
-                FindingKind::Note,
-                cfg_file.as_deref(),
-                "registry.configs.*.tls is ignored because config_path is set".to_string(),
+        // ValidateImageConfig (internal/cri/config/config.go; pkg/cri/config in 1.6/1.7):
+        // `mirrors` or `configs.*.tls` next to `config_path` is a config error, the CRI
+        // plugin does not load and every kubelet pull fails ("unknown service
+        // runtime.v1.ImageService"). Verified against containerd 1.6.20 in
+        // tests/oracle_containerd.rs.
+        let fatal = if !cfg.mirrors.is_empty() {
+            Some("`mirrors` cannot be set when `config_path` is provided")
+        } else if cfg.configs.values().any(|c| c.tls.is_some()) {
+            Some("`configs.tls` cannot be set when `config_path` is provided")
+        } else {
+            None
+        };
+        if let Some(why) = fatal {
+            plan.runtime_error.get_or_insert(format!(
+                "containerd refuses to load its CRI plugin ({why}): every kubelet pull fails"
             ));
         }
     }

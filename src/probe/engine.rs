@@ -483,7 +483,7 @@ impl Flow<'_> {
                         self.record_unchallenged(session, &host);
                     }
                     let f = self.manifest_failure(session, &req, resp).await;
-                    session.record(Phase::Manifest, &host, false, t, f.message.clone());
+                    session.record(f.phase, &host, false, t, f.message.clone());
                     return Err(f);
                 }
             }
@@ -766,8 +766,8 @@ impl Flow<'_> {
                 }
             },
             _ => {
-                let f = not_registry(&resp);
-                session.record(Phase::Auth, &host, false, t, f.message.clone());
+                let f = https_required(&resp).unwrap_or_else(|| not_registry(&resp));
+                session.record(f.phase, &host, false, t, f.message.clone());
                 Err(f)
             }
         }
@@ -877,7 +877,7 @@ impl Flow<'_> {
     ) -> Failure {
         let what = format!("{}:{}", self.repo(), self.image.reference());
         let mut resp = resp;
-        if req.method == Method::HEAD && matches!(resp.status.as_u16(), 403 | 404) {
+        if req.method == Method::HEAD && matches!(resp.status.as_u16(), 400 | 403 | 404) {
             let mut get = req.clone();
             get.method = Method::GET;
             if let Ok(r) = self.send_manifest(session, &get).await {
@@ -885,6 +885,9 @@ impl Flow<'_> {
                     resp = r;
                 }
             }
+        }
+        if let Some(f) = https_required(&resp) {
+            return f;
         }
         if resp.status == StatusCode::NOT_FOUND
             && manifest::error_code(&resp.body).is_none()
@@ -974,6 +977,23 @@ fn auth_detail(a: Option<&Authorization>) -> String {
         Some(Authorization::Basic(_)) => "basic (remembered challenge)".to_string(),
         Some(Authorization::Bearer(_)) => "bearer token from cache".to_string(),
     }
+}
+
+/// Go's TLS server answers a plain-HTTP request with `400 Client sent an HTTP request
+/// to an HTTPS server.`: the endpoint is configured http:// but speaks TLS.
+fn https_required(resp: &Response) -> Option<Failure> {
+    let body = String::from_utf8_lossy(&resp.body);
+    (resp.status == StatusCode::BAD_REQUEST && body.contains("HTTP request to an HTTPS server"))
+        .then(|| {
+            Failure::new(
+                Reason::TLSServerExpectsHTTPS,
+                format!(
+                    "{} speaks TLS but the runtime talks plain HTTP to it (400: {}); configure it as https:// (hosts.toml `server`/`[host]`) with its CA",
+                    resp.url.host_str().unwrap_or_default(),
+                    body.trim()
+                ),
+            )
+        })
 }
 
 fn not_registry(resp: &Response) -> Failure {

@@ -106,6 +106,9 @@ reasons! {
     TLSHandshakeTimeout => Tls,
     /// The server answered the TLS ClientHello in plain HTTP.
     TLSPlainHTTP => Tls,
+    /// The endpoint is plain `http://` but the server speaks TLS (it answers 400 "Client
+    /// sent an HTTP request to an HTTPS server").
+    TLSServerExpectsHTTPS => Tls,
     /// The server demands a client certificate that was not offered or was rejected.
     TLSClientCertRequired => Tls,
     /// A CA, certificate or key file of the endpoint could not be loaded.
