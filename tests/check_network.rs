@@ -306,7 +306,11 @@ fn tls_handshake_timeout_and_reset() {
         check(&args, None).1.into_iter().next().unwrap()
     };
     let hang = DelayProxy::start(target, ProxyMode::Hang);
-    assert_failure(&run(hang.port(), &["--timeout-tls", "1s"]), "tls", "TLSHandshakeTimeout");
+    assert_failure(
+        &run(hang.port(), &["--timeout-tls", "1s"]),
+        "tls",
+        "TLSHandshakeTimeout",
+    );
     let reset = DelayProxy::start(target, ProxyMode::Reset);
     assert_failure(&run(reset.port(), &[]), "tls", "TLSHandshakeFailed");
 }
@@ -321,7 +325,11 @@ fn connect_falls_back_across_resolved_addresses() {
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.2 registry.test\n127.0.0.1 registry.test\n").unwrap();
     let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
     let image = format!("registry.test:{}/demo/app:v1", reg.port());
     let (code, lines) = check(
         &[

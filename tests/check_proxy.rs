@@ -90,21 +90,38 @@ fn host_root(reg_port: u16, ca: &Path, proxy_env: &str) -> tempfile::TempDir {
     .unwrap();
     let dropin = r.join("etc/systemd/system/containerd.service.d");
     std::fs::create_dir_all(&dropin).unwrap();
-    std::fs::write(dropin.join("http-proxy.conf"), format!("[Service]\n{proxy_env}\n")).unwrap();
+    std::fs::write(
+        dropin.join("http-proxy.conf"),
+        format!("[Service]\n{proxy_env}\n"),
+    )
+    .unwrap();
     std::fs::write(r.join("etc/hosts"), "127.0.0.1 localhost registry.test\n").unwrap();
     // No nameserver is needed: every name is in the hosts file or goes through the proxy.
-    std::fs::write(r.join("etc/resolv.conf"), "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(
+        r.join("etc/resolv.conf"),
+        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
     root
 }
 
 fn check(root: &Path, image: &str) -> Value {
     let out = run_pullprobe(
-        &["check", "--json", "--host-root", root.to_str().unwrap(), "--runtime", "containerd", image],
+        &[
+            "check",
+            "--json",
+            "--host-root",
+            root.to_str().unwrap(),
+            "--runtime",
+            "containerd",
+            image,
+        ],
         None,
     );
-    json_lines(&out.stdout).into_iter().next().unwrap_or_else(|| {
-        panic!("no output: {}", String::from_utf8_lossy(&out.stderr))
-    })
+    json_lines(&out.stdout)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn setup() -> (Pki, Registry, PathBuf) {
@@ -122,7 +139,10 @@ fn pulls_through_the_runtime_proxy_with_a_connect_tunnel() {
     let root = host_root(
         reg.port(),
         &ca,
-        &format!("Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=.internal\"", proxy.port),
+        &format!(
+            "Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=.internal\"",
+            proxy.port
+        ),
     );
     let image = format!("registry.test:{}/demo/app:v1", reg.port());
     let v = check(root.path(), &image);
@@ -133,9 +153,15 @@ fn pulls_through_the_runtime_proxy_with_a_connect_tunnel() {
         && p["host"] == format!("127.0.0.1:{}", proxy.port)
         && p["ok"] == true));
     assert!(phases.iter().any(|p| p["name"] == "connect"
-        && p["detail"].as_str().unwrap_or("").contains("tunnel via proxy")));
+        && p["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tunnel via proxy")));
     let log = proxy.log();
-    assert!(log.contains("registry.test"), "tinyproxy saw no CONNECT: {log}");
+    assert!(
+        log.contains("registry.test"),
+        "tinyproxy saw no CONNECT: {log}"
+    );
 }
 
 #[test]
@@ -145,7 +171,10 @@ fn no_proxy_goes_direct() {
     let root = host_root(
         reg.port(),
         &ca,
-        &format!("Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=registry.test\"", proxy.port),
+        &format!(
+            "Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=registry.test\"",
+            proxy.port
+        ),
     );
     let image = format!("registry.test:{}/demo/app:v1", reg.port());
     let v = check(root.path(), &image);
@@ -159,7 +188,10 @@ fn no_proxy_goes_direct() {
     assert!(phases
         .iter()
         .any(|p| p["name"] == "dns" && p["host"] == format!("registry.test:{}", reg.port())));
-    assert!(!proxy.log().contains("registry.test"), "NO_PROXY host went through the proxy");
+    assert!(
+        !proxy.log().contains("registry.test"),
+        "NO_PROXY host went through the proxy"
+    );
 }
 
 #[test]

@@ -11,8 +11,8 @@ use super::exit;
 use crate::credentials::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::endpoint::{ClientCert, Endpoint, SchemePolicy};
 use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
-use crate::probe::{Failure, Reason};
 use crate::probe::engine::default_endpoint;
+use crate::probe::{Failure, Reason};
 use crate::probe::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};
 use crate::reference::ImageRef;
 
@@ -274,7 +274,10 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
                 if plan.blocked {
                     target.refusal = Some(Failure::new(
                         Reason::RegistryBlocked,
-                        format!("{} is blocked by the runtime's registries.conf", image.domain),
+                        format!(
+                            "{} is blocked by the runtime's registries.conf",
+                            image.domain
+                        ),
                     ));
                 } else if let Some(err) = &plan.runtime_error {
                     target.refusal = Some(Failure::new(Reason::NoUsableEndpoint, err.clone()));

@@ -29,10 +29,12 @@ pub struct PlanArgs {
 pub async fn run(mut args: PlanArgs) -> Result<i32, CheckError> {
     let mut parsed = Vec::new();
     for image in &args.images {
-        parsed.push(ImageRef::parse(image).map_err(|source| CheckError::Reference {
-            image: image.clone(),
-            source,
-        })?);
+        parsed.push(
+            ImageRef::parse(image).map_err(|source| CheckError::Reference {
+                image: image.clone(),
+                source,
+            })?,
+        );
     }
     if args.node.host_root.is_none() {
         // Without a host root, plan for this machine.

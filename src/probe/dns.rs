@@ -31,12 +31,16 @@ pub fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
         let mut fields = line.split_whitespace();
-        let Some(ip) = fields.next().and_then(|f| f.split('%').next()?.parse::<IpAddr>().ok())
+        let Some(ip) = fields
+            .next()
+            .and_then(|f| f.split('%').next()?.parse::<IpAddr>().ok())
         else {
             continue;
         };
         for name in fields {
-            let entry = map.entry(name.trim_end_matches('.').to_ascii_lowercase()).or_default();
+            let entry = map
+                .entry(name.trim_end_matches('.').to_ascii_lowercase())
+                .or_default();
             if !entry.contains(&ip) {
                 entry.push(ip);
             }
@@ -114,7 +118,10 @@ impl NodeResolver {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        if let Some(ips) = self.hosts.get(&bare.trim_end_matches('.').to_ascii_lowercase()) {
+        if let Some(ips) = self
+            .hosts
+            .get(&bare.trim_end_matches('.').to_ascii_lowercase())
+        {
             return Ok(ips.clone());
         }
         let lookup = tokio::time::timeout(timeout, self.resolver.lookup_ip(bare)).await;
@@ -211,7 +218,10 @@ mod tests {
         );
         assert_eq!(
             m["registry.test"],
-            vec!["127.0.0.1".parse::<IpAddr>().unwrap(), "127.0.0.2".parse().unwrap()]
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "127.0.0.2".parse().unwrap()
+            ]
         );
         assert_eq!(m["localhost"].len(), 2);
         assert!(m.contains_key("link.test"));

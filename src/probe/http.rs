@@ -288,15 +288,33 @@ impl<'a> Session<'a> {
         if proxy.scheme() != "http" {
             let f = Failure::new(
                 Reason::ProxyConnectFailed,
-                format!("proxy {php}: only http:// proxies are supported (got {}://)", proxy.scheme()),
+                format!(
+                    "proxy {php}: only http:// proxies are supported (got {}://)",
+                    proxy.scheme()
+                ),
             );
-            self.record(Phase::Connect, &php, false, Instant::now(), f.message.clone());
+            self.record(
+                Phase::Connect,
+                &php,
+                false,
+                Instant::now(),
+                f.message.clone(),
+            );
             return Err(f);
         }
         let t = Instant::now();
-        let addrs = match self.ctx.resolver.resolve(&proxy_host, self.ctx.timeouts.dns).await {
+        let addrs = match self
+            .ctx
+            .resolver
+            .resolve(&proxy_host, self.ctx.timeouts.dns)
+            .await
+        {
             Ok(a) => {
-                let detail = a.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+                let detail = a
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 self.record(Phase::Dns, &php, true, t, format!("proxy {detail}"));
                 a
             }
@@ -349,7 +367,10 @@ impl<'a> Session<'a> {
             Err(_) => {
                 let f = Failure::new(
                     Reason::ProxyConnectFailed,
-                    format!("proxy {php}: no answer to CONNECT {hp} within {:?}", self.ctx.timeouts.connect),
+                    format!(
+                        "proxy {php}: no answer to CONNECT {hp} within {:?}",
+                        self.ctx.timeouts.connect
+                    ),
                 );
                 self.record(Phase::Connect, &hp, false, t, f.message.clone());
                 return Err(f);
@@ -377,7 +398,13 @@ impl<'a> Session<'a> {
             self.record(Phase::Connect, &hp, false, t, f.message.clone());
             return Err(f);
         }
-        self.record(Phase::Connect, &hp, true, t, format!("tunnel via proxy {php}"));
+        self.record(
+            Phase::Connect,
+            &hp,
+            true,
+            t,
+            format!("tunnel via proxy {php}"),
+        );
         let sender = self.finish_connection(origin, tcp).await?;
         Ok((sender, Route::Direct))
     }
@@ -414,7 +441,13 @@ impl<'a> Session<'a> {
         };
         let mut sender = sender;
         let result = self
-            .request_on(&mut sender, req, url, max_body, route == Route::ProxyForward)
+            .request_on(
+                &mut sender,
+                req,
+                url,
+                max_body,
+                route == Route::ProxyForward,
+            )
             .await;
         // Keep the connection for the next request to this origin unless it broke.
         if result.is_ok() && !sender.is_closed() {
