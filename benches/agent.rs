@@ -111,7 +111,7 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(images: &[String], interval_s: u64, period_s: u64) -> Agent {
+    fn start(images: &[String], interval_s: u64, period_s: u64, node_count: u64) -> Agent {
         let dir = tempfile::Builder::new()
             .prefix("agent-bench-")
             .tempdir()
@@ -121,7 +121,7 @@ impl Agent {
         let hb = interval_s.max(300);
         let mut y = format!(
             "interval: {interval_s}s\njitter: 0\nheartbeat: {hb}s\nlisten: \"127.0.0.1:{port}\"\n\
-             fleet:\n  period: {period_s}s\n  node_count: 1\nlog_format: json\nreload_interval: 1h\nimages:\n"
+             fleet:\n  period: {period_s}s\n  node_count: {node_count}\nlog_format: json\nreload_interval: 1h\nimages:\n"
         );
         for i in images {
             y += &format!("  - {i}\n");
@@ -267,45 +267,21 @@ fn main() {
          (10 cycles/period, as 60s/10m), fleet.node_count 1, checks_per_period 3, concurrency 8, per host 2",
         imgs.len()
     );
-    let mut agent = Agent::start(&imgs, INTERVAL_S, PERIOD_S);
-    // Cycle 1 checks every image (all new); measure from the end of cycle 2.
-    if !agent.wait_cycles(2.0, Duration::from_secs(60)) {
-        println!(
-            "  ! agent did not complete 2 cycles:\n    {}",
-            agent.log_tail()
-        );
+    let Some(st) = steady(&regs, &imgs, 1, k, ticks) else {
         return;
-    }
-    let m0 = agent.metrics();
-    let c0 = metric(&m0, "pullprobe_cycles_total").unwrap_or(0.0);
-    let cpu0 = cpu_seconds(agent.pid(), ticks);
-    let req0: Vec<usize> = regs.iter().map(request_count).collect();
-    let sum0 = metric(&m0, "pullprobe_cycle_duration_seconds_sum").unwrap_or(0.0);
-    let t0 = Instant::now();
-    if !agent.wait_cycles(c0 + k, Duration::from_secs_f64(k * 5.0 + 30.0)) {
-        println!("  ! agent stalled:\n    {}", agent.log_tail());
-        return;
-    }
-    let m1 = agent.metrics();
-    let elapsed = t0.elapsed().as_secs_f64();
-    let c1 = metric(&m1, "pullprobe_cycles_total").unwrap_or(0.0);
-    let cpu1 = cpu_seconds(agent.pid(), ticks);
-    let req1: Vec<usize> = regs.iter().map(request_count).collect();
-    let sum1 = metric(&m1, "pullprobe_cycle_duration_seconds_sum").unwrap_or(0.0);
-    let hwm = proc_status_kib(agent.pid(), "VmHWM:");
-    let rss = proc_status_kib(agent.pid(), "VmRSS:");
-    let dc = (c1 - c0).max(1.0);
-    let per_cycle: Vec<f64> = req0
-        .iter()
-        .zip(&req1)
-        .map(|(a, b)| (b - a) as f64 / dc)
-        .collect();
+    };
+    let Steady {
+        dc,
+        elapsed,
+        hwm,
+        rss,
+        cpu,
+        cycle_ms,
+        total_per_cycle,
+        mn,
+        mx,
+    } = st;
     let per_hour_scale = 3600.0 / DEFAULT_INTERVAL_S as f64;
-    let total_per_cycle: f64 = per_cycle.iter().sum();
-    let (mn, mx) = per_cycle
-        .iter()
-        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    drop(agent);
 
     println!("  measured {dc:.0} cycles in {elapsed:.1} s");
     println!("  {:<52} {:>12} {:>12}", "figure", "value", "goal");
@@ -323,15 +299,11 @@ fn main() {
     );
     println!(
         "  {:<52} {:>12.4} {:>12}",
-        "CPU seconds per cycle (utime+stime)",
-        (cpu1 - cpu0) / dc,
-        ""
+        "CPU seconds per cycle (utime+stime)", cpu, ""
     );
     println!(
         "  {:<52} {:>12.1} {:>12}",
-        "cycle duration, mean ms (pullprobe_cycle_duration)",
-        (sum1 - sum0) / dc * 1000.0,
-        ""
+        "cycle duration, mean ms (pullprobe_cycle_duration)", cycle_ms, ""
     );
     println!(
         "  {:<52} {:>12.1} {:>12}",
@@ -363,6 +335,40 @@ fn main() {
         "  (standalone has no API: ConditionManager with defaults — heartbeat 5m minus up to 10% jitter, writes only on\n   change — driven for 2 h of healthy 60 s cycles over 50 seeds; writes counted in the 2nd hour; no Events at steady state)"
     );
 
+    // ---- the same agent in a 5,000-node fleet: per-image checks shrink to its share ----
+    let k5 = (k / 2.0).max(5.0);
+    println!(
+        "\ncase 1b: the same 200 images with fleet.node_count 5000 (each node takes its share of image checks), {k5:.0} cycles"
+    );
+    if let Some(st) = steady(&regs, &imgs, 5000, k5, ticks) {
+        let per_node_hour = st.total_per_cycle / HOSTS as f64 * per_hour_scale;
+        println!("  {:<52} {:>12} {:>12}", "figure", "value", "goal");
+        println!(
+            "  {:<52} {:>12.1} {:>12}",
+            "requests per cycle, all registries", st.total_per_cycle, ""
+        );
+        println!(
+            "  {:<52} {:>12.0} {:>12}",
+            "requests per registry per node-hour (mean)", per_node_hour, ""
+        );
+        println!(
+            "  {:<52} {:>12.0} {:>12}",
+            "  x 5,000 nodes: requests per registry per second",
+            per_node_hour * 5000.0 / 3600.0,
+            ""
+        );
+        println!(
+            "  {:<52} {:>12.4} {:>12}",
+            "CPU seconds per cycle (utime+stime)", st.cpu, ""
+        );
+        println!(
+            "  {:<52} {:>12.1} {:>12}",
+            "peak RSS (VmHWM), MiB",
+            st.hwm as f64 / 1024.0,
+            "<= 16"
+        );
+    }
+
     // ---- one big cycle ----
     let per_host = big.div_ceil(HOSTS);
     let mut imgs = images(&regs, per_host.min(REPOS));
@@ -384,7 +390,7 @@ fn main() {
         imgs.len()
     );
     let start = Instant::now();
-    let mut agent = Agent::start(&imgs, 600, 600);
+    let mut agent = Agent::start(&imgs, 600, 600, 1);
     if !agent.wait_cycles(1.0, Duration::from_secs(120)) {
         println!(
             "  ! first cycle did not complete:\n    {}",
@@ -436,6 +442,78 @@ fn main() {
     );
     drop(agent);
     drop(regs);
+}
+
+/// Steady-state figures over `k` cycles after the first two.
+struct Steady {
+    dc: f64,
+    elapsed: f64,
+    hwm: u64,
+    rss: u64,
+    /// CPU seconds per cycle.
+    cpu: f64,
+    cycle_ms: f64,
+    total_per_cycle: f64,
+    mn: f64,
+    mx: f64,
+}
+
+fn steady(
+    regs: &[Registry],
+    imgs: &[String],
+    node_count: u64,
+    k: f64,
+    ticks: f64,
+) -> Option<Steady> {
+    let mut agent = Agent::start(imgs, INTERVAL_S, PERIOD_S, node_count);
+    // Cycle 1 checks every image (all new); measure from the end of cycle 2.
+    if !agent.wait_cycles(2.0, Duration::from_secs(60)) {
+        println!(
+            "  ! agent did not complete 2 cycles:\n    {}",
+            agent.log_tail()
+        );
+        return None;
+    }
+    let m0 = agent.metrics();
+    let c0 = metric(&m0, "pullprobe_cycles_total").unwrap_or(0.0);
+    let cpu0 = cpu_seconds(agent.pid(), ticks);
+    let req0: Vec<usize> = regs.iter().map(request_count).collect();
+    let sum0 = metric(&m0, "pullprobe_cycle_duration_seconds_sum").unwrap_or(0.0);
+    let t0 = Instant::now();
+    if !agent.wait_cycles(c0 + k, Duration::from_secs_f64(k * 5.0 + 30.0)) {
+        println!("  ! agent stalled:\n    {}", agent.log_tail());
+        return None;
+    }
+    let m1 = agent.metrics();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let c1 = metric(&m1, "pullprobe_cycles_total").unwrap_or(0.0);
+    let cpu1 = cpu_seconds(agent.pid(), ticks);
+    let req1: Vec<usize> = regs.iter().map(request_count).collect();
+    let sum1 = metric(&m1, "pullprobe_cycle_duration_seconds_sum").unwrap_or(0.0);
+    let hwm = proc_status_kib(agent.pid(), "VmHWM:");
+    let rss = proc_status_kib(agent.pid(), "VmRSS:");
+    let dc = (c1 - c0).max(1.0);
+    let per_cycle: Vec<f64> = req0
+        .iter()
+        .zip(&req1)
+        .map(|(a, b)| (b - a) as f64 / dc)
+        .collect();
+    let total_per_cycle: f64 = per_cycle.iter().sum();
+    let (mn, mx) = per_cycle
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+    drop(agent);
+    Some(Steady {
+        dc,
+        elapsed,
+        hwm,
+        rss,
+        cpu: (cpu1 - cpu0) / dc,
+        cycle_ms: (sum1 - sum0) / dc * 1000.0,
+        total_per_cycle,
+        mn,
+        mx,
+    })
 }
 
 /// Steady-state condition writes per hour: the real `ConditionManager` (defaults: fail_after 2,

@@ -131,6 +131,8 @@ struct Phases {
     order: Vec<String>,
     ms: BTreeMap<String, Vec<f64>>,
     total: Vec<f64>,
+    /// The last run's phases, with their `detail` (what was sent), to show what was timed.
+    last: Vec<String>,
 }
 
 impl Phases {
@@ -149,7 +151,15 @@ impl Phases {
             self.total.push(t);
         }
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        self.last.clear();
         for p in v["phases"].as_array().into_iter().flatten() {
+            self.last.push(format!(
+                "{} {} {:.1} ms: {}",
+                p["name"].as_str().unwrap_or("?"),
+                p["host"].as_str().unwrap_or(""),
+                p["duration_ms"].as_f64().unwrap_or(f64::NAN),
+                p["detail"].as_str().unwrap_or("")
+            ));
             let base = format!(
                 "{} {}",
                 p["name"].as_str().unwrap_or("?"),
@@ -193,6 +203,10 @@ impl Phases {
             pct(&self.total, 10.0),
             pct(&self.total, 90.0)
         );
+        println!("  last run, phase by phase (phases nest: a hop's dns/connect/tls are inside the phase that needed it):");
+        for l in &self.last {
+            println!("    {l}");
+        }
     }
 }
 
