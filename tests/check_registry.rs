@@ -29,6 +29,36 @@ fn phase_names(v: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `check` as `user`, the password on stdin, trusting `ca`.
+fn check_as(
+    image: &str,
+    ca: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> (i32, Vec<Value>, String) {
+    let mut args = vec![
+        image,
+        "--ca-file",
+        ca,
+        "--username",
+        user,
+        "--password-stdin",
+    ];
+    args.extend_from_slice(extra);
+    check(&args, Some(password))
+}
+
+/// The first phase record called `name`.
+fn phase<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} phase: {v:#}"))
+}
+
 fn assert_failure(v: &Value, phase: &str, reason: &str) {
     assert_eq!(v["verdict"], "not_ready", "{v:#}");
     assert_eq!(v["phase"], phase, "{v:#}");
@@ -159,17 +189,7 @@ fn tls_basic_auth_success_wrong_password_and_missing_credentials() {
     );
     let image = format!("{}/team/app:v1", reg.host_port());
     let ca = pki.ca_cert.to_str().unwrap();
-    let (code, lines, err) = check(
-        &[
-            &image,
-            "--ca-file",
-            ca,
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("right-pw\n"),
-    );
+    let (code, lines, err) = check_as(&image, ca, "alice", "right-pw\n", &[]);
     assert_eq!(code, 0, "{err} {lines:?}");
     let v = &lines[0];
     assert_eq!(v["credential_source"], "command-line");
@@ -180,25 +200,10 @@ fn tls_basic_auth_success_wrong_password_and_missing_credentials() {
         .unwrap()
         .iter()
         .any(|s| s == "127.0.0.1"));
-    let auth = v["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "auth")
-        .unwrap();
+    let auth = phase(v, "auth");
     assert_eq!(auth["detail"], "basic");
 
-    let (code, lines, _) = check(
-        &[
-            &image,
-            "--ca-file",
-            ca,
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("wrong-pw\n"),
-    );
+    let (code, lines, _) = check_as(&image, ca, "alice", "wrong-pw\n", &[]);
     assert_eq!(code, 1);
     assert_failure(&lines[0], "auth", "AuthCredentialsRejected");
 
@@ -232,28 +237,12 @@ fn bearer_token_oauth_post_then_cached_scope_denied_and_wrong_password() {
     let image = format!("{}/team/app:v1", reg.host_port());
     let ca = pki.ca_cert.to_str().unwrap();
     issuer.reset_counts();
-    let (code, lines, err) = check(
-        &[
-            &image,
-            "--ca-file",
-            ca,
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("alice-pw"),
-    );
+    let (code, lines, err) = check_as(&image, ca, "alice", "alice-pw", &[]);
     assert_eq!(code, 0, "{err} {lines:?}");
     // containerd with a secret: OAuth2 POST, no GET fallback needed.
     assert_eq!(issuer.post_count(), 1);
     assert_eq!(issuer.get_count(), 0);
-    let auth = lines[0]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "auth")
-        .unwrap()
-        .clone();
+    let auth = phase(&lines[0], "auth").clone();
     assert!(
         auth["detail"].as_str().unwrap().contains("OAuth2 POST"),
         "{auth}"
@@ -283,31 +272,11 @@ fn bearer_token_oauth_post_then_cached_scope_denied_and_wrong_password() {
     );
 
     // bob authenticates but may not pull team/app: insufficient scope.
-    let (code, lines, _) = check(
-        &[
-            &image,
-            "--ca-file",
-            ca,
-            "--username",
-            "bob",
-            "--password-stdin",
-        ],
-        Some("bob-pw"),
-    );
+    let (code, lines, _) = check_as(&image, ca, "bob", "bob-pw", &[]);
     assert_eq!(code, 1);
     assert_failure(&lines[0], "auth", "AuthDenied");
 
-    let (code, lines, _) = check(
-        &[
-            &image,
-            "--ca-file",
-            ca,
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("not-her-pw"),
-    );
+    let (code, lines, _) = check_as(&image, ca, "alice", "not-her-pw", &[]);
     assert_eq!(code, 1);
     assert_failure(&lines[0], "auth", "AuthCredentialsRejected");
 
@@ -351,13 +320,7 @@ fn crio_profile_pings_v2_first_and_uses_get() {
         Some("alice-pw"),
     );
     assert_eq!(code, 0, "{err} {lines:?}");
-    let auth = lines[0]["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "auth")
-        .unwrap()
-        .clone();
+    let auth = phase(&lines[0], "auth").clone();
     let detail = auth["detail"].as_str().unwrap();
     assert!(detail.starts_with("ping:"), "{detail}");
     assert!(detail.contains("GET with Basic"), "{detail}");
@@ -375,16 +338,12 @@ fn blob_redirect_to_another_host_is_followed_without_authorization() {
         .redirect(&blobs.url())
         .start();
     let image = format!("{}/team/app:v1", cdn_reg.host_port());
-    let (code, lines, err) = check(
-        &[
-            &image,
-            "--ca-file",
-            pki.ca_cert.to_str().unwrap(),
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("alice-pw"),
+    let (code, lines, err) = check_as(
+        &image,
+        pki.ca_cert.to_str().unwrap(),
+        "alice",
+        "alice-pw",
+        &[],
     );
     assert_eq!(code, 0, "{err} {lines:?}");
     assert!(blobs.request_count() >= 1);
@@ -393,13 +352,7 @@ fn blob_redirect_to_another_host_is_followed_without_authorization() {
         "Authorization leaked to the blob host"
     );
     let v = &lines[0];
-    let blob = v["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "blob")
-        .unwrap()
-        .clone();
+    let blob = phase(v, "blob").clone();
     assert_eq!(blob["host"], format!("127.0.0.1:{}", blobs.port()));
     // The blob host got its own dns/connect phases.
     let connects = v["phases"]
@@ -418,33 +371,24 @@ fn blob_redirect_to_another_host_is_followed_without_authorization() {
         .redirect(&blob_host_down_url())
         .start();
     let image = format!("{}/team/app:v1", dead_reg.host_port());
-    let (code, lines, _) = check(
-        &[
-            &image,
-            "--ca-file",
-            pki.ca_cert.to_str().unwrap(),
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("alice-pw"),
+    let (code, lines, _) = check_as(
+        &image,
+        pki.ca_cert.to_str().unwrap(),
+        "alice",
+        "alice-pw",
+        &[],
     );
     assert_eq!(code, 1);
     assert_failure(&lines[0], "blob", "BlobHostUnreachable");
     assert!(lines[0]["message"].as_str().unwrap().contains("connect"));
 
     // --no-blob skips the phase.
-    let (code, lines, _) = check(
-        &[
-            &image,
-            "--no-blob",
-            "--ca-file",
-            pki.ca_cert.to_str().unwrap(),
-            "--username",
-            "alice",
-            "--password-stdin",
-        ],
-        Some("alice-pw"),
+    let (code, lines, _) = check_as(
+        &image,
+        pki.ca_cert.to_str().unwrap(),
+        "alice",
+        "alice-pw",
+        &["--no-blob"],
     );
     assert_eq!(code, 0, "{lines:?}");
     assert!(!phase_names(&lines[0]).contains(&"blob".to_string()));

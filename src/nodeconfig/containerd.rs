@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use toml::Value;
 
-use super::hostroot::{HostRoot, ReadError};
+use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
 use crate::credentials::{Credential, Secret};
 
@@ -121,18 +121,8 @@ pub fn load(hr: &HostRoot, file: &Path, problems: &mut Vec<ConfigProblem>) -> Co
         config_version: 1,
         ..Default::default()
     };
-    let text = match hr.read_to_string(file) {
-        Ok(t) => t,
-        Err(ReadError::NotFound) => return out,
-        Err(e) => {
-            problems.push(ConfigProblem::new(
-                file,
-                None,
-                ProblemKind::Unreadable,
-                e.to_string(),
-            ));
-            return out;
-        }
+    let Some(text) = hr.read_or_report(file, false, problems) else {
+        return out;
     };
     out.file = Some(file.to_path_buf());
     let main = match parse_table(file, &text, problems) {

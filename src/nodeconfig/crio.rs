@@ -85,18 +85,8 @@ pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
         }
     }
     for f in files {
-        let text = match hr.read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) if e.is_not_found() => continue,
-            Err(e) => {
-                problems.push(ConfigProblem::new(
-                    &f,
-                    None,
-                    ProblemKind::Unreadable,
-                    e.to_string(),
-                ));
-                continue;
-            }
+        let Some(text) = hr.read_or_report(&f, false, problems) else {
+            continue;
         };
         match parse_file(&f, &text) {
             Ok(p) => {

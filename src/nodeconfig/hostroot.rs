@@ -168,6 +168,29 @@ impl HostRoot {
         String::from_utf8(self.read(node_path)?).map_err(|_| ReadError::NotUtf8)
     }
 
+    /// Read a config file, recording why it could not be read as a problem naming the
+    /// file. A missing file is only a problem when it was explicitly configured.
+    pub fn read_or_report(
+        &self,
+        node_path: &Path,
+        missing_is_problem: bool,
+        problems: &mut Vec<super::ConfigProblem>,
+    ) -> Option<String> {
+        match self.read_to_string(node_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.is_not_found() && !missing_is_problem => None,
+            Err(e) => {
+                problems.push(super::ConfigProblem::new(
+                    node_path,
+                    None,
+                    super::ProblemKind::Unreadable,
+                    e.to_string(),
+                ));
+                None
+            }
+        }
+    }
+
     /// Entry names of a directory, sorted (the order Go's `os.ReadDir` returns), with
     /// whether each is a directory (symlinks followed inside the root).
     pub fn read_dir(&self, node_path: &Path) -> Result<Vec<DirEntry>, ReadError> {

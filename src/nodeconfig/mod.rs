@@ -382,18 +382,7 @@ fn load_plugins(
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Arc<PluginRunner>> {
     let file = opts.credential_provider_config.as_ref()?;
-    let text = match hr.read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            problems.push(ConfigProblem::new(
-                file,
-                None,
-                ProblemKind::Unreadable,
-                e.to_string(),
-            ));
-            return None;
-        }
-    };
+    let text = hr.read_or_report(file, true, problems)?;
     let (cfg, errs) = match CredentialProviderConfig::parse(file, &text) {
         Ok(x) => x,
         Err(e) => {

@@ -216,17 +216,8 @@ pub fn load_unit_env(hr: &HostRoot, unit: &str, problems: &mut Vec<ConfigProblem
     let mut env_files: Vec<(PathBuf, bool)> = Vec::new();
     let mut sources = Vec::new();
     for f in files {
-        let text = match hr.read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) => {
-                problems.push(ConfigProblem::new(
-                    &f,
-                    None,
-                    ProblemKind::Unreadable,
-                    e.to_string(),
-                ));
-                continue;
-            }
+        let Some(text) = hr.read_or_report(&f, true, problems) else {
+            continue;
         };
         sources.push(f.clone());
         let mut in_service = false;
