@@ -20,6 +20,23 @@ fn assert_failure(v: &Value, phase: &str, reason: &str) {
     assert_eq!(v["reason"], reason, "{v:#}");
 }
 
+/// Resolver files where only the hosts file answers: `hosts_text` as the hosts file and a
+/// resolv.conf naming a nameserver where nothing listens.
+fn hosts_only(dir: &std::path::Path, hosts_text: &str) -> (String, String) {
+    let hosts = dir.join("hosts-only");
+    std::fs::write(&hosts, hosts_text).unwrap();
+    let resolv = dir.join("resolv-dead");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
+    )
+    .unwrap();
+    (
+        hosts.to_str().unwrap().to_string(),
+        resolv.to_str().unwrap().to_string(),
+    )
+}
+
 fn empty_hosts(dir: &std::path::Path) -> String {
     let p = dir.join("hosts");
     std::fs::write(&p, "127.0.0.1 localhost\n").unwrap();
@@ -93,26 +110,17 @@ fn hosts_file_entries_win_over_dns() {
     let pki = Pki::new();
     let reg = Registry::builder().tls(&pki.server).start();
     OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
-    let dns = Dns::start_default();
-    let hosts = dns.dir().join("hosts-registry");
-    // nxdomain.test does not exist in DNS; the hosts file maps it (leaf SAN is registry.test,
-    // so use that name: the hosts file maps it to loopback even though unbound would too).
-    write_hosts_file(&hosts, &[("127.0.0.1", &["registry.test"])]);
-    let resolv = dns.dir().join("resolv-dead");
-    // A nameserver where nothing listens: only the hosts file can answer.
-    std::fs::write(
-        &resolv,
-        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
-    )
-    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Only the hosts file can answer (the nameserver is dead).
+    let (hosts, resolv) = hosts_only(dir.path(), "127.0.0.1 registry.test\n");
     let image = format!("registry.test:{}/demo/app:v1", reg.port());
     let (code, lines) = check(
         &[
             &image,
             "--resolv-conf",
-            resolv.to_str().unwrap(),
+            &resolv,
             "--hosts-file",
-            hosts.to_str().unwrap(),
+            &hosts,
             "--ca-file",
             pki.ca_cert.to_str().unwrap(),
         ],
@@ -287,18 +295,15 @@ fn tls_handshake_timeout_and_reset() {
     let target: std::net::SocketAddr = reg.host_port().parse().unwrap();
     // A non-loopback name, so the endpoint is https only (no containerd HTTP fallback).
     let dir = tempfile::tempdir().unwrap();
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 registry.test\n").unwrap();
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 127.0.53.254\n").unwrap();
+    let (hosts, resolv) = hosts_only(dir.path(), "127.0.0.1 registry.test\n");
     let run = |port: u16, extra: &[&str]| -> Value {
         let image = format!("registry.test:{port}/demo/app:v1");
         let mut args = vec![
             image.as_str(),
             "--hosts-file",
-            hosts.to_str().unwrap(),
+            &hosts,
             "--resolv-conf",
-            resolv.to_str().unwrap(),
+            &resolv,
             "--ca-file",
             pki.ca_cert.to_str().unwrap(),
         ];
@@ -322,22 +327,18 @@ fn connect_falls_back_across_resolved_addresses() {
     OciImage::single("v1").push(&reg, "demo/app", &PushOpts::tls(&pki));
     let dir = tempfile::tempdir().unwrap();
     // First address: nothing listens on 127.0.0.2 at that port (refused); second works.
-    let hosts = dir.path().join("hosts");
-    std::fs::write(&hosts, "127.0.0.2 registry.test\n127.0.0.1 registry.test\n").unwrap();
-    let resolv = dir.path().join("resolv.conf");
-    std::fs::write(
-        &resolv,
-        "nameserver 127.0.53.254\noptions timeout:1 attempts:1\n",
-    )
-    .unwrap();
+    let (hosts, resolv) = hosts_only(
+        dir.path(),
+        "127.0.0.2 registry.test\n127.0.0.1 registry.test\n",
+    );
     let image = format!("registry.test:{}/demo/app:v1", reg.port());
     let (code, lines) = check(
         &[
             &image,
             "--hosts-file",
-            hosts.to_str().unwrap(),
+            &hosts,
             "--resolv-conf",
-            resolv.to_str().unwrap(),
+            &resolv,
             "--ca-file",
             pki.ca_cert.to_str().unwrap(),
         ],
