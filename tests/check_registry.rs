@@ -447,3 +447,26 @@ fn mirror_before_upstream_degraded_when_mirror_is_broken() {
     );
     assert_eq!(code, 1, "--strict counts degraded as not ready");
 }
+
+#[test]
+fn config_blob_missing_from_storage() {
+    let reg = Registry::plain();
+    let img = OciImage::single("v1");
+    img.push(&reg, "demo/app", &PushOpts::insecure());
+    // Remove the config blob's data behind the registry's back (a half-synced mirror).
+    let hex = img.manifests[0]
+        .config_digest
+        .trim_start_matches("sha256:")
+        .to_string();
+    let data = reg
+        .storage_dir()
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data");
+    std::fs::remove_file(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    let image = format!("{}/demo/app:v1", reg.host_port());
+    let (code, lines, _) = check(&[&image, "--plain-http"], None);
+    assert_eq!(code, 1);
+    assert_failure(&lines[0], "blob", "BlobNotFound");
+}

@@ -236,3 +236,34 @@ fn accept_header_matches_the_runtime() {
     assert_eq!(first.method, "HEAD");
     assert_eq!(first.path, "/v2/demo/app/manifests/v1");
 }
+
+#[test]
+fn malformed_manifests() {
+    // The announced digest does not match the body.
+    let (body, _, _) = small_manifest();
+    let wrong = format!("sha256:{}", "b".repeat(64));
+    let b = body.clone();
+    let s = ScriptedServer::start(move |r| {
+        if r.path == "/v2/" {
+            Reply::v2_ok()
+        } else {
+            manifest_reply(&b, &wrong)
+        }
+    });
+    let (_, lines) = check(&[&image(&s), "--plain-http", "--runtime", "crio"]);
+    assert_failure(&lines[0], "manifest", "ManifestMalformed");
+    // A body that is not JSON, served as a manifest.
+    let s = ScriptedServer::start(|r| {
+        if r.path == "/v2/" {
+            return Reply::v2_ok();
+        }
+        let junk = b"\x00\x01 not json".to_vec();
+        let digest = sha256_digest(&junk);
+        Reply::status(200)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .header("Docker-Content-Digest", &digest)
+            .body(junk)
+    });
+    let (_, lines) = check(&[&image(&s), "--plain-http", "--runtime", "crio"]);
+    assert_eq!(lines[0]["reason"], "ManifestMalformed", "{:#}", lines[0]);
+}
