@@ -282,6 +282,18 @@ fn plan_finding_kinds(tree: &NodeTree, image: &str) -> Vec<String> {
         .collect()
 }
 
+/// A registry from `builder` holding `team/app:v1` pushed with `opts`: (registry, host, image).
+fn registry_with_image(
+    builder: harness::registry::RegistryBuilder,
+    opts: &PushOpts,
+) -> (Registry, String, String) {
+    let reg = builder.start();
+    OciImage::single("v1").push(&reg, "team/app", opts);
+    let host = reg.host_port();
+    let image = format!("{host}/team/app:v1");
+    (reg, host, image)
+}
+
 fn plain_registry_with_image(repo: &str) -> (Registry, String) {
     let reg = Registry::plain();
     OciImage::single("v1").push(&reg, repo, &PushOpts::insecure());
@@ -694,10 +706,8 @@ fn tls_hosts_toml(host: &str, extra: &str) -> String {
 fn ca_from_hosts_toml_relative_path() {
     let ctrd = Containerd::start();
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.server).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) =
+        registry_with_image(Registry::builder().tls(&pki.server), &PushOpts::tls(&pki));
 
     let tree = NodeTree::new();
     tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.pem"));
@@ -721,13 +731,12 @@ fn ca_from_hosts_toml_relative_path() {
 fn client_certificate_from_hosts_toml() {
     let ctrd = Containerd::start();
     let pki = Pki::new();
-    let reg = Registry::builder()
-        .tls(&pki.server)
-        .client_ca(&pki.client_ca_cert)
-        .start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::mtls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder()
+            .tls(&pki.server)
+            .client_ca(&pki.client_ca_cert),
+        &PushOpts::mtls(&pki),
+    );
 
     let tree = NodeTree::new();
     let d = format!("{CERTS_D}/{host}");
@@ -755,10 +764,10 @@ fn client_certificate_from_hosts_toml() {
 fn skip_verify_from_hosts_toml() {
     let ctrd = Containerd::start();
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.unknown_ca_leaf).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder().tls(&pki.unknown_ca_leaf),
+        &PushOpts::insecure(),
+    );
 
     let tree = NodeTree::new();
     tree.hosts_toml(&host, &tls_hosts_toml(&host, "skip_verify = true"));
@@ -777,16 +786,10 @@ fn skip_verify_from_hosts_toml() {
 #[test]
 fn credentials_from_kubelet_config_json() {
     let ctrd = Containerd::start();
-    let reg = Registry::builder()
-        .htpasswd(&[("puller", "s3cret")])
-        .start();
-    OciImage::single("v1").push(
-        &reg,
-        "team/app",
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder().htpasswd(&[("puller", "s3cret")]),
         &PushOpts::insecure().creds("puller", "s3cret"),
     );
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
 
     let tree = NodeTree::new();
     tree.kubelet_config_json(&host, "puller", "s3cret");
@@ -816,16 +819,10 @@ fn credentials_from_kubelet_config_json() {
 #[test]
 fn wrong_credentials() {
     let ctrd = Containerd::start();
-    let reg = Registry::builder()
-        .htpasswd(&[("puller", "s3cret")])
-        .start();
-    OciImage::single("v1").push(
-        &reg,
-        "team/app",
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder().htpasswd(&[("puller", "s3cret")]),
         &PushOpts::insecure().creds("puller", "s3cret"),
     );
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
     let tree = NodeTree::new();
     tree.kubelet_config_json(&host, "puller", "wrong-password");
     let b = run_both(
@@ -851,14 +848,10 @@ fn credentials_from_credential_provider_plugin() {
         .user("alice", "plugin-s3cret")
         .allow("alice", "team/app")
         .start();
-    let reg = Registry::builder().token_auth(&issuer).start();
-    OciImage::single("v1").push(
-        &reg,
-        "team/app",
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder().token_auth(&issuer),
         &PushOpts::insecure().creds("alice", "plugin-s3cret"),
     );
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
 
     let tree = NodeTree::new();
     let bin_dir = "/usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec";
@@ -965,10 +958,8 @@ fn tls_upstream_without_hosts_toml_is_plain_http_on_1_6() {
     // answers 400.
     let ctrd = Containerd::start();
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.server).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) =
+        registry_with_image(Registry::builder().tls(&pki.server), &PushOpts::tls(&pki));
     let tree = NodeTree::new();
     let b = run_both(
         "TLS upstream, no hosts dir (1.6)",
@@ -1000,10 +991,8 @@ fn http_host_with_ca_has_no_https_fallback_on_1_6() {
     // `http://` + TLS settings: ≥ 1.7 tries HTTPS first (NewHTTPFallback); 1.6 stays on http.
     let ctrd = Containerd::start();
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.server).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) =
+        registry_with_image(Registry::builder().tls(&pki.server), &PushOpts::tls(&pki));
     let tree = NodeTree::new();
     tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.pem"));
     tree.hosts_toml(
@@ -1341,16 +1330,10 @@ fn cri_legacy_registry_mirrors() {
 fn cri_registry_configs_auth_is_the_runtime_credential() {
     // registry.configs."host".auth is used when the kubelet passes no AuthConfig (with
     // config_path set, as on most nodes).
-    let reg = Registry::builder()
-        .htpasswd(&[("node", "rt-s3cret")])
-        .start();
-    OciImage::single("v1").push(
-        &reg,
-        "team/app",
+    let (_reg, host, image) = registry_with_image(
+        Registry::builder().htpasswd(&[("node", "rt-s3cret")]),
         &PushOpts::insecure().creds("node", "rt-s3cret"),
     );
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
     let tree = NodeTree::new();
     let body = format!(
         "  config_path = \"{CERTS_D}\"\n  [plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".auth]\n    username = \"node\"\n    password = \"rt-s3cret\"\n"
@@ -1375,10 +1358,8 @@ fn cri_registry_configs_auth_is_the_runtime_credential() {
 #[test]
 fn cri_registry_configs_tls_legacy_path() {
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.server).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) =
+        registry_with_image(Registry::builder().tls(&pki.server), &PushOpts::tls(&pki));
     let tree = NodeTree::new();
     tree.copy(&pki.ca_cert, "/etc/containerd/registry-ca.pem");
     // Legacy path (no config_path): an https mirror endpoint for the host, verified with
@@ -1397,10 +1378,8 @@ fn cri_registry_configs_tls_legacy_path() {
 /// pullprobe must then say not_ready (a refusal, NoUsableEndpoint), not probe the endpoints.
 fn cri_plugin_refuses(name: &'static str, extra: impl Fn(&str) -> String) {
     let pki = Pki::new();
-    let reg = Registry::builder().tls(&pki.server).start();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::tls(&pki));
-    let host = reg.host_port();
-    let image = format!("{host}/team/app:v1");
+    let (_reg, host, image) =
+        registry_with_image(Registry::builder().tls(&pki.server), &PushOpts::tls(&pki));
     let tree = NodeTree::new();
     tree.copy(&pki.ca_cert, &format!("{CERTS_D}/{host}/ca.pem"));
     tree.copy(&pki.ca_cert, "/etc/containerd/registry-ca.pem");
