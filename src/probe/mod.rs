@@ -13,5 +13,6 @@ pub mod tls;
 
 pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
 pub mod engine;
+mod flow;
 
 pub use engine::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};

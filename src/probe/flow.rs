@@ -1,0 +1,682 @@
+//! One attempt's request flow (one endpoint, one credential): the runtime's sequence —
+//! containerd's HEAD-first resolve reacting to the 401, or CRI-O's `/v2/` ping then GET —
+//! then the platform and blob phases, recording each phase on the session.
+
+use std::time::Instant;
+
+use http::{HeaderValue, Method, StatusCode};
+use url::Url;
+
+use super::auth::{self, Authorization, CredentialRef};
+use super::blob;
+use super::challenge::parse_challenges;
+use super::engine::{Prober, RuntimeProfile};
+use super::http::{RedirectFailure, Request, Response, Session};
+use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::outcome::{Failure, ManifestInfo, Phase, RateLimit, Reason};
+use super::platform;
+use crate::endpoint::{Endpoint, SchemePolicy};
+use crate::reference::ImageRef;
+
+/// The per-attempt request flow.
+pub(super) struct Flow<'a> {
+    pub(super) prober: &'a Prober,
+    pub(super) image: &'a ImageRef,
+    pub(super) ep: &'a Endpoint,
+    pub(super) cred: Option<&'a CredentialRef<'a>>,
+    pub(super) authorization: Option<Authorization>,
+    pub(super) ratelimit: Option<RateLimit>,
+}
+
+impl Flow<'_> {
+    /// The API root as a string, with the scheme the endpoint is configured for.
+    fn api_base(&self) -> String {
+        let mut root = self.ep.api_root.clone();
+        if self.ep.scheme == SchemePolicy::Http {
+            let _ = root.set_scheme("http");
+        }
+        root.as_str().trim_end_matches('/').to_string()
+    }
+
+    /// The repository path at this endpoint: CRI-O's `location` may rewrite it.
+    fn repo(&self) -> &str {
+        self.ep.repository.as_deref().unwrap_or(&self.image.path)
+    }
+
+    fn url(&self, suffix: &str) -> Result<Url, Failure> {
+        let base = self.api_base();
+        let mut u = Url::parse(&format!("{base}/{}/{suffix}", self.repo())).map_err(|e| {
+            Failure::new(
+                Reason::NoUsableEndpoint,
+                format!("cannot build a URL from {base}: {e}"),
+            )
+        })?;
+        if let Some(ns) = &self.ep.namespace {
+            u.query_pairs_mut().append_pair("ns", ns);
+        }
+        Ok(u)
+    }
+
+    fn scope(&self) -> String {
+        format!("repository:{}:pull", self.repo())
+    }
+
+    fn registry_host(&self) -> String {
+        let u = &self.ep.api_root;
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or_default(),
+            u.port_or_known_default().unwrap_or_default()
+        )
+    }
+
+    fn auth_header(&self) -> Option<HeaderValue> {
+        self.authorization.as_ref().and_then(|a| a.header_value())
+    }
+
+    pub(super) async fn run(&mut self, session: &mut Session<'_>) -> Result<ManifestInfo, Failure> {
+        let host = self.registry_host();
+        let scope = self.scope();
+        self.authorization = self
+            .prober
+            .tokens()
+            .cached_authorization(&host, &scope, self.cred);
+        let runtime = self.prober.options().runtime;
+        let mut auth_recorded = false;
+        if runtime == RuntimeProfile::Crio {
+            self.ping(session).await?;
+            auth_recorded = true;
+        }
+        // Resolve: containerd HEADs the manifest and reacts to 401; CRI-O GETs it.
+        let mut method = match runtime {
+            RuntimeProfile::Containerd => Method::HEAD,
+            RuntimeProfile::Crio => Method::GET,
+        };
+        let url = self.url(&format!("manifests/{}", self.image.reference()))?;
+        let mut authorized_once = false;
+        let mut t = Instant::now();
+        let resolved: Response = loop {
+            let mut req = Request::new(method.clone(), url.clone());
+            req.headers.insert(
+                http::header::ACCEPT,
+                HeaderValue::from_static(manifest::accept(runtime)),
+            );
+            if let Some(a) = self.auth_header() {
+                req.headers.insert(http::header::AUTHORIZATION, a);
+            }
+            let resp = match self.send_manifest(session, &req).await {
+                Ok(r) => r,
+                Err(f) => {
+                    // dns/connect/handshake failures were recorded when the connection
+                    // was opened; anything later (a post-handshake TLS alert, a stalled
+                    // or broken response) gets its own row here.
+                    let recorded_on_connect = matches!(f.phase, Phase::Dns | Phase::Connect)
+                        || (f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired);
+                    if !recorded_on_connect {
+                        session.record(f.phase, &host, false, t, f.message.clone());
+                    }
+                    return Err(f);
+                }
+            };
+            if let Some(rl) = manifest::rate_limit(&resp) {
+                self.ratelimit = Some(rl);
+            }
+            match resp.status {
+                StatusCode::UNAUTHORIZED => {
+                    if authorized_once {
+                        let f = self.rejected_after_auth(&resp);
+                        session.record(Phase::Auth, &host, false, t, f.message.clone());
+                        return Err(f);
+                    }
+                    authorized_once = true;
+                    let outcome = self.challenge(session, &resp).await;
+                    match outcome {
+                        Ok((detail, auth_host)) => {
+                            session.record(Phase::Auth, &auth_host, true, t, detail);
+                            auth_recorded = true;
+                        }
+                        Err(f) => {
+                            session.record(Phase::Auth, &host, false, t, f.message.clone());
+                            return Err(f);
+                        }
+                    }
+                    t = Instant::now();
+                }
+                StatusCode::METHOD_NOT_ALLOWED if method == Method::HEAD => {
+                    method = Method::GET;
+                }
+                s if s.is_success() => break resp,
+                _ => {
+                    if !auth_recorded {
+                        self.record_unchallenged(session, &host);
+                    }
+                    let f = self.manifest_failure(session, &req, resp).await;
+                    session.record(f.phase, &host, false, t, f.message.clone());
+                    return Err(f);
+                }
+            }
+        };
+        if !auth_recorded {
+            self.record_unchallenged(session, &host);
+        }
+        // A HEAD without a digest or length cannot be trusted: GET and hash it (resolver.go).
+        let mut body: Option<bytes::Bytes> = None;
+        let announced = resolved
+            .header("docker-content-digest")
+            .map(str::to_string)
+            .filter(|d| d.contains(':'));
+        let has_len = resolved.header("content-length").is_some();
+        let mut media_type = resolved
+            .header("content-type")
+            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+            .unwrap_or_default();
+        let mut size = resolved
+            .header("content-length")
+            .and_then(|l| l.parse::<u64>().ok())
+            .unwrap_or(0);
+        let digest = if method == Method::GET {
+            let d = manifest::sha256_digest(&resolved.body);
+            if let Some(a) = &announced {
+                if a.starts_with("sha256:") && *a != d {
+                    let f = Failure::new(
+                        Reason::ManifestMalformed,
+                        format!("Docker-Content-Digest {a} does not match the body ({d})"),
+                    );
+                    session.record(Phase::Manifest, &host, false, t, f.message.clone());
+                    return Err(f);
+                }
+            }
+            size = resolved.body.len() as u64;
+            body = Some(resolved.body.clone());
+            d
+        } else if let (Some(d), true) = (announced.clone(), has_len) {
+            d
+        } else {
+            let b = match self.get_manifest(session, &url, None).await {
+                Ok(r) => r,
+                Err(f) => {
+                    session.record(Phase::Manifest, &host, false, t, f.message.clone());
+                    return Err(f);
+                }
+            };
+            if let Some(ct) = b.header("content-type") {
+                media_type = ct.split(';').next().unwrap_or(ct).trim().to_string();
+            }
+            size = b.body.len() as u64;
+            body = Some(b.body.clone());
+            manifest::sha256_digest(&b.body)
+        };
+        if let Some(d) = &self.image.digest {
+            if *d != digest && digest.starts_with(d.split(':').next().unwrap_or("")) {
+                let f = Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("registry returned digest {digest} for {d}"),
+                );
+                session.record(Phase::Manifest, &host, false, t, f.message.clone());
+                return Err(f);
+            }
+        }
+        if size > MAX_MANIFEST_SIZE as u64 {
+            let f = Failure::new(
+                Reason::ManifestTooLarge,
+                format!(
+                    "manifest of {size} bytes exceeds containerd's {MAX_MANIFEST_SIZE}-byte limit"
+                ),
+            );
+            session.record(Phase::Manifest, &host, false, t, f.message.clone());
+            return Err(f);
+        }
+        if !media_type.is_empty() && !media_type.contains("json") {
+            let f = if media_type.starts_with("text/html") {
+                Failure::new(
+                    Reason::AuthNotRegistry,
+                    format!("{host} answered the manifest request with an HTML page: not a registry API (a proxy login or captive portal?)"),
+                )
+            } else {
+                Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("{host} answered with Content-Type {media_type}, not a manifest"),
+                )
+            };
+            session.record(Phase::Manifest, &host, false, t, f.message.clone());
+            return Err(f);
+        }
+        let mut info = ManifestInfo {
+            digest: digest.clone(),
+            media_type: media_type.clone(),
+            size,
+            platform_digest: None,
+            config_digest: None,
+        };
+        let rl = self
+            .ratelimit
+            .as_ref()
+            .and_then(|r| r.remaining)
+            .map(|r| format!(" ratelimit-remaining={r}"))
+            .unwrap_or_default();
+        session.record(
+            Phase::Manifest,
+            &host,
+            true,
+            t,
+            format!("{digest} {media_type} {size} bytes{rl}"),
+        );
+        if self.prober.options().head_only {
+            return Ok(info);
+        }
+        let opts = &self.prober.options();
+        // platform: an index must hold the node's platform.
+        let manifest_body;
+        if manifest::is_index(&media_type) || media_type.is_empty() {
+            let t = Instant::now();
+            let index_body = match body.take() {
+                Some(b) => b,
+                None => match self.fetch_by_digest(session, &digest, &media_type).await {
+                    Ok(b) => b,
+                    Err(f) => {
+                        session.record(Phase::Platform, &host, false, t, f.message.clone());
+                        return Err(f.in_phase(Phase::Platform));
+                    }
+                },
+            };
+            let parsed = match manifest::parse_body(&index_body) {
+                Ok(p) => p,
+                Err(f) => {
+                    session.record(Phase::Platform, &host, false, t, f.message.clone());
+                    return Err(f);
+                }
+            };
+            if !parsed.manifests.is_empty() || manifest::is_index(&media_type) {
+                let Some(entry) = platform::select(&opts.platform, &parsed.manifests) else {
+                    let f = Failure::new(
+                        Reason::PlatformMissing,
+                        format!(
+                            "the index has no manifest for {} (it has: {})",
+                            opts.platform,
+                            platform::list(&parsed.manifests)
+                        ),
+                    );
+                    session.record(Phase::Platform, "", false, t, f.message.clone());
+                    return Err(f);
+                };
+                info.platform_digest = Some(entry.digest.clone());
+                if opts.no_blob {
+                    session.record(
+                        Phase::Platform,
+                        "",
+                        true,
+                        t,
+                        format!("{} → {}", opts.platform, entry.digest),
+                    );
+                    return Ok(info);
+                }
+                let mt = entry
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| manifest::MEDIA_OCI_MANIFEST.to_string());
+                match self.fetch_by_digest(session, &entry.digest, &mt).await {
+                    Ok(b) => manifest_body = Some(b),
+                    Err(f) => {
+                        session.record(Phase::Platform, &host, false, t, f.message.clone());
+                        return Err(f.in_phase(Phase::Platform));
+                    }
+                }
+                session.record(
+                    Phase::Platform,
+                    "",
+                    true,
+                    t,
+                    format!("{} → {}", opts.platform, entry.digest),
+                );
+            } else {
+                manifest_body = Some(index_body);
+            }
+        } else {
+            manifest_body = body;
+        }
+        if opts.no_blob {
+            return Ok(info);
+        }
+        // blob: HEAD the config blob, following redirects across hosts.
+        let t = Instant::now();
+        let body = match manifest_body {
+            Some(b) => b,
+            None => match self.fetch_by_digest(session, &digest, &media_type).await {
+                Ok(b) => b,
+                Err(f) => {
+                    session.record(Phase::Blob, &host, false, t, f.message.clone());
+                    return Err(f.in_phase(Phase::Blob));
+                }
+            },
+        };
+        let config = match manifest::parse_body(&body).map(|m| m.config_digest) {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                let f = Failure::new(
+                    Reason::ManifestMalformed,
+                    "the image manifest names no config blob",
+                );
+                session.record(Phase::Blob, &host, false, t, f.message.clone());
+                return Err(f.in_phase(Phase::Blob));
+            }
+            Err(f) => {
+                session.record(Phase::Blob, &host, false, t, f.message.clone());
+                return Err(f.in_phase(Phase::Blob));
+            }
+        };
+        info.config_digest = Some(config.clone());
+        let url = self.url(&format!("blobs/{config}"))?;
+        match blob::check(session, url, self.auth_header()).await {
+            Ok((detail, blob_host)) => {
+                session.record(
+                    Phase::Blob,
+                    &blob_host,
+                    true,
+                    t,
+                    format!("{config} {detail}"),
+                );
+                Ok(info)
+            }
+            Err(f) => {
+                session.record(Phase::Blob, &host, false, t, f.message.clone());
+                Err(f.in_phase(Phase::Blob))
+            }
+        }
+    }
+
+    /// The registry answered without a challenge: an auth row of zero time (the request
+    /// itself belongs to the manifest phase).
+    fn record_unchallenged(&self, session: &mut Session<'_>, host: &str) {
+        session.record_ms(
+            Phase::Auth,
+            host,
+            true,
+            0.0,
+            auth_detail(self.authorization.as_ref()),
+        );
+    }
+
+    /// CRI-O's `GET /v2/` ping (containers/image docker_client.go `detectProperties`).
+    async fn ping(&mut self, session: &mut Session<'_>) -> Result<(), Failure> {
+        let host = self.registry_host();
+        let t = Instant::now();
+        let base = self.api_base();
+        let url = Url::parse(&format!("{base}/")).map_err(|e| {
+            Failure::new(
+                Reason::NoUsableEndpoint,
+                format!("bad endpoint {base}: {e}"),
+            )
+        })?;
+        let mut req = Request::new(Method::GET, url);
+        if let Some(a) = self.auth_header() {
+            req.headers.insert(http::header::AUTHORIZATION, a);
+        }
+        let resp = session.send(&req, 64 * 1024).await?;
+        match resp.status.as_u16() {
+            200..=299 => {
+                session.record(
+                    Phase::Auth,
+                    &host,
+                    true,
+                    t,
+                    "ping: no authentication required".into(),
+                );
+                Ok(())
+            }
+            401 => match self.challenge(session, &resp).await {
+                Ok((detail, auth_host)) => {
+                    session.record(Phase::Auth, &auth_host, true, t, format!("ping: {detail}"));
+                    Ok(())
+                }
+                Err(f) => {
+                    session.record(Phase::Auth, &host, false, t, f.message.clone());
+                    Err(f)
+                }
+            },
+            _ => {
+                let f = https_required(&resp).unwrap_or_else(|| not_registry(&resp));
+                session.record(f.phase, &host, false, t, f.message.clone());
+                Err(f)
+            }
+        }
+    }
+
+    async fn send_manifest(
+        &self,
+        session: &mut Session<'_>,
+        req: &Request,
+    ) -> Result<Response, Failure> {
+        session
+            .send_following(req, MAX_MANIFEST_SIZE, Phase::Manifest)
+            .await
+            .map_err(|e| match e {
+                RedirectFailure::Hop { failure, .. } => failure,
+                RedirectFailure::Loop { url } => Failure::new(
+                    Reason::ManifestUnexpectedStatus,
+                    format!("manifest redirects loop at {url}"),
+                ),
+                RedirectFailure::TooMany { url, max } => Failure::new(
+                    Reason::ManifestUnexpectedStatus,
+                    format!("manifest redirected more than {max} times (last {url})"),
+                ),
+            })
+    }
+
+    /// Handle a 401: parse the challenge and obtain an authorisation.
+    async fn challenge(
+        &mut self,
+        session: &mut Session<'_>,
+        resp: &Response,
+    ) -> Result<(String, String), Failure> {
+        let values: Vec<&str> = resp
+            .headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let challenges = parse_challenges(&values).map_err(|e| {
+            Failure::new(
+                Reason::AuthChallengeMalformed,
+                format!("cannot use the registry's 401 challenge: {e}"),
+            )
+        })?;
+        let chosen = auth::pick_challenge(&challenges, self.cred.is_some())?;
+        let host = self.registry_host();
+        let out = auth::authorize(
+            session,
+            self.prober.tokens(),
+            self.prober.options().runtime,
+            &host,
+            chosen,
+            &self.scope(),
+            self.cred,
+        )
+        .await?;
+        self.authorization = Some(out.authorization);
+        Ok((out.detail, out.host))
+    }
+
+    /// A 401 after authorising: the credential (or the anonymous token) is not enough.
+    fn rejected_after_auth(&self, resp: &Response) -> Failure {
+        let values: Vec<&str> = resp
+            .headers
+            .get_all(http::header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let insufficient = parse_challenges(&values)
+            .ok()
+            .and_then(|c| c.into_iter().find_map(|c| c.error().map(str::to_string)))
+            .is_some_and(|e| e == "insufficient_scope");
+        let basic = matches!(self.authorization, Some(Authorization::Basic(_)));
+        match (self.cred.is_some(), insufficient, basic) {
+            (true, _, true) => Failure::new(
+                Reason::AuthCredentialsRejected,
+                "the registry rejected the credentials (401 to Basic auth)",
+            ),
+            (true, true, _) => Failure::new(
+                Reason::AuthDenied,
+                format!(
+                    "authenticated, but the token does not grant {} (insufficient_scope)",
+                    self.scope()
+                ),
+            ),
+            (true, false, _) => Failure::new(
+                Reason::AuthCredentialsRejected,
+                "the registry rejected the token obtained with the credentials (401)",
+            ),
+            (false, _, _) => Failure::new(
+                Reason::AuthCredentialsRequired,
+                format!(
+                    "anonymous access to {} is not allowed: the repository does not exist or needs credentials",
+                    self.repo()
+                ),
+            ),
+        }
+    }
+
+    /// Classify a failing manifest response precisely (HEAD carries no error body, so
+    /// GET it once, as containerd does for 403; and tell a non-registry apart).
+    async fn manifest_failure(
+        &self,
+        session: &mut Session<'_>,
+        req: &Request,
+        resp: Response,
+    ) -> Failure {
+        let what = format!("{}:{}", self.repo(), self.image.reference());
+        let mut resp = resp;
+        if req.method == Method::HEAD && matches!(resp.status.as_u16(), 400 | 403 | 404) {
+            let mut get = req.clone();
+            get.method = Method::GET;
+            if let Ok(r) = self.send_manifest(session, &get).await {
+                if r.status == resp.status {
+                    resp = r;
+                }
+            }
+        }
+        if let Some(f) = https_required(&resp) {
+            return f;
+        }
+        if resp.status == StatusCode::NOT_FOUND
+            && manifest::error_code(&resp.body).is_none()
+            && resp.header("docker-distribution-api-version").is_none()
+        {
+            // Not a distribution error: is this a registry at all?
+            let base = self.api_base();
+            if let Ok(u) = Url::parse(&format!("{base}/")) {
+                let ping = Request::new(Method::GET, u);
+                if let Ok(p) = session.send(&ping, 64 * 1024).await {
+                    if !matches!(p.status.as_u16(), 200 | 401) {
+                        return not_registry(&p);
+                    }
+                }
+            }
+        }
+        let f = manifest::status_failure(&resp, &what);
+        if f.reason == Reason::ManifestNotFound {
+            // distribution answers MANIFEST_UNKNOWN even for a repository that does not
+            // exist; the tags list tells the two apart (NAME_UNKNOWN). Diagnosis only.
+            if let Ok(mut u) = self.url("tags/list") {
+                u.query_pairs_mut().append_pair("n", "1");
+                let mut tags = Request::new(Method::GET, u);
+                if let Some(a) = self.auth_header() {
+                    tags.headers.insert(http::header::AUTHORIZATION, a);
+                }
+                if let Ok(r) = session.send(&tags, 64 * 1024).await {
+                    if r.status == StatusCode::NOT_FOUND
+                        && manifest::error_code(&r.body).as_deref() == Some("NAME_UNKNOWN")
+                    {
+                        return Failure::new(
+                            Reason::RepositoryNotFound,
+                            format!(
+                                "repository {} does not exist on {}",
+                                self.repo(),
+                                self.registry_host()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        f
+    }
+
+    async fn get_manifest(
+        &self,
+        session: &mut Session<'_>,
+        url: &Url,
+        media_type: Option<&str>,
+    ) -> Result<Response, Failure> {
+        let mut req = Request::new(Method::GET, url.clone());
+        let accept = match media_type {
+            Some(mt) if !mt.is_empty() => HeaderValue::from_str(&format!("{mt}, */*"))
+                .unwrap_or(HeaderValue::from_static("*/*")),
+            _ => HeaderValue::from_static(manifest::accept(self.prober.options().runtime)),
+        };
+        req.headers.insert(http::header::ACCEPT, accept);
+        if let Some(a) = self.auth_header() {
+            req.headers.insert(http::header::AUTHORIZATION, a);
+        }
+        let resp = self.send_manifest(session, &req).await?;
+        if !resp.status.is_success() {
+            return Err(manifest::status_failure(&resp, url.path()));
+        }
+        Ok(resp)
+    }
+
+    /// containerd's fetcher: `GET manifests/<digest>` with `Accept: <mediaType>, */*`,
+    /// verifying the digest.
+    async fn fetch_by_digest(
+        &self,
+        session: &mut Session<'_>,
+        digest: &str,
+        media_type: &str,
+    ) -> Result<bytes::Bytes, Failure> {
+        let url = self.url(&format!("manifests/{digest}"))?;
+        let resp = self.get_manifest(session, &url, Some(media_type)).await?;
+        manifest::verify_digest(&resp.body, digest)?;
+        Ok(resp.body)
+    }
+}
+
+fn auth_detail(a: Option<&Authorization>) -> String {
+    match a {
+        None => "no authentication required".to_string(),
+        Some(Authorization::Basic(_)) => "basic (remembered challenge)".to_string(),
+        Some(Authorization::Bearer(_)) => "bearer token from cache".to_string(),
+    }
+}
+
+/// Go's TLS server answers a plain-HTTP request with `400 Client sent an HTTP request
+/// to an HTTPS server.`: the endpoint is configured http:// but speaks TLS.
+fn https_required(resp: &Response) -> Option<Failure> {
+    let body = String::from_utf8_lossy(&resp.body);
+    (resp.status == StatusCode::BAD_REQUEST && body.contains("HTTP request to an HTTPS server"))
+        .then(|| {
+            Failure::new(
+                Reason::TLSServerExpectsHTTPS,
+                format!(
+                    "{} speaks TLS but the runtime talks plain HTTP to it (400: {}); configure it as https:// (hosts.toml `server`/`[host]`) with its CA",
+                    resp.url.host_str().unwrap_or_default(),
+                    body.trim()
+                ),
+            )
+        })
+}
+
+fn not_registry(resp: &Response) -> Failure {
+    let ct = resp.header("content-type").unwrap_or("").to_string();
+    Failure::new(
+        Reason::AuthNotRegistry,
+        format!(
+            "{} is not a registry API: GET /v2/ answered {}{}",
+            resp.url.host_str().unwrap_or_default(),
+            resp.status,
+            if ct.is_empty() {
+                String::new()
+            } else {
+                format!(" ({ct})")
+            }
+        ),
+    )
+}
