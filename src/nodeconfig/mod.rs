@@ -9,6 +9,7 @@ pub mod containerd;
 pub mod crio;
 pub mod hostroot;
 pub mod hosts_toml;
+pub mod k3s;
 pub mod plan;
 pub mod proxy;
 pub mod resolver;
@@ -195,6 +196,8 @@ pub struct NodeConfig {
     /// Config-level findings (added to every plan).
     pub findings: Vec<Finding>,
     pub problems: Vec<ConfigProblem>,
+    /// k3s/rke2 node: where containerd's registry config came from (see [`k3s`]).
+    pub k3s: Option<k3s::K3sState>,
 }
 
 impl NodeConfig {
@@ -235,11 +238,23 @@ impl NodeConfig {
             .containerd_config
             .clone()
             .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_CONFIG));
+        // k3s/rke2 run their own containerd config unless one is given explicitly.
+        let k3s_node = (runtime == RuntimeKind::Containerd && opts.containerd_config.is_none())
+            .then(|| k3s::detect(&hr))
+            .flatten();
+        let mut k3s_state = None;
         let (ccfg, crio_cfg) = match runtime {
-            RuntimeKind::Containerd => (
-                containerd::load(&hr, &ccfg_path, &mut problems),
-                crio::CrioConfig::default(),
-            ),
+            RuntimeKind::Containerd => match k3s_node {
+                Some(node) => {
+                    let (c, st) = k3s::load(&hr, node, &mut problems, &mut findings);
+                    k3s_state = Some(st);
+                    (c, crio::CrioConfig::default())
+                }
+                None => (
+                    containerd::load(&hr, &ccfg_path, &mut problems),
+                    crio::CrioConfig::default(),
+                ),
+            },
             RuntimeKind::Crio => (
                 containerd::ContainerdConfig::default(),
                 crio::load(&hr, &mut problems),
@@ -288,6 +303,7 @@ impl NodeConfig {
             ca_bundle,
             findings,
             problems,
+            k3s: k3s_state,
         })
     }
 
@@ -469,6 +485,7 @@ fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, Stri
         ("/run/containerd/containerd.sock", RuntimeKind::Containerd),
         ("/run/crio/crio.sock", RuntimeKind::Crio),
         ("/var/run/crio/crio.sock", RuntimeKind::Crio),
+        (k3s::K3S_SOCKET, RuntimeKind::Containerd),
     ] {
         if hr.exists(Path::new(p)) {
             return (r, format!("socket {p}"));
@@ -488,6 +505,13 @@ fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, Stri
         if hr.exists(Path::new(p)) {
             return (r, format!("config {p}"));
         }
+    }
+    if let Some(n) = k3s::detect(hr) {
+        let what = n.rendered_config.or(n.registries).unwrap_or_default();
+        return (
+            RuntimeKind::Containerd,
+            format!("{} config {}", n.distro.name(), what.display()),
+        );
     }
     (
         RuntimeKind::Containerd,

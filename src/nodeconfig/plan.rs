@@ -167,9 +167,22 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         let quirks = HostsTomlQuirks {
             reject_top_level_only: version.is_some_and(|v| !v.at_least(1, 7)),
         };
-        let hosts = match hosts_toml::host_dir_from_roots(&nc.host_root, &roots, host) {
-            Ok(Some(dir)) => {
-                let load = hosts_toml::load_host_dir(&nc.host_root, &dir, quirks);
+        // k3s node without rendered files: the host dirs k3s would write (k3s.rs).
+        let found = match nc
+            .k3s
+            .as_ref()
+            .and_then(|k| k.host_dir(&roots, host, quirks))
+        {
+            Some(virtual_dir) => Ok(virtual_dir),
+            None => hosts_toml::host_dir_from_roots(&nc.host_root, &roots, host).map(|d| {
+                d.map(|dir| {
+                    let load = hosts_toml::load_host_dir(&nc.host_root, &dir, quirks);
+                    (dir, load)
+                })
+            }),
+        };
+        let hosts = match found {
+            Ok(Some((dir, load))) => {
                 plan.problems.extend(load.problems);
                 let fatal = load
                     .findings
@@ -290,6 +303,9 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
             repository: None,
             origin: r.origin,
         });
+    }
+    if let Some(k) = &nc.k3s {
+        k.apply_rewrites(&nc.host_root, plan, image);
     }
     if !any_resolve && plan.runtime_error.is_none() {
         plan.runtime_error = Some(if digested {
