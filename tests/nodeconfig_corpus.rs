@@ -9,6 +9,7 @@ use pullprobe::credentials::docker_config::DockerConfig;
 use pullprobe::credentials::provider::CredentialProviderConfig;
 use pullprobe::endpoint::SchemePolicy;
 use pullprobe::nodeconfig::hosts_toml::{parse_hosts_file, HostsTomlQuirks};
+use pullprobe::nodeconfig::k3s;
 use pullprobe::nodeconfig::plan::PullMode;
 use pullprobe::nodeconfig::{FindingKind, NodeConfig, NodeConfigOptions, RuntimeKind};
 use pullprobe::reference::ImageRef;
@@ -583,17 +584,110 @@ fn every_docker_config_parses_or_names_the_field() {
 }
 
 #[test]
-fn k3s_registries_yaml_is_read_without_panic() {
-    // Not a file the runtimes read (k3s renders it into hosts.toml); only check it is
-    // well-formed YAML so a future k3s reader starts from a sane corpus.
+fn k3s_registries_yaml_parses_or_names_the_field() {
+    // k3s renders registries.yaml into hosts.toml (nodeconfig::k3s): every corpus file
+    // parses without problems, or each problem names the file and a field.
     for f in files_of("k3s-registries-yaml") {
         let text = std::fs::read_to_string(&f).unwrap();
-        let v: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let (reg, problems) = k3s::parse(&f, &text);
+        for p in &problems {
+            assert_eq!(p.file, f);
+            assert!(p.field.is_some(), "{p}");
+        }
         assert!(
-            v.get("mirrors").is_some() || v.get("configs").is_some(),
+            !reg.mirrors.is_empty() || !reg.configs.is_empty() || !problems.is_empty(),
             "{}",
             f.display()
         );
+    }
+}
+
+/// A k3s node with only `registries.yaml` (k3s not started yet).
+fn k3s_node(corpus_file: &str) -> (tempfile::TempDir, NodeConfig) {
+    let t = tree(&[("/etc/rancher/k3s/registries.yaml", fixture(corpus_file))]);
+    let nc = NodeConfig::load(&NodeConfigOptions {
+        host_root: t.path().to_path_buf(),
+        ..Default::default()
+    })
+    .unwrap();
+    (t, nc)
+}
+
+#[test]
+fn k3s_docs_tls_auth_plan() {
+    // Source: docker.io mirrored to registry.example.com:5000, with that host's auth
+    // and (empty) TLS block; the default endpoint is tried last.
+    let (_t, nc) = k3s_node("k3s-registries-yaml/k3s-docs-tls-auth-registries.yaml");
+    assert_eq!(nc.runtime(), RuntimeKind::Containerd);
+    assert!(nc.problems.is_empty(), "{:?}", nc.problems);
+    let p = nc.plan(&img("docker.io/rancher/mirrored-pause:3.6"));
+    let urls: Vec<String> = p.endpoints.iter().map(|e| e.api_root.to_string()).collect();
+    assert_eq!(
+        urls,
+        vec![
+            "https://registry.example.com:5000/v2",
+            "https://registry-1.docker.io/v2"
+        ]
+    );
+    assert_eq!(
+        p.host_dir.as_deref(),
+        Some(Path::new(
+            "/var/lib/rancher/k3s/agent/etc/containerd/certs.d/docker.io"
+        ))
+    );
+    let mirror = &p.endpoints[0];
+    assert_eq!(mirror.namespace.as_deref(), Some("docker.io"));
+    assert_eq!(mirror.scheme, SchemePolicy::Https);
+    assert_eq!(
+        mirror.own_credential.as_ref().and_then(|c| c.username()),
+        Some("xxxxxx")
+    );
+    assert!(!mirror.tls.skip_verify);
+    assert!(mirror.tls.extra_ca_files.is_empty() && mirror.tls.client_certs.is_empty());
+    assert!(p.endpoints[1].is_upstream && p.endpoints[1].own_credential.is_none());
+    assert!(p.runtime_error.is_none());
+    assert!(p
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::Assumption && f.message.contains("registries.yaml")));
+}
+
+#[test]
+fn k3s_docs_wildcard_plan() {
+    // Source: the "*" mirror serves every registry. Its configs."*" TLS setting is
+    // described by the docs as applying to all registries but docker.io; k3s's
+    // getHostConfigs (pkg/agent/containerd/config.go) replaces the `_default` entry
+    // built from configs."*" when mirrors."*" is set, so no endpoint skips
+    // verification — the plan says so in a finding.
+    let (_t, nc) = k3s_node("k3s-registries-yaml/k3s-docs-wildcard-registries.yaml");
+    assert!(nc.problems.is_empty(), "{:?}", nc.problems);
+    for (image, upstream) in [
+        ("quay.io/org/app:1", "https://quay.io/v2"),
+        ("nginx", "https://registry-1.docker.io/v2"),
+        ("registry.k8s.io/pause:3.10", "https://registry.k8s.io/v2"),
+    ] {
+        let p = nc.plan(&img(image));
+        let urls: Vec<String> = p.endpoints.iter().map(|e| e.api_root.to_string()).collect();
+        assert_eq!(
+            urls,
+            vec!["https://registry.example.com:5000/v2", upstream],
+            "{image}"
+        );
+        assert_eq!(
+            p.host_dir.as_deref(),
+            Some(Path::new(
+                "/var/lib/rancher/k3s/agent/etc/containerd/certs.d/_default"
+            ))
+        );
+        assert_eq!(
+            p.endpoints[0].namespace.as_deref(),
+            Some(img(image).domain.as_str())
+        );
+        assert!(p.endpoints.iter().all(|e| !e.tls.skip_verify), "{image}");
+        assert!(p
+            .findings
+            .iter()
+            .any(|f| f.message.contains("configs.\"*\" is dropped")));
     }
 }
 

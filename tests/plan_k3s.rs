@@ -68,11 +68,7 @@ fn registries_yaml_only_node_is_translated() {
     let d = tempfile::tempdir().unwrap();
     let reg = d.path().join("etc/rancher/k3s/registries.yaml");
     std::fs::create_dir_all(reg.parent().unwrap()).unwrap();
-    std::fs::copy(
-        fixture_root().join("etc/rancher/k3s/registries.yaml"),
-        &reg,
-    )
-    .unwrap();
+    std::fs::copy(fixture_root().join("etc/rancher/k3s/registries.yaml"), &reg).unwrap();
     let (out, ok) = plan(d.path(), "docker.io/rancher/mirrored-pause:3.6", true);
     assert!(ok, "{out}");
     assert!(!out.contains("fixture-password-never-printed"), "{out}");
