@@ -778,19 +778,19 @@ pub fn load(
     for w in warnings {
         findings.push(Finding::new(FindingKind::Note, Some(&reg_file), w));
     }
-    if reg.mirrors.contains_key("*") {
-        if let Some(c) = reg
+    // getHostConfigs looks up mirrors' hosts by raw key; configs."*" was stored as
+    // "_default", so with mirrors."*" a fresh entry replaces it (TLS/auth lost).
+    let wildcard_config_dropped = reg.mirrors.contains_key("*")
+        && reg
             .configs
             .get("*")
-            .filter(|c| c.tls.is_some() || c.auth.is_some())
-        {
-            let _ = c;
-            findings.push(Finding::new(
-                FindingKind::Note,
-                Some(&reg_file),
-                format!("configs.\"*\" is dropped: with mirrors.\"*\" also set, {name} renders _default/hosts.toml from the mirror alone (getHostConfigs looks up \"*\" after storing it as \"_default\")"),
-            ));
-        }
+            .is_some_and(|c| c.tls.is_some() || c.auth.is_some());
+    if wildcard_config_dropped {
+        findings.push(Finding::new(
+            FindingKind::Note,
+            Some(&reg_file),
+            format!("configs.\"*\" is dropped: with mirrors.\"*\" also set, {name} renders _default/hosts.toml from the mirror alone (getHostConfigs looks up \"*\" after storing it as \"_default\"), so its TLS settings apply nowhere"),
+        ));
     }
     let mut cfg = ContainerdConfig {
         file: Some(reg_file.clone()),
