@@ -82,3 +82,38 @@ pub struct SourcedCredential {
     pub source: CredentialSource,
     pub credential: Credential,
 }
+
+/// containerd's `ParseAuth` (internal/cri/server/images/image_pull.go): username and
+/// password, then the identity token, then `auth` (base64 `user:pass`). `Ok(None)` =
+/// nothing set. Errors name the field, never its value.
+pub fn containerd_parse_auth(
+    username: &str,
+    password: &Secret,
+    identity_token: &Secret,
+    auth: &Secret,
+) -> Result<Option<Credential>, String> {
+    use base64::Engine as _;
+    if !username.is_empty() {
+        return Ok(Some(Credential::Basic {
+            username: username.to_string(),
+            password: password.clone(),
+        }));
+    }
+    if !identity_token.is_empty() {
+        return Ok(Some(Credential::IdentityToken(identity_token.clone())));
+    }
+    if auth.is_empty() {
+        return Ok(None);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(auth.expose().trim())
+        .map_err(|_| "auth is not valid base64".to_string())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8".to_string())?;
+    let (u, p) = decoded
+        .split_once(':')
+        .ok_or_else(|| "auth does not decode to user:password".to_string())?;
+    Ok(Some(Credential::Basic {
+        username: u.to_string(),
+        password: Secret::new(p),
+    }))
+}

@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use toml::Value;
 
 use super::hostroot::HostRoot;
@@ -564,30 +563,12 @@ fn local_pull_reasons(out: &mut ContainerdConfig, id: &str, cri: &toml::Table) {
 /// (base64 `user:pass`). `Ok(None)` = nothing set.
 fn parse_auth(a: &toml::Table) -> Result<Option<Credential>, String> {
     let s = |k: &str| a.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    let (user, pass, auth, token) = (s("username"), s("password"), s("auth"), s("identitytoken"));
-    if !user.is_empty() {
-        return Ok(Some(Credential::Basic {
-            username: user,
-            password: Secret::new(pass),
-        }));
-    }
-    if !token.is_empty() {
-        return Ok(Some(Credential::IdentityToken(Secret::new(token))));
-    }
-    if !auth.is_empty() {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .map_err(|_| "auth is not valid base64".to_string())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8".to_string())?;
-        let (u, p) = decoded
-            .split_once(':')
-            .ok_or_else(|| "auth does not decode to user:password".to_string())?;
-        return Ok(Some(Credential::Basic {
-            username: u.to_string(),
-            password: Secret::new(p),
-        }));
-    }
-    Ok(None)
+    crate::credentials::containerd_parse_auth(
+        &s("username"),
+        &Secret::new(s("password")),
+        &Secret::new(s("identitytoken")),
+        &Secret::new(s("auth")),
+    )
 }
 
 #[cfg(test)]

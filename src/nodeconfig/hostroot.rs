@@ -168,6 +168,13 @@ impl HostRoot {
         String::from_utf8(self.read(node_path)?).map_err(|_| ReadError::NotUtf8)
     }
 
+    /// The real path of a node path: resolved through the node's own symlinks when it
+    /// exists, else the plain join (so a later read reports the missing file by name).
+    pub fn real_path(&self, node_path: &Path) -> PathBuf {
+        self.resolve(node_path)
+            .unwrap_or_else(|_| self.host_path(node_path))
+    }
+
     /// Read a config file, recording why it could not be read as a problem naming the
     /// file. A missing file is only a problem when it was explicitly configured.
     pub fn read_or_report(

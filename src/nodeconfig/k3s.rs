@@ -23,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use serde_json::Value;
 
 use super::containerd::{self, ContainerdConfig, LegacyHostConfig};
@@ -381,29 +380,7 @@ fn parse_registry_config(f: &str, v: &Value) -> Result<RegistryConfig, (String, 
 /// (internal/cri/server/images/image_pull.go) takes username/password, then the
 /// identity token, then the base64 `auth`.
 pub fn credential(a: &AuthConfig) -> Result<Option<Credential>, String> {
-    if !a.username.is_empty() {
-        return Ok(Some(Credential::Basic {
-            username: a.username.clone(),
-            password: a.password.clone(),
-        }));
-    }
-    if !a.identity_token.is_empty() {
-        return Ok(Some(Credential::IdentityToken(a.identity_token.clone())));
-    }
-    if !a.auth.is_empty() {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(a.auth.expose().trim())
-            .map_err(|_| "auth is not valid base64".to_string())?;
-        let decoded = String::from_utf8(decoded).map_err(|_| "auth is not UTF-8".to_string())?;
-        let (u, p) = decoded
-            .split_once(':')
-            .ok_or_else(|| "auth does not decode to user:password".to_string())?;
-        return Ok(Some(Credential::Basic {
-            username: u.to_string(),
-            password: Secret::new(p),
-        }));
-    }
-    Ok(None)
+    crate::credentials::containerd_parse_auth(&a.username, &a.password, &a.identity_token, &a.auth)
 }
 
 // ---------------------------------------------------------------------------

@@ -428,7 +428,7 @@ fn load_plugins(
         ));
         return None;
     };
-    let real_bin = hr.resolve(bin).unwrap_or_else(|_| hr.host_path(bin));
+    let real_bin = hr.real_path(bin);
     for p in &cfg.providers {
         if !hr.is_file(&bin.join(&p.name)) {
             problems.push(ConfigProblem::new(

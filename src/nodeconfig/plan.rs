@@ -477,11 +477,7 @@ fn tls_for(nc: &NodeConfig, h: &HostConfig, plan: &mut Plan) -> TlsSettings {
     for ca in h.ca.iter().flatten() {
         match nc.host_root.read(ca) {
             Ok(bytes) if super::trust::has_pem_certificate(&bytes) => {
-                tls.extra_ca_files.push(
-                    nc.host_root
-                        .resolve(ca)
-                        .unwrap_or_else(|_| nc.host_root.host_path(ca)),
-                );
+                tls.extra_ca_files.push(nc.host_root.real_path(ca));
             }
             Ok(_) => fail_ref(
                 plan,
@@ -518,15 +514,8 @@ fn tls_for(nc: &NodeConfig, h: &HostConfig, plan: &mut Plan) -> TlsSettings {
         }
         if ok {
             tls.client_certs.push(ClientCert {
-                cert: nc
-                    .host_root
-                    .resolve(cert)
-                    .unwrap_or_else(|_| nc.host_root.host_path(cert)),
-                key: key.as_ref().map(|k| {
-                    nc.host_root
-                        .resolve(k)
-                        .unwrap_or_else(|_| nc.host_root.host_path(k))
-                }),
+                cert: nc.host_root.real_path(cert),
+                key: key.as_ref().map(|k| nc.host_root.real_path(k)),
             });
         }
     }
@@ -619,26 +608,12 @@ fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         };
         match crio::cert_dir_files(&nc.host_root, &domain) {
             Ok((_, cas, pairs)) => {
-                tls.extra_ca_files = cas
-                    .iter()
-                    .map(|c| {
-                        nc.host_root
-                            .resolve(c)
-                            .unwrap_or_else(|_| nc.host_root.host_path(c))
-                    })
-                    .collect();
+                tls.extra_ca_files = cas.iter().map(|c| nc.host_root.real_path(c)).collect();
                 tls.client_certs = pairs
                     .iter()
                     .map(|(c, k)| ClientCert {
-                        cert: nc
-                            .host_root
-                            .resolve(c)
-                            .unwrap_or_else(|_| nc.host_root.host_path(c)),
-                        key: k.as_ref().map(|k| {
-                            nc.host_root
-                                .resolve(k)
-                                .unwrap_or_else(|_| nc.host_root.host_path(k))
-                        }),
+                        cert: nc.host_root.real_path(c),
+                        key: k.as_ref().map(|k| nc.host_root.real_path(k)),
                     })
                     .collect();
             }

@@ -12,13 +12,11 @@ pub const HOSTS: &str = "/etc/hosts";
 /// Real path of the node's resolv.conf (the lexical path if it cannot be resolved, so
 /// the DNS phase reports the missing file itself).
 pub fn resolv_conf(hr: &HostRoot) -> PathBuf {
-    hr.resolve(Path::new(RESOLV_CONF))
-        .unwrap_or_else(|_| hr.host_path(Path::new(RESOLV_CONF)))
+    hr.real_path(Path::new(RESOLV_CONF))
 }
 
 pub fn hosts_file(hr: &HostRoot) -> PathBuf {
-    hr.resolve(Path::new(HOSTS))
-        .unwrap_or_else(|_| hr.host_path(Path::new(HOSTS)))
+    hr.real_path(Path::new(HOSTS))
 }
 
 #[cfg(test)]
