@@ -21,6 +21,11 @@ struct TinyProxy {
 
 impl TinyProxy {
     fn start() -> TinyProxy {
+        Self::start_with("")
+    }
+
+    /// With extra tinyproxy.conf lines (e.g. `ConnectPort 443`).
+    fn start_with(extra_conf: &str) -> TinyProxy {
         let dir = tempfile::tempdir().unwrap();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -34,7 +39,7 @@ impl TinyProxy {
             &conf,
             format!(
                 "Port {port}\nListen 127.0.0.1\nTimeout 30\nMaxClients 20\nAllow 127.0.0.1\n\
-                 LogFile \"{}\"\nLogLevel Connect\n",
+                 LogFile \"{}\"\nLogLevel Connect\n{extra_conf}",
                 log.display()
             ),
         )
@@ -124,6 +129,13 @@ fn check(root: &Path, image: &str) -> Value {
         .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// `check` of the registry's image on a node whose containerd.service has `environment`.
+fn check_with_unit_env(reg: &Registry, ca: &Path, environment: &str) -> Value {
+    let root = host_root(reg.port(), ca, environment);
+    let image = format!("registry.test:{}/demo/app:v1", reg.port());
+    check(root.path(), &image)
+}
+
 fn setup() -> (Pki, Registry, PathBuf) {
     let pki = Pki::new();
     let reg = Registry::builder().tls(&pki.server).start();
@@ -136,16 +148,14 @@ fn setup() -> (Pki, Registry, PathBuf) {
 fn pulls_through_the_runtime_proxy_with_a_connect_tunnel() {
     let (_pki, reg, ca) = setup();
     let proxy = TinyProxy::start();
-    let root = host_root(
-        reg.port(),
+    let v = check_with_unit_env(
+        &reg,
         &ca,
         &format!(
             "Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=.internal\"",
             proxy.port
         ),
     );
-    let image = format!("registry.test:{}/demo/app:v1", reg.port());
-    let v = check(root.path(), &image);
     assert_eq!(v["verdict"], "ready", "{v:#}");
     let phases = v["phases"].as_array().unwrap();
     // The proxy is its own hop, and the registry connection is a tunnel through it.
@@ -168,16 +178,14 @@ fn pulls_through_the_runtime_proxy_with_a_connect_tunnel() {
 fn no_proxy_goes_direct() {
     let (_pki, reg, ca) = setup();
     let proxy = TinyProxy::start();
-    let root = host_root(
-        reg.port(),
+    let v = check_with_unit_env(
+        &reg,
         &ca,
         &format!(
             "Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\" \"NO_PROXY=registry.test\"",
             proxy.port
         ),
     );
-    let image = format!("registry.test:{}/demo/app:v1", reg.port());
-    let v = check(root.path(), &image);
     assert_eq!(v["verdict"], "ready", "{v:#}");
     // The proxy is up (it answers), yet the registry was reached directly.
     assert!(std::net::TcpStream::connect(("127.0.0.1", proxy.port)).is_ok());
@@ -200,53 +208,26 @@ fn proxy_down_or_refusing() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_port = dead.local_addr().unwrap().port();
     drop(dead);
-    let root = host_root(
-        reg.port(),
+    let v = check_with_unit_env(
+        &reg,
         &ca,
         &format!("Environment=\"HTTPS_PROXY=http://127.0.0.1:{dead_port}\""),
     );
-    let image = format!("registry.test:{}/demo/app:v1", reg.port());
-    let v = check(root.path(), &image);
     assert_eq!(v["verdict"], "not_ready");
     assert_eq!(v["phase"], "connect");
     assert_eq!(v["reason"], "ConnectRefused");
     assert!(v["message"].as_str().unwrap().contains("proxy"), "{v:#}");
 
     // A proxy that allows CONNECT to port 443 only refuses this registry's port.
-    let strict = {
-        let dir = tempfile::tempdir().unwrap();
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        std::fs::write(
-            dir.path().join("c.conf"),
-            format!("Port {port}\nListen 127.0.0.1\nAllow 127.0.0.1\nConnectPort 443\n"),
-        )
-        .unwrap();
-        let child = Command::new("tinyproxy")
-            .args(["-d", "-c", dir.path().join("c.conf").to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        (child, port, dir)
-    };
-    let root = host_root(
-        reg.port(),
+    let strict = TinyProxy::start_with("ConnectPort 443\n");
+    let v = check_with_unit_env(
+        &reg,
         &ca,
-        &format!("Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\"", strict.1),
+        &format!(
+            "Environment=\"HTTPS_PROXY=http://127.0.0.1:{}\"",
+            strict.port
+        ),
     );
-    let v = check(root.path(), &image);
-    let (mut child, _, _dir) = strict;
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(v["verdict"], "not_ready", "{v:#}");
     assert_eq!(v["reason"], "ProxyConnectFailed", "{v:#}");
     assert_eq!(v["phase"], "connect");
