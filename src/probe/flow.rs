@@ -125,8 +125,7 @@ impl Flow<'_> {
                 StatusCode::UNAUTHORIZED => {
                     if authorized_once {
                         let f = self.rejected_after_auth(&resp);
-                        session.record(Phase::Auth, &host, false, t, f.message.clone());
-                        return Err(f);
+                        return Err(session.record_failure(Phase::Auth, &host, t, f));
                     }
                     authorized_once = true;
                     let outcome = self.challenge(session, &resp).await;
@@ -136,8 +135,7 @@ impl Flow<'_> {
                             auth_recorded = true;
                         }
                         Err(f) => {
-                            session.record(Phase::Auth, &host, false, t, f.message.clone());
-                            return Err(f);
+                            return Err(session.record_failure(Phase::Auth, &host, t, f));
                         }
                     }
                     t = Instant::now();
@@ -151,8 +149,7 @@ impl Flow<'_> {
                         self.record_unchallenged(session, &host);
                     }
                     let f = self.manifest_failure(session, &req, resp).await;
-                    session.record(f.phase, &host, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(session.record_failure(f.phase, &host, t, f));
                 }
             }
         };
@@ -182,8 +179,7 @@ impl Flow<'_> {
                         Reason::ManifestMalformed,
                         format!("Docker-Content-Digest {a} does not match the body ({d})"),
                     );
-                    session.record(Phase::Manifest, &host, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(session.record_failure(Phase::Manifest, &host, t, f));
                 }
             }
             size = resolved.body.len() as u64;
@@ -195,8 +191,7 @@ impl Flow<'_> {
             let b = match self.get_manifest(session, &url, None).await {
                 Ok(r) => r,
                 Err(f) => {
-                    session.record(Phase::Manifest, &host, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(session.record_failure(Phase::Manifest, &host, t, f));
                 }
             };
             if let Some(ct) = b.header("content-type") {
@@ -212,8 +207,7 @@ impl Flow<'_> {
                     Reason::ManifestMalformed,
                     format!("registry returned digest {digest} for {d}"),
                 );
-                session.record(Phase::Manifest, &host, false, t, f.message.clone());
-                return Err(f);
+                return Err(session.record_failure(Phase::Manifest, &host, t, f));
             }
         }
         if size > MAX_MANIFEST_SIZE as u64 {
@@ -223,8 +217,7 @@ impl Flow<'_> {
                     "manifest of {size} bytes exceeds containerd's {MAX_MANIFEST_SIZE}-byte limit"
                 ),
             );
-            session.record(Phase::Manifest, &host, false, t, f.message.clone());
-            return Err(f);
+            return Err(session.record_failure(Phase::Manifest, &host, t, f));
         }
         if !media_type.is_empty() && !media_type.contains("json") {
             let f = if media_type.starts_with("text/html") {
@@ -238,8 +231,7 @@ impl Flow<'_> {
                     format!("{host} answered with Content-Type {media_type}, not a manifest"),
                 )
             };
-            session.record(Phase::Manifest, &host, false, t, f.message.clone());
-            return Err(f);
+            return Err(session.record_failure(Phase::Manifest, &host, t, f));
         }
         let mut info = ManifestInfo {
             digest: digest.clone(),
@@ -274,16 +266,16 @@ impl Flow<'_> {
                 None => match self.fetch_by_digest(session, &digest, &media_type).await {
                     Ok(b) => b,
                     Err(f) => {
-                        session.record(Phase::Platform, &host, false, t, f.message.clone());
-                        return Err(f.in_phase(Phase::Platform));
+                        return Err(session
+                            .record_failure(Phase::Platform, &host, t, f)
+                            .in_phase(Phase::Platform));
                     }
                 },
             };
             let parsed = match manifest::parse_body(&index_body) {
                 Ok(p) => p,
                 Err(f) => {
-                    session.record(Phase::Platform, &host, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(session.record_failure(Phase::Platform, &host, t, f));
                 }
             };
             if !parsed.manifests.is_empty() || manifest::is_index(&media_type) {
@@ -296,8 +288,7 @@ impl Flow<'_> {
                             platform::list(&parsed.manifests)
                         ),
                     );
-                    session.record(Phase::Platform, "", false, t, f.message.clone());
-                    return Err(f);
+                    return Err(session.record_failure(Phase::Platform, "", t, f));
                 };
                 info.platform_digest = Some(entry.digest.clone());
                 if opts.no_blob {
@@ -317,8 +308,9 @@ impl Flow<'_> {
                 match self.fetch_by_digest(session, &entry.digest, &mt).await {
                     Ok(b) => manifest_body = Some(b),
                     Err(f) => {
-                        session.record(Phase::Platform, &host, false, t, f.message.clone());
-                        return Err(f.in_phase(Phase::Platform));
+                        return Err(session
+                            .record_failure(Phase::Platform, &host, t, f)
+                            .in_phase(Phase::Platform));
                     }
                 }
                 session.record(
@@ -344,8 +336,9 @@ impl Flow<'_> {
             None => match self.fetch_by_digest(session, &digest, &media_type).await {
                 Ok(b) => b,
                 Err(f) => {
-                    session.record(Phase::Blob, &host, false, t, f.message.clone());
-                    return Err(f.in_phase(Phase::Blob));
+                    return Err(session
+                        .record_failure(Phase::Blob, &host, t, f)
+                        .in_phase(Phase::Blob));
                 }
             },
         };
@@ -356,12 +349,14 @@ impl Flow<'_> {
                     Reason::ManifestMalformed,
                     "the image manifest names no config blob",
                 );
-                session.record(Phase::Blob, &host, false, t, f.message.clone());
-                return Err(f.in_phase(Phase::Blob));
+                return Err(session
+                    .record_failure(Phase::Blob, &host, t, f)
+                    .in_phase(Phase::Blob));
             }
             Err(f) => {
-                session.record(Phase::Blob, &host, false, t, f.message.clone());
-                return Err(f.in_phase(Phase::Blob));
+                return Err(session
+                    .record_failure(Phase::Blob, &host, t, f)
+                    .in_phase(Phase::Blob));
             }
         };
         info.config_digest = Some(config.clone());
@@ -377,10 +372,9 @@ impl Flow<'_> {
                 );
                 Ok(info)
             }
-            Err(f) => {
-                session.record(Phase::Blob, &host, false, t, f.message.clone());
-                Err(f.in_phase(Phase::Blob))
-            }
+            Err(f) => Err(session
+                .record_failure(Phase::Blob, &host, t, f)
+                .in_phase(Phase::Blob)),
         }
     }
 
@@ -428,15 +422,11 @@ impl Flow<'_> {
                     session.record(Phase::Auth, &auth_host, true, t, format!("ping: {detail}"));
                     Ok(())
                 }
-                Err(f) => {
-                    session.record(Phase::Auth, &host, false, t, f.message.clone());
-                    Err(f)
-                }
+                Err(f) => Err(session.record_failure(Phase::Auth, &host, t, f)),
             },
             _ => {
                 let f = https_required(&resp).unwrap_or_else(|| not_registry(&resp));
-                session.record(f.phase, &host, false, t, f.message.clone());
-                Err(f)
+                Err(session.record_failure(f.phase, &host, t, f))
             }
         }
     }
@@ -468,12 +458,7 @@ impl Flow<'_> {
         session: &mut Session<'_>,
         resp: &Response,
     ) -> Result<(String, String), Failure> {
-        let values: Vec<&str> = resp
-            .headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values = resp.header_values(http::header::WWW_AUTHENTICATE);
         let challenges = parse_challenges(&values).map_err(|e| {
             Failure::new(
                 Reason::AuthChallengeMalformed,
@@ -498,12 +483,7 @@ impl Flow<'_> {
 
     /// A 401 after authorising: the credential (or the anonymous token) is not enough.
     fn rejected_after_auth(&self, resp: &Response) -> Failure {
-        let values: Vec<&str> = resp
-            .headers
-            .get_all(http::header::WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let values = resp.header_values(http::header::WWW_AUTHENTICATE);
         let insufficient = parse_challenges(&values)
             .ok()
             .and_then(|c| c.into_iter().find_map(|c| c.error().map(str::to_string)))

@@ -80,6 +80,15 @@ impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Every value of a repeatable header (e.g. several `WWW-Authenticate`).
+    pub fn header_values(&self, name: http::header::HeaderName) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
 }
 
 /// Per-run state shared by sessions: resolver, timeouts, TLS config.
@@ -142,6 +151,18 @@ impl<'a> Session<'a> {
             duration_ms: ms(started.elapsed()),
             detail,
         });
+    }
+
+    /// Record a failing row for `f` (its message as the detail) and hand `f` back.
+    pub fn record_failure(
+        &mut self,
+        name: Phase,
+        host: &str,
+        started: Instant,
+        f: Failure,
+    ) -> Failure {
+        self.record(name, host, false, started, f.message.clone());
+        f
     }
 
     pub fn record_ms(
@@ -212,8 +233,7 @@ impl<'a> Session<'a> {
                 a
             }
             Err(f) => {
-                self.record(Phase::Dns, &hp, false, t, f.message.clone());
-                return Err(f);
+                return Err(self.record_failure(Phase::Dns, &hp, t, f));
             }
         };
         let t = Instant::now();
@@ -221,8 +241,7 @@ impl<'a> Session<'a> {
             match connect::connect(&addrs, origin.port, self.ctx.timeouts.connect).await {
                 Ok(c) => c,
                 Err(f) => {
-                    self.record(Phase::Connect, &hp, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(self.record_failure(Phase::Connect, &hp, t, f));
                 }
             };
         self.record(Phase::Connect, &hp, true, t, peer.to_string());
@@ -242,8 +261,7 @@ impl<'a> Session<'a> {
                 Ok(c) => c.clone(),
                 Err(msg) => {
                     let f = Failure::new(Reason::TLSConfigInvalid, msg.clone());
-                    self.record(Phase::Tls, &hp, false, Instant::now(), f.message.clone());
-                    return Err(f);
+                    return Err(self.record_failure(Phase::Tls, &hp, Instant::now(), f));
                 }
             };
             let t = Instant::now();
@@ -260,8 +278,7 @@ impl<'a> Session<'a> {
                     handshake_http(stream).await?
                 }
                 Err(f) => {
-                    self.record(Phase::Tls, &hp, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(self.record_failure(Phase::Tls, &hp, t, f));
                 }
             }
         } else {
@@ -293,14 +310,7 @@ impl<'a> Session<'a> {
                     proxy.scheme()
                 ),
             );
-            self.record(
-                Phase::Connect,
-                &php,
-                false,
-                Instant::now(),
-                f.message.clone(),
-            );
-            return Err(f);
+            return Err(self.record_failure(Phase::Connect, &php, Instant::now(), f));
         }
         let t = Instant::now();
         let addrs = match self
@@ -320,8 +330,7 @@ impl<'a> Session<'a> {
             }
             Err(f) => {
                 let f = via(f);
-                self.record(Phase::Dns, &php, false, t, f.message.clone());
-                return Err(f);
+                return Err(self.record_failure(Phase::Dns, &php, t, f));
             }
         };
         let t = Instant::now();
@@ -330,8 +339,7 @@ impl<'a> Session<'a> {
                 Ok(c) => c,
                 Err(f) => {
                     let f = via(f);
-                    self.record(Phase::Connect, &php, false, t, f.message.clone());
-                    return Err(f);
+                    return Err(self.record_failure(Phase::Connect, &php, t, f));
                 }
             };
         self.record(Phase::Connect, &php, true, t, format!("proxy {peer}"));
@@ -372,16 +380,14 @@ impl<'a> Session<'a> {
                         self.ctx.timeouts.connect
                     ),
                 );
-                self.record(Phase::Connect, &hp, false, t, f.message.clone());
-                return Err(f);
+                return Err(self.record_failure(Phase::Connect, &hp, t, f));
             }
             Ok(Err(e)) => {
                 let f = Failure::new(
                     Reason::ProxyConnectFailed,
                     format!("proxy {php}: CONNECT {hp} failed: {e}"),
                 );
-                self.record(Phase::Connect, &hp, false, t, f.message.clone());
-                return Err(f);
+                return Err(self.record_failure(Phase::Connect, &hp, t, f));
             }
             Ok(Ok(buf)) => String::from_utf8_lossy(&buf)
                 .lines()
@@ -395,8 +401,7 @@ impl<'a> Session<'a> {
                 Reason::ProxyConnectFailed,
                 format!("proxy {php} refused CONNECT {hp}: {}", status_line.trim()),
             );
-            self.record(Phase::Connect, &hp, false, t, f.message.clone());
-            return Err(f);
+            return Err(self.record_failure(Phase::Connect, &hp, t, f));
         }
         self.record(
             Phase::Connect,
