@@ -6,8 +6,13 @@ set -euo pipefail
 PACKAGES=(
     # real servers for the probe tests (tests/harness)
     docker-registry skopeo unbound containerd apache2-utils openssl
-    # real Kubernetes control plane (tests/kube): etcd + kube-apiserver built by .ci/build-kube-apiserver.sh
+    # real Kubernetes control plane (tests/kube): etcd + kube-apiserver built by .ci/build-kubernetes.sh
     etcd-server golang-go rsync make golang-github-modern-go-reflect2-dev dpkg-dev
+    # the real one-node cluster (tests/node): CNI loopback plugin, a static busybox for the pause and agent images,
+    # (kubectl comes from .ci/build-kubernetes.sh: Debian's kubernetes-client conflicts with a preinstalled kubectl)
+    containernetworking-plugins busybox-static
+    # a real Prometheus and promtool (tests/prometheus)
+    prometheus
     # network faults and namespaces
     iptables nftables iproute2 tinyproxy util-linux
     # benchmarks

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash .ci/install-deps.sh
-bash .ci/build-kube-apiserver.sh
+bash .ci/build-kubernetes.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -1,5 +1,5 @@
 //! A REAL Kubernetes control plane on loopback for integration tests: `etcd` (Debian `etcd-server`,
-//! 3.4) and `kube-apiserver` v1.20.2 built by `.ci/build-kube-apiserver.sh` into a cache outside the
+//! 3.4) and `kube-apiserver` v1.20.2 built by `.ci/build-kubernetes.sh` into a cache outside the
 //! clone. Each [`KubeApiServer`] has its own empty etcd data dir, free ports on 127.0.0.1, its own
 //! PKI and tokens; both processes are killed and reaped on Drop (logs printed if the test panicked).
 //!
@@ -23,7 +23,7 @@
 //! }
 //! ```
 //!
-//! Binary lookup: `$PULLPROBE_KUBE_APISERVER`, else `$PULLPROBE_CACHE/kube-apiserver/kube-apiserver`
+//! Binary lookup: `$PULLPROBE_KUBE_APISERVER`, else `$PULLPROBE_CACHE/kubernetes/kube-apiserver`
 //! (`PULLPROBE_CACHE` defaults to `/var/cache/pullprobe`).
 //!
 //! What a real 1.20 server without controller-manager or kubelet does NOT do (see
@@ -61,7 +61,7 @@ pub fn kube_apiserver_path() -> PathBuf {
     let root = std::env::var_os("PULLPROBE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/pullprobe"));
-    root.join("kube-apiserver").join("kube-apiserver")
+    root.join("kubernetes").join("kube-apiserver")
 }
 
 /// Panics (fails the test) with instructions when the binary or etcd is missing.
@@ -71,7 +71,7 @@ fn require_binaries() -> PathBuf {
         panic!(
             "kube-apiserver {KUBE_VERSION} not found at {}.\n\
              Build it once (about 6 min on 2 cores, cached outside the clone):\n\
-             \x20   .ci/build-kube-apiserver.sh\n\
+             \x20   .ci/build-kubernetes.sh\n\
              (set PULLPROBE_CACHE=DIR to use another cache root, or PULLPROBE_KUBE_APISERVER=PATH)",
             bin.display()
         );

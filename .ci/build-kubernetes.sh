@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build kube-apiserver v1.20.2 offline from Debian's `kubernetes` source package into a cache outside the
-# clone, for the tests' real API server (tests/kube/mod.rs). Skips when a sane binary is already cached.
+# Build Kubernetes v1.20.2 offline from Debian's `kubernetes` source package into a cache outside the clone:
+# kube-apiserver (the tests' real API server, tests/kube/mod.rs) and kubelet, kube-controller-manager and
+# kube-scheduler (the real one-node cluster, tests/node/mod.rs) and kubectl (`kubectl apply -k` in the tests), in one `make WHAT=…` so they share one Go build
+# cache. Skips when sane binaries are already cached.
 #
-#   PULLPROBE_CACHE   cache root (default /var/cache/pullprobe); binary at $PULLPROBE_CACHE/kube-apiserver/kube-apiserver
+#   PULLPROBE_CACHE   cache root (default /var/cache/pullprobe); binaries in $PULLPROBE_CACHE/kubernetes/
 #   KEEP_BUILD=1      keep the ~3 GB build tree after a successful build
 #   DEBSRC_ONLY=1     only print the deb-src entries derived from APT_ETC (default /etc/apt) and exit
 #
@@ -15,14 +17,22 @@ WANT_VERSION=v1.20.2
 # Read only (deb-src entries are derived from it into a private list); overridable for testing.
 APT_ETC="${APT_ETC:-/etc/apt}"
 CACHE_ROOT="${PULLPROBE_CACHE:-/var/cache/pullprobe}"
-OUT_DIR="$CACHE_ROOT/kube-apiserver"
-BIN="$OUT_DIR/kube-apiserver"
+OUT_DIR="$CACHE_ROOT/kubernetes"
 WORK="$OUT_DIR/build"
+COMPONENTS=(kube-apiserver kubelet kube-controller-manager kube-scheduler kubectl)
 
-log() { echo "[build-kube-apiserver] $*" >&2; }
+log() { echo "[build-kubernetes] $*" >&2; }
 
 is_sane() {
-    [ -x "$BIN" ] && "$BIN" --version 2>/dev/null | grep -q "Kubernetes $WANT_VERSION\$"
+    local c
+    for c in "${COMPONENTS[@]}"; do
+        [ -x "$OUT_DIR/$c" ] || return 1
+        if [ "$c" = kubectl ]; then
+            "$OUT_DIR/$c" version --client --short 2>/dev/null | grep -q "Client Version: $WANT_VERSION\$" || return 1
+        else
+            "$OUT_DIR/$c" --version 2>/dev/null | grep -q "Kubernetes $WANT_VERSION\$" || return 1
+        fi
+    done
 }
 
 mkdir -p "$OUT_DIR"
@@ -31,7 +41,7 @@ exec 9>"$OUT_DIR/.lock"
 flock 9
 
 if is_sane; then
-    log "cached: $BIN ($("$BIN" --version))"
+    log "cached: ${COMPONENTS[*]} $WANT_VERSION in $OUT_DIR"
     exit 0
 fi
 
@@ -138,21 +148,25 @@ if [ ! -f "$TREE/.unpacked" ]; then
 fi
 
 # --- 4. build -------------------------------------------------------------------------------------------
-log "building with $(go version) (about 6 min cold on 2 cores)"
+log "building ${COMPONENTS[*]} with $(go version) (about 10 min cold on 2 cores)"
 start=$(date +%s)
 (
     cd "$TREE"
     export GO111MODULE=off GOPROXY=off GOFLAGS=-mod=vendor CGO_ENABLED=0 GOCACHE="$WORK/gocache"
     # GOFLAGS=-mod=vendor is rejected in GOPATH mode; unset it.
     unset GOFLAGS
-    make WHAT=cmd/kube-apiserver KUBE_GIT_VERSION="$WANT_VERSION" KUBE_GIT_TREE_STATE=clean
+    what=""
+    for c in "${COMPONENTS[@]}"; do what="$what cmd/$c"; done
+    make WHAT="${what# }" KUBE_GIT_VERSION="$WANT_VERSION" KUBE_GIT_TREE_STATE=clean
 )
-built="$(find "$TREE/_output" -type f -name kube-apiserver -perm -u+x | head -n1)"
-[ -n "$built" ] || { log "build produced no kube-apiserver binary"; exit 1; }
-install -m 0755 "$built" "$BIN.tmp"
-mv -f "$BIN.tmp" "$BIN"
-log "built in $(( $(date +%s) - start )) s: $BIN ($("$BIN" --version))"
-is_sane || { log "built binary does not report $WANT_VERSION"; exit 1; }
+for c in "${COMPONENTS[@]}"; do
+    built="$(find "$TREE/_output" -type f -name "$c" -perm -u+x | head -n1)"
+    [ -n "$built" ] || { log "build produced no $c binary"; exit 1; }
+    install -m 0755 "$built" "$OUT_DIR/$c.tmp"
+    mv -f "$OUT_DIR/$c.tmp" "$OUT_DIR/$c"
+done
+log "built in $(( $(date +%s) - start )) s: ${COMPONENTS[*]} in $OUT_DIR"
+is_sane || { log "built binaries do not report $WANT_VERSION"; exit 1; }
 
 if [ "${KEEP_BUILD:-0}" != 1 ]; then
     rm -rf "$GOPATH" "$WORK/gocache"
