@@ -11,3 +11,4 @@ pub mod nodeconfig;
 pub mod probe;
 pub mod reference;
 pub mod report;
+pub mod runtime;

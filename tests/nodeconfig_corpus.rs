@@ -11,7 +11,7 @@ use pullprobe::endpoint::SchemePolicy;
 use pullprobe::nodeconfig::hosts_toml::{parse_hosts_file, HostsTomlQuirks};
 use pullprobe::nodeconfig::k3s;
 use pullprobe::nodeconfig::plan::PullMode;
-use pullprobe::nodeconfig::{FindingKind, NodeConfig, NodeConfigOptions, RuntimeKind};
+use pullprobe::nodeconfig::{FindingKind, NodeConfig, NodeConfigOptions, Runtime};
 use pullprobe::reference::ImageRef;
 
 fn corpus_dirs() -> Vec<PathBuf> {
@@ -69,7 +69,7 @@ fn tree(files: &[(&str, String)]) -> tempfile::TempDir {
     d
 }
 
-fn load(root: &Path, runtime: RuntimeKind, version: Option<&str>) -> NodeConfig {
+fn load(root: &Path, runtime: Runtime, version: Option<&str>) -> NodeConfig {
     NodeConfig::load(&NodeConfigOptions {
         host_root: root.to_path_buf(),
         runtime: Some(runtime),
@@ -111,7 +111,7 @@ fn every_containerd_config_loads_or_names_file_and_field() {
             Some("2.1.4"),
             Some("2.2.0"),
         ] {
-            let nc = load(t.path(), RuntimeKind::Containerd, v);
+            let nc = load(t.path(), Runtime::Containerd, v);
             for p in &nc.problems {
                 assert!(
                     !p.file.as_os_str().is_empty() && p.field.is_some(),
@@ -152,7 +152,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         ),
         certs.clone(),
     ]);
-    let nc = load(t.path(), RuntimeKind::Containerd, Some("2.1.4"));
+    let nc = load(t.path(), Runtime::Containerd, Some("2.1.4"));
     assert!(nc.problems.is_empty(), "{:?}", nc.problems);
     let p = nc.plan(&img("nginx"));
     assert_eq!(p.mode, PullMode::TransferService);
@@ -171,7 +171,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "containerd/eks-al2-containerd-config2-v3.toml",
     ] {
         let t = tree(&[("/etc/containerd/config.toml", fixture(f)), certs.clone()]);
-        let nc = load(t.path(), RuntimeKind::Containerd, Some("2.1.4"));
+        let nc = load(t.path(), Runtime::Containerd, Some("2.1.4"));
         assert!(nc.problems.is_empty(), "{f}: {:?}", nc.problems);
         let p = nc.plan(&img("nginx"));
         assert_eq!(p.mode, PullMode::LocalPull, "{f}");
@@ -198,7 +198,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         ),
         certs.clone(),
     ]);
-    let nc = load(t.path(), RuntimeKind::Containerd, Some("2.1.4"));
+    let nc = load(t.path(), Runtime::Containerd, Some("2.1.4"));
     assert_eq!(
         nc.containerd.config.config_path.as_deref(),
         Some("/etc/containerd/certs.d:/etc/docker/certs.d")
@@ -210,7 +210,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         .iter()
         .any(|x| x.kind == FindingKind::MultiRootConfigPathIgnored));
     // …and on 2.0 (no transfer-service CRI pull) the mirror is used.
-    let p = load(t.path(), RuntimeKind::Containerd, Some("2.0.5")).plan(&img("nginx"));
+    let p = load(t.path(), Runtime::Containerd, Some("2.0.5")).plan(&img("nginx"));
     assert_eq!(hosts(&p)[0], "https://mirror.example/v2?ns=docker.io");
 
     // nodeadm v2, single-quoted: same config_path.
@@ -218,7 +218,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "/etc/containerd/config.toml",
         fixture("containerd/eks-nodeadm-e2e-expected-v2-single-quoted.toml"),
     )]);
-    let nc = load(t.path(), RuntimeKind::Containerd, None);
+    let nc = load(t.path(), Runtime::Containerd, None);
     assert_eq!(
         nc.containerd.config.config_path.as_deref(),
         Some("/etc/containerd/certs.d:/etc/docker/certs.d")
@@ -229,7 +229,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "/etc/containerd/config.toml",
         fixture("containerd/kind-base-config-v2-legacy-mirrors.toml"),
     )]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("k8s.gcr.io/pause:3.9"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("k8s.gcr.io/pause:3.9"));
     assert_eq!(
         hosts(&p),
         [
@@ -248,7 +248,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "/etc/containerd/config.toml",
         fixture("containerd/minikube-iso-config-v1-plugins.cri.toml"),
     )]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("nginx"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("nginx"));
     assert_eq!(
         hosts(&p),
         [
@@ -262,7 +262,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "/etc/containerd/config.toml",
         fixture("containerd/talos-testdata-cri-no-version-config_path-plus-auth.toml"),
     )]);
-    let nc = load(t.path(), RuntimeKind::Containerd, None);
+    let nc = load(t.path(), Runtime::Containerd, None);
     assert_eq!(
         nc.containerd.config.config_path.as_deref(),
         Some("/etc/cri/conf.d/hosts")
@@ -276,7 +276,7 @@ fn containerd_configs_give_the_plan_their_source_describes() {
         "/etc/containerd/config.toml",
         fixture("containerd/dragonfly-docs-v2-legacy-configs-auth.toml"),
     )]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("127.0.0.1:4001/x"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("127.0.0.1:4001/x"));
     assert_eq!(hosts(&p), ["http://127.0.0.1:4001/v2"]);
     assert!(p.endpoints[0].own_credential.is_some());
 }
@@ -318,7 +318,7 @@ fn hosts_toml_corpus_plans() {
             fixture("hosts-toml/containerd-docs-docker.io-local-mirror/hosts.toml"),
         ),
     ]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("nginx"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("nginx"));
     assert_eq!(
         hosts(&p),
         [
@@ -348,7 +348,7 @@ fn hosts_toml_corpus_plans() {
             fixture("hosts-toml/containerd-docs-_default/hosts.toml"),
         ),
     ]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("quay.io/a/b"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("quay.io/a/b"));
     assert_eq!(
         hosts(&p),
         [
@@ -366,7 +366,7 @@ fn hosts_toml_corpus_plans() {
             fixture("hosts-toml/dragonfly-docs-docker.io/hosts.toml"),
         ),
     ]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("nginx"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("nginx"));
     assert_eq!(
         hosts(&p),
         [
@@ -391,7 +391,7 @@ fn hosts_toml_corpus_plans() {
             fixture("hosts-toml/containerd-docs-mirror-namespaces-tricky/hosts.toml"),
         ),
     ]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img(
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img(
         "reg.io/a@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ));
     let h = hosts(&p);
@@ -412,7 +412,7 @@ fn hosts_toml_corpus_plans() {
             fixture("hosts-toml/nydus-snapshotter-test-_default-tabs/hosts.toml"),
         ),
     ]);
-    let p = load(t.path(), RuntimeKind::Containerd, None).plan(&img("nginx"));
+    let p = load(t.path(), Runtime::Containerd, None).plan(&img("nginx"));
     assert_eq!(
         hosts(&p),
         [
@@ -434,7 +434,7 @@ fn every_registries_conf_loads_or_names_file_and_field() {
             "/etc/containers/registries.conf.d/50-x.conf",
         ] {
             let t = tree(&[(place, text.clone())]);
-            let nc = load(t.path(), RuntimeKind::Crio, None);
+            let nc = load(t.path(), Runtime::Crio, None);
             for p in &nc.problems {
                 assert!(p.field.is_some(), "{}: {p}", f.display());
             }
@@ -457,7 +457,7 @@ fn registries_conf_corpus_plans() {
             fixture("registries-conf-d/containers-image-subdomain-override-1.conf"),
         ),
     ]);
-    let nc = load(t.path(), RuntimeKind::Crio, None);
+    let nc = load(t.path(), Runtime::Crio, None);
     assert!(nc.problems.is_empty(), "{:?}", nc.problems);
     let loc = |i: &str| {
         nc.plan(&img(i))
@@ -482,7 +482,7 @@ fn registries_conf_corpus_plans() {
         "/etc/containers/registries.conf",
         fixture("registries-conf/containers-image-pull-sources-mirror-reference.conf"),
     )]);
-    let nc = load(t.path(), RuntimeKind::Crio, None);
+    let nc = load(t.path(), Runtime::Crio, None);
     let p = nc.plan(&img("registry-a.com/foo/image:latest"));
     let got: Vec<(String, Option<String>)> = p
         .endpoints
@@ -518,7 +518,7 @@ fn registries_conf_corpus_plans() {
         "/etc/containers/registries.conf",
         fixture("registries-conf/containers-common-libimage-commented-header.conf"),
     )]);
-    let nc = load(t.path(), RuntimeKind::Crio, None);
+    let nc = load(t.path(), Runtime::Crio, None);
     assert!(nc.crio.registries.is_empty());
 }
 
@@ -579,7 +579,7 @@ fn every_docker_config_parses_or_names_the_field() {
         "/var/lib/kubelet/config.json",
         fixture("docker-config-json/kind-docs-plain-auths-config.json"),
     )]);
-    let nc = load(t.path(), RuntimeKind::Containerd, None);
+    let nc = load(t.path(), Runtime::Containerd, None);
     assert!(nc.node_docker_config.is_some());
 }
 
@@ -618,7 +618,7 @@ fn k3s_docs_tls_auth_plan() {
     // Source: docker.io mirrored to registry.example.com:5000, with that host's auth
     // and (empty) TLS block; the default endpoint is tried last.
     let (_t, nc) = k3s_node("k3s-registries-yaml/k3s-docs-tls-auth-registries.yaml");
-    assert_eq!(nc.runtime(), RuntimeKind::Containerd);
+    assert_eq!(nc.runtime(), Runtime::Containerd);
     assert!(nc.problems.is_empty(), "{:?}", nc.problems);
     let p = nc.plan(&img("docker.io/rancher/mirrored-pause:3.6"));
     let urls: Vec<String> = p.endpoints.iter().map(|e| e.api_root.to_string()).collect();
@@ -708,7 +708,7 @@ async fn hostroot_containerd_mirror() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(nc.runtime(), RuntimeKind::Containerd);
+    assert_eq!(nc.runtime(), Runtime::Containerd);
     assert!(nc.problems.is_empty(), "{:?}", nc.problems);
     assert_eq!(
         nc.resolv_conf(),
@@ -798,7 +798,7 @@ fn hostroot_crio_mirrors() {
         ..Default::default()
     })
     .unwrap();
-    assert_eq!(nc.runtime(), RuntimeKind::Crio);
+    assert_eq!(nc.runtime(), Runtime::Crio);
     assert!(nc.problems.is_empty(), "{:?}", nc.problems);
     let p = nc.plan(&img("nginx"));
     assert_eq!(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::RuntimeProfile;
+use crate::probe::Runtime;
 use crate::reference::ImageRef;
 
 /// Log output format.
@@ -61,7 +61,7 @@ pub struct AgentConfig {
     /// Fetch the Secrets named by pods' `imagePullSecrets` (needs `get secrets`; opt-in).
     pub pull_secrets: bool,
     /// Which runtime's request sequence the probes reproduce.
-    pub runtime: RuntimeProfile,
+    pub runtime: Runtime,
     /// Log format; the `--log-format` flag wins.
     pub log_format: LogFormat,
     /// How often the config file is checked for changes.
@@ -136,7 +136,7 @@ impl Default for AgentConfig {
             fleet: FleetConfig::default(),
             registries: BTreeMap::new(),
             pull_secrets: false,
-            runtime: RuntimeProfile::Containerd,
+            runtime: Runtime::Containerd,
             log_format: LogFormat::Json,
             reload_interval: Duration::from_secs(30),
             backoff: BackoffConfig::default(),

@@ -23,8 +23,7 @@ use self::conditions::{Clock, SystemClock};
 use self::config::{AgentConfig, ConfigError, ConfigWatcher, LogFormat};
 use self::http::AgentState;
 use self::run::{Agent, ClusterCtx, EngineRunner};
-use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
-use crate::probe::RuntimeProfile;
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions};
 
 /// Environment variable with the node name (downward API `spec.nodeName`).
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
@@ -165,10 +164,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     // the start; each unreadable file is a problem logged here, the rest still applies.
     let nc_opts = NodeConfigOptions {
         host_root: args.host_root.clone(),
-        runtime: Some(match cfg.runtime {
-            RuntimeProfile::Containerd => RuntimeKind::Containerd,
-            RuntimeProfile::Crio => RuntimeKind::Crio,
-        }),
+        runtime: Some(cfg.runtime),
         containerd_version: runtime_version
             .as_deref()
             .and_then(|v| v.strip_prefix("containerd://"))

@@ -70,7 +70,7 @@ impl EngineRunner {
         let base = ProbeOptions {
             runtime: cfg.runtime,
             timeouts: Timeouts::default(),
-            platform: node_platform(),
+            platform: Platform::host(),
             no_blob: false,
             head_only: false,
             resolv_conf: host_root.join("etc/resolv.conf"),
@@ -97,22 +97,6 @@ impl ProbeRunner for EngineRunner {
                 CheckKind::Image => self.image.probe(target).await,
             }
         })
-    }
-}
-
-/// The node's own platform, in OCI spelling.
-pub fn node_platform() -> Platform {
-    let architecture = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    };
-    Platform {
-        os: "linux".into(),
-        architecture: architecture.into(),
-        variant: None,
     }
 }
 

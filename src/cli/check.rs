@@ -10,10 +10,10 @@ use clap::Args;
 use super::exit;
 use crate::credentials::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::endpoint::{ClientCert, Endpoint, SchemePolicy};
-use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions, Runtime};
 use crate::probe::engine::default_endpoint;
 use crate::probe::{Failure, Reason};
-use crate::probe::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};
+use crate::probe::{Platform, ProbeOptions, ProbeTarget, Prober, Timeouts};
 use crate::reference::ImageRef;
 
 #[derive(Args, Debug)]
@@ -148,8 +148,8 @@ impl NodeArgs {
             host_root: root.clone(),
             runtime: match runtime {
                 RuntimeArg::Auto => None,
-                RuntimeArg::Containerd => Some(RuntimeKind::Containerd),
-                RuntimeArg::Crio => Some(RuntimeKind::Crio),
+                RuntimeArg::Containerd => Some(Runtime::Containerd),
+                RuntimeArg::Crio => Some(Runtime::Crio),
             },
             containerd_config: self.containerd_config.clone(),
             kubelet_root_dir: self.kubelet_root_dir.clone(),
@@ -175,7 +175,7 @@ pub enum CheckError {
         source: crate::reference::ReferenceError,
     },
     #[error("--platform: {0}")]
-    Platform(String),
+    Platform(#[from] crate::runtime::PlatformError),
     #[error("--mirror {url:?}: {message}")]
     Mirror { url: String, message: String },
     #[error("reading the password from stdin: {0}")]
@@ -228,10 +228,10 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
     };
     let node = args.node.load(args.runtime)?;
     let runtime = match (args.runtime, &node) {
-        (RuntimeArg::Crio, _) => RuntimeProfile::Crio,
-        (RuntimeArg::Containerd, _) => RuntimeProfile::Containerd,
-        (RuntimeArg::Auto, Some(nc)) if nc.runtime() == RuntimeKind::Crio => RuntimeProfile::Crio,
-        (RuntimeArg::Auto, _) => RuntimeProfile::Containerd,
+        (RuntimeArg::Crio, _) => Runtime::Crio,
+        (RuntimeArg::Containerd, _) => Runtime::Containerd,
+        (RuntimeArg::Auto, Some(nc)) if nc.runtime() == Runtime::Crio => Runtime::Crio,
+        (RuntimeArg::Auto, _) => Runtime::Containerd,
     };
     let default_path = |given: &Option<PathBuf>, from_node: Option<PathBuf>, fallback: &str| {
         given

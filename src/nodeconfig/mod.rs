@@ -29,30 +29,14 @@ use crate::credentials::provider::{
 };
 use crate::credentials::SourcedCredential;
 use crate::reference::ImageRef;
-
-/// Which runtime the node runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeKind {
-    Containerd,
-    Crio,
-}
-
-impl fmt::Display for RuntimeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RuntimeKind::Containerd => "containerd",
-            RuntimeKind::Crio => "crio",
-        })
-    }
-}
+pub use crate::runtime::Runtime;
 
 /// What to load. Paths other than `host_root` are node paths (as seen on the node).
 #[derive(Clone, Debug)]
 pub struct NodeConfigOptions {
     pub host_root: PathBuf,
     /// `None` = detect.
-    pub runtime: Option<RuntimeKind>,
+    pub runtime: Option<Runtime>,
     /// containerd `--config`; default `/etc/containerd/config.toml`.
     pub containerd_config: Option<PathBuf>,
     /// kubelet `--root-dir`; default `/var/lib/kubelet`.
@@ -181,7 +165,7 @@ pub struct ContainerdState {
 pub struct NodeConfig {
     pub host_root: HostRoot,
     pub options: NodeConfigOptions,
-    pub runtime: RuntimeKind,
+    pub runtime: Runtime,
     /// How the runtime was chosen (flag, socket, config file, default).
     pub runtime_reason: String,
     pub containerd: ContainerdState,
@@ -221,7 +205,7 @@ impl NodeConfig {
                 }
                 parsed
             }
-            None if runtime == RuntimeKind::Containerd => {
+            None if runtime == Runtime::Containerd => {
                 let v = dpkg_containerd_version(&hr);
                 if let Some((pkg, raw, _)) = &v {
                     findings.push(Finding::new(
@@ -239,12 +223,12 @@ impl NodeConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_CONFIG));
         // k3s/rke2 run their own containerd config unless one is given explicitly.
-        let k3s_node = (runtime == RuntimeKind::Containerd && opts.containerd_config.is_none())
+        let k3s_node = (runtime == Runtime::Containerd && opts.containerd_config.is_none())
             .then(|| k3s::detect(&hr))
             .flatten();
         let mut k3s_state = None;
         let (ccfg, crio_cfg) = match runtime {
-            RuntimeKind::Containerd => match k3s_node {
+            Runtime::Containerd => match k3s_node {
                 Some(node) => {
                     let (c, st) = k3s::load(&hr, node, &mut problems, &mut findings);
                     k3s_state = Some(st);
@@ -255,7 +239,7 @@ impl NodeConfig {
                     crio::CrioConfig::default(),
                 ),
             },
-            RuntimeKind::Crio => (
+            Runtime::Crio => (
                 containerd::ContainerdConfig::default(),
                 crio::load(&hr, &mut problems),
             ),
@@ -268,8 +252,8 @@ impl NodeConfig {
             ));
         }
         let unit = match runtime {
-            RuntimeKind::Containerd => "containerd",
-            RuntimeKind::Crio => "crio",
+            Runtime::Containerd => "containerd",
+            Runtime::Crio => "crio",
         };
         let proxy = proxy::load_unit_env(&hr, unit, &mut problems);
         let ca_bundle = trust::find_ca_bundle(&hr);
@@ -307,7 +291,7 @@ impl NodeConfig {
         })
     }
 
-    pub fn runtime(&self) -> RuntimeKind {
+    pub fn runtime(&self) -> Runtime {
         self.runtime
     }
 
@@ -334,7 +318,7 @@ impl NodeConfig {
     /// `None` on containerd, which normalises `nginx` to `docker.io/library/nginx`.
     /// CRI-O's own `short_name_mode` defaults to `enforcing` (cri-o docs/crio.conf.5.md).
     pub fn crio_short_name(&self, raw: &str) -> Option<crio::ShortName> {
-        if self.runtime != RuntimeKind::Crio {
+        if self.runtime != Runtime::Crio {
             return None;
         }
         let name = raw.split('@').next().unwrap_or(raw);
@@ -477,15 +461,15 @@ fn dpkg_containerd_version(hr: &HostRoot) -> Option<(String, String, containerd:
 }
 
 /// `--runtime auto`: a runtime socket, then a config directory, then containerd.
-fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, String) {
+fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (Runtime, String) {
     if let Some(r) = opts.runtime {
         return (r, "given".into());
     }
     for (p, r) in [
-        ("/run/containerd/containerd.sock", RuntimeKind::Containerd),
-        ("/run/crio/crio.sock", RuntimeKind::Crio),
-        ("/var/run/crio/crio.sock", RuntimeKind::Crio),
-        (k3s::K3S_SOCKET, RuntimeKind::Containerd),
+        ("/run/containerd/containerd.sock", Runtime::Containerd),
+        ("/run/crio/crio.sock", Runtime::Crio),
+        ("/var/run/crio/crio.sock", Runtime::Crio),
+        (k3s::K3S_SOCKET, Runtime::Containerd),
     ] {
         if hr.exists(Path::new(p)) {
             return (r, format!("socket {p}"));
@@ -493,14 +477,14 @@ fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, Stri
     }
     if let Some(c) = &opts.containerd_config {
         if hr.exists(c) {
-            return (RuntimeKind::Containerd, format!("config {}", c.display()));
+            return (Runtime::Containerd, format!("config {}", c.display()));
         }
     }
     for (p, r) in [
-        ("/etc/containerd/config.toml", RuntimeKind::Containerd),
-        ("/etc/crio/crio.conf", RuntimeKind::Crio),
-        ("/etc/crio/crio.conf.d", RuntimeKind::Crio),
-        ("/etc/containerd", RuntimeKind::Containerd),
+        ("/etc/containerd/config.toml", Runtime::Containerd),
+        ("/etc/crio/crio.conf", Runtime::Crio),
+        ("/etc/crio/crio.conf.d", Runtime::Crio),
+        ("/etc/containerd", Runtime::Containerd),
     ] {
         if hr.exists(Path::new(p)) {
             return (r, format!("config {p}"));
@@ -509,12 +493,12 @@ fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (RuntimeKind, Stri
     if let Some(n) = k3s::detect(hr) {
         let what = n.rendered_config.or(n.registries).unwrap_or_default();
         return (
-            RuntimeKind::Containerd,
+            Runtime::Containerd,
             format!("{} config {}", n.distro.name(), what.display()),
         );
     }
     (
-        RuntimeKind::Containerd,
+        Runtime::Containerd,
         "default (no runtime socket or config found)".into(),
     )
 }

@@ -19,7 +19,7 @@ use url::Url;
 use super::containerd::{ContainerdConfig, DEFAULT_CONFIG_PATH_2_2};
 use super::crio::{self, PullSource};
 use super::hosts_toml::{self, HostConfig, HostsTomlQuirks, DEFAULT_CAPABILITIES};
-use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, RuntimeKind};
+use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, Runtime};
 use crate::endpoint::{Capabilities, ClientCert, Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
 
@@ -41,7 +41,7 @@ pub enum PullMode {
 pub struct Plan {
     #[serde(serialize_with = "ser_image")]
     pub image: ImageRef,
-    pub runtime: RuntimeKind,
+    pub runtime: Runtime,
     pub mode: PullMode,
     /// In the runtime's order. Each has `pull`; see the module doc for `resolve`.
     pub endpoints: Vec<Endpoint>,
@@ -74,8 +74,8 @@ pub fn build(nc: &NodeConfig, image: &ImageRef) -> Plan {
         problems: nc.problems.clone(),
     };
     match nc.runtime {
-        RuntimeKind::Containerd => plan_containerd(nc, image, &mut plan),
-        RuntimeKind::Crio => plan_crio(nc, image, &mut plan),
+        Runtime::Containerd => plan_containerd(nc, image, &mut plan),
+        Runtime::Crio => plan_crio(nc, image, &mut plan),
     }
     plan
 }

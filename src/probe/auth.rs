@@ -19,7 +19,7 @@ use url::Url;
 use super::challenge::Challenge;
 use super::http::{Request, Session};
 use super::outcome::{Failure, Phase, Reason};
-use super::RuntimeProfile;
+use super::Runtime;
 use crate::credentials::{Credential, Secret};
 
 /// Token responses are small; anything bigger is not a token response.
@@ -189,7 +189,7 @@ pub fn pick_challenge(
 pub async fn authorize(
     session: &mut Session<'_>,
     cache: &TokenCache,
-    runtime: RuntimeProfile,
+    runtime: Runtime,
     registry_host: &str,
     challenge: &Challenge,
     scope: &str,
@@ -276,7 +276,7 @@ fn host_port(u: &Url) -> String {
 
 async fn fetch_token(
     session: &mut Session<'_>,
-    runtime: RuntimeProfile,
+    runtime: Runtime,
     realm: &Url,
     service: &str,
     scope: &str,
@@ -289,9 +289,9 @@ async fn fetch_token(
         _ => None,
     };
     let try_post = match runtime {
-        RuntimeProfile::Containerd => oauth_secret.is_some(),
+        Runtime::Containerd => oauth_secret.is_some(),
         // containers/image uses the OAuth2 POST only for identity (refresh) tokens.
-        RuntimeProfile::Crio => matches!(credential, Some(Credential::IdentityToken(_))),
+        Runtime::Crio => matches!(credential, Some(Credential::IdentityToken(_))),
     };
     if try_post {
         if let Some((username, secret, refresh)) = oauth_secret {

@@ -20,17 +20,7 @@ use super::tls;
 use crate::credentials::SourcedCredential;
 use crate::endpoint::{Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
-
-/// Which runtime's request sequence to reproduce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RuntimeProfile {
-    /// HEAD the manifest first and react to the 401; OAuth2 POST for tokens with credentials.
-    #[default]
-    Containerd,
-    /// containers/image: `GET /v2/` ping first, GET manifests.
-    Crio,
-}
+pub use crate::runtime::{Platform, Runtime};
 
 /// Per-phase timeouts plus an overall deadline.
 #[derive(Clone, Copy, Debug)]
@@ -56,18 +46,10 @@ impl Default for Timeouts {
     }
 }
 
-/// `os/arch[/variant]`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
 /// Settings shared by every probe of a run.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
-    pub runtime: RuntimeProfile,
+    pub runtime: Runtime,
     pub timeouts: Timeouts,
     pub platform: Platform,
     /// Skip the blob phase.

@@ -10,7 +10,7 @@ use url::Url;
 use super::auth::{self, Authorization, CredentialRef};
 use super::blob;
 use super::challenge::parse_challenges;
-use super::engine::{Prober, RuntimeProfile};
+use super::engine::{Prober, Runtime};
 use super::http::{RedirectFailure, Request, Response, Session};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
 use super::outcome::{Failure, ManifestInfo, Phase, RateLimit, Reason};
@@ -83,14 +83,14 @@ impl Flow<'_> {
             .cached_authorization(&host, &scope, self.cred);
         let runtime = self.prober.options().runtime;
         let mut auth_recorded = false;
-        if runtime == RuntimeProfile::Crio {
+        if runtime == Runtime::Crio {
             self.ping(session).await?;
             auth_recorded = true;
         }
         // Resolve: containerd HEADs the manifest and reacts to 401; CRI-O GETs it.
         let mut method = match runtime {
-            RuntimeProfile::Containerd => Method::HEAD,
-            RuntimeProfile::Crio => Method::GET,
+            Runtime::Containerd => Method::HEAD,
+            Runtime::Crio => Method::GET,
         };
         let url = self.url(&format!("manifests/{}", self.image.reference()))?;
         let mut authorized_once = false;

@@ -5,7 +5,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::http::Response;
 use super::outcome::{Failure, RateLimit, Reason};
-use super::RuntimeProfile;
+use super::Runtime;
 
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -19,12 +19,12 @@ pub const MEDIA_DOCKER_SCHEMA1_SIGNED: &str =
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1048 * 1048;
 
 /// The Accept header each runtime sends when resolving a reference.
-pub fn accept(runtime: RuntimeProfile) -> &'static str {
+pub fn accept(runtime: Runtime) -> &'static str {
     match runtime {
         // containerd resolver.go, this exact order (1.7 and main).
-        RuntimeProfile::Containerd => "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*",
+        Runtime::Containerd => "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, */*",
         // containers/image manifest.DefaultRequestedManifestMIMETypes.
-        RuntimeProfile::Crio => "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json",
+        Runtime::Crio => "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json",
     }
 }
 

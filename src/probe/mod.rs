@@ -15,4 +15,4 @@ pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
 pub mod engine;
 mod flow;
 
-pub use engine::{Platform, ProbeOptions, ProbeTarget, Prober, RuntimeProfile, Timeouts};
+pub use engine::{Platform, ProbeOptions, ProbeTarget, Prober, Runtime, Timeouts};

@@ -3,71 +3,7 @@
 //! v5; amd64 vN also runs lower levels).
 
 use super::manifest::IndexEntry;
-use super::Platform;
-
-impl Platform {
-    /// This machine's platform, in OCI terms.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", None),
-            "aarch64" => ("arm64", Some("v8")),
-            "arm" => ("arm", Some("v7")),
-            "x86" => ("386", None),
-            "powerpc64" => ("ppc64le", None),
-            "s390x" => ("s390x", None),
-            "riscv64" => ("riscv64", None),
-            other => (other, None),
-        };
-        Platform {
-            os: std::env::consts::OS.to_string(),
-            architecture: architecture.to_string(),
-            variant: variant.map(str::to_string),
-        }
-    }
-
-    /// Parse `os/arch[/variant]`.
-    pub fn parse(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let valid = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        };
-        match parts.as_slice() {
-            [os, arch] if valid(os) && valid(arch) => Ok(Platform {
-                os: os.to_string(),
-                architecture: normalize_arch(arch).to_string(),
-                variant: None,
-            }),
-            [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Platform {
-                os: os.to_string(),
-                architecture: normalize_arch(arch).to_string(),
-                variant: Some(variant.to_string()),
-            }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected os/arch[/variant], lowercase"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.variant {
-            Some(v) => write!(f, "{}/{}/{}", self.os, self.architecture, v),
-            None => write!(f, "{}/{}", self.os, self.architecture),
-        }
-    }
-}
-
-fn normalize_arch(a: &str) -> &str {
-    match a {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        "i386" => "386",
-        other => other,
-    }
-}
+use crate::runtime::{normalize_arch, Platform};
 
 fn variant_level(arch: &str, v: Option<&str>) -> Option<u32> {
     let default = match arch {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::endpoint::SchemePolicy;
-use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions, Runtime};
 
 const TLS_AUTH: &str = include_str!(
     "../../../tests/fixtures/corpus/k3s-registries-yaml/k3s-docs-tls-auth-registries.yaml"
@@ -160,7 +160,7 @@ fn duplicates_dropped_and_last_default_endpoint_moved() {
 #[test]
 fn plan_tls_auth_docker_io_goes_to_mirror_then_hub() {
     let (_d, nc) = node(TLS_AUTH, &[]);
-    assert_eq!(nc.runtime(), RuntimeKind::Containerd);
+    assert_eq!(nc.runtime(), Runtime::Containerd);
     let p = nc.plan(&img("nginx"));
     assert_eq!(
         urls(&p),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::nodeconfig::{NodeConfig, NodeConfigOptions, RuntimeKind};
+use crate::nodeconfig::{NodeConfig, NodeConfigOptions, Runtime};
 
 struct Tree(tempfile::TempDir);
 
@@ -13,7 +13,7 @@ impl Tree {
         }
         Tree(d)
     }
-    fn load(&self, runtime: RuntimeKind, version: Option<&str>) -> NodeConfig {
+    fn load(&self, runtime: Runtime, version: Option<&str>) -> NodeConfig {
         NodeConfig::load(&NodeConfigOptions {
             host_root: self.0.path().to_path_buf(),
             runtime: Some(runtime),
@@ -73,12 +73,12 @@ fn defaults_without_config() {
         ("127.0.0.1:80/x", Some("2.1.4"), "http 127.0.0.1/v2"),
         ("nginx", Some("2.1.4"), "https registry-1.docker.io/v2"),
     ] {
-        let nc = t.load(RuntimeKind::Containerd, version);
+        let nc = t.load(Runtime::Containerd, version);
         let p = nc.plan(&img(image));
         assert_eq!(urls(&p), vec![want.to_string()], "{image} {version:?}");
         assert!(p.runtime_error.is_none());
     }
-    let nc = t.load(RuntimeKind::Containerd, Some("2.1.4"));
+    let nc = t.load(Runtime::Containerd, Some("2.1.4"));
     let p = nc.plan(&img("localhost:5000/x"));
     assert!(
         p.endpoints[0].tls.skip_verify,
@@ -102,7 +102,7 @@ fn host_dir_lookup_order_and_multi_root() {
         ),
         ("/r1/other:5000/hosts.toml", "server = \"https://colon\"\n"),
     ]);
-    let nc = t.load(RuntimeKind::Containerd, Some("1.7.27"));
+    let nc = t.load(Runtime::Containerd, Some("1.7.27"));
     // _default in root 1 beats an exact directory in root 2.
     let p = nc.plan(&img("reg:5000/x"));
     assert_eq!(urls(&p), vec!["https default-r1/v2?ns=reg:5000"]);
@@ -111,7 +111,7 @@ fn host_dir_lookup_order_and_multi_root() {
     let p = nc.plan(&img("other:5000/x"));
     assert_eq!(urls(&p), vec!["https underscore/v2?ns=other:5000"]);
     // Transfer service (2.1+) ignores the multi-root path.
-    let nc = t.load(RuntimeKind::Containerd, Some("2.1.4"));
+    let nc = t.load(Runtime::Containerd, Some("2.1.4"));
     let p = nc.plan(&img("reg:5000/x"));
     assert_eq!(p.mode, PullMode::TransferService);
     assert_eq!(urls(&p), vec!["https reg:5000/v2"]);
@@ -139,7 +139,7 @@ fn hosts_toml_order_caps_ns_and_docker_hub_exception() {
 "#,
         ),
     ]);
-    let nc = t.load(RuntimeKind::Containerd, None);
+    let nc = t.load(Runtime::Containerd, None);
     let p = nc.plan(&img("nginx:1.25"));
     assert_eq!(
         urls(&p),
@@ -172,7 +172,7 @@ fn server_override_path_relative_ca_and_headers() {
             "server = \"https://mirror.example/v2/upstream\"\noverride_path = true\nca = \"ca.crt\"\n[header]\n  X-A = [\"1\", \"2\"]\n",
         ),
     ]);
-    let nc = t.load(RuntimeKind::Containerd, None);
+    let nc = t.load(Runtime::Containerd, None);
     let p = nc.plan(&img("reg.example/team/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
     assert_eq!(
         urls(&p),
@@ -211,7 +211,7 @@ fn missing_ca_fails_the_runtime_and_names_the_file() {
         ),
     ]);
     let p = t
-        .load(RuntimeKind::Containerd, None)
+        .load(Runtime::Containerd, None)
         .plan(&img("reg.example/x"));
     assert!(p
         .runtime_error
@@ -239,7 +239,7 @@ fn broken_hosts_toml_falls_back_to_docker_cert_layout() {
         ("/etc/containerd/certs.d/reg.example/client.key", "k"),
     ]);
     let p = t
-        .load(RuntimeKind::Containerd, None)
+        .load(Runtime::Containerd, None)
         .plan(&img("reg.example/x"));
     assert_eq!(urls(&p), vec!["https reg.example/v2"]);
     assert_eq!(
@@ -270,7 +270,7 @@ fn containerd_1_6_ignores_top_level_only_hosts_toml() {
         ),
     ]);
     let p = t
-        .load(RuntimeKind::Containerd, Some("1.6.20"))
+        .load(Runtime::Containerd, Some("1.6.20"))
         .plan(&img("127.0.0.1:5000/x"));
     assert_eq!(urls(&p), vec!["http 127.0.0.1:5000/v2"]);
     assert!(p
@@ -278,7 +278,7 @@ fn containerd_1_6_ignores_top_level_only_hosts_toml() {
         .iter()
         .any(|f| f.kind == FindingKind::HostsTomlIgnored));
     let p = t
-        .load(RuntimeKind::Containerd, Some("1.7.27"))
+        .load(Runtime::Containerd, Some("1.7.27"))
         .plan(&img("127.0.0.1:5000/x"));
     assert_eq!(urls(&p), vec!["https 127.0.0.1:5000/v2"]);
     assert!(p.endpoints[0].tls.skip_verify);
@@ -300,7 +300,7 @@ fn legacy_mirrors_and_configs() {
   password = "p"
 "#,
     )]);
-    let nc = t.load(RuntimeKind::Containerd, None);
+    let nc = t.load(Runtime::Containerd, None);
     let p = nc.plan(&img("nginx"));
     assert_eq!(
         urls(&p),
@@ -347,7 +347,7 @@ fn proxy_applies_per_endpoint() {
         ("/etc/systemd/system/containerd.service.d/http-proxy.conf", "[Service]\nEnvironment=\"HTTPS_PROXY=http://proxy.corp:3128\" \"NO_PROXY=mirror.internal\"\n"),
         ("/etc/containerd/certs.d/docker.io/hosts.toml", "[host.\"https://mirror.internal\"]\n"),
     ]);
-    let p = t.load(RuntimeKind::Containerd, None).plan(&img("nginx"));
+    let p = t.load(Runtime::Containerd, None).plan(&img("nginx"));
     assert!(p.endpoints[0].proxy.is_none());
     assert_eq!(
         p.endpoints[1].proxy.as_ref().map(|u| u.as_str()),
@@ -381,7 +381,7 @@ insecure = true
         ("/etc/containers/registries.conf.d/10-digest.conf", "[[registry]]\nprefix = \"*.quay.io\"\nmirror-by-digest-only = true\n[[registry.mirror]]\nlocation = \"dmirror\"\n"),
         ("/etc/docker/certs.d/mirror.corp/ca.crt", PEM),
     ]);
-    let nc = t.load(RuntimeKind::Crio, None);
+    let nc = t.load(Runtime::Crio, None);
     let p = nc.plan(&img("nginx"));
     assert_eq!(p.mode, PullMode::ContainersImage);
     assert_eq!(
@@ -437,7 +437,7 @@ fn hostile_inputs_never_stop_loading() {
             .join("etc/systemd/system/containerd.service.d/y.conf"),
     )
     .unwrap();
-    let nc = t.load(RuntimeKind::Containerd, None);
+    let nc = t.load(Runtime::Containerd, None);
     assert!(nc
         .problems
         .iter()
@@ -471,7 +471,7 @@ fn containerd_version_from_dpkg_status() {
         ),
         ("/etc/containerd/certs.d/localhost:5000/hosts.toml", "server = \"https://localhost:5000\"\n"),
     ]);
-    let nc = t.load(RuntimeKind::Containerd, None);
+    let nc = t.load(Runtime::Containerd, None);
     assert_eq!(
         nc.containerd.version.map(|v| (v.major, v.minor, v.patch)),
         Some((1, 6, 20))
