@@ -394,10 +394,25 @@ fn all_endpoints_failing() {
     );
     let image = format!("{up}/team/app:v1");
     let b = run_both("all endpoints down", &ctrd, &tree, &image, &[], &[]);
-    // The reason is the upstream's (the last endpoint the runtime tries).
+    // containerd reports its first non-404 error (resolver.go `firstErr`): the mirror's,
+    // and says so in its own error text.
     b.expect("not_ready", Some(("connect", "ConnectRefused")));
     assert_eq!(b.tried().len(), 2, "{}", b.ctx());
-    assert_eq!(b.pp["endpoint"], format!("http://{up}/v2"), "{}", b.ctx());
+    assert_eq!(
+        b.pp["endpoint"],
+        format!("http://{dead_mirror}/v2"),
+        "{}",
+        b.ctx()
+    );
+    // ctr's own error (its last line; the lines before are "trying next host" logs).
+    let ctr_err = b.ctr.as_ref().err().cloned().unwrap_or_default();
+    let last = ctr_err.lines().last().unwrap_or_default();
+    let dialed = format!("dial tcp {dead_mirror}");
+    assert!(
+        last.contains(&dialed),
+        "containerd reports the mirror: {}",
+        b.ctx()
+    );
 }
 
 #[test]
@@ -1123,15 +1138,21 @@ fn per_host_headers_from_hosts_toml() {
 
     // Wrong header: the mirror answers 403, both move on to the upstream, which has no such
     // manifest. containerd's error names the FIRST non-404 failure (resolver.go `firstErr`:
-    // the mirror's 403); pullprobe's verdict reason is the upstream's (issue 3: "the reason is
-    // that of the upstream"), with the mirror's 403 in `attempts`.
+    // the mirror's 403), and so does pullprobe's verdict; the upstream's 404 is in `attempts`.
     let tree = NodeTree::new();
     tree.hosts_toml(&up, &hosts("k2"));
     let b = run_both("wrong header (mirror 403)", &ctrd, &tree, &image, &[], &[]);
-    b.expect("not_ready", Some(("manifest", "ManifestNotFound")));
+    b.expect("not_ready", Some(("auth", "AuthDenied")));
+    assert_eq!(b.pp["endpoint"], mirror, "{}", b.ctx());
     let tried = b.tried();
     assert_eq!(tried.len(), 2, "{}", b.ctx());
     assert_eq!(tried[0].0, mirror, "{}", b.ctx());
+    assert_eq!(
+        tried[1].2.as_deref(),
+        Some("ManifestNotFound"),
+        "{}",
+        b.ctx()
+    );
     assert!(
         b.ctr.as_ref().is_err_and(|e| e.contains("403")),
         "containerd reports the mirror's 403: {:?}",

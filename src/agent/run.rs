@@ -72,13 +72,13 @@ impl EngineRunner {
             timeouts: Timeouts::default(),
             platform: Platform::host(),
             no_blob: false,
-            head_only: false,
+            depth: crate::probe::Depth::Image,
             resolv_conf: host_root.join("etc/resolv.conf"),
             hosts_file: host_root.join("etc/hosts"),
             proxy_env: node_config.map(|n| n.proxy.clone()),
         };
         let path = ProbeOptions {
-            head_only: true,
+            depth: crate::probe::Depth::Path,
             no_blob: true,
             ..base.clone()
         };

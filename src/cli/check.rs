@@ -250,7 +250,7 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
         },
         platform,
         no_blob: args.no_blob,
-        head_only: false,
+        depth: crate::probe::Depth::Image,
         resolv_conf: default_path(
             &args.resolv_conf,
             node.as_ref().map(|n| n.resolv_conf()),

@@ -17,6 +17,7 @@ use super::outcome::{
     EndpointAttempt, Failure, ManifestInfo, ProbeReport, RateLimit, Reason, TlsInfo, Verdict,
 };
 use super::tls;
+use super::verdict;
 use crate::credentials::SourcedCredential;
 use crate::endpoint::{Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
@@ -46,6 +47,19 @@ impl Default for Timeouts {
     }
 }
 
+/// What a probe answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Depth {
+    /// Would this image pull? The whole pull path, endpoints walked as the runtime walks
+    /// them until one pulls.
+    #[default]
+    Image,
+    /// Can the node reach this registry over its path? The manifest HEAD only, endpoints
+    /// walked until one answers as a registry (see [`super::verdict::path_state`]).
+    Path,
+}
+
 /// Settings shared by every probe of a run.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
@@ -54,8 +68,8 @@ pub struct ProbeOptions {
     pub platform: Platform,
     /// Skip the blob phase.
     pub no_blob: bool,
-    /// Skip the platform phase and stop after the manifest HEAD (agent's cheap check).
-    pub head_only: bool,
+    /// What the probe is for: an image's pull, or the node's path to its registry.
+    pub depth: Depth,
     /// The node's resolv.conf.
     pub resolv_conf: PathBuf,
     /// The node's hosts file.
@@ -198,7 +212,8 @@ impl Prober {
             );
             return failed_report(&target.image, Some(&image), f, started);
         }
-        let mut results: Vec<AttemptResult> = Vec::new();
+        // One inner list per credential: each is a separate pull by the kubelet.
+        let mut results: Vec<Vec<AttemptResult>> = Vec::new();
         let deadline = started + self.options.timeouts.overall;
         // kubelet kuberuntime_image.go: one pull per credential in order (no anonymous
         // retry once any matched); within a pull the runtime walks its endpoints.
@@ -207,24 +222,37 @@ impl Prober {
         } else {
             target.credentials.iter().map(Some).collect()
         };
+        let runtime = self.options.runtime;
+        let depth = self.options.depth;
         'outer: for cred in creds {
+            let mut pull = Vec::new();
             for ep in &usable {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let res = match tokio::time::timeout(left, self.attempt(&image, ep, cred)).await {
                     Ok(r) => r,
                     Err(_) => deadline_result(ep, cred, self.options.timeouts.overall),
                 };
+                let done = match (&res.failure, depth) {
+                    (None, _) => true,
+                    (Some(_), Depth::Path) => verdict::proves_path(&res.attempt),
+                    (Some(f), Depth::Image) => !verdict::walks_on(runtime, f),
+                };
                 let ok = res.failure.is_none();
-                results.push(res);
-                if ok {
+                pull.push(res);
+                if ok || (done && depth == Depth::Path) {
+                    results.push(pull);
                     break 'outer;
                 }
-                if Instant::now() >= deadline {
-                    break 'outer;
+                if done || Instant::now() >= deadline {
+                    break;
                 }
             }
+            results.push(pull);
+            if Instant::now() >= deadline {
+                break;
+            }
         }
-        build_report(&target.image, &image, results, started)
+        build_report(runtime, &target.image, &image, results, started)
     }
 
     async fn attempt(
@@ -440,41 +468,40 @@ fn failed_report(
     }
 }
 
+/// The report of one probe: the verdict from the first attempt that pulled, else the
+/// failure the runtime reports ([`verdict::reported_failure`]) of the first credential's
+/// pull — the first of the kubelet's aggregated errors. Every attempt stays listed.
 fn build_report(
+    runtime: Runtime,
     image: &str,
     parsed: &ImageRef,
-    mut results: Vec<AttemptResult>,
+    pulls: Vec<Vec<AttemptResult>>,
     started: Instant,
 ) -> ProbeReport {
+    let first_pull_len = pulls.first().map(Vec::len).unwrap_or(0);
+    let mut results: Vec<AttemptResult> = pulls.into_iter().flatten().collect();
     let success = results.iter().position(|r| r.failure.is_none());
-    let decisive_index = success.unwrap_or(results.len().saturating_sub(1));
+    let first_pull: Vec<&EndpointAttempt> = results[..first_pull_len.min(results.len())]
+        .iter()
+        .map(|r| &r.attempt)
+        .collect();
+    let decisive_index = success
+        .or_else(|| verdict::reported_failure(runtime, &first_pull))
+        .unwrap_or(0);
     let verdict = match success {
         Some(0) => Verdict::Ready,
         Some(_) => Verdict::Degraded,
         None => Verdict::NotReady,
     };
     let attempts: Vec<EndpointAttempt> = results.iter().map(|r| r.attempt.clone()).collect();
-    let decisive = results.swap_remove(decisive_index);
+    if results.is_empty() {
+        let f = Failure::new(Reason::NoUsableEndpoint, "no endpoint was tried");
+        return failed_report(image, Some(parsed), f, started);
+    }
+    let decisive = results.swap_remove(decisive_index.min(results.len() - 1));
     let message = match (&decisive.failure, verdict) {
         (Some(f), _) => f.message.clone(),
-        (None, Verdict::Degraded) => {
-            let failed: Vec<String> = attempts
-                .iter()
-                .filter(|a| !a.ok)
-                .map(|a| {
-                    format!(
-                        "{} {}",
-                        a.endpoint,
-                        a.reason.map(|r| r.as_str()).unwrap_or("failed")
-                    )
-                })
-                .collect();
-            format!(
-                "pull would succeed via {} only after earlier endpoints failed: {}",
-                decisive.attempt.endpoint,
-                failed.join("; ")
-            )
-        }
+        (None, Verdict::Degraded) => degraded_message(&decisive.attempt.endpoint, &attempts),
         (None, _) => "pull would succeed".to_string(),
     };
     ProbeReport {
@@ -494,4 +521,22 @@ fn build_report(
         retry_after_s: decisive.failure.as_ref().and_then(|f| f.retry_after_s),
         attempts,
     }
+}
+
+fn degraded_message(via: &str, attempts: &[EndpointAttempt]) -> String {
+    let failed: Vec<String> = attempts
+        .iter()
+        .filter(|a| !a.ok)
+        .map(|a| {
+            format!(
+                "{} {}",
+                a.endpoint,
+                a.reason.map(|r| r.as_str()).unwrap_or("failed")
+            )
+        })
+        .collect();
+    format!(
+        "pull would succeed via {via} only after earlier endpoints failed: {}",
+        failed.join("; ")
+    )
 }

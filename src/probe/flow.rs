@@ -253,7 +253,7 @@ impl Flow<'_> {
             t,
             format!("{digest} {media_type} {size} bytes{rl}"),
         );
-        if self.prober.options().head_only {
+        if self.prober.options().depth == super::engine::Depth::Path {
             return Ok(info);
         }
         let opts = &self.prober.options();

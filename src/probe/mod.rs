@@ -10,9 +10,10 @@ pub mod manifest;
 pub mod outcome;
 pub mod platform;
 pub mod tls;
+pub mod verdict;
 
 pub use outcome::{Failure, Phase, PhaseRecord, ProbeReport, Reason, Verdict};
 pub mod engine;
 mod flow;
 
-pub use engine::{Platform, ProbeOptions, ProbeTarget, Prober, Runtime, Timeouts};
+pub use engine::{Depth, Platform, ProbeOptions, ProbeTarget, Prober, Runtime, Timeouts};
