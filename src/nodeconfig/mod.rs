@@ -10,6 +10,7 @@ pub mod crio;
 pub mod hostroot;
 pub mod hosts_toml;
 pub mod k3s;
+pub mod kubelet;
 pub mod plan;
 pub mod proxy;
 pub mod resolver;
