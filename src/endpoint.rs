@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::credentials::Credential;
+use crate::credentials::SourcedCredential;
 
 /// containerd's host capabilities (`capabilities = ["pull", "resolve"]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -98,7 +98,7 @@ pub struct Endpoint {
     /// A credential bound to this host by the runtime's own config (containerd
     /// `registry.configs."<host>".auth`), used when the kubelet supplies none.
     #[serde(skip)]
-    pub own_credential: Option<Credential>,
+    pub own_credential: Option<SourcedCredential>,
     /// True for the registry itself (the last entry), false for a mirror.
     pub is_upstream: bool,
     /// Repository path to request at this endpoint when the runtime rewrites it

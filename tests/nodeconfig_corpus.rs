@@ -639,7 +639,10 @@ fn k3s_docs_tls_auth_plan() {
     assert_eq!(mirror.namespace.as_deref(), Some("docker.io"));
     assert_eq!(mirror.scheme, SchemePolicy::Https);
     assert_eq!(
-        mirror.own_credential.as_ref().and_then(|c| c.username()),
+        mirror
+            .own_credential
+            .as_ref()
+            .and_then(|c| c.credential.username()),
         Some("xxxxxx")
     );
     assert!(!mirror.tls.skip_verify);

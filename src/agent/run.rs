@@ -150,8 +150,8 @@ pub async fn probe_target(
 /// then goes on with the node's credentials, so the verdict may still be a pass).
 fn pull_secret_rejected(report: &ProbeReport) -> Option<String> {
     report.attempts.iter().find_map(|a| {
-        let src = a.credential_source.as_deref()?;
-        (src.starts_with("pull-secret:")
+        let src = a.credential_source.as_ref()?;
+        (matches!(src, crate::credentials::CredentialSource::PullSecret { .. })
             && matches!(
                 a.reason,
                 Some(Reason::AuthCredentialsRejected | Reason::AuthDenied)

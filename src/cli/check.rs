@@ -126,9 +126,10 @@ pub struct NodeArgs {
     /// containerd's version (node `containerRuntimeVersion`), for version-specific behaviour.
     #[arg(long, value_name = "VERSION")]
     pub containerd_version: Option<String>,
-    /// The kubelet's `--root-dir` (node path), where its `config.json` is searched.
-    #[arg(long, value_name = "PATH", default_value = "/var/lib/kubelet")]
-    pub kubelet_root_dir: PathBuf,
+    /// The kubelet's `--root-dir` (node path), where its `config.json` is searched
+    /// (default: as the node's kubelet runs, else /var/lib/kubelet).
+    #[arg(long, value_name = "PATH")]
+    pub kubelet_root_dir: Option<PathBuf>,
     /// The kubelet's `--image-credential-provider-config` (node path).
     #[arg(long, value_name = "PATH")]
     pub image_credential_provider_config: Option<PathBuf>,

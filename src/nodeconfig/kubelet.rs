@@ -182,7 +182,10 @@ fn drop_ins(hr: &HostRoot) -> Vec<PathBuf> {
         let Ok(entries) = hr.read_dir(&dir) else {
             continue;
         };
-        for e in entries.into_iter().filter(|e| !e.is_dir && e.name.ends_with(".conf")) {
+        for e in entries
+            .into_iter()
+            .filter(|e| !e.is_dir && e.name.ends_with(".conf"))
+        {
             by_name
                 .entry(e.name.clone())
                 .or_insert_with(|| dir.join(&e.name));
@@ -247,7 +250,8 @@ fn parse_service(text: &str) -> ServiceSection {
                     Some(p) => (true, p),
                     None => (false, v.as_str()),
                 };
-                s.environment_files.push((PathBuf::from(path.trim()), optional));
+                s.environment_files
+                    .push((PathBuf::from(path.trim()), optional));
             }
             "ExecStart" => s.exec_start.push(v),
             _ => {}
@@ -257,11 +261,7 @@ fn parse_service(text: &str) -> ServiceSection {
 }
 
 /// The kubelet's command line from the unit and its drop-ins, words tagged with origin.
-fn unit_command_line(
-    hr: &HostRoot,
-    unit: &Path,
-    problems: &mut Vec<ConfigProblem>,
-) -> Vec<Word> {
+fn unit_command_line(hr: &HostRoot, unit: &Path, problems: &mut Vec<ConfigProblem>) -> Vec<Word> {
     let mut files = vec![unit.to_path_buf()];
     files.extend(drop_ins(hr));
     let mut env_assignments: Vec<(String, String, PathBuf)> = Vec::new();

@@ -40,11 +40,11 @@ pub struct NodeConfigOptions {
     pub runtime: Option<Runtime>,
     /// containerd `--config`; default `/etc/containerd/config.toml`.
     pub containerd_config: Option<PathBuf>,
-    /// kubelet `--root-dir`; default `/var/lib/kubelet`.
-    pub kubelet_root_dir: PathBuf,
-    /// kubelet `--image-credential-provider-config`.
+    /// kubelet `--root-dir`; `None` = as the node's kubelet runs (see [`kubelet`]).
+    pub kubelet_root_dir: Option<PathBuf>,
+    /// kubelet `--image-credential-provider-config`; `None` = as the node's kubelet runs.
     pub credential_provider_config: Option<PathBuf>,
-    /// kubelet `--image-credential-provider-bin-dir`.
+    /// kubelet `--image-credential-provider-bin-dir`; `None` = as the node's kubelet runs.
     pub credential_provider_bin_dir: Option<PathBuf>,
     /// e.g. `1.6.20` or `containerd://2.1.4` (node `containerRuntimeVersion`).
     pub containerd_version: Option<String>,
@@ -56,7 +56,7 @@ impl Default for NodeConfigOptions {
             host_root: PathBuf::from("/"),
             runtime: None,
             containerd_config: None,
-            kubelet_root_dir: PathBuf::from("/var/lib/kubelet"),
+            kubelet_root_dir: None,
             credential_provider_config: None,
             credential_provider_bin_dir: None,
             containerd_version: None,
@@ -183,6 +183,8 @@ pub struct NodeConfig {
     pub problems: Vec<ConfigProblem>,
     /// k3s/rke2 node: where containerd's registry config came from (see [`k3s`]).
     pub k3s: Option<k3s::K3sState>,
+    /// The kubelet settings in effect (given ones override what was discovered).
+    pub kubelet: kubelet::KubeletSettings,
 }
 
 impl NodeConfig {
@@ -191,7 +193,8 @@ impl NodeConfig {
         let hr = HostRoot::new(&opts.host_root)?;
         let mut problems = Vec::new();
         let mut findings = Vec::new();
-        let (runtime, runtime_reason) = detect_runtime(&hr, opts);
+        let kubelet = kubelet_settings(&hr, opts, &mut problems);
+        let (runtime, runtime_reason) = detect_runtime(&hr, opts, &kubelet);
 
         let version = match opts.containerd_version.as_deref() {
             Some(v) => {
@@ -269,9 +272,9 @@ impl NodeConfig {
             ));
         }
         let (node_docker_config, p) =
-            kubelet_node::load_node_docker_config(&hr, &opts.kubelet_root_dir);
+            kubelet_node::load_node_docker_config(&hr, &kubelet.root_dir.value);
         problems.extend(p);
-        let plugins = load_plugins(&hr, opts, &mut problems);
+        let plugins = load_plugins(&hr, &kubelet, &mut problems);
         Ok(NodeConfig {
             node_docker_config,
             plugins,
@@ -289,6 +292,7 @@ impl NodeConfig {
             findings,
             problems,
             k3s: k3s_state,
+            kubelet,
         })
     }
 
@@ -379,10 +383,10 @@ impl NodeConfig {
 /// run from `--image-credential-provider-bin-dir` under the host root.
 fn load_plugins(
     hr: &HostRoot,
-    opts: &NodeConfigOptions,
+    kubelet: &kubelet::KubeletSettings,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<Arc<PluginRunner>> {
-    let file = opts.credential_provider_config.as_ref()?;
+    let file = &kubelet.credential_provider_config.as_ref()?.value;
     let text = hr.read_or_report(file, true, problems)?;
     let (cfg, errs) = match CredentialProviderConfig::parse(file, &text) {
         Ok(x) => x,
@@ -404,7 +408,11 @@ fn load_plugins(
             e.message,
         ));
     }
-    let Some(bin) = &opts.credential_provider_bin_dir else {
+    let Some(bin) = kubelet
+        .credential_provider_bin_dir
+        .as_ref()
+        .map(|b| &b.value)
+    else {
         problems.push(ConfigProblem::new(
             file,
             None,
@@ -461,10 +469,57 @@ fn dpkg_containerd_version(hr: &HostRoot) -> Option<(String, String, containerd:
     None
 }
 
-/// `--runtime auto`: a runtime socket, then a config directory, then containerd.
-fn detect_runtime(hr: &HostRoot, opts: &NodeConfigOptions) -> (Runtime, String) {
+/// The kubelet's settings: what pullprobe was given, else what the node's kubelet runs with.
+fn kubelet_settings(
+    hr: &HostRoot,
+    opts: &NodeConfigOptions,
+    problems: &mut Vec<ConfigProblem>,
+) -> kubelet::KubeletSettings {
+    let mut k = kubelet::discover(hr, problems);
+    if let Some(d) = &opts.kubelet_root_dir {
+        k.root_dir = kubelet::Setting::given(d.clone());
+    }
+    if let Some(c) = &opts.credential_provider_config {
+        k.credential_provider_config = Some(kubelet::Setting::given(c.clone()));
+    }
+    if let Some(b) = &opts.credential_provider_bin_dir {
+        k.credential_provider_bin_dir = Some(kubelet::Setting::given(b.clone()));
+    }
+    k
+}
+
+/// The runtime behind a kubelet `--container-runtime-endpoint`.
+fn runtime_of_endpoint(endpoint: &str) -> Option<Runtime> {
+    let e = endpoint.to_ascii_lowercase();
+    if e.contains("crio") {
+        Some(Runtime::Crio)
+    } else if e.contains("containerd") {
+        Some(Runtime::Containerd)
+    } else {
+        None
+    }
+}
+
+/// `--runtime auto`: the kubelet's runtime endpoint, a runtime socket, then a config
+/// directory, then containerd.
+fn detect_runtime(
+    hr: &HostRoot,
+    opts: &NodeConfigOptions,
+    kubelet: &kubelet::KubeletSettings,
+) -> (Runtime, String) {
     if let Some(r) = opts.runtime {
         return (r, "given".into());
+    }
+    if let Some(ep) = &kubelet.container_runtime_endpoint {
+        if let Some(r) = runtime_of_endpoint(&ep.value) {
+            return (
+                r,
+                format!(
+                    "kubelet --container-runtime-endpoint {} ({})",
+                    ep.value, ep.source
+                ),
+            );
+        }
     }
     for (p, r) in [
         ("/run/containerd/containerd.sock", Runtime::Containerd),

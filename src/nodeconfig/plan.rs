@@ -20,6 +20,7 @@ use super::containerd::{ContainerdConfig, DEFAULT_CONFIG_PATH_2_2};
 use super::crio::{self, PullSource};
 use super::hosts_toml::{self, HostConfig, HostsTomlQuirks, DEFAULT_CAPABILITIES};
 use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, Runtime};
+use crate::credentials::{CredentialSource, SourcedCredential};
 use crate::endpoint::{Capabilities, ClientCert, Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
 
@@ -298,7 +299,15 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
             namespace: is_proxy.then(|| host.to_string()),
             dial_timeout: r.cfg.dial_timeout,
             send_credentials: true,
-            own_credential: cfg.configs.get(&r.cfg.host).and_then(|c| c.auth.clone()),
+            own_credential: cfg.configs.get(&r.cfg.host).and_then(|c| {
+                c.auth.clone().map(|credential| SourcedCredential {
+                    source: CredentialSource::RuntimeConfig {
+                        path: cfg_file.clone().unwrap_or_default(),
+                        host: r.cfg.host.clone(),
+                    },
+                    credential,
+                })
+            }),
             is_upstream: i == last,
             repository: None,
             origin: r.origin,
@@ -740,7 +749,7 @@ pub fn render_plan_text(plan: &Plan) -> String {
             let _ = writeln!(
                 s,
                 "     runtime credential: {}",
-                c.username().unwrap_or("(token)")
+                c.credential.username().unwrap_or("(token)")
             );
         }
         let _ = writeln!(s, "     from: {}", e.origin);

@@ -18,7 +18,7 @@ use super::outcome::{
 };
 use super::tls;
 use super::verdict;
-use crate::credentials::SourcedCredential;
+use crate::credentials::{CredentialSource, SourcedCredential};
 use crate::endpoint::{Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
 pub use crate::runtime::{Platform, Runtime};
@@ -265,28 +265,18 @@ impl Prober {
         // CRI-O does not send the kubelet's credential to a mirror on another domain;
         // containerd does. Endpoints carry that policy. A runtime-configured credential
         // for the host applies when the kubelet gives none.
-        let identity;
-        let own;
-        let cred_ref: Option<CredentialRef<'_>> = match cred {
-            Some(c) if ep.send_credentials => {
-                identity = c.source.to_string();
-                Some(CredentialRef {
-                    credential: &c.credential,
-                    identity: &identity,
-                })
-            }
-            _ => match &ep.own_credential {
-                Some(oc) => {
-                    own = format!("runtime-config:{}", ep.host_port());
-                    Some(CredentialRef {
-                        credential: oc,
-                        identity: &own,
-                    })
-                }
-                None => None,
-            },
+        let used: Option<&SourcedCredential> = match cred {
+            Some(c) if ep.send_credentials => Some(c),
+            _ => ep.own_credential.as_ref(),
         };
-        let source = cred_ref.as_ref().map(|c| c.identity.to_string());
+        let identity = used.map(|c| c.source.to_string());
+        let cred_ref: Option<CredentialRef<'_>> =
+            used.zip(identity.as_deref())
+                .map(|(c, identity)| CredentialRef {
+                    credential: &c.credential,
+                    identity,
+                });
+        let source = used.map(|c| c.source.clone());
         let ctx = SessionContext {
             resolver: match &self.resolver {
                 Ok(r) => r.clone(),
@@ -386,7 +376,7 @@ pub fn default_endpoint(image: &ImageRef) -> Result<Endpoint, Failure> {
 #[allow(clippy::too_many_arguments)]
 fn finish(
     ep: &Endpoint,
-    source: Option<String>,
+    source: Option<CredentialSource>,
     started: Instant,
     phases: Vec<super::outcome::PhaseRecord>,
     failure: Option<Failure>,
@@ -427,7 +417,7 @@ fn deadline_result(
     );
     finish(
         ep,
-        cred.map(|c| c.source.to_string()),
+        cred.map(|c| c.source.clone()),
         Instant::now(),
         Vec::new(),
         Some(f),

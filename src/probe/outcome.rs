@@ -4,6 +4,19 @@
 
 use serde::Serialize;
 
+use crate::credentials::CredentialSource;
+
+/// A credential source in JSON: its printable name (`pull-secret:ns/name#key`).
+fn ser_source<S: serde::Serializer>(
+    src: &Option<CredentialSource>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match src {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
+}
+
 /// The steps of a pull, in the order a runtime walks them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -290,8 +303,9 @@ pub struct RateLimit {
 pub struct EndpointAttempt {
     pub endpoint: String,
     pub is_upstream: bool,
-    /// Printable credential source (never the value); `None` = anonymous.
-    pub credential_source: Option<String>,
+    /// Where the credential came from (never its value); `None` = anonymous.
+    #[serde(serialize_with = "ser_source")]
+    pub credential_source: Option<CredentialSource>,
     pub ok: bool,
     pub phase: Option<Phase>,
     pub reason: Option<Reason>,
@@ -317,7 +331,8 @@ pub struct ProbeReport {
     pub duration_ms: f64,
     /// Phases of the deciding attempt, in order.
     pub phases: Vec<PhaseRecord>,
-    pub credential_source: Option<String>,
+    #[serde(serialize_with = "ser_source")]
+    pub credential_source: Option<CredentialSource>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<ManifestInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]

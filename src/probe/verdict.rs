@@ -148,12 +148,16 @@ pub fn path_state(runtime: Runtime, attempts: &[EndpointAttempt]) -> PathState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::CredentialSource;
 
     fn att(reason: Option<Reason>, cred: bool) -> EndpointAttempt {
         EndpointAttempt {
             endpoint: "https://r/v2".into(),
             is_upstream: true,
-            credential_source: cred.then(|| "node-config:/var/lib/kubelet/config.json".into()),
+            credential_source: cred.then(|| CredentialSource::AuthFile {
+                path: "/var/lib/kubelet/config.json".into(),
+                key: "r".into(),
+            }),
             ok: reason.is_none(),
             phase: reason.map(|r| r.phase()),
             reason,

@@ -94,7 +94,10 @@ pub fn table(reports: &[ProbeReport], verbose: bool) -> String {
                         "      {} {} [{}] {}\n",
                         if a.ok { "ok  " } else { "FAIL" },
                         a.endpoint,
-                        a.credential_source.as_deref().unwrap_or("anonymous"),
+                        a.credential_source
+                            .as_ref()
+                            .map(|c| c.to_string())
+                            .unwrap_or_else(|| "anonymous".into()),
                         a.reason.map(|x| x.as_str()).unwrap_or("")
                     ));
                 }

@@ -174,7 +174,9 @@ fn plan_tls_auth_docker_io_goes_to_mirror_then_hub() {
     assert_eq!(m.namespace.as_deref(), Some("docker.io"));
     assert_eq!(m.scheme, SchemePolicy::Https);
     assert_eq!(
-        m.own_credential.as_ref().and_then(|c| c.username()),
+        m.own_credential
+            .as_ref()
+            .and_then(|c| c.credential.username()),
         Some("xxxxxx")
     );
     assert!(!m.tls.skip_verify && m.tls.extra_ca_files.is_empty() && m.tls.client_certs.is_empty());
@@ -299,11 +301,14 @@ fn auth_variants_become_runtime_credentials() {
         p.endpoints[0]
             .own_credential
             .as_ref()
-            .and_then(|c| c.username()),
+            .and_then(|c| c.credential.username()),
         Some("user")
     );
     assert!(matches!(
-        p.endpoints[1].own_credential,
+        p.endpoints[1]
+            .own_credential
+            .as_ref()
+            .map(|c| &c.credential),
         Some(Credential::IdentityToken(_))
     ));
     assert!(p.endpoints[2].own_credential.is_none());

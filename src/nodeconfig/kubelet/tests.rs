@@ -18,7 +18,8 @@ fn found(files: &[(&str, &str)]) -> (KubeletSettings, Vec<ConfigProblem>) {
     (s, problems)
 }
 
-const KUBEADM_UNIT: &str = "[Unit]\nDescription=kubelet\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\n";
+const KUBEADM_UNIT: &str =
+    "[Unit]\nDescription=kubelet\n[Service]\nExecStart=/usr/bin/kubelet\nRestart=always\n";
 const KUBEADM_DROPIN: &str = r#"[Service]
 Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
 Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
@@ -44,7 +45,10 @@ fn kubeadm_layout_with_extra_args_in_etc_default() {
         ),
     ]);
     assert!(problems.is_empty(), "{problems:?}");
-    assert_eq!(s.unit.as_deref(), Some(Path::new("/usr/lib/systemd/system/kubelet.service")));
+    assert_eq!(
+        s.unit.as_deref(),
+        Some(Path::new("/usr/lib/systemd/system/kubelet.service"))
+    );
     assert_eq!(s.root_dir.value, PathBuf::from("/data/kubelet"));
     assert_eq!(
         s.root_dir.source.to_string(),
@@ -54,14 +58,20 @@ fn kubeadm_layout_with_extra_args_in_etc_default() {
         s.credential_provider_config.unwrap().value,
         PathBuf::from("/etc/kubernetes/cp.yaml")
     );
-    assert_eq!(s.credential_provider_bin_dir.unwrap().value, PathBuf::from("/opt/cp/bin"));
+    assert_eq!(
+        s.credential_provider_bin_dir.unwrap().value,
+        PathBuf::from("/opt/cp/bin")
+    );
     let ep = s.container_runtime_endpoint.unwrap();
     assert_eq!(ep.value, "unix:///var/run/containerd/containerd.sock");
     assert!(matches!(
         ep.source,
         SettingSource::Unit { variable: Some(ref v), .. } if v == "KUBELET_KUBEADM_ARGS"
     ));
-    assert_eq!(s.config_file.unwrap().value, PathBuf::from("/var/lib/kubelet/config.yaml"));
+    assert_eq!(
+        s.config_file.unwrap().value,
+        PathBuf::from("/var/lib/kubelet/config.yaml")
+    );
 }
 
 #[test]
@@ -76,8 +86,14 @@ fn eks_al2_flags_in_the_unit_with_continuations() {
     ]);
     assert!(problems.is_empty(), "{problems:?}");
     let cfg = s.credential_provider_config.unwrap();
-    assert_eq!(cfg.value, PathBuf::from("/etc/eks/image-credential-provider/config.json"));
-    assert_eq!(cfg.source.to_string(), "/etc/systemd/system/kubelet.service");
+    assert_eq!(
+        cfg.value,
+        PathBuf::from("/etc/eks/image-credential-provider/config.json")
+    );
+    assert_eq!(
+        cfg.source.to_string(),
+        "/etc/systemd/system/kubelet.service"
+    );
     assert_eq!(
         s.credential_provider_bin_dir.unwrap().value,
         PathBuf::from("/etc/eks/image-credential-provider")
@@ -157,7 +173,10 @@ fn gke_and_aks_keep_flags_in_etc_default_kubelet() {
 fn drop_in_in_etc_masks_the_same_name_in_usr_lib_and_last_flag_wins() {
     let (s, _) = found(&[
         ("/usr/lib/systemd/system/kubelet.service", KUBEADM_UNIT),
-        ("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf", KUBEADM_DROPIN),
+        (
+            "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+            KUBEADM_DROPIN,
+        ),
         (
             "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
             "[Service]\nExecStart=\nExecStart=/usr/bin/kubelet --root-dir=/a --root-dir=/b\n",
@@ -175,7 +194,10 @@ fn without_a_unit_the_usual_environment_files_are_read() {
     )]);
     let c = s.credential_provider_config.unwrap();
     assert_eq!(c.value, PathBuf::from("/etc/kubernetes/cp.yaml"));
-    assert_eq!(c.source.to_string(), "/etc/sysconfig/kubelet (KUBELET_EXTRA_ARGS)");
+    assert_eq!(
+        c.source.to_string(),
+        "/etc/sysconfig/kubelet (KUBELET_EXTRA_ARGS)"
+    );
     let (none, problems) = found(&[]);
     assert_eq!(none.root_dir.value, PathBuf::from(DEFAULT_ROOT_DIR));
     assert!(none.unit.is_none() && none.credential_provider_config.is_none());

@@ -314,7 +314,7 @@ fn legacy_mirrors_and_configs() {
         p.endpoints[0]
             .own_credential
             .as_ref()
-            .and_then(|c| c.username()),
+            .and_then(|c| c.credential.username()),
         Some("u")
     );
     assert!(p
