@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod k8s;
 pub mod nodeconfig;
+pub mod pipeline;
 pub mod probe;
 pub mod reference;
 pub mod report;

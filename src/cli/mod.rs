@@ -1,5 +1,6 @@
 //! Command-line interface: `pullprobe check`, `pullprobe plan`, `pullprobe agent`.
 
+pub mod args;
 pub mod check;
 pub mod plan;
 

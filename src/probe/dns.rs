@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
+use hickory_resolver::config::{
+    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
@@ -15,12 +17,16 @@ use hickory_resolver::Resolver;
 
 use super::outcome::{Failure, Reason};
 
-/// A resolver built from the node's files. Cheap to clone (shared inner state).
+/// A resolver built from the node's files. Cheap to clone (shared inner state). A
+/// resolver configuration that cannot be used is reported by the lookups that need it:
+/// IP literals and hosts-file names resolve without one, as in Go.
 #[derive(Clone)]
 pub struct NodeResolver {
-    resolver: Arc<Resolver<TokioRuntimeProvider>>,
+    resolver: Result<Arc<Resolver<TokioRuntimeProvider>>, Arc<ResolverConfigError>>,
     /// Static entries of the node's hosts file, by lowercased name, in file order.
     hosts: Arc<HashMap<String, Vec<IpAddr>>>,
+    /// The node has no resolv.conf: Go's defaults (`127.0.0.1:53`, `[::1]:53`) are used.
+    pub go_defaults: bool,
 }
 
 /// Parse a hosts(5) file. Hand-written on purpose: hickory consults its hosts table per
@@ -64,51 +70,25 @@ pub enum ResolverConfigError {
 impl NodeResolver {
     /// Build from `resolv.conf` and `hosts` paths. The resolver's cache is disabled so
     /// every probe really asks the nameservers (we want what a *new* pull would see).
-    pub fn from_files(
-        resolv_conf: &Path,
-        hosts_file: &Path,
-        timeout: Duration,
-    ) -> Result<NodeResolver, ResolverConfigError> {
-        let bytes = std::fs::read(resolv_conf).map_err(|source| ResolverConfigError::Read {
-            path: resolv_conf.to_path_buf(),
-            source,
-        })?;
-        let (config, mut opts) =
-            hickory_resolver::system_conf::parse_resolv_conf(&bytes).map_err(|e| {
-                ResolverConfigError::Invalid {
-                    path: resolv_conf.to_path_buf(),
-                    message: e.to_string(),
-                }
-            })?;
-        opts.cache_size = 0;
-        // glibc and Go both return IPv4 first on typical nodes; hickory's default is IPv6 first.
-        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        // resolv.conf's own `timeout:` applies per attempt, but never beyond the phase timeout.
-        opts.timeout = opts.timeout.min(timeout);
-        // The hosts file is consulted first, by us (see `parse_hosts`).
-        opts.use_hosts_file = ResolveHosts::Never;
-        let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
-            .with_options(opts)
-            .build()
-            .map_err(|e| ResolverConfigError::Invalid {
-                path: resolv_conf.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let hosts = match std::fs::read_to_string(hosts_file) {
-            Ok(text) => parse_hosts(&text),
-            // A node without a hosts file simply has no static entries.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
-            Err(source) => {
-                return Err(ResolverConfigError::Read {
-                    path: hosts_file.to_path_buf(),
-                    source,
-                })
+    /// Never fails: see the type's doc.
+    pub fn from_files(resolv_conf: &Path, hosts_file: &Path, timeout: Duration) -> NodeResolver {
+        let (resolver, go_defaults) = match build_resolver(resolv_conf, timeout) {
+            Ok((r, d)) => (Ok(Arc::new(r)), d),
+            Err(e) => (Err(Arc::new(e)), false),
+        };
+        let hosts = match read_hosts(hosts_file) {
+            Ok(h) => h,
+            Err(e) => {
+                // An unreadable hosts file: Go skips it; so do we, and say so when DNS fails.
+                tracing::warn!(error = %e, "cannot read the node's hosts file");
+                HashMap::new()
             }
         };
-        Ok(NodeResolver {
-            resolver: Arc::new(resolver),
+        NodeResolver {
+            resolver,
             hosts: Arc::new(hosts),
-        })
+            go_defaults,
+        }
     }
 
     /// Resolve `host` to addresses in the order a Go client would dial them. IP literals
@@ -124,7 +104,11 @@ impl NodeResolver {
         {
             return Ok(ips.clone());
         }
-        let lookup = tokio::time::timeout(timeout, self.resolver.lookup_ip(bare)).await;
+        let resolver = match &self.resolver {
+            Ok(r) => r,
+            Err(e) => return Err(Failure::new(Reason::DNSConfigInvalid, e.to_string())),
+        };
+        let lookup = tokio::time::timeout(timeout, resolver.lookup_ip(bare)).await;
         match lookup {
             Err(_) => Err(Failure::new(
                 Reason::DNSTimeout,
@@ -143,6 +127,68 @@ impl NodeResolver {
                 }
             }
         }
+    }
+}
+
+/// The resolver for a resolv.conf; `true` when the file is missing and Go's defaults
+/// apply (net/dnsconfig_unix.go `dnsReadConfig`: `conf.servers = defaultNS`, which is
+/// `127.0.0.1:53` and `[::1]:53`; a missing file is not an error for Go's resolver).
+fn build_resolver(
+    resolv_conf: &Path,
+    timeout: Duration,
+) -> Result<(Resolver<TokioRuntimeProvider>, bool), ResolverConfigError> {
+    let invalid = |message: String| ResolverConfigError::Invalid {
+        path: resolv_conf.to_path_buf(),
+        message,
+    };
+    let (config, mut opts, go_defaults) = match std::fs::read(resolv_conf) {
+        Ok(bytes) => {
+            let (c, o) = hickory_resolver::system_conf::parse_resolv_conf(&bytes)
+                .map_err(|_| invalid("not a resolv.conf this resolver can use".into()))?;
+            (c, o, false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let servers = [
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+            ]
+            .into_iter()
+            .map(NameServerConfig::udp_and_tcp)
+            .collect();
+            let mut o = ResolverOpts::default();
+            o.attempts = 2;
+            (ResolverConfig::from_name_servers(servers), o, true)
+        }
+        Err(source) => {
+            return Err(ResolverConfigError::Read {
+                path: resolv_conf.to_path_buf(),
+                source,
+            })
+        }
+    };
+    opts.cache_size = 0;
+    // glibc and Go both return IPv4 first on typical nodes; hickory's default is IPv6 first.
+    opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    // resolv.conf's own `timeout:` applies per attempt, but never beyond the phase timeout.
+    opts.timeout = opts.timeout.min(timeout);
+    // The hosts file is consulted first, by us (see `parse_hosts`).
+    opts.use_hosts_file = ResolveHosts::Never;
+    let resolver = Resolver::builder_with_config(config, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(|_| invalid("the resolver cannot be built from it".into()))?;
+    Ok((resolver, go_defaults))
+}
+
+/// The hosts file's entries; a missing file has none.
+fn read_hosts(hosts_file: &Path) -> Result<HashMap<String, Vec<IpAddr>>, ResolverConfigError> {
+    match std::fs::read_to_string(hosts_file) {
+        Ok(text) => Ok(parse_hosts(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(source) => Err(ResolverConfigError::Read {
+            path: hosts_file.to_path_buf(),
+            source,
+        }),
     }
 }
 

@@ -111,8 +111,8 @@ impl ProbeTarget {
 /// across probes: each probe sees what a new pull would see.
 pub struct Prober {
     options: ProbeOptions,
-    resolver: Result<NodeResolver, String>,
-    tokens: TokenCache,
+    resolver: NodeResolver,
+    tokens: Arc<TokenCache>,
     tls_configs: Mutex<HashMap<String, Result<Arc<ClientConfig>, String>>>,
 }
 
@@ -133,16 +133,21 @@ fn ms(d: Duration) -> f64 {
 
 impl Prober {
     pub fn new(options: ProbeOptions) -> Prober {
+        Prober::with_tokens(options, Arc::new(TokenCache::default()))
+    }
+
+    /// A prober sharing `tokens` with others (a path and an image prober of one node;
+    /// a reloaded node config keeps its tokens).
+    pub fn with_tokens(options: ProbeOptions, tokens: Arc<TokenCache>) -> Prober {
         let resolver = NodeResolver::from_files(
             &options.resolv_conf,
             &options.hosts_file,
             options.timeouts.dns,
-        )
-        .map_err(|e| e.to_string());
+        );
         Prober {
             options,
             resolver,
-            tokens: TokenCache::default(),
+            tokens,
             tls_configs: Mutex::new(HashMap::new()),
         }
     }
@@ -278,13 +283,7 @@ impl Prober {
                 });
         let source = used.map(|c| c.source.clone());
         let ctx = SessionContext {
-            resolver: match &self.resolver {
-                Ok(r) => r.clone(),
-                Err(msg) => {
-                    let f = Failure::new(Reason::DNSConfigInvalid, msg.clone());
-                    return finish(ep, source, started, Vec::new(), Some(f), None, None, None);
-                }
-            },
+            resolver: self.resolver.clone(),
             timeouts: self.options.timeouts,
             tls: self.tls_config(&ep.tls),
             scheme: ep.scheme,

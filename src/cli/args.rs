@@ -1,0 +1,126 @@
+//! Flag groups shared by `check`, `plan` (and the agent's node flags): each turns into
+//! its part of the one pipeline's [`Spec`].
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::endpoint::ClientCert;
+use crate::pipeline::{EndpointOverrides, NodeOverrides, Spec};
+use crate::runtime::Runtime;
+
+/// `--runtime`: a runtime, or `auto`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RuntimeArg {
+    #[default]
+    Auto,
+    Containerd,
+    Crio,
+}
+
+/// Where the node's own pull-path configuration is read from.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeArgs {
+    /// Read the node's runtime config (containerd `config.toml` + `hosts.toml`, or CRI-O
+    /// `registries.conf`), CA bundle, resolver, proxy settings and kubelet credentials
+    /// under this directory (`/` on a node, `/host` in the DaemonSet) and probe the
+    /// runtime's own endpoints with its own credentials.
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+    /// Whose config rules and request sequence to reproduce (`auto`: detected under
+    /// --host-root from the kubelet's --container-runtime-endpoint, a runtime socket or
+    /// config; else containerd).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: RuntimeArg,
+    /// containerd's config file (node path) [default: /etc/containerd/config.toml, or
+    /// the k3s/rke2 one].
+    #[arg(long, value_name = "PATH")]
+    pub containerd_config: Option<PathBuf>,
+    /// containerd's version (node `containerRuntimeVersion`), for version-specific
+    /// behaviour [default: from the node's dpkg status, else assumed < 2.0].
+    #[arg(long, value_name = "VERSION")]
+    pub containerd_version: Option<String>,
+    /// The kubelet's `--root-dir` (node path), where its `config.json` is searched
+    /// [default: as the node's kubelet unit runs it, else /var/lib/kubelet].
+    #[arg(long, value_name = "PATH")]
+    pub kubelet_root_dir: Option<PathBuf>,
+    /// The kubelet's `--image-credential-provider-config` (node path) [default: as the
+    /// node's kubelet unit runs it].
+    #[arg(long, value_name = "PATH")]
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// The kubelet's `--image-credential-provider-bin-dir` (node path) [default: as the
+    /// node's kubelet unit runs it].
+    #[arg(long, value_name = "PATH")]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
+    /// The node's resolv.conf [default: the host root's etc/resolv.conf (symlinks
+    /// resolved inside it), else /etc/resolv.conf].
+    #[arg(long, value_name = "PATH")]
+    pub resolv_conf: Option<PathBuf>,
+    /// The node's hosts file [default: the host root's etc/hosts, else /etc/hosts].
+    #[arg(long, value_name = "PATH")]
+    pub hosts_file: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    pub fn apply(&self, spec: &mut Spec) {
+        spec.host_root = self.host_root.clone();
+        spec.runtime = match self.runtime {
+            RuntimeArg::Auto => None,
+            RuntimeArg::Containerd => Some(Runtime::Containerd),
+            RuntimeArg::Crio => Some(Runtime::Crio),
+        };
+        spec.node = NodeOverrides {
+            containerd_config: self.containerd_config.clone(),
+            containerd_version: self.containerd_version.clone(),
+            kubelet_root_dir: self.kubelet_root_dir.clone(),
+            credential_provider_config: self.image_credential_provider_config.clone(),
+            credential_provider_bin_dir: self.image_credential_provider_bin_dir.clone(),
+        };
+        spec.resolv_conf = self.resolv_conf.clone();
+        spec.hosts_file = self.hosts_file.clone();
+    }
+}
+
+/// Endpoints and TLS given on the command line.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EndpointArgs {
+    /// A mirror API root tried before the node's own endpoints, e.g.
+    /// `https://mirror:5000` (repeatable; in order).
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Talk plain HTTP to the registry (workstation checks).
+    #[arg(long, conflicts_with = "insecure_skip_verify")]
+    pub plain_http: bool,
+    /// The node's CA bundle [default: the host root's, from the usual Debian/RHEL/SUSE/
+    /// Alpine locations].
+    #[arg(long, value_name = "PATH")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Extra CA file appended to every endpoint's pool (repeatable; like hosts.toml `ca`).
+    #[arg(long = "ca-file", value_name = "PATH")]
+    pub ca_files: Vec<PathBuf>,
+    /// Client certificate (PEM) offered to every endpoint.
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM) [default: inside the --cert file].
+    #[arg(long, value_name = "PATH", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Do not verify registry certificates (containerd `skip_verify`).
+    #[arg(long)]
+    pub insecure_skip_verify: bool,
+}
+
+impl EndpointArgs {
+    pub fn apply(&self, spec: &mut Spec) {
+        spec.endpoints = EndpointOverrides {
+            mirrors: self.mirrors.clone(),
+            plain_http: self.plain_http,
+            ca_bundle: self.ca_bundle.clone(),
+            ca_files: self.ca_files.clone(),
+            client_cert: self.cert.clone().map(|cert| ClientCert {
+                cert,
+                key: self.key.clone(),
+            }),
+            skip_verify: self.insecure_skip_verify,
+        };
+    }
+}
