@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::probe::{Phase, ProbeReport, Reason, Verdict};
+pub use crate::report::records::{ConditionKind, ConditionRecord};
 
 use super::schedule::Jitter;
 
@@ -28,51 +29,6 @@ use super::schedule::Jitter;
 pub const MESSAGE_MAX: usize = 1024;
 const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// The two conditions pullprobe owns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum ConditionKind {
-    /// The node cannot reach a registry in use over its pull path.
-    RegistryUnreachable,
-    /// Node-level credentials are rejected, expired, or their provider fails.
-    RegistryAuthFailing,
-}
-
-impl ConditionKind {
-    pub const ALL: [ConditionKind; 2] = [
-        ConditionKind::RegistryUnreachable,
-        ConditionKind::RegistryAuthFailing,
-    ];
-
-    /// The condition `type` on the Node.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConditionKind::RegistryUnreachable => "RegistryUnreachable",
-            ConditionKind::RegistryAuthFailing => "RegistryAuthFailing",
-        }
-    }
-
-    /// Reason while the condition is False.
-    pub fn ok_reason(self) -> &'static str {
-        match self {
-            ConditionKind::RegistryUnreachable => "RegistriesReachable",
-            ConditionKind::RegistryAuthFailing => "RegistryCredentialsAccepted",
-        }
-    }
-
-    fn ok_message(self) -> &'static str {
-        match self {
-            ConditionKind::RegistryUnreachable => {
-                "every registry in use is reachable over the node's pull path"
-            }
-            ConditionKind::RegistryAuthFailing => "the node's registry credentials are accepted",
-        }
-    }
-
-    pub fn from_type(t: &str) -> Option<ConditionKind> {
-        ConditionKind::ALL.into_iter().find(|k| k.as_str() == t)
-    }
-}
 
 /// How one probe result bears on the Node conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,18 +165,6 @@ impl Clock for FakeClock {
     fn now(&self) -> SystemTime {
         self.0.lock().map(|t| *t).unwrap_or(SystemTime::UNIX_EPOCH)
     }
-}
-
-/// A condition as written to (or read from) the Node.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ConditionRecord {
-    pub kind: ConditionKind,
-    /// True = problem.
-    pub status: bool,
-    pub reason: String,
-    pub message: String,
-    pub last_transition: SystemTime,
-    pub last_heartbeat: SystemTime,
 }
 
 #[derive(Clone, Debug)]

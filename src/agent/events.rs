@@ -11,35 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-/// What an Event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum InvolvedObject {
-    Node {
-        name: String,
-        uid: String,
-    },
-    Pod {
-        namespace: String,
-        name: String,
-        uid: String,
-    },
-}
-
-/// An Event to post.
-#[derive(Clone, Debug, PartialEq)]
-pub struct EventRecord {
-    /// Stable object name: `<object>.pullprobe.<hash of key>`.
-    pub name: String,
-    pub object: InvolvedObject,
-    /// `Normal` or `Warning`.
-    pub type_: &'static str,
-    pub reason: String,
-    pub message: String,
-    /// How many times this Event has been emitted (1 = create; more = patch).
-    pub count: i32,
-    pub first: SystemTime,
-    pub last: SystemTime,
-}
+pub use crate::report::records::{EventRecord, InvolvedObject};
 
 #[derive(Debug)]
 struct Seen {

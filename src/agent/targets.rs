@@ -10,26 +10,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::reference::ImageRef;
-
-/// The parts of a Pod the agent needs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PodInfo {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    /// Images of containers, init containers and ephemeral containers, in spec order.
-    pub images: Vec<String>,
-    /// `imagePullSecrets` names (in the pod's namespace).
-    pub pull_secrets: Vec<String>,
-}
-
-/// A pod that uses a target, for Pod Events.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct PodRef {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
+pub use crate::report::records::{PodInfo, PodRef};
 
 /// Which credentials a probe uses: the node's own (kubelet config.json, credential
 /// providers, runtime config) or a pod's pull secrets (tried first by the kubelet, then

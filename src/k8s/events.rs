@@ -8,7 +8,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use super::node::{to_time, FIELD_MANAGER};
 use super::K8sError;
-use crate::agent::events::{EventRecord, InvolvedObject};
+use crate::report::records::{EventRecord, InvolvedObject};
 
 /// Create the Event (count 1) or bump the existing one's count.
 pub async fn post(client: &kube::Client, node: &str, rec: &EventRecord) -> Result<(), K8sError> {

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 
 use super::K8sError;
-use crate::agent::conditions::{ConditionKind, ConditionRecord};
+use crate::report::records::{ConditionKind, ConditionRecord};
 
 /// The field manager on our writes.
 pub const FIELD_MANAGER: &str = "pullprobe";

@@ -11,7 +11,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 
-use crate::agent::targets::PodInfo;
+use crate::report::records::PodInfo;
 
 /// Pods on the node keyed by uid; filled by [`watch`].
 pub type PodStore = Arc<Mutex<BTreeMap<String, PodInfo>>>;

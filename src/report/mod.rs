@@ -1,5 +1,7 @@
 //! Rendering probe reports for people (a table) and machines (JSON lines).
 
+pub mod records;
+
 use crate::probe::{ProbeReport, Verdict};
 
 /// One JSON object per line, as `pullprobe check --json` prints.
