@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::agent_proc::{get_json, http_get, metric_sum, wait_for, write_file, AgentProc, Switch};
+use crate::agent_proc::{
+    get_json, http_get, metric_sum, status_condition, status_targets, wait_for, write_file,
+    AgentProc, Switch,
+};
 use crate::harness::{OciImage, PushOpts, Registry};
 use crate::kube::KubeApiServer;
 
@@ -220,13 +223,12 @@ fn agent_against_real_apiserver_and_registry() {
         "the pod's image on /status",
         || {
             let st = get_json(port, "/status");
-            st["targets"]
-                .as_object()?
-                .iter()
+            status_targets(&st)
+                .into_iter()
                 .find(|(k, v)| k.contains("team/app:missing") && v["pods"] == json!(["apps/p1"]))
                 .map(|(k, v)| {
                     assert_eq!(v["reason"], "ManifestNotFound", "{v}");
-                    k.clone()
+                    k
                 })
         },
     );
@@ -262,7 +264,7 @@ fn agent_against_real_apiserver_and_registry() {
         "the pod's image to leave /status",
         || {
             let st = get_json(port, "/status");
-            (!st["targets"].as_object()?.contains_key(&key_missing)).then_some(())
+            (!status_targets(&st).contains_key(&key_missing)).then_some(())
         },
     );
     eprintln!("[{:?}] pods done", t0.elapsed());
@@ -309,7 +311,7 @@ fn agent_against_real_apiserver_and_registry() {
     let msg = c["message"].as_str().unwrap();
     assert!(msg.contains(&switch.host_port()), "{msg}");
     let failing_paths: Vec<f64> = agent
-        .logs_with("probe")
+        .logs_of("pullprobe::probe")
         .iter()
         .filter(|l| l["kind"] == "path" && l["verdict"] != "ready" && ts(&l["timestamp"]) > down_at)
         .map(|l| ts(&l["timestamp"]))
@@ -406,7 +408,7 @@ fn agent_against_real_apiserver_and_registry() {
         "the condition to flip locally",
         || {
             let st = get_json(port, "/status");
-            (st["conditions"]["RegistryUnreachable"]["status"] == "True").then_some(())
+            (status_condition(&st, "RegistryUnreachable")["status"] == "True").then_some(())
         },
     );
     let m = http_get(port, "/metrics").unwrap();
@@ -455,8 +457,7 @@ fn agent_against_real_apiserver_and_registry() {
     api.must("POST", "/api/v1/namespaces/apps/pods", &admin, Some(&pod));
     wait_for(Duration::from_secs(15), "the new pod on /status", || {
         let st = get_json(port, "/status");
-        st["targets"]
-            .as_object()?
+        status_targets(&st)
             .values()
             .any(|v| v["pods"] == json!(["apps/p3"]))
             .then_some(())
@@ -676,10 +677,8 @@ fn node_credentials_and_pod_pull_secrets() {
     assert!(!ev["message"].as_str().unwrap().contains("old-pw"), "{ev}");
     // The pod's target is checked with its own credential source, and passes via the node's.
     let st = get_json(port, "/status");
-    let t = st["targets"]
-        .as_object()
-        .unwrap()
-        .iter()
+    let t = status_targets(&st)
+        .into_iter()
         .find(|(k, _)| k.contains("pull-secrets:apps/stale"))
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| panic!("no pull-secret target: {st}"));

@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::agent_proc::{
-    get_json, http_get, http_get_full, metric_sum, wait_for, write_file, AgentProc,
+    get_json, http_get, http_get_full, metric_sum, status_condition, status_targets, wait_for,
+    write_file, AgentProc,
 };
 use crate::harness::{OciImage, Pki, PushOpts, Registry};
 
@@ -23,10 +24,7 @@ fn config(images: &[&str], extra: &str) -> String {
 }
 
 fn targets(port: u16) -> serde_json::Map<String, Value> {
-    get_json(port, "/status")["targets"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default()
+    status_targets(&get_json(port, "/status"))
 }
 
 #[test]
@@ -71,7 +69,10 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     let st = get_json(port, "/status");
     assert_eq!(st["node"], "standalone-1");
     assert_eq!(st["ready"], true);
-    assert_eq!(st["conditions"]["RegistryUnreachable"]["status"], "False");
+    assert_eq!(
+        status_condition(&st, "RegistryUnreachable")["status"],
+        "False"
+    );
     let t = targets(port);
     let find = |suffix: &str| {
         t.iter()
@@ -142,7 +143,7 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     );
 
     // JSON logs: one line per probe with per-phase durations.
-    let probes = agent.logs_with("probe");
+    let probes = agent.logs_of("pullprobe::probe");
     assert!(probes.len() >= 3, "{probes:?}");
     for p in &probes {
         for f in [

@@ -12,6 +12,8 @@ use pullprobe::nodeconfig::hosts_toml::{parse_hosts_file, HostsTomlQuirks};
 use pullprobe::nodeconfig::k3s;
 use pullprobe::nodeconfig::plan::PullMode;
 use pullprobe::nodeconfig::{FindingKind, NodeConfig, NodeConfigOptions, Runtime};
+use pullprobe::pipeline::credentials::kubelet_credentials;
+use pullprobe::pipeline::Creds;
 use pullprobe::reference::ImageRef;
 
 fn corpus_dirs() -> Vec<PathBuf> {
@@ -758,9 +760,8 @@ async fn hostroot_containerd_mirror() {
     );
 
     // Credentials: node config.json, then the plugin (kubelet order), sources named.
-    let (creds, problems) = nc
-        .credentials(&img("registry.internal:5443/team/app:v1"), &[])
-        .await;
+    let (creds, problems) =
+        kubelet_credentials(&nc, &img("registry.internal:5443/team/app:v1"), Creds::Node).await;
     assert!(problems.is_empty(), "{problems:?}");
     let srcs: Vec<String> = creds.iter().map(|c| c.source.to_string()).collect();
     assert_eq!(
@@ -783,9 +784,13 @@ async fn hostroot_containerd_mirror() {
         secret_type: "kubernetes.io/dockerconfigjson".into(),
         data,
     };
-    let (creds, _) = nc
-        .credentials(&img("registry.internal:5443/team/app:v1"), &[secret])
-        .await;
+    let secrets = [secret];
+    let (creds, _) = kubelet_credentials(
+        &nc,
+        &img("registry.internal:5443/team/app:v1"),
+        Creds::PullSecrets(&secrets),
+    )
+    .await;
     assert_eq!(
         creds[0].source.to_string(),
         "pull-secret:default/regcred#registry.internal:5443/team"

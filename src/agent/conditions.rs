@@ -14,13 +14,13 @@
 //!
 //! The run loop owns the manager behind one mutex; nothing else holds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::probe::{Phase, ProbeReport, Reason, Verdict};
+use crate::probe::{Phase, Reason};
 pub use crate::report::records::{ConditionKind, ConditionRecord};
 
 use super::schedule::Jitter;
@@ -29,63 +29,6 @@ use super::schedule::Jitter;
 pub const MESSAGE_MAX: usize = 1024;
 const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
-
-/// How one probe result bears on the Node conditions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Class {
-    /// The pull path works (or failed for a workload reason, see `Workload`).
-    Ok,
-    /// DNS, TCP, TLS, HTTP, server errors, timeouts: the node cannot reach the registry.
-    Unreachable(Reason),
-    /// The node's own credentials (auth file, credential provider) were rejected.
-    NodeAuth(Reason),
-    /// A problem of the workload (tag or platform missing, a pod's pull secret rejected,
-    /// access denied to one repository): Pod Events, metrics and logs, not a node condition.
-    Workload(Reason),
-    /// Neither proves nor disproves anything about the node (rate limited).
-    Inconclusive(Reason),
-}
-
-/// Classify a report. `node_credential` is true when the credentials probed were the
-/// node's own (kubelet config.json, credential providers) rather than a pod's secret.
-pub fn classify(report: &ProbeReport, node_credential: bool) -> Class {
-    if report.verdict.pulls() {
-        return Class::Ok;
-    }
-    let Some(reason) = report.reason else {
-        return Class::Ok;
-    };
-    if report.verdict == Verdict::Blocked {
-        return Class::Workload(reason);
-    }
-    use Reason::*;
-    match reason {
-        RateLimited => Class::Inconclusive(reason),
-        AuthCredentialsRejected | AuthTokenEndpointError | AuthTokenMalformed
-            if node_credential =>
-        {
-            Class::NodeAuth(reason)
-        }
-        AuthCredentialsRejected
-        | AuthCredentialsRequired
-        | AuthDenied
-        | AuthTokenEndpointError
-        | AuthTokenMalformed => Class::Workload(reason),
-        ManifestNotFound | RepositoryNotFound | PlatformMissing | BlobNotFound
-        | ReferenceInvalid | RegistryBlocked | ManifestMalformed | ManifestTooLarge => {
-            Class::Workload(reason)
-        }
-        _ => match reason.phase() {
-            Phase::Dns
-            | Phase::Connect
-            | Phase::Tls
-            | Phase::Auth
-            | Phase::Manifest
-            | Phase::Blob => Class::Unreachable(reason),
-            Phase::Reference | Phase::Platform => Class::Workload(reason),
-        },
-    }
-}
 
 /// The condition reason for a failing probe reason: DNS problems share one reason
 /// (`DNSFailure`) so a resolver switching between SERVFAIL and timeouts does not cause a
@@ -101,22 +44,47 @@ pub fn condition_reason(reason: Reason) -> &'static str {
 /// One failing registry seen in a cycle, for the condition message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
+    /// The registry as written in image references (`docker.io`, `reg.example:5000`).
     pub registry: String,
+    /// The endpoint whose failure the runtime reports (URL without userinfo or query).
     pub endpoint: String,
     pub reason: &'static str,
 }
 
+/// A condition's failing state in one cycle: its reason, message and which registries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failing {
+    pub reason: String,
+    pub message: String,
+    /// The failing registries: a change in this set is worth a write.
+    pub registries: BTreeSet<String>,
+}
+
 /// The condition reason and bounded message for a set of problems: the reason of the
-/// first registry in name order (stable from cycle to cycle), all of them in the message.
-pub fn summarize(mut problems: Vec<Problem>) -> Option<(String, String)> {
+/// first registry in name order (stable from cycle to cycle), each registry once in the
+/// message (`reg.example: TLSUnknownAuthority at https://reg.example/v2`).
+pub fn summarize(mut problems: Vec<Problem>) -> Option<Failing> {
     problems.sort();
     problems.dedup();
     let first = problems.first()?.reason.to_string();
     let parts: Vec<String> = problems
         .iter()
-        .map(|p| format!("{} via {}: {}", p.registry, p.endpoint, p.reason))
+        .map(|p| format!("{}: {} at {}", p.registry, p.reason, p.endpoint))
         .collect();
-    Some((first, bound_message(&parts.join("; "))))
+    Some(Failing {
+        reason: first,
+        message: bound_message(&parts.join("; ")),
+        registries: problems.into_iter().map(|p| p.registry).collect(),
+    })
+}
+
+/// The registries named in a message [`summarize`] wrote (`a: R at e; b: R at e`), so a
+/// restarted agent knows which registries its seeded condition is about.
+fn registries_in(message: &str) -> BTreeSet<String> {
+    message
+        .split("; ")
+        .filter_map(|part| part.split_once(": ").map(|(r, _)| r.to_string()))
+        .collect()
 }
 
 /// Cut a message to [`MESSAGE_MAX`] bytes on a character boundary.
@@ -172,6 +140,8 @@ struct State {
     status: bool,
     reason: String,
     message: String,
+    /// The failing registries while True.
+    registries: BTreeSet<String>,
     last_transition: SystemTime,
     fail_streak: u32,
     pass_streak: u32,
@@ -222,6 +192,7 @@ impl ConditionManager {
                         status: false,
                         reason: k.ok_reason().to_string(),
                         message: k.ok_message().to_string(),
+                        registries: BTreeSet::new(),
                         last_transition: now,
                         fail_streak: 0,
                         pass_streak: 0,
@@ -261,6 +232,11 @@ impl ConditionManager {
                 s.status = rec.status;
                 s.reason = rec.reason.clone();
                 s.message = rec.message.clone();
+                s.registries = if rec.status {
+                    registries_in(&rec.message)
+                } else {
+                    BTreeSet::new()
+                };
                 s.last_transition = rec.last_transition;
                 found += 1;
                 oldest_heartbeat = Some(match oldest_heartbeat {
@@ -276,36 +252,35 @@ impl ConditionManager {
         }
     }
 
-    /// Record one cycle's verdict for a condition: `failing` holds the (reason, message)
-    /// when the node has this problem in this cycle.
+    /// Record one cycle's verdict for a condition: `failing` when the node has this
+    /// problem in this cycle. A write is due on a transition, a reason change, or a
+    /// change in the set of failing registries (a second registry breaking while the
+    /// first still fails); other message changes wait for the next write.
     pub fn observe(
         &mut self,
         kind: ConditionKind,
-        failing: Option<(String, String)>,
+        failing: Option<Failing>,
         now: SystemTime,
     ) -> Option<Change> {
         let (fail_after, recover_after) = (self.fail_after, self.recover_after);
         let s = self.states.get_mut(&kind)?;
         let change = match failing {
-            Some((reason, message)) => {
+            Some(f) => {
                 s.fail_streak = s.fail_streak.saturating_add(1);
                 s.pass_streak = 0;
-                if !s.status && s.fail_streak >= fail_after {
+                let flips = !s.status && s.fail_streak >= fail_after;
+                let differs = s.status && (s.reason != f.reason || s.registries != f.registries);
+                if flips || s.status {
+                    s.reason = f.reason;
+                    s.message = bound_message(&f.message);
+                    s.registries = f.registries;
+                }
+                if flips {
                     s.status = true;
                     s.last_transition = now;
-                    s.reason = reason;
-                    s.message = bound_message(&message);
                     Some(true)
-                } else if s.status && s.reason != reason {
-                    s.reason = reason;
-                    s.message = bound_message(&message);
-                    Some(false)
                 } else {
-                    if s.status {
-                        // Same reason: the message waits for the next write.
-                        s.message = bound_message(&message);
-                    }
-                    None
+                    differs.then_some(false)
                 }
             }
             None => {
@@ -316,6 +291,7 @@ impl ConditionManager {
                     s.last_transition = now;
                     s.reason = kind.ok_reason().to_string();
                     s.message = kind.ok_message().to_string();
+                    s.registries.clear();
                     Some(true)
                 } else {
                     None
@@ -331,6 +307,17 @@ impl ConditionManager {
                 reason: s.reason.clone(),
                 message: s.message.clone(),
             }
+        })
+    }
+
+    /// Hysteresis progress of a condition: `failing 1/2 cycles` while False, `passing
+    /// 0/1 cycles` while True.
+    pub fn progress(&self, kind: ConditionKind) -> Option<String> {
+        let s = self.states.get(&kind)?;
+        Some(if s.status {
+            format!("passing {}/{} cycles", s.pass_streak, self.recover_after)
+        } else {
+            format!("failing {}/{} cycles", s.fail_streak, self.fail_after)
         })
     }
 
@@ -423,11 +410,10 @@ mod tests {
             let now = self.clock.now();
             let c = self.m.observe(
                 ConditionKind::RegistryUnreachable,
-                unreachable.map(|r| {
-                    (
-                        r.to_string(),
-                        format!("registry.example via https://registry.example/v2/: {r}"),
-                    )
+                unreachable.map(|r| Failing {
+                    reason: r.to_string(),
+                    message: format!("registry.example: {r} at https://registry.example/v2/"),
+                    registries: ["registry.example".to_string()].into(),
                 }),
                 now,
             );
@@ -599,7 +585,7 @@ mod tests {
                 kind: ConditionKind::RegistryUnreachable,
                 status: true,
                 reason: "DNSFailure".into(),
-                message: "x".into(),
+                message: "registry.example: DNSFailure at https://registry.example/v2/".into(),
                 last_transition: t0,
                 last_heartbeat: now - MIN,
             },
@@ -643,65 +629,72 @@ mod tests {
             endpoint: format!("https://{r}/v2/"),
             reason,
         };
-        let (reason, msg) = summarize(vec![
+        let f = summarize(vec![
             p("b.example", "ConnectTimeout"),
+            p("a.example", "DNSFailure"),
             p("a.example", "DNSFailure"),
         ])
         .unwrap();
-        assert_eq!(reason, "DNSFailure");
-        assert!(msg.starts_with("a.example"));
+        assert_eq!(f.reason, "DNSFailure");
+        assert_eq!(
+            f.message,
+            "a.example: DNSFailure at https://a.example/v2/; b.example: ConnectTimeout at https://b.example/v2/"
+        );
+        assert_eq!(f.registries.len(), 2);
         let many: Vec<Problem> = (0..500)
             .map(|i| p(&format!("r{i:03}.example"), "ConnectRefused"))
             .collect();
-        let (_, msg) = summarize(many).unwrap();
-        assert!(msg.len() <= MESSAGE_MAX);
+        let f = summarize(many).unwrap();
+        assert!(f.message.len() <= MESSAGE_MAX);
         assert!(summarize(vec![]).is_none());
     }
 
     #[test]
-    fn classify_separates_node_from_workload_problems() {
-        use crate::agent::metrics::tests::report;
-        let r = |v, reason| report(v, Some(reason));
-        assert_eq!(classify(&report(Verdict::Ready, None), true), Class::Ok);
-        assert_eq!(classify(&report(Verdict::Degraded, None), true), Class::Ok);
-        assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::DNSTimeout), true),
-            Class::Unreachable(Reason::DNSTimeout)
+    fn a_second_failing_registry_is_written_at_once() {
+        let mut s = Sim::new(1, 1);
+        s.cycle(None);
+        let failing = |regs: &[&str]| {
+            summarize(
+                regs.iter()
+                    .map(|r| Problem {
+                        registry: r.to_string(),
+                        endpoint: format!("https://{r}/v2"),
+                        reason: "ConnectRefused",
+                    })
+                    .collect(),
+            )
+        };
+        let now = s.clock.now();
+        let c = s.m.observe(
+            ConditionKind::RegistryUnreachable,
+            failing(&["a.example"]),
+            now,
         );
-        assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::TLSUnknownAuthority), false),
-            Class::Unreachable(Reason::TLSUnknownAuthority)
+        assert!(c.is_some_and(|c| c.transition));
+        assert!(s.m.pending_write(now).is_some());
+        s.m.write_succeeded(now);
+        // Same reason, same registry, new text: waits for the heartbeat.
+        let mut again = failing(&["a.example"]).unwrap();
+        again.message.push_str(" (2 ms later)");
+        assert!(s
+            .m
+            .observe(ConditionKind::RegistryUnreachable, Some(again), now)
+            .is_none());
+        assert!(s.m.pending_write(now).is_none());
+        // A second registry breaks with the same reason: one write now.
+        let c = s.m.observe(
+            ConditionKind::RegistryUnreachable,
+            failing(&["a.example", "b.example"]),
+            now,
         );
-        // Node credentials rejected: a node problem; a pod's secret rejected: workload.
+        assert!(c.is_some_and(|c| !c.transition && c.message.contains("b.example")));
+        let recs = s.m.pending_write(now).expect("a write is due");
+        assert!(recs
+            .iter()
+            .any(|r| r.message.contains("b.example: ConnectRefused")));
         assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::AuthCredentialsRejected), true),
-            Class::NodeAuth(Reason::AuthCredentialsRejected)
-        );
-        assert_eq!(
-            classify(
-                &r(Verdict::NotReady, Reason::AuthCredentialsRejected),
-                false
-            ),
-            Class::Workload(Reason::AuthCredentialsRejected)
-        );
-        assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::ManifestNotFound), true),
-            Class::Workload(Reason::ManifestNotFound)
-        );
-        assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::PlatformMissing), true),
-            Class::Workload(Reason::PlatformMissing)
-        );
-        assert_eq!(
-            classify(&r(Verdict::NotReady, Reason::RateLimited), true),
-            Class::Inconclusive(Reason::RateLimited)
-        );
-        assert_eq!(
-            classify(
-                &r(Verdict::NotReady, Reason::AuthTokenEndpointUnreachable),
-                true
-            ),
-            Class::Unreachable(Reason::AuthTokenEndpointUnreachable)
+            s.m.progress(ConditionKind::RegistryUnreachable).as_deref(),
+            Some("passing 0/1 cycles")
         );
     }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probe::Runtime;
 use crate::reference::ImageRef;
+use crate::runtime::Runtime;
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -60,8 +60,12 @@ pub struct AgentConfig {
     pub registries: BTreeMap<String, RegistryBudget>,
     /// Fetch the Secrets named by pods' `imagePullSecrets` (needs `get secrets`; opt-in).
     pub pull_secrets: bool,
-    /// Which runtime's request sequence the probes reproduce.
-    pub runtime: Runtime,
+    /// The node's runtime (its config rules and request sequence); unset = detected
+    /// under the host root (the kubelet's runtime endpoint, a socket, a config file).
+    pub runtime: Option<Runtime>,
+    /// Node settings that override what the agent discovers (the `--root-dir` etc. flags
+    /// override these).
+    pub node: NodeSettings,
     /// Log format; the `--log-format` flag wins.
     pub log_format: LogFormat,
     /// How often the config file is checked for changes.
@@ -69,6 +73,21 @@ pub struct AgentConfig {
     pub reload_interval: Duration,
     /// Per-registry-host backoff after failed probes.
     pub backoff: BackoffConfig,
+}
+
+/// Node paths (as on the node) the agent would otherwise discover from the kubelet's
+/// systemd unit and the runtime's config.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// containerd's config file.
+    pub containerd_config: Option<PathBuf>,
+    /// The kubelet's `--root-dir`.
+    pub root_dir: Option<PathBuf>,
+    /// The kubelet's `--image-credential-provider-config`.
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// The kubelet's `--image-credential-provider-bin-dir`.
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
 }
 
 /// Per-host exponential backoff (kubelet's image backoff: 10 s doubling to 300 s). While
@@ -136,7 +155,8 @@ impl Default for AgentConfig {
             fleet: FleetConfig::default(),
             registries: BTreeMap::new(),
             pull_secrets: false,
-            runtime: Runtime::Containerd,
+            runtime: None,
+            node: NodeSettings::default(),
             log_format: LogFormat::Json,
             reload_interval: Duration::from_secs(30),
             backoff: BackoffConfig::default(),

@@ -1,48 +1,26 @@
 //! `/healthz`, `/readyz`, `/metrics`, `/status` (axum, HTTP/1 only).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Router;
 
-use super::conditions::ConditionKind;
 use super::metrics::Metrics;
-
-/// The latest result of one target, as shown on `/status`.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct StatusEntry {
-    /// `path` (per-node registry path check) or `image`.
-    pub kind: &'static str,
-    pub image: String,
-    pub registry: String,
-    pub credential: String,
-    pub endpoint: Option<String>,
-    pub verdict: &'static str,
-    pub phase: Option<&'static str>,
-    pub reason: Option<&'static str>,
-    pub message: String,
-    pub duration_ms: f64,
-    /// RFC 3339.
-    pub checked_at: String,
-    /// Pods using the image (`namespace/name`), at most 10.
-    pub pods: Vec<String>,
-}
+use super::status::StatusDoc;
 
 /// State shared by the loop and the HTTP server.
 #[derive(Debug)]
 pub struct AgentState {
     pub node: String,
     pub metrics: Metrics,
-    pub status: Mutex<BTreeMap<String, StatusEntry>>,
-    pub conditions: Mutex<BTreeMap<ConditionKind, (bool, String)>>,
+    /// The `/status` document as of the last cycle.
+    pub status: Mutex<StatusDoc>,
     started: Instant,
     last_cycle: Mutex<Option<Instant>>,
     /// `/healthz` fails when no cycle completed within this long.
@@ -53,10 +31,12 @@ pub struct AgentState {
 impl AgentState {
     pub fn new(node: String, interval: Duration) -> AgentState {
         AgentState {
-            node,
+            node: node.clone(),
             metrics: Metrics::new(),
-            status: Mutex::new(BTreeMap::new()),
-            conditions: Mutex::new(BTreeMap::new()),
+            status: Mutex::new(StatusDoc {
+                node: node.clone(),
+                ..StatusDoc::default()
+            }),
             started: Instant::now(),
             last_cycle: Mutex::new(None),
             stale_after: Mutex::new(stale_after(interval)),
@@ -101,20 +81,6 @@ fn stale_after(interval: Duration) -> Duration {
     interval * 3 + Duration::from_secs(60)
 }
 
-#[derive(Serialize)]
-struct StatusBody {
-    node: String,
-    ready: bool,
-    conditions: BTreeMap<&'static str, ConditionView>,
-    targets: BTreeMap<String, StatusEntry>,
-}
-
-#[derive(Serialize)]
-struct ConditionView {
-    status: &'static str,
-    reason: String,
-}
-
 pub fn router(state: Arc<AgentState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -156,31 +122,21 @@ async fn metrics(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
     )
 }
 
-async fn status(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
-    let targets = s.status.lock().map(|m| m.clone()).unwrap_or_default();
-    let conditions = s
-        .conditions
-        .lock()
-        .map(|m| {
-            m.iter()
-                .map(|(k, (st, r))| {
-                    (
-                        k.as_str(),
-                        ConditionView {
-                            status: if *st { "True" } else { "False" },
-                            reason: r.clone(),
-                        },
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Json(StatusBody {
-        node: s.node.clone(),
-        ready: s.ready(),
-        conditions,
-        targets,
-    })
+/// `/status`, compact JSON; `?pretty` indents it.
+async fn status(State(s): State<Arc<AgentState>>, RawQuery(q): RawQuery) -> impl IntoResponse {
+    let mut doc = s.status.lock().map(|d| d.clone()).unwrap_or_default();
+    doc.ready = s.ready();
+    let pretty = q.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split('=').next() == Some("pretty"))
+    });
+    let body = if pretty {
+        serde_json::to_string_pretty(&doc)
+    } else {
+        serde_json::to_string(&doc)
+    }
+    .unwrap_or_else(|_| "{}".into());
+    ([(header::CONTENT_TYPE, "application/json")], body + "\n")
 }
 
 /// Errors of the HTTP server.

@@ -8,6 +8,7 @@ use crate::probe::ProbeReport;
 
 use super::conditions::Change;
 use super::config::LogFormat;
+use super::outcome::{CheckRecord, CycleOutcome};
 
 /// Install the global subscriber. Does nothing if one is already installed (the binary
 /// or a test may have done so).
@@ -26,37 +27,78 @@ pub fn init(format: LogFormat) {
     };
 }
 
-/// `dns=0.4 connect=0.2 tls=3.1` (milliseconds), in phase order.
+/// `dns=0.4 connect=0.2 tls=3.1` (milliseconds), in phase order, each phase once (a
+/// phase met twice — a token host's dns, a blob host's connect — is summed).
 pub fn phase_durations(report: &ProbeReport) -> String {
-    report
-        .phases
-        .iter()
-        .map(|p| format!("{}={:.1}", p.name, p.duration_ms))
+    let mut seen: Vec<(crate::probe::Phase, f64)> = Vec::new();
+    for p in &report.phases {
+        match seen.iter_mut().find(|(n, _)| *n == p.name) {
+            Some((_, ms)) => *ms += p.duration_ms,
+            None => seen.push((p.name, p.duration_ms)),
+        }
+    }
+    seen.iter()
+        .map(|(n, ms)| format!("{n}={ms:.1}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// One line per probe.
-pub fn probe(node: &str, kind: &str, registry: &str, credential: &str, report: &ProbeReport) {
+/// One line per check: `reg.example:5000 not_ready TLSUnknownAuthority`.
+pub fn probe(node: &str, c: &CheckRecord) {
+    let report = &c.checked.report;
     let verdict = report.verdict.as_str();
     let reason = report.reason.map(|r| r.as_str()).unwrap_or("");
     let endpoint = report.endpoint.as_deref().unwrap_or("");
     let phases = phase_durations(report);
+    let (kind, registry, credential) = (c.kind.as_str(), c.registry.as_str(), c.cred.to_string());
+    let what = format!(
+        "{registry} {verdict}{}{reason}",
+        if reason.is_empty() { "" } else { " " }
+    );
     if report.verdict.pulls() {
         tracing::info!(
             target: "pullprobe::probe",
             node, kind, image = %report.image, registry, endpoint, credential, verdict, reason,
             duration_ms = report.duration_ms, phase_ms = %phases,
-            "probe"
+            "{what}"
         );
     } else {
         tracing::warn!(
             target: "pullprobe::probe",
             node, kind, image = %report.image, registry, endpoint, credential, verdict, reason,
             duration_ms = report.duration_ms, phase_ms = %phases, detail = %report.message,
-            "probe"
+            "{what}"
         );
     }
+}
+
+/// One line per cycle: what was checked and how it went.
+pub fn cycle(o: &CycleOutcome) {
+    let failing = o
+        .checks
+        .iter()
+        .filter(|c| !c.checked.report.verdict.pulls())
+        .count();
+    let unreachable = o
+        .conditions
+        .iter()
+        .filter(|c| c.record.status)
+        .map(|c| c.record.kind.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing::info!(
+        target: "pullprobe::cycle",
+        node = %o.node,
+        checks = o.checks.len(),
+        failing,
+        images = o.counts.images,
+        paths = o.counts.paths,
+        pods = o.counts.pods,
+        conditions_true = %unreachable,
+        duration_ms = u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
+        "cycle: {} checks, {failing} failing",
+        o.checks.len()
+    );
 }
 
 /// One line per condition change.

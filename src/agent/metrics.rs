@@ -131,6 +131,8 @@ pub struct Metrics {
     pub cycle_duration: Histogram,
     pub targets: Family<TargetKindLabel, Gauge>,
     pub config_reload_ok: Gauge,
+    /// 1 when the node's path to the registry works (pullprobe_registry_ready).
+    pub registry_ready: Family<RegistryLabel, Gauge>,
     registries: Limiter,
     endpoints: Limiter,
 }
@@ -156,6 +158,12 @@ impl Metrics {
         let cycle_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
         let targets = Family::<TargetKindLabel, Gauge>::default();
         let config_reload_ok = Gauge::default();
+        let registry_ready = Family::<RegistryLabel, Gauge>::default();
+        registry.register(
+            "registry_ready",
+            "1 when the node's path to the registry works (an endpoint answered and accepted the node's credentials)",
+            registry_ready.clone(),
+        );
         registry.register(
             "phase_duration_seconds",
             "Duration of each pull-path phase, per registry domain",
@@ -234,6 +242,7 @@ impl Metrics {
             cycle_duration,
             targets,
             config_reload_ok,
+            registry_ready,
             registries: Limiter::new(MAX_REGISTRIES),
             endpoints: Limiter::new(MAX_ENDPOINTS),
         }
@@ -308,6 +317,14 @@ impl Metrics {
                 .get_or_create(&RegistryLabel { registry })
                 .set(remaining as f64);
         }
+    }
+
+    /// The node's path state for a registry (`reason` = why it does not work).
+    pub fn set_registry_state(&self, registry: &str, ready: bool, _reason: Option<&str>) {
+        let registry = self.registries.label(registry);
+        self.registry_ready
+            .get_or_create(&RegistryLabel { registry })
+            .set(i64::from(ready));
     }
 
     pub fn set_condition(&self, kind: ConditionKind, status: bool) {

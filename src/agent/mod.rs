@@ -1,29 +1,40 @@
-//! `pullprobe agent`: the per-node DaemonSet agent (issue 4).
+//! `pullprobe agent`: the per-node DaemonSet agent.
 //!
-//! Data flow: pods on the node (`k8s::pods`) + config images → [`targets`] (dedup) →
-//! [`schedule`] (what is due, backoff, fleet share) → probe engine → [`conditions`]
-//! (hysteresis, write scheduling), [`events`], [`metrics`], [`logs`], [`http`] `/status`.
-//! [`run`] holds the loop. `--standalone` runs the same loop with no cluster.
+//! Data flow, one way: the node's files → [`Pipeline`](crate::pipeline::Pipeline) (the
+//! same one `check` and `plan` use) → [`cycle`] (targets from the node's pods and the
+//! config, what is due, checks) → [`outcome`] (what the checks proved, conditions after
+//! hysteresis) → exporters ([`kube_export`]: Events and the condition writer; [`export`]:
+//! metrics, logs, `/status`). `--standalone` runs the same loop with no cluster.
 
 pub mod conditions;
 pub mod config;
+pub mod cycle;
 pub mod events;
+pub mod export;
 pub mod http;
+pub mod kube_export;
 pub mod logs;
 pub mod metrics;
-pub mod run;
+pub mod outcome;
+pub mod path;
 pub mod schedule;
+pub mod status;
 pub mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use self::conditions::{Clock, SystemClock};
 use self::config::{AgentConfig, ConfigError, ConfigWatcher, LogFormat};
+use self::cycle::{Agent, ClusterCtx};
+use self::events::EventDeduper;
+use self::export::{Exporter, LogExporter, MetricsExporter, StatusExporter};
 use self::http::AgentState;
-use self::run::{Agent, ClusterCtx, EngineRunner};
-use crate::nodeconfig::{NodeConfig, NodeConfigOptions};
+use self::kube_export::KubeExporter;
+use crate::pipeline::{NodeOverrides, Pipeline, PipelineError, Spec};
+use crate::runtime::Runtime;
 
 /// Environment variable with the node name (downward API `spec.nodeName`).
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
@@ -40,9 +51,30 @@ pub struct AgentArgs {
     /// This node's name (required in a cluster).
     #[arg(long, env = ENV_NODE_NAME)]
     pub node_name: Option<String>,
-    /// Where the node's root filesystem is mounted (resolv.conf, runtime config).
+    /// Where the node's root filesystem is mounted (`/` when run on the node itself,
+    /// `/host` in the DaemonSet).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub host_root: PathBuf,
+    /// The node's runtime [default: the config's `runtime`, else detected: the kubelet's
+    /// --container-runtime-endpoint, a runtime socket or config].
+    #[arg(long, value_enum, help_heading = "Node config")]
+    pub runtime: Option<Runtime>,
+    /// containerd's config file (node path) [default: the config's, else
+    /// /etc/containerd/config.toml or the k3s/rke2 one].
+    #[arg(long, value_name = "PATH", help_heading = "Node config")]
+    pub containerd_config: Option<PathBuf>,
+    /// The kubelet's --root-dir (node path) [default: the config's, else as the node's
+    /// kubelet unit runs it, else /var/lib/kubelet].
+    #[arg(long, value_name = "PATH", help_heading = "Node config")]
+    pub root_dir: Option<PathBuf>,
+    /// The kubelet's --image-credential-provider-config (node path) [default: the
+    /// config's, else as the node's kubelet unit runs it].
+    #[arg(long, value_name = "PATH", help_heading = "Node config")]
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// The kubelet's --image-credential-provider-bin-dir (node path) [default: the
+    /// config's, else as the node's kubelet unit runs it].
+    #[arg(long, value_name = "PATH", help_heading = "Node config")]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
     /// Kubeconfig to use instead of the in-cluster config.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
@@ -68,8 +100,8 @@ pub enum AgentError {
     Http(#[from] http::HttpError),
     #[error(transparent)]
     Kube(#[from] crate::k8s::K8sError),
-    #[error("--host-root: {0}")]
-    HostRoot(#[from] crate::nodeconfig::HostRootError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
 }
 
 /// Resolves on SIGTERM or SIGINT. If the SIGTERM handler cannot be installed, only
@@ -89,8 +121,63 @@ async fn shutdown_signal() {
     }
 }
 
-/// Run the agent until a signal (or after one cycle with `--once`).
-pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
+/// The pipeline spec: the node under `--host-root`, flags over the config's node keys.
+fn pipeline_spec(args: &AgentArgs, cfg: &AgentConfig, runtime_version: Option<String>) -> Spec {
+    let n = &cfg.node;
+    Spec {
+        host_root: Some(args.host_root.clone()),
+        runtime: args.runtime.or(cfg.runtime),
+        node: NodeOverrides {
+            containerd_config: args
+                .containerd_config
+                .clone()
+                .or(n.containerd_config.clone()),
+            containerd_version: runtime_version
+                .as_deref()
+                .and_then(|v| v.strip_prefix("containerd://"))
+                .map(str::to_string),
+            kubelet_root_dir: args.root_dir.clone().or(n.root_dir.clone()),
+            credential_provider_config: args
+                .image_credential_provider_config
+                .clone()
+                .or(n.image_credential_provider_config.clone()),
+            credential_provider_bin_dir: args
+                .image_credential_provider_bin_dir
+                .clone()
+                .or(n.image_credential_provider_bin_dir.clone()),
+        },
+        ..Spec::default()
+    }
+}
+
+/// What the agent reads from the cluster at start: its Node (uid, our conditions, the
+/// runtime version) and the watch of its pods (bounded wait for the first list).
+async fn connect(
+    args: &AgentArgs,
+    node: &str,
+) -> Result<(ClusterCtx, crate::k8s::node::NodeFacts), AgentError> {
+    let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+    // The Node must exist and be readable: fail the start otherwise (RBAC, name).
+    let facts = crate::k8s::node::get(&client, node).await?;
+    let pods = Arc::new(Mutex::new(Default::default()));
+    let synced = Arc::new(tokio::sync::Notify::new());
+    let notified = synced.clone().notified_owned();
+    tokio::spawn(crate::k8s::pods::watch(
+        client.clone(),
+        node.to_string(),
+        pods.clone(),
+        synced,
+    ));
+    let _ = tokio::time::timeout(Duration::from_secs(30), notified).await;
+    let ctx = ClusterCtx {
+        client,
+        node_uid: facts.uid.clone(),
+        pods,
+    };
+    Ok((ctx, facts))
+}
+
+fn load_config(args: &AgentArgs) -> Result<(Option<ConfigWatcher>, AgentConfig), AgentError> {
     let (watcher, mut cfg) = match &args.config {
         Some(p) => {
             let (w, c) = ConfigWatcher::open(p)?;
@@ -104,8 +191,13 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
-    logs::init(cfg.log_format);
+    Ok((watcher, cfg))
+}
 
+/// Run the agent until a signal (or after one cycle with `--once`).
+pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
+    let (watcher, cfg) = load_config(&args)?;
+    logs::init(cfg.log_format);
     let node = match (&args.node_name, args.standalone) {
         (Some(n), _) if !n.is_empty() => n.clone(),
         (_, true) => std::env::var("HOSTNAME").unwrap_or_else(|_| "standalone".to_string()),
@@ -115,106 +207,99 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
     let (addr, _server) = http::serve(cfg.listen, state.clone()).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, "agent started");
-
-    // The fleet size comes from the config, not from the API: counting nodes would need
-    // `list nodes` cluster-wide, more than a per-node agent should hold. Unset = 1, the
-    // safe-for-correctness choice (every node checks every image), but the fleet's load on
-    // registries then grows with the node count: say so once.
-    let node_count = cfg.fleet.node_count.unwrap_or(1);
     if cfg.fleet.node_count.is_none() && !args.standalone {
         tracing::warn!(
             node = %node,
             "fleet.node_count is not set: every node checks every image (set it to the fleet size to share per-image checks)"
         );
     }
-    let cluster = if args.standalone {
-        None
-    } else {
-        let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
-        // The Node must exist and be readable: fail the start otherwise (RBAC, name).
-        let facts = crate::k8s::node::get(&client, &node).await?;
-        let pods = Arc::new(Mutex::new(Default::default()));
-        let synced = Arc::new(tokio::sync::Notify::new());
-        let notified = synced.clone().notified_owned();
-        tokio::spawn(crate::k8s::pods::watch(
-            client.clone(),
-            node.clone(),
-            pods.clone(),
-            synced,
-        ));
-        // Wait for the first list (bounded) so the first cycle sees the node's pods.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), notified).await;
-        Some((
-            ClusterCtx {
-                client,
-                node_uid: facts.uid,
-                pods,
-            },
-            facts.conditions,
-            facts.container_runtime_version,
-        ))
+    let cluster = match args.standalone {
+        true => None,
+        false => Some(connect(&args, &node).await?),
     };
-
-    let (ctx, existing, runtime_version) = match cluster {
-        Some((c, e, v)) => (Some(c), e, v),
-        None => (None, Vec::new(), None),
-    };
-    // The node's pull path: runtime config, hosts.toml / registries.conf, proxy, trust,
-    // kubelet credentials, all read under --host-root. Only an unusable host root stops
+    let runtime_version = cluster
+        .as_ref()
+        .and_then(|(_, f)| f.container_runtime_version.clone());
+    // The node's pull path, read under --host-root: only an unusable host root stops
     // the start; each unreadable file is a problem logged here, the rest still applies.
-    let nc_opts = NodeConfigOptions {
-        host_root: args.host_root.clone(),
-        runtime: Some(cfg.runtime),
-        containerd_version: runtime_version
-            .as_deref()
-            .and_then(|v| v.strip_prefix("containerd://"))
-            .map(str::to_string),
-        ..NodeConfigOptions::default()
-    };
-    let node_config = Arc::new(NodeConfig::load(&nc_opts)?);
-    for p in &node_config.problems {
+    let pipeline = Pipeline::load(pipeline_spec(&args, &cfg, runtime_version))?;
+    for p in pipeline.problems() {
         tracing::warn!(node = %node, problem = %p, "node config problem");
     }
-    let runner = Arc::new(EngineRunner::new(
-        &cfg,
-        &args.host_root,
-        Some(node_config.as_ref()),
-    ));
     let mut agent = Agent::new(
         cfg,
-        watcher,
         node.clone(),
-        args.host_root.clone(),
         state.clone(),
-        runner,
-        ctx.clone(),
+        Arc::new(pipeline),
         clock.clone(),
-        node_count,
-    )
-    .with_node_config(nc_opts, node_config);
-    if let Ok(mut m) = agent.manager.lock() {
-        m.seed(&existing, clock.now());
-    }
-
-    if args.once {
-        agent.cycle().await;
-        if let Some(c) = &ctx {
-            run::sync_once(&c.client, &node, &agent.manager, clock.as_ref(), &state).await;
+    );
+    agent.watcher = watcher;
+    agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
+    if let Some((ctx, facts)) = cluster {
+        if let Ok(mut m) = agent.manager.lock() {
+            m.seed(&facts.conditions, clock.now());
         }
-        return Ok(());
+        agent.cluster = Some(ctx);
     }
-    if let Some(c) = &ctx {
-        tokio::spawn(run::sync_conditions(
-            c.client.clone(),
+    run_loop(agent, args.once).await;
+    tracing::info!(node = %node, "agent stopping");
+    Ok(())
+}
+
+fn exporters(
+    state: &Arc<AgentState>,
+    cluster: Option<&ClusterCtx>,
+    node: &str,
+) -> Vec<Box<dyn Exporter>> {
+    let mut out: Vec<Box<dyn Exporter>> = vec![
+        Box::new(MetricsExporter {
+            state: state.clone(),
+        }),
+        Box::new(LogExporter),
+        Box::new(StatusExporter {
+            state: state.clone(),
+            book: Default::default(),
+        }),
+    ];
+    if let Some(c) = cluster {
+        out.push(Box::new(KubeExporter {
+            client: c.client.clone(),
+            node: node.to_string(),
+            node_uid: c.node_uid.clone(),
+            state: state.clone(),
+            events: EventDeduper::new(Duration::from_secs(3600)),
+        }));
+    }
+    out
+}
+
+/// Cycles until SIGTERM (the kubelet stopping the pod) or SIGINT, stopping between or
+/// during cycles (a cycle may take up to the probe deadline; the pod's grace period may
+/// be shorter), then tries once more to write conditions that changed but were not.
+async fn run_loop(mut agent: Agent, once: bool) {
+    let writer = agent.cluster.as_ref().map(|c| c.client.clone());
+    let (node, manager, clock, state) = (
+        agent.node.clone(),
+        agent.manager.clone(),
+        agent.clock.clone(),
+        agent.state.clone(),
+    );
+    if once {
+        agent.cycle().await;
+        if let Some(client) = &writer {
+            kube_export::sync_once(client, &node, &manager, clock.as_ref(), &state).await;
+        }
+        return;
+    }
+    if let Some(client) = &writer {
+        tokio::spawn(kube_export::sync_conditions(
+            client.clone(),
             node.clone(),
-            agent.manager.clone(),
+            manager.clone(),
             clock.clone(),
             state.clone(),
         ));
     }
-    // SIGTERM (the kubelet stopping the pod) or SIGINT: stop between or during cycles
-    // (a cycle may take up to the probe deadline; the pod's grace period is shorter than
-    // that may be), then try once to write conditions that changed but were not written.
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
@@ -227,10 +312,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
             _ = &mut shutdown => break,
         }
     }
-    if let Some(c) = &ctx {
-        let flush = run::sync_once(&c.client, &node, &agent.manager, clock.as_ref(), &state);
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flush).await;
+    if let Some(client) = &writer {
+        let flush = kube_export::sync_once(client, &node, &manager, clock.as_ref(), &state);
+        let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
     }
-    tracing::info!(node = %node, "agent stopping");
-    Ok(())
 }

@@ -79,12 +79,13 @@ pub struct ImageTarget {
     pub from_config: bool,
 }
 
-/// One per-node path check: a registry host with one credential source, probed through
-/// a representative image.
+/// One per-node path check: a registry's endpoint list (plan) with the node's own
+/// credentials, probed through a representative image. A pod's pull secrets do not make
+/// their own path checks: reaching the registry is the node's question, the secret's
+/// acceptance is the pod's (its image check).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostCheck {
     pub registry: String,
-    pub cred: CredRef,
     pub representative: TargetKey,
     #[serde(serialize_with = "ser_display")]
     pub image: ImageRef,
@@ -102,7 +103,8 @@ pub struct InvalidImage {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetSet {
     pub images: BTreeMap<TargetKey, ImageTarget>,
-    pub hosts: BTreeMap<(String, CredRef), HostCheck>,
+    /// Keyed by plan key.
+    pub hosts: BTreeMap<String, HostCheck>,
     pub invalid: Vec<InvalidImage>,
 }
 
@@ -110,28 +112,9 @@ fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Resul
     s.collect_str(v)
 }
 
-/// What identifies the endpoint list the node would use for an image, without a node
-/// config: the registry host (images of one host share their endpoints).
-pub fn plan_key(image: &ImageRef) -> String {
+/// The registry host alone as the plan key: the key without a node config (unit tests).
+pub fn host_key(image: &ImageRef) -> String {
     image.registry_host()
-}
-
-/// The plan key from the node's plan: the registry host, plus the endpoints when they
-/// are not just the default upstream (mirrors from `hosts.toml`, CRI-O prefix-scoped
-/// mirrors), so images whose plans differ get their own path checks. Bounded: at most
-/// the endpoint URLs of one plan.
-pub fn plan_key_of(image: &ImageRef, endpoints: &[crate::endpoint::Endpoint]) -> String {
-    let host = image.registry_host();
-    let mirrors: Vec<String> = endpoints
-        .iter()
-        .filter(|e| !e.is_upstream)
-        .map(|e| e.display_url())
-        .collect();
-    if mirrors.is_empty() {
-        host
-    } else {
-        format!("{host} via {}", mirrors.join(" "))
-    }
 }
 
 impl TargetSet {
@@ -173,14 +156,13 @@ impl TargetSet {
             t.pods.sort();
             t.pods.dedup();
         }
-        // One path check per (registry host, credential source): the first image in key
-        // order represents it, so the choice is stable from cycle to cycle.
+        // One path check per plan: the first image in key order represents it, so the
+        // choice is stable from cycle to cycle (a 404 for it still proves the path).
         for (key, t) in &set.images {
             set.hosts
-                .entry((key.plan.clone(), key.cred.clone()))
+                .entry(key.plan.clone())
                 .or_insert_with(|| HostCheck {
                     registry: t.registry.clone(),
-                    cred: key.cred.clone(),
                     representative: key.clone(),
                     image: t.image.clone(),
                 });
@@ -257,7 +239,7 @@ mod tests {
                 &[],
             ),
         ];
-        let set = TargetSet::build(&pods, &["nginx:latest".to_string()], false, &plan_key);
+        let set = TargetSet::build(&pods, &["nginx:latest".to_string()], false, &host_key);
         assert_eq!(set.images.len(), 2);
         let nginx = set
             .images
@@ -270,7 +252,6 @@ mod tests {
         assert_eq!(set.hosts.len(), 1);
         let h = set.hosts.values().next().unwrap();
         assert_eq!(h.registry, "docker.io");
-        assert_eq!(h.cred, CredRef::Node);
     }
 
     #[test]
@@ -286,7 +267,7 @@ mod tests {
             ],
             &[],
         )];
-        let set = TargetSet::build(&pods, &[], false, &plan_key);
+        let set = TargetSet::build(&pods, &[], false, &host_key);
         assert_eq!(set.images.len(), 3);
         assert_eq!(set.hosts.len(), 1);
     }
@@ -299,14 +280,14 @@ mod tests {
             pod("b", "p3", &["reg.example/app:1"], &["s1"]),
             pod("c", "p4", &["reg.example/app:1"], &[]),
         ];
-        let off = TargetSet::build(&pods, &[], false, &plan_key);
+        let off = TargetSet::build(&pods, &[], false, &host_key);
         assert_eq!(off.images.len(), 1);
         assert_eq!(off.hosts.len(), 1);
-        let on = TargetSet::build(&pods, &[], true, &plan_key);
-        // (a: s1,s2), (b: s1), node.
+        let on = TargetSet::build(&pods, &[], true, &host_key);
+        // (a: s1,s2), (b: s1), node: three image checks, but one path check with the
+        // node's own credentials.
         assert_eq!(on.images.len(), 3);
-        assert_eq!(on.hosts.len(), 3);
-        assert!(on.hosts.keys().any(|(_, c)| c.is_node()));
+        assert_eq!(on.hosts.len(), 1);
     }
 
     #[test]
@@ -323,9 +304,9 @@ mod tests {
             ],
             &[],
         )];
-        let set = TargetSet::build(&pods, &[], false, &plan_key);
+        let set = TargetSet::build(&pods, &[], false, &host_key);
         assert_eq!(set.images.len(), 5);
-        let hosts: Vec<&str> = set.hosts.keys().map(|(h, _)| h.as_str()).collect();
+        let hosts: Vec<&str> = set.hosts.keys().map(String::as_str).collect();
         assert_eq!(
             hosts,
             vec![
@@ -337,32 +318,15 @@ mod tests {
         );
         // The representative is stable: the first image of the host in key order.
         assert_eq!(
-            set.hosts[&("a.example".to_string(), CredRef::Node)]
-                .representative
-                .repository,
+            set.hosts["a.example"].representative.repository,
             "a.example/x"
-        );
-    }
-
-    #[test]
-    fn plan_key_names_mirrors_only() {
-        use crate::endpoint::{Endpoint, SchemePolicy};
-        let img = ImageRef::parse("reg.example/team/app:1").unwrap();
-        let up = Endpoint::upstream("reg.example", SchemePolicy::Https).unwrap();
-        assert_eq!(plan_key_of(&img, std::slice::from_ref(&up)), "reg.example");
-        let mut mirror = Endpoint::upstream("mirror.example", SchemePolicy::Https).unwrap();
-        mirror.is_upstream = false;
-        let k = plan_key_of(&img, &[mirror, up]);
-        assert!(
-            k.starts_with("reg.example via https://mirror.example"),
-            "{k}"
         );
     }
 
     #[test]
     fn invalid_images_are_reported_not_probed() {
         let pods = vec![pod("a", "p", &["Bad Image!", "ok:1"], &[])];
-        let set = TargetSet::build(&pods, &[], false, &plan_key);
+        let set = TargetSet::build(&pods, &[], false, &host_key);
         assert_eq!(set.images.len(), 1);
         assert_eq!(set.invalid.len(), 1);
         assert_eq!(set.invalid[0].pod.as_ref().unwrap().name, "p");

@@ -24,11 +24,10 @@ pub use hostroot::{HostRoot, HostRootError};
 pub use plan::{render_plan_text, Plan, PullMode};
 
 use crate::credentials::docker_config::DockerConfig;
-use crate::credentials::node::{self as kubelet_node, PullSecretData};
+use crate::credentials::node as kubelet_node;
 use crate::credentials::provider::{
     CredentialProviderConfig, PluginRunner, DEFAULT_PLUGIN_TIMEOUT,
 };
-use crate::credentials::SourcedCredential;
 use crate::reference::ImageRef;
 pub use crate::runtime::Runtime;
 
@@ -333,49 +332,6 @@ impl NodeConfig {
             _ => name,
         };
         Some(self.crio.resolve_short_name(name, None))
-    }
-
-    /// The kubelet's credentials for `image`, in its attempt order: pull secrets, then
-    /// the node docker config, then credential-provider plugins (which this runs).
-    /// Problems (bad secrets, failed plugins) come back alongside; a bad pull secret
-    /// fails the kubelet's pull, which callers should report.
-    pub async fn credentials(
-        &self,
-        image: &ImageRef,
-        pull_secrets: &[PullSecretData],
-    ) -> (Vec<SourcedCredential>, Vec<ConfigProblem>) {
-        let mut problems = Vec::new();
-        let (secrets, errs) = kubelet_node::pull_secret_credentials(pull_secrets, image);
-        for e in errs {
-            problems.push(ConfigProblem::new(
-                Path::new(&format!("secret:{}/{}", e.namespace, e.name)),
-                None,
-                ProblemKind::Invalid,
-                format!("{}; the kubelet fails the pull", e.message),
-            ));
-        }
-        let node = self
-            .node_docker_config
-            .as_ref()
-            .map(|c| c.lookup_kubelet(image))
-            .unwrap_or_default();
-        let mut plugin_creds = Vec::new();
-        if let Some(r) = &self.plugins {
-            let (c, errs) = r.lookup(image).await;
-            plugin_creds = c;
-            for e in errs {
-                problems.push(ConfigProblem::new(
-                    Path::new(&format!("plugin:{}", e.plugin())),
-                    None,
-                    ProblemKind::Plugin,
-                    e.to_string(),
-                ));
-            }
-        }
-        (
-            kubelet_node::kubelet_order(secrets, node, plugin_creds),
-            problems,
-        )
     }
 }
 

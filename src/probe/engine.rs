@@ -48,7 +48,7 @@ impl Default for Timeouts {
 }
 
 /// What a probe answers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Depth {
     /// Would this image pull? The whole pull path, endpoints walked as the runtime walks

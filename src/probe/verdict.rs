@@ -71,7 +71,8 @@ pub fn reported_failure(runtime: Runtime, attempts: &[&EndpointAttempt]) -> Opti
 #[serde(tag = "state", content = "reason", rename_all = "snake_case")]
 pub enum PathState {
     /// An endpoint answered as a registry (any manifest answer, even 404, proves dns,
-    /// connect, tls and the registry API) and did not reject the node's credentials.
+    /// connect, tls and the registry API; so do a missing platform or blob) and did not
+    /// reject the node's credentials.
     Reachable,
     /// An endpoint answered but rejected the node's own credentials, and none accepted.
     AuthFailing(Reason),

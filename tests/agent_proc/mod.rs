@@ -152,6 +152,14 @@ impl AgentProc {
             .collect()
     }
 
+    /// Log lines of one target (`pullprobe::probe`: one per check).
+    pub fn logs_of(&self, target: &str) -> Vec<serde_json::Value> {
+        self.logs()
+            .into_iter()
+            .filter(|l| l["target"] == target)
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
@@ -355,4 +363,25 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&tmp, text).expect("write file");
     std::fs::rename(&tmp, &p).expect("rename file");
     p
+}
+
+/// `/status` targets keyed by their `key` (the document lists them).
+pub fn status_targets(st: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    st["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t["key"].as_str()?.to_string(), t.clone())))
+        .collect()
+}
+
+/// One condition of `/status`'s summary (`Null` when absent).
+pub fn status_condition(st: &serde_json::Value, kind: &str) -> serde_json::Value {
+    st["summary"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .cloned()
+        .unwrap_or_default()
 }

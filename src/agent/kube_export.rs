@@ -1,0 +1,129 @@
+//! The Kubernetes exporter: Events for condition transitions (on the Node) and for
+//! workload problems (on the Pod), deduplicated; and the condition writer, which runs
+//! in its own task so an API server outage delays writes (retried with backoff) but
+//! never probing or local reporting. Like node-problem-detector's k8s exporter, the only
+//! place the agent's reports reach the API server.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::conditions::{Clock, ConditionManager};
+use super::events::{EventDeduper, EventRecord, InvolvedObject};
+use super::export::Exporter;
+use super::http::AgentState;
+use super::outcome::CycleOutcome;
+
+/// Posts Events for one node's outcomes.
+pub struct KubeExporter {
+    pub client: kube::Client,
+    pub node: String,
+    pub node_uid: String,
+    pub state: Arc<AgentState>,
+    pub events: EventDeduper,
+}
+
+impl KubeExporter {
+    fn node_object(&self) -> InvolvedObject {
+        InvolvedObject::Node {
+            name: self.node.clone(),
+            uid: self.node_uid.clone(),
+        }
+    }
+
+    fn post(&self, ev: EventRecord) {
+        let client = self.client.clone();
+        let node = self.node.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let r = crate::k8s::events::post(&client, &node, &ev).await;
+            state.metrics.api_write("event", r.is_ok());
+            if let Err(e) = r {
+                tracing::warn!(error = %e, event = %ev.name, "cannot post event");
+            }
+        });
+    }
+}
+
+impl Exporter for KubeExporter {
+    fn export(&mut self, o: &CycleOutcome) {
+        let mut to_post = Vec::new();
+        for ch in o.changes.iter().filter(|c| c.transition) {
+            let reason = format!(
+                "{}{}",
+                ch.kind.as_str(),
+                if ch.status { "" } else { "Resolved" }
+            );
+            let ty = if ch.status { "Warning" } else { "Normal" };
+            // A transition is always news: key on its time so it is never deduplicated away.
+            let key =
+                o.at.duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs().to_string())
+                    .unwrap_or_default();
+            let message = format!("{}: {}", ch.reason, ch.message);
+            to_post.extend(
+                self.events
+                    .emit(self.node_object(), ty, &reason, &message, &key, o.at),
+            );
+        }
+        for w in &o.workload {
+            let obj = InvolvedObject::Pod {
+                namespace: w.pod.namespace.clone(),
+                name: w.pod.name.clone(),
+                uid: w.pod.uid.clone(),
+            };
+            let message = format!("image {}: {}", w.image, w.message);
+            let key = format!("{} {}", w.kind.as_str(), w.image);
+            to_post.extend(
+                self.events
+                    .emit(obj, "Warning", w.kind.as_str(), &message, &key, o.at),
+            );
+        }
+        self.events.retain_uids(&o.live_uids);
+        for ev in to_post {
+            self.post(ev);
+        }
+    }
+}
+
+/// Write conditions when due, forever (cluster mode), ticking every second.
+pub async fn sync_conditions(
+    client: kube::Client,
+    node: String,
+    manager: Arc<Mutex<ConditionManager>>,
+    clock: Arc<dyn Clock>,
+    state: Arc<AgentState>,
+) {
+    loop {
+        sync_once(&client, &node, &manager, clock.as_ref(), &state).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One write attempt if one is due. Returns true if a write was made and succeeded.
+pub async fn sync_once(
+    client: &kube::Client,
+    node: &str,
+    manager: &Mutex<ConditionManager>,
+    clock: &dyn Clock,
+    state: &AgentState,
+) -> bool {
+    let now = clock.now();
+    let pending = manager.lock().ok().and_then(|m| m.pending_write(now));
+    let Some(records) = pending else { return false };
+    let r = crate::k8s::node::patch_conditions(client, node, &records).await;
+    state.metrics.api_write("node_status", r.is_ok());
+    let Ok(mut m) = manager.lock() else {
+        return false;
+    };
+    match r {
+        Ok(()) => {
+            m.write_succeeded(now);
+            true
+        }
+        Err(e) => {
+            let d = m.write_failed(now);
+            tracing::warn!(node, error = %e, retry_in_s = d.as_secs(), "cannot write node conditions");
+            false
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! One cycle's outcome: the checks made, what they proved about the node's path to each
+//! registry, the workload problems of pods, and the conditions after hysteresis. Plain
+//! data: every exporter (conditions/events, metrics, logs, `/status`) reads this one value.
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::credentials::CredentialSource;
+use crate::pipeline::{Checked, CredentialProblem};
+use crate::probe::outcome::EndpointAttempt;
+use crate::probe::verdict::PathState;
+use crate::probe::Reason;
+use crate::reference::ImageRef;
+
+use super::conditions::{condition_reason, Change, Problem};
+use super::targets::{CredRef, InvalidImage, PodRef};
+use crate::report::records::ConditionRecord;
+
+/// Which check a probe is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Per-node path check of a registry: DNS, TCP, TLS, auth, manifest HEAD.
+    Path,
+    /// Per-image check (shared over the fleet): tag, platform, blob.
+    Image,
+}
+
+impl CheckKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Path => "path",
+            CheckKind::Image => "image",
+        }
+    }
+}
+
+/// One check made this cycle.
+#[derive(Clone, Debug)]
+pub struct CheckRecord {
+    pub kind: CheckKind,
+    /// Stable identity of the target (`/status`, dedup of Events).
+    pub key: String,
+    /// The registry as written in references: metrics label, condition subject.
+    pub registry: String,
+    /// The plan key: registry host plus mirrors.
+    pub plan: String,
+    pub cred: CredRef,
+    pub image: ImageRef,
+    pub pods: Vec<PodRef>,
+    pub checked: Checked,
+    /// What the attempts proved about the path (for image checks too).
+    pub state: PathState,
+    pub at: SystemTime,
+}
+
+/// The node's path to one registry plan, from its latest path check.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegistryPath {
+    pub registry: String,
+    pub plan: String,
+    pub state: PathState,
+    /// The endpoint whose answer (or failure) decided the state.
+    pub endpoint: String,
+    /// A credential-provider plugin failed for this registry (the node's credentials).
+    pub provider_failed: Option<String>,
+    /// An endpoint answered only after earlier ones failed.
+    pub degraded: bool,
+    #[serde(serialize_with = "super::status::ser_time")]
+    pub since: SystemTime,
+    #[serde(serialize_with = "super::status::ser_time")]
+    pub checked_at: SystemTime,
+}
+
+/// Why a pod's image would not pull although the node's path works.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// The image check failed for a reason of the image (tag, platform, access…).
+    Image(Reason),
+    /// A pull secret cannot be used.
+    PullSecretInvalid,
+    /// A pull secret was rejected by the registry (the kubelet goes on without it).
+    PullSecretRejected,
+    /// The image reference does not parse.
+    ReferenceInvalid,
+}
+
+impl WorkloadKind {
+    /// The Event reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkloadKind::Image(r) => r.as_str(),
+            WorkloadKind::PullSecretInvalid => "PullSecretInvalid",
+            WorkloadKind::PullSecretRejected => "PullSecretRejected",
+            WorkloadKind::ReferenceInvalid => "ReferenceInvalid",
+        }
+    }
+}
+
+/// A problem of one pod (an Event on the Pod, never a node condition).
+#[derive(Clone, Debug)]
+pub struct WorkloadProblem {
+    pub pod: PodRef,
+    pub kind: WorkloadKind,
+    pub image: String,
+    pub message: String,
+}
+
+/// A condition after this cycle, with its hysteresis progress.
+#[derive(Clone, Debug)]
+pub struct ConditionState {
+    pub record: ConditionRecord,
+    pub progress: String,
+}
+
+/// How many targets the cycle had.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TargetCounts {
+    pub images: usize,
+    pub paths: usize,
+    pub pods: usize,
+}
+
+/// What the agent found on its node (shown on `/status`): the runtime and why, the
+/// kubelet settings and where each came from, files that could not be used.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeView {
+    pub runtime: crate::runtime::Runtime,
+    pub runtime_reason: String,
+    pub kubelet: crate::nodeconfig::kubelet::KubeletSettings,
+    pub problems: Vec<String>,
+}
+
+impl NodeView {
+    pub fn of(nc: &crate::nodeconfig::NodeConfig) -> NodeView {
+        NodeView {
+            runtime: nc.runtime,
+            runtime_reason: nc.runtime_reason.clone(),
+            kubelet: nc.kubelet.clone(),
+            problems: nc.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// Everything one cycle produced.
+#[derive(Clone, Debug)]
+pub struct CycleOutcome {
+    pub node: String,
+    pub at: SystemTime,
+    pub duration: Duration,
+    pub checks: Vec<CheckRecord>,
+    /// Every registry plan in use, from its latest path check (kept across cycles).
+    pub paths: Vec<RegistryPath>,
+    pub workload: Vec<WorkloadProblem>,
+    pub conditions: Vec<ConditionState>,
+    pub changes: Vec<Change>,
+    pub counts: TargetCounts,
+    /// Keys of the current targets (results of others are forgotten).
+    pub live_keys: BTreeSet<String>,
+    /// Uids of the node and of pods in use (Event dedup of others is forgotten).
+    pub live_uids: HashSet<String>,
+    /// The node's configuration as loaded (`None` in unit tests).
+    pub node_config: Option<NodeView>,
+}
+
+/// The endpoint an attempt list's state is about: the first attempt with the state's
+/// reason, else the first that answered.
+pub fn decisive_endpoint(state: PathState, attempts: &[EndpointAttempt]) -> String {
+    let reason = match state {
+        PathState::AuthFailing(r) | PathState::Unreachable(r) | PathState::Inconclusive(r) => {
+            Some(r)
+        }
+        PathState::Reachable => None,
+    };
+    attempts
+        .iter()
+        .find(|a| match reason {
+            Some(r) => a.reason == Some(r),
+            None => a.ok || a.phase.is_some_and(|p| p >= crate::probe::Phase::Auth),
+        })
+        .or(attempts.first())
+        .map(|a| a.endpoint.clone())
+        .unwrap_or_default()
+}
+
+/// The problems of the pods this cycle's image checks and invalid references name.
+pub fn workload_problems(checks: &[CheckRecord], invalid: &[InvalidImage]) -> Vec<WorkloadProblem> {
+    let mut out = Vec::new();
+    for c in checks.iter().filter(|c| c.kind == CheckKind::Image) {
+        for (kind, message) in image_problems(c) {
+            out.extend(c.pods.iter().map(|p| WorkloadProblem {
+                pod: p.clone(),
+                kind: kind.clone(),
+                image: c.checked.report.image.clone(),
+                message: message.clone(),
+            }));
+        }
+    }
+    for inv in invalid {
+        if let Some(p) = &inv.pod {
+            out.push(WorkloadProblem {
+                pod: p.clone(),
+                kind: WorkloadKind::ReferenceInvalid,
+                image: inv.image.clone(),
+                message: inv.error.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// A pod's problems in one image check: its own pull secrets, then the image itself
+/// when the registry answered (a path failure is the node's, reported by conditions).
+fn image_problems(c: &CheckRecord) -> Vec<(WorkloadKind, String)> {
+    let mut out = Vec::new();
+    for p in &c.checked.problems {
+        if let CredentialProblem::PullSecretInvalid(e) = p {
+            out.push((WorkloadKind::PullSecretInvalid, e.to_string()));
+        }
+    }
+    let rejected = c
+        .checked
+        .report
+        .attempts
+        .iter()
+        .find_map(|a| match &a.credential_source {
+            Some(src @ CredentialSource::PullSecret { .. })
+                if matches!(
+                    a.reason,
+                    Some(Reason::AuthCredentialsRejected | Reason::AuthDenied)
+                ) =>
+            {
+                Some(src.to_string())
+            }
+            _ => None,
+        });
+    if let Some(src) = rejected {
+        out.push((
+            WorkloadKind::PullSecretRejected,
+            format!("{src} was rejected by the registry"),
+        ));
+    }
+    let r = &c.checked.report;
+    if let (false, Some(reason), PathState::Reachable) = (r.verdict.pulls(), r.reason, c.state) {
+        out.push((WorkloadKind::Image(reason), r.message.clone()));
+    }
+    out
+}
+
+/// The problems behind each condition, from the paths of every registry in use.
+pub fn condition_problems(paths: &[RegistryPath]) -> (Vec<Problem>, Vec<Problem>) {
+    let mut unreachable = Vec::new();
+    let mut auth = Vec::new();
+    for p in paths {
+        let problem = |reason| Problem {
+            registry: p.registry.clone(),
+            endpoint: p.endpoint.clone(),
+            reason,
+        };
+        if p.provider_failed.is_some() {
+            auth.push(problem("CredentialProviderFailed"));
+        }
+        match p.state {
+            PathState::Unreachable(r) => unreachable.push(problem(condition_reason(r))),
+            PathState::AuthFailing(r) => auth.push(problem(r.as_str())),
+            PathState::Reachable | PathState::Inconclusive(_) => {}
+        }
+    }
+    (unreachable, auth)
+}

@@ -1,0 +1,142 @@
+//! `/status`: the node's summary first (each condition, why, and its hysteresis
+//! progress; the runtime and kubelet settings found and where), then every registry path,
+//! then every target — lists, not composite-string keys. No credential value is ever
+//! here: credential sources are names (`pull-secret:ns/name#key`).
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::outcome::{CheckRecord, CycleOutcome, NodeView, RegistryPath};
+
+/// RFC 3339, second precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t)
+        .map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+        .unwrap_or_default()
+}
+
+pub fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*t))
+}
+
+/// The `/status` document (the HTTP handler adds `ready`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatusDoc {
+    pub node: String,
+    pub ready: bool,
+    /// When the last cycle finished (RFC 3339).
+    pub last_cycle: Option<String>,
+    /// The node's two conditions, why, and since when.
+    pub summary: Vec<ConditionView>,
+    pub node_config: Option<NodeView>,
+    pub registries: Vec<RegistryPath>,
+    pub targets: Vec<TargetView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ConditionView {
+    #[serde(rename = "type")]
+    pub type_: &'static str,
+    pub status: &'static str,
+    pub reason: String,
+    pub message: String,
+    pub since: String,
+    /// `failing 1/2 cycles` (False) or `passing 0/1 cycles` (True).
+    pub progress: String,
+}
+
+/// The latest result of one target.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TargetView {
+    /// `path` (per-node registry path check) or `image`.
+    pub kind: &'static str,
+    pub key: String,
+    pub image: String,
+    pub registry: String,
+    /// `node` or `pull-secrets:ns/a,b`.
+    pub credential: String,
+    pub endpoint: Option<String>,
+    pub verdict: &'static str,
+    pub phase: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub message: String,
+    pub duration_ms: f64,
+    pub checked_at: String,
+    /// Since when the verdict and reason have been what they are.
+    pub since: String,
+    /// Pods using the image (`namespace/name`), at most 10.
+    pub pods: Vec<String>,
+}
+
+fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
+    let r = &c.checked.report;
+    TargetView {
+        kind: c.kind.as_str(),
+        key: c.key.clone(),
+        image: r.image.clone(),
+        registry: c.registry.clone(),
+        credential: c.cred.to_string(),
+        endpoint: r.endpoint.clone(),
+        verdict: r.verdict.as_str(),
+        phase: r.phase.map(|p| p.as_str()),
+        reason: r.reason.map(|p| p.as_str()),
+        message: r.message.clone(),
+        duration_ms: r.duration_ms,
+        checked_at: rfc3339(c.at),
+        since: rfc3339(since),
+        pods: c
+            .pods
+            .iter()
+            .take(10)
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect(),
+    }
+}
+
+/// A verdict and reason: when either changes, a target's `since` moves.
+type Outcome = (String, Option<&'static str>);
+
+/// Keeps the latest result of every live target and builds the document.
+#[derive(Debug, Default)]
+pub struct StatusBook {
+    targets: BTreeMap<String, (TargetView, Outcome, SystemTime)>,
+}
+
+impl StatusBook {
+    /// Fold one cycle in and return the new document.
+    pub fn update(&mut self, o: &CycleOutcome) -> StatusDoc {
+        for c in &o.checks {
+            let r = &c.checked.report;
+            let verdict = (r.verdict.as_str().to_string(), r.reason.map(|x| x.as_str()));
+            let since = match self.targets.get(&c.key) {
+                Some((_, v, since)) if *v == verdict => *since,
+                _ => c.at,
+            };
+            self.targets
+                .insert(c.key.clone(), (target_view(c, since), verdict, since));
+        }
+        self.targets.retain(|k, _| o.live_keys.contains(k));
+        StatusDoc {
+            node: o.node.clone(),
+            ready: true,
+            last_cycle: Some(rfc3339(o.at)),
+            summary: o
+                .conditions
+                .iter()
+                .map(|c| ConditionView {
+                    type_: c.record.kind.as_str(),
+                    status: if c.record.status { "True" } else { "False" },
+                    reason: c.record.reason.clone(),
+                    message: c.record.message.clone(),
+                    since: rfc3339(c.record.last_transition),
+                    progress: c.progress.clone(),
+                })
+                .collect(),
+            node_config: o.node_config.clone(),
+            registries: o.paths.clone(),
+            targets: self.targets.values().map(|(v, _, _)| v.clone()).collect(),
+        }
+    }
+}
