@@ -2,7 +2,6 @@
 //! walk dns → connect → tls → auth → manifest → platform → blob, and decide a verdict.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use super::auth::{CredentialRef, TokenCache};
 use super::dns::NodeResolver;
 use super::flow::Flow;
 use super::http::{Session, SessionContext};
+pub use super::options::{Depth, ProbeOptions, ProbeTarget, Timeouts};
 use super::outcome::{
     EndpointAttempt, Failure, ManifestInfo, ProbeReport, RateLimit, Reason, TlsInfo, Verdict,
 };
@@ -22,89 +22,6 @@ use crate::credentials::{CredentialSource, SourcedCredential};
 use crate::endpoint::{Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
 pub use crate::runtime::{Platform, Runtime};
-
-/// Per-phase timeouts plus an overall deadline.
-#[derive(Clone, Copy, Debug)]
-pub struct Timeouts {
-    pub dns: Duration,
-    pub connect: Duration,
-    pub tls: Duration,
-    /// One HTTP request/response (headers and body).
-    pub http: Duration,
-    /// The whole probe of one image.
-    pub overall: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            dns: Duration::from_secs(5),
-            connect: Duration::from_secs(5),
-            tls: Duration::from_secs(5),
-            http: Duration::from_secs(10),
-            overall: Duration::from_secs(30),
-        }
-    }
-}
-
-/// What a probe answers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Depth {
-    /// Would this image pull? The whole pull path, endpoints walked as the runtime walks
-    /// them until one pulls.
-    #[default]
-    Image,
-    /// Can the node reach this registry over its path? The manifest HEAD only, endpoints
-    /// walked until one answers as a registry (see [`super::verdict::path_state`]).
-    Path,
-}
-
-/// Settings shared by every probe of a run.
-#[derive(Clone, Debug)]
-pub struct ProbeOptions {
-    pub runtime: Runtime,
-    pub timeouts: Timeouts,
-    pub platform: Platform,
-    /// Skip the blob phase.
-    pub no_blob: bool,
-    /// What the probe is for: an image's pull, or the node's path to its registry.
-    pub depth: Depth,
-    /// The node's resolv.conf.
-    pub resolv_conf: PathBuf,
-    /// The node's hosts file.
-    pub hosts_file: PathBuf,
-    /// The runtime service's proxy environment (`HTTP(S)_PROXY`, `NO_PROXY`), applied per
-    /// request URL like Go's `http.ProxyFromEnvironment`; `None` = direct.
-    pub proxy_env: Option<crate::nodeconfig::proxy::ProxyEnv>,
-}
-
-/// One image and how the node would pull it.
-#[derive(Clone, Debug)]
-pub struct ProbeTarget {
-    /// The image as given (before normalisation).
-    pub image: String,
-    /// Endpoints in the runtime's order (mirrors first, upstream last). Empty = derive the
-    /// default upstream endpoint from the reference.
-    pub endpoints: Vec<Endpoint>,
-    /// Credentials in the kubelet's order; each is a separate full attempt. Empty = anonymous.
-    pub credentials: Vec<SourcedCredential>,
-    /// Set when the runtime would refuse before sending anything (a CRI-O blocked
-    /// registry, an unusable hosts directory); reported as the verdict without probing.
-    pub refusal: Option<Failure>,
-}
-
-impl ProbeTarget {
-    /// A target probed over the default endpoint, anonymously.
-    pub fn new(image: impl Into<String>) -> ProbeTarget {
-        ProbeTarget {
-            image: image.into(),
-            endpoints: Vec::new(),
-            credentials: Vec::new(),
-            refusal: None,
-        }
-    }
-}
 
 /// Runs probes. Holds the token cache and TLS configs, so one `Prober` should live for a
 /// whole run (or the agent's lifetime). DNS answers and connections are never reused
@@ -298,7 +215,8 @@ impl Prober {
         let ctx = SessionContext { timeouts, ..ctx };
         let mut session = Session::new(&ctx);
         let mut flow = Flow {
-            prober: self,
+            options: &self.options,
+            tokens: &self.tokens,
             image,
             ep,
             cred: cred_ref.as_ref(),

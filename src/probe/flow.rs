@@ -7,20 +7,23 @@ use std::time::Instant;
 use http::{HeaderValue, Method, StatusCode};
 use url::Url;
 
+use super::auth::TokenCache;
 use super::auth::{self, Authorization, CredentialRef};
 use super::blob;
 use super::challenge::parse_challenges;
-use super::engine::{Prober, Runtime};
 use super::http::{RedirectFailure, Request, Response, Session};
 use super::manifest::{self, MAX_MANIFEST_SIZE};
+use super::options::{Depth, ProbeOptions};
 use super::outcome::{Failure, ManifestInfo, Phase, RateLimit, Reason};
 use super::platform;
 use crate::endpoint::{Endpoint, SchemePolicy};
 use crate::reference::ImageRef;
+use crate::runtime::Runtime;
 
 /// The per-attempt request flow.
 pub(super) struct Flow<'a> {
-    pub(super) prober: &'a Prober,
+    pub(super) options: &'a ProbeOptions,
+    pub(super) tokens: &'a TokenCache,
     pub(super) image: &'a ImageRef,
     pub(super) ep: &'a Endpoint,
     pub(super) cred: Option<&'a CredentialRef<'a>>,
@@ -77,11 +80,8 @@ impl Flow<'_> {
     pub(super) async fn run(&mut self, session: &mut Session<'_>) -> Result<ManifestInfo, Failure> {
         let host = self.registry_host();
         let scope = self.scope();
-        self.authorization = self
-            .prober
-            .tokens()
-            .cached_authorization(&host, &scope, self.cred);
-        let runtime = self.prober.options().runtime;
+        self.authorization = self.tokens.cached_authorization(&host, &scope, self.cred);
+        let runtime = self.options.runtime;
         let mut auth_recorded = false;
         if runtime == Runtime::Crio {
             self.ping(session).await?;
@@ -253,10 +253,10 @@ impl Flow<'_> {
             t,
             format!("{digest} {media_type} {size} bytes{rl}"),
         );
-        if self.prober.options().depth == super::engine::Depth::Path {
+        if self.options.depth == Depth::Path {
             return Ok(info);
         }
-        let opts = &self.prober.options();
+        let opts = self.options;
         // platform: an index must hold the node's platform.
         let manifest_body;
         if manifest::is_index(&media_type) || media_type.is_empty() {
@@ -469,8 +469,8 @@ impl Flow<'_> {
         let host = self.registry_host();
         let out = auth::authorize(
             session,
-            self.prober.tokens(),
-            self.prober.options().runtime,
+            self.tokens,
+            self.options.runtime,
             &host,
             chosen,
             &self.scope(),
@@ -591,7 +591,7 @@ impl Flow<'_> {
         let accept = match media_type {
             Some(mt) if !mt.is_empty() => HeaderValue::from_str(&format!("{mt}, */*"))
                 .unwrap_or(HeaderValue::from_static("*/*")),
-            _ => HeaderValue::from_static(manifest::accept(self.prober.options().runtime)),
+            _ => HeaderValue::from_static(manifest::accept(self.options.runtime)),
         };
         req.headers.insert(http::header::ACCEPT, accept);
         if let Some(a) = self.auth_header() {

@@ -7,6 +7,7 @@ pub mod connect;
 pub mod dns;
 pub mod http;
 pub mod manifest;
+pub mod options;
 pub mod outcome;
 pub mod platform;
 pub mod tls;
