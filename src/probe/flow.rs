@@ -20,6 +20,35 @@ use crate::endpoint::{Endpoint, SchemePolicy};
 use crate::reference::ImageRef;
 use crate::runtime::Runtime;
 
+/// A successful manifest answer at the resolve step.
+struct Resolved {
+    resp: Response,
+    /// HEAD, or GET when the runtime GETs or the registry refused HEAD.
+    method: Method,
+    url: Url,
+    /// When the manifest request (after any auth round trip) started.
+    started: Instant,
+}
+
+/// `Content-Type` without parameters.
+fn content_type(resp: &Response) -> String {
+    resp.header("content-type")
+        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// dns/connect/handshake failures were recorded when the connection was opened;
+/// anything later (a post-handshake TLS alert, a stalled or broken response) gets its
+/// own row here.
+fn record_late_failure(session: &mut Session<'_>, host: &str, t: Instant, f: Failure) -> Failure {
+    let recorded_on_connect = matches!(f.phase, Phase::Dns | Phase::Connect)
+        || (f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired);
+    if !recorded_on_connect {
+        session.record(f.phase, host, false, t, f.message.clone());
+    }
+    f
+}
+
 /// The per-attempt request flow.
 pub(super) struct Flow<'a> {
     pub(super) options: &'a ProbeOptions,
@@ -77,17 +106,42 @@ impl Flow<'_> {
         self.authorization.as_ref().and_then(|a| a.header_value())
     }
 
+    /// The attempt: resolve the reference (the runtime's request sequence), describe the
+    /// manifest, then (for image checks) the platform and blob phases.
     pub(super) async fn run(&mut self, session: &mut Session<'_>) -> Result<ManifestInfo, Failure> {
         let host = self.registry_host();
         let scope = self.scope();
         self.authorization = self.tokens.cached_authorization(&host, &scope, self.cred);
+        let resolved = self.resolve(session, &host).await?;
+        let (mut info, body) = self.describe(session, &host, resolved).await?;
+        if self.options.depth == Depth::Path {
+            return Ok(info);
+        }
+        let Some(manifest_body) = self.platform_phase(session, &host, &mut info, body).await?
+        else {
+            return Ok(info);
+        };
+        if self.options.no_blob {
+            return Ok(info);
+        }
+        self.blob_phase(session, &host, &mut info, manifest_body)
+            .await?;
+        Ok(info)
+    }
+
+    /// Resolve: containerd HEADs the manifest and reacts to the 401 (GET on 405); CRI-O
+    /// pings `/v2/` and GETs it. Records the auth row and returns the answer.
+    async fn resolve(
+        &mut self,
+        session: &mut Session<'_>,
+        host: &str,
+    ) -> Result<Resolved, Failure> {
         let runtime = self.options.runtime;
         let mut auth_recorded = false;
         if runtime == Runtime::Crio {
             self.ping(session).await?;
             auth_recorded = true;
         }
-        // Resolve: containerd HEADs the manifest and reacts to 401; CRI-O GETs it.
         let mut method = match runtime {
             Runtime::Containerd => Method::HEAD,
             Runtime::Crio => Method::GET,
@@ -95,28 +149,11 @@ impl Flow<'_> {
         let url = self.url(&format!("manifests/{}", self.image.reference()))?;
         let mut authorized_once = false;
         let mut t = Instant::now();
-        let resolved: Response = loop {
-            let mut req = Request::new(method.clone(), url.clone());
-            req.headers.insert(
-                http::header::ACCEPT,
-                HeaderValue::from_static(manifest::accept(runtime)),
-            );
-            if let Some(a) = self.auth_header() {
-                req.headers.insert(http::header::AUTHORIZATION, a);
-            }
+        loop {
+            let req = self.manifest_request(method.clone(), &url);
             let resp = match self.send_manifest(session, &req).await {
                 Ok(r) => r,
-                Err(f) => {
-                    // dns/connect/handshake failures were recorded when the connection
-                    // was opened; anything later (a post-handshake TLS alert, a stalled
-                    // or broken response) gets its own row here.
-                    let recorded_on_connect = matches!(f.phase, Phase::Dns | Phase::Connect)
-                        || (f.phase == Phase::Tls && f.reason != Reason::TLSClientCertRequired);
-                    if !recorded_on_connect {
-                        session.record(f.phase, &host, false, t, f.message.clone());
-                    }
-                    return Err(f);
-                }
+                Err(f) => return Err(record_late_failure(session, host, t, f)),
             };
             if let Some(rl) = manifest::rate_limit(&resp) {
                 self.ratelimit = Some(rl);
@@ -125,221 +162,258 @@ impl Flow<'_> {
                 StatusCode::UNAUTHORIZED => {
                     if authorized_once {
                         let f = self.rejected_after_auth(&resp);
-                        return Err(session.record_failure(Phase::Auth, &host, t, f));
+                        return Err(session.record_failure(Phase::Auth, host, t, f));
                     }
                     authorized_once = true;
-                    let outcome = self.challenge(session, &resp).await;
-                    match outcome {
+                    match self.challenge(session, &resp).await {
                         Ok((detail, auth_host)) => {
                             session.record(Phase::Auth, &auth_host, true, t, detail);
                             auth_recorded = true;
                         }
-                        Err(f) => {
-                            return Err(session.record_failure(Phase::Auth, &host, t, f));
-                        }
+                        Err(f) => return Err(session.record_failure(Phase::Auth, host, t, f)),
                     }
                     t = Instant::now();
                 }
-                StatusCode::METHOD_NOT_ALLOWED if method == Method::HEAD => {
-                    method = Method::GET;
+                StatusCode::METHOD_NOT_ALLOWED if method == Method::HEAD => method = Method::GET,
+                s if s.is_success() => {
+                    if !auth_recorded {
+                        self.record_unchallenged(session, host);
+                    }
+                    return Ok(Resolved {
+                        resp,
+                        method,
+                        url,
+                        started: t,
+                    });
                 }
-                s if s.is_success() => break resp,
                 _ => {
                     if !auth_recorded {
-                        self.record_unchallenged(session, &host);
+                        self.record_unchallenged(session, host);
                     }
                     let f = self.manifest_failure(session, &req, resp).await;
-                    return Err(session.record_failure(f.phase, &host, t, f));
+                    return Err(session.record_failure(f.phase, host, t, f));
                 }
             }
-        };
-        if !auth_recorded {
-            self.record_unchallenged(session, &host);
         }
-        // A HEAD without a digest or length cannot be trusted: GET and hash it (resolver.go).
-        let mut body: Option<bytes::Bytes> = None;
-        let announced = resolved
+    }
+
+    fn manifest_request(&self, method: Method, url: &Url) -> Request {
+        let mut req = Request::new(method, url.clone());
+        req.headers.insert(
+            http::header::ACCEPT,
+            HeaderValue::from_static(manifest::accept(self.options.runtime)),
+        );
+        if let Some(a) = self.auth_header() {
+            req.headers.insert(http::header::AUTHORIZATION, a);
+        }
+        req
+    }
+
+    /// The resolved manifest's digest, media type and size — a HEAD without a digest or
+    /// length cannot be trusted: GET and hash it (resolver.go) — checked against the
+    /// reference's digest, containerd's size limit and the media type. Returns the body
+    /// when one was fetched.
+    async fn describe(
+        &mut self,
+        session: &mut Session<'_>,
+        host: &str,
+        r: Resolved,
+    ) -> Result<(ManifestInfo, Option<bytes::Bytes>), Failure> {
+        let t = r.started;
+        let fail = |session: &mut Session<'_>, f: Failure| {
+            Err(session.record_failure(Phase::Manifest, host, t, f))
+        };
+        let announced = r
+            .resp
             .header("docker-content-digest")
             .map(str::to_string)
             .filter(|d| d.contains(':'));
-        let has_len = resolved.header("content-length").is_some();
-        let mut media_type = resolved
-            .header("content-type")
-            .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
-            .unwrap_or_default();
-        let mut size = resolved
+        let has_len = r.resp.header("content-length").is_some();
+        let mut media_type = content_type(&r.resp);
+        let mut size = r
+            .resp
             .header("content-length")
             .and_then(|l| l.parse::<u64>().ok())
             .unwrap_or(0);
-        let digest = if method == Method::GET {
-            let d = manifest::sha256_digest(&resolved.body);
-            if let Some(a) = &announced {
-                if a.starts_with("sha256:") && *a != d {
-                    let f = Failure::new(
-                        Reason::ManifestMalformed,
-                        format!("Docker-Content-Digest {a} does not match the body ({d})"),
-                    );
-                    return Err(session.record_failure(Phase::Manifest, &host, t, f));
-                }
+        let mut body = None;
+        let digest = if r.method == Method::GET {
+            let d = manifest::sha256_digest(&r.resp.body);
+            if let Some(a) = announced
+                .as_ref()
+                .filter(|a| a.starts_with("sha256:") && **a != d)
+            {
+                let f = Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("Docker-Content-Digest {a} does not match the body ({d})"),
+                );
+                return fail(session, f);
             }
-            size = resolved.body.len() as u64;
-            body = Some(resolved.body.clone());
+            size = r.resp.body.len() as u64;
+            body = Some(r.resp.body.clone());
             d
-        } else if let (Some(d), true) = (announced.clone(), has_len) {
+        } else if let (Some(d), true) = (announced, has_len) {
             d
         } else {
-            let b = match self.get_manifest(session, &url, None).await {
-                Ok(r) => r,
-                Err(f) => {
-                    return Err(session.record_failure(Phase::Manifest, &host, t, f));
-                }
+            let b = match self.get_manifest(session, &r.url, None).await {
+                Ok(b) => b,
+                Err(f) => return fail(session, f),
             };
-            if let Some(ct) = b.header("content-type") {
-                media_type = ct.split(';').next().unwrap_or(ct).trim().to_string();
+            if b.header("content-type").is_some() {
+                media_type = content_type(&b);
             }
             size = b.body.len() as u64;
             body = Some(b.body.clone());
             manifest::sha256_digest(&b.body)
         };
-        if let Some(d) = &self.image.digest {
-            if *d != digest && digest.starts_with(d.split(':').next().unwrap_or("")) {
-                let f = Failure::new(
-                    Reason::ManifestMalformed,
-                    format!("registry returned digest {digest} for {d}"),
-                );
-                return Err(session.record_failure(Phase::Manifest, &host, t, f));
-            }
+        if let Some(f) = self.manifest_problem(host, &digest, size, &media_type) {
+            return fail(session, f);
         }
-        if size > MAX_MANIFEST_SIZE as u64 {
-            let f = Failure::new(
-                Reason::ManifestTooLarge,
-                format!(
-                    "manifest of {size} bytes exceeds containerd's {MAX_MANIFEST_SIZE}-byte limit"
-                ),
-            );
-            return Err(session.record_failure(Phase::Manifest, &host, t, f));
-        }
-        if !media_type.is_empty() && !media_type.contains("json") {
-            let f = if media_type.starts_with("text/html") {
-                Failure::new(
-                    Reason::AuthNotRegistry,
-                    format!("{host} answered the manifest request with an HTML page: not a registry API (a proxy login or captive portal?)"),
-                )
-            } else {
-                Failure::new(
-                    Reason::ManifestMalformed,
-                    format!("{host} answered with Content-Type {media_type}, not a manifest"),
-                )
-            };
-            return Err(session.record_failure(Phase::Manifest, &host, t, f));
-        }
-        let mut info = ManifestInfo {
-            digest: digest.clone(),
-            media_type: media_type.clone(),
-            size,
-            platform_digest: None,
-            config_digest: None,
-        };
         let rl = self
             .ratelimit
             .as_ref()
             .and_then(|r| r.remaining)
             .map(|r| format!(" ratelimit-remaining={r}"))
             .unwrap_or_default();
-        session.record(
-            Phase::Manifest,
-            &host,
-            true,
-            t,
-            format!("{digest} {media_type} {size} bytes{rl}"),
-        );
-        if self.options.depth == Depth::Path {
-            return Ok(info);
-        }
-        let opts = self.options;
-        // platform: an index must hold the node's platform.
-        let manifest_body;
-        if manifest::is_index(&media_type) || media_type.is_empty() {
-            let t = Instant::now();
-            let index_body = match body.take() {
-                Some(b) => b,
-                None => match self.fetch_by_digest(session, &digest, &media_type).await {
-                    Ok(b) => b,
-                    Err(f) => {
-                        return Err(session
-                            .record_failure(Phase::Platform, &host, t, f)
-                            .in_phase(Phase::Platform));
-                    }
-                },
-            };
-            let parsed = match manifest::parse_body(&index_body) {
-                Ok(p) => p,
-                Err(f) => {
-                    return Err(session.record_failure(Phase::Platform, &host, t, f));
-                }
-            };
-            if !parsed.manifests.is_empty() || manifest::is_index(&media_type) {
-                let Some(entry) = platform::select(&opts.platform, &parsed.manifests) else {
-                    let f = Failure::new(
-                        Reason::PlatformMissing,
-                        format!(
-                            "the index has no manifest for {} (it has: {})",
-                            opts.platform,
-                            platform::list(&parsed.manifests)
-                        ),
-                    );
-                    return Err(session.record_failure(Phase::Platform, "", t, f));
-                };
-                info.platform_digest = Some(entry.digest.clone());
-                if opts.no_blob {
-                    session.record(
-                        Phase::Platform,
-                        "",
-                        true,
-                        t,
-                        format!("{} → {}", opts.platform, entry.digest),
-                    );
-                    return Ok(info);
-                }
-                let mt = entry
-                    .media_type
-                    .clone()
-                    .unwrap_or_else(|| manifest::MEDIA_OCI_MANIFEST.to_string());
-                match self.fetch_by_digest(session, &entry.digest, &mt).await {
-                    Ok(b) => manifest_body = Some(b),
-                    Err(f) => {
-                        return Err(session
-                            .record_failure(Phase::Platform, &host, t, f)
-                            .in_phase(Phase::Platform));
-                    }
-                }
-                session.record(
-                    Phase::Platform,
-                    "",
-                    true,
-                    t,
-                    format!("{} → {}", opts.platform, entry.digest),
-                );
-            } else {
-                manifest_body = Some(index_body);
+        let detail = format!("{digest} {media_type} {size} bytes{rl}");
+        session.record(Phase::Manifest, host, true, t, detail);
+        let info = ManifestInfo {
+            digest,
+            media_type,
+            size,
+            platform_digest: None,
+            config_digest: None,
+        };
+        Ok((info, body))
+    }
+
+    /// A digest other than the reference's, a manifest over containerd's limit, or an
+    /// answer that is not a manifest.
+    fn manifest_problem(
+        &self,
+        host: &str,
+        digest: &str,
+        size: u64,
+        media_type: &str,
+    ) -> Option<Failure> {
+        if let Some(d) = &self.image.digest {
+            if d != digest && digest.starts_with(d.split(':').next().unwrap_or("")) {
+                return Some(Failure::new(
+                    Reason::ManifestMalformed,
+                    format!("registry returned digest {digest} for {d}"),
+                ));
             }
+        }
+        if size > MAX_MANIFEST_SIZE as u64 {
+            return Some(Failure::new(
+                Reason::ManifestTooLarge,
+                format!(
+                    "manifest of {size} bytes exceeds containerd's {MAX_MANIFEST_SIZE}-byte limit"
+                ),
+            ));
+        }
+        if media_type.is_empty() || media_type.contains("json") {
+            return None;
+        }
+        Some(if media_type.starts_with("text/html") {
+            Failure::new(
+                Reason::AuthNotRegistry,
+                format!("{host} answered the manifest request with an HTML page: not a registry API (a proxy login or captive portal?)"),
+            )
         } else {
-            manifest_body = body;
+            Failure::new(
+                Reason::ManifestMalformed,
+                format!("{host} answered with Content-Type {media_type}, not a manifest"),
+            )
+        })
+    }
+
+    /// platform: an index must hold the node's platform; returns the platform manifest's
+    /// body (or the manifest's own), `None` when the blob phase is skipped.
+    async fn platform_phase(
+        &mut self,
+        session: &mut Session<'_>,
+        host: &str,
+        info: &mut ManifestInfo,
+        body: Option<bytes::Bytes>,
+    ) -> Result<Option<Option<bytes::Bytes>>, Failure> {
+        let opts = self.options;
+        if !(manifest::is_index(&info.media_type) || info.media_type.is_empty()) {
+            return Ok(Some(body));
         }
-        if opts.no_blob {
-            return Ok(info);
-        }
-        // blob: HEAD the config blob, following redirects across hosts.
         let t = Instant::now();
+        let in_platform = |session: &mut Session<'_>, f: Failure| {
+            Err(session
+                .record_failure(Phase::Platform, host, t, f)
+                .in_phase(Phase::Platform))
+        };
+        let index_body = match body {
+            Some(b) => b,
+            None => match self
+                .fetch_by_digest(session, &info.digest, &info.media_type)
+                .await
+            {
+                Ok(b) => b,
+                Err(f) => return in_platform(session, f),
+            },
+        };
+        let parsed = match manifest::parse_body(&index_body) {
+            Ok(p) => p,
+            Err(f) => return Err(session.record_failure(Phase::Platform, host, t, f)),
+        };
+        if parsed.manifests.is_empty() && !manifest::is_index(&info.media_type) {
+            return Ok(Some(Some(index_body)));
+        }
+        let Some(entry) = platform::select(&opts.platform, &parsed.manifests) else {
+            let f = Failure::new(
+                Reason::PlatformMissing,
+                format!(
+                    "the index has no manifest for {} (it has: {})",
+                    opts.platform,
+                    platform::list(&parsed.manifests)
+                ),
+            );
+            return Err(session.record_failure(Phase::Platform, "", t, f));
+        };
+        info.platform_digest = Some(entry.digest.clone());
+        let chosen = format!("{} → {}", opts.platform, entry.digest);
+        if opts.no_blob {
+            session.record(Phase::Platform, "", true, t, chosen);
+            return Ok(None);
+        }
+        let mt = entry
+            .media_type
+            .clone()
+            .unwrap_or_else(|| manifest::MEDIA_OCI_MANIFEST.to_string());
+        let b = match self.fetch_by_digest(session, &entry.digest, &mt).await {
+            Ok(b) => b,
+            Err(f) => return in_platform(session, f),
+        };
+        session.record(Phase::Platform, "", true, t, chosen);
+        Ok(Some(Some(b)))
+    }
+
+    /// blob: HEAD the config blob, following redirects across hosts.
+    async fn blob_phase(
+        &mut self,
+        session: &mut Session<'_>,
+        host: &str,
+        info: &mut ManifestInfo,
+        manifest_body: Option<bytes::Bytes>,
+    ) -> Result<(), Failure> {
+        let t = Instant::now();
+        let in_blob = |session: &mut Session<'_>, f: Failure| {
+            Err(session
+                .record_failure(Phase::Blob, host, t, f)
+                .in_phase(Phase::Blob))
+        };
         let body = match manifest_body {
             Some(b) => b,
-            None => match self.fetch_by_digest(session, &digest, &media_type).await {
+            None => match self
+                .fetch_by_digest(session, &info.digest, &info.media_type)
+                .await
+            {
                 Ok(b) => b,
-                Err(f) => {
-                    return Err(session
-                        .record_failure(Phase::Blob, &host, t, f)
-                        .in_phase(Phase::Blob));
-                }
+                Err(f) => return in_blob(session, f),
             },
         };
         let config = match manifest::parse_body(&body).map(|m| m.config_digest) {
@@ -349,15 +423,9 @@ impl Flow<'_> {
                     Reason::ManifestMalformed,
                     "the image manifest names no config blob",
                 );
-                return Err(session
-                    .record_failure(Phase::Blob, &host, t, f)
-                    .in_phase(Phase::Blob));
+                return in_blob(session, f);
             }
-            Err(f) => {
-                return Err(session
-                    .record_failure(Phase::Blob, &host, t, f)
-                    .in_phase(Phase::Blob));
-            }
+            Err(f) => return in_blob(session, f),
         };
         info.config_digest = Some(config.clone());
         let url = self.url(&format!("blobs/{config}"))?;
@@ -370,11 +438,9 @@ impl Flow<'_> {
                     t,
                     format!("{config} {detail}"),
                 );
-                Ok(info)
+                Ok(())
             }
-            Err(f) => Err(session
-                .record_failure(Phase::Blob, &host, t, f)
-                .in_phase(Phase::Blob)),
+            Err(f) => in_blob(session, f),
         }
     }
 
