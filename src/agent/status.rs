@@ -57,6 +57,8 @@ pub struct TargetView {
     pub registry: String,
     /// `node` or `pull-secrets:ns/a,b`.
     pub credential: String,
+    /// The credential the deciding attempt sent (its source's name, never its value).
+    pub credential_source: Option<String>,
     pub endpoint: Option<String>,
     pub verdict: &'static str,
     pub phase: Option<&'static str>,
@@ -78,6 +80,7 @@ fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
         image: r.image.clone(),
         registry: c.registry.clone(),
         credential: c.cred.to_string(),
+        credential_source: r.credential_source.as_ref().map(|s| s.to_string()),
         endpoint: r.endpoint.clone(),
         verdict: r.verdict.as_str(),
         phase: r.phase.map(|p| p.as_str()),
