@@ -10,9 +10,9 @@ use super::node::{to_time, FIELD_MANAGER};
 use super::K8sError;
 use crate::report::records::{EventRecord, InvolvedObject};
 
-/// Create the Event (count 1) or bump the existing one's count.
-pub async fn post(client: &kube::Client, node: &str, rec: &EventRecord) -> Result<(), K8sError> {
-    let (namespace, involved) = match &rec.object {
+/// The Event's namespace and its involved object (a Node's Events go to `default`).
+fn involved(object: &InvolvedObject) -> (String, ObjectReference) {
+    match object {
         InvolvedObject::Node { name, uid } => (
             "default".to_string(),
             ObjectReference {
@@ -38,7 +38,12 @@ pub async fn post(client: &kube::Client, node: &str, rec: &EventRecord) -> Resul
                 ..Default::default()
             },
         ),
-    };
+    }
+}
+
+/// Create the Event (count 1) or bump the existing one's count.
+pub async fn post(client: &kube::Client, node: &str, rec: &EventRecord) -> Result<(), K8sError> {
+    let (namespace, involved) = involved(&rec.object);
     let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     if rec.count > 1 {
         let body = serde_json::json!({

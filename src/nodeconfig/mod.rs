@@ -195,58 +195,9 @@ impl NodeConfig {
         let kubelet = kubelet_settings(&hr, opts, &mut problems);
         let (runtime, runtime_reason) = detect_runtime(&hr, opts, &kubelet);
 
-        let version = match opts.containerd_version.as_deref() {
-            Some(v) => {
-                let parsed = containerd::Version::parse(v);
-                if parsed.is_none() {
-                    problems.push(ConfigProblem::new(
-                        Path::new("--containerd-version"),
-                        None,
-                        ProblemKind::Invalid,
-                        format!("{v:?} is not a version"),
-                    ));
-                }
-                parsed
-            }
-            None if runtime == Runtime::Containerd => {
-                let v = dpkg_containerd_version(&hr);
-                if let Some((pkg, raw, _)) = &v {
-                    findings.push(Finding::new(
-                        FindingKind::Assumption,
-                        Some(Path::new(DPKG_STATUS)),
-                        format!("containerd version {raw} taken from the installed {pkg} package"),
-                    ));
-                }
-                v.map(|(_, _, v)| v)
-            }
-            None => None,
-        };
-        let ccfg_path = opts
-            .containerd_config
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_CONFIG));
-        // k3s/rke2 run their own containerd config unless one is given explicitly.
-        let k3s_node = (runtime == Runtime::Containerd && opts.containerd_config.is_none())
-            .then(|| k3s::detect(&hr))
-            .flatten();
-        let mut k3s_state = None;
-        let (ccfg, crio_cfg) = match runtime {
-            Runtime::Containerd => match k3s_node {
-                Some(node) => {
-                    let (c, st) = k3s::load(&hr, node, &mut problems, &mut findings);
-                    k3s_state = Some(st);
-                    (c, crio::CrioConfig::default())
-                }
-                None => (
-                    containerd::load(&hr, &ccfg_path, &mut problems),
-                    crio::CrioConfig::default(),
-                ),
-            },
-            Runtime::Crio => (
-                containerd::ContainerdConfig::default(),
-                crio::load(&hr, &mut problems),
-            ),
-        };
+        let version = containerd_version(&hr, opts, runtime, &mut problems, &mut findings);
+        let (ccfg, crio_cfg, k3s_state) =
+            runtime_config(&hr, opts, runtime, &mut problems, &mut findings);
         for n in &ccfg.notes {
             findings.push(Finding::new(
                 FindingKind::Note,
@@ -332,6 +283,88 @@ impl NodeConfig {
             _ => name,
         };
         Some(self.crio.resolve_short_name(name, None))
+    }
+}
+
+/// The containerd version: given, else the node's dpkg status (a finding says so).
+fn containerd_version(
+    hr: &HostRoot,
+    opts: &NodeConfigOptions,
+    runtime: Runtime,
+    problems: &mut Vec<ConfigProblem>,
+    findings: &mut Vec<Finding>,
+) -> Option<containerd::Version> {
+    match opts.containerd_version.as_deref() {
+        Some(v) => {
+            let parsed = containerd::Version::parse(v);
+            if parsed.is_none() {
+                problems.push(ConfigProblem::new(
+                    Path::new("--containerd-version"),
+                    None,
+                    ProblemKind::Invalid,
+                    "not a version (expected e.g. 1.7.12 or containerd://2.1.4)",
+                ));
+            }
+            parsed
+        }
+        None if runtime == Runtime::Containerd => {
+            let v = dpkg_containerd_version(hr);
+            if let Some((pkg, raw, _)) = &v {
+                findings.push(Finding::new(
+                    FindingKind::Assumption,
+                    Some(Path::new(DPKG_STATUS)),
+                    format!("containerd version {raw} taken from the installed {pkg} package"),
+                ));
+            }
+            v.map(|(_, _, v)| v)
+        }
+        None => None,
+    }
+}
+
+/// The runtime's registry configuration: containerd's (or the k3s/rke2 one, which run
+/// their own containerd config unless one is given explicitly), or CRI-O's.
+fn runtime_config(
+    hr: &HostRoot,
+    opts: &NodeConfigOptions,
+    runtime: Runtime,
+    problems: &mut Vec<ConfigProblem>,
+    findings: &mut Vec<Finding>,
+) -> (
+    containerd::ContainerdConfig,
+    crio::CrioConfig,
+    Option<k3s::K3sState>,
+) {
+    match runtime {
+        Runtime::Containerd => {
+            let k3s_node = opts
+                .containerd_config
+                .is_none()
+                .then(|| k3s::detect(hr))
+                .flatten();
+            match k3s_node {
+                Some(node) => {
+                    let (c, st) = k3s::load(hr, node, problems, findings);
+                    (c, crio::CrioConfig::default(), Some(st))
+                }
+                None => {
+                    let path = opts
+                        .containerd_config
+                        .clone()
+                        .unwrap_or_else(|| PathBuf::from(containerd::DEFAULT_CONFIG));
+                    (
+                        containerd::load(hr, &path, problems),
+                        crio::CrioConfig::default(),
+                        None,
+                    )
+                }
+            }
+        }
+        Runtime::Crio => (
+            containerd::ContainerdConfig::default(),
+            crio::load(hr, problems),
+            None,
+        ),
     }
 }
 

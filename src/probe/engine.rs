@@ -134,23 +134,43 @@ impl Prober {
             );
             return failed_report(&target.image, Some(&image), f, started);
         }
-        // One inner list per credential: each is a separate pull by the kubelet.
-        let mut results: Vec<Vec<AttemptResult>> = Vec::new();
+        let results = self
+            .walk(&image, &usable, &target.credentials, started)
+            .await;
+        build_report(
+            self.options.runtime,
+            &target.image,
+            &image,
+            results,
+            started,
+        )
+    }
+
+    /// The kubelet's pulls (kuberuntime_image.go: one per credential in order, no
+    /// anonymous retry once any matched), each walking the endpoints as the runtime does
+    /// ([`verdict::walks_on`]) — or, for a path check, until one proves the path. One
+    /// inner list per credential.
+    async fn walk(
+        &self,
+        image: &ImageRef,
+        usable: &[&Endpoint],
+        credentials: &[SourcedCredential],
+        started: Instant,
+    ) -> Vec<Vec<AttemptResult>> {
+        let mut results = Vec::new();
         let deadline = started + self.options.timeouts.overall;
-        // kubelet kuberuntime_image.go: one pull per credential in order (no anonymous
-        // retry once any matched); within a pull the runtime walks its endpoints.
-        let creds: Vec<Option<&SourcedCredential>> = if target.credentials.is_empty() {
+        let creds: Vec<Option<&SourcedCredential>> = if credentials.is_empty() {
             vec![None]
         } else {
-            target.credentials.iter().map(Some).collect()
+            credentials.iter().map(Some).collect()
         };
-        let runtime = self.options.runtime;
-        let depth = self.options.depth;
-        'outer: for cred in creds {
+        let (runtime, depth) = (self.options.runtime, self.options.depth);
+        for cred in creds {
             let mut pull = Vec::new();
-            for ep in &usable {
+            let mut settled = false;
+            for ep in usable {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let res = match tokio::time::timeout(left, self.attempt(&image, ep, cred)).await {
+                let res = match tokio::time::timeout(left, self.attempt(image, ep, cred)).await {
                     Ok(r) => r,
                     Err(_) => deadline_result(ep, cred, self.options.timeouts.overall),
                 };
@@ -159,22 +179,18 @@ impl Prober {
                     (Some(_), Depth::Path) => verdict::proves_path(&res.attempt),
                     (Some(f), Depth::Image) => !verdict::walks_on(runtime, f),
                 };
-                let ok = res.failure.is_none();
+                settled = res.failure.is_none() || (done && depth == Depth::Path);
                 pull.push(res);
-                if ok || (done && depth == Depth::Path) {
-                    results.push(pull);
-                    break 'outer;
-                }
                 if done || Instant::now() >= deadline {
                     break;
                 }
             }
             results.push(pull);
-            if Instant::now() >= deadline {
+            if settled || Instant::now() >= deadline {
                 break;
             }
         }
-        build_report(runtime, &target.image, &image, results, started)
+        results
     }
 
     async fn attempt(
