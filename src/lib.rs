@@ -13,3 +13,4 @@ pub mod probe;
 pub mod reference;
 pub mod report;
 pub mod runtime;
+pub mod text;

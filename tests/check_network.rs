@@ -190,7 +190,27 @@ fn tls_failures_are_classified() {
         lines.into_iter().next().unwrap()
     };
     let good = Registry::builder().tls(&pki.server).start();
-    assert_failure(&run(&good, &[]), "tls", "TLSUnknownAuthority");
+    let unknown = run(&good, &[]);
+    assert_failure(&unknown, "tls", "TLSUnknownAuthority");
+    // Words, and what the server presented, not rustls internals.
+    let m = unknown["message"].as_str().unwrap();
+    assert!(
+        m.contains("is signed by") && m.contains("an authority the node does not trust"),
+        "{m}"
+    );
+    assert!(!m.contains("UnknownIssuer"), "{m}");
+    assert!(
+        unknown["tls"]["issuer"]
+            .as_str()
+            .is_some_and(|i| !i.is_empty()),
+        "{unknown:#}"
+    );
+    assert!(
+        unknown["tls"]["sans"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "{unknown:#}"
+    );
     // Trusted: the handshake passes and the (empty) registry answers.
     assert_eq!(
         run(&good, &["--ca-file", ca])["reason"],
@@ -201,10 +221,25 @@ fn tls_failures_are_classified() {
         "RepositoryNotFound"
     );
     let expired = Registry::builder().tls(&pki.expired).start();
-    assert_failure(
-        &run(&expired, &["--ca-file", ca]),
-        "tls",
-        "TLSCertificateExpired",
+    let exp = run(&expired, &["--ca-file", ca]);
+    assert_failure(&exp, "tls", "TLSCertificateExpired");
+    let m = exp["message"].as_str().unwrap();
+    assert!(
+        m.contains(" expired ") && m.contains(" days ago; issuer "),
+        "{m}"
+    );
+    assert!(
+        !m.contains("ExpiredContext") && !m.contains("UnixTime"),
+        "{m}"
+    );
+    let not_after = exp["tls"]["not_after"].as_str().unwrap();
+    assert!(
+        not_after.ends_with('Z') && not_after.contains('T'),
+        "RFC 3339: {not_after}"
+    );
+    assert!(
+        exp["tls"]["days_to_expiry"].as_i64().unwrap() < 0,
+        "{exp:#}"
     );
     let early = Registry::builder().tls(&pki.not_yet_valid).start();
     assert_failure(

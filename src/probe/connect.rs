@@ -48,19 +48,22 @@ pub async fn connect(
                         _ => Reason::ConnectUnreachable,
                     },
                 };
-                errors.push((addr, reason, e.to_string()));
+                errors.push((addr, reason, crate::text::io_words(&e)));
             }
             Err(_) => errors.push((
                 addr,
                 Reason::ConnectTimeout,
-                format!("no answer within {share:?}"),
+                format!("no answer within {}", crate::text::human_duration(share)),
             )),
         }
     }
     if errors.is_empty() {
         return Err(Failure::new(
             Reason::ConnectTimeout,
-            format!("no address could be tried within {timeout:?}"),
+            format!(
+                "no address could be tried within {}",
+                crate::text::human_duration(timeout)
+            ),
         ));
     }
     // Report the most telling reason: a refusal proves the host is there, a timeout
@@ -77,8 +80,5 @@ pub async fn connect(
         .map(|(a, _, m)| format!("{a}: {m}"))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(Failure::new(
-        reason,
-        format!("TCP connect failed: {detail}"),
-    ))
+    Err(Failure::new(reason, format!("TCP connect to {detail}")))
 }

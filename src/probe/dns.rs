@@ -112,7 +112,10 @@ impl NodeResolver {
         match lookup {
             Err(_) => Err(Failure::new(
                 Reason::DNSTimeout,
-                format!("no DNS answer for {bare} within {timeout:?}"),
+                format!(
+                    "no DNS answer for {bare} within {}",
+                    crate::text::human_duration(timeout)
+                ),
             )),
             Ok(Err(e)) => Err(classify(bare, &e)),
             Ok(Ok(ips)) => {

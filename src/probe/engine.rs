@@ -254,7 +254,11 @@ impl Prober {
                 tls,
                 ratelimit,
             ),
-            Err(f) => finish(ep, source, started, records, Some(f), None, tls, ratelimit),
+            Err(f) => {
+                // A failed handshake still says what the server presented.
+                let tls = tls.or_else(|| f.tls.as_deref().cloned());
+                finish(ep, source, started, records, Some(f), None, tls, ratelimit)
+            }
         }
     }
 }
@@ -346,7 +350,10 @@ fn deadline_result(
 ) -> AttemptResult {
     let f = Failure::new(
         Reason::ProbeDeadlineExceeded,
-        format!("the probe did not finish within its {overall:?} deadline"),
+        format!(
+            "the probe did not finish within its {} deadline",
+            crate::text::human_duration(overall)
+        ),
     );
     finish(
         ep,

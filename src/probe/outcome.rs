@@ -240,6 +240,9 @@ pub struct Failure {
     /// Seconds from `Retry-After` on a 429.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// The certificate the server presented, when a TLS failure saw one.
+    #[serde(skip)]
+    pub tls: Option<Box<TlsInfo>>,
 }
 
 impl Failure {
@@ -249,6 +252,7 @@ impl Failure {
             reason,
             message: message.into(),
             retry_after_s: None,
+            tls: None,
         }
     }
     /// The same reason reported under another phase (a token host's DNS failure is an

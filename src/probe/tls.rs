@@ -102,7 +102,22 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
         for extra in &settings.extra_ca_files {
             add_pem_file(&mut roots, extra)?;
         }
-        builder.with_root_certificates(roots)
+        // An empty pool (a node without a bundle and no endpoint CA) trusts nothing.
+        let inner = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider(),
+                )
+                .build()
+                .map_err(|e| TlsConfigError::Rustls(e.to_string()))?,
+            )
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Recording(inner, provider())))
     };
     let mut config = match settings.client_certs.first() {
         None => builder.with_no_client_auth(),
@@ -146,6 +161,70 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
     // The registry API is HTTP/1.1 here (hyper http1 client).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+tokio::task_local! {
+    /// The leaf certificate the server presented in this task's handshake, recorded by
+    /// [`Recording`] so a failed handshake can still say what was presented.
+    static PRESENTED: std::cell::RefCell<Option<CertificateDer<'static>>>;
+}
+
+/// The node's verification (webpki with its roots; `None` = no roots, nothing is
+/// trusted), recording what the server presented.
+#[derive(Debug)]
+struct Recording(
+    Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    Arc<rustls::crypto::CryptoProvider>,
+);
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let _ = PRESENTED.try_with(|p| *p.borrow_mut() = Some(end_entity.clone().into_owned()));
+        match &self.0 {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.1.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// `skip_verify`: accept any server certificate, but still check handshake signatures.
@@ -209,15 +288,28 @@ pub async fn handshake(
         )
     })?;
     let connector = TlsConnector::from(config);
-    let stream = match tokio::time::timeout(timeout, connector.connect(name, tcp)).await {
-        Err(_) => {
+    let attempt = PRESENTED.scope(std::cell::RefCell::new(None), async {
+        let r = tokio::time::timeout(timeout, connector.connect(name, tcp)).await;
+        let presented = PRESENTED.with(|p| p.borrow_mut().take());
+        (r, presented)
+    });
+    let stream = match attempt.await {
+        (Err(_), _) => {
             return Err(Failure::new(
                 Reason::TLSHandshakeTimeout,
-                format!("TLS handshake with {host} did not finish within {timeout:?}"),
+                format!(
+                    "TLS handshake with {host} did not finish within {}",
+                    crate::text::human_duration(timeout)
+                ),
             ))
         }
-        Ok(Err(e)) => return Err(classify(host, &e)),
-        Ok(Ok(s)) => s,
+        (Ok(Err(e)), presented) => {
+            let leaf = presented.map(|der| leaf_info(host, der.as_ref()));
+            let mut f = classify(host, &e, leaf.as_ref());
+            f.tls = leaf.map(Box::new);
+            return Err(f);
+        }
+        (Ok(Ok(s)), _) => s,
     };
     let info = describe(host, &stream);
     Ok((stream, info))
@@ -234,63 +326,54 @@ pub fn alert_in_chain(host: &str, err: &(dyn std::error::Error + 'static)) -> Op
                 .and_then(|i| i.downcast_ref::<rustls::Error>())
                 .is_some()
             {
-                return Some(classify(host, io));
+                return Some(classify(host, io, None));
             }
         }
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             let io = std::io::Error::other(tls.clone());
-            return Some(classify(host, &io));
+            return Some(classify(host, &io, None));
         }
         cur = e.source();
     }
     None
 }
 
-fn classify(host: &str, err: &std::io::Error) -> Failure {
+/// A handshake failure in words: what the presented certificate says (dates, issuer,
+/// names) when one was seen, never a Rust debug form.
+fn classify(host: &str, err: &std::io::Error, leaf: Option<&TlsInfo>) -> Failure {
     let Some(tls) = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
     else {
         return Failure::new(
             Reason::TLSHandshakeFailed,
-            format!("TLS handshake with {host} failed: {err}"),
+            format!(
+                "TLS handshake with {host} failed: {}",
+                crate::text::io_words(err)
+            ),
         );
     };
     use rustls::Error as E;
     match tls {
-        E::InvalidCertificate(ce) => {
-            let (reason, what) = match ce {
-                CertificateError::UnknownIssuer => (
-                    Reason::TLSUnknownAuthority,
-                    "is signed by an authority the node does not trust",
-                ),
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                    (Reason::TLSCertificateExpired, "has expired")
-                }
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    (Reason::TLSCertificateNotYetValid, "is not valid yet")
-                }
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => {
-                    (Reason::TLSNameMismatch, "is not valid for this name")
-                }
-                _ => (Reason::TLSHandshakeFailed, "was rejected"),
-            };
-            Failure::new(reason, format!("the certificate of {host} {what} ({ce:?})"))
-        }
+        E::InvalidCertificate(ce) => certificate_failure(host, ce, leaf),
         E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => Failure::new(
             Reason::TLSPlainHTTP,
             format!(
                 "{host} answered the TLS handshake in plain HTTP: the endpoint should be http://"
             ),
         ),
-        E::AlertReceived(AlertDescription::CertificateRequired)
-        | E::AlertReceived(AlertDescription::BadCertificate)
-        | E::AlertReceived(AlertDescription::UnknownCA) => Failure::new(
+        E::AlertReceived(a @ (AlertDescription::CertificateRequired
+        | AlertDescription::BadCertificate
+        | AlertDescription::UnknownCA)) => Failure::new(
             Reason::TLSClientCertRequired,
             format!(
-                "{host} requires a client certificate that was not offered or not accepted ({tls})"
+                "{host} requires a client certificate that was not offered or not accepted (alert: {})",
+                alert_words(*a)
             ),
+        ),
+        E::AlertReceived(a) => Failure::new(
+            Reason::TLSHandshakeFailed,
+            format!("TLS handshake with {host} failed: the server sent the alert {}", alert_words(*a)),
         ),
         other => Failure::new(
             Reason::TLSHandshakeFailed,
@@ -299,47 +382,120 @@ fn classify(host: &str, err: &std::io::Error) -> Failure {
     }
 }
 
+/// `HandshakeFailure` → `handshake failure`.
+fn alert_words(a: AlertDescription) -> String {
+    let name = format!("{a:?}");
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+fn certificate_failure(host: &str, ce: &CertificateError, leaf: Option<&TlsInfo>) -> Failure {
+    let issuer = leaf
+        .map(|l| format!("; issuer {}", l.issuer))
+        .unwrap_or_default();
+    let dates = leaf.map(|l| (l.not_after.clone(), l.days_to_expiry));
+    let (reason, what) = match ce {
+        CertificateError::UnknownIssuer => (
+            Reason::TLSUnknownAuthority,
+            match leaf {
+                Some(l) => format!(
+                    "is signed by {}, an authority the node does not trust",
+                    l.issuer
+                ),
+                None => "is signed by an authority the node does not trust".to_string(),
+            },
+        ),
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
+            Reason::TLSCertificateExpired,
+            match dates {
+                Some((d, days)) => format!(
+                    "expired {}, {} days ago{issuer}",
+                    d.get(..10).unwrap_or(&d),
+                    crate::text::thousands(days.unsigned_abs())
+                ),
+                None => "has expired".to_string(),
+            },
+        ),
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => (
+            Reason::TLSCertificateNotYetValid,
+            format!("is not valid yet{issuer}"),
+        ),
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => (
+            Reason::TLSNameMismatch,
+            match leaf {
+                Some(l) if !l.sans.is_empty() => {
+                    format!("is for {}, not {host}", l.sans.join(", "))
+                }
+                _ => "is not valid for this name".to_string(),
+            },
+        ),
+        other => (
+            Reason::TLSHandshakeFailed,
+            format!("was rejected ({other})"),
+        ),
+    };
+    Failure::new(reason, format!("the certificate of {host} {what}"))
+}
+
 fn describe(host: &str, stream: &TlsStream<TcpStream>) -> TlsInfo {
     let (_, conn) = stream.get_ref();
+    let mut info = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|leaf| leaf_info(host, leaf.as_ref()))
+        .unwrap_or_else(|| TlsInfo {
+            host: host.to_string(),
+            ..TlsInfo::default()
+        });
+    info.version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}").replace('_', "."))
+        .unwrap_or_default();
+    info.cipher = conn
+        .negotiated_cipher_suite()
+        .map(|c| format!("{:?}", c.suite()))
+        .unwrap_or_default();
+    info
+}
+
+/// What a leaf certificate says: subject, issuer, names, expiry (RFC 3339) and days left.
+fn leaf_info(host: &str, der: &[u8]) -> TlsInfo {
     let mut info = TlsInfo {
         host: host.to_string(),
-        version: conn
-            .protocol_version()
-            .map(|v| format!("{v:?}").replace('_', "."))
-            .unwrap_or_default(),
-        cipher: conn
-            .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite()))
-            .unwrap_or_default(),
         ..TlsInfo::default()
     };
-    if let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) {
-        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) {
-            info.subject = cert.subject().to_string();
-            info.issuer = cert.issuer().to_string();
-            let not_after = cert.validity().not_after;
-            info.not_after_unix = not_after.timestamp();
-            info.not_after = not_after
-                .to_rfc2822()
-                .unwrap_or_else(|_| not_after.timestamp().to_string());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            info.days_to_expiry = (info.not_after_unix - now).div_euclid(86_400);
-            if let Ok(Some(san)) = cert.subject_alternative_name() {
-                info.sans = san
-                    .value
-                    .general_names
-                    .iter()
-                    .map(|n| match n {
-                        x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
-                        x509_parser::extensions::GeneralName::IPAddress(b) => ip_from_bytes(b),
-                        other => other.to_string(),
-                    })
-                    .collect();
-            }
-        }
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return info;
+    };
+    info.subject = cert.subject().to_string();
+    info.issuer = cert.issuer().to_string();
+    let not_after = cert.validity().not_after;
+    info.not_after_unix = not_after.timestamp();
+    info.not_after = jiff::Timestamp::from_second(info.not_after_unix)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    info.days_to_expiry = info.not_after_unix.saturating_sub(now).div_euclid(86_400);
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        info.sans = san
+            .value
+            .general_names
+            .iter()
+            .map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => d.to_string(),
+                x509_parser::extensions::GeneralName::IPAddress(b) => ip_from_bytes(b),
+                other => other.to_string(),
+            })
+            .collect();
     }
     info
 }

@@ -17,7 +17,8 @@ pub enum ProxyMode {
     Delay(Duration),
     /// Accept and never answer nor forward (connect succeeds, then silence).
     Hang,
-    /// Accept, then close with RST (SO_LINGER 0).
+    /// Accept, wait for the client's first bytes (a TLS ClientHello), then close with RST
+    /// (SO_LINGER 0): a reset mid-handshake, never racing the client's connect().
     Reset,
     /// Forward `n` bytes of the server's answer, then close the connection.
     TruncateAfter(usize),
@@ -106,13 +107,19 @@ where
     let _ = w.shutdown().await;
 }
 
-async fn handle(client: tokio::net::TcpStream, target: SocketAddr, mode: ProxyMode) {
+async fn handle(mut client: tokio::net::TcpStream, target: SocketAddr, mode: ProxyMode) {
     match mode {
         ProxyMode::Hang => {
             let _keep = client;
             std::future::pending::<()>().await;
         }
         ProxyMode::Reset => {
+            let mut first = [0u8; 1];
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::io::AsyncReadExt::read(&mut client, &mut first),
+            )
+            .await;
             let _ = client.set_zero_linger();
             drop(client);
         }
