@@ -36,7 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::probe::ProbeReport;
 
-use super::conditions::ConditionKind;
+use super::conditions::{classify, Class, ConditionKind};
 pub use book::OTHER;
 use book::{Book, LabelState};
 pub use histogram::MsHistogram;
@@ -170,7 +170,7 @@ impl Metrics {
     fn register(&self, r: &mut Registry) {
         r.register(
             "registry_ready",
-            "1 if the node's latest path checks of the registry would pull, 0 if not",
+            "1 if the node's pull path to the registry works (latest path checks), 0 if not",
             self.registry_ready.clone(),
         );
         r.register(
@@ -292,9 +292,9 @@ impl Metrics {
         }
         if kind == "path" {
             let cred = report.credential_source.as_deref().unwrap_or_default();
-            let (_, state) =
-                self.book()
-                    .record_path(registry, cred, (!pulls).then_some(reason.unwrap_or("")));
+            let (_, state) = self
+                .book()
+                .record_path(registry, cred, path_problem(report));
             self.show_state(&label, &state);
             self.registry_probe_duration
                 .get_or_create(&reg)
@@ -457,6 +457,17 @@ impl Metrics {
             Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, self.encode()),
             Format::PrometheusText => (PROMETHEUS_TEXT_CONTENT_TYPE, self.encode_prometheus_text()),
         }
+    }
+}
+
+/// Why a path check says the node's pull path to the registry is broken, by the same rule as
+/// the Node conditions ([`classify`]): unreachable, the node's credentials rejected, or rate
+/// limited right now. A workload failure (the probed tag is missing, access denied to one
+/// repository) means the path itself works.
+fn path_problem(report: &ProbeReport) -> Option<&'static str> {
+    match classify(report, true) {
+        Class::Ok | Class::Workload(_) => None,
+        Class::Unreachable(r) | Class::NodeAuth(r) | Class::Inconclusive(r) => Some(r.as_str()),
     }
 }
 

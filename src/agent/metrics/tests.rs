@@ -266,6 +266,14 @@ fn registry_state_follows_path_checks_and_leaves_with_the_registry() {
         .as_deref(),
         Some("30")
     );
+    // A path check whose probe image is missing still proves the path works.
+    let mut missing_path = healthy("a.example");
+    missing_path.verdict = Verdict::NotReady;
+    missing_path.reason = Some(Reason::ManifestNotFound);
+    m.record_probe("a.example", "path", &missing_path, 35.0);
+    assert!(m
+        .encode()
+        .contains("pullprobe_registry_ready{registry=\"a.example\"} 1"));
     // b leaves the node's targets: its gauges go, its counters stay.
     m.record_probe("b.example", "path", &failing_connect("b.example"), 40.0);
     m.retain_registries(["a.example"]);
