@@ -34,6 +34,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::credentials::CredentialSource;
 use crate::probe::ProbeReport;
 
 use super::conditions::{classify, Class, ConditionKind};
@@ -291,10 +292,14 @@ impl Metrics {
                 .set(unix_secs(now_unix));
         }
         if kind == "path" {
-            let cred = report.credential_source.as_deref().unwrap_or_default();
+            let cred = report
+                .credential_source
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
             let (_, state) = self
                 .book()
-                .record_path(registry, cred, path_problem(report));
+                .record_path(registry, &cred, path_problem(report));
             self.show_state(&label, &state);
             self.registry_probe_duration
                 .get_or_create(&reg)
@@ -465,7 +470,11 @@ impl Metrics {
 /// limited right now. A workload failure (the probed tag is missing, access denied to one
 /// repository) means the path itself works.
 fn path_problem(report: &ProbeReport) -> Option<&'static str> {
-    match classify(report, true) {
+    let node_credential = !matches!(
+        report.credential_source,
+        Some(CredentialSource::PullSecret { .. })
+    );
+    match classify(report, node_credential) {
         Class::Ok | Class::Workload(_) => None,
         Class::Unreachable(r) | Class::NodeAuth(r) | Class::Inconclusive(r) => Some(r.as_str()),
     }
