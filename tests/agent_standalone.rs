@@ -113,7 +113,10 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
             "no {phase} histogram:\n{m}"
         );
     }
-    let ready = format!("pullprobe_registry_ready{{registry=\"{}\"}}", reg.host_port());
+    let ready = format!(
+        "pullprobe_registry_ready{{registry=\"{}\"}}",
+        reg.host_port()
+    );
     assert_eq!(metric_sum(&m, &ready), 1.0, "{m}");
     let results = |reason: &str| {
         m.lines()

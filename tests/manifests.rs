@@ -528,11 +528,15 @@ fn pull_secrets_component_grants_get_secrets_only() {
 /// Kubernetes toleration matching (k8s.io/api/core/v1 `Toleration.ToleratesTaint`): an empty key
 /// with `Exists` matches every key, an empty effect every effect; `Exists` ignores the value.
 fn tolerates(tolerations: &Value, key: &str, effect: &str) -> bool {
+    // The taints asked about here have an empty value.
     tolerations.as_array().into_iter().flatten().any(|t| {
         let k = t["key"].as_str().unwrap_or_default();
         let e = t["effect"].as_str().unwrap_or_default();
-        let exists = t["operator"] == "Exists";
-        (e.is_empty() || e == effect) && (k == key || (k.is_empty() && exists)) && exists
+        let key_matches = match t["operator"].as_str().unwrap_or("Equal") {
+            "Exists" => k.is_empty() || k == key,
+            _ => k == key && t["value"].as_str().unwrap_or_default().is_empty(),
+        };
+        (e.is_empty() || e == effect) && key_matches
     })
 }
 

@@ -182,6 +182,9 @@ pub fn encode(v: &str) -> String {
     percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// (status, headers, body).
+pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// One HTTP/1.0 request to 127.0.0.1:port (so no chunked answers): (status, headers, body).
 pub fn http(
     port: u16,
@@ -189,7 +192,7 @@ pub fn http(
     path: &str,
     headers: &[(String, String)],
     body: Option<&[u8]>,
-) -> Option<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> Option<HttpAnswer> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
