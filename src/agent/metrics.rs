@@ -10,7 +10,7 @@
 //! (240 measured), 175 when all 20 fail at connect (155 measured). `docs/operate.md` explains
 //! each term. Bounded by construction:
 //! - `registry`: at most [`MAX_REGISTRIES`] values, then `registry="other"`; a registry that
-//!   leaves the node's targets frees its value ([`Metrics::retain_registries`]).
+//!   leaves the node's targets frees its value ([`Metrics::set_registry_paths`]).
 //! - `endpoint` (TLS expiry only): at most [`MAX_ENDPOINTS`], then `"other"`.
 //! - `phase`, `reason`, `verdict`, `kind`, `condition`, `result`: closed enums.
 //! - Histograms have 10 buckets ([`histogram::BOUNDS_MS`]) and never a `registry` label: the
@@ -24,7 +24,6 @@ mod book;
 pub mod histogram;
 mod process;
 
-use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -34,10 +33,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::credentials::CredentialSource;
 use crate::probe::ProbeReport;
 
-use super::conditions::{classify, Class, ConditionKind};
+use super::conditions::ConditionKind;
 pub use book::OTHER;
 use book::{Book, LabelState};
 pub use histogram::MsHistogram;
@@ -292,15 +290,6 @@ impl Metrics {
                 .set(unix_secs(now_unix));
         }
         if kind == "path" {
-            let cred = report
-                .credential_source
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let (_, state) = self
-                .book()
-                .record_path(registry, &cred, path_problem(report));
-            self.show_state(&label, &state);
             self.registry_probe_duration
                 .get_or_create(&reg)
                 .set(whole_ms(report.duration_ms) / 1000.0);
@@ -324,9 +313,9 @@ impl Metrics {
         self.registry_ready
             .get_or_create(&reg)
             .set(i64::from(state.ready));
-        let keep = state.reason.map(|r| RegistryReason {
+        let keep = state.reason.as_ref().map(|r| RegistryReason {
             registry: label.to_string(),
-            reason: r.to_string(),
+            reason: r.clone(),
         });
         self.clear_reasons(label, keep.as_ref());
         if let Some(k) = keep {
@@ -382,12 +371,18 @@ impl Metrics {
             .set(tls.not_after_unix);
     }
 
-    /// Forgets the registries that are no longer targets of this node (their per-registry
-    /// gauges leave the exposition; counters stay). Call once per cycle with the registries
-    /// of the current target set.
-    pub fn retain_registries<'a>(&self, registries: impl IntoIterator<Item = &'a str>) {
-        let keep: BTreeSet<String> = registries.into_iter().map(str::to_string).collect();
-        let retained = self.book().retain(&keep);
+    /// The node's pull path to each registry as the cycle decided it: (registry, `None` when
+    /// it works, else the reason). The complete set every cycle: registries not in it have left
+    /// the node's targets, and their per-registry gauges leave the exposition (counters stay).
+    pub fn set_registry_paths<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
+        let paths: Vec<(String, Option<String>)> = paths
+            .into_iter()
+            .map(|(r, reason)| (r.to_string(), reason.map(str::to_string)))
+            .collect();
+        let retained = self.book().set_paths(&paths);
         for label in &retained.gone {
             let reg = RegistryLabel {
                 registry: label.clone(),
@@ -406,14 +401,6 @@ impl Metrics {
         for (label, state) in &retained.states {
             self.show_state(label, state);
         }
-    }
-
-    /// The node's path state for a registry (`reason` = why it does not work).
-    pub fn set_registry_state(&self, registry: &str, ready: bool, _reason: Option<&str>) {
-        let registry = self.registries.label(registry);
-        self.registry_ready
-            .get_or_create(&RegistryLabel { registry })
-            .set(i64::from(ready));
     }
 
     pub fn set_condition(&self, kind: ConditionKind, status: bool) {
@@ -462,21 +449,6 @@ impl Metrics {
             Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, self.encode()),
             Format::PrometheusText => (PROMETHEUS_TEXT_CONTENT_TYPE, self.encode_prometheus_text()),
         }
-    }
-}
-
-/// Why a path check says the node's pull path to the registry is broken, by the same rule as
-/// the Node conditions ([`classify`]): unreachable, the node's credentials rejected, or rate
-/// limited right now. A workload failure (the probed tag is missing, access denied to one
-/// repository) means the path itself works.
-fn path_problem(report: &ProbeReport) -> Option<&'static str> {
-    let node_credential = !matches!(
-        report.credential_source,
-        Some(CredentialSource::PullSecret { .. })
-    );
-    match classify(report, node_credential) {
-        Class::Ok | Class::Workload(_) => None,
-        Class::Unreachable(r) | Class::NodeAuth(r) | Class::Inconclusive(r) => Some(r.as_str()),
     }
 }
 

@@ -4,27 +4,21 @@
 //! - A registry domain gets its own `registry` label value while fewer than `max_registries`
 //!   are in use; later ones share `registry="other"`. A registry that leaves the node's targets
 //!   ([`Book::retain`]) frees its slot.
-//! - The state of a label is that of the node's latest path check of each (registry,
-//!   credential) behind it: ready when every one of them would pull, else the reason of the
-//!   first failing one (in name order, so it is stable from cycle to cycle).
+//! - The state of a label is that of the node's pull paths to the registries behind it, as the
+//!   agent's cycle decided them (`CycleOutcome::paths`): ready when every one of them works,
+//!   else the reason of the first failing one (in name order, so it is stable from cycle to
+//!   cycle). Each cycle hands over the complete set ([`Book::set_paths`]); registries that are
+//!   no longer in it leave, with their TLS endpoints.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const OTHER: &str = "other";
 
-/// The latest path check of one registry with one credential source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Entry {
-    label: String,
-    /// `None` = it would pull.
-    reason: Option<&'static str>,
-}
-
 /// What a label shows: ready, or the reason it is not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelState {
     pub ready: bool,
-    pub reason: Option<&'static str>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -35,8 +29,6 @@ pub struct Book {
     registries: BTreeMap<String, String>,
     /// TLS endpoint `host:port` → (registry label, endpoint label).
     endpoints: BTreeMap<String, (String, String)>,
-    /// (registry domain, credential source) → latest path check.
-    entries: BTreeMap<(String, String), Entry>,
 }
 
 impl Book {
@@ -46,7 +38,6 @@ impl Book {
             max_endpoints,
             registries: BTreeMap::new(),
             endpoints: BTreeMap::new(),
-            entries: BTreeMap::new(),
         }
     }
 
@@ -83,46 +74,30 @@ impl Book {
         label
     }
 
-    /// Records a path check; returns the label's new state.
-    pub fn record_path(
-        &mut self,
-        registry: &str,
-        credential: &str,
-        reason: Option<&'static str>,
-    ) -> (String, LabelState) {
-        let label = self.registry_label(registry);
-        self.entries.insert(
-            (registry.to_string(), credential.to_string()),
-            Entry {
-                label: label.clone(),
-                reason,
-            },
-        );
-        let state = self.state(&label);
-        (label, state)
-    }
-
-    /// The state of a label; `None` when no path check is behind it.
-    fn state(&self, label: &str) -> LabelState {
-        let mut reason = None;
-        for e in self.entries.values().filter(|e| e.label == label) {
-            if reason.is_none() {
-                reason = e.reason;
-            }
-        }
-        LabelState {
-            ready: reason.is_none(),
-            reason,
-        }
-    }
-
-    /// Keeps only the registries in `keep`. Returns the labels that no registry uses any more
-    /// (their series are to be removed), the (registry label, endpoint label) pairs of TLS
-    /// endpoints that went with them, and the new state of the labels that remain in use.
-    pub fn retain(&mut self, keep: &BTreeSet<String>) -> Retained {
+    /// The cycle's pull paths, (registry, `None` if it works or the reason it does not), replace
+    /// the previous ones. Returns the labels no registry uses any more (their series are to be
+    /// removed), the (registry label, endpoint label) pairs of TLS endpoints that went with them,
+    /// and the state of every label in use.
+    pub fn set_paths(&mut self, paths: &[(String, Option<String>)]) -> Retained {
+        let keep: BTreeSet<String> = paths.iter().map(|(r, _)| r.clone()).collect();
         let before: BTreeSet<String> = self.registries.values().cloned().collect();
         self.registries.retain(|r, _| keep.contains(r));
-        self.entries.retain(|(r, _), _| keep.contains(r));
+        let mut sorted: Vec<&(String, Option<String>)> = paths.iter().collect();
+        sorted.sort();
+        let mut states: BTreeMap<String, LabelState> = BTreeMap::new();
+        for (registry, reason) in sorted {
+            let label = self.registry_label(registry);
+            let s = states.entry(label).or_insert(LabelState {
+                ready: true,
+                reason: None,
+            });
+            if s.ready && reason.is_some() {
+                *s = LabelState {
+                    ready: false,
+                    reason: reason.clone(),
+                };
+            }
+        }
         let after: BTreeSet<String> = self.registries.values().cloned().collect();
         let gone: BTreeSet<String> = before.difference(&after).cloned().collect();
         let mut gone_endpoints = Vec::new();
@@ -133,15 +108,10 @@ impl Book {
             }
             keep
         });
-        let states = after
-            .iter()
-            .filter(|l| self.entries.values().any(|e| &e.label == *l))
-            .map(|l| (l.clone(), self.state(l)))
-            .collect();
         Retained {
             gone,
             gone_endpoints,
-            states,
+            states: states.into_iter().collect(),
         }
     }
 }
@@ -157,6 +127,10 @@ pub struct Retained {
 mod tests {
     use super::*;
 
+    fn p(r: &str, reason: Option<&str>) -> (String, Option<String>) {
+        (r.to_string(), reason.map(str::to_string))
+    }
+
     #[test]
     fn labels_overflow_into_other_and_slots_are_freed() {
         let mut b = Book::new(2, 2);
@@ -167,26 +141,33 @@ mod tests {
         // A registry literally named "other" never gets a label of its own.
         let mut b2 = Book::new(5, 5);
         assert_eq!(b2.registry_label(OTHER), OTHER);
-        let r = b.retain(&["b".to_string()].into());
+        let r = b.set_paths(&[p("b", None)]);
         assert_eq!(r.gone, ["a".to_string(), OTHER.to_string()].into());
         assert_eq!(b.registry_label("d"), "d", "a's slot is free again");
     }
 
     #[test]
-    fn a_label_is_ready_only_when_every_credential_pulls() {
+    fn a_label_is_ready_only_when_every_path_behind_it_works() {
         let mut b = Book::new(8, 8);
-        let (_, s) = b.record_path("r", "node", None);
-        assert!(s.ready);
-        let (_, s) = b.record_path("r", "pull-secrets:ns/x", Some("AuthCredentialsRejected"));
-        assert_eq!(s.reason, Some("AuthCredentialsRejected"));
-        assert!(!s.ready);
-        let (_, s) = b.record_path("r", "pull-secrets:ns/x", None);
-        assert!(s.ready);
-        // Overflowed registries share `other`: one failing is enough.
+        let r = b.set_paths(&[
+            p("r", None),
+            p("r", Some("AuthCredentialsRejected")),
+            p("s", None),
+        ]);
+        let st: BTreeMap<String, LabelState> = r.states.into_iter().collect();
+        assert!(!st["r"].ready);
+        assert_eq!(st["r"].reason.as_deref(), Some("AuthCredentialsRejected"));
+        assert!(st["s"].ready && st["s"].reason.is_none());
+        // Overflowed registries share `other`: one failing is enough; the first reason in name
+        // order wins.
         let mut b = Book::new(1, 1);
-        b.record_path("a", "", None);
-        b.record_path("b", "", None);
-        let (l, s) = b.record_path("c", "", Some("ConnectRefused"));
-        assert_eq!((l.as_str(), s.ready), (OTHER, false));
+        let r = b.set_paths(&[
+            p("a", None),
+            p("c", Some("TLSUnknownAuthority")),
+            p("b", Some("ConnectRefused")),
+        ]);
+        let st: BTreeMap<String, LabelState> = r.states.into_iter().collect();
+        assert_eq!(st[OTHER].reason.as_deref(), Some("ConnectRefused"));
+        assert!(st["a"].ready);
     }
 }

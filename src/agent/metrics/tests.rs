@@ -85,6 +85,8 @@ fn samples(text: &str) -> Vec<&str> {
 
 /// One cycle as the agent runs it: a path check and three image checks per registry, API writes.
 fn cycle(m: &Metrics, hosts: &[String], make: impl Fn(&str) -> ProbeReport) {
+    let reason = make("x").reason.map(|r| r.as_str());
+    m.set_registry_paths(hosts.iter().map(|h| (h.as_str(), reason)));
     for h in hosts {
         m.record_probe(h, "path", &make(h), 1_700_000_000.5);
         for i in 0..3 {
@@ -169,6 +171,7 @@ fn a_thousand_images_over_fifty_hosts_keep_cardinality_bounded() {
             m.record_probe(h, "path", &healthy(h), 1_700_000_000.0);
         }
     }
+    m.set_registry_paths(hs.iter().map(|h| (h.as_str(), None)));
     let text = m.encode();
     assert!(!text.contains("team-"), "an image name in a label");
     let registries: BTreeSet<&str> = text
@@ -213,7 +216,7 @@ fn registry_labels_are_bounded() {
 }
 
 #[test]
-fn registry_state_follows_path_checks_and_leaves_with_the_registry() {
+fn registry_state_follows_the_cycles_paths_and_leaves_with_the_registry() {
     let m = Metrics::new();
     let sample = |text: &str, prefix: &str| -> Option<String> {
         text.lines()
@@ -222,20 +225,12 @@ fn registry_state_follows_path_checks_and_leaves_with_the_registry() {
     };
     m.record_probe("a.example", "path", &failing_connect("a.example"), 10.0);
     m.record_probe("b.example", "path", &healthy("b.example"), 10.0);
-    // An image failure is a workload problem: it does not change the registry state.
-    let mut missing = healthy("b.example");
-    missing.verdict = Verdict::NotReady;
-    missing.reason = Some(Reason::ManifestNotFound);
-    m.record_probe("b.example", "image", &missing, 10.0);
+    m.set_registry_paths([("a.example", Some("ConnectRefused")), ("b.example", None)]);
     let t = m.encode();
-    assert_eq!(
-        sample(&t, "pullprobe_registry_ready{registry=\"a.example\"}").as_deref(),
-        Some("0")
-    );
-    assert_eq!(
-        sample(&t, "pullprobe_registry_ready{registry=\"b.example\"}").as_deref(),
-        Some("1")
-    );
+    let ready =
+        |t: &str, r: &str| sample(t, &format!("pullprobe_registry_ready{{registry=\"{r}\"}}"));
+    assert_eq!(ready(&t, "a.example").as_deref(), Some("0"));
+    assert_eq!(ready(&t, "b.example").as_deref(), Some("1"));
     assert_eq!(
         sample(
             &t,
@@ -249,17 +244,26 @@ fn registry_state_follows_path_checks_and_leaves_with_the_registry() {
         "{t}"
     );
     // The reason changes: the old series goes, one series per failing registry.
-    let mut tls = failing_connect("a.example");
-    tls.reason = Some(Reason::TLSUnknownAuthority);
-    m.record_probe("a.example", "path", &tls, 20.0);
+    m.set_registry_paths([
+        ("a.example", Some("TLSUnknownAuthority")),
+        ("b.example", None),
+    ]);
     let t = m.encode();
     assert!(
         !t.contains("pullprobe_registry_reason{registry=\"a.example\",reason=\"ConnectRefused\"}"),
         "{t}"
     );
     assert_eq!(t.matches("pullprobe_registry_reason{").count(), 1, "{t}");
+    // Two paths behind one registry (a mirror and the upstream plan): one failing is enough.
+    m.set_registry_paths([
+        ("a.example", None),
+        ("a.example", Some("ConnectTimeout")),
+        ("b.example", None),
+    ]);
+    assert_eq!(ready(&m.encode(), "a.example").as_deref(), Some("0"));
     // Recovers: the reason series goes away.
     m.record_probe("a.example", "path", &healthy("a.example"), 30.0);
+    m.set_registry_paths([("a.example", None), ("b.example", None)]);
     let t = m.encode();
     assert!(!t.contains("pullprobe_registry_reason{"), "{t}");
     assert_eq!(
@@ -270,17 +274,9 @@ fn registry_state_follows_path_checks_and_leaves_with_the_registry() {
         .as_deref(),
         Some("30")
     );
-    // A path check whose probe image is missing still proves the path works.
-    let mut missing_path = healthy("a.example");
-    missing_path.verdict = Verdict::NotReady;
-    missing_path.reason = Some(Reason::ManifestNotFound);
-    m.record_probe("a.example", "path", &missing_path, 35.0);
-    assert!(m
-        .encode()
-        .contains("pullprobe_registry_ready{registry=\"a.example\"} 1"));
     // b leaves the node's targets: its gauges go, its counters stay.
-    m.record_probe("b.example", "path", &failing_connect("b.example"), 40.0);
-    m.retain_registries(["a.example"]);
+    m.set_registry_paths([("a.example", None), ("b.example", Some("ConnectRefused"))]);
+    m.set_registry_paths([("a.example", None)]);
     let t = m.encode();
     for gauge in [
         "pullprobe_registry_ready{registry=\"b.example\"}",
