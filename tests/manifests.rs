@@ -91,31 +91,7 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     find(&all, "PriorityClass", pc);
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["dnsPolicy"], "Default");
-    // Ordinary nodes in trouble are tolerated; control-plane nodes are opt-in (components/).
-    let tol = &pod["tolerations"];
-    for (key, effect) in [
-        ("node.kubernetes.io/not-ready", "NoExecute"),
-        ("node.kubernetes.io/unreachable", "NoExecute"),
-        ("node.kubernetes.io/not-ready", "NoSchedule"),
-        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
-        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
-        ("node.kubernetes.io/unschedulable", "NoSchedule"),
-        ("node.kubernetes.io/network-unavailable", "NoSchedule"),
-        ("example.com/any-eviction-taint", "NoExecute"),
-        ("readiness.k8s.io/pullprobe-image-pull", "NoSchedule"),
-    ] {
-        assert!(
-            tolerates(tol, key, effect),
-            "does not tolerate {key}:{effect}"
-        );
-    }
-    for key in [
-        "node-role.kubernetes.io/control-plane",
-        "node-role.kubernetes.io/master",
-    ] {
-        assert!(!tolerates(tol, key, "NoSchedule"), "tolerates {key}: {tol}");
-    }
+    check_base_tolerations(&pod["tolerations"]);
 
     // Args and the config file path.
     let args: Vec<&str> = c["args"]
@@ -523,6 +499,33 @@ fn pull_secrets_component_grants_get_secrets_only() {
         )
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// Ordinary nodes in trouble are tolerated; control-plane nodes are opt-in (components/).
+fn check_base_tolerations(tol: &Value) {
+    for (key, effect) in [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/not-ready", "NoSchedule"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+        ("node.kubernetes.io/network-unavailable", "NoSchedule"),
+        ("example.com/any-eviction-taint", "NoExecute"),
+        ("readiness.k8s.io/pullprobe-image-pull", "NoSchedule"),
+    ] {
+        assert!(
+            tolerates(tol, key, effect),
+            "does not tolerate {key}:{effect}"
+        );
+    }
+    for key in [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ] {
+        assert!(!tolerates(tol, key, "NoSchedule"), "tolerates {key}: {tol}");
+    }
 }
 
 /// Kubernetes toleration matching (k8s.io/api/core/v1 `Toleration.ToleratesTaint`): an empty key
@@ -1010,7 +1013,12 @@ fn node_readiness_rule_example_is_accepted_by_the_controllers_schema_and_rules()
         }
     }
 
-    // Structural validation by a real API server with the controller's CRD schema.
+    apply_node_readiness_rule(rule);
+}
+
+/// Structural validation by a real API server with the controller's CRD schema: accepted whole,
+/// and a bad enum value is rejected.
+fn apply_node_readiness_rule(rule: &Value) {
     let api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
     install_crds(&api);

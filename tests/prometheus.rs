@@ -394,42 +394,61 @@ fn real_prometheus_scrapes_the_agent_and_the_shipped_alerts_fire_then_resolve() 
         });
     }
     check_exposition_with_promtool(&rig);
-    // Healthy: only the certificate alerts fire (R1's leaf expires in under 3 days).
+    let healthy = wait_healthy(&prom, &rig);
+
+    inject_faults(&prom, &rig, &node_b_down, &healthy);
+    check_documented_series(&prom);
+    check_dashboard_queries(&prom);
+
+    // Cleared: everything but the certificate alerts resolves.
+    rig.remaining.store(80, Ordering::SeqCst);
+    rig.switch.set_up(true);
+    rig.set_node_password("right");
+    node_b_down.store(false, Ordering::SeqCst);
+    prom.wait(
+        Duration::from_secs(90),
+        "the fault alerts to resolve",
+        || (firing(&prom) == healthy).then_some(()),
+    );
+}
+
+/// Healthy: only the certificate alerts fire (R1's leaf expires in under 3 days). Returns them.
+fn wait_healthy(prom: &Prometheus, rig: &Rig) -> BTreeSet<(String, String)> {
     let r1 = rig.r1.host_port();
-    let tls = [
-        alert(
-            "PullprobeTLSCertificateExpiringSoon",
-            &format!("registry={r1},endpoint={r1}"),
-        ),
-        alert(
-            "PullprobeTLSCertificateExpiring",
-            &format!("registry={r1},endpoint={r1}"),
-        ),
-    ];
-    let healthy: BTreeSet<_> = tls.iter().cloned().collect();
+    let who = format!("registry={r1},endpoint={r1}");
+    let healthy: BTreeSet<_> = [
+        alert("PullprobeTLSCertificateExpiringSoon", &who),
+        alert("PullprobeTLSCertificateExpiring", &who),
+    ]
+    .into();
     prom.wait(Duration::from_secs(30), "the certificate alerts", || {
-        firing(&prom).is_superset(&healthy).then_some(())
+        firing(prom).is_superset(&healthy).then_some(())
     });
     assert_eq!(
-        firing(&prom),
+        firing(prom),
         healthy,
         "only the certificate alerts fire while healthy"
     );
+    healthy
+}
 
-    // Faults: quota nearly used up, R2 down, R3 rejects the node's credentials, node-b's agent
-    // unreachable.
+/// Faults: quota nearly used up, R2 down, R3 rejects the node's credentials, node-b's agent
+/// unreachable; waits until exactly the expected alerts fire.
+fn inject_faults(
+    prom: &Prometheus,
+    rig: &Rig,
+    node_b_down: &AtomicBool,
+    healthy: &BTreeSet<(String, String)>,
+) {
     rig.remaining.store(5, Ordering::SeqCst);
-    let rl = format!(
-        "pullprobe_ratelimit_remaining{{registry=\"{}\"}}",
-        rig.switch.host_port()
-    );
+    let (r2, r3) = (rig.switch.host_port(), rig.r3.host_port());
+    let rl = format!("pullprobe_ratelimit_remaining{{registry=\"{r2}\"}}");
     agent_proc::wait_for(Duration::from_secs(20), "remaining 5 on /metrics", || {
         (metric_sum(&rig.metrics(), &rl) == 5.0).then_some(())
     });
     rig.switch.set_up(false);
     rig.set_node_password("wrong");
     node_b_down.store(true, Ordering::SeqCst);
-    let (r2, r3) = (rig.switch.host_port(), rig.r3.host_port());
     let mut faulty = healthy.clone();
     faulty.extend([
         alert("PullprobeRegistryUnreachable", "node=node-a"),
@@ -449,22 +468,9 @@ fn real_prometheus_scrapes_the_agent_and_the_shipped_alerts_fire_then_resolve() 
         alert("PullprobeAgentDown", "node=node-b"),
     ]);
     prom.wait(Duration::from_secs(90), "the fault alerts to fire", || {
-        firing(&prom).is_superset(&faulty).then_some(())
+        firing(prom).is_superset(&faulty).then_some(())
     });
-    assert_eq!(firing(&prom), faulty);
-    check_documented_series(&prom);
-    check_dashboard_queries(&prom);
-
-    // Cleared: everything but the certificate alerts resolves.
-    rig.remaining.store(80, Ordering::SeqCst);
-    rig.switch.set_up(true);
-    rig.set_node_password("right");
-    node_b_down.store(false, Ordering::SeqCst);
-    prom.wait(
-        Duration::from_secs(90),
-        "the fault alerts to resolve",
-        || (firing(&prom) == healthy).then_some(()),
-    );
+    assert_eq!(firing(prom), faulty);
 }
 
 /// `promtool check metrics` (it reads the Prometheus text format) passes on the text exposition;
