@@ -556,7 +556,7 @@ fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
 
 /// Node-level credentials (kubelet config.json under the host root) rejected →
 /// `RegistryAuthFailing`; fixed on the node → False again. A pod's own pull secret rejected
-/// (opt-in `pull_secrets`, with manifests/optional/secrets-reader.yaml applied) → an Event
+/// (opt-in `pull_secrets`, with manifests/components/pull-secrets/secrets-reader.yaml applied) → an Event
 /// on that Pod only, while the node's credentials keep the condition False.
 #[test]
 fn node_credentials_and_pod_pull_secrets() {
@@ -564,7 +564,8 @@ fn node_credentials_and_pod_pull_secrets() {
     let api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
     let token = apply_project_rbac(&api);
-    let opt = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/optional/secrets-reader.yaml");
+    let opt = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests/components/pull-secrets/secrets-reader.yaml");
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&std::fs::read_to_string(opt).unwrap()).unwrap();
     for obj in docs.into_iter().filter(|d| d.is_object()) {

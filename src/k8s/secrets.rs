@@ -1,5 +1,5 @@
 //! Pods' pull secrets, fetched only when `pull_secrets: true` (needs `get secrets`, which
-//! the default ClusterRole does not grant: manifests/optional/secrets-reader.yaml).
+//! the default ClusterRole does not grant: manifests/components/pull-secrets/).
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use kube::Api;
