@@ -251,12 +251,14 @@ fn tls_failures_are_classified() {
     assert_failure(&run(&wrong, &["--ca-file", ca]), "tls", "TLSNameMismatch");
     let plain = Registry::plain();
     assert_failure(&run(&plain, &["--ca-file", ca]), "tls", "TLSPlainHTTP");
-    let missing_ca = run(&good, &["--ca-file", "/nonexistent/ca.pem"]);
-    assert_failure(&missing_ca, "tls", "TLSConfigInvalid");
-    assert!(missing_ca["message"]
-        .as_str()
-        .unwrap()
-        .contains("/nonexistent/ca.pem"));
+    // A flag naming a missing file is a configuration error (exit 2) before any probe,
+    // never a TLS verdict.
+    let image = format!("registry.test:{}/demo/app:v1", good.port());
+    let out = run_pullprobe(&["check", &image, "--ca-file", "/nonexistent/ca.pem"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca-file /nonexistent/ca.pem: no such file"), "{err}");
+    assert!(out.stdout.is_empty());
 }
 
 #[test]

@@ -1,16 +1,23 @@
-//! The README documents every reason code the engine can emit (they are an interface).
+//! The README documents every reason code the engine can emit (they are an interface), with
+//! its phase and the hint `check` prints for it.
 
+use pullprobe::probe::hints::fix;
 use pullprobe::probe::Reason;
 
 #[test]
-fn readme_lists_every_reason_code_with_its_phase() {
+fn readme_lists_every_reason_code_with_its_phase_and_fix() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for r in Reason::ALL {
-        let row = format!("| `{}` | {} |", r.as_str(), r.phase().as_str());
+        let start = format!("| `{}` | {} |", r.as_str(), r.phase().as_str());
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&start))
+            .unwrap_or_else(|| panic!("README is missing the row for {}", r.as_str()));
+        let fix = fix(*r).replace('|', "\\|");
         assert!(
-            readme.contains(&row),
-            "README is missing the row for {}",
+            row.trim_end().ends_with(&format!("| {fix} |")),
+            "README row for {} should end with its fix: {fix}\n{row}",
             r.as_str()
         );
     }

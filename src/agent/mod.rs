@@ -145,6 +145,7 @@ fn pipeline_spec(args: &AgentArgs, cfg: &AgentConfig, runtime_version: Option<St
                 .image_credential_provider_bin_dir
                 .clone()
                 .or(n.image_credential_provider_bin_dir.clone()),
+            hosts_dir: None,
         },
         ..Spec::default()
     }

@@ -52,6 +52,10 @@ pub struct NodeArgs {
     /// node's kubelet unit runs it].
     #[arg(long, value_name = "PATH")]
     pub image_credential_provider_bin_dir: Option<PathBuf>,
+    /// containerd's hosts directory to try, like `ctr --hosts-dir` (a `certs.d` tree on
+    /// this machine; no host root needed) [default: from the node's config.toml].
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
     /// The node's resolv.conf [default: the host root's etc/resolv.conf (symlinks
     /// resolved inside it), else /etc/resolv.conf].
     #[arg(long, value_name = "PATH")]
@@ -61,7 +65,67 @@ pub struct NodeArgs {
     pub hosts_file: Option<PathBuf>,
 }
 
+/// A flag that names something unusable: exit 2 before any probe.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    #[error("--{flag} {}: {why}", path.display())]
+    File {
+        flag: &'static str,
+        path: PathBuf,
+        why: &'static str,
+    },
+    #[error("--host-root {}: {why}", path.display())]
+    HostRoot { path: PathBuf, why: &'static str },
+}
+
+/// The flag's file must exist and be a readable file.
+fn readable_file(flag: &'static str, path: &std::path::Path) -> Result<(), ArgsError> {
+    let err = |why| ArgsError::File {
+        flag,
+        path: path.to_path_buf(),
+        why,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(err("no such file")),
+        Err(_) => Err(err("cannot be read")),
+        Ok(m) if m.is_dir() => Err(err("is a directory, not a file")),
+        Ok(_) => std::fs::File::open(path)
+            .map(|_| ())
+            .map_err(|_| err("cannot be read")),
+    }
+}
+
 impl NodeArgs {
+    /// A host root that is missing, empty or has no `etc/` is a typo, not a node.
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        let Some(root) = &self.host_root else {
+            return Ok(());
+        };
+        let err = |why| ArgsError::HostRoot {
+            path: root.clone(),
+            why,
+        };
+        let mut entries =
+            std::fs::read_dir(root).map_err(|_| err("is not a readable directory"))?;
+        if entries.next().is_none() {
+            return Err(err("is empty: pass the node's root filesystem (`/` on a node, `/host` in the DaemonSet)"));
+        }
+        if !root.join("etc").is_dir() {
+            return Err(err(
+                "has no etc/: it does not look like a node's root filesystem",
+            ));
+        }
+        for (flag, p) in [
+            ("resolv-conf", &self.resolv_conf),
+            ("hosts-file", &self.hosts_file),
+        ] {
+            if let Some(p) = p {
+                readable_file(flag, p)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, spec: &mut Spec) {
         spec.host_root = self.host_root.clone();
         spec.runtime = match self.runtime {
@@ -75,6 +139,7 @@ impl NodeArgs {
             kubelet_root_dir: self.kubelet_root_dir.clone(),
             credential_provider_config: self.image_credential_provider_config.clone(),
             credential_provider_bin_dir: self.image_credential_provider_bin_dir.clone(),
+            hosts_dir: self.hosts_dir.clone(),
         };
         spec.resolv_conf = self.resolv_conf.clone();
         spec.hosts_file = self.hosts_file.clone();
@@ -110,6 +175,23 @@ pub struct EndpointArgs {
 }
 
 impl EndpointArgs {
+    /// Every file a flag names must be readable (a typo is exit 2, not a TLS verdict).
+    pub fn validate(&self) -> Result<(), ArgsError> {
+        for p in &self.ca_files {
+            readable_file("ca-file", p)?;
+        }
+        if let Some(p) = &self.ca_bundle {
+            readable_file("ca-bundle", p)?;
+        }
+        if let Some(p) = &self.cert {
+            readable_file("cert", p)?;
+        }
+        if let Some(p) = &self.key {
+            readable_file("key", p)?;
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, spec: &mut Spec) {
         spec.endpoints = EndpointOverrides {
             mirrors: self.mirrors.clone(),

@@ -14,6 +14,7 @@ use crate::credentials::{Credential, CredentialSource, Secret, SourcedCredential
 use crate::pipeline::{Creds, MirrorError, Pipeline, PipelineError, Spec};
 use crate::probe::{Depth, Timeouts, Verdict};
 use crate::reference::ImageRef;
+use crate::report::{Format, TableStyle};
 use crate::runtime::{Platform, PlatformError};
 
 #[derive(Args, Debug)]
@@ -29,27 +30,39 @@ pub struct CheckArgs {
     #[command(flatten, next_help_heading = "Auth")]
     pub auth: AuthArgs,
 
-    /// Target platform `os/arch[/variant]` [default: this machine's].
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// Target platform `os/arch[/variant]` (this machine's by default).
+    #[arg(long, value_name = "PLATFORM", default_value_t = Platform::host().to_string(), help_heading = "Probe")]
+    pub platform: String,
     /// Skip the blob phase.
-    #[arg(long)]
+    #[arg(long, help_heading = "Probe")]
     pub no_blob: bool,
 
     #[command(flatten, next_help_heading = "Timeouts")]
     pub timeouts: TimeoutArgs,
 
-    /// One JSON object per image per line.
-    #[arg(long, help_heading = "Output")]
+    /// Output format: table, wide, json (one object per line), yaml, name.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_enum,
+        default_value = "table",
+        help_heading = "Output"
+    )]
+    pub output: Format,
+    /// Same as `-o json`.
+    #[arg(long, conflicts_with = "output", help_heading = "Output")]
     pub json: bool,
+    /// Leave out the table header.
+    #[arg(long, help_heading = "Output")]
+    pub no_headers: bool,
     /// Show every phase and endpoint.
     #[arg(short, long, help_heading = "Output")]
     pub verbose: bool,
     /// Count `degraded` (worked only after earlier endpoints failed) as not ready.
-    #[arg(long)]
+    #[arg(long, help_heading = "Probe")]
     pub strict: bool,
     /// Images probed at the same time.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, help_heading = "Probe")]
     pub concurrency: usize,
 }
 
@@ -127,6 +140,8 @@ pub enum CheckError {
     EmptyPassword,
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    Args(#[from] super::args::ArgsError),
 }
 
 /// Parse every image reference first: a bad one is a usage error before any probe.
@@ -165,12 +180,14 @@ fn command_line_credential(a: &AuthArgs) -> Result<Option<SourcedCredential>, Ch
 
 /// The pipeline `check` walks: the node's under `--host-root`, else this workstation's.
 fn spec(args: &CheckArgs) -> Result<Spec, CheckError> {
+    args.node.validate()?;
+    args.endpoints.validate()?;
     let mut spec = Spec::default();
     args.node.apply(&mut spec);
     args.endpoints.apply(&mut spec);
     spec.credential = command_line_credential(&args.auth)?;
     spec.auth_file = args.auth.auth_file.clone();
-    spec.platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    spec.platform = Some(Platform::parse(&args.platform)?);
     spec.timeouts = args.timeouts.timeouts();
     spec.no_blob = args.no_blob;
     Ok(spec)
@@ -178,6 +195,10 @@ fn spec(args: &CheckArgs) -> Result<Spec, CheckError> {
 
 /// Print each node-file problem once, at start (the rest of the node's config applies).
 pub fn warn_problems(pipeline: &Pipeline) {
+    if let Some(missing) = pipeline.node().and_then(|n| n.missing_runtime_config()) {
+        tracing::warn!(%missing, "no runtime configuration found");
+        eprintln!("pullprobe: warning: {missing}");
+    }
     for p in pipeline.problems() {
         tracing::warn!(problem = %p, "node configuration problem (skipped)");
         eprintln!("pullprobe: warning: {p}");
@@ -216,14 +237,14 @@ pub async fn run(args: CheckArgs) -> Result<i32, CheckError> {
             Err(e) => tracing::error!(error = %e, "probe task failed"),
         }
     }
-    let text = if args.json {
-        reports
-            .iter()
-            .map(|r| crate::report::json_line(r) + "\n")
-            .collect::<String>()
-    } else {
-        crate::report::table(&reports, args.verbose)
+    let format = if args.json { Format::Json } else { args.output };
+    let style = TableStyle {
+        verbose: args.verbose,
+        no_headers: args.no_headers,
+        colour: TableStyle::detect_colour(),
+        ..TableStyle::default()
     };
+    let text = crate::report::render(&reports, format, &style);
     super::emit(&text);
     let all_ok = reports.len() == args.images.len()
         && reports

@@ -29,6 +29,8 @@ pub struct PlanArgs {
 /// Run `plan`; returns the exit code (0, or 2 on usage/config errors).
 pub async fn run(args: PlanArgs) -> Result<i32, CheckError> {
     let parsed = parse_images(&args.images)?;
+    args.node.validate()?;
+    args.endpoints.validate()?;
     let mut spec = Spec::default();
     args.node.apply(&mut spec);
     args.endpoints.apply(&mut spec);

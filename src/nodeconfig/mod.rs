@@ -47,6 +47,9 @@ pub struct NodeConfigOptions {
     pub credential_provider_bin_dir: Option<PathBuf>,
     /// e.g. `1.6.20` or `containerd://2.1.4` (node `containerRuntimeVersion`).
     pub containerd_version: Option<String>,
+    /// containerd's hosts directory given directly (`ctr --hosts-dir`), used as
+    /// `config_path` instead of reading `config.toml`.
+    pub hosts_dir: Option<PathBuf>,
 }
 
 impl Default for NodeConfigOptions {
@@ -59,6 +62,7 @@ impl Default for NodeConfigOptions {
             credential_provider_config: None,
             credential_provider_bin_dir: None,
             containerd_version: None,
+            hosts_dir: None,
         }
     }
 }
@@ -250,6 +254,35 @@ impl NodeConfig {
         self.runtime
     }
 
+    /// `None` when a runtime configuration was read; else what was looked for (so a
+    /// host root without one can say so: every endpoint is then the runtime's default).
+    pub fn missing_runtime_config(&self) -> Option<String> {
+        let found = match self.runtime {
+            Runtime::Containerd => {
+                self.containerd.config.file.is_some()
+                    || self.containerd.config.config_path.is_some()
+                    || self.k3s.is_some()
+                    || self.host_root.is_dir(Path::new("/etc/containerd/certs.d"))
+            }
+            Runtime::Crio => !self.crio.files.is_empty(),
+        };
+        (!found).then(|| match self.runtime {
+            Runtime::Containerd => format!(
+                "no containerd configuration under {} (looked for {}, /etc/containerd/certs.d, and k3s/rke2's): every endpoint is containerd's default",
+                self.host_root.root().display(),
+                self.options
+                    .containerd_config
+                    .as_deref()
+                    .unwrap_or(Path::new(containerd::DEFAULT_CONFIG))
+                    .display()
+            ),
+            Runtime::Crio => format!(
+                "no CRI-O registries configuration under {} (looked for /etc/containers/registries.conf and registries.conf.d): every endpoint is the registry itself",
+                self.host_root.root().display()
+            ),
+        })
+    }
+
     /// Real path (under the host root) of the node's resolv.conf.
     pub fn resolv_conf(&self) -> PathBuf {
         resolver::resolv_conf(&self.host_root)
@@ -335,6 +368,13 @@ fn runtime_config(
     crio::CrioConfig,
     Option<k3s::K3sState>,
 ) {
+    if let (Runtime::Containerd, Some(dir)) = (runtime, &opts.hosts_dir) {
+        let config = containerd::ContainerdConfig {
+            config_path: Some(dir.display().to_string()),
+            ..Default::default()
+        };
+        return (config, crio::CrioConfig::default(), None);
+    }
     match runtime {
         Runtime::Containerd => {
             let k3s_node = opts

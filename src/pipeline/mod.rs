@@ -68,6 +68,9 @@ pub struct NodeOverrides {
     pub kubelet_root_dir: Option<PathBuf>,
     pub credential_provider_config: Option<PathBuf>,
     pub credential_provider_bin_dir: Option<PathBuf>,
+    /// containerd's hosts directory on this machine (`--hosts-dir`, like `ctr`'s): a
+    /// `certs.d` tree tried without building a host root.
+    pub hosts_dir: Option<PathBuf>,
 }
 
 /// Why the pipeline cannot be built: a configuration error (exit 2), never a verdict.
@@ -122,11 +125,16 @@ impl Pipeline {
     }
 
     fn build(spec: Spec, tokens: Arc<TokenCache>) -> Result<Pipeline, PipelineError> {
-        let node = match &spec.host_root {
+        // `--hosts-dir` alone: this machine's files, that hosts directory.
+        let root = spec
+            .host_root
+            .clone()
+            .or_else(|| spec.node.hosts_dir.as_ref().map(|_| PathBuf::from("/")));
+        let node = match &root {
             Some(root) => Some(Arc::new(NodeConfig::load(&node_options(&spec, root))?)),
             None => None,
         };
-        let auth_file = match (&node, &spec.credential) {
+        let auth_file = match (&spec.host_root, &spec.credential) {
             (None, None) => credentials::load_auth_file(spec.auth_file.as_deref())?,
             _ => None,
         };
@@ -277,7 +285,8 @@ impl Pipeline {
         let (eps, refusal) = self.endpoints(image);
         target.endpoints = eps;
         target.refusal = refusal;
-        let (list, problems) = match (&self.spec.credential, &self.node) {
+        let node = self.node.as_ref().filter(|_| self.spec.host_root.is_some());
+        let (list, problems) = match (&self.spec.credential, node) {
             (Some(c), _) => (vec![c.clone()], Vec::new()),
             (None, Some(nc)) => credentials::kubelet_credentials(nc, image, creds).await,
             (None, None) => (
@@ -323,6 +332,11 @@ fn node_options(spec: &Spec, root: &std::path::Path) -> NodeConfigOptions {
         kubelet_root_dir: spec.node.kubelet_root_dir.clone(),
         credential_provider_config: spec.node.credential_provider_config.clone(),
         credential_provider_bin_dir: spec.node.credential_provider_bin_dir.clone(),
+        hosts_dir: spec
+            .node
+            .hosts_dir
+            .as_ref()
+            .map(|d| std::path::absolute(d).unwrap_or_else(|_| d.clone())),
     }
 }
 

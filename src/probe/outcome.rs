@@ -332,6 +332,9 @@ pub struct ProbeReport {
     pub phase: Option<Phase>,
     pub reason: Option<Reason>,
     pub message: String,
+    /// What to do next (null when the image pulls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
     pub duration_ms: f64,
     /// Phases of the deciding attempt, in order.
     pub phases: Vec<PhaseRecord>,

@@ -1,8 +1,11 @@
 //! Rendering probe reports for people (a table) and machines (JSON lines).
 
 pub mod records;
+pub mod table;
 
-use crate::probe::{ProbeReport, Verdict};
+pub use table::{table, TableStyle};
+
+use crate::probe::ProbeReport;
 
 /// One JSON object per line, as `pullprobe check --json` prints.
 pub fn json_line(report: &ProbeReport) -> String {
@@ -16,95 +19,37 @@ pub fn json_line(report: &ProbeReport) -> String {
     })
 }
 
-fn fmt_ms(ms: f64) -> String {
-    if ms >= 1000.0 {
-        format!("{:.2}s", ms / 1000.0)
-    } else {
-        format!("{ms:.1}ms")
-    }
+/// How `check` prints its results (`-o`, kubectl's names).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// One row per image, the failure's message and fix below it.
+    #[default]
+    Table,
+    /// The table with the endpoint and credential source of each image.
+    Wide,
+    /// One JSON object per image per line.
+    Json,
+    /// A YAML list of the JSON objects.
+    Yaml,
+    /// The normalized references only, one per line.
+    Name,
 }
 
-/// A readable table: one row per image; `verbose` adds every phase of the deciding
-/// attempt and every endpoint tried.
-pub fn table(reports: &[ProbeReport], verbose: bool) -> String {
-    let rows: Vec<[String; 5]> = reports
-        .iter()
-        .map(|r| {
-            [
-                r.image.clone(),
-                r.verdict.as_str().to_string(),
-                r.phase
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.reason
-                    .map(|p| p.as_str().to_string())
-                    .unwrap_or_else(|| "-".into()),
-                fmt_ms(r.duration_ms),
-            ]
-        })
-        .collect();
-    let header = ["IMAGE", "VERDICT", "PHASE", "REASON", "TIME"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, c) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        cells
+/// Render reports in `format`.
+pub fn render(reports: &[ProbeReport], format: Format, style: &TableStyle) -> String {
+    match format {
+        Format::Table | Format::Wide => table(
+            reports,
+            &TableStyle {
+                wide: format == Format::Wide,
+                ..style.clone()
+            },
+        ),
+        Format::Json => reports.iter().map(|r| json_line(r) + "\n").collect(),
+        Format::Yaml => serde_saphyr::to_string(&reports).unwrap_or_else(|_| "[]\n".into()),
+        Format::Name => reports
             .iter()
-            .zip(widths.iter())
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let mut out = String::new();
-    out.push_str(&line(&header.map(String::from)));
-    out.push('\n');
-    for (row, r) in rows.iter().zip(reports) {
-        out.push_str(&line(row));
-        out.push('\n');
-        if r.verdict != Verdict::Ready || verbose {
-            out.push_str(&format!("    {}\n", r.message));
-        }
-        if verbose {
-            if let Some(reference) = &r.reference {
-                out.push_str(&format!("    reference  {reference}\n"));
-            }
-            if let Some(ep) = &r.endpoint {
-                out.push_str(&format!("    endpoint   {ep}\n"));
-            }
-            if let Some(src) = &r.credential_source {
-                out.push_str(&format!("    credential {src}\n"));
-            }
-            for p in &r.phases {
-                out.push_str(&format!(
-                    "    {:<9} {:<6} {:>9}  {:<28} {}\n",
-                    p.name.as_str(),
-                    if p.ok { "ok" } else { "FAIL" },
-                    fmt_ms(p.duration_ms),
-                    p.host,
-                    p.detail
-                ));
-            }
-            if r.attempts.len() > 1 {
-                out.push_str("    attempts:\n");
-                for a in &r.attempts {
-                    out.push_str(&format!(
-                        "      {} {} [{}] {}\n",
-                        if a.ok { "ok  " } else { "FAIL" },
-                        a.endpoint,
-                        a.credential_source
-                            .as_ref()
-                            .map(|c| c.to_string())
-                            .unwrap_or_else(|| "anonymous".into()),
-                        a.reason.map(|x| x.as_str()).unwrap_or("")
-                    ));
-                }
-            }
-        }
+            .map(|r| r.reference.clone().unwrap_or_else(|| r.image.clone()) + "\n")
+            .collect(),
     }
-    out
 }

@@ -75,6 +75,7 @@ fn report(image: &str, atts: &[Att]) -> ProbeReport {
         phase: d.phase,
         reason: d.reason,
         message: d.reason.map(|r| r.as_str().to_string()).unwrap_or_default(),
+        hint: None,
         duration_ms: 1.0,
         phases: Vec::new(),
         credential_source: None,

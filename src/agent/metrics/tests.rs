@@ -13,6 +13,7 @@ pub(crate) fn report(verdict: Verdict, reason: Option<Reason>) -> ProbeReport {
         phase: reason.map(|r| r.phase()),
         reason,
         message: String::new(),
+        hint: None,
         duration_ms: 12.0,
         phases: vec![PhaseRecord {
             name: Phase::Dns,
