@@ -1,0 +1,198 @@
+//! A REAL one-node Kubernetes cluster for integration tests: etcd, kube-apiserver (`tests/kube`),
+//! kube-controller-manager, kube-scheduler, containerd 1.6.20 with its CRI plugin and the kubelet
+//! v1.20.2, all inside a network namespace the harness creates (`lo`, a veth pair with private
+//! addresses, no default route) whose resolver is the tests' own unbound, so no name lookup and
+//! no packet leaves the machine. The kubelet's `Pulled` / `ErrImagePull` Events are the oracle
+//! for the agent, and the DaemonSet from `manifests/` is deployed on it for real.
+//!
+//! ```ignore
+//! mod harness;                 // tests/node uses tests/harness and tests/kube:
+//! mod kube;                    //   declare all three in the test file
+//! mod node;
+//! use harness::*;
+//! use node::{AgentDeploy, Node, PodSpec, PullVerdict};
+//!
+//! #[test]
+//! fn example() {
+//!     // ~15 s. From here on THIS THREAD (and every thread and process it starts) is on the
+//!     // node's network: 127.0.0.1 is the node's loopback, names resolve through its unbound.
+//!     let node = Node::builder().dns_record("reg.test", "127.0.0.1").start();
+//!     let reg = Registry::plain();                 // on the node's 127.0.0.1
+//!     OciImage::single("v1").push(&reg, "app", &PushOpts::insecure());
+//!     let image = format!("reg.test:{}/app:v1", reg.port());
+//!     node.write_file(                             // the node's /etc, as containerd reads it
+//!         &format!("/etc/containerd/certs.d/reg.test:{}/hosts.toml", reg.port()),
+//!         &format!("server = \"http://reg.test:{}\"\n", reg.port()),
+//!     );
+//!     let v = node.pull(&PodSpec::new("p1", &image));     // the kubelet's verdict
+//!     assert!(v.is_pulled(), "{v:?}");
+//!     let v = node.pull(&PodSpec::new("p2", &format!("{image}-missing")));
+//!     assert!(matches!(v, PullVerdict::ErrImagePull { .. }), "{v:?}");
+//!     let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "5s")); // Ready
+//!     let conds = node.wait_conditions(&["RegistryUnreachable"], Duration::from_secs(60));
+//!     let (code, status) = node.agent_get("/status");
+//!     let log = node.agent_log(&agent);            // /var/log/pods/…/agent/0.log
+//! }                                                // teardown: nothing is left behind
+//! ```
+//!
+//! Node files: [`Node::write_file`], [`Node::symlink`], [`Node::remove`], [`Node::read_file`]
+//! act on the node's own view (`/etc`, `/var`, `/usr/libexec` are overlays of the machine's,
+//! `/run` is fresh: see [`holder`]); the DaemonSet's hostPath mounts see the same files.
+//! containerd reads `hosts.toml` per pull; after changing `/etc/containerd/config.toml` call
+//! [`Node::restart_containerd`]. `check --host-root /` "on the node": [`Node::command`].
+//!
+//! Rules: one cluster at a time per machine (a file lock, [`lock`]); use the node from the
+//! thread that started it, or threads it spawned (a `#[tokio::test]` must use the
+//! `current_thread` flavour, or start the node before building a multi-thread runtime); pods are
+//! hostNetwork only (nothing may send traffic to pod or service IPs). Binaries:
+//! `.ci/build-kubernetes.sh` (cached in `$PULLPROBE_CACHE/kubernetes`), and for the agent
+//! image the release binary (`cargo build --release`, run by `.ci/test.sh`).
+#![allow(dead_code, unused_imports)]
+
+pub mod agent;
+mod cluster;
+pub mod control;
+pub mod holder;
+pub mod images;
+pub mod kubelet;
+pub mod lock;
+pub mod netns;
+mod ops;
+pub mod pods;
+pub mod proc;
+pub mod runtime;
+
+pub use agent::{Agent, AgentDeploy};
+pub use kubelet::CredentialProviders;
+pub use pods::{Pod, PodSpec, PullVerdict};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::harness::dns::DnsBuilder;
+use crate::harness::{Dns, PushOpts, Registry};
+use crate::kube::KubeApiServer;
+use holder::Holder;
+use lock::ClusterLock;
+use netns::{Netns, ThreadNetns};
+use proc::{poll, poll_some, NodeProc};
+
+/// The sandbox image's tag (`<node registry>/pause:TAG`).
+pub const PAUSE_TAG: &str = "3.2";
+/// How long [`Node::pull`] waits for the kubelet's verdict.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Options of a [`Node`].
+pub struct NodeBuilder {
+    name: Option<String>,
+    dns: DnsBuilder,
+    credential_providers: Option<CredentialProviders>,
+    containerd_extra: String,
+    kubelet_args: Vec<String>,
+    files: Vec<(String, Vec<u8>, u32)>,
+}
+
+impl NodeBuilder {
+    /// The Node's name (default `pp-node-<k>`).
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// An A/AAAA record in the node's unbound (zone `test.`; `reg.test` and `mirror.test` →
+    /// 127.0.0.1 are there by default, besides the harness defaults and failure names such as
+    /// `nxdomain.test`, see `tests/harness/dns.rs`).
+    pub fn dns_record(mut self, name: &str, ip: &str) -> Self {
+        self.dns = self.dns.record(name, ip);
+        self
+    }
+
+    /// Raw unbound `local-data` for the node's resolver.
+    pub fn dns_local_data(mut self, rr: &str) -> Self {
+        self.dns = self.dns.local_data(rr);
+        self
+    }
+
+    /// Runs the kubelet with credential-provider plugins (config + bin dir + feature gate).
+    pub fn credential_providers(mut self, c: CredentialProviders) -> Self {
+        self.credential_providers = Some(c);
+        self
+    }
+
+    /// TOML appended to the default `/etc/containerd/config.toml`.
+    pub fn containerd_extra(mut self, toml: &str) -> Self {
+        self.containerd_extra = toml.into();
+        self
+    }
+
+    /// An extra kubelet flag.
+    pub fn kubelet_arg(mut self, flag: &str) -> Self {
+        self.kubelet_args.push(flag.into());
+        self
+    }
+
+    /// A node file written before containerd and the kubelet start (e.g. the kubelet's
+    /// `/var/lib/kubelet/config.json`), mode 0644.
+    pub fn file(mut self, path: &str, contents: &str) -> Self {
+        self.files
+            .push((path.into(), contents.as_bytes().to_vec(), 0o644));
+        self
+    }
+
+    /// Brings the node up (see [`Node`]).
+    pub fn start(self) -> Node {
+        Node::start_with(self)
+    }
+}
+
+/// Phases of [`Node::start`], for the test output.
+#[derive(Clone, Debug, Default)]
+pub struct StartTimes {
+    pub apiserver: Duration,
+    pub kubelet_registered: Duration,
+    pub node_ready: Duration,
+    pub total: Duration,
+}
+
+/// A running one-node cluster. See the module docs.
+pub struct Node {
+    name: String,
+    times: StartTimes,
+    kubelet: Option<NodeProc>,
+    scheduler: Option<NodeProc>,
+    controller_manager: Option<NodeProc>,
+    containerd: Option<NodeProc>,
+    api: Option<KubeApiServer>,
+    registry: Option<Registry>,
+    dns: Option<Dns>,
+    admin_kubeconfig: PathBuf,
+    on_node_net: Option<ThreadNetns>,
+    holder: Option<Holder>,
+    netns: Option<Netns>,
+    dir: Option<TempDir>,
+    _lock: ClusterLock,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder {
+            name: None,
+            dns: Dns::builder()
+                .record("reg.test", "127.0.0.1")
+                .record("mirror.test", "127.0.0.1"),
+            credential_providers: None,
+            containerd_extra: String::new(),
+            kubelet_args: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// A node with the default options.
+    pub fn start() -> Node {
+        Self::builder().start()
+    }
+}

@@ -1,0 +1,198 @@
+//! Self-test of the one-node cluster harness (tests/node): the kubelet's own verdicts through
+//! containerd's hosts.toml and the node's hermetic resolver, a clean teardown, and the DaemonSet
+//! from manifests/ deployed for real. Each test brings a whole cluster up once (slow: run only
+//! what you need, `cargo test --test node_cluster NAME`).
+
+mod harness;
+mod kube;
+mod node;
+
+use std::time::{Duration, Instant};
+
+use harness::{OciImage, PushOpts, Registry};
+use node::{AgentDeploy, Node, PodSpec, PullVerdict};
+
+/// `certs.d/HOST:PORT/hosts.toml`: plain-HTTP `server`, tried after `hosts` (URLs). containerd
+/// 1.6.20 rejects a file without any `[host]` table ("invalid `host` tree", then it falls back
+/// to https), so the server gets one of its own when there is no other.
+fn hosts_toml(node: &Node, host: &str, port: u16, hosts: &[String]) {
+    let server = format!("http://{host}:{port}");
+    let mut toml = format!("server = \"{server}\"\n");
+    let tried = if hosts.is_empty() {
+        vec![server.clone()]
+    } else {
+        hosts.to_vec()
+    };
+    for h in tried {
+        toml += &format!("[host.\"{h}\"]\n  capabilities = [\"pull\", \"resolve\"]\n");
+    }
+    node.write_file(
+        &format!("/etc/containerd/certs.d/{host}:{port}/hosts.toml"),
+        &toml,
+    );
+}
+
+/// Everything that must be gone after a Node is dropped.
+struct Leftovers {
+    netns: String,
+    pids: Vec<u32>,
+    dir: std::path::PathBuf,
+}
+
+fn leftovers_of(node: &Node) -> Leftovers {
+    let mut pids = node::holder::Holder::processes_of(node.holder_pid());
+    pids.push(node.holder_pid());
+    Leftovers {
+        netns: node.netns_name().to_string(),
+        pids,
+        dir: node.dir().to_path_buf(),
+    }
+}
+
+fn assert_nothing_left(l: &Leftovers) {
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&l.netns), "netns {} left: {list}", l.netns);
+    // Killed processes reparented to init may stay zombies for a moment (init reaps them).
+    let alive = || -> Vec<String> {
+        l.pids
+            .iter()
+            .filter_map(|p| {
+                let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+                let state = status.lines().find(|l| l.starts_with("State:"))?;
+                let cmd = std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                (!state.contains("zombie")).then(|| format!("{p} {}", cmd.replace('\0', " ")))
+            })
+            .collect()
+    };
+    node::proc::poll(Duration::from_secs(10), || alive().is_empty());
+    let alive = alive();
+    assert!(alive.is_empty(), "node processes still alive: {alive:?}");
+    assert!(!l.dir.exists(), "{} left", l.dir.display());
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/k8s.io");
+    assert!(!cgroup.exists(), "{} left", cgroup.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&l.dir.display().to_string()),
+        "mounts of the node left in the machine's namespace"
+    );
+}
+
+#[test]
+fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
+    let t = Instant::now();
+    let node = Node::start();
+    let reg = Registry::plain();
+    let mirror = Registry::plain();
+    OciImage::single("v1").push(&reg, "app", &PushOpts::insecure());
+    OciImage::build("only-mirror", &[("linux", "amd64")], false, "m", 0).push(
+        &mirror,
+        "app",
+        &PushOpts::insecure(),
+    );
+    let (rp, mp) = (reg.port(), mirror.port());
+    hosts_toml(&node, "reg.test", rp, &[]);
+
+    // A good image pulls; a missing tag fails with containerd's own "not found".
+    let v = node.pull(&PodSpec::new("good", &format!("reg.test:{rp}/app:v1")));
+    assert!(v.is_pulled(), "{v:?}");
+    let v = node.pull(&PodSpec::new("missing", &format!("reg.test:{rp}/app:nope")));
+    match &v {
+        PullVerdict::ErrImagePull { message } => {
+            assert!(message.contains("not found"), "{message}")
+        }
+        other => panic!("expected ErrImagePull, got {other:?}"),
+    }
+
+    // hosts.toml is read per pull: a mirror added now serves a tag only it has.
+    hosts_toml(&node, "reg.test", rp, &[format!("http://mirror.test:{mp}")]);
+    let v = node.pull(&PodSpec::new("mirrored", &format!("reg.test:{rp}/app:only-mirror")));
+    assert!(v.is_pulled(), "{v:?}");
+    assert!(
+        mirror.log().contains("/v2/app/manifests/only-mirror"),
+        "the mirror's log shows no request:\n{}",
+        mirror.log()
+    );
+
+    // NXDOMAIN comes from the node's own unbound, not the machine's resolver.
+    let v = node.pull(&PodSpec::new("nx", "nxdomain.test:5000/app:v1"));
+    let unbound = node.dns().ip().to_string();
+    match &v {
+        PullVerdict::ErrImagePull { message } => assert!(
+            message.contains("no such host") && message.contains(&unbound),
+            "{message}"
+        ),
+        other => panic!("expected ErrImagePull, got {other:?}"),
+    }
+
+    // Teardown: a running pod (busybox sleep ignores SIGTERM) and everything else goes away.
+    let pause = format!("{}/pause:{}", node.registry().host_port(), node::PAUSE_TAG);
+    let pod = node.create_pod(&PodSpec::new("sleeper", &pause));
+    assert!(node.wait_pull(&pod, node::PULL_TIMEOUT).is_ok_and(|v| v.is_pulled()));
+    let running = node::proc::poll(Duration::from_secs(30), || {
+        leftovers_of(&node).pids.len() > 3
+    });
+    assert!(running, "the sleeper pod's processes never showed up");
+    let left = leftovers_of(&node);
+    let t_down = Instant::now();
+    drop(node);
+    eprintln!("teardown in {:.1?}", t_down.elapsed());
+    assert_nothing_left(&left);
+    eprintln!("whole test in {:.1?}", t.elapsed());
+}
+
+#[test]
+fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
+    let t = Instant::now();
+    let node = Node::start();
+    let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "5s"));
+    let pod = node.agent_pod().expect("agent pod");
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    let token_volume = pod["spec"]["volumes"].as_array().is_some_and(|vs| {
+        vs.iter().any(|v| {
+            v["secret"]["secretName"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("pullprobe-token-"))
+        })
+    });
+    assert!(token_volume, "no ServiceAccount token Secret volume: {pod:#}");
+
+    let t_cond = Instant::now();
+    let conds = node.wait_conditions(
+        &["RegistryUnreachable", "RegistryAuthFailing"],
+        Duration::from_secs(90),
+    );
+    eprintln!("conditions after {:.1?}: {conds:#?}", t_cond.elapsed());
+    for cond in &conds {
+        assert!(
+            cond["status"] == "True" || cond["status"] == "False",
+            "{cond}"
+        );
+        assert!(cond["reason"].as_str().is_some_and(|r| !r.is_empty()), "{cond}");
+    }
+    let writes = node
+        .api()
+        .audit_writes_by("system:serviceaccount:pullprobe:pullprobe");
+    assert!(
+        writes
+            .iter()
+            .any(|e| e["objectRef"]["subresource"] == "status"
+                && e["objectRef"]["name"] == node.name()),
+        "no nodes/status write by the agent's ServiceAccount"
+    );
+
+    let (code, status) = node.agent_get("/status");
+    assert_eq!(code, 200, "{status}");
+    assert!(serde_json::from_str::<serde_json::Value>(&status).is_ok(), "{status}");
+    let (code, metrics) = node.agent_get("/metrics");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("pullprobe_"), "{metrics}");
+    let log = node.agent_log(&agent);
+    assert!(!log.trim().is_empty(), "empty agent log");
+    eprintln!("agent image {}; whole test in {:.1?}", agent.image, t.elapsed());
+}
