@@ -33,52 +33,38 @@ pub fn release_binary() -> PathBuf {
     target.join("release").join("pullprobe")
 }
 
-/// The release binary, or a panic telling how to build it. A binary older than the sources is
-/// refused too: the agent deployed to the node must be the code under test.
+/// The release binary, brought up to date first with `cargo build --release --bin pullprobe`
+/// in the same target dir (a no-op taking well under a second when `.ci/test.sh` built it
+/// already; minutes when cold). The agent deployed to the node is always the code under test.
+/// Cargo holds no lock while test binaries run, so the nested build cannot deadlock.
 pub fn require_release_binary() -> PathBuf {
     let bin = release_binary();
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified());
-    let Ok(built) = built else {
-        panic!(
-            "the agent image needs the release binary {}: run `cargo build --release` first \
-             (.ci/test.sh does)",
-            bin.display()
-        );
-    };
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Some(newer) = newest_source(repo).filter(|(t, _)| *t > built) {
-        panic!(
-            "{} is older than {}: run `cargo build --release` again (.ci/test.sh does)",
-            bin.display(),
-            newer.1.display()
+    let target_dir = bin
+        .parent()
+        .and_then(Path::parent)
+        .expect("release binary has a target dir");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let t = std::time::Instant::now();
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--bin", "pullprobe", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .output()
+        .expect("run cargo build --release");
+    assert!(
+        out.status.success(),
+        "cargo build --release failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if t.elapsed() > std::time::Duration::from_secs(5) {
+        eprintln!(
+            "node harness: built the release binary in {:.0?} (.ci/test.sh builds it before the tests)",
+            t.elapsed()
         );
     }
+    assert!(bin.is_file(), "{} missing after cargo build", bin.display());
     bin
-}
-
-/// The newest of `src/**`, `Cargo.toml`, `Cargo.lock` (modification time, path).
-fn newest_source(repo: &Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    let mut stack = vec![
-        repo.join("src"),
-        repo.join("Cargo.toml"),
-        repo.join("Cargo.lock"),
-    ];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
-            }
-        } else if let Ok(t) = meta.modified() {
-            if best.as_ref().is_none_or(|(b, _)| t > *b) {
-                best = Some((t, p));
-            }
-        }
-    }
-    best
 }
 
 /// Absolute paths of the shared objects `ldd BIN` lists (the loader included).
