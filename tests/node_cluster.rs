@@ -32,6 +32,28 @@ fn hosts_toml(node: &Node, host: &str, port: u16, hosts: &[String]) {
     );
 }
 
+/// A `credentialprovider.kubelet.k8s.io/v1alpha1` plugin (shell: it runs in the kubelet's
+/// mount namespace) answering `user:password` for `registry`.
+fn credential_provider(registry: &str, user: &str, password: &str) -> node::CredentialProviders {
+    let response = serde_json::json!({
+        "apiVersion": "credentialprovider.kubelet.k8s.io/v1alpha1",
+        "kind": "CredentialProviderResponse",
+        "cacheKeyType": "Registry",
+        "auth": {registry: {"username": user, "password": password}},
+    });
+    node::CredentialProviders {
+        config: format!(
+            "apiVersion: kubelet.config.k8s.io/v1alpha1\nkind: CredentialProviderConfig\n\
+             providers:\n- name: test-plugin\n  matchImages: [\"{registry}\"]\n  \
+             defaultCacheDuration: 1s\n  apiVersion: credentialprovider.kubelet.k8s.io/v1alpha1\n"
+        ),
+        plugins: vec![(
+            "test-plugin".into(),
+            format!("#!/bin/sh\ncat >/dev/null\necho '{response}'\n").into_bytes(),
+        )],
+    }
+}
+
 /// Everything that must be gone after a Node is dropped.
 struct Leftovers {
     netns: String,
@@ -84,7 +106,7 @@ fn assert_nothing_left(l: &Leftovers) {
 #[test]
 fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
     let t = Instant::now();
-    let node = Node::start();
+    let mut node = Node::start();
     let reg = Registry::plain();
     let mirror = Registry::plain();
     OciImage::single("v1").push(&reg, "app", &PushOpts::insecure());
@@ -109,7 +131,10 @@ fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
 
     // hosts.toml is read per pull: a mirror added now serves a tag only it has.
     hosts_toml(&node, "reg.test", rp, &[format!("http://mirror.test:{mp}")]);
-    let v = node.pull(&PodSpec::new("mirrored", &format!("reg.test:{rp}/app:only-mirror")));
+    let v = node.pull(&PodSpec::new(
+        "mirrored",
+        &format!("reg.test:{rp}/app:only-mirror"),
+    ));
     assert!(v.is_pulled(), "{v:?}");
     assert!(
         mirror.log().contains("/v2/app/manifests/only-mirror"),
@@ -128,10 +153,49 @@ fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
         other => panic!("expected ErrImagePull, got {other:?}"),
     }
 
+    // The resolv.conf symlink of systemd-resolved nodes: made inside the node only.
+    let resolv = node
+        .read_file("/etc/resolv.conf")
+        .expect("node resolv.conf");
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").ok();
+    node.write_file("/run/systemd/resolve/stub-resolv.conf", &resolv);
+    node.symlink("/run/systemd/resolve/stub-resolv.conf", "/etc/resolv.conf");
+    assert_eq!(
+        node.read_file("/etc/resolv.conf").as_deref(),
+        Some(resolv.as_str())
+    );
+    assert_eq!(
+        std::fs::read_to_string("/etc/resolv.conf").ok(),
+        host_resolv
+    );
+    let v = node.pull(&PodSpec::new(
+        "via-symlink",
+        &format!("reg.test:{rp}/app:v1"),
+    ));
+    assert!(v.is_pulled(), "{v:?}");
+
+    // Credentials: refused without, pulled once the kubelet runs a credential-provider plugin.
+    let locked = Registry::builder().htpasswd(&[("u", "s3cret")]).start();
+    OciImage::single("v1").push(&locked, "app", &PushOpts::insecure().creds("u", "s3cret"));
+    let lp = locked.port();
+    hosts_toml(&node, "reg.test", lp, &[]);
+    let image = format!("reg.test:{lp}/app:v1");
+    let v = node.pull(&PodSpec::new("no-creds", &image));
+    assert!(v.message().contains("401 Unauthorized"), "{v:?}");
+    node.restart_kubelet(Some(&credential_provider(
+        &format!("reg.test:{lp}"),
+        "u",
+        "s3cret",
+    )));
+    let v = node.pull(&PodSpec::new("plugin-creds", &image));
+    assert!(v.is_pulled(), "{v:?}");
+
     // Teardown: a running pod (busybox sleep ignores SIGTERM) and everything else goes away.
     let pause = format!("{}/pause:{}", node.registry().host_port(), node::PAUSE_TAG);
     let pod = node.create_pod(&PodSpec::new("sleeper", &pause));
-    assert!(node.wait_pull(&pod, node::PULL_TIMEOUT).is_ok_and(|v| v.is_pulled()));
+    assert!(node
+        .wait_pull(&pod, node::PULL_TIMEOUT)
+        .is_ok_and(|v| v.is_pulled()));
     let running = node::proc::poll(Duration::from_secs(30), || {
         leftovers_of(&node).pids.len() > 3
     });
@@ -160,7 +224,10 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
                 .is_some_and(|s| s.starts_with("pullprobe-token-"))
         })
     });
-    assert!(token_volume, "no ServiceAccount token Secret volume: {pod:#}");
+    assert!(
+        token_volume,
+        "no ServiceAccount token Secret volume: {pod:#}"
+    );
 
     let t_cond = Instant::now();
     let conds = node.wait_conditions(
@@ -173,7 +240,10 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
             cond["status"] == "True" || cond["status"] == "False",
             "{cond}"
         );
-        assert!(cond["reason"].as_str().is_some_and(|r| !r.is_empty()), "{cond}");
+        assert!(
+            cond["reason"].as_str().is_some_and(|r| !r.is_empty()),
+            "{cond}"
+        );
     }
     let writes = node
         .api()
@@ -188,11 +258,36 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
 
     let (code, status) = node.agent_get("/status");
     assert_eq!(code, 200, "{status}");
-    assert!(serde_json::from_str::<serde_json::Value>(&status).is_ok(), "{status}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&status).is_ok(),
+        "{status}"
+    );
     let (code, metrics) = node.agent_get("/metrics");
     assert_eq!(code, 200);
     assert!(metrics.contains("pullprobe_"), "{metrics}");
+    // The DaemonSet's hostPath mounts show the node's own files, live.
+    for path in ["/etc/containerd/config.toml", "/etc/resolv.conf"] {
+        assert_eq!(
+            node.agent_host_file(path),
+            node.read_file(path),
+            "{path} seen by the agent"
+        );
+    }
+    let marker = "/etc/containerd/certs.d/marker.test/hosts.toml";
+    node.write_file(marker, "server = \"https://marker.test\"\n");
+    assert_eq!(
+        node.agent_host_file(marker).as_deref(),
+        Some("server = \"https://marker.test\"\n")
+    );
+    node.write_file("/var/lib/kubelet/config.json", "{\"auths\": {}}\n");
+    assert!(node
+        .agent_host_file("/var/lib/kubelet/config.json")
+        .is_some());
     let log = node.agent_log(&agent);
     assert!(!log.trim().is_empty(), "empty agent log");
-    eprintln!("agent image {}; whole test in {:.1?}", agent.image, t.elapsed());
+    eprintln!(
+        "agent image {}; whole test in {:.1?}",
+        agent.image,
+        t.elapsed()
+    );
 }

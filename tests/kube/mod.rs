@@ -467,6 +467,12 @@ impl KubeApiServer {
         &self.ca_path
     }
 
+    /// The ServiceAccount token signing key (PKCS#8 PEM), e.g. for kube-controller-manager's
+    /// `--service-account-private-key-file` (its token controller signs with it).
+    pub fn service_account_key_path(&self) -> PathBuf {
+        self.dir.path().join("sa.key")
+    }
+
     /// Token of `admin` in group `system:masters`.
     pub fn admin_token(&self) -> &str {
         &self.admin_token

@@ -67,9 +67,7 @@ pub fn config_with(overrides: &[(String, String)]) -> String {
 
 fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
-    s.lines()
-        .map(|l| format!("{pad}{l}\n"))
-        .collect::<String>()
+    s.lines().map(|l| format!("{pad}{l}\n")).collect::<String>()
 }
 
 /// Writes the overlay into `dir` (which must be on the same filesystem tree as the repo, for
@@ -125,12 +123,10 @@ pub struct Agent {
 
 /// Is `pod` (a Pod JSON) Ready?
 pub fn is_ready(pod: &Value) -> bool {
-    pod["status"]["conditions"]
-        .as_array()
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+    pod["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Container log lines of a CRI log file (`<time> <stream> <P|F> <text>`), text only.
@@ -166,7 +162,10 @@ impl super::Node {
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         let bin = super::control::kube_binary("kubectl");
         self.command(&bin.display().to_string())
-            .arg(format!("--kubeconfig={}", self.admin_kubeconfig().display()))
+            .arg(format!(
+                "--kubeconfig={}",
+                self.admin_kubeconfig().display()
+            ))
             .args(args)
             .output()
             .expect("run kubectl")
@@ -188,7 +187,12 @@ impl super::Node {
             .prefix("pullprobe-overlay-")
             .tempdir_in(self.dir())
             .expect("overlay dir");
-        write_overlay(overlay.path(), &pushed.reference, self.api().addr().port(), d);
+        write_overlay(
+            overlay.path(),
+            &pushed.reference,
+            self.api().addr().port(),
+            d,
+        );
         let out = self.kubectl(&["apply", "-k", &overlay.path().display().to_string()]);
         assert!(
             out.status.success(),
@@ -215,7 +219,9 @@ impl super::Node {
             "/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={}",
             LABEL_SELECTOR.replace('=', "%3D")
         );
-        let v = self.api().must("GET", &path, self.api().admin_token(), None);
+        let v = self
+            .api()
+            .must("GET", &path, self.api().admin_token(), None);
         v["items"]
             .as_array()?
             .iter()
@@ -284,5 +290,30 @@ impl super::Node {
     pub fn agent_get(&self, path: &str) -> (u16, String) {
         let addr = SocketAddr::from((self.node_ip(), PORT));
         http_get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+    }
+}
+
+impl super::Node {
+    /// PID (in the machine's PID namespace) of the agent container's main process.
+    pub fn agent_pid(&self) -> Option<u32> {
+        let pod = self.agent_pod()?;
+        let id = pod["status"]["containerStatuses"][0]["containerID"].as_str()?;
+        let id = id.strip_prefix("containerd://")?;
+        let out = self.ctr(&["tasks", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(id))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// A file as the agent container sees it at `/host<path>` (through
+    /// `/proc/PID/root`, i.e. the container's own mounts): proof that the DaemonSet's hostPath
+    /// mounts show the node's files.
+    pub fn agent_host_file(&self, path: &str) -> Option<String> {
+        let pid = self.agent_pid()?;
+        std::fs::read_to_string(format!("/proc/{pid}/root/host{path}")).ok()
     }
 }

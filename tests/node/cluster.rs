@@ -20,7 +20,12 @@ impl Node {
         let t0 = Instant::now();
         let lock = ClusterLock::acquire();
         netns::remove_stale();
-        for bin in ["kubelet", "kube-controller-manager", "kube-scheduler", "kubectl"] {
+        for bin in [
+            "kubelet",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kubectl",
+        ] {
             control::kube_binary(bin);
         }
         let dir = tempfile::Builder::new()
@@ -45,6 +50,7 @@ impl Node {
             registry: None,
             dns: None,
             admin_kubeconfig: dir.path().join("admin.kubeconfig"),
+            kubelet_args: Vec::new(),
             on_node_net: Some(on_node_net),
             holder: Some(holder),
             netns: Some(netns),
@@ -71,7 +77,8 @@ impl Node {
         let t_api = Instant::now();
         self.api = Some(KubeApiServer::builder().node(&self.name).start());
         self.times.apiserver = t_api.elapsed();
-        self.write_kubeconfigs(b.credential_providers.as_ref());
+        self.write_kubeconfigs();
+        self.kubelet_args = b.kubelet_args.clone();
         self.prepull(&pause.reference);
         self.start_daemons(&b);
         self.wait_registered_and_ready(t0);
@@ -111,7 +118,7 @@ impl Node {
         h.mkdir(runtime::CERTS_D);
     }
 
-    fn write_kubeconfigs(&self, creds: Option<&CredentialProviders>) {
+    fn write_kubeconfigs(&self) {
         let api = self.api();
         std::fs::write(
             &self.admin_kubeconfig,
@@ -119,13 +126,16 @@ impl Node {
         )
         .expect("write admin kubeconfig");
         let node_kubeconfig = api.kubeconfig_yaml(api.node_token(&self.name));
-        kubelet::write_files(self.holder(), &node_kubeconfig, creds);
+        kubelet::write_files(self.holder(), &node_kubeconfig);
     }
 
     /// The sandbox image into containerd's k8s.io namespace before any pod needs it, so that a
     /// scenario's registry config can never break pod sandboxes.
     fn prepull(&self, reference: &str) {
-        let out = runtime::ctr(self.holder(), &["images", "pull", "--plain-http", reference]);
+        let out = runtime::ctr(
+            self.holder(),
+            &["images", "pull", "--plain-http", reference],
+        );
         assert!(
             out.status.success(),
             "pre-pull of the pause image {reference} failed: {}",
@@ -146,14 +156,20 @@ impl Node {
             &self.admin_kubeconfig,
             d.join("kube-scheduler.log"),
         ));
+        self.start_kubelet(b.credential_providers.as_ref());
+    }
+
+    /// Writes the credential-provider files (or removes them) and starts the kubelet.
+    pub(super) fn start_kubelet(&mut self, creds: Option<&CredentialProviders>) {
+        kubelet::write_credential_providers(self.holder(), creds);
         let ip = self.netns().node_ip().to_string();
-        let mut flags = kubelet::flags(&self.name, &ip, b.credential_providers.as_ref());
-        flags.extend(b.kubelet_args.iter().cloned());
+        let mut flags = kubelet::flags(&self.name, &ip, creds);
+        flags.extend(self.kubelet_args.iter().cloned());
         self.kubelet = Some(kubelet::start(
             self.holder(),
             &control::kube_binary("kubelet"),
             &flags,
-            d.join("kubelet.log"),
+            self.scratch().join("kubelet.log"),
         ));
     }
 
@@ -187,7 +203,10 @@ impl Node {
                 .map(|r| r.status == 200)
                 .unwrap_or(false)
         });
-        assert!(has_sa, "no default ServiceAccount after 30 s (controller-manager)");
+        assert!(
+            has_sa,
+            "no default ServiceAccount after 30 s (controller-manager)"
+        );
     }
 
     /// Panics with the log tail of a node daemon that has exited.

@@ -38,7 +38,7 @@ pub fn start_controller_manager(
     cmd.arg(format!("--kubeconfig={}", admin_kubeconfig.display()))
         .arg(format!(
             "--service-account-private-key-file={}",
-            api.dir().join("sa.key").display()
+            api.service_account_key_path().display()
         ))
         .arg(format!("--root-ca-file={}", api.ca_path().display()))
         .args([
@@ -55,6 +55,10 @@ pub fn start_controller_manager(
 pub fn start_scheduler(holder: &Holder, admin_kubeconfig: &Path, log: PathBuf) -> NodeProc {
     let mut cmd = holder.command(&kube_binary("kube-scheduler").display().to_string());
     cmd.arg(format!("--kubeconfig={}", admin_kubeconfig.display()))
-        .args(["--leader-elect=false", "--bind-address=127.0.0.1", "--port=0"]);
+        .args([
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--port=0",
+        ]);
     NodeProc::spawn("kube-scheduler", cmd, log)
 }

@@ -21,7 +21,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 /// Overlay mounts: node path → name of its upper/work dirs under the holder's root.
-const OVERLAYS: &[(&str, &str)] = &[("/etc", "etc"), ("/var", "var"), ("/usr/libexec", "libexec")];
+const OVERLAYS: &[(&str, &str)] = &[
+    ("/etc", "etc"),
+    ("/var", "var"),
+    ("/usr/libexec", "libexec"),
+];
 
 /// Sysctls the kubelet sets at start, with the values it wants (`utilsysctl` constants of 1.20).
 const KUBELET_SYSCTLS: &[(&str, &str)] = &[
@@ -188,7 +192,12 @@ impl Holder {
 
     /// `mkdir -p PATH` inside the node.
     pub fn mkdir(&self, path: &str) {
-        self.sh_ok(&format!("mkdir {path}"), r#"mkdir -p -- "$1""#, &[path], b"");
+        self.sh_ok(
+            &format!("mkdir {path}"),
+            r#"mkdir -p -- "$1""#,
+            &[path],
+            b"",
+        );
     }
 
     /// The file's content as the node sees it, or `None` if it cannot be read.
@@ -213,7 +222,12 @@ impl Holder {
         };
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&p| p != holder_pid)
-            .filter(|p| std::fs::read_link(format!("/proc/{p}/ns/mnt")).ok().as_ref() == Some(&ns))
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/ns/mnt"))
+                    .ok()
+                    .as_ref()
+                    == Some(&ns)
+            })
             .collect()
     }
 
@@ -222,7 +236,9 @@ impl Holder {
     pub fn kill_all_processes(&self) -> usize {
         let found = self.processes();
         for p in &found {
-            let _ = Command::new("kill").args(["-KILL", &p.to_string()]).output();
+            let _ = Command::new("kill")
+                .args(["-KILL", &p.to_string()])
+                .output();
         }
         super::proc::poll(Duration::from_secs(10), || self.processes().is_empty());
         found.len()

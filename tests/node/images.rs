@@ -46,7 +46,13 @@ pub fn require_release_binary() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let t = std::time::Instant::now();
     let out = Command::new(env!("CARGO"))
-        .args(["build", "--release", "--bin", "pullprobe", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "pullprobe",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target_dir)
@@ -69,10 +75,7 @@ pub fn require_release_binary() -> PathBuf {
 
 /// Absolute paths of the shared objects `ldd BIN` lists (the loader included).
 pub fn ldd_libraries(bin: &Path) -> Vec<String> {
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .expect("run ldd");
+    let out = Command::new("ldd").arg(bin).output().expect("run ldd");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
     for line in text.lines() {

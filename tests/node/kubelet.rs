@@ -93,23 +93,35 @@ pub fn flags(name: &str, node_ip: &str, creds: Option<&CredentialProviders>) -> 
     f
 }
 
-/// Writes the kubelet's files into the node (config, kubeconfig, credential providers).
-pub fn write_files(holder: &Holder, kubeconfig: &str, creds: Option<&CredentialProviders>) {
+/// Writes the kubelet's files into the node (config, kubeconfig).
+pub fn write_files(holder: &Holder, kubeconfig: &str) {
     holder.write_file(CONFIG, config_yaml().as_bytes(), 0o644);
     holder.write_file(KUBECONFIG, kubeconfig.as_bytes(), 0o600);
     holder.mkdir(CREDENTIAL_PROVIDER_BIN_DIR);
-    if let Some(c) = creds {
-        holder.write_file(CREDENTIAL_PROVIDER_CONFIG, c.config.as_bytes(), 0o644);
-        for (name, data) in &c.plugins {
-            holder.write_file(&format!("{CREDENTIAL_PROVIDER_BIN_DIR}/{name}"), data, 0o755);
-        }
-        let extra: Vec<String> = flags("", "", Some(c))
-            .into_iter()
-            .filter(|f| f.contains("credential") || f.contains("feature-gates"))
-            .collect();
-        let env = format!("KUBELET_EXTRA_ARGS=\"{}\"\n", extra.join(" "));
-        holder.write_file("/etc/default/kubelet", env.as_bytes(), 0o644);
+}
+
+/// Writes (or, for `None`, removes) the credential-provider config, its plugins and
+/// `/etc/default/kubelet`.
+pub fn write_credential_providers(holder: &Holder, creds: Option<&CredentialProviders>) {
+    let Some(c) = creds else {
+        holder.remove(CREDENTIAL_PROVIDER_CONFIG);
+        holder.remove("/etc/default/kubelet");
+        return;
+    };
+    holder.write_file(CREDENTIAL_PROVIDER_CONFIG, c.config.as_bytes(), 0o644);
+    for (name, data) in &c.plugins {
+        holder.write_file(
+            &format!("{CREDENTIAL_PROVIDER_BIN_DIR}/{name}"),
+            data,
+            0o755,
+        );
     }
+    let extra: Vec<String> = flags("", "", Some(c))
+        .into_iter()
+        .filter(|f| f.contains("credential") || f.contains("feature-gates"))
+        .collect();
+    let env = format!("KUBELET_EXTRA_ARGS=\"{}\"\n", extra.join(" "));
+    holder.write_file("/etc/default/kubelet", env.as_bytes(), 0o644);
 }
 
 /// Starts the kubelet inside the node with `flags`.

@@ -170,6 +170,7 @@ pub struct Node {
     registry: Option<Registry>,
     dns: Option<Dns>,
     admin_kubeconfig: PathBuf,
+    kubelet_args: Vec<String>,
     on_node_net: Option<ThreadNetns>,
     holder: Option<Holder>,
     netns: Option<Netns>,

@@ -52,7 +52,9 @@ impl Netns {
         let used = ip(&["-4", "-o", "addr", "show"]);
         let pid = std::process::id();
         for _ in 0..64 {
-            let k = (pid.wrapping_mul(7).wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst)))
+            let k = (pid
+                .wrapping_mul(7)
+                .wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst)))
                 % 16_000
                 + 1;
             let base = Ipv4Addr::new(10, 213, (k / 64) as u8, ((k % 64) * 4) as u8);
@@ -62,7 +64,9 @@ impl Netns {
             let host_if = format!("ppn{k}h");
             if used.contains(&format!("inet {host_ip}/"))
                 || used.contains(&format!("inet {node_ip}/"))
-                || std::path::Path::new("/sys/class/net").join(&host_if).exists()
+                || std::path::Path::new("/sys/class/net")
+                    .join(&host_if)
+                    .exists()
             {
                 continue;
             }

@@ -127,6 +127,21 @@ impl Node {
         ));
     }
 
+    /// Restarts the kubelet with (or without) credential-provider plugins, e.g. once a
+    /// scenario's registry port is known; waits (≤ 30 s) until its `/healthz` answers `ok`.
+    pub fn restart_kubelet(&mut self, creds: Option<&CredentialProviders>) {
+        if let Some(mut k) = self.kubelet.take() {
+            k.stop(Duration::from_secs(5));
+        }
+        self.start_kubelet(creds);
+        let healthz = std::net::SocketAddr::from(([127, 0, 0, 1], 10248));
+        let up = poll(Duration::from_secs(30), || {
+            self.assert_daemons_running();
+            agent::http_get(healthz, "/healthz").is_ok_and(|(c, b)| c == 200 && b == "ok")
+        });
+        assert!(up, "the kubelet's /healthz did not answer after a restart");
+    }
+
     /// Tails of the node daemons' logs.
     pub fn kubelet_log(&self) -> String {
         proc::tail(&self.scratch().join("kubelet.log"), 200)
@@ -141,7 +156,8 @@ impl Node {
     /// `GET /api/v1/nodes/NAME` (the whole object).
     pub fn node_object(&self) -> Value {
         let path = format!("/api/v1/nodes/{}", self.name);
-        self.api().must("GET", &path, self.api().admin_token(), None)
+        self.api()
+            .must("GET", &path, self.api().admin_token(), None)
     }
 
     /// The Node's `status.conditions`.

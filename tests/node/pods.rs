@@ -144,7 +144,10 @@ pub fn create(api: &KubeApiServer, spec: &PodSpec) -> Pod {
     Pod {
         name: spec.name.clone(),
         namespace: ns.clone(),
-        uid: v["metadata"]["uid"].as_str().unwrap_or_default().to_string(),
+        uid: v["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 
@@ -225,5 +228,8 @@ pub fn delete(api: &KubeApiServer, namespace: &str, name: &str) {
             .map(|r| r.status == 404)
             .unwrap_or(false)
     });
-    assert!(gone, "pod {namespace}/{name} still exists 30 s after deletion");
+    assert!(
+        gone,
+        "pod {namespace}/{name} still exists 30 s after deletion"
+    );
 }

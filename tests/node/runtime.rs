@@ -106,7 +106,14 @@ pub fn ctr(holder: &Holder, args: &[&str]) -> std::process::Output {
 pub fn ctr_ns(holder: &Holder, namespace: &str, args: &[&str]) -> std::process::Output {
     holder
         .command("ctr")
-        .args(["--address", SOCKET, "--namespace", namespace, "--timeout", "20s"])
+        .args([
+            "--address",
+            SOCKET,
+            "--namespace",
+            namespace,
+            "--timeout",
+            "20s",
+        ])
         .args(args)
         .output()
         .expect("run ctr")
