@@ -103,34 +103,35 @@ fn assert_nothing_left(l: &Leftovers) {
     );
 }
 
-#[test]
-fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
-    let t = Instant::now();
-    let mut node = Node::start();
-    let reg = Registry::plain();
+fn expect_err_image_pull(v: &PullVerdict, needles: &[&str]) {
+    match v {
+        PullVerdict::ErrImagePull { message } => {
+            for n in needles {
+                assert!(message.contains(n), "no {n:?} in: {message}");
+            }
+        }
+        other => panic!("expected ErrImagePull, got {other:?}"),
+    }
+}
+
+/// A good image pulls, a missing tag fails with containerd's own "not found", and a mirror
+/// added to hosts.toml afterwards serves a tag only it has (hosts.toml is read per pull).
+fn step_hosts_toml(node: &Node, reg: &Registry) {
     let mirror = Registry::plain();
-    OciImage::single("v1").push(&reg, "app", &PushOpts::insecure());
+    OciImage::single("v1").push(reg, "app", &PushOpts::insecure());
     OciImage::build("only-mirror", &[("linux", "amd64")], false, "m", 0).push(
         &mirror,
         "app",
         &PushOpts::insecure(),
     );
-    let (rp, mp) = (reg.port(), mirror.port());
-    hosts_toml(&node, "reg.test", rp, &[]);
-
-    // A good image pulls; a missing tag fails with containerd's own "not found".
+    let rp = reg.port();
+    hosts_toml(node, "reg.test", rp, &[]);
     let v = node.pull(&PodSpec::new("good", &format!("reg.test:{rp}/app:v1")));
     assert!(v.is_pulled(), "{v:?}");
     let v = node.pull(&PodSpec::new("missing", &format!("reg.test:{rp}/app:nope")));
-    match &v {
-        PullVerdict::ErrImagePull { message } => {
-            assert!(message.contains("not found"), "{message}")
-        }
-        other => panic!("expected ErrImagePull, got {other:?}"),
-    }
-
-    // hosts.toml is read per pull: a mirror added now serves a tag only it has.
-    hosts_toml(&node, "reg.test", rp, &[format!("http://mirror.test:{mp}")]);
+    expect_err_image_pull(&v, &["not found"]);
+    let mirror_url = format!("http://mirror.test:{}", mirror.port());
+    hosts_toml(node, "reg.test", rp, &[mirror_url]);
     let v = node.pull(&PodSpec::new(
         "mirrored",
         &format!("reg.test:{rp}/app:only-mirror"),
@@ -141,19 +142,14 @@ fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
         "the mirror's log shows no request:\n{}",
         mirror.log()
     );
+}
 
-    // NXDOMAIN comes from the node's own unbound, not the machine's resolver.
+/// NXDOMAIN comes from the node's own unbound; a systemd-resolved style symlinked resolv.conf
+/// is made inside the node only, and names still resolve through it.
+fn step_resolver(node: &Node, reg: &Registry) {
     let v = node.pull(&PodSpec::new("nx", "nxdomain.test:5000/app:v1"));
     let unbound = node.dns().ip().to_string();
-    match &v {
-        PullVerdict::ErrImagePull { message } => assert!(
-            message.contains("no such host") && message.contains(&unbound),
-            "{message}"
-        ),
-        other => panic!("expected ErrImagePull, got {other:?}"),
-    }
-
-    // The resolv.conf symlink of systemd-resolved nodes: made inside the node only.
+    expect_err_image_pull(&v, &["no such host", &unbound]);
     let resolv = node
         .read_file("/etc/resolv.conf")
         .expect("node resolv.conf");
@@ -168,43 +164,79 @@ fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
         std::fs::read_to_string("/etc/resolv.conf").ok(),
         host_resolv
     );
-    let v = node.pull(&PodSpec::new(
-        "via-symlink",
-        &format!("reg.test:{rp}/app:v1"),
-    ));
+    let image = format!("reg.test:{}/app:v1", reg.port());
+    let v = node.pull(&PodSpec::new("via-symlink", &image));
     assert!(v.is_pulled(), "{v:?}");
+}
 
-    // Credentials: refused without, pulled once the kubelet runs a credential-provider plugin.
+/// Refused without credentials; pulled with a pod pull secret; pulled once the kubelet runs a
+/// credential-provider plugin.
+fn step_credentials(node: &mut Node) {
     let locked = Registry::builder().htpasswd(&[("u", "s3cret")]).start();
     OciImage::single("v1").push(&locked, "app", &PushOpts::insecure().creds("u", "s3cret"));
-    let lp = locked.port();
-    hosts_toml(&node, "reg.test", lp, &[]);
-    let image = format!("reg.test:{lp}/app:v1");
+    let host = format!("reg.test:{}", locked.port());
+    hosts_toml(node, "reg.test", locked.port(), &[]);
+    let image = format!("{host}/app:v1");
     let v = node.pull(&PodSpec::new("no-creds", &image));
-    assert!(v.message().contains("401 Unauthorized"), "{v:?}");
-    node.restart_kubelet(Some(&credential_provider(
-        &format!("reg.test:{lp}"),
-        "u",
-        "s3cret",
-    )));
+    expect_err_image_pull(&v, &["401 Unauthorized"]);
+    let v = node.pull(&PodSpec::new("secret", &image).pull_secret(&host, "u", "s3cret"));
+    assert!(v.is_pulled(), "{v:?}");
+    node.restart_kubelet(Some(&credential_provider(&host, "u", "s3cret")));
     let v = node.pull(&PodSpec::new("plugin-creds", &image));
     assert!(v.is_pulled(), "{v:?}");
+}
 
-    // Teardown: a running pod (busybox sleep ignores SIGTERM) and everything else goes away.
+/// config.toml is read when containerd starts: another `config_path` (no hosts.toml there, so
+/// https) breaks the next pull.
+fn step_config_toml(node: &mut Node, reg: &Registry) {
+    let config = node
+        .read_file("/etc/containerd/config.toml")
+        .expect("config.toml");
+    let moved = config.replace("/etc/containerd/certs.d", "/etc/containerd/elsewhere.d");
+    node.write_file("/etc/containerd/config.toml", &moved);
+    node.restart_containerd();
+    let image = format!("reg.test:{}/app:v1", reg.port());
+    let v = node.pull(&PodSpec::new("moved-config", &image));
+    expect_err_image_pull(&v, &["server gave HTTP response to HTTPS client"]);
+}
+
+/// With a pod running (busybox sleep as PID 1 ignores SIGTERM), dropping the node leaves
+/// nothing behind.
+fn step_teardown(node: Node) {
     let pause = format!("{}/pause:{}", node.registry().host_port(), node::PAUSE_TAG);
     let pod = node.create_pod(&PodSpec::new("sleeper", &pause));
-    assert!(node
-        .wait_pull(&pod, node::PULL_TIMEOUT)
-        .is_ok_and(|v| v.is_pulled()));
+    let pulled = node.wait_pull(&pod, node::PULL_TIMEOUT);
+    assert!(
+        pulled.as_ref().is_ok_and(PullVerdict::is_pulled),
+        "{pulled:?}"
+    );
+    // `ctr tasks ls`: a header, the pod sandbox and the sleeper container.
     let running = node::proc::poll(Duration::from_secs(30), || {
-        leftovers_of(&node).pids.len() > 3
+        let out = node.ctr(&["tasks", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("RUNNING"))
+            .count()
+            >= 2
     });
-    assert!(running, "the sleeper pod's processes never showed up");
+    assert!(running, "the sleeper pod's tasks never showed up");
     let left = leftovers_of(&node);
-    let t_down = Instant::now();
+    let t = Instant::now();
     drop(node);
-    eprintln!("teardown in {:.1?}", t_down.elapsed());
+    eprintln!("teardown in {:.1?}", t.elapsed());
     assert_nothing_left(&left);
+}
+
+#[test]
+fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
+    let t = Instant::now();
+    let mut node = Node::start();
+    let reg = Registry::plain();
+    step_hosts_toml(&node, &reg);
+    step_resolver(&node, &reg);
+    step_credentials(&mut node);
+    step_config_toml(&mut node, &reg);
+    step_teardown(node);
     eprintln!("whole test in {:.1?}", t.elapsed());
 }
 

@@ -20,6 +20,8 @@ impl Node {
         let t0 = Instant::now();
         let lock = ClusterLock::acquire();
         netns::remove_stale();
+        remove_stale_scratch_dirs();
+        remove_pod_cgroups();
         for bin in [
             "kubelet",
             "kube-controller-manager",
@@ -29,7 +31,7 @@ impl Node {
             control::kube_binary(bin);
         }
         let dir = tempfile::Builder::new()
-            .prefix("ppnode-")
+            .prefix(&format!("{}{}-", netns::NETNS_PREFIX, std::process::id()))
             .tempdir_in("/tmp")
             .expect("node scratch dir");
         let netns = Netns::create();
@@ -51,6 +53,7 @@ impl Node {
             dns: None,
             admin_kubeconfig: dir.path().join("admin.kubeconfig"),
             kubelet_args: Vec::new(),
+            credential_providers: None,
             on_node_net: Some(on_node_net),
             holder: Some(holder),
             netns: Some(netns),
@@ -162,6 +165,7 @@ impl Node {
     /// Writes the credential-provider files (or removes them) and starts the kubelet.
     pub(super) fn start_kubelet(&mut self, creds: Option<&CredentialProviders>) {
         kubelet::write_credential_providers(self.holder(), creds);
+        self.credential_providers = creds.cloned();
         let ip = self.netns().node_ip().to_string();
         let mut flags = kubelet::flags(&self.name, &ip, creds);
         flags.extend(self.kubelet_args.iter().cloned());
@@ -266,6 +270,28 @@ impl Node {
         self.holder = None;
         self.netns = None;
         self.dir = None;
+    }
+}
+
+/// Scratch dirs `/tmp/ppnode-<pid>-*` of harness processes that no longer run (killed before
+/// their Drop): their mounts died with their namespaces, so only files are left.
+fn remove_stale_scratch_dirs() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(netns::NETNS_PREFIX) else {
+            continue;
+        };
+        let owner = rest.split('-').next().unwrap_or_default();
+        let dead = !owner.is_empty()
+            && owner.chars().all(|c| c.is_ascii_digit())
+            && !Path::new("/proc").join(owner).exists();
+        if dead && e.path().is_dir() {
+            eprintln!("node harness: removing stale {}", e.path().display());
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

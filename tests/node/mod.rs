@@ -171,6 +171,7 @@ pub struct Node {
     dns: Option<Dns>,
     admin_kubeconfig: PathBuf,
     kubelet_args: Vec<String>,
+    credential_providers: Option<CredentialProviders>,
     on_node_net: Option<ThreadNetns>,
     holder: Option<Holder>,
     netns: Option<Netns>,

@@ -115,9 +115,14 @@ impl Node {
         runtime::ctr(self.holder(), args)
     }
 
-    /// Restarts containerd (after a change to `/etc/containerd/config.toml`); running pods keep
-    /// running (their shims outlive it).
+    /// Restarts containerd (after a change to `/etc/containerd/config.toml`), and the kubelet
+    /// with it: the kubelet's gRPC connection to a restarted runtime stays in back-off for a
+    /// while and fails sandboxes ("Error while dialing … containerd.sock"), so it is restarted
+    /// too (same flags). Running pods keep running (their shims outlive containerd).
     pub fn restart_containerd(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            k.stop(Duration::from_secs(5));
+        }
         if let Some(mut c) = self.containerd.take() {
             c.stop(Duration::from_secs(10));
         }
@@ -125,6 +130,8 @@ impl Node {
             self.holder(),
             &self.scratch().join("containerd.log"),
         ));
+        let creds = self.credential_providers.clone();
+        self.restart_kubelet(creds.as_ref());
     }
 
     /// Restarts the kubelet with (or without) credential-provider plugins, e.g. once a
