@@ -181,7 +181,7 @@ fn step_credentials(node: &mut Node) {
     expect_err_image_pull(&v, &["401 Unauthorized"]);
     let v = node.pull(&PodSpec::new("secret", &image).pull_secret(&host, "u", "s3cret"));
     assert!(v.is_pulled(), "{v:?}");
-    node.restart_kubelet(Some(&credential_provider(&host, "u", "s3cret")));
+    node.set_credential_providers(Some(credential_provider(&host, "u", "s3cret")));
     let v = node.pull(&PodSpec::new("plugin-creds", &image));
     assert!(v.is_pulled(), "{v:?}");
 }

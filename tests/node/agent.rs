@@ -261,9 +261,9 @@ impl super::Node {
         };
         let ds = self.kubectl(&["-n", NAMESPACE, "describe", "daemonset", "pullprobe"]);
         panic!(
-            "the agent's DaemonSet pod was not Ready within {timeout:?}\npod: {:#}\nevents: {events:#?}\n\
-             log:\n{log}\ndaemonset:\n{}",
-            pod.unwrap_or(Value::Null),
+            "the agent's DaemonSet pod was not Ready within {timeout:?}\npod status: {:#}\n\
+             events: {events:#?}\nlog:\n{log}\ndaemonset:\n{}",
+            pod.map(|p| p["status"].clone()).unwrap_or(Value::Null),
             String::from_utf8_lossy(&ds.stdout)
         );
     }

@@ -17,8 +17,8 @@ use super::*;
 
 impl Node {
     pub(super) fn start_with(b: NodeBuilder) -> Node {
-        let t0 = Instant::now();
         let lock = ClusterLock::acquire();
+        let t0 = Instant::now();
         netns::remove_stale();
         remove_stale_scratch_dirs();
         remove_pod_cgroups();

@@ -10,13 +10,10 @@ use super::holder::Holder;
 use super::proc::NodeProc;
 use crate::kube::KubeApiServer;
 
-/// Path of a cached Kubernetes binary (`$PULLPROBE_CACHE/kubernetes/NAME`, like
-/// `tests/kube`'s kube-apiserver); panics with build instructions when missing.
+/// Path of a cached Kubernetes binary ([`crate::kube::kube_binary_path`]); panics with build
+/// instructions when it is missing.
 pub fn kube_binary(name: &str) -> PathBuf {
-    let root = std::env::var_os("PULLPROBE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/pullprobe"));
-    let bin = root.join("kubernetes").join(name);
+    let bin = crate::kube::kube_binary_path(name);
     assert!(
         bin.is_file(),
         "{name} {} not found at {}: build it once with .ci/build-kubernetes.sh (about 10 min \

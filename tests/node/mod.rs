@@ -10,43 +10,61 @@
 //! mod kube;                    //   declare all three in the test file
 //! mod node;
 //! use harness::*;
-//! use node::{AgentDeploy, Node, PodSpec, PullVerdict};
+//! use node::{AgentDeploy, CredentialProviders, Node, PodSpec, PullVerdict};
 //!
 //! #[test]
 //! fn example() {
-//!     // ~15 s. From here on THIS THREAD (and every thread and process it starts) is on the
-//!     // node's network: 127.0.0.1 is the node's loopback, names resolve through its unbound.
-//!     let node = Node::builder().dns_record("reg.test", "127.0.0.1").start();
+//!     // ~15-20 s. From here on THIS THREAD (and every thread and process it starts) is on the
+//!     // node's network: 127.0.0.1 is the node's loopback, names resolve through its unbound
+//!     // (`reg.test`, `mirror.test` → 127.0.0.1 by default; `nxdomain.test` & co. fail).
+//!     let mut node = Node::builder().dns_record("cdn.test", "127.0.0.1").start();
 //!     let reg = Registry::plain();                 // on the node's 127.0.0.1
 //!     OciImage::single("v1").push(&reg, "app", &PushOpts::insecure());
 //!     let image = format!("reg.test:{}/app:v1", reg.port());
-//!     node.write_file(                             // the node's /etc, as containerd reads it
+//!     // The node's /etc as containerd reads it. containerd 1.6.20 rejects a hosts.toml without
+//!     // any [host] table ("invalid `host` tree") and falls back to https://HOST.
+//!     node.write_file(
 //!         &format!("/etc/containerd/certs.d/reg.test:{}/hosts.toml", reg.port()),
-//!         &format!("server = \"http://reg.test:{}\"\n", reg.port()),
+//!         &format!("server = \"http://reg.test:{p}\"\n[host.\"http://reg.test:{p}\"]\n",
+//!                  p = reg.port()),
 //!     );
-//!     let v = node.pull(&PodSpec::new("p1", &image));     // the kubelet's verdict
+//!     let v = node.pull(&PodSpec::new("p1", &image));     // the kubelet's verdict (≈0.4 s)
 //!     assert!(v.is_pulled(), "{v:?}");
 //!     let v = node.pull(&PodSpec::new("p2", &format!("{image}-missing")));
-//!     assert!(matches!(v, PullVerdict::ErrImagePull { .. }), "{v:?}");
-//!     let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "5s")); // Ready
+//!     assert!(matches!(v, PullVerdict::ErrImagePull { .. }), "{v:?}");  // message: containerd's
+//!     let v = node.pull(&PodSpec::new("p3", &image).pull_secret("reg.test:PORT", "u", "p"));
+//!     node.write_file("/var/lib/kubelet/config.json", r#"{"auths": {}}"#);
+//!     node.restart_kubelet();                      // the kubelet caches config.json 5 min (≈6 s)
+//!     node.set_credential_providers(Some(CredentialProviders { config, plugins })); // restarts
+//!     node.restart_containerd();                   // after editing config.toml (≈8 s)
+//!     let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "5s")); // Ready, ≈10 s
 //!     let conds = node.wait_conditions(&["RegistryUnreachable"], Duration::from_secs(60));
-//!     let (code, status) = node.agent_get("/status");
+//!     let (code, status) = node.agent_get("/status");     // hostNetwork port 9808
 //!     let log = node.agent_log(&agent);            // /var/log/pods/…/agent/0.log
+//!     let seen = node.agent_host_file("/etc/containerd/config.toml"); // the pod's /host view
+//!     let pp = env!("CARGO_BIN_EXE_pullprobe");   // visible inside the node too
+//!     let out = node.command(pp).args(["check", "--host-root", "/", &image]).output();
 //! }                                                // teardown: nothing is left behind
 //! ```
 //!
 //! Node files: [`Node::write_file`], [`Node::symlink`], [`Node::remove`], [`Node::read_file`]
 //! act on the node's own view (`/etc`, `/var`, `/usr/libexec` are overlays of the machine's,
-//! `/run` is fresh: see [`holder`]); the DaemonSet's hostPath mounts see the same files.
-//! containerd reads `hosts.toml` per pull; after changing `/etc/containerd/config.toml` call
-//! [`Node::restart_containerd`]. `check --host-root /` "on the node": [`Node::command`].
+//! `/run` is fresh: see [`holder`]) and never touch the machine's; the DaemonSet's hostPath
+//! mounts see the same files, live. containerd reads `hosts.toml` per pull; after changing
+//! `/etc/containerd/config.toml` call [`Node::restart_containerd`]. A command "on the node"
+//! (`pullprobe check --host-root /`, `ctr`, `kubectl`): [`Node::command`], [`Node::ctr`],
+//! [`Node::kubectl`].
 //!
-//! Rules: one cluster at a time per machine (a file lock, [`lock`]); use the node from the
-//! thread that started it, or threads it spawned (a `#[tokio::test]` must use the
-//! `current_thread` flavour, or start the node before building a multi-thread runtime); pods are
-//! hostNetwork only (nothing may send traffic to pod or service IPs). Binaries:
-//! `.ci/build-kubernetes.sh` (cached in `$PULLPROBE_CACHE/kubernetes`), and for the agent
-//! image the release binary (`cargo build --release`, run by `.ci/test.sh`).
+//! Credential-provider plugins run in the kubelet's mount namespace, where `/bin/sh` exists; the
+//! agent's image has no shell, so a plugin the agent must execute too has to be a static binary.
+//!
+//! Rules: one cluster at a time per machine (a file lock, [`lock`]; a cluster left by a killed
+//! test is removed by the next one, [`netns::remove_stale`]); use the node from the thread that
+//! started it, or threads it spawned (a `#[tokio::test]` must use the `current_thread` flavour,
+//! or start the node before building a multi-thread runtime); pods are hostNetwork only
+//! (nothing may send traffic to pod or service IPs). Binaries: `.ci/build-kubernetes.sh`
+//! (cached in `$PULLPROBE_CACHE/kubernetes`), and for the agent image the release binary, which
+//! the harness brings up to date itself (`cargo build --release`, a no-op after `.ci/test.sh`).
 #![allow(dead_code, unused_imports)]
 
 pub mod agent;

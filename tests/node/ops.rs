@@ -130,23 +130,33 @@ impl Node {
             self.holder(),
             &self.scratch().join("containerd.log"),
         ));
-        let creds = self.credential_providers.clone();
-        self.restart_kubelet(creds.as_ref());
+        self.restart_kubelet();
     }
 
-    /// Restarts the kubelet with (or without) credential-provider plugins, e.g. once a
-    /// scenario's registry port is known; waits (≤ 30 s) until its `/healthz` answers `ok`.
-    pub fn restart_kubelet(&mut self, creds: Option<&CredentialProviders>) {
+    /// Restarts the kubelet with the same flags, and waits (≤ 30 s) until its `/healthz`
+    /// answers `ok`. Needed after changing `/var/lib/kubelet/config.json`: the kubelet caches
+    /// it for 5 minutes (`pkg/credentialprovider/provider.go`: the `.dockercfg` provider is a
+    /// `CachingDockerConfigProvider` with `Lifetime: 5 * time.Minute`).
+    pub fn restart_kubelet(&mut self) {
         if let Some(mut k) = self.kubelet.take() {
             k.stop(Duration::from_secs(5));
         }
-        self.start_kubelet(creds);
+        let creds = self.credential_providers.clone();
+        self.start_kubelet(creds.as_ref());
         let healthz = std::net::SocketAddr::from(([127, 0, 0, 1], 10248));
         let up = poll(Duration::from_secs(30), || {
             self.assert_daemons_running();
             agent::http_get(healthz, "/healthz").is_ok_and(|(c, b)| c == 200 && b == "ok")
         });
         assert!(up, "the kubelet's /healthz did not answer after a restart");
+    }
+
+    /// Runs the kubelet from now on with (`Some`) or without (`None`) credential-provider
+    /// plugins, e.g. once a scenario's registry port is known: writes or removes their files and
+    /// restarts the kubelet.
+    pub fn set_credential_providers(&mut self, creds: Option<CredentialProviders>) {
+        self.credential_providers = creds;
+        self.restart_kubelet();
     }
 
     /// Tails of the node daemons' logs.
