@@ -167,12 +167,13 @@ impl Node {
         kubelet::write_credential_providers(self.holder(), creds);
         self.credential_providers = creds.cloned();
         let ip = self.netns().node_ip().to_string();
-        let mut flags = kubelet::flags(&self.name, &ip, creds);
-        flags.extend(self.kubelet_args.iter().cloned());
+        let flags = kubelet::Flags::new(&self.name, &ip, creds, &self.kubelet_args);
+        let bin = control::kube_binary("kubelet");
+        kubelet::write_service_layout(self.holder(), &bin, &flags);
         self.kubelet = Some(kubelet::start(
             self.holder(),
-            &control::kube_binary("kubelet"),
-            &flags,
+            &bin,
+            &flags.all(),
             self.scratch().join("kubelet.log"),
         ));
     }

@@ -45,19 +45,38 @@ pub fn require_release_binary() -> PathBuf {
         .expect("release binary has a target dir");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
     let t = std::time::Instant::now();
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--bin",
-            "pullprobe",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .output()
-        .expect("run cargo build --release");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args([
+        "build",
+        "--release",
+        "--bin",
+        "pullprobe",
+        "--manifest-path",
+    ])
+    .arg(&manifest)
+    .arg("--target-dir")
+    .arg(target_dir);
+    // What cargo sets for a test binary must not reach the nested build: build scripts track
+    // some of it (ring: `rerun-if-env-changed=CARGO_MANIFEST_DIR`), and a difference from a
+    // plain shell's environment would rebuild the release binary each time (minutes).
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        let set_by_cargo_test = k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || matches!(
+                k.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+            );
+        if set_by_cargo_test {
+            cmd.env_remove(&key);
+        }
+    }
+    let out = cmd.output().expect("run cargo build --release");
     assert!(
         out.status.success(),
         "cargo build --release failed:\n{}",
