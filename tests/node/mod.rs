@@ -55,6 +55,11 @@
 //! (`pullprobe check --host-root /`, `ctr`, `kubectl`): [`Node::command`], [`Node::ctr`],
 //! [`Node::kubectl`].
 //!
+//! Caches to know about: the kubelet keeps `/var/lib/kubelet/config.json` for 5 minutes (use
+//! [`Node::restart_kubelet`] after changing it); containerd (Go) loads the node's CA bundle
+//! (`/etc/ssl/certs/ca-certificates.crt`) once per process (restart it after changing the
+//! bundle); `hosts.toml` and the `ca` files it names are read per pull.
+//!
 //! Credential-provider plugins run in the kubelet's mount namespace, where `/bin/sh` exists; the
 //! agent's image has no shell, so a plugin the agent must execute too has to be a static binary.
 //!
@@ -121,9 +126,10 @@ impl NodeBuilder {
         self
     }
 
-    /// An A/AAAA record in the node's unbound (zone `test.`; `reg.test` and `mirror.test` →
-    /// 127.0.0.1 are there by default, besides the harness defaults and failure names such as
-    /// `nxdomain.test`, see `tests/harness/dns.rs`).
+    /// An A/AAAA record in the node's unbound (zone `test.`). By default `reg.test`,
+    /// `mirror.test` and the harness's `registry.test`, `auth.test`, `blobs.test` (the names in
+    /// `Pki`'s server certificate) are 127.0.0.1, and the failure names of `tests/harness/dns.rs`
+    /// (`nxdomain.test`, `servfail.test`, `refused.test`, `drop.test`, …) fail as described there.
     pub fn dns_record(mut self, name: &str, ip: &str) -> Self {
         self.dns = self.dns.record(name, ip);
         self

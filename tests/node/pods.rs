@@ -163,26 +163,32 @@ pub fn events(api: &KubeApiServer, pod: &Pod) -> Vec<Value> {
     items
 }
 
-/// The first verdict among `events`, if any.
+/// The verdict among `events` (oldest first), if any: the first pull outcome (`Pulled`, or
+/// `Failed` "Failed to pull image …"), else the first warning that ends the attempt without a
+/// pull. The kubelet's `Failed` "Error: ErrImagePull" / "Error: …" summaries that follow a pull
+/// or a container start are never a verdict of their own.
 pub fn verdict_of(events: &[Value]) -> Option<PullVerdict> {
-    for e in events {
-        let reason = e["reason"].as_str().unwrap_or_default();
-        let message = e["message"].as_str().unwrap_or_default().to_string();
-        match reason {
-            "Pulled" => return Some(PullVerdict::Pulled { message }),
+    let text = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let pull = events.iter().find_map(|e| {
+        let (reason, message) = (text(e, "reason"), text(e, "message"));
+        match reason.as_str() {
+            "Pulled" => Some(PullVerdict::Pulled { message }),
             "Failed" if message.starts_with("Failed to pull image") => {
-                return Some(PullVerdict::ErrImagePull { message })
+                Some(PullVerdict::ErrImagePull { message })
             }
-            "Failed" | "InspectFailed" | "ErrImageNeverPull" | "FailedCreatePodSandBox" => {
-                return Some(PullVerdict::Failed {
-                    reason: reason.into(),
-                    message,
-                })
-            }
-            _ => {}
+            _ => None,
         }
-    }
-    None
+    });
+    pull.or_else(|| {
+        events.iter().find_map(|e| {
+            let (reason, message) = (text(e, "reason"), text(e, "message"));
+            let ends = matches!(
+                reason.as_str(),
+                "InspectFailed" | "ErrImageNeverPull" | "FailedCreatePodSandBox"
+            ) || (reason == "Failed" && !message.starts_with("Error: "));
+            ends.then_some(PullVerdict::Failed { reason, message })
+        })
+    })
 }
 
 /// Waits (bounded) for the kubelet's verdict; `Err` lists the events seen when none came.
