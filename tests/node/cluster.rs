@@ -270,7 +270,30 @@ impl Node {
         self.on_node_net = None;
         self.holder = None;
         self.netns = None;
+        self.keep_logs();
         self.dir = None;
+    }
+
+    /// With `PULLPROBE_NODE_LOGS=DIR`, copies the daemons' logs to `DIR/<node name>/` before
+    /// the scratch dir goes.
+    fn keep_logs(&self) {
+        let (Some(root), Some(dir)) = (std::env::var_os("PULLPROBE_NODE_LOGS"), &self.dir) else {
+            return;
+        };
+        let dest = Path::new(&root).join(&self.name);
+        if std::fs::create_dir_all(&dest).is_err() {
+            return;
+        }
+        for e in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let _ = std::fs::copy(e.path(), dest.join(e.file_name()));
+            }
+        }
+        eprintln!("node {}: logs kept in {}", self.name, dest.display());
     }
 }
 

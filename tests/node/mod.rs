@@ -55,6 +55,9 @@
 //! (`pullprobe check --host-root /`, `ctr`, `kubectl`): [`Node::command`], [`Node::ctr`],
 //! [`Node::kubectl`].
 //!
+//! Logs: daemon log tails are printed when a test panics; `PULLPROBE_NODE_LOGS=DIR` keeps the
+//! whole kubelet, containerd, controller-manager and scheduler logs in `DIR/<node>/`.
+//!
 //! Caches to know about: the kubelet keeps `/var/lib/kubelet/config.json` for 5 minutes (use
 //! [`Node::restart_kubelet`] after changing it); containerd (Go) loads the node's CA bundle
 //! (`/etc/ssl/certs/ca-certificates.crt`) once per process (restart it after changing the
