@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh machine (root), builds the cached
-# kube-apiserver used by the agent tests, and runs the whole test suite against real servers.
+# Kubernetes binaries used by the agent tests, the release binary the one-node cluster deploys as the
+# agent's image (tests/node; the harness would otherwise build it inside the first test that needs it),
+# and runs the whole test suite against real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash .ci/install-deps.sh
 bash .ci/build-kubernetes.sh
+cargo build --release --bin pullprobe
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -125,7 +125,112 @@ fn layer_tar_gz(content: &[u8]) -> (Vec<u8>, String) {
     (gz.finish().expect("gzip finish"), diff_id)
 }
 
+/// A file of a [`OciImage::from_files`] layer.
+#[derive(Clone, Debug)]
+pub struct ImageFile {
+    /// Absolute path inside the image (`/pullprobe`, `/lib64/ld-linux-x86-64.so.2`).
+    pub path: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+/// One gzip tar layer holding `files` (and their parent directories, mode 0755).
+fn files_layer_tar_gz(files: &[ImageFile]) -> (Vec<u8>, String) {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs = std::collections::BTreeSet::new();
+    for f in files {
+        let rel = f.path.trim_start_matches('/');
+        let mut parent = Path::new(rel).parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            dirs.insert(p.to_path_buf());
+            parent = p.parent();
+        }
+    }
+    for d in &dirs {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, format!("{}/", d.display()), std::io::empty())
+            .expect("tar dir");
+    }
+    for f in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(f.data.len() as u64);
+        h.set_mode(f.mode);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, f.path.trim_start_matches('/'), f.data.as_slice())
+            .expect("tar append");
+    }
+    let tar = tar.into_inner().expect("tar finish");
+    let diff_id = sha256_digest(&tar);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    (gz.finish().expect("gzip finish"), diff_id)
+}
+
 impl OciImage {
+    /// A runnable linux/amd64 image: one layer holding `files`, config `Entrypoint`
+    /// `entrypoint` (e.g. a pause image from a static busybox, or an agent image).
+    pub fn from_files(tag: &str, files: &[ImageFile], entrypoint: &[&str]) -> OciImage {
+        let dir = tempfile::Builder::new()
+            .prefix("oci-")
+            .tempdir()
+            .expect("tempdir");
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("blobs/sha256")).expect("mkdir blobs");
+        std::fs::write(d.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("oci-layout");
+        let (layer, diff_id) = files_layer_tar_gz(files);
+        let layer_digest = write_blob(d, &layer);
+        let config = serde_json::to_vec(&json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": entrypoint},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }))
+        .expect("config json");
+        let config_digest = write_blob(d, &config);
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer_digest, "size": layer.len()}],
+        }))
+        .expect("manifest json");
+        let digest = write_blob(d, &manifest);
+        let top = json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }],
+        });
+        std::fs::write(d.join("index.json"), top.to_string()).expect("index.json");
+        let pm = PlatformManifest {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            digest: digest.clone(),
+            size: manifest.len(),
+            media_type: OCI_MANIFEST.into(),
+            config_digest,
+            config_size: config.len(),
+            layer_digest,
+            layer_size: layer.len(),
+        };
+        OciImage {
+            dir,
+            tag: tag.into(),
+            manifests: vec![pm],
+            digest,
+            media_type: OCI_MANIFEST.into(),
+            size: manifest.len(),
+        }
+    }
+
     /// Single linux/amd64 image (the tag points at an OCI manifest).
     pub fn single(tag: &str) -> OciImage {
         Self::build(tag, &[("linux", "amd64")], false, "", 0)

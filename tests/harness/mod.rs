@@ -92,7 +92,9 @@ pub use blob_host::{blob_host_down_url, BlobHost};
 pub use containerd::{Containerd, CtrOutput};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
-pub use images::{skopeo_inspect_raw, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed};
+pub use images::{
+    skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed,
+};
 pub use pki::{CertKey, Pki, Usage, Validity};
 pub use registry::{Registry, RegistryAuth, Storage};
 pub use runner::{json_lines, run_pullprobe, run_pullprobe_env};

@@ -58,10 +58,17 @@ pub fn kube_apiserver_path() -> PathBuf {
     if let Some(p) = std::env::var_os("PULLPROBE_KUBE_APISERVER") {
         return PathBuf::from(p);
     }
+    kube_binary_path("kube-apiserver")
+}
+
+/// `$PULLPROBE_CACHE/kubernetes/NAME` (default cache root `/var/cache/pullprobe`), where
+/// `.ci/build-kubernetes.sh` installs kube-apiserver, kubelet, kube-controller-manager,
+/// kube-scheduler and kubectl.
+pub fn kube_binary_path(name: &str) -> PathBuf {
     let root = std::env::var_os("PULLPROBE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/pullprobe"));
-    root.join("kubernetes").join("kube-apiserver")
+    root.join("kubernetes").join(name)
 }
 
 /// Panics (fails the test) with instructions when the binary or etcd is missing.
@@ -465,6 +472,12 @@ impl KubeApiServer {
 
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
+    }
+
+    /// The ServiceAccount token signing key (PKCS#8 PEM), e.g. for kube-controller-manager's
+    /// `--service-account-private-key-file` (its token controller signs with it).
+    pub fn service_account_key_path(&self) -> PathBuf {
+        self.dir.path().join("sa.key")
     }
 
     /// Token of `admin` in group `system:masters`.
