@@ -257,7 +257,10 @@ fn tls_failures_are_classified() {
     let out = run_pullprobe(&["check", &image, "--ca-file", "/nonexistent/ca.pem"], None);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--ca-file /nonexistent/ca.pem: no such file"), "{err}");
+    assert!(
+        err.contains("--ca-file /nonexistent/ca.pem: no such file"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 

@@ -27,6 +27,9 @@ pub struct AgentDeploy {
     /// Top-level keys of `pullprobe.yaml` to set (`("interval", "5s")`), the rest of the
     /// manifests' file kept.
     pub config: Vec<(String, String)>,
+    /// Extra manifests added to the overlay as resources (e.g. a component's RBAC file:
+    /// kubectl 1.20's kustomize has no `components:`).
+    pub resources: Vec<PathBuf>,
 }
 
 impl AgentDeploy {
@@ -37,6 +40,12 @@ impl AgentDeploy {
     /// Sets top-level key `key` of the agent's config to the YAML value `value`.
     pub fn set(mut self, key: &str, value: &str) -> Self {
         self.config.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds a manifest file to the overlay's resources.
+    pub fn resource(mut self, path: &Path) -> Self {
+        self.resources.push(path.to_path_buf());
         self
     }
 }
@@ -95,6 +104,15 @@ pub fn write_overlay(dir: &Path, image: &str, api_port: u16, d: &AgentDeploy) {
             indent(&config_with(&d.config), 4)
         );
         std::fs::write(dir.join("configmap.yaml"), cm).expect("write overlay configmap");
+    }
+    if !d.resources.is_empty() {
+        k += "resources:\n";
+        for (i, r) in d.resources.iter().enumerate() {
+            // kustomize 2.0 reads resources only from inside the overlay.
+            let name = format!("extra-{i}.yaml");
+            std::fs::copy(r, dir.join(&name)).expect("copy an extra resource");
+            k += &format!("- {name}\n");
+        }
     }
     std::fs::write(dir.join("kustomization.yaml"), k).expect("write kustomization.yaml");
 }
