@@ -126,13 +126,25 @@ impl Judge<'_> {
         panic!("the agent never checked {image}: /status {last:#}")
     }
 
-    fn check_on_node(&self, image: &str) -> Value {
-        let out = self
-            .node
-            .command(env!("CARGO_BIN_EXE_pullprobe"))
-            .args(["check", "--json", "--host-root", "/", image])
-            .output()
+    /// `check --host-root /` on the node; a pod's pull secret is given as the credential
+    /// (`--username … --password-stdin`), as the kubelet passes it to the runtime.
+    fn check_on_node(&self, image: &str, secret: Option<&(String, String, String)>) -> Value {
+        use std::io::Write as _;
+        let mut cmd = self.node.command(env!("CARGO_BIN_EXE_pullprobe"));
+        cmd.args(["check", "--json", "--host-root", "/", image]);
+        if let Some((_, user, _)) = secret {
+            cmd.args(["--username", user, "--password-stdin"]);
+        }
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run check on the node");
+        if let (Some((_, _, pass)), Some(mut stdin)) = (secret, child.stdin.take()) {
+            let _ = stdin.write_all(pass.as_bytes());
+        }
+        let out = child.wait_with_output().expect("check on the node");
         let text = String::from_utf8_lossy(&out.stdout);
         serde_json::from_str(text.lines().next().unwrap_or("{}")).unwrap_or_else(|e| {
             panic!(
@@ -179,7 +191,7 @@ impl Judge<'_> {
             .wait_pull(&created, Duration::from_secs(90))
             .unwrap_or_else(|m| panic!("{scenario}: no kubelet verdict: {m}"));
         let agent = self.agent_target(image, since);
-        let check = self.check_on_node(image);
+        let check = self.check_on_node(image, pod.pull_secret.as_ref());
         let conditions = self.conditions_for(registry_of(image), e.condition);
         self.node.delete_pod(&created);
         let ctx = format!(
@@ -290,13 +302,13 @@ fn tls_host(node: &Node, host: &str, pki: &Pki, trusted: bool) {
 
 /// A static credential-provider plugin (the agent's image has no shell): answers `user:pass`
 /// for every image, or exits 1 when `user` is empty. Built with gcc -static.
-fn provider_plugin(dir: &std::path::Path, user: &str, pass: &str) -> Vec<u8> {
+fn provider_plugin(dir: &std::path::Path, registry: &str, user: &str, pass: &str) -> Vec<u8> {
     let body = if user.is_empty() {
         "fputs(\"no credentials today\\n\", stderr); return 1;".to_string()
     } else {
         format!(
             "char buf[65536]; while (fread(buf, 1, sizeof buf, stdin) > 0) {{}} \
-             printf(\"{{\\\"apiVersion\\\":\\\"credentialprovider.kubelet.k8s.io/v1alpha1\\\",\\\"kind\\\":\\\"CredentialProviderResponse\\\",\\\"cacheKeyType\\\":\\\"Registry\\\",\\\"cacheDuration\\\":\\\"1s\\\",\\\"auth\\\":{{\\\"registry.test:*\\\":{{\\\"username\\\":\\\"{user}\\\",\\\"password\\\":\\\"{pass}\\\"}}}}}}\\n\"); return 0;"
+             printf(\"{{\\\"apiVersion\\\":\\\"credentialprovider.kubelet.k8s.io/v1alpha1\\\",\\\"kind\\\":\\\"CredentialProviderResponse\\\",\\\"cacheKeyType\\\":\\\"Registry\\\",\\\"cacheDuration\\\":\\\"1s\\\",\\\"auth\\\":{{\\\"{registry}\\\":{{\\\"username\\\":\\\"{user}\\\",\\\"password\\\":\\\"{pass}\\\"}}}}}}\\n\"); return 0;"
         )
     };
     let src = dir.join("plugin.c");
@@ -316,10 +328,11 @@ fn provider_plugin(dir: &std::path::Path, user: &str, pass: &str) -> Vec<u8> {
     std::fs::read(bin).unwrap()
 }
 
-fn providers(dir: &std::path::Path, user: &str, pass: &str) -> CredentialProviders {
+fn providers(dir: &std::path::Path, registry: &str, user: &str, pass: &str) -> CredentialProviders {
     CredentialProviders {
-        config: "apiVersion: kubelet.config.k8s.io/v1alpha1\nkind: CredentialProviderConfig\nproviders:\n  - name: test-provider\n    matchImages: [\"registry.test:*\"]\n    defaultCacheDuration: 1s\n    apiVersion: credentialprovider.kubelet.k8s.io/v1alpha1\n".into(),
-        plugins: vec![("test-provider".into(), provider_plugin(dir, user, pass))],
+        // matchImages must parse as a URL: no wildcard in the port (kubelet validation).
+        config: format!("apiVersion: kubelet.config.k8s.io/v1alpha1\nkind: CredentialProviderConfig\nproviders:\n  - name: test-provider\n    matchImages: [\"{registry}\"]\n    defaultCacheDuration: 1s\n    apiVersion: credentialprovider.kubelet.k8s.io/v1alpha1\n"),
+        plugins: vec![("test-provider".into(), provider_plugin(dir, registry, user, pass))],
     }
 }
 
@@ -505,7 +518,7 @@ fn the_kubelet_and_the_agent_agree_on_every_scenario() {
     .into_iter()
     .enumerate()
     {
-        node.set_credential_providers(Some(providers(scratch.path(), user, pass)));
+        node.set_credential_providers(Some(providers(scratch.path(), &ah, user, pass)));
         let repo = format!("provider-{k}");
         let image = a(&repo);
         rows = judged(&node, rows, |j| {
@@ -631,7 +644,19 @@ fn path_scenarios(j: &mut Judge, node: &Node, pki: &Pki, img: &OciImage, plain: 
         fails("DNSNameNotFound", "no such host", UNREACHABLE),
     );
 
-    // Blob host down: the registry redirects blobs to a port where nothing listens.
+    // Blob host down: the registry redirects blobs to a port where nothing listens. The image's
+    // content must be new to the node: containerd fetches only blobs its content store lacks
+    // (an image whose blobs are all cached pulls without the blob host).
+    let unique = OciImage::from_files(
+        "v1",
+        &[crate::harness::ImageFile {
+            path: "/blob-host-down".into(),
+            data: format!("{:?}", std::time::SystemTime::now()).into_bytes(),
+            mode: 0o644,
+        }],
+        &["/blob-host-down"],
+    );
+    unique.push(plain, "unique", &PushOpts::insecure());
     let cdn_down = format!("http://127.0.0.1:{}/", dead());
     let redirecting = Registry::builder()
         .storage(plain.storage())
@@ -639,7 +664,7 @@ fn path_scenarios(j: &mut Judge, node: &Node, pki: &Pki, img: &OciImage, plain: 
         .start();
     let bh = format!("reg.test:{}", redirecting.port());
     plain_host(node, &bh);
-    let i = format!("{bh}/app:v1");
+    let i = format!("{bh}/unique:v1");
     j.run(
         "blob host down",
         &i,

@@ -46,16 +46,23 @@ pub fn phase_durations(report: &ProbeReport) -> String {
 /// One line per check: `reg.example:5000 not_ready TLSUnknownAuthority`.
 pub fn probe(node: &str, c: &CheckRecord) {
     let report = &c.checked.report;
-    let verdict = report.verdict.as_str();
-    let reason = report.reason.map(|r| r.as_str()).unwrap_or("");
+    // A path check says what the node's path is, not the representative image's verdict.
+    let (verdict, reason) = match c.kind {
+        super::outcome::CheckKind::Path => (c.state.as_str(), c.state.reason()),
+        super::outcome::CheckKind::Image => (report.verdict.as_str(), report.reason),
+    };
+    let fine = reason.is_none();
+    let reason = reason.map(|r| r.as_str()).unwrap_or("");
     let endpoint = report.endpoint.as_deref().unwrap_or("");
     let phases = phase_durations(report);
     let (kind, registry, credential) = (c.kind.as_str(), c.registry.as_str(), c.cred.to_string());
+    let path = c.kind == super::outcome::CheckKind::Path;
     let what = format!(
-        "{registry} {verdict}{}{reason}",
+        "{registry} {}{verdict}{}{reason}",
+        if path { "path " } else { "" },
         if reason.is_empty() { "" } else { " " }
     );
-    if report.verdict.pulls() {
+    if fine {
         tracing::info!(
             target: "pullprobe::probe",
             node, kind, image = %report.image, registry, endpoint, credential, verdict, reason,

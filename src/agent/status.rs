@@ -8,7 +8,8 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::outcome::{CheckRecord, CycleOutcome, NodeView, RegistryPath};
+use super::outcome::{CheckKind, CheckRecord, CycleOutcome, NodeView, RegistryPath};
+use crate::probe::verdict::PathState;
 
 /// RFC 3339, second precision.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -60,6 +61,8 @@ pub struct TargetView {
     /// The credential the deciding attempt sent (its source's name, never its value).
     pub credential_source: Option<String>,
     pub endpoint: Option<String>,
+    /// An image check's verdict (`ready`, `degraded`, `not_ready`, `blocked`), or a path
+    /// check's state (`reachable`, `auth_failing`, `unreachable`, `inconclusive`).
     pub verdict: &'static str,
     pub phase: Option<&'static str>,
     pub reason: Option<&'static str>,
@@ -72,8 +75,37 @@ pub struct TargetView {
     pub pods: Vec<String>,
 }
 
+/// What a target's row says: an image check's verdict, or a path check's state (a 404 for
+/// the representative image still proves the path: `reachable`).
+fn verdict_of(c: &CheckRecord) -> (&'static str, Option<&'static str>, String) {
+    let r = &c.checked.report;
+    match c.kind {
+        CheckKind::Image => (
+            r.verdict.as_str(),
+            r.reason.map(|x| x.as_str()),
+            r.message.clone(),
+        ),
+        CheckKind::Path => {
+            let message = match (c.state, r.reason) {
+                (PathState::Reachable, Some(why)) => format!(
+                    "the registry answered over the node's path ({why} for the representative image {})",
+                    r.image
+                ),
+                (PathState::Reachable, None) => "the registry answered over the node's path".into(),
+                _ => r.message.clone(),
+            };
+            (
+                c.state.as_str(),
+                c.state.reason().map(|x| x.as_str()),
+                message,
+            )
+        }
+    }
+}
+
 fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
     let r = &c.checked.report;
+    let (verdict, reason, message) = verdict_of(c);
     TargetView {
         kind: c.kind.as_str(),
         key: c.key.clone(),
@@ -82,10 +114,10 @@ fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
         credential: c.cred.to_string(),
         credential_source: r.credential_source.as_ref().map(|s| s.to_string()),
         endpoint: r.endpoint.clone(),
-        verdict: r.verdict.as_str(),
-        phase: r.phase.map(|p| p.as_str()),
-        reason: r.reason.map(|p| p.as_str()),
-        message: r.message.clone(),
+        verdict,
+        phase: reason.and(r.phase.map(|p| p.as_str())),
+        reason,
+        message,
         duration_ms: r.duration_ms,
         checked_at: rfc3339(c.at),
         since: rfc3339(since),
@@ -111,8 +143,8 @@ impl StatusBook {
     /// Fold one cycle in and return the new document.
     pub fn update(&mut self, o: &CycleOutcome) -> StatusDoc {
         for c in &o.checks {
-            let r = &c.checked.report;
-            let verdict = (r.verdict.as_str().to_string(), r.reason.map(|x| x.as_str()));
+            let (v, reason, _) = verdict_of(c);
+            let verdict = (v.to_string(), reason);
             let since = match self.targets.get(&c.key) {
                 Some((_, v, since)) if *v == verdict => *since,
                 _ => c.at,

@@ -82,6 +82,28 @@ pub enum PathState {
     Inconclusive(Reason),
 }
 
+impl PathState {
+    /// `reachable`, `auth_failing`, `unreachable`, `inconclusive`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathState::Reachable => "reachable",
+            PathState::AuthFailing(_) => "auth_failing",
+            PathState::Unreachable(_) => "unreachable",
+            PathState::Inconclusive(_) => "inconclusive",
+        }
+    }
+
+    /// The reason when the path does not work.
+    pub fn reason(self) -> Option<Reason> {
+        match self {
+            PathState::Reachable => None,
+            PathState::AuthFailing(r) | PathState::Unreachable(r) | PathState::Inconclusive(r) => {
+                Some(r)
+            }
+        }
+    }
+}
+
 /// How one attempt bears on the path question.
 enum Proof {
     /// The registry answered; the credential (if any) was not rejected.
