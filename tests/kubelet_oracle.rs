@@ -267,9 +267,21 @@ impl Judge<'_> {
     }
 }
 
-/// containerd's error, without the kubelet's "Failed to pull image …: rpc error: …" wrapper.
+/// containerd's error, without the kubelet's "Failed to pull image …: rpc error: …" wrapper
+/// and containerd's own "failed to pull and unpack image …: failed to resolve reference …"
+/// prefixes: the part that says what went wrong.
 fn kubelet_error(message: &str) -> &str {
-    message.rsplit("desc = ").next().unwrap_or(message)
+    let mut m = message.rsplit("desc = ").next().unwrap_or(message);
+    for prefix in [
+        "failed to pull and unpack image ",
+        "failed to resolve reference ",
+    ] {
+        if let Some(rest) = m.strip_prefix(prefix) {
+            // Skip the quoted reference and its ": ".
+            m = rest.split_once("\": ").map(|(_, r)| r).unwrap_or(rest);
+        }
+    }
+    m
 }
 
 /// A hosts.toml for `host` (containerd 1.6.20 needs a `[host]` table, else it ignores it).
