@@ -204,7 +204,7 @@ impl Judge<'_> {
                 PullVerdict::Pulled { .. } => "Pulled".into(),
                 other => format!(
                     "ErrImagePull: {}",
-                    short(kubelet_error(other.message()), 90)
+                    short(kubelet_error(other.message()), 140)
                 ),
             },
             agent: format!(
