@@ -163,12 +163,14 @@ impl Prober {
         for cred in creds {
             let mut pull = Vec::new();
             let mut settled = false;
-            for ep in usable {
+            for (i, ep) in usable.iter().enumerate() {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let res = match tokio::time::timeout(left, self.attempt(image, ep, cred)).await {
+                let mut res = match tokio::time::timeout(left, self.attempt(image, ep, cred)).await
+                {
                     Ok(r) => r,
                     Err(_) => deadline_result(ep, cred, self.options.timeouts.overall),
                 };
+                res.attempt.role = role(usable, i);
                 let done = match (&res.failure, depth) {
                     (None, _) => true,
                     (Some(_), Depth::Path) => verdict::proves_path(&res.attempt),
@@ -258,6 +260,22 @@ impl Prober {
     }
 }
 
+/// `mirror N` (counting mirrors in the runtime's order), `server`, or `default`.
+fn role(eps: &[&Endpoint], i: usize) -> String {
+    let ep = eps[i.min(eps.len().saturating_sub(1))];
+    if !ep.is_upstream {
+        let n = eps[..=i.min(eps.len() - 1)]
+            .iter()
+            .filter(|e| !e.is_upstream)
+            .count();
+        format!("mirror {n}")
+    } else if ep.origin.starts_with("default") {
+        "default".to_string()
+    } else {
+        "server".to_string()
+    }
+}
+
 /// The proxy decision per request URL: the plan's choice for the endpoint's own host,
 /// the runtime's environment rules for every other host (token realm, blob host).
 fn proxy_fn(
@@ -319,6 +337,8 @@ fn finish(
     AttemptResult {
         attempt: EndpointAttempt {
             endpoint: ep.display_url(),
+            role: String::new(),
+            origin: ep.origin.clone(),
             is_upstream: ep.is_upstream,
             credential_source: source,
             ok: failure.is_none(),

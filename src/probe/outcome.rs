@@ -306,6 +306,11 @@ pub struct RateLimit {
 #[derive(Clone, Debug, Serialize)]
 pub struct EndpointAttempt {
     pub endpoint: String,
+    /// Its place in the runtime's order: `mirror 1`, `mirror 2`, `server`, or `default`
+    /// (no hosts configuration), so two attempts at one URL are told apart.
+    pub role: String,
+    /// Where the endpoint comes from (`/etc/containerd/certs.d/reg/hosts.toml [host."…"]`).
+    pub origin: String,
     pub is_upstream: bool,
     /// Where the credential came from (never its value); `None` = anonymous.
     #[serde(serialize_with = "ser_source")]

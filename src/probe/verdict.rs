@@ -176,6 +176,8 @@ mod tests {
     fn att(reason: Option<Reason>, cred: bool) -> EndpointAttempt {
         EndpointAttempt {
             endpoint: "https://r/v2".into(),
+            role: "server".into(),
+            origin: "test".into(),
             is_upstream: true,
             credential_source: cred.then(|| CredentialSource::AuthFile {
                 path: "/var/lib/kubelet/config.json".into(),

@@ -167,12 +167,20 @@ fn details(r: &ProbeReport) -> String {
         out.push_str(&format!("    {l}\n"));
     }
     if r.attempts.len() > 1 {
-        let mut att = vec![["ATTEMPT", "RESULT", "ENDPOINT", "CREDENTIAL", "REASON"]
-            .map(String::from)
-            .to_vec()];
+        let mut att = vec![[
+            "ATTEMPT",
+            "ROLE",
+            "RESULT",
+            "ENDPOINT",
+            "CREDENTIAL",
+            "REASON",
+        ]
+        .map(String::from)
+        .to_vec()];
         att.extend(r.attempts.iter().enumerate().map(|(i, a)| {
             vec![
                 (i + 1).to_string(),
+                a.role.clone(),
                 if a.ok { "ok" } else { "FAIL" }.to_string(),
                 a.endpoint.clone(),
                 a.credential_source

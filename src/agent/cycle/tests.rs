@@ -41,6 +41,8 @@ impl Fake {
 fn attempt(a: &Att) -> EndpointAttempt {
     EndpointAttempt {
         endpoint: a.0.to_string(),
+        role: "server".into(),
+        origin: "test".into(),
         is_upstream: true,
         credential_source: a.2.then(|| CredentialSource::AuthFile {
             path: "/var/lib/kubelet/config.json".into(),
