@@ -1147,6 +1147,17 @@ fn per_host_headers_from_hosts_toml() {
     let tried = b.tried();
     assert_eq!(tried.len(), 2, "{}", b.ctx());
     assert_eq!(tried[0].0, mirror, "{}", b.ctx());
+    // Each attempt names its role and where it came from.
+    let atts = b.attempts();
+    assert_eq!(atts[0]["role"], "mirror 1", "{}", b.ctx());
+    assert_eq!(atts[1]["role"], "server", "{}", b.ctx());
+    assert!(
+        atts[0]["origin"]
+            .as_str()
+            .is_some_and(|o| o.contains("hosts.toml [host.")),
+        "{}",
+        b.ctx()
+    );
     assert_eq!(
         tried[1].2.as_deref(),
         Some("ManifestNotFound"),
