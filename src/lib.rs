@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod nodeconfig;
 pub mod pipeline;
 pub mod probe;
+pub mod redact;
 pub mod reference;
 pub mod report;
 pub mod runtime;
