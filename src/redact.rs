@@ -132,8 +132,7 @@ fn bounded(s: &str, max_chars: usize) -> String {
 pub fn identifier(s: &str) -> Option<String> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
     ok.then(|| s.to_string())
 }
@@ -185,6 +184,8 @@ pub struct ParseError {
     pub line: Option<u64>,
     /// 1-based column (characters), when the parser knows it.
     pub column: Option<u64>,
+    /// The key on the offending line, for value errors, when it is a plain identifier.
+    pub field: Option<String>,
     pub kind: ParseErrorKind,
 }
 
@@ -197,6 +198,9 @@ impl fmt::Display for ParseError {
             _ => {}
         }
         f.write_str(": ")?;
+        if let Some(field) = &self.field {
+            write!(f, "field `{field}`: ")?;
+        }
         match &self.kind {
             ParseErrorKind::Syntax => f.write_str("syntax error"),
             ParseErrorKind::MissingField(name) => write!(f, "missing field `{name}`"),
@@ -234,12 +238,14 @@ impl ParseError {
             format: SyntaxFormat::Toml,
             line,
             column,
+            field: None,
             kind: kind_from_serde_message(e.message()),
         }
+        .with_key_from(text, '=')
     }
 
-    /// From a `serde_saphyr` error (it carries its own location).
-    pub fn yaml(e: &serde_saphyr::Error) -> ParseError {
+    /// From a `serde_saphyr` error on `text` (the error carries its own location).
+    pub fn yaml(e: &serde_saphyr::Error, text: &str) -> ParseError {
         let (line, column) = match e.location() {
             Some(l) if l.line() > 0 => (Some(l.line()), Some(l.column()).filter(|c| *c > 0)),
             _ => (None, None),
@@ -248,8 +254,32 @@ impl ParseError {
             format: SyntaxFormat::Yaml,
             line,
             column,
+            field: None,
             kind: yaml_kind(e),
         }
+        .with_key_from(text, ':')
+    }
+
+    /// For a value error, the key written at the start of the offending line
+    /// (`key = value` / `key: value`), when it is a plain identifier: the field the
+    /// parser does not name itself. Never any text after the separator.
+    fn with_key_from(mut self, text: &str, separator: char) -> ParseError {
+        let value_error = matches!(
+            self.kind,
+            ParseErrorKind::InvalidType { .. }
+                | ParseErrorKind::InvalidValue { .. }
+                | ParseErrorKind::DuplicateKey
+        );
+        let line = self.line.and_then(|l| usize::try_from(l).ok());
+        if let (true, Some(l)) = (value_error, line) {
+            let key = text
+                .lines()
+                .nth(l.saturating_sub(1))
+                .and_then(|line| line.split_once(separator))
+                .map(|(k, _)| k.trim().trim_start_matches("- ").trim_matches(['"', '\'']));
+            self.field = key.and_then(identifier);
+        }
+        self
     }
 
     /// From a `serde_json` error.
@@ -260,7 +290,9 @@ impl ParseError {
             serde_json::error::Category::Data => {
                 // serde_json appends " at line L column C" to the serde message.
                 let msg = e.to_string();
-                let msg = msg.rsplit_once(" at line ").map_or(msg.as_str(), |(m, _)| m);
+                let msg = msg
+                    .rsplit_once(" at line ")
+                    .map_or(msg.as_str(), |(m, _)| m);
                 kind_from_serde_message(msg)
             }
             _ => {
@@ -275,6 +307,7 @@ impl ParseError {
             format: SyntaxFormat::Json,
             line,
             column,
+            field: None,
             kind,
         }
     }
@@ -441,12 +474,18 @@ mod tests {
     fn toml_errors_never_quote_the_line() {
         let text = format!("[header]\nAuthorization = \"Bearer {CANARY}\nx = 1\n");
         let e = toml::from_str::<toml::Table>(&text).unwrap_err();
-        assert!(e.to_string().contains(CANARY), "toml's own Display quotes the line");
+        assert!(
+            e.to_string().contains(CANARY),
+            "toml's own Display quotes the line"
+        );
         let p = ParseError::toml(&e, &text);
         let shown = p.to_string();
         assert!(!shown.contains(CANARY), "{shown}");
         assert_eq!(p.line, Some(2));
-        assert!(shown.starts_with("invalid TOML at line 2, column "), "{shown}");
+        assert!(
+            shown.starts_with("invalid TOML at line 2, column "),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -486,7 +525,7 @@ mod tests {
             format!("- {CANARY}\n: :\n"),
         ] {
             let e = serde_saphyr::from_str::<serde_json::Value>(&text).unwrap_err();
-            let p = ParseError::yaml(&e);
+            let p = ParseError::yaml(&e, &text);
             assert!(!p.to_string().contains(CANARY), "{p}");
             assert!(p.line.is_some(), "{p:?}");
         }
@@ -496,8 +535,10 @@ mod tests {
         struct S {
             port: u16,
         }
-        let e = serde_saphyr::from_str::<S>(&format!("port: {CANARY}\n")).unwrap_err();
-        let p = ParseError::yaml(&e);
+        let text = format!("port: {CANARY}\n");
+        let e = serde_saphyr::from_str::<S>(&text).unwrap_err();
+        let p = ParseError::yaml(&e, &text);
+        assert_eq!(p.field.as_deref(), Some("port"));
         assert!(!p.to_string().contains(CANARY), "{p}");
         assert!(
             matches!(
@@ -507,7 +548,7 @@ mod tests {
             "{p:?}"
         );
         let e = serde_saphyr::from_str::<S>("port: 1\nprot: 2\n").unwrap_err();
-        let p = ParseError::yaml(&e);
+        let p = ParseError::yaml(&e, "port: 1\nprot: 2\n");
         assert_eq!(p.kind, ParseErrorKind::UnknownField(Some("prot".into())));
         assert_eq!(p.line, Some(2));
     }
@@ -521,12 +562,15 @@ mod tests {
         }
         let text = format!("{{\"port\": \"{CANARY}\"}}");
         let e = serde_json::from_str::<S>(&text).unwrap_err();
-        assert!(e.to_string().contains(CANARY), "serde_json quotes the value");
+        assert!(
+            e.to_string().contains(CANARY),
+            "serde_json quotes the value"
+        );
         let p = ParseError::json(&e);
         assert!(!p.to_string().contains(CANARY), "{p}");
         assert_eq!(p.line, Some(1));
-        let e = serde_json::from_str::<serde_json::Value>(&format!("{{\"a\": {CANARY}}}"))
-            .unwrap_err();
+        let e =
+            serde_json::from_str::<serde_json::Value>(&format!("{{\"a\": {CANARY}}}")).unwrap_err();
         let p = ParseError::json(&e);
         assert_eq!(p.kind, ParseErrorKind::Syntax);
         assert!(!p.to_string().contains(CANARY));

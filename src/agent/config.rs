@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::redact::ParseError;
 use crate::reference::ImageRef;
 use crate::runtime::Runtime;
 
@@ -242,17 +243,21 @@ impl AgentConfig {
         format: ConfigFormat,
         file: &Path,
     ) -> Result<AgentConfig, ConfigError> {
-        let parse_err = |message: String| ConfigError::Parse {
+        // The parsers' own messages quote the offending line or value: report the
+        // position and kind only (crate::redact::ParseError).
+        let parse_err = |e: ParseError| ConfigError::Parse {
             file: file.to_path_buf(),
-            message,
+            message: e.to_string(),
         };
         let cfg: AgentConfig = match format {
             // An empty YAML document is "null", not an empty map: treat it as all defaults.
             ConfigFormat::Yaml if text.trim().is_empty() => AgentConfig::default(),
             ConfigFormat::Yaml => {
-                serde_saphyr::from_str(text).map_err(|e| parse_err(e.to_string()))?
+                serde_saphyr::from_str(text).map_err(|e| parse_err(ParseError::yaml(&e, text)))?
             }
-            ConfigFormat::Toml => toml::from_str(text).map_err(|e| parse_err(e.to_string()))?,
+            ConfigFormat::Toml => {
+                toml::from_str(text).map_err(|e| parse_err(ParseError::toml(&e, text)))?
+            }
         };
         cfg.validate()
             .map_err(|(field, message)| ConfigError::Invalid {

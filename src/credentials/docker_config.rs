@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::keyring::Keyring;
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
+use crate::nodeconfig::hostroot::MAX_FILE_BYTES;
 use crate::reference::ImageRef;
 
 /// Top-level `config.json` keys that are settings, not registries: their presence
@@ -50,9 +51,14 @@ pub enum DockerConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// Not JSON. serde_json's message for syntax errors names only the position.
-    #[error("{}: invalid JSON: {message}", path.display())]
-    Json { path: PathBuf, message: String },
+    /// Not JSON: position and kind only (serde_json's own message may quote a value).
+    #[error("{}: {error}", path.display())]
+    Json {
+        path: PathBuf,
+        error: crate::redact::ParseError,
+    },
+    #[error("{}: is larger than {MAX_FILE_BYTES} bytes", path.display())]
+    TooLarge { path: PathBuf },
     #[error("{}: {field}: expected {expected}", path.display())]
     WrongType {
         path: PathBuf,
@@ -102,14 +108,14 @@ impl DockerConfig {
             Err(e) => {
                 return Err(DockerConfigError::Json {
                     path: err_path(),
-                    message: e.to_string(),
+                    error: crate::redact::ParseError::json(&e),
                 })
             }
             Ok(Value::Object(_)) => {
                 // Parse again keeping key order; cannot fail after the first parse.
                 serde_json::from_slice(bytes).map_err(|e| DockerConfigError::Json {
                     path: err_path(),
-                    message: e.to_string(),
+                    error: crate::redact::ParseError::json(&e),
                 })?
             }
             Ok(_) => {
@@ -196,12 +202,22 @@ impl DockerConfig {
         })
     }
 
-    /// Reads and parses `path`.
+    /// Reads (at most [`MAX_FILE_BYTES`]) and parses `path`.
     pub fn load(path: &Path) -> Result<DockerConfig, DockerConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| DockerConfigError::Io {
+        use std::io::Read as _;
+        let io = |source| DockerConfigError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(DockerConfigError::TooLarge {
+                path: path.to_path_buf(),
+            });
+        }
         DockerConfig::parse(path, &bytes)
     }
 
@@ -692,7 +708,7 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            e.starts_with("/etc/test/config.json: invalid JSON: "),
+            e.starts_with("/etc/test/config.json: invalid JSON at line 1, column "),
             "{e}"
         );
         assert!(!e.contains(CANARY), "{e}");

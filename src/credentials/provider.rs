@@ -20,6 +20,7 @@ use tokio::io::AsyncWriteExt;
 use super::keyring::{url_matches_key, Keyring};
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::nodeconfig::hosts_toml::parse_go_duration;
+use crate::redact::ParseError;
 use crate::reference::ImageRef;
 
 /// Config API versions the kubelet accepts.
@@ -137,15 +138,11 @@ impl CredentialProviderConfig {
         text: &str,
     ) -> Result<(CredentialProviderConfig, Vec<ProviderConfigError>), ProviderConfigError> {
         let doc: Value = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| cfg_err(file, "(syntax)", e.to_string()))?
+            serde_json::from_str(text)
+                .map_err(|e| cfg_err(file, "(syntax)", ParseError::json(&e).to_string()))?
         } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                cfg_err(
-                    file,
-                    "(syntax)",
-                    e.to_string().lines().next().unwrap_or("").to_string(),
-                )
-            })?
+            serde_saphyr::from_str(text)
+                .map_err(|e| cfg_err(file, "(syntax)", ParseError::yaml(&e, text).to_string()))?
         };
         let Value::Object(top) = doc else {
             return Err(cfg_err(file, "(top level)", "must be a mapping"));
@@ -534,8 +531,8 @@ impl PluginRunner {
             why,
         };
         // The response may contain secrets: serde_json's message names only a position.
-        let resp: Value =
-            serde_json::from_slice(&out.stdout).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let resp: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| bad(format!("not JSON ({})", ParseError::json(&e))))?;
         let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if got_api != p.api_version {
             return Err(bad(format!(

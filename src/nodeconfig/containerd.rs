@@ -158,7 +158,7 @@ fn parse_table(file: &Path, text: &str, problems: &mut Vec<ConfigProblem>) -> Op
                 file,
                 Some("(syntax)"),
                 ProblemKind::Invalid,
-                e.to_string().replace('\n', " ").trim().to_string(),
+                crate::redact::ParseError::toml(&e, text).to_string(),
             ));
             None
         }

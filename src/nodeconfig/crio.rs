@@ -131,7 +131,7 @@ fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
     let doc: toml::Table = toml::from_str(text).map_err(|e| {
         fe(
             "(syntax)",
-            e.to_string().replace('\n', " ").trim().to_string(),
+            crate::redact::ParseError::toml(&e, text).to_string(),
         )
     })?;
     let mut out = ParsedFile {

@@ -289,7 +289,7 @@ pub fn parse_hosts_file(
     let doc: toml::Table = toml::from_str(text).map_err(|e| {
         err(
             "(syntax)",
-            e.to_string().replace('\n', " ").trim().to_string(),
+            crate::redact::ParseError::toml(&e, text).to_string(),
         )
     })?;
     let ordered = sorted_hosts(text);

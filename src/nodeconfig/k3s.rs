@@ -186,8 +186,10 @@ pub fn parse(file: &Path, text: &str) -> (Registries, Vec<ConfigProblem>) {
         match serde_saphyr::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                let msg = e.to_string().replace('\n', " ").trim().to_string();
-                bad("(syntax)", msg);
+                bad(
+                    "(syntax)",
+                    crate::redact::ParseError::yaml(&e, text).to_string(),
+                );
                 return (out, problems);
             }
         }

@@ -190,7 +190,10 @@ pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
     let raw: Raw = serde_json::from_slice(body).map_err(|e| {
         Failure::new(
             Reason::ManifestMalformed,
-            format!("manifest is not valid JSON: {e}"),
+            format!(
+                "manifest is not usable: {}",
+                crate::redact::ParseError::json(&e)
+            ),
         )
     })?;
     if raw.schema_version == Some(1) {

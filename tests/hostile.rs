@@ -1,0 +1,157 @@
+//! Hostile input to the parsers and to the arithmetic on values from outside: nothing
+//! panics, nothing hangs, and no error quotes the text it failed on (secrets live in
+//! those files: `config.toml` `auth`, hosts.toml `[header] Authorization`, registries.yaml
+//! `password`, config.json `auth`, a provider's `env`).
+
+use std::path::Path;
+
+use pullprobe::agent::config::{AgentConfig, ConfigFormat};
+use pullprobe::credentials::docker_config::DockerConfig;
+use pullprobe::credentials::provider::CredentialProviderConfig;
+use pullprobe::nodeconfig::hostroot::HostRoot;
+use pullprobe::nodeconfig::hosts_toml::{parse_hosts_file, HostsTomlQuirks};
+use pullprobe::nodeconfig::{containerd, crio, k3s};
+
+const CANARY: &str = "canary-parse-4b1d";
+
+/// Files under a temporary host root.
+fn host_root(files: &[(&str, String)]) -> (tempfile::TempDir, HostRoot) {
+    let d = tempfile::tempdir().unwrap();
+    for (p, text) in files {
+        let path = d.path().join(p.trim_start_matches('/'));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let hr = HostRoot::new(d.path()).unwrap();
+    (d, hr)
+}
+
+/// Each message must name a line and never hold the canary.
+fn assert_safe(what: &str, messages: &[String]) {
+    assert!(!messages.is_empty(), "{what}: expected an error");
+    for m in messages {
+        assert!(!m.contains(CANARY), "{what}: secret leaked: {m}");
+        assert!(m.contains("line "), "{what}: no position in: {m}");
+    }
+}
+
+#[test]
+fn containerd_config_toml_syntax_error_shows_position_not_auth() {
+    let text = format!(
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"r.io\".auth]\nauth = \"{CANARY}\nusername = \"u\"\n"
+    );
+    let (_d, hr) = host_root(&[("/etc/containerd/config.toml", text)]);
+    let mut problems = Vec::new();
+    containerd::load(&hr, Path::new("/etc/containerd/config.toml"), &mut problems);
+    let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_safe("config.toml", &msgs);
+    assert!(msgs[0].contains("line 3"), "{msgs:?}");
+}
+
+#[test]
+fn hosts_toml_syntax_error_shows_position_not_header() {
+    let text = format!(
+        "server = \"https://r.io\"\n[host.\"https://m.io\".header]\nAuthorization = \"Bearer {CANARY}\n"
+    );
+    let e = parse_hosts_file(
+        Path::new("/etc/containerd/certs.d/r.io"),
+        &text,
+        HostsTomlQuirks::default(),
+    )
+    .unwrap_err();
+    assert_safe("hosts.toml", &[e.to_string()]);
+}
+
+#[test]
+fn registries_conf_syntax_error_shows_position_only() {
+    let text = format!(
+        "[[registry]]\nlocation = \"r.io\"\n[[registry.mirror]]\nlocation = \"{CANARY}@m.io\n"
+    );
+    let (_d, hr) = host_root(&[("/etc/containers/registries.conf", text)]);
+    let mut problems = Vec::new();
+    crio::load(&hr, &mut problems);
+    let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_safe("registries.conf", &msgs);
+}
+
+#[test]
+fn k3s_registries_yaml_syntax_error_shows_position_not_password() {
+    for text in [
+        format!("configs:\n  r.io:\n    auth:\n      username: u\n      password: \"{CANARY}\n"),
+        format!("configs:\n  r.io:\n    auth:\n      password: {CANARY}\n     bad: indent\n"),
+    ] {
+        let (_r, problems) = k3s::parse(Path::new("/etc/rancher/k3s/registries.yaml"), &text);
+        let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert_safe("registries.yaml", &msgs);
+    }
+}
+
+#[test]
+fn docker_config_json_errors_show_position_not_auth() {
+    for text in [
+        format!(r#"{{"auths": {{"r.io": {{"auth": "{CANARY}" "#),
+        format!(r#"{{"auths": {{"r.io": {{"auth": "{CANARY}", }}}}}}"#),
+        format!("{{\"auths\": {{\"r.io\": {{\"auth\": \"{CANARY}\u{1}\"}}}}}}"),
+    ] {
+        let e = DockerConfig::parse(Path::new("/var/lib/kubelet/config.json"), text.as_bytes())
+            .unwrap_err();
+        assert_safe("config.json", &[e.to_string()]);
+    }
+}
+
+#[test]
+fn credential_provider_config_errors_show_position_not_env() {
+    let yaml = format!(
+        "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: p\n  env:\n  - name: TOKEN\n    value: \"{CANARY}\n"
+    );
+    let json = format!(r#"{{"providers": [{{"env": [{{"name": "T", "value": "{CANARY}"}}]]"#);
+    for text in [yaml, json] {
+        let e = CredentialProviderConfig::parse(Path::new("/etc/kubernetes/cp.yaml"), &text)
+            .unwrap_err();
+        assert_safe("CredentialProviderConfig", &[e.to_string()]);
+    }
+}
+
+#[test]
+fn agent_config_errors_show_position_and_field_only() {
+    for (text, format, field) in [
+        (
+            format!("interval: 60s\nimages: [\"{CANARY}\"\n"),
+            ConfigFormat::Yaml,
+            None,
+        ),
+        (
+            format!("interval = \"{CANARY}\"\n"),
+            ConfigFormat::Toml,
+            None,
+        ),
+        (
+            format!("interval: \"{CANARY}\"\n"),
+            ConfigFormat::Yaml,
+            None,
+        ),
+        (
+            format!("listen = [\"{CANARY}\"]\n"),
+            ConfigFormat::Toml,
+            None,
+        ),
+        (
+            "intervall: 60s\n".to_string(),
+            ConfigFormat::Yaml,
+            Some("intervall"),
+        ),
+        (
+            "intervall = \"60s\"\n".to_string(),
+            ConfigFormat::Toml,
+            Some("intervall"),
+        ),
+    ] {
+        let e = AgentConfig::parse(&text, format, Path::new("/etc/pullprobe/config"))
+            .unwrap_err()
+            .to_string();
+        assert_safe("agent config", std::slice::from_ref(&e));
+        if let Some(f) = field {
+            assert!(e.contains(&format!("unknown field `{f}`")), "{e}");
+        }
+    }
+}
