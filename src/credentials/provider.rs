@@ -15,12 +15,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::keyring::{url_matches_key, Keyring};
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::nodeconfig::hosts_toml::parse_go_duration;
-use crate::redact::ParseError;
+use crate::redact::{self, ParseError};
 use crate::reference::ImageRef;
 
 /// Config API versions the kubelet accepts.
@@ -38,8 +38,16 @@ const PLUGIN_API_VERSIONS: &[&str] = &[
 /// How long one plugin run may take (the kubelet bounds the exec with a context
 /// deadline; one minute keeps a stuck plugin from stalling a probe run).
 pub const DEFAULT_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
-/// Cap on plugin output kept for messages.
-const MAX_STDERR_IN_MESSAGE: usize = 200;
+/// Most a plugin may write to stdout (a response is a few KiB); more and it is killed.
+pub const MAX_PLUGIN_STDOUT: usize = 1 << 20;
+/// Most a plugin may write to stderr before it is killed. stderr is only counted, never
+/// kept or shown (plugins print tokens there when they fail verbosely), so this bounds
+/// the time spent draining it, not memory.
+pub const MAX_PLUGIN_STDERR: u64 = 1 << 20;
+/// Longest a plugin answer is cached, whatever `cacheDuration` /
+/// `defaultCacheDuration` say (the kubelet has no cap; ECR's plugin asks for 12 h). A
+/// longer cache would only hide a rotated credential from the probe.
+pub const MAX_PLUGIN_CACHE: Duration = Duration::from_secs(24 * 3600);
 
 /// A problem with the config file, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -50,8 +58,8 @@ pub struct ProviderConfigError {
     pub message: String,
 }
 
-/// A plugin run that produced no credentials. Never carries a secret: stdout is never
-/// quoted (it may hold one), stderr only briefly.
+/// A plugin run that produced no credentials. Never carries a secret: neither stdout
+/// nor stderr is ever quoted (either may hold one), only their sizes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     #[error("credential provider {plugin}: binary {} cannot be run: {why}", path.display())]
@@ -62,11 +70,17 @@ pub enum ProviderError {
     },
     #[error("credential provider {plugin}: no response within {after:?}; killed")]
     Timeout { plugin: String, after: Duration },
-    #[error("credential provider {plugin}: exited with {status}: {stderr}")]
+    #[error("credential provider {plugin}: exited with {status} (it wrote {stderr_bytes} bytes to stderr; not shown, plugins may print credentials there)")]
     Exit {
         plugin: String,
         status: String,
-        stderr: String,
+        stderr_bytes: u64,
+    },
+    #[error("credential provider {plugin}: wrote more than {limit} bytes to {stream}; killed")]
+    OutputTooLarge {
+        plugin: String,
+        stream: &'static str,
+        limit: u64,
     },
     #[error("credential provider {plugin}: invalid response: {why}")]
     BadResponse { plugin: String, why: String },
@@ -81,6 +95,7 @@ impl ProviderError {
             | ProviderError::Timeout { plugin, .. }
             | ProviderError::Exit { plugin, .. }
             | ProviderError::BadResponse { plugin, .. }
+            | ProviderError::OutputTooLarge { plugin, .. }
             | ProviderError::Skipped { plugin, .. } => plugin,
         }
     }
@@ -92,6 +107,7 @@ impl ProviderError {
             ProviderError::Timeout { .. } => "plugin_timeout",
             ProviderError::Exit { .. } => "plugin_exit",
             ProviderError::BadResponse { .. } => "plugin_bad_response",
+            ProviderError::OutputTooLarge { .. } => "plugin_output_too_large",
             ProviderError::Skipped { .. } => "plugin_skipped",
         }
     }
@@ -476,86 +492,44 @@ impl PluginRunner {
             "kind": "CredentialProviderRequest",
             "image": repo,
         });
-        let mut cmd = tokio::process::Command::new(&path);
-        cmd.args(&p.args)
-            .envs(p.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| ProviderError::Spawn {
-            plugin: plugin.clone(),
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A plugin that never reads stdin must not block us: the write is part of
-            // the timed section below only through the pipe buffer, which fits this.
-            let _ = stdin.write_all(request.to_string().as_bytes()).await;
-            drop(stdin);
-        }
-        let out = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    plugin,
-                    after: self.timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(ProviderError::Spawn {
-                    plugin,
-                    path,
-                    why: e.to_string(),
-                });
-            }
-            Ok(Ok(o)) => o,
-        };
-        if !out.status.success() {
-            let mut stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            if stderr.len() > MAX_STDERR_IN_MESSAGE {
-                let mut cut = MAX_STDERR_IN_MESSAGE;
-                while !stderr.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                stderr.truncate(cut);
-                stderr.push('…');
-            }
-            return Err(ProviderError::Exit {
-                plugin,
-                status: out.status.to_string(),
-                stderr,
-            });
-        }
+        let out = self.run_capped(&plugin, &path, p, request.to_string()).await?;
         let bad = |why: String| ProviderError::BadResponse {
             plugin: p.name.clone(),
             why,
         };
         // The response may contain secrets: serde_json's message names only a position.
-        let resp: Value = serde_json::from_slice(&out.stdout)
+        let resp: Value = serde_json::from_slice(&out)
             .map_err(|e| bad(format!("not JSON ({})", ParseError::json(&e))))?;
+        // Plugin-chosen strings are shown sanitized and short (redact::text_max).
+        let shown = |s: &str| format!("\"{}\"", redact::text_max(s, 64));
         let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if got_api != p.api_version {
             return Err(bad(format!(
-                "apiVersion {got_api:?} does not match the request's {:?}",
+                "apiVersion {} does not match the request's {:?}",
+                shown(got_api),
                 p.api_version
             )));
         }
         let kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
         if kind != "CredentialProviderResponse" {
             return Err(bad(format!(
-                "kind {kind:?} is not CredentialProviderResponse"
+                "kind {} is not CredentialProviderResponse",
+                shown(kind)
             )));
         }
         let cache_key = match resp.get("cacheKeyType").and_then(Value::as_str) {
             Some("Image") => repo.to_string(),
             Some("Registry") => image.domain.clone(),
             Some("Global") => "global".to_string(),
-            other => return Err(bad(format!("invalid cacheKeyType {other:?}"))),
+            Some(other) => return Err(bad(format!("invalid cacheKeyType {}", shown(other)))),
+            None => return Err(bad("cacheKeyType is required".into())),
         };
+        // metav1.Duration: Go's time.ParseDuration, so more than ~292 years is an error
+        // there too; what parses is capped at MAX_PLUGIN_CACHE below.
         let duration = match resp.get("cacheDuration") {
             None | Some(Value::Null) => p.default_cache_duration,
             Some(Value::String(s)) => parse_go_duration(s)
-                .ok_or_else(|| bad(format!("cacheDuration {s:?} is not a duration")))?,
+                .ok_or_else(|| bad(format!("cacheDuration {} is not a duration", shown(s))))?,
             Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
         };
         let mut auth = Vec::new();
@@ -578,18 +552,107 @@ impl PluginRunner {
             }
             Some(_) => return Err(bad("auth must be a map of registry keys".into())),
         }
-        if !duration.is_zero() {
-            if let Ok(mut c) = self.cache.lock() {
-                c.insert(
-                    (p.name.clone(), cache_key),
-                    CacheEntry {
-                        expires: Instant::now() + duration,
-                        auth: auth.clone(),
-                    },
-                );
-            }
+        let expires = Instant::now().checked_add(duration.min(MAX_PLUGIN_CACHE));
+        if let (false, Some(expires), Ok(mut c)) = (duration.is_zero(), expires, self.cache.lock())
+        {
+            c.insert(
+                (p.name.clone(), cache_key),
+                CacheEntry {
+                    expires,
+                    auth: auth.clone(),
+                },
+            );
         }
         Ok(auth)
+    }
+
+    /// Runs the plugin with `request` on stdin, within the timeout, reading at most
+    /// [`MAX_PLUGIN_STDOUT`] of stdout and counting (never keeping) stderr; a plugin
+    /// that writes more is killed (`kill_on_drop`).
+    async fn run_capped(
+        &self,
+        plugin: &str,
+        path: &Path,
+        p: &ProviderSpec,
+        request: String,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let mut cmd = tokio::process::Command::new(path);
+        cmd.args(&p.args)
+            .envs(p.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let spawn_err = |e: std::io::Error| ProviderError::Spawn {
+            plugin: plugin.to_string(),
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        };
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let too_large = |stream: &'static str, limit: u64| ProviderError::OutputTooLarge {
+            plugin: plugin.to_string(),
+            stream,
+            limit,
+        };
+        let run = async {
+            let write = async {
+                if let Some(mut stdin) = stdin {
+                    // A plugin that never reads stdin must not block us: errors (EPIPE)
+                    // are ignored, and the whole run is under the timeout.
+                    let _ = stdin.write_all(request.as_bytes()).await;
+                }
+            };
+            let read_out = async {
+                let mut buf = Vec::new();
+                if let Some(s) = stdout {
+                    s.take(MAX_PLUGIN_STDOUT as u64 + 1).read_to_end(&mut buf).await?;
+                }
+                Ok::<_, std::io::Error>(buf)
+            };
+            let count_err = async {
+                match stderr {
+                    Some(s) => tokio::io::copy(&mut s.take(MAX_PLUGIN_STDERR + 1), &mut tokio::io::sink()).await,
+                    None => Ok(0),
+                }
+            };
+            let ((), out, err) = tokio::join!(write, read_out, count_err);
+            Ok::<_, std::io::Error>((out?, err?))
+        };
+        let (out, err_bytes) = match tokio::time::timeout(self.timeout, run).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    plugin: plugin.to_string(),
+                    after: self.timeout,
+                })
+            }
+            Ok(Err(e)) => return Err(spawn_err(e)),
+            Ok(Ok(r)) => r,
+        };
+        if out.len() > MAX_PLUGIN_STDOUT {
+            return Err(too_large("stdout", MAX_PLUGIN_STDOUT as u64));
+        }
+        if err_bytes > MAX_PLUGIN_STDERR {
+            return Err(too_large("stderr", MAX_PLUGIN_STDERR));
+        }
+        // Both pipes are at EOF: the plugin is exiting; still bounded by the timeout.
+        let status = match tokio::time::timeout(self.timeout, child.wait()).await {
+            Err(_) => {
+                return Err(ProviderError::Timeout {
+                    plugin: plugin.to_string(),
+                    after: self.timeout,
+                })
+            }
+            Ok(r) => r.map_err(spawn_err)?,
+        };
+        if !status.success() {
+            return Err(ProviderError::Exit {
+                plugin: plugin.to_string(),
+                status: status.to_string(),
+                stderr_bytes: err_bytes,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -733,11 +796,67 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
                 ("missing", "plugin_spawn"),
             ]
         );
-        assert!(errs[1].to_string().contains("boom"));
+        let exit = errs[1].to_string();
+        assert!(!exit.contains("boom"), "stderr is never quoted: {exit}");
+        assert!(exit.contains("wrote 5 bytes to stderr"), "{exit}");
         assert!(
             !errs[0].to_string().contains("secret-ish"),
             "stdout is never quoted"
         );
+    }
+
+    /// Plugins print tokens: stderr is counted, never shown; flooding stdout or stderr
+    /// gets the plugin killed (bounded memory), an absurd cacheDuration is a bad
+    /// response (as time.ParseDuration fails in the kubelet), a long one is capped and
+    /// added to the clock with checked_add (it used to overflow `Instant + duration`).
+    #[tokio::test]
+    async fn plugin_output_is_bounded_and_never_quoted() {
+        let d = tempfile::tempdir().unwrap();
+        let resp = |dur: &str| {
+            format!(
+                r#"cat >/dev/null; echo '{{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Image","cacheDuration":"{dur}","auth":{{"reg.example.com":{{"username":"u","password":"p"}}}}}}'"#
+            )
+        };
+        script(
+            d.path(),
+            "leaky",
+            "cat >/dev/null; echo 'token=canary-stderr-77' >&2; exit 1",
+        );
+        script(d.path(), "floodout", "cat >/dev/null; yes 0123456789abcdef");
+        script(d.path(), "flooderr", "cat >/dev/null; yes 0123456789abcdef >&2");
+        script(d.path(), "overflow", &resp("5000000000000000h"));
+        script(d.path(), "centuries", &resp("2000000h"));
+        script(
+            d.path(),
+            "weird",
+            r#"cat >/dev/null; printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"Credential[31mProviderResponse%0500d"}' 0"#,
+        );
+        let names = ["leaky", "floodout", "flooderr", "overflow", "centuries", "weird"];
+        let specs = names.iter().map(|n| spec(n, &["*.example.com"])).collect();
+        let r = runner(d.path(), specs, Duration::from_secs(20));
+        let (creds, errs) = r
+            .lookup(&ImageRef::parse("reg.example.com/team/app").unwrap())
+            .await;
+        let got: Vec<(&str, &str)> = errs.iter().map(|e| (e.plugin(), e.reason())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("leaky", "plugin_exit"),
+                ("floodout", "plugin_output_too_large"),
+                ("flooderr", "plugin_output_too_large"),
+                ("overflow", "plugin_bad_response"),
+                ("weird", "plugin_bad_response"),
+            ]
+        );
+        for e in &errs {
+            let m = e.to_string();
+            assert!(!m.contains("canary-stderr-77"), "{m}");
+            assert!(!m.contains('\u{1b}') && m.len() < 400, "{m}");
+        }
+        assert_eq!(creds.len(), 1, "the centuries-long cache answer is used");
+        let entry = r.cache.lock().unwrap();
+        let (_, e) = entry.iter().next().unwrap();
+        assert!(e.expires <= Instant::now() + MAX_PLUGIN_CACHE);
     }
 
     #[tokio::test]

@@ -607,8 +607,13 @@ pub fn clean_path(p: &str) -> String {
     }
 }
 
-/// Go's `time.ParseDuration` (units ns, us, µs, ms, s, m, h; fractions; sign).
+/// Go's `time.ParseDuration` (units ns, us, µs, ms, s, m, h; fractions; sign), with
+/// its range: a `time.Duration` is an int64 of nanoseconds, so anything above
+/// ~292 years is an error there (`invalid duration`) and here (`None`). Callers still
+/// cap what they add to an `Instant` (checked_add) — the range is not a sane lifetime.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    /// `math.MaxInt64` nanoseconds, in seconds.
+    const GO_MAX_DURATION_SECS: f64 = 9_223_372_036.854_775;
     let (neg, mut rest) = match s.as_bytes().first()? {
         b'-' => (true, &s[1..]),
         b'+' => (false, &s[1..]),
@@ -644,6 +649,9 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
     }
     if neg && total > 0.0 {
         return None; // a negative dial timeout is meaningless here
+    }
+    if !total.is_finite() || total > GO_MAX_DURATION_SECS {
+        return None;
     }
     Duration::try_from_secs_f64(total).ok()
 }
@@ -783,6 +791,19 @@ client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
         assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration(""), None);
+        // Go's range: int64 nanoseconds (2562047h47m16.854775807s is the maximum).
+        assert_eq!(
+            parse_go_duration("2562047h"),
+            Some(Duration::from_secs(2_562_047 * 3600))
+        );
+        for over in [
+            "2562048h",
+            "5000000000000000h",
+            "99999999999999999999999999999999999999h",
+            "1e400s",
+        ] {
+            assert_eq!(parse_go_duration(over), None, "{over}");
+        }
     }
 
     #[test]

@@ -21,11 +21,17 @@ use super::http::{Request, Session};
 use super::outcome::{Failure, Phase, Reason};
 use super::Runtime;
 use crate::credentials::{Credential, Secret};
+use crate::redact;
 
 /// Token responses are small; anything bigger is not a token response.
 const MAX_TOKEN_BODY: usize = 1 << 20;
 /// The spec's default lifetime when `expires_in` is absent.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest a token is cached, whatever `expires_in` says. Registries issue tokens for
+/// minutes (Docker Hub 300 s, distribution's default 60 s); the value comes from the
+/// token server, so an absurd one (`i64::MAX`) must neither overflow `Instant + lifetime`
+/// (a panic, and `panic = "abort"` ends the agent) nor pin a token for years.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// What to send in `Authorization` for one host and scope.
 #[derive(Clone, Debug)]
@@ -82,14 +88,13 @@ impl TokenCache {
         }
     }
     fn put(&self, key: TokenKey, token: Secret, lifetime: Duration) {
+        // Bounded by parse_token already; checked anyway, as every Instant arithmetic
+        // on a value from outside is.
+        let Some(expires) = Instant::now().checked_add(lifetime.min(MAX_TOKEN_LIFETIME)) else {
+            return;
+        };
         if let Ok(mut map) = self.tokens.lock() {
-            map.insert(
-                key,
-                CachedToken {
-                    token,
-                    expires: Instant::now() + lifetime,
-                },
-            );
+            map.insert(key, CachedToken { token, expires });
         }
     }
     pub fn remember_challenge(&self, host: &str, c: &Challenge) {
@@ -234,7 +239,13 @@ pub async fn authorize(
         .ok_or_else(|| {
             Failure::new(
                 Reason::AuthChallengeMalformed,
-                format!("Bearer realm {realm_text:?} is not an absolute http(s) URL"),
+                format!(
+                    "Bearer realm {} is not an absolute http(s) URL",
+                    match Url::parse(realm_text) {
+                        Ok(u) => redact::url(&u),
+                        Err(_) => format!("\"{}\"", redact::text_max(realm_text, 80)),
+                    }
+                ),
             )
         })?;
     let service = challenge.service().unwrap_or_default().to_string();
@@ -249,7 +260,7 @@ pub async fn authorize(
     if let Some(tok) = cache.get(&key) {
         return Ok(AuthOutcome {
             authorization: Authorization::Bearer(tok),
-            detail: format!("bearer token from cache (realm {realm})"),
+            detail: format!("bearer token from cache (realm {})", redact::url(&realm)),
             host: realm_host,
         });
     }
@@ -259,7 +270,8 @@ pub async fn authorize(
     Ok(AuthOutcome {
         authorization: Authorization::Bearer(token),
         detail: format!(
-            "bearer token via {how} (realm {realm}, expires_in {}s)",
+            "bearer token via {how} (realm {}, expires_in {}s)",
+            redact::url(&realm),
             lifetime.as_secs()
         ),
         host: realm_host,
@@ -447,8 +459,11 @@ pub fn parse_token(body: &[u8]) -> Result<(Secret, Duration), Failure> {
             "token contains characters not allowed in an HTTP header",
         ));
     }
+    // `issued_at` is not used: containerd's authorizer ignores it, and containers/image's
+    // `IssuedAt + ExpiresIn` would only add the node's clock skew. `expires_in` ≤ 0 or
+    // absent is the spec's 60 s; anything above MAX_TOKEN_LIFETIME is capped.
     let lifetime = match parsed.expires_in {
-        Some(s) if s > 0 => Duration::from_secs(s as u64),
+        Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()).min(MAX_TOKEN_LIFETIME),
         _ => DEFAULT_TOKEN_LIFETIME,
     };
     Ok((Secret::new(token), lifetime))
@@ -473,5 +488,40 @@ mod tests {
         assert_eq!(e.reason, Reason::AuthTokenMalformed);
         let e = parse_token(br#"{"token":"a\nb"}"#).unwrap_err();
         assert_eq!(e.reason, Reason::AuthTokenMalformed);
+    }
+
+    /// A hostile `expires_in` used to overflow `Instant::now() + lifetime` (a panic =
+    /// agent abort): it is capped at MAX_TOKEN_LIFETIME and the cache add is checked.
+    #[test]
+    fn huge_expires_in_is_capped_and_cached_without_overflow() {
+        for body in [
+            br#"{"token":"t","expires_in":9223372036854775807}"#.as_slice(),
+            br#"{"token":"t","expires_in":31536000000}"#,
+        ] {
+            let (t, l) = parse_token(body).unwrap();
+            assert_eq!(l, MAX_TOKEN_LIFETIME);
+            let cache = TokenCache::default();
+            let key = TokenKey {
+                realm: "r".into(),
+                service: "s".into(),
+                scope: "x".into(),
+                identity: String::new(),
+            };
+            cache.put(key.clone(), t, l);
+            assert_eq!(cache.get(&key).map(|s| s.expose().to_string()).as_deref(), Some("t"));
+            // Even an unbounded lifetime handed to the cache directly cannot overflow.
+            cache.put(key.clone(), Secret::new("u"), Duration::MAX);
+            assert_eq!(cache.len(), 1);
+        }
+        // Out of i64 range or not an integer: a malformed response, not a panic.
+        for body in [
+            br#"{"token":"t","expires_in":18446744073709551616}"#.as_slice(),
+            br#"{"token":"t","expires_in":1e300}"#,
+            br#"{"token":"t","expires_in":"300"}"#,
+        ] {
+            assert_eq!(parse_token(body).unwrap_err().reason, Reason::AuthTokenMalformed);
+        }
+        let (_, l) = parse_token(br#"{"token":"t","expires_in":-5}"#).unwrap();
+        assert_eq!(l, DEFAULT_TOKEN_LIFETIME);
     }
 }
