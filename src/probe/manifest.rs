@@ -6,6 +6,7 @@ use sha2::{Digest as _, Sha256};
 use super::http::Response;
 use super::outcome::{Failure, RateLimit, Reason};
 use super::Runtime;
+use crate::redact;
 
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -48,9 +49,14 @@ pub fn error_code(body: &[u8]) -> Option<String> {
         .map(|e| e.code)
 }
 
-/// `Retry-After` as seconds (delta-seconds form; HTTP dates are rare on registries).
+/// Longest `Retry-After` taken from a registry (one day); a bigger value is capped.
+pub const MAX_RETRY_AFTER_S: u64 = 24 * 3600;
+
+/// `Retry-After` as seconds (delta-seconds form; HTTP dates are rare on registries),
+/// capped at [`MAX_RETRY_AFTER_S`]. Digits beyond `u64` are not a number: `None`.
 pub fn retry_after(resp: &Response) -> Option<u64> {
-    resp.header("retry-after")?.trim().parse().ok()
+    let v: u64 = resp.header("retry-after")?.trim().parse().ok()?;
+    Some(v.min(MAX_RETRY_AFTER_S))
 }
 
 /// Docker Hub's `ratelimit-limit: 100;w=21600` / `ratelimit-remaining: 76;w=21600`.
@@ -75,7 +81,9 @@ pub fn rate_limit(resp: &Response) -> Option<RateLimit> {
         limit,
         remaining,
         window_s: w1.or(w2),
-        source: resp.header("docker-ratelimit-source").map(str::to_string),
+        source: resp
+            .header("docker-ratelimit-source")
+            .map(|s| redact::text_max(s, 64)),
     })
 }
 
@@ -121,12 +129,35 @@ pub fn status_failure(resp: &Response, what: &str) -> Failure {
     f
 }
 
+/// The registry's error code for a message: server-chosen, so sanitized and short.
 fn code_suffix(code: &Option<String>) -> String {
-    code.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+    code.as_ref()
+        .map(|c| format!(" ({})", redact::text_max(c, 64)))
+        .unwrap_or_default()
 }
 
 pub fn sha256_digest(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
+}
+
+/// go-digest `Parse` + `Validate` for the algorithms it registers (containerd refuses
+/// anything else): `sha256:` + 64, `sha384:` + 96, `sha512:` + 128 lowercase hex.
+/// Digests from a server (index entries, config descriptors) go into request paths and
+/// messages, so one that is not this shape is a malformed manifest.
+pub fn is_valid_digest(d: &str) -> bool {
+    let Some((alg, hexpart)) = d.split_once(':') else {
+        return false;
+    };
+    let len = match alg {
+        "sha256" => 64,
+        "sha384" => 96,
+        "sha512" => 128,
+        _ => return false,
+    };
+    hexpart.len() == len
+        && hexpart
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Check a fetched body against the digest it was asked for / announced.
@@ -136,7 +167,10 @@ pub fn verify_digest(body: &[u8], expected: &str) -> Result<(), Failure> {
         if got != hexpart {
             return Err(Failure::new(
                 Reason::ManifestMalformed,
-                format!("manifest body does not match digest {expected} (got sha256:{got})"),
+                format!(
+                    "manifest body does not match digest {} (got sha256:{got})",
+                    redact::text_max(expected, 80)
+                ),
             ));
         }
     }
@@ -202,10 +236,34 @@ pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
             "schema 1 manifest: containerd 2.x refuses these (convert the image to schema 2 / OCI)",
         ));
     }
+    let malformed = |what: String| Failure::new(Reason::ManifestMalformed, what);
+    if let Some(c) = &raw.config {
+        if !is_valid_digest(&c.digest) {
+            return Err(malformed(
+                "the manifest's config descriptor has an invalid digest".into(),
+            ));
+        }
+    }
+    let mut manifests = raw.manifests.unwrap_or_default();
+    for (i, m) in manifests.iter_mut().enumerate() {
+        if !is_valid_digest(&m.digest) {
+            return Err(malformed(format!(
+                "index entry {i} has an invalid digest"
+            )));
+        }
+        // Server-chosen strings that reach messages and headers: sanitized and short
+        // (a real platform or media type is unchanged by this).
+        m.media_type = m.media_type.as_deref().map(|s| redact::text_max(s, 128));
+        if let Some(p) = &mut m.platform {
+            p.os = redact::text_max(&p.os, 64);
+            p.architecture = redact::text_max(&p.architecture, 64);
+            p.variant = p.variant.as_deref().map(|v| redact::text_max(v, 64));
+        }
+    }
     Ok(ManifestBody {
-        media_type: raw.media_type,
+        media_type: raw.media_type.map(|s| redact::text_max(&s, 128)),
         config_digest: raw.config.map(|c| c.digest),
-        manifests: raw.manifests.unwrap_or_default(),
+        manifests,
     })
 }
 
@@ -229,8 +287,41 @@ mod tests {
             parse_body(b"{\"schemaVersion\":1}").unwrap_err().reason,
             Reason::ManifestMalformed
         );
-        let m = parse_body(br#"{"schemaVersion":2,"config":{"digest":"sha256:ab"}}"#).unwrap();
-        assert_eq!(m.config_digest.as_deref(), Some("sha256:ab"));
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let m = parse_body(format!(r#"{{"schemaVersion":2,"config":{{"digest":"{d}"}}}}"#).as_bytes())
+            .unwrap();
+        assert_eq!(m.config_digest.as_deref(), Some(d.as_str()));
+    }
+
+    /// Digests from the server go into request paths (`manifests/<digest>`) and
+    /// messages: only go-digest's valid forms pass.
+    #[test]
+    fn server_digests_and_strings_are_validated() {
+        let hex = "0".repeat(64);
+        for bad in [
+            "sha256:ab",
+            "sha256:../../../v2/_catalog",
+            "md5:d41d8cd98f00b204e9800998ecf8427e",
+            "sha256",
+            "",
+        ] {
+            let idx = format!(r#"{{"manifests":[{{"digest":"{bad}"}}]}}"#);
+            let e = parse_body(idx.as_bytes()).unwrap_err();
+            assert_eq!(e.reason, Reason::ManifestMalformed, "{bad}");
+            assert!(bad.is_empty() || !e.message.contains(bad), "{}", e.message);
+            let cfg = format!(r#"{{"config":{{"digest":"{bad}"}}}}"#);
+            assert!(parse_body(cfg.as_bytes()).is_err(), "{bad}");
+        }
+        assert!(is_valid_digest(&format!("sha256:{hex}")));
+        assert!(!is_valid_digest(&format!("sha256:{}", "A".repeat(64))));
+        assert!(is_valid_digest(&format!("sha512:{}", "f".repeat(128))));
+        let idx = format!(
+            r#"{{"manifests":[{{"digest":"sha256:{hex}","platform":{{"os":"linux\u001b[2J{}","architecture":"amd64"}}}}]}}"#,
+            "x".repeat(500)
+        );
+        let m = parse_body(idx.as_bytes()).unwrap();
+        let os = &m.manifests[0].platform.as_ref().unwrap().os;
+        assert!(!os.contains('\u{1b}') && os.chars().count() <= 65, "{os}");
     }
 
     #[test]
@@ -240,6 +331,37 @@ mod tests {
             Some("NAME_UNKNOWN")
         );
         assert_eq!(error_code(b"<html>"), None);
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Response {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                http::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Response {
+            status: http::StatusCode::from_u16(status).unwrap(),
+            headers: h,
+            body: bytes::Bytes::copy_from_slice(body),
+            url: url::Url::parse("https://r.example/v2/a/manifests/b").unwrap(),
+        }
+    }
+
+    #[test]
+    fn retry_after_is_capped_and_error_codes_sanitized() {
+        let r = response(429, &[("retry-after", "99999999999")], b"");
+        assert_eq!(retry_after(&r), Some(MAX_RETRY_AFTER_S));
+        let f = status_failure(&r, "a:b");
+        assert_eq!(f.retry_after_s, Some(MAX_RETRY_AFTER_S));
+        let r = response(429, &[("retry-after", "184467440737095516160")], b"");
+        assert_eq!(retry_after(&r), None);
+        let code = format!("X\\u001b[2J{}", "Y".repeat(5000));
+        let body = format!(r#"{{"errors":[{{"code":"{code}"}}]}}"#);
+        let f = status_failure(&response(418, &[], body.as_bytes()), "a:b");
+        assert!(!f.message.contains('\u{1b}'), "{}", f.message);
+        assert!(f.message.len() < 200, "{}", f.message);
     }
 
     #[test]
