@@ -492,7 +492,9 @@ impl PluginRunner {
             "kind": "CredentialProviderRequest",
             "image": repo,
         });
-        let out = self.run_capped(&plugin, &path, p, request.to_string()).await?;
+        let out = self
+            .run_capped(&plugin, &path, p, request.to_string())
+            .await?;
         let bad = |why: String| ProviderError::BadResponse {
             plugin: p.name.clone(),
             why,
@@ -589,7 +591,8 @@ impl PluginRunner {
             why: e.to_string(),
         };
         let mut child = cmd.spawn().map_err(spawn_err)?;
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let too_large = |stream: &'static str, limit: u64| ProviderError::OutputTooLarge {
             plugin: plugin.to_string(),
             stream,
@@ -606,13 +609,18 @@ impl PluginRunner {
             let read_out = async {
                 let mut buf = Vec::new();
                 if let Some(s) = stdout {
-                    s.take(MAX_PLUGIN_STDOUT as u64 + 1).read_to_end(&mut buf).await?;
+                    s.take(MAX_PLUGIN_STDOUT as u64 + 1)
+                        .read_to_end(&mut buf)
+                        .await?;
                 }
                 Ok::<_, std::io::Error>(buf)
             };
             let count_err = async {
                 match stderr {
-                    Some(s) => tokio::io::copy(&mut s.take(MAX_PLUGIN_STDERR + 1), &mut tokio::io::sink()).await,
+                    Some(s) => {
+                        tokio::io::copy(&mut s.take(MAX_PLUGIN_STDERR + 1), &mut tokio::io::sink())
+                            .await
+                    }
                     None => Ok(0),
                 }
             };
@@ -823,7 +831,11 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             "cat >/dev/null; echo 'token=canary-stderr-77' >&2; exit 1",
         );
         script(d.path(), "floodout", "cat >/dev/null; yes 0123456789abcdef");
-        script(d.path(), "flooderr", "cat >/dev/null; yes 0123456789abcdef >&2");
+        script(
+            d.path(),
+            "flooderr",
+            "cat >/dev/null; yes 0123456789abcdef >&2",
+        );
         script(d.path(), "overflow", &resp("5000000000000000h"));
         script(d.path(), "centuries", &resp("2000000h"));
         script(
@@ -831,7 +843,14 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             "weird",
             r#"cat >/dev/null; printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"Credential[31mProviderResponse%0500d"}' 0"#,
         );
-        let names = ["leaky", "floodout", "flooderr", "overflow", "centuries", "weird"];
+        let names = [
+            "leaky",
+            "floodout",
+            "flooderr",
+            "overflow",
+            "centuries",
+            "weird",
+        ];
         let specs = names.iter().map(|n| spec(n, &["*.example.com"])).collect();
         let r = runner(d.path(), specs, Duration::from_secs(20));
         let (creds, errs) = r

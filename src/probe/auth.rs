@@ -508,7 +508,10 @@ mod tests {
                 identity: String::new(),
             };
             cache.put(key.clone(), t, l);
-            assert_eq!(cache.get(&key).map(|s| s.expose().to_string()).as_deref(), Some("t"));
+            assert_eq!(
+                cache.get(&key).map(|s| s.expose().to_string()).as_deref(),
+                Some("t")
+            );
             // Even an unbounded lifetime handed to the cache directly cannot overflow.
             cache.put(key.clone(), Secret::new("u"), Duration::MAX);
             assert_eq!(cache.len(), 1);
@@ -519,7 +522,10 @@ mod tests {
             br#"{"token":"t","expires_in":1e300}"#,
             br#"{"token":"t","expires_in":"300"}"#,
         ] {
-            assert_eq!(parse_token(body).unwrap_err().reason, Reason::AuthTokenMalformed);
+            assert_eq!(
+                parse_token(body).unwrap_err().reason,
+                Reason::AuthTokenMalformed
+            );
         }
         let (_, l) = parse_token(br#"{"token":"t","expires_in":-5}"#).unwrap();
         assert_eq!(l, DEFAULT_TOKEN_LIFETIME);

@@ -1,7 +1,8 @@
 //! blob phase: HEAD the config blob and follow redirects to wherever the registry sends
 //! blob downloads (a CDN or object store on another host). A node that reaches the
 //! registry but not that host cannot pull, so every new host's dns/connect/tls is
-//! recorded, and `Authorization` is never forwarded to it.
+//! recorded, and `Authorization` is never forwarded to it. Presigned blob URLs
+//! (`X-Amz-Signature`, `sig=`) are credentials: messages name the host only.
 
 use http::{HeaderValue, Method};
 use url::Url;
@@ -31,6 +32,16 @@ pub async fn check(
         Err(RedirectFailure::Hop {
             hop: 0, failure, ..
         }) => return Err(failure),
+        // The redirect itself is unusable (an ftp:// or host-less Location): not a
+        // reachability problem of a blob host.
+        Err(RedirectFailure::Hop { failure, .. })
+            if matches!(
+                failure.reason,
+                Reason::BlobUnexpectedStatus | Reason::ManifestMalformed
+            ) =>
+        {
+            return Err(failure)
+        }
         Err(RedirectFailure::Hop { hop, url, failure }) => {
             let host = url.host_str().unwrap_or_default().to_string();
             return Err(Failure::new(

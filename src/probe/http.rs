@@ -23,6 +23,7 @@ use super::outcome::{Failure, Phase, PhaseRecord, Reason, TlsInfo};
 use super::tls;
 use super::Timeouts;
 use crate::endpoint::SchemePolicy;
+use crate::redact::{self, SafeUrl};
 
 /// How many redirects a request may follow (Go's http.Client stops after 10).
 pub const MAX_REDIRECTS: usize = 10;
@@ -47,12 +48,34 @@ impl Origin {
 }
 
 /// A request to send; bodies are small (token forms) or empty.
-#[derive(Clone, Debug)]
+///
+/// `Debug` is written by hand: the body of a token POST holds a password or refresh
+/// token, the headers an `Authorization`, and the URL maybe a presigned query.
+#[derive(Clone)]
 pub struct Request {
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .keys()
+            .map(|k| format!("{k}: {}", redact::REDACTED))
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("url", &redact::url(&self.url))
+            .field("headers", &headers)
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| format!("<{} bytes>", b.len())),
+            )
+            .finish()
+    }
 }
 
 impl Request {
@@ -399,7 +422,10 @@ impl<'a> Session<'a> {
         if !code.starts_with('2') {
             let f = Failure::new(
                 Reason::ProxyConnectFailed,
-                format!("proxy {php} refused CONNECT {hp}: {}", status_line.trim()),
+                format!(
+                    "proxy {php} refused CONNECT {hp}: {}",
+                    redact::text_max(status_line.trim(), 100)
+                ),
             );
             return Err(self.record_failure(Phase::Connect, &hp, t, f));
         }
@@ -417,6 +443,17 @@ impl<'a> Session<'a> {
     /// Send one request (no redirect handling). Connection failures come back with
     /// their dns/connect/tls phase; HTTP-level failures as `ResponseTimeout`/`ConnectionLost`.
     pub async fn send(&mut self, req: &Request, max_body: usize) -> Result<Response, Failure> {
+        self.send_hop(req, max_body, false).await
+    }
+
+    /// [`Session::send`] for one hop of a redirect chain: `strip_sensitive` leaves the
+    /// sensitive ones among the endpoint's own headers (hosts.toml `[header]`) off.
+    async fn send_hop(
+        &mut self,
+        req: &Request,
+        max_body: usize,
+        strip_sensitive: bool,
+    ) -> Result<Response, Failure> {
         let mut url = req.url.clone();
         // containerd's HTTPS-then-HTTP fallback: only for hosts configured that way.
         let fallback_allowed = self.ctx.scheme == SchemePolicy::HttpsThenHttp;
@@ -426,7 +463,7 @@ impl<'a> Session<'a> {
         let origin = Origin::of(&url).ok_or_else(|| {
             Failure::new(
                 Reason::ManifestMalformed,
-                format!("cannot request {url}: no host"),
+                format!("cannot request {}: no host", redact::url(&url)),
             )
         })?;
         let ((sender, route), used) = match self.connection(&origin).await {
@@ -452,6 +489,7 @@ impl<'a> Session<'a> {
                 url,
                 max_body,
                 route == Route::ProxyForward,
+                strip_sensitive,
             )
             .await;
         // Keep the connection for the next request to this origin unless it broke.
@@ -468,6 +506,7 @@ impl<'a> Session<'a> {
         url: Url,
         max_body: usize,
         absolute_form: bool,
+        strip_sensitive: bool,
     ) -> Result<Response, Failure> {
         let path_and_query = match url.query() {
             Some(q) => format!("{}?{}", url.path(), q),
@@ -489,6 +528,9 @@ impl<'a> Session<'a> {
         builder = builder.header(http::header::HOST, host_header);
         builder = builder.header(http::header::USER_AGENT, self.ctx.user_agent.as_str());
         for (k, v) in &self.ctx.extra_headers {
+            if strip_sensitive && is_sensitive_on_redirect(k) {
+                continue;
+            }
             builder = builder.header(k.as_str(), v.as_str());
         }
         let mut request = builder
@@ -507,7 +549,7 @@ impl<'a> Session<'a> {
             Err(_) => {
                 return Err(Failure::new(
                     Reason::ResponseTimeout,
-                    format!("no response from {url} within {timeout:?}"),
+                    format!("no response from {} within {timeout:?}", redact::url(&url)),
                 ))
             }
             Ok(Err(e)) => {
@@ -518,7 +560,11 @@ impl<'a> Session<'a> {
                 }
                 return Err(Failure::new(
                     Reason::ConnectionLost,
-                    format!("{} {url}: connection failed: {e}", req.method),
+                    format!(
+                        "{} {}: connection failed: {e}",
+                        req.method,
+                        redact::url(&url)
+                    ),
                 ));
             }
             Ok(Ok(r)) => r,
@@ -539,7 +585,10 @@ impl<'a> Session<'a> {
             Err(_) => {
                 return Err(Failure::new(
                     Reason::ResponseTimeout,
-                    format!("{url}: the server stopped sending the body (stalled > {timeout:?})"),
+                    format!(
+                        "{}: the server stopped sending the body (stalled > {timeout:?})",
+                        redact::url(&url)
+                    ),
                 ))
             }
             Ok(Err(e)) => {
@@ -550,7 +599,7 @@ impl<'a> Session<'a> {
                 }
                 return Err(Failure::new(
                     Reason::ConnectionLost,
-                    format!("{url}: body read failed: {e}"),
+                    format!("{}: body read failed: {e}", redact::url(&url)),
                 ));
             }
             Ok(Ok(c)) => c.to_bytes(),
@@ -563,9 +612,15 @@ impl<'a> Session<'a> {
         })
     }
 
-    /// Send and follow redirects. `Authorization` is only ever sent to the origin it
-    /// was meant for (the spec's "must not forward Authorization across hosts").
-    /// `on_new_host` is the phase that connection failures on a redirected-to host are
+    /// Send and follow redirects, the way Go's `http.Client` (and so containerd) does:
+    /// at most [`MAX_REDIRECTS`], http/https targets only, and the endpoint's own headers
+    /// (hosts.toml `[header]`) copied to every hop except the sensitive ones once a hop
+    /// has left the initial host's domain (sticky since Go 1.23.5, CVE-2024-45336: net/http client.go
+    /// `stripSensitiveHeaders`, `shouldCopyHeaderOnRedirect`). The per-request
+    /// `Authorization` is stricter than Go: only ever sent to the origin (scheme, host,
+    /// port) it was meant for — the spec's "must not forward Authorization across hosts";
+    /// containerd's `CheckRedirect` re-authorizes a redirect only for hosts it holds a
+    /// token for. `redirect_phase` is the phase that failures on a redirected-to host are
     /// reported under (blob hosts → `blob`).
     pub async fn send_following(
         &mut self,
@@ -574,16 +629,18 @@ impl<'a> Session<'a> {
         redirect_phase: Phase,
     ) -> Result<Response, RedirectFailure> {
         let first_origin = Origin::of(&req.url);
+        let initial = req.url.clone();
         let mut current = req.clone();
+        let mut strip_sensitive = false;
         let mut seen: HashSet<String> = HashSet::new();
         seen.insert(current.url.to_string());
         for hop in 0..=MAX_REDIRECTS {
             let resp = self
-                .send(&current, max_body)
+                .send_hop(&current, max_body, strip_sensitive)
                 .await
                 .map_err(|f| RedirectFailure::Hop {
                     hop,
-                    url: current.url.clone(),
+                    url: SafeUrl(current.url.clone()),
                     failure: if hop == 0 {
                         f
                     } else {
@@ -596,20 +653,26 @@ impl<'a> Session<'a> {
             let Some(location) = resp.header("location") else {
                 return Ok(resp);
             };
-            let next = current
-                .url
-                .join(location)
-                .map_err(|e| RedirectFailure::Hop {
+            let next = next_hop(&current.url, location, redirect_phase).map_err(|failure| {
+                RedirectFailure::Hop {
                     hop,
-                    url: current.url.clone(),
-                    failure: Failure::new(
-                        Reason::ManifestMalformed,
-                        format!("bad redirect Location {location:?}: {e}"),
-                    )
-                    .in_phase(redirect_phase),
-                })?;
+                    url: SafeUrl(current.url.clone()),
+                    failure,
+                }
+            })?;
             if !seen.insert(next.to_string()) {
-                return Err(RedirectFailure::Loop { url: next });
+                return Err(RedirectFailure::Loop { url: SafeUrl(next) });
+            }
+            // Go compares `reqs[0].URL.Host != req.URL.Host` (host and port as written)
+            // before the domain check, and never un-strips.
+            if !strip_sensitive
+                && host_and_port(&initial) != host_and_port(&next)
+                && !is_domain_or_subdomain(
+                    next.host_str().unwrap_or_default(),
+                    initial.host_str().unwrap_or_default(),
+                )
+            {
+                strip_sensitive = true;
             }
             // 303 and (for POST) 301/302 turn into GET in Go; we only redirect HEAD/GET.
             current.url = next;
@@ -618,26 +681,64 @@ impl<'a> Session<'a> {
             }
         }
         Err(RedirectFailure::TooMany {
-            url: current.url,
+            url: SafeUrl(current.url),
             max: MAX_REDIRECTS,
         })
     }
 }
 
+/// `host[:port]` as in Go's `URL.Host` (the port only when written).
+fn host_and_port(u: &Url) -> (Option<&str>, Option<u16>) {
+    (u.host_str(), u.port())
+}
+
+/// The URL a `Location` sends the request to: resolved against the current one and
+/// limited to http/https, as Go's transport allows (`unsupported protocol scheme`).
+/// Neither the header nor the URL is quoted in the failure (presigned URLs).
+fn next_hop(current: &Url, location: &str, phase: Phase) -> Result<Url, Failure> {
+    let reason = if phase == Phase::Blob {
+        Reason::BlobUnexpectedStatus
+    } else {
+        Reason::ManifestUnexpectedStatus
+    };
+    let next = current.join(location).map_err(|e| {
+        Failure::new(
+            Reason::ManifestMalformed,
+            format!("bad redirect Location ({} bytes): {e}", location.len()),
+        )
+        .in_phase(phase)
+    })?;
+    if !matches!(next.scheme(), "http" | "https") {
+        return Err(Failure::new(
+            reason,
+            format!(
+                "redirect to an unsupported scheme {}:// (only http and https are followed)",
+                redact::text_max(next.scheme(), 16)
+            ),
+        )
+        .in_phase(phase));
+    }
+    if next.host_str().is_none_or(str::is_empty) {
+        return Err(Failure::new(reason, "redirect to a URL without a host").in_phase(phase));
+    }
+    Ok(next)
+}
+
 /// Why following redirects failed.
 #[derive(Debug)]
 pub enum RedirectFailure {
-    /// A hop failed (hop 0 = the original request).
+    /// A hop failed (hop 0 = the original request). URLs are [`SafeUrl`]s: formatting
+    /// one never shows a presigned query or userinfo.
     Hop {
         hop: usize,
-        url: Url,
+        url: SafeUrl,
         failure: Failure,
     },
     Loop {
-        url: Url,
+        url: SafeUrl,
     },
     TooMany {
-        url: Url,
+        url: SafeUrl,
         max: usize,
     },
 }
@@ -645,8 +746,46 @@ pub enum RedirectFailure {
 fn too_large(url: &Url, len: u64, max: usize) -> Failure {
     Failure::new(
         Reason::ManifestTooLarge,
-        format!("{url}: response of {len} bytes exceeds the {max}-byte limit"),
+        format!(
+            "{}: response of {len} bytes exceeds the {max}-byte limit",
+            redact::url(url)
+        ),
     )
+}
+
+/// Headers Go's client drops on a redirect that leaves the initial host's domain
+/// (net/http client.go `makeHeadersCopier`: Authorization, Www-Authenticate, Cookie,
+/// Cookie2), plus Proxy-Authorization, a proxy credential no registry or blob host
+/// should see.
+fn is_sensitive_on_redirect(name: &str) -> bool {
+    [
+        "authorization",
+        "www-authenticate",
+        "cookie",
+        "cookie2",
+        "proxy-authorization",
+    ]
+    .iter()
+    .any(|s| name.eq_ignore_ascii_case(s))
+}
+
+/// Go's `shouldCopyHeaderOnRedirect(initial, dest)` → `isDomainOrSubdomain(dest, initial)`
+/// on the host names (net/http client.go; the `:`/`%` guard is Go ≥ 1.22.1, CVE-2023-45289): equal, or `dest` ends in
+/// `"." + initial`; never for an IPv6 literal or zone (`:` or `%` in `dest`).
+pub fn is_domain_or_subdomain(sub: &str, parent: &str) -> bool {
+    let sub = sub.trim_start_matches('[').trim_end_matches(']');
+    let parent = parent.trim_start_matches('[').trim_end_matches(']');
+    if sub.eq_ignore_ascii_case(parent) {
+        return true;
+    }
+    if sub.contains([':', '%']) || sub.len() <= parent.len() {
+        return false;
+    }
+    let cut = sub.len() - parent.len();
+    match (sub.get(..cut), sub.get(cut..)) {
+        (Some(head), Some(tail)) => tail.eq_ignore_ascii_case(parent) && head.ends_with('.'),
+        _ => false,
+    }
 }
 
 fn is_tls_or_port_failure(f: &Failure) -> bool {
@@ -699,4 +838,75 @@ fn proxy_authorization(proxy: &Url) -> Option<crate::credentials::Secret> {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_debug_never_shows_secrets() {
+        let mut r = Request::new(
+            Method::POST,
+            Url::parse("https://u:canary-a@auth.example/token?sig=canary-b").unwrap(),
+        );
+        r.headers.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic canary-c"),
+        );
+        r.body = Some(Bytes::from_static(b"grant_type=password&password=canary-d"));
+        let d = format!("{r:?}");
+        assert!(!d.contains("canary"), "{d}");
+        assert!(
+            d.contains("https://auth.example/token") && d.contains("authorization"),
+            "{d}"
+        );
+        assert!(d.contains("<37 bytes>"), "{d}");
+    }
+
+    /// net/http client_test.go `TestShouldCopyHeaderOnRedirect` cases, on host names.
+    #[test]
+    fn domain_or_subdomain_like_go() {
+        for (sub, parent, want) in [
+            ("foo.com", "foo.com", true),
+            ("sub.foo.com", "foo.com", true),
+            ("a.b.foo.com", "foo.com", true),
+            ("FOO.com", "foo.com", true),
+            ("bar.com", "foo.com", false),
+            ("notfoo.com", "foo.com", false),
+            ("foo.com", "sub.foo.com", false),
+            ("[::1]", "[::1]", true),
+            ("::1%.www.example.com", "www.example.com", false),
+            ("é.foo.com", "foo.com", true),
+            ("x", "é", false),
+            ("", "foo.com", false),
+        ] {
+            assert_eq!(
+                is_domain_or_subdomain(sub, parent),
+                want,
+                "{sub} vs {parent}"
+            );
+        }
+    }
+
+    #[test]
+    fn next_hop_allows_only_http_and_https() {
+        let base = Url::parse("https://reg.example/v2/a/blobs/x").unwrap();
+        assert_eq!(
+            next_hop(&base, "/other", Phase::Blob).unwrap().as_str(),
+            "https://reg.example/other"
+        );
+        assert!(next_hop(&base, "http://cdn.example/x?sig=1", Phase::Blob).is_ok());
+        for bad in [
+            "ftp://cdn/x",
+            "file:///etc/passwd",
+            "data:,x",
+            "javascript:alert(1)",
+            "http://",
+        ] {
+            let f = next_hop(&base, bad, Phase::Blob).unwrap_err();
+            assert_eq!(f.phase, Phase::Blob, "{bad}");
+            assert!(!f.message.contains("passwd"), "{}", f.message);
+        }
+    }
 }

@@ -247,9 +247,7 @@ pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
     let mut manifests = raw.manifests.unwrap_or_default();
     for (i, m) in manifests.iter_mut().enumerate() {
         if !is_valid_digest(&m.digest) {
-            return Err(malformed(format!(
-                "index entry {i} has an invalid digest"
-            )));
+            return Err(malformed(format!("index entry {i} has an invalid digest")));
         }
         // Server-chosen strings that reach messages and headers: sanitized and short
         // (a real platform or media type is unchanged by this).
@@ -288,8 +286,9 @@ mod tests {
             Reason::ManifestMalformed
         );
         let d = format!("sha256:{}", "ab".repeat(32));
-        let m = parse_body(format!(r#"{{"schemaVersion":2,"config":{{"digest":"{d}"}}}}"#).as_bytes())
-            .unwrap();
+        let m =
+            parse_body(format!(r#"{{"schemaVersion":2,"config":{{"digest":"{d}"}}}}"#).as_bytes())
+                .unwrap();
         assert_eq!(m.config_digest.as_deref(), Some(d.as_str()));
     }
 
