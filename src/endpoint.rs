@@ -4,6 +4,10 @@
 //! The node pull-path module builds an ordered list of these for an image (mirrors
 //! first, upstream last, as containerd's `hosts.toml` does); the CLI builds one from
 //! flags. The probe engine walks them in order.
+//!
+//! What leaves the process (`plan --json`, reports, conditions) goes through
+//! [`crate::redact`]: `Serialize` writes the API root and proxy without userinfo or query,
+//! and header names with redacted values; [`Endpoint::display_url`] likewise.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +15,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::credentials::SourcedCredential;
+use crate::redact;
 
 /// containerd's host capabilities (`capabilities = ["pull", "resolve"]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -79,18 +84,25 @@ pub enum SchemePolicy {
 pub struct Endpoint {
     /// API root including the `/v2` path (or the override path), e.g.
     /// `https://mirror.example:5000/v2` or `https://mirror/v2/upstream`. For
-    /// [`SchemePolicy::HttpsThenHttp`] the scheme here is `https`.
+    /// [`SchemePolicy::HttpsThenHttp`] the scheme here is `https`. A hosts.toml host
+    /// written `user:pass@host` keeps its userinfo here (never sent: containerd builds
+    /// request URLs from `host` only) and loses it in every output.
+    #[serde(serialize_with = "ser_url")]
     pub api_root: Url,
     pub scheme: SchemePolicy,
     pub capabilities: Capabilities,
     pub tls: TlsSettings,
     /// Extra request headers (`hosts.toml` `[header]`), sent on registry and token requests.
+    /// Serialized as `[name, "<redacted>"]`: values are often credentials.
+    #[serde(serialize_with = "ser_headers")]
     pub headers: Vec<(String, String)>,
     /// `?ns=<registry>` value added when this endpoint is a mirror of another registry.
     pub namespace: Option<String>,
     /// `dial_timeout` from hosts.toml.
     pub dial_timeout: Option<Duration>,
-    /// HTTP(S) proxy the runtime would use for this endpoint (CONNECT tunnel).
+    /// HTTP(S) proxy the runtime would use for this endpoint (CONNECT tunnel). Its
+    /// userinfo is the proxy credential: serialized without it.
+    #[serde(serialize_with = "ser_opt_url")]
     pub proxy: Option<Url>,
     /// Whether the image's credentials (kubelet keyring) are sent here. containerd sends
     /// them to mirrors too; CRI-O does not send them to a mirror on another domain.
@@ -139,13 +151,68 @@ impl Endpoint {
         }
     }
 
-    /// The URL shown to operators, as configured (`http://` for plain or fallback hosts).
+    /// The URL shown to operators, as configured (`http://` for plain or fallback hosts),
+    /// through [`redact::url`]: no userinfo, query or fragment.
     pub fn display_url(&self) -> String {
         let mut u = self.api_root.clone();
         // HttpsThenHttp endpoints are configured as http:// (containerd tries HTTPS first).
         if self.scheme != SchemePolicy::Https {
             let _ = u.set_scheme("http");
         }
-        u.to_string()
+        redact::url(&u)
+    }
+}
+
+fn ser_url<S: serde::Serializer>(u: &Url, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact::url(u))
+}
+
+fn ser_opt_url<S: serde::Serializer>(u: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.serialize_some(&redact::url(u)),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_headers<S: serde::Serializer>(h: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(h.len()))?;
+    for (name, _) in h {
+        seq.serialize_element(&(name, redact::REDACTED))?;
+    }
+    seq.end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `plan --json` serializes endpoints: header values and proxy / host userinfo used
+    /// to come out verbatim.
+    #[test]
+    fn serialization_and_display_redact_secrets() {
+        let mut ep = Endpoint::upstream("mirror.example:5000", SchemePolicy::Https).unwrap();
+        ep.api_root = Url::parse("https://bob:canary-host-pw@mirror.example:5000/v2").unwrap();
+        ep.headers = vec![
+            ("Authorization".into(), "Bearer canary-header".into()),
+            ("X-Tenant".into(), "canary-tenant".into()),
+        ];
+        ep.proxy = Some(Url::parse("http://alice:canary-proxy-pw@proxy.example:3128").unwrap());
+        let json = serde_json::to_string(&ep).unwrap();
+        assert!(!json.contains("canary"), "{json}");
+        assert!(!json.contains("alice") && !json.contains("bob"), "{json}");
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["api_root"], "https://mirror.example:5000/v2");
+        assert_eq!(v["proxy"], "http://proxy.example:3128/");
+        assert_eq!(
+            v["headers"],
+            serde_json::json!([["Authorization", "<redacted>"], ["X-Tenant", "<redacted>"]])
+        );
+        assert_eq!(ep.display_url(), "https://mirror.example:5000/v2");
+        ep.scheme = SchemePolicy::Http;
+        assert_eq!(ep.display_url(), "http://mirror.example:5000/v2");
+        ep.proxy = None;
+        let v = serde_json::to_value(&ep).unwrap();
+        assert!(v["proxy"].is_null());
     }
 }

@@ -770,13 +770,9 @@ pub fn render_plan_text(plan: &Plan) -> String {
     s
 }
 
-/// A proxy URL without its password.
+/// A proxy URL without its userinfo (the proxy credential).
 fn redact_proxy(u: &Url) -> String {
-    let mut u = u.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("xxxxx"));
-    }
-    u.to_string()
+    crate::redact::url(u)
 }
 
 #[cfg(test)]
