@@ -38,13 +38,35 @@ pub fn url(u: &Url) -> String {
     format!("{}://{host}{port}{path}", u.scheme())
 }
 
-/// A raw URL string from outside (a `Location` header, a token realm) shown safely:
-/// parsed and formatted by [`url`], or a placeholder when it does not parse.
+/// A raw URL-ish string from a file or a server (a `Location` header, a token realm, a
+/// k3s `endpoint`, a schemeless `user:pass@host:5000/path`) shown safely: formatted by
+/// [`url`] when it parses as a URL with a host; otherwise cut by hand the same way —
+/// everything up to the last `@` of the authority, and the query and fragment, dropped.
 pub fn url_text(raw: &str) -> String {
-    match Url::parse(raw) {
-        Ok(u) => url(&u),
-        Err(_) => format!("(unparseable URL of {} bytes)", raw.len()),
+    if let Ok(u) = Url::parse(raw) {
+        if u.host_str().is_some() {
+            return url(&u);
+        }
     }
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, raw),
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let shown = match scheme {
+        Some(s) => format!("{s}://{host}{path}"),
+        None => format!("{host}{path}"),
+    };
+    text_max(&shown, MAX_URL_PATH_CHARS)
+}
+
+/// A short keyword-like value from a file (a capability, a mode, a duration) for an
+/// error message: quoted, sanitized, at most 32 characters. Only for fields that hold
+/// no secrets by their nature; credentials, headers and URLs are never echoed.
+pub fn keyword(s: &str) -> String {
+    format!("\"{}\"", text_max(s, 32))
 }
 
 /// A [`Url`] whose `Display` and `Debug` are [`url`]: carried in error types so that
@@ -436,13 +458,23 @@ mod tests {
             let u = Url::parse(raw).unwrap();
             assert_eq!(url(&u), want, "{raw}");
             assert_eq!(SafeUrl(u.clone()).to_string(), want);
-            assert!(!format!("{:?}", SafeUrl(u)).contains(CANARY));
-            assert_eq!(url_text(raw), want);
+            assert!(!format!("{:?}", SafeUrl(u.clone())).contains(CANARY));
+            if u.host_str().is_some() {
+                assert_eq!(url_text(raw), want);
+            }
         }
-        assert_eq!(
-            url_text("::not a url canary-7f3a9"),
-            "(unparseable URL of 24 bytes)"
-        );
+        for (raw, want) in [
+            (
+                "user:canary-7f3a9@mirror.example:5000/v2?t=canary-7f3a9",
+                "mirror.example:5000/v2",
+            ),
+            ("https://a:canary-7f3a9@[::1", "https://[::1"),
+            ("mirror.example#canary-7f3a9", "mirror.example"),
+            ("user:canary-7f3a9@host", "host"),
+        ] {
+            assert_eq!(url_text(raw), want, "{raw}");
+        }
+        assert_eq!(keyword("pul\nl"), "\"pul l\"");
         let long = format!("https://h/{}", "a".repeat(1000));
         assert!(url(&Url::parse(&long).unwrap()).chars().count() < 300);
     }

@@ -168,12 +168,19 @@ impl CredentialProviderConfig {
             return Err(cfg_err(
                 file,
                 "kind",
-                format!("must be CredentialProviderConfig, found {kind:?}"),
+                format!(
+                    "must be CredentialProviderConfig, found {}",
+                    redact::keyword(kind)
+                ),
             ));
         }
         let api = top.get("apiVersion").and_then(Value::as_str).unwrap_or("");
         if !CONFIG_API_VERSIONS.contains(&api) {
-            return Err(cfg_err(file, "apiVersion", format!("unsupported {api:?}")));
+            return Err(cfg_err(
+                file,
+                "apiVersion",
+                format!("unsupported {}", redact::keyword(api)),
+            ));
         }
         let Some(Value::Array(providers)) = top.get("providers") else {
             return Err(cfg_err(
@@ -227,14 +234,14 @@ fn parse_provider(
         return Err(cfg_err(
             file,
             f("name"),
-            format!("{name:?} must be a plain binary name"),
+            format!("{} must be a plain binary name", redact::keyword(&name)),
         ));
     }
     if names.contains(&name) {
         return Err(cfg_err(
             file,
             f("name"),
-            format!("duplicate provider name {name:?}"),
+            format!("duplicate provider name {}", redact::keyword(&name)),
         ));
     }
     let match_images: Vec<String> = match o.get("matchImages") {
@@ -259,7 +266,7 @@ fn parse_provider(
             return Err(cfg_err(
                 file,
                 f("matchImages"),
-                format!("match image {m:?} must not have a scheme"),
+                format!("match image {} must not have a scheme", redact::url_text(m)),
             ));
         }
     }
@@ -268,7 +275,7 @@ fn parse_provider(
             cfg_err(
                 file,
                 f("defaultCacheDuration"),
-                format!("{s:?} is not a duration"),
+                format!("{} is not a duration", redact::keyword(s)),
             )
         })?,
         Some(Value::Number(n)) if n.as_u64() == Some(0) => Duration::ZERO,
@@ -292,7 +299,7 @@ fn parse_provider(
         return Err(cfg_err(
             file,
             f("apiVersion"),
-            format!("unsupported apiVersion {api_version:?}"),
+            format!("unsupported apiVersion {}", redact::keyword(&api_version)),
         ));
     }
     let args = match o.get("args") {
@@ -351,7 +358,10 @@ fn parse_provider(
                     return Err(cfg_err(
                         file,
                         f("tokenAttributes.cacheType"),
-                        format!("must be Token or ServiceAccount, found {other:?}"),
+                        format!(
+                            "must be Token or ServiceAccount, found {}",
+                            other.map_or("nothing".to_string(), redact::keyword)
+                        ),
                     ))
                 }
             }

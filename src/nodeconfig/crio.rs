@@ -15,6 +15,7 @@ use toml::Value;
 
 use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
+use crate::redact;
 
 pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
 pub const REGISTRIES_CONF_D: &str = "/etc/containers/registries.conf.d";
@@ -205,7 +206,10 @@ fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
         Some(v) => {
             return Err(fe(
                 "short-name-mode",
-                format!("invalid short-name mode {v}"),
+                match v {
+                    Value::String(s) => format!("invalid short-name mode {}", redact::keyword(s)),
+                    other => format!("invalid short-name mode of type {}", other.type_str()),
+                },
             ))
         }
     }
@@ -268,7 +272,8 @@ fn parse_location(s: &str) -> Result<String, String> {
     let l = s.trim_end_matches('/');
     if l.starts_with("http://") || l.starts_with("https://") {
         return Err(format!(
-            "invalid location '{s}': URI schemes are not supported"
+            "invalid location '{}': URI schemes are not supported",
+            redact::url_text(s)
         ));
     }
     Ok(l.to_string())
@@ -290,12 +295,21 @@ fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegis
     } else {
         prefix = parse_location(&prefix).map_err(|m| fe(format!("{field}.prefix"), m))?;
         if wildcard && prefix.contains(['/', '@', ':']) {
-            return Err(fe(format!("{field}.prefix"), format!("invalid prefix '{prefix}': wildcarded prefix should be in the format *.example.com")));
+            return Err(fe(
+                format!("{field}.prefix"),
+                format!(
+                    "invalid prefix '{}': wildcarded prefix should be in the format *.example.com",
+                    redact::text_max(&prefix, 100)
+                ),
+            ));
         }
         if prefix.contains('*') && !wildcard {
             return Err(fe(
                 format!("{field}.prefix"),
-                format!("invalid prefix '{prefix}': a wildcard is only allowed as a leading *."),
+                format!(
+                    "invalid prefix '{}': a wildcard is only allowed as a leading *.",
+                    redact::text_max(&prefix, 100)
+                ),
             ));
         }
         if location.is_empty() && !wildcard {
@@ -331,7 +345,10 @@ fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegis
                     other => {
                         return Err(fe(
                             format!("{mf}.pull-from-mirror"),
-                            format!("unsupported pull-from-mirror value {other:?}"),
+                            format!(
+                                "unsupported pull-from-mirror value {}",
+                                redact::keyword(other)
+                            ),
                         ))
                     }
                 };

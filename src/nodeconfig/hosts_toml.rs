@@ -12,6 +12,7 @@ use toml::Value;
 use super::hostroot::{HostRoot, ReadError};
 use super::{ConfigProblem, Finding, FindingKind, ProblemKind};
 use crate::endpoint::Capabilities;
+use crate::redact;
 
 /// One `hostConfig`: a `[host."…"]` table, or the root (server) entry, which is last.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -381,7 +382,8 @@ pub fn parse_host_config(
                 } else {
                     prefix.to_string()
                 },
-                format!("unable to parse server {server:?}"),
+                // The value may carry `user:pass@`: never quoted.
+                "unable to parse server: not a host or URL",
             )
         })?;
         r.scheme = scheme;
@@ -425,7 +427,7 @@ pub fn parse_host_config(
                     _ => {
                         return Err(err(
                             prefixed(prefix, "capabilities"),
-                            format!("unknown capability {s}"),
+                            format!("unknown capability {}", redact::keyword(s)),
                         ))
                     }
                 }
@@ -469,7 +471,10 @@ pub fn parse_host_config(
                             if s.len() != 2 {
                                 return Err(err(
                                     field,
-                                    format!("invalid pair {s:?} for \"client\""),
+                                    format!(
+                                        "invalid pair of {} paths for \"client\" (want cert and key)",
+                                        s.len()
+                                    ),
                                 ));
                             }
                             // An empty key means the key is in the cert file (hosts.go
@@ -512,7 +517,7 @@ pub fn parse_host_config(
                 other => {
                     return Err(err(
                         field,
-                        format!("invalid type {} for header {k:?}", other.type_str()),
+                        format!("invalid type {} for a header", other.type_str()),
                     ))
                 }
             };
@@ -527,7 +532,7 @@ pub fn parse_host_config(
             r.dial_timeout = Some(parse_go_duration(s).ok_or_else(|| {
                 err(
                     prefixed(prefix, "dial_timeout"),
-                    format!("time: invalid duration {s:?}"),
+                    format!("time: invalid duration {}", redact::keyword(s)),
                 )
             })?);
         }
@@ -540,7 +545,10 @@ fn string_slice(a: &[Value], field: &str) -> Result<Vec<String>, HostsTomlError>
     a.iter()
         .map(|v| match v {
             Value::String(s) => Ok(s.clone()),
-            other => Err(err(field, format!("unable to cast {other} to string"))),
+            other => Err(err(
+                field,
+                format!("unable to cast {} to string", other.type_str()),
+            )),
         })
         .collect()
 }

@@ -31,6 +31,7 @@ use super::hosts_toml::{self, HostDirLoad, HostsTomlQuirks};
 use super::plan::Plan;
 use super::{ConfigProblem, Finding, FindingKind, ProblemKind};
 use crate::credentials::{Credential, Secret};
+use crate::redact;
 use crate::reference::ImageRef;
 
 /// Which Rancher distribution the node runs (both share the k3s agent code).
@@ -451,7 +452,7 @@ fn normalize_endpoint(endpoint: &str) -> Result<(String, String, bool), String> 
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
     {
-        return Err(format!("invalid scheme {scheme:?}"));
+        return Err(format!("invalid scheme {}", redact::keyword(&scheme)));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let host = &rest[..end];
@@ -460,11 +461,11 @@ fn normalize_endpoint(endpoint: &str) -> Result<(String, String, bool), String> 
         path = &path[..i];
     }
     if host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("invalid character in host {host:?}"));
+        return Err("invalid character in the host".to_string());
     }
     let port = url_port(host);
     if !port.is_empty() && !port.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("invalid port {:?} after host", format!(":{port}")));
+        return Err("invalid port after the host".to_string());
     }
     let scheme = if scheme.is_empty() {
         // localhost on odd ports defaults to http (matches containerd hosts.go).
@@ -581,14 +582,16 @@ fn get_host_configs(
                 Ok(x) => x,
                 Err(e) => {
                     warnings.push(format!(
-                        "k3s ignores invalid endpoint URL {i}={endpoint} for {host}: {e}"
+                        "k3s ignores invalid endpoint URL {i}={} for {host}: {e}",
+                        redact::url_text(endpoint)
                     ));
                     continue;
                 }
             };
             if !seen.insert(url.clone()) {
                 warnings.push(format!(
-                    "k3s skips duplicate endpoint URL {i}={endpoint} for {host}"
+                    "k3s skips duplicate endpoint URL {i}={} for {host}",
+                    redact::url_text(endpoint)
                 ));
                 continue;
             }
@@ -909,11 +912,11 @@ impl K3sState {
                 let Some(rep) = rep.as_str() else { continue };
                 let re = match regex::Regex::new(pat) {
                     Ok(r) => r,
-                    Err(e) => {
+                    Err(_) => {
                         new_findings.push(Finding::new(
                             FindingKind::Note,
                             Some(&file),
-                            format!("rewrite pattern {pat:?} is not a valid regular expression and is ignored: {e}"),
+                            format!("rewrite pattern {} is not a valid regular expression and is ignored", redact::keyword(pat)),
                         ));
                         continue;
                     }
