@@ -42,10 +42,10 @@ pub enum Authorization {
 
 impl Authorization {
     pub fn header_value(&self) -> Option<HeaderValue> {
-        let text = match self {
+        let text = zeroize::Zeroizing::new(match self {
             Authorization::Basic(s) => format!("Basic {}", s.expose()),
             Authorization::Bearer(s) => format!("Bearer {}", s.expose()),
-        };
+        });
         let mut v = HeaderValue::from_str(&text).ok()?;
         v.set_sensitive(true);
         Some(v)
@@ -146,9 +146,9 @@ fn basic_of(c: &Credential) -> Option<Secret> {
         Credential::Basic { username, password }
             if !username.is_empty() && !password.is_empty() =>
         {
+            let plain = zeroize::Zeroizing::new(format!("{username}:{}", password.expose()));
             Some(Secret::new(
-                base64::engine::general_purpose::STANDARD
-                    .encode(format!("{username}:{}", password.expose())),
+                base64::engine::general_purpose::STANDARD.encode(plain.as_bytes()),
             ))
         }
         _ => None,

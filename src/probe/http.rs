@@ -373,7 +373,7 @@ impl<'a> Session<'a> {
         }
         let hp = origin.host_port();
         let t = Instant::now();
-        let mut head = format!("CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n");
+        let mut head = zeroize::Zeroizing::new(format!("CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n"));
         if let Some(a) = &auth {
             head.push_str(&format!("Proxy-Authorization: {}\r\n", a.expose()));
         }
@@ -832,11 +832,14 @@ fn proxy_authorization(proxy: &Url) -> Option<crate::credentials::Secret> {
             .decode_utf8_lossy()
             .into_owned()
     };
-    let user = decode(proxy.username());
-    let pass = proxy.password().map(decode).unwrap_or_default();
+    let plain = zeroize::Zeroizing::new(format!(
+        "{}:{}",
+        decode(proxy.username()),
+        proxy.password().map(decode).unwrap_or_default()
+    ));
     Some(crate::credentials::Secret::new(format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        base64::engine::general_purpose::STANDARD.encode(plain.as_bytes())
     )))
 }
 
