@@ -4,6 +4,7 @@
 //! a printable name of its source (for reports; never the value).
 
 pub mod docker_config;
+pub mod glob;
 pub mod keyring;
 pub mod node;
 pub mod provider;
