@@ -587,6 +587,10 @@ pub fn split_server(server: &str) -> Option<(String, String, String)> {
     }
     // Validate the authority the way a URL parser would.
     url::Url::parse(&format!("{scheme}://{host}/")).ok()?;
+    // Go's `url.URL.Host` excludes the userinfo (`parseAuthority` splits at the last
+    // `@`): containerd never sends a `user:pass@` from hosts.toml, and it must not reach
+    // the endpoint, its provenance or any message here either.
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     Some((scheme.to_lowercase(), host.to_string(), path.to_string()))
 }
 
@@ -788,6 +792,26 @@ client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
             let e = parse(text).unwrap_err();
             assert_eq!(e.field, field, "{text}: {e}");
         }
+    }
+
+    /// Go's `u.Host` has no userinfo: a `user:pass@` in a hosts.toml host never becomes
+    /// part of the endpoint (it used to reach plan output and Node condition messages).
+    #[test]
+    fn userinfo_is_not_part_of_the_host() {
+        assert_eq!(
+            split_server("https://bob:canary-ui@mirror.example:5000/v2"),
+            Some(("https".into(), "mirror.example:5000".into(), "/v2".into()))
+        );
+        assert_eq!(
+            split_server("a@b:canary-ui@mirror.example"),
+            Some(("https".into(), "mirror.example".into(), String::new()))
+        );
+        let hs = parse(
+            "server = \"https://u:canary-ui@r.example\"\n[host.\"https://u:canary-ui@m.example:5000\"]\n",
+        )
+        .unwrap();
+        assert!(hs.iter().all(|h| !h.host.contains("canary")), "{hs:?}");
+        assert_eq!(hs[0].host, "m.example:5000");
     }
 
     #[test]
