@@ -541,7 +541,7 @@ fn identity_token_and_crio_flows_never_print_tokens() {
     .unwrap();
     let image = format!("127.0.0.1:{p}/team/app:v1");
     let ca = w.pki.ca_cert.to_str().unwrap();
-    let canaries = all_canaries(&[rt.clone()]);
+    let canaries = all_canaries(std::slice::from_ref(&rt));
     for runtime in ["containerd", "crio"] {
         for extra in [&["--json"][..], &["-v"]] {
             let mut args = vec![
