@@ -499,18 +499,18 @@ fn canaries_never_leave_through_check_plan_logs_or_the_agent() {
         cfg.to_str().unwrap(),
         "--host-root",
         &r,
+        "--image-credential-provider-config",
+        &cp,
+        "--image-credential-provider-bin-dir",
+        &bin,
     ]);
     agent.wait_ready(Duration::from_secs(30));
     let status = agent_proc::wait_for(Duration::from_secs(60), "results for every image", || {
         let st = agent_proc::get_json(agent.port, "/status");
-        let done = st["targets"]
-            .as_object()
-            .map(|t| {
-                t.iter()
-                    .filter(|(k, v)| k.starts_with("image ") && v["verdict"].is_string())
-                    .count()
-            })
-            .unwrap_or(0);
+        let done = agent_proc::status_targets(&st)
+            .iter()
+            .filter(|(k, v)| k.starts_with("image ") && v["verdict"].is_string())
+            .count();
         (done >= images.len()).then_some(st)
     });
     let st = status.to_string();
