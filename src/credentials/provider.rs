@@ -505,65 +505,11 @@ impl PluginRunner {
         let out = self
             .run_capped(&plugin, &path, p, request.to_string())
             .await?;
-        let bad = |why: String| ProviderError::BadResponse {
-            plugin: p.name.clone(),
-            why,
-        };
-        // The response may contain secrets: serde_json's message names only a position.
-        let resp: Value = serde_json::from_slice(&out)
-            .map_err(|e| bad(format!("not JSON ({})", ParseError::json(&e))))?;
-        // Plugin-chosen strings are shown sanitized and short (redact::text_max).
-        let shown = |s: &str| format!("\"{}\"", redact::text_max(s, 64));
-        let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-        if got_api != p.api_version {
-            return Err(bad(format!(
-                "apiVersion {} does not match the request's {:?}",
-                shown(got_api),
-                p.api_version
-            )));
-        }
-        let kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
-        if kind != "CredentialProviderResponse" {
-            return Err(bad(format!(
-                "kind {} is not CredentialProviderResponse",
-                shown(kind)
-            )));
-        }
-        let cache_key = match resp.get("cacheKeyType").and_then(Value::as_str) {
-            Some("Image") => repo.to_string(),
-            Some("Registry") => image.domain.clone(),
-            Some("Global") => "global".to_string(),
-            Some(other) => return Err(bad(format!("invalid cacheKeyType {}", shown(other)))),
-            None => return Err(bad("cacheKeyType is required".into())),
-        };
-        // metav1.Duration: Go's time.ParseDuration, so more than ~292 years is an error
-        // there too; what parses is capped at MAX_PLUGIN_CACHE below.
-        let duration = match resp.get("cacheDuration") {
-            None | Some(Value::Null) => p.default_cache_duration,
-            Some(Value::String(s)) => parse_go_duration(s)
-                .ok_or_else(|| bad(format!("cacheDuration {} is not a duration", shown(s))))?,
-            Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
-        };
-        let mut auth = Vec::new();
-        match resp.get("auth") {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) => {
-                for (k, v) in m {
-                    let user = v
-                        .get("username")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    let pass = v
-                        .get("password")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string();
-                    auth.push((k.clone(), user, Secret::new(pass)));
-                }
-            }
-            Some(_) => return Err(bad("auth must be a map of registry keys".into())),
-        }
+        let PluginReply {
+            cache_key,
+            duration,
+            auth,
+        } = parse_reply(p, repo, image, &out)?;
         let expires = Instant::now().checked_add(duration.min(MAX_PLUGIN_CACHE));
         if let (false, Some(expires), Ok(mut c)) = (duration.is_zero(), expires, self.cache.lock())
         {
@@ -672,6 +618,92 @@ impl PluginRunner {
         }
         Ok(out)
     }
+}
+
+/// A plugin's `CredentialProviderResponse`, validated as the kubelet does
+/// (plugin.go `provide` / `decodeResponse`).
+#[derive(Debug)]
+pub struct PluginReply {
+    /// The cache key its `cacheKeyType` selects (the image, its registry, or `global`).
+    pub cache_key: String,
+    /// `cacheDuration`, or the provider's `defaultCacheDuration` (not yet capped).
+    pub duration: Duration,
+    /// `(auth key, username, password)` entries.
+    pub auth: Vec<(String, String, Secret)>,
+}
+
+/// Parses plugin stdout for `image` (repository `repo`) from provider `p`. Errors never
+/// quote the reply (it holds passwords); plugin-chosen strings are shown sanitized.
+pub fn parse_reply(
+    p: &ProviderSpec,
+    repo: &str,
+    image: &ImageRef,
+    out: &[u8],
+) -> Result<PluginReply, ProviderError> {
+    let bad = |why: String| ProviderError::BadResponse {
+        plugin: p.name.clone(),
+        why,
+    };
+    // The response may contain secrets: serde_json's message names only a position.
+    let resp: Value = serde_json::from_slice(out)
+        .map_err(|e| bad(format!("not JSON ({})", ParseError::json(&e))))?;
+    // Plugin-chosen strings are shown sanitized and short (redact::text_max).
+    let shown = |s: &str| format!("\"{}\"", redact::text_max(s, 64));
+    let got_api = resp.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if got_api != p.api_version {
+        return Err(bad(format!(
+            "apiVersion {} does not match the request's {:?}",
+            shown(got_api),
+            p.api_version
+        )));
+    }
+    let kind = resp.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind != "CredentialProviderResponse" {
+        return Err(bad(format!(
+            "kind {} is not CredentialProviderResponse",
+            shown(kind)
+        )));
+    }
+    let cache_key = match resp.get("cacheKeyType").and_then(Value::as_str) {
+        Some("Image") => repo.to_string(),
+        Some("Registry") => image.domain.clone(),
+        Some("Global") => "global".to_string(),
+        Some(other) => return Err(bad(format!("invalid cacheKeyType {}", shown(other)))),
+        None => return Err(bad("cacheKeyType is required".into())),
+    };
+    // metav1.Duration: Go's time.ParseDuration, so more than ~292 years is an error
+    // there too; what parses is capped at MAX_PLUGIN_CACHE below.
+    let duration = match resp.get("cacheDuration") {
+        None | Some(Value::Null) => p.default_cache_duration,
+        Some(Value::String(s)) => parse_go_duration(s)
+            .ok_or_else(|| bad(format!("cacheDuration {} is not a duration", shown(s))))?,
+        Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
+    };
+    let mut auth = Vec::new();
+    match resp.get("auth") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let user = v
+                    .get("username")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                let pass = v
+                    .get("password")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                auth.push((k.clone(), user, Secret::new(pass)));
+            }
+        }
+        Some(_) => return Err(bad("auth must be a map of registry keys".into())),
+    }
+    Ok(PluginReply {
+        cache_key,
+        duration,
+        auth,
+    })
 }
 
 #[cfg(test)]

@@ -116,15 +116,30 @@ impl ContainerdConfig {
 /// Loads `file` (node path) and its imports. A missing file gives the defaults with
 /// `file = None`; every other problem is pushed and loading goes on with what parsed.
 pub fn load(hr: &HostRoot, file: &Path, problems: &mut Vec<ConfigProblem>) -> ContainerdConfig {
-    let mut out = ContainerdConfig {
+    let out = ContainerdConfig {
         config_version: 1,
         ..Default::default()
     };
     let Some(text) = hr.read_or_report(file, false, problems) else {
         return out;
     };
+    from_text(Some(hr), file, &text, problems)
+}
+
+/// `text` as the content of `file`: the same pipeline as [`load`], with `imports` read
+/// under `hr` when one is given and skipped otherwise (what the fuzz target drives).
+pub fn from_text(
+    hr: Option<&HostRoot>,
+    file: &Path,
+    text: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> ContainerdConfig {
+    let mut out = ContainerdConfig {
+        config_version: 1,
+        ..Default::default()
+    };
     out.file = Some(file.to_path_buf());
-    let main = match parse_table(file, &text, problems) {
+    let main = match parse_table(file, text, problems) {
         Some(t) => t,
         None => return out,
     };
@@ -144,8 +159,10 @@ pub fn load(hr: &HostRoot, file: &Path, problems: &mut Vec<ConfigProblem>) -> Co
     // plugin ID → (table, the file that provided it)
     let mut plugins: BTreeMap<String, (toml::Table, PathBuf)> = BTreeMap::new();
     collect_plugins(&main, file, &mut plugins, problems);
-    let mut seen = vec![file.to_path_buf()];
-    apply_imports(hr, &main, file, &mut plugins, problems, &mut seen, 0);
+    if let Some(hr) = hr {
+        let mut seen = vec![file.to_path_buf()];
+        apply_imports(hr, &main, file, &mut plugins, problems, &mut seen, 0);
+    }
     read_registry(&mut out, &plugins, problems);
     out
 }

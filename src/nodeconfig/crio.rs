@@ -75,8 +75,6 @@ pub struct PullSource {
 /// Loads registries.conf then every drop-in in name order. A file that fails to parse
 /// or validate is reported and skipped; the others still apply.
 pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
-    let mut cfg = CrioConfig::default();
-    let mut map: BTreeMap<String, CrioRegistry> = BTreeMap::new();
     let mut files = vec![PathBuf::from(REGISTRIES_CONF)];
     if let Ok(entries) = hr.read_dir(Path::new(REGISTRIES_CONF_D)) {
         for e in entries {
@@ -85,11 +83,22 @@ pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
             }
         }
     }
+    let mut texts = Vec::new();
     for f in files {
-        let Some(text) = hr.read_or_report(&f, false, problems) else {
-            continue;
-        };
-        match parse_file(&f, &text) {
+        if let Some(text) = hr.read_or_report(&f, false, problems) {
+            texts.push((f, text));
+        }
+    }
+    from_texts(&texts, problems)
+}
+
+/// registries.conf and its drop-ins, given as `(node path, text)` in the order they
+/// apply: the same merge as [`load`] (what the fuzz target drives).
+pub fn from_texts(files: &[(PathBuf, String)], problems: &mut Vec<ConfigProblem>) -> CrioConfig {
+    let mut cfg = CrioConfig::default();
+    let mut map: BTreeMap<String, CrioRegistry> = BTreeMap::new();
+    for (f, text) in files {
+        match parse_file(f, text) {
             Ok(p) => {
                 cfg.files.push(f.clone());
                 for r in p.registries {
@@ -104,7 +113,7 @@ pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
                 cfg.aliases.extend(p.aliases);
             }
             Err((field, msg)) => problems.push(ConfigProblem::new(
-                &f,
+                f,
                 Some(&field),
                 ProblemKind::Invalid,
                 msg,
