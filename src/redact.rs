@@ -49,17 +49,25 @@ pub fn url_text(raw: &str) -> String {
         }
     }
     let (scheme, rest) = match raw.split_once("://") {
-        Some((s, r)) => (Some(s), r),
-        None => (None, raw),
+        Some((s, r)) if is_scheme(s) => (Some(s), r),
+        _ => (None, raw),
     };
+    // Everything up to the last `@` goes, wherever it is: an unparseable string may hold
+    // a password with `?`, `/` or `#` in it (fuzz finding, see fuzz/README.md).
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     let shown = match scheme {
-        Some(s) => format!("{s}://{host}{path}"),
-        None => format!("{host}{path}"),
+        Some(s) => format!("{s}://{rest}"),
+        None => rest.to_string(),
     };
     text_max(&shown, MAX_URL_PATH_CHARS)
+}
+
+/// RFC 3986 `scheme`: a letter, then letters, digits, `+`, `-`, `.`.
+fn is_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
 /// A short keyword-like value from a file (a capability, a mode, a duration) for an
@@ -471,6 +479,10 @@ mod tests {
             ("https://a:canary-7f3a9@[::1", "https://[::1"),
             ("mirror.example#canary-7f3a9", "mirror.example"),
             ("user:canary-7f3a9@host", "host"),
+            ("https://u:canary?7f3a9@host/x", "https://host/x"),
+            ("u:can/ary#7f3a9@host", "host"),
+            // fuzz/artifacts/keyring_glob/crash-a94552ff…: a query before a "://".
+            ("h7.ho:5.\u{1}\0\0\0\0tt?shtt://44in", "h7.ho:5. tt"),
         ] {
             assert_eq!(url_text(raw), want, "{raw}");
         }
