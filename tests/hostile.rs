@@ -155,3 +155,51 @@ fn agent_config_errors_show_position_and_field_only() {
         }
     }
 }
+
+/// Durations from a config or flag are added to the clock: centuries used to overflow
+/// `Instant + Duration` (a panic, and the release build aborts). They are rejected at parse
+/// time, naming the field, never quoting the value.
+#[test]
+fn absurd_durations_are_rejected_not_overflowed() {
+    for (text, format) in [
+        ("interval: 500000000000y\n", ConfigFormat::Yaml),
+        ("heartbeat: 18446744073709551615\n", ConfigFormat::Yaml),
+        ("interval = \"500000000000y\"\n", ConfigFormat::Toml),
+        (
+            "[fleet]\nperiod = 9223372036854775807\n",
+            ConfigFormat::Toml,
+        ),
+    ] {
+        let e = AgentConfig::parse(text, format, Path::new("/etc/pullprobe/config"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 366 days"), "{e}");
+        assert!(!e.contains("500000000000"), "{e}");
+    }
+    let ok = AgentConfig::parse(
+        "interval: 366d\nheartbeat: 366d\nfleet:\n  period: 366d\n",
+        ConfigFormat::Yaml,
+        Path::new("/c.yaml"),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn absurd_cli_timeouts_are_usage_errors() {
+    for t in ["500000000000y", "18446744073709551615", "25h"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .args(["check", "--timeout", t, "127.0.0.1:1/x:y"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("at most 24h"),
+            "{t}"
+        );
+    }
+}

@@ -423,24 +423,34 @@ mod duration_serde {
         d.deserialize_any(DurationVisitor)
     }
 
+    /// Longest duration a config key takes: the agent multiplies and adds these to the
+    /// clock (`Instant`), and a value of centuries overflowed there (a panic).
+    pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
     pub(super) struct DurationVisitor;
 
     impl de::Visitor<'_> for DurationVisitor {
         type Value = Duration;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a duration such as \"60s\" or \"5m\", or whole seconds")
+            f.write_str("a duration such as \"60s\" or \"5m\", or whole seconds, at most 366 days")
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            // serde's `invalid_value` wording lets the safe parse-error report keep the
+            // expectation and drop the value (crate::redact::ParseError).
             humantime::parse_duration(v.trim())
-                .map_err(|e| E::custom(format!("invalid duration `{v}`: {e}")))
+                .ok()
+                .filter(|d| *d <= MAX_DURATION)
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
+            Some(Duration::from_secs(v))
+                .filter(|d| *d <= MAX_DURATION)
+                .ok_or_else(|| E::invalid_value(de::Unexpected::Unsigned(v), &self))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
             u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom("duration must not be negative"))
+                .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+                .and_then(|v| self.visit_u64(v))
         }
     }
 }

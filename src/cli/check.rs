@@ -114,12 +114,18 @@ impl TimeoutArgs {
 }
 
 /// A duration as the config accepts it: `5s`, `500ms`, `1m30s`, or bare seconds (`5`).
+/// At most a day: timeouts are added to the clock, and `--timeout 500000000000y` overflowed.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let d = match t.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(t)
+            .map_err(|_| "expected a duration such as 5s, 500ms or 2m".to_string())?,
+    };
+    if d > Duration::from_secs(24 * 3600) {
+        return Err("must be at most 24h".into());
     }
-    humantime::parse_duration(t).map_err(|_| "expected a duration such as 5s, 500ms or 2m".into())
+    Ok(d)
 }
 
 /// A usage or configuration error: exit code 2.

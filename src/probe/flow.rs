@@ -17,6 +17,7 @@ use super::options::{Depth, ProbeOptions};
 use super::outcome::{Failure, ManifestInfo, Phase, RateLimit, Reason};
 use super::platform;
 use crate::endpoint::{Endpoint, SchemePolicy};
+use crate::redact;
 use crate::reference::ImageRef;
 use crate::runtime::Runtime;
 
@@ -32,8 +33,9 @@ struct Resolved {
 
 /// `Content-Type` without parameters.
 fn content_type(resp: &Response) -> String {
+    // The server's text: it reaches messages and details, so sanitized and short.
     resp.header("content-type")
-        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+        .map(|c| redact::text_max(c.split(';').next().unwrap_or(c).trim(), 128))
         .unwrap_or_default()
 }
 
@@ -80,7 +82,7 @@ impl Flow<'_> {
         let mut u = Url::parse(&format!("{base}/{}/{suffix}", self.repo())).map_err(|e| {
             Failure::new(
                 Reason::NoUsableEndpoint,
-                format!("cannot build a URL from {base}: {e}"),
+                format!("cannot build a URL from {}: {e}", redact::url_text(&base)),
             )
         })?;
         if let Some(ns) = &self.ep.namespace {
@@ -244,7 +246,10 @@ impl Flow<'_> {
             {
                 let f = Failure::new(
                     Reason::ManifestMalformed,
-                    format!("Docker-Content-Digest {a} does not match the body ({d})"),
+                    format!(
+                        "Docker-Content-Digest {} does not match the body ({d})",
+                        redact::text_max(a, 80)
+                    ),
                 );
                 return fail(session, f);
             }
@@ -464,7 +469,7 @@ impl Flow<'_> {
         let url = Url::parse(&format!("{base}/")).map_err(|e| {
             Failure::new(
                 Reason::NoUsableEndpoint,
-                format!("bad endpoint {base}: {e}"),
+                format!("bad endpoint {}: {e}", redact::url_text(&base)),
             )
         })?;
         let mut req = Request::new(Method::GET, url);
@@ -704,14 +709,14 @@ fn https_required(resp: &Response) -> Option<Failure> {
                 format!(
                     "{} speaks TLS but the runtime talks plain HTTP to it (400: {}); configure it as https:// (hosts.toml `server`/`[host]`) with its CA",
                     resp.url.host_str().unwrap_or_default(),
-                    body.trim()
+                    redact::text_max(body.trim(), 100)
                 ),
             )
         })
 }
 
 fn not_registry(resp: &Response) -> Failure {
-    let ct = resp.header("content-type").unwrap_or("").to_string();
+    let ct = redact::text_max(resp.header("content-type").unwrap_or(""), 64);
     Failure::new(
         Reason::AuthNotRegistry,
         format!(

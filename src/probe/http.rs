@@ -292,7 +292,12 @@ impl<'a> Session<'a> {
                 Ok((stream, info)) => {
                     let detail = format!(
                         "{} {} subject={} issuer={} expires_in_days={}",
-                        info.version, info.cipher, info.subject, info.issuer, info.days_to_expiry
+                        info.version,
+                        info.cipher,
+                        // Certificate names are the server's text.
+                        redact::text_max(&info.subject, 128),
+                        redact::text_max(&info.issuer, 128),
+                        info.days_to_expiry
                     );
                     self.record(Phase::Tls, &hp, true, t, detail);
                     if !self.tls_seen.iter().any(|i| i.host == info.host) {
