@@ -554,35 +554,7 @@ impl PluginRunner {
             stream,
             limit,
         };
-        let run = async {
-            let write = async {
-                if let Some(mut stdin) = stdin {
-                    // A plugin that never reads stdin must not block us: errors (EPIPE)
-                    // are ignored, and the whole run is under the timeout.
-                    let _ = stdin.write_all(request.as_bytes()).await;
-                }
-            };
-            let read_out = async {
-                let mut buf = Vec::new();
-                if let Some(s) = stdout {
-                    s.take(MAX_PLUGIN_STDOUT as u64 + 1)
-                        .read_to_end(&mut buf)
-                        .await?;
-                }
-                Ok::<_, std::io::Error>(buf)
-            };
-            let count_err = async {
-                match stderr {
-                    Some(s) => {
-                        tokio::io::copy(&mut s.take(MAX_PLUGIN_STDERR + 1), &mut tokio::io::sink())
-                            .await
-                    }
-                    None => Ok(0),
-                }
-            };
-            let ((), out, err) = tokio::join!(write, read_out, count_err);
-            Ok::<_, std::io::Error>((out?, err?))
-        };
+        let run = talk(stdin, stdout, stderr, request);
         let (out, err_bytes) = match tokio::time::timeout(self.timeout, run).await {
             Err(_) => {
                 return Err(ProviderError::Timeout {
@@ -618,6 +590,43 @@ impl PluginRunner {
         }
         Ok(out)
     }
+}
+
+/// Writes `request` to the plugin's stdin while reading at most [`MAX_PLUGIN_STDOUT`] + 1
+/// bytes of stdout and counting at most [`MAX_PLUGIN_STDERR`] + 1 bytes of stderr (never
+/// kept), all at once so that no pipe can block the others. Returns (stdout, stderr bytes).
+async fn talk(
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: Option<tokio::process::ChildStdout>,
+    stderr: Option<tokio::process::ChildStderr>,
+    request: String,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let write = async {
+        if let Some(mut stdin) = stdin {
+            // A plugin that never reads stdin must not block us: errors (EPIPE) are
+            // ignored, and the whole exchange is under the caller's timeout.
+            let _ = stdin.write_all(request.as_bytes()).await;
+        }
+    };
+    let read_out = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout {
+            s.take(MAX_PLUGIN_STDOUT as u64 + 1)
+                .read_to_end(&mut buf)
+                .await?;
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    let count_err = async {
+        match stderr {
+            Some(s) => {
+                tokio::io::copy(&mut s.take(MAX_PLUGIN_STDERR + 1), &mut tokio::io::sink()).await
+            }
+            None => Ok(0),
+        }
+    };
+    let ((), out, err) = tokio::join!(write, read_out, count_err);
+    Ok((out?, err?))
 }
 
 /// A plugin's `CredentialProviderResponse`, validated as the kubelet does
