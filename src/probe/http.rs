@@ -504,15 +504,16 @@ impl<'a> Session<'a> {
         result
     }
 
-    async fn request_on(
-        &mut self,
-        sender: &mut SendRequest<Full<Bytes>>,
+    /// The hyper request for `req` at `url`: origin- or absolute-form target, `Host`,
+    /// `User-Agent`, the endpoint's own headers (less the sensitive ones on a cross-domain
+    /// redirect hop), then the request's headers, which win.
+    fn build_request(
+        &self,
         req: &Request,
-        url: Url,
-        max_body: usize,
+        url: &Url,
         absolute_form: bool,
         strip_sensitive: bool,
-    ) -> Result<Response, Failure> {
+    ) -> Result<http::Request<Full<Bytes>>, Failure> {
         let path_and_query = match url.query() {
             Some(q) => format!("{}?{}", url.path(), q),
             None => url.path().to_string(),
@@ -549,6 +550,19 @@ impl<'a> Session<'a> {
         for (k, v) in req.headers.iter() {
             request.headers_mut().insert(k.clone(), v.clone());
         }
+        Ok(request)
+    }
+
+    async fn request_on(
+        &mut self,
+        sender: &mut SendRequest<Full<Bytes>>,
+        req: &Request,
+        url: Url,
+        max_body: usize,
+        absolute_form: bool,
+        strip_sensitive: bool,
+    ) -> Result<Response, Failure> {
+        let request = self.build_request(req, &url, absolute_form, strip_sensitive)?;
         let timeout = self.ctx.timeouts.http;
         let response = match tokio::time::timeout(timeout, sender.send_request(request)).await {
             Err(_) => {
@@ -575,40 +589,7 @@ impl<'a> Session<'a> {
             Ok(Ok(r)) => r,
         };
         let (parts, body) = response.into_parts();
-        if let Some(len) = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            if req.method != Method::HEAD && len > max_body as u64 {
-                return Err(too_large(&url, len, max_body));
-            }
-        }
-        let collected = tokio::time::timeout(timeout, Limited::new(body, max_body).collect()).await;
-        let body = match collected {
-            Err(_) => {
-                return Err(Failure::new(
-                    Reason::ResponseTimeout,
-                    format!(
-                        "{}: the server stopped sending the body (stalled > {timeout:?})",
-                        redact::url(&url)
-                    ),
-                ))
-            }
-            Ok(Err(e)) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return Err(too_large(&url, max_body as u64 + 1, max_body));
-                }
-                return Err(Failure::new(
-                    Reason::ConnectionLost,
-                    format!("{}: body read failed: {e}", redact::url(&url)),
-                ));
-            }
-            Ok(Ok(c)) => c.to_bytes(),
-        };
+        let body = read_body(&req.method, &parts.headers, body, &url, max_body, timeout).await?;
         Ok(Response {
             status: parts.status,
             headers: parts.headers,
@@ -756,6 +737,47 @@ fn too_large(url: &Url, len: u64, max: usize) -> Failure {
             redact::url(url)
         ),
     )
+}
+
+/// Reads a response body: refused up front when `Content-Length` says it is over
+/// `max_body` (not for HEAD), cut off when it grows past it, and bounded in time.
+async fn read_body(
+    method: &Method,
+    headers: &HeaderMap,
+    body: hyper::body::Incoming,
+    url: &Url,
+    max_body: usize,
+    timeout: Duration,
+) -> Result<Bytes, Failure> {
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if *method != Method::HEAD && len > max_body as u64 {
+            return Err(too_large(url, len, max_body));
+        }
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, max_body).collect()).await {
+        Err(_) => Err(Failure::new(
+            Reason::ResponseTimeout,
+            format!(
+                "{}: the server stopped sending the body (stalled > {timeout:?})",
+                redact::url(url)
+            ),
+        )),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(url, max_body as u64 + 1, max_body))
+        }
+        Ok(Err(e)) => Err(Failure::new(
+            Reason::ConnectionLost,
+            format!("{}: body read failed: {e}", redact::url(url)),
+        )),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
 }
 
 /// Headers Go's client drops on a redirect that leaves the initial host's domain
