@@ -34,14 +34,18 @@ declare -A corpus_dirs=(
 )
 
 cargo fuzz build -s none -a
+bin="$CARGO_TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release"
 failed=()
 for t in $(cargo fuzz list); do
     work="fuzz/corpus/$t"
     mkdir -p "$work" "fuzz/seeds/$t"
+    # The binary `cargo fuzz build` made above (`cargo fuzz run` would rebuild when the
+    # sources changed meanwhile). Crash inputs go to fuzz/artifacts/TARGET/.
+    mkdir -p "fuzz/artifacts/$t"
     # shellcheck disable=SC2086 # word-splitting the seed directory list is intended
-    if ! cargo fuzz run -s none -a "$t" "$work" "fuzz/seeds/$t" ${corpus_dirs[$t]:-} -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
-        -print_final_stats=1 2>"fuzz/corpus/$t.log"; then
+    if ! "$bin/$t" -artifact_prefix="fuzz/artifacts/$t/" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+        "$work" "fuzz/seeds/$t" ${corpus_dirs[$t]:-} 2>"fuzz/corpus/$t.log"; then
         echo "[fuzz] $t: FAILED (see fuzz/corpus/$t.log and fuzz/artifacts/$t/)"
         tail -n 40 "fuzz/corpus/$t.log"
         failed+=("$t")
