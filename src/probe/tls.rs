@@ -473,8 +473,9 @@ fn leaf_info(host: &str, der: &[u8]) -> TlsInfo {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return info;
     };
-    info.subject = cert.subject().to_string();
-    info.issuer = cert.issuer().to_string();
+    // The server's text, shown in messages and conditions: sanitized and short.
+    info.subject = crate::redact::text_max(&cert.subject().to_string(), 128);
+    info.issuer = crate::redact::text_max(&cert.issuer().to_string(), 128);
     let not_after = cert.validity().not_after;
     info.not_after_unix = not_after.timestamp();
     info.not_after = jiff::Timestamp::from_second(info.not_after_unix)
@@ -495,6 +496,8 @@ fn leaf_info(host: &str, der: &[u8]) -> TlsInfo {
                 x509_parser::extensions::GeneralName::IPAddress(b) => ip_from_bytes(b),
                 other => other.to_string(),
             })
+            .take(16)
+            .map(|n| crate::redact::text_max(&n, 128))
             .collect();
     }
     info
