@@ -244,32 +244,7 @@ fn parse_provider(
             format!("duplicate provider name {}", redact::keyword(&name)),
         ));
     }
-    let match_images: Vec<String> = match o.get("matchImages") {
-        Some(Value::Array(a)) if !a.is_empty() => a
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| cfg_err(file, f("matchImages"), "must be strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(cfg_err(
-                file,
-                f("matchImages"),
-                "at least 1 item in matchImages is required",
-            ))
-        }
-    };
-    for m in &match_images {
-        if m.contains("://") {
-            return Err(cfg_err(
-                file,
-                f("matchImages"),
-                format!("match image {} must not have a scheme", redact::url_text(m)),
-            ));
-        }
-    }
+    let match_images = parse_match_images(file, &f, o)?;
     let dcd = match o.get("defaultCacheDuration") {
         Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| {
             cfg_err(
@@ -302,6 +277,65 @@ fn parse_provider(
             format!("unsupported apiVersion {}", redact::keyword(&api_version)),
         ));
     }
+    let (args, env) = parse_args_env(file, &f, o)?;
+    let requires_service_account = parse_token_attributes(file, &f, o)?;
+    Ok(ProviderSpec {
+        name,
+        match_images,
+        default_cache_duration: dcd,
+        api_version,
+        args,
+        env,
+        requires_service_account,
+    })
+}
+
+/// Builds `providers[i].<key>` field names.
+type Fields<'a> = &'a dyn Fn(&str) -> String;
+/// A provider's `env`, `(name, value)` in order.
+type EnvVars = Vec<(String, String)>;
+
+/// `matchImages`: at least one, strings, no scheme.
+fn parse_match_images(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+) -> Result<Vec<String>, ProviderConfigError> {
+    let match_images: Vec<String> = match o.get("matchImages") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| cfg_err(file, f("matchImages"), "must be strings"))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(cfg_err(
+                file,
+                f("matchImages"),
+                "at least 1 item in matchImages is required",
+            ))
+        }
+    };
+    for m in &match_images {
+        if m.contains("://") {
+            return Err(cfg_err(
+                file,
+                f("matchImages"),
+                format!("match image {} must not have a scheme", redact::url_text(m)),
+            ));
+        }
+    }
+    Ok(match_images)
+}
+
+/// `args` and `env` of one provider.
+fn parse_args_env(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+) -> Result<(Vec<String>, EnvVars), ProviderConfigError> {
     let args = match o.get("args") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) => a
@@ -338,6 +372,15 @@ fn parse_provider(
         }
         Some(_) => return Err(cfg_err(file, f("env"), "must be a list")),
     }
+    Ok((args, env))
+}
+
+/// `tokenAttributes`: whether the plugin needs a pod's service account token.
+fn parse_token_attributes(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+) -> Result<bool, ProviderConfigError> {
     let requires_service_account = match o.get("tokenAttributes") {
         None | Some(Value::Null) => false,
         Some(Value::Object(t)) => {
@@ -378,15 +421,7 @@ fn parse_provider(
         }
         Some(_) => return Err(cfg_err(file, f("tokenAttributes"), "must be a mapping")),
     };
-    Ok(ProviderSpec {
-        name,
-        match_images,
-        default_cache_duration: dcd,
-        api_version,
-        args,
-        env,
-        requires_service_account,
-    })
+    Ok(requires_service_account)
 }
 
 /// Cached plugin answer: `(auth key, username, password)` until `expires`.
