@@ -378,60 +378,15 @@ impl<'a> Session<'a> {
         }
         let hp = origin.host_port();
         let t = Instant::now();
-        let mut head = zeroize::Zeroizing::new(format!("CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n"));
-        if let Some(a) = &auth {
-            head.push_str(&format!("Proxy-Authorization: {}\r\n", a.expose()));
-        }
-        head.push_str("\r\n");
-        let answer = tokio::time::timeout(self.ctx.timeouts.connect, async {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            tcp.write_all(head.as_bytes()).await?;
-            // Read the response head byte by byte: nothing after it may be consumed,
-            // the TLS handshake follows on the same stream.
-            let mut buf = Vec::with_capacity(256);
-            let mut byte = [0u8; 1];
-            while !buf.ends_with(b"\r\n\r\n") && buf.len() < 8192 {
-                if tcp.read(&mut byte).await? == 0 {
-                    break;
-                }
-                buf.push(byte[0]);
-            }
-            Ok::<Vec<u8>, std::io::Error>(buf)
-        })
-        .await;
-        let status_line = match answer {
-            Err(_) => {
-                let f = Failure::new(
-                    Reason::ProxyConnectFailed,
-                    format!(
-                        "proxy {php}: no answer to CONNECT {hp} within {:?}",
-                        self.ctx.timeouts.connect
-                    ),
-                );
-                return Err(self.record_failure(Phase::Connect, &hp, t, f));
-            }
-            Ok(Err(e)) => {
-                let f = Failure::new(
-                    Reason::ProxyConnectFailed,
-                    format!("proxy {php}: CONNECT {hp} failed: {e}"),
-                );
-                return Err(self.record_failure(Phase::Connect, &hp, t, f));
-            }
-            Ok(Ok(buf)) => String::from_utf8_lossy(&buf)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-        };
-        let code = status_line.split_whitespace().nth(1).unwrap_or("");
-        if !code.starts_with('2') {
-            let f = Failure::new(
-                Reason::ProxyConnectFailed,
-                format!(
-                    "proxy {php} refused CONNECT {hp}: {}",
-                    redact::text_max(status_line.trim(), 100)
-                ),
-            );
+        if let Err(f) = connect_tunnel(
+            &mut tcp,
+            &hp,
+            &php,
+            auth.as_ref(),
+            self.ctx.timeouts.connect,
+        )
+        .await
+        {
             return Err(self.record_failure(Phase::Connect, &hp, t, f));
         }
         self.record(
@@ -708,6 +663,79 @@ fn next_hop(current: &Url, location: &str, phase: Phase) -> Result<Url, Failure>
         return Err(Failure::new(reason, "redirect to a URL without a host").in_phase(phase));
     }
     Ok(next)
+}
+
+/// The CONNECT exchange on an open connection to an HTTP proxy: the request (with
+/// `Proxy-Authorization` from the proxy URL's userinfo, wiped after use), then the answer's
+/// head read byte by byte (the TLS handshake follows on the same stream), bounded by
+/// `timeout` and 8 KiB. A non-2xx status line is shown sanitized.
+async fn connect_tunnel(
+    tcp: &mut tokio::net::TcpStream,
+    hp: &str,
+    php: &str,
+    auth: Option<&crate::credentials::Secret>,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let mut head = zeroize::Zeroizing::new(format!("CONNECT {hp} HTTP/1.1\r\nHost: {hp}\r\n"));
+    if let Some(a) = auth {
+        // Pieces, not format!: no unwiped copy of the credential.
+        head.push_str("Proxy-Authorization: ");
+        head.push_str(a.expose());
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let answer = tokio::time::timeout(timeout, async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tcp.write_all(head.as_bytes()).await?;
+        // Read the response head byte by byte: nothing after it may be consumed,
+        // the TLS handshake follows on the same stream.
+        let mut buf = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") && buf.len() < 8192 {
+            if tcp.read(&mut byte).await? == 0 {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        Ok::<Vec<u8>, std::io::Error>(buf)
+    })
+    .await;
+    let status_line = match answer {
+        Err(_) => {
+            let f = Failure::new(
+                Reason::ProxyConnectFailed,
+                format!(
+                    "proxy {php}: no answer to CONNECT {hp} within {:?}",
+                    timeout
+                ),
+            );
+            return Err(f);
+        }
+        Ok(Err(e)) => {
+            let f = Failure::new(
+                Reason::ProxyConnectFailed,
+                format!("proxy {php}: CONNECT {hp} failed: {e}"),
+            );
+            return Err(f);
+        }
+        Ok(Ok(buf)) => String::from_utf8_lossy(&buf)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let code = status_line.split_whitespace().nth(1).unwrap_or("");
+    if !code.starts_with('2') {
+        let f = Failure::new(
+            Reason::ProxyConnectFailed,
+            format!(
+                "proxy {php} refused CONNECT {hp}: {}",
+                redact::text_max(status_line.trim(), 100)
+            ),
+        );
+        return Err(f);
+    }
+    Ok(())
 }
 
 /// Why following redirects failed.
