@@ -307,23 +307,7 @@ async fn fetch_token(
     };
     if try_post {
         if let Some((username, secret, refresh)) = oauth_secret {
-            // Built in its own scope: the serializer is not Send and must not live across an await.
-            let form_body = {
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("scope", scope);
-                form.append_pair("service", service);
-                form.append_pair("client_id", "containerd-client");
-                form.append_pair("access_type", "offline");
-                if refresh {
-                    form.append_pair("grant_type", "refresh_token");
-                    form.append_pair("refresh_token", secret.expose());
-                } else {
-                    form.append_pair("grant_type", "password");
-                    form.append_pair("username", username.unwrap_or_default());
-                    form.append_pair("password", secret.expose());
-                }
-                form.finish()
-            };
+            let form_body = oauth_form(scope, service, username, secret, refresh);
             let mut req = Request::new(Method::POST, realm.clone());
             req.headers.insert(
                 http::header::CONTENT_TYPE,
@@ -375,6 +359,32 @@ async fn fetch_token(
         ));
     }
     Err(token_status_failure(resp.status, credential.is_some()))
+}
+
+/// containerd's OAuth2 form (auth/fetch.go `FetchTokenWithOAuth`): the password grant
+/// with a username, the refresh-token grant for an identity token. Built outside any
+/// `.await` (the serializer is not `Send`).
+fn oauth_form(
+    scope: &str,
+    service: &str,
+    username: Option<&str>,
+    secret: &Secret,
+    refresh: bool,
+) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    form.append_pair("scope", scope);
+    form.append_pair("service", service);
+    form.append_pair("client_id", "containerd-client");
+    form.append_pair("access_type", "offline");
+    if refresh {
+        form.append_pair("grant_type", "refresh_token");
+        form.append_pair("refresh_token", secret.expose());
+    } else {
+        form.append_pair("grant_type", "password");
+        form.append_pair("username", username.unwrap_or_default());
+        form.append_pair("password", secret.expose());
+    }
+    form.finish()
 }
 
 async fn send_token_request(
