@@ -8,7 +8,7 @@ use std::path::Path;
 use pullprobe::agent::config::{AgentConfig, ConfigFormat};
 use pullprobe::credentials::docker_config::DockerConfig;
 use pullprobe::credentials::provider::CredentialProviderConfig;
-use pullprobe::nodeconfig::hostroot::HostRoot;
+use pullprobe::hostroot::HostRoot;
 use pullprobe::nodeconfig::hosts_toml::{parse_hosts_file, HostsTomlQuirks};
 use pullprobe::nodeconfig::{containerd, crio, k3s};
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use pullprobe::nodeconfig::hosts_toml::{
-    clean_path, parse_go_duration, parse_hosts_file, sorted_hosts, split_server, unknown_keys,
+    clean_path, parse_hosts_file, sorted_hosts, split_server, unknown_keys,
     HostsTomlQuirks,
 };
 
@@ -35,6 +35,6 @@ fuzz_target!(|data: &[u8]| {
     // The first line doubles as a `server` / duration / path string.
     let line = s.lines().next().unwrap_or_default();
     let _ = split_server(line);
-    let _ = parse_go_duration(line);
+    let _ = pullprobe::goduration::parse(line);
     let _ = clean_path(line);
 });

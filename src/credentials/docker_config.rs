@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::keyring::Keyring;
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
-use crate::nodeconfig::hostroot::MAX_FILE_BYTES;
+use crate::hostroot::MAX_FILE_BYTES;
 use crate::reference::ImageRef;
 
 /// Top-level `config.json` keys that are settings, not registries: their presence

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use super::docker_config::DockerConfig;
 use super::keyring::normalize_key;
 use super::{CredentialSource, SourcedCredential};
-use crate::nodeconfig::{ConfigProblem, HostRoot, ProblemKind};
+use crate::hostroot::HostRoot;
+use crate::problem::{ConfigProblem, ProblemKind};
 use crate::reference::ImageRef;
 
 pub const SECRET_TYPE_DOCKERCONFIGJSON: &str = "kubernetes.io/dockerconfigjson";

@@ -19,7 +19,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::keyring::{url_matches_key, Keyring};
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
-use crate::nodeconfig::hosts_toml::parse_go_duration;
 use crate::redact::{self, ParseError};
 use crate::reference::ImageRef;
 
@@ -246,7 +245,7 @@ fn parse_provider(
     }
     let match_images = parse_match_images(file, &f, o)?;
     let dcd = match o.get("defaultCacheDuration") {
-        Some(Value::String(s)) => parse_go_duration(s).ok_or_else(|| {
+        Some(Value::String(s)) => crate::goduration::parse(s).ok_or_else(|| {
             cfg_err(
                 file,
                 f("defaultCacheDuration"),
@@ -719,7 +718,7 @@ pub fn parse_reply(
     // there too; what parses is capped at MAX_PLUGIN_CACHE below.
     let duration = match resp.get("cacheDuration") {
         None | Some(Value::Null) => p.default_cache_duration,
-        Some(Value::String(s)) => parse_go_duration(s)
+        Some(Value::String(s)) => crate::goduration::parse(s)
             .ok_or_else(|| bad(format!("cacheDuration {} is not a duration", shown(s))))?,
         Some(_) => return Err(bad("cacheDuration must be a duration string".into())),
     };

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use toml::Value;
 
-use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
 use crate::credentials::{Credential, Secret};
+use crate::hostroot::HostRoot;
 
 /// Where containerd's config lives on a node.
 pub const DEFAULT_CONFIG: &str = "/etc/containerd/config.toml";

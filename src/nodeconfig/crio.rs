@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use toml::Value;
 
-use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
+use crate::hostroot::HostRoot;
 use crate::redact;
 
 pub const REGISTRIES_CONF: &str = "/etc/containers/registries.conf";

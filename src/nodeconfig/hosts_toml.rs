@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use toml::Value;
 
-use super::hostroot::{HostRoot, ReadError};
 use super::{ConfigProblem, Finding, FindingKind, ProblemKind};
 use crate::endpoint::Capabilities;
+use crate::hostroot::{HostRoot, ReadError};
 use crate::redact;
 
 /// One `hostConfig`: a `[host."…"]` table, or the root (server) entry, which is last.
@@ -529,7 +529,7 @@ pub fn parse_host_config(
         None => {}
         Some(Value::String(s)) if s.is_empty() => {}
         Some(Value::String(s)) => {
-            r.dial_timeout = Some(parse_go_duration(s).ok_or_else(|| {
+            r.dial_timeout = Some(crate::goduration::parse(s).ok_or_else(|| {
                 err(
                     prefixed(prefix, "dial_timeout"),
                     format!("time: invalid duration {}", redact::keyword(s)),
@@ -617,55 +617,6 @@ pub fn clean_path(p: &str) -> String {
         (false, true) => ".".to_string(),
         (false, false) => joined,
     }
-}
-
-/// Go's `time.ParseDuration` (units ns, us, µs, ms, s, m, h; fractions; sign), with
-/// its range: a `time.Duration` is an int64 of nanoseconds, so anything above
-/// ~292 years is an error there (`invalid duration`) and here (`None`). Callers still
-/// cap what they add to an `Instant` (checked_add) — the range is not a sane lifetime.
-pub fn parse_go_duration(s: &str) -> Option<Duration> {
-    /// `math.MaxInt64` nanoseconds, in seconds.
-    const GO_MAX_DURATION_SECS: f64 = 9_223_372_036.854_775;
-    let (neg, mut rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let num: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let mult = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_end..];
-        total += num * mult;
-    }
-    if neg && total > 0.0 {
-        return None; // a negative dial timeout is meaningless here
-    }
-    if !total.is_finite() || total > GO_MAX_DURATION_SECS {
-        return None;
-    }
-    Duration::try_from_secs_f64(total).ok()
 }
 
 #[cfg(test)]
@@ -812,30 +763,6 @@ client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
         .unwrap();
         assert!(hs.iter().all(|h| !h.host.contains("canary")), "{hs:?}");
         assert_eq!(hs[0].host, "m.example:5000");
-    }
-
-    #[test]
-    fn dial_timeout_and_durations() {
-        assert_eq!(parse_go_duration("30s"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
-        assert_eq!(parse_go_duration("10"), None);
-        assert_eq!(parse_go_duration(""), None);
-        // Go's range: int64 nanoseconds (2562047h47m16.854775807s is the maximum).
-        assert_eq!(
-            parse_go_duration("2562047h"),
-            Some(Duration::from_secs(2_562_047 * 3600))
-        );
-        for over in [
-            "2562048h",
-            "5000000000000000h",
-            "99999999999999999999999999999999999999h",
-            "1e400s",
-        ] {
-            assert_eq!(parse_go_duration(over), None, "{over}");
-        }
     }
 
     #[test]

@@ -26,11 +26,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::containerd::{self, ContainerdConfig, LegacyHostConfig};
-use super::hostroot::HostRoot;
 use super::hosts_toml::{self, HostDirLoad, HostsTomlQuirks};
 use super::plan::Plan;
 use super::{ConfigProblem, Finding, FindingKind, ProblemKind};
 use crate::credentials::{Credential, Secret};
+use crate::hostroot::HostRoot;
 use crate::redact;
 use crate::reference::ImageRef;
 

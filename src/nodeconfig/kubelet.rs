@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
+use crate::hostroot::HostRoot;
 
 /// The kubelet's own default `--root-dir`.
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";

@@ -7,7 +7,6 @@
 
 pub mod containerd;
 pub mod crio;
-pub mod hostroot;
 pub mod hosts_toml;
 pub mod k3s;
 pub mod kubelet;
@@ -16,11 +15,11 @@ pub mod proxy;
 pub mod resolver;
 pub mod trust;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use hostroot::{HostRoot, HostRootError};
+pub use crate::hostroot::{self, HostRoot, HostRootError};
+pub use crate::problem::{ConfigProblem, ProblemKind};
 pub use plan::{render_plan_text, Plan, PullMode};
 
 use crate::credentials::docker_config::DockerConfig;
@@ -63,56 +62,6 @@ impl Default for NodeConfigOptions {
             credential_provider_bin_dir: None,
             containerd_version: None,
             hosts_dir: None,
-        }
-    }
-}
-
-/// Stable kinds of configuration problems (for reasons and metric labels).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProblemKind {
-    /// Missing where it must exist, unreadable, a symlink loop, too large.
-    Unreadable,
-    /// Syntax error, wrong type, unknown value.
-    Invalid,
-    /// A file the config refers to (CA, client cert, plugin binary) is missing or bad.
-    MissingReference,
-    /// A credential provider plugin failed.
-    Plugin,
-}
-
-/// Something that could not be loaded: which file, which field, why.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, thiserror::Error)]
-pub struct ConfigProblem {
-    /// Node path of the file (or plugin name for plugin problems).
-    pub file: PathBuf,
-    /// Key path inside the file, when one is at fault.
-    pub field: Option<String>,
-    pub kind: ProblemKind,
-    pub message: String,
-}
-
-impl ConfigProblem {
-    pub fn new(
-        file: &Path,
-        field: Option<&str>,
-        kind: ProblemKind,
-        message: impl Into<String>,
-    ) -> ConfigProblem {
-        ConfigProblem {
-            file: file.to_path_buf(),
-            field: field.map(str::to_string),
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.field {
-            Some(field) => write!(f, "{}: {}: {}", self.file.display(), field, self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
         }
     }
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::hostroot::HostRoot;
 use super::{ConfigProblem, ProblemKind};
+use crate::hostroot::HostRoot;
 
 /// Unit directories in systemd's priority order (highest first).
 const UNIT_DIRS: &[&str] = &[

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::hostroot::HostRoot;
+use crate::hostroot::HostRoot;
 
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 pub const HOSTS: &str = "/etc/hosts";

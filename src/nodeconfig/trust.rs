@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::hostroot::HostRoot;
+use crate::hostroot::HostRoot;
 
 /// Go 1.2x `certFiles` order (crypto/x509/root_linux.go).
 pub const CA_BUNDLE_CANDIDATES: &[&str] = &[

@@ -181,16 +181,16 @@ impl HostRoot {
         &self,
         node_path: &Path,
         missing_is_problem: bool,
-        problems: &mut Vec<super::ConfigProblem>,
+        problems: &mut Vec<crate::problem::ConfigProblem>,
     ) -> Option<String> {
         match self.read_to_string(node_path) {
             Ok(t) => Some(t),
             Err(e) if e.is_not_found() && !missing_is_problem => None,
             Err(e) => {
-                problems.push(super::ConfigProblem::new(
+                problems.push(crate::problem::ConfigProblem::new(
                     node_path,
                     None,
-                    super::ProblemKind::Unreadable,
+                    crate::problem::ProblemKind::Unreadable,
                     e.to_string(),
                 ));
                 None
