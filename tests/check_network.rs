@@ -221,6 +221,22 @@ fn tls_failures_are_classified() {
         "RepositoryNotFound"
     );
     let expired = Registry::builder().tls(&pki.expired).start();
+    // With verification skipped the expired certificate is accepted, and the row says so.
+    let skipped = run(&expired, &["--insecure-skip-verify"]);
+    let tls_row = skipped["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "tls")
+        .cloned()
+        .unwrap();
+    assert!(
+        tls_row["detail"]
+            .as_str()
+            .unwrap()
+            .contains("was accepted: verification is skipped for this host"),
+        "{skipped:#}"
+    );
     let exp = run(&expired, &["--ca-file", ca]);
     assert_failure(&exp, "tls", "TLSCertificateExpired");
     let m = exp["message"].as_str().unwrap();

@@ -100,15 +100,24 @@ fn localhost_default_tries_https_then_plain_http_like_containerd() {
     assert_eq!(code, 0, "{lines:?}");
     let v = &lines[0];
     assert_eq!(v["endpoint"], format!("http://{}/v2", reg.host_port()));
-    // The HTTPS attempt is recorded, failing as plain HTTP, then the fallback connects.
-    let tls = v["phases"]
-        .as_array()
-        .unwrap()
+    // The HTTPS try is one labelled fallback row, not a failure inside a ready result.
+    let phases = v["phases"].as_array().unwrap();
+    let tls = phases
         .iter()
         .find(|p| p["name"] == "tls")
         .expect("tls attempt recorded");
-    assert_eq!(tls["ok"], false);
-    assert!(tls["detail"].as_str().unwrap().contains("plain HTTP"));
+    assert_eq!(tls["ok"], true, "{v:#}");
+    assert!(
+        tls["detail"].as_str().unwrap().starts_with("https→http: "),
+        "{v:#}"
+    );
+    assert!(phases.iter().all(|p| p["ok"] == true), "{v:#}");
+    assert_eq!(v["attempts"][0]["https_to_http"], true, "{v:#}");
+    // The table says so on the endpoint line.
+    let out = run_pullprobe(&["check", "-v", &image], None);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(https→http fallback)"), "{text}");
+    assert!(!text.contains("FAIL"), "{text}");
 }
 
 #[test]

@@ -238,9 +238,10 @@ impl Prober {
         };
         let outcome = flow.run(&mut session).await;
         let ratelimit = flow.ratelimit.take();
+        let fell_back = session.fell_back_to_http();
         let tls = session.tls_seen.first().cloned();
         let records = std::mem::take(&mut session.records);
-        match outcome {
+        let mut result = match outcome {
             Ok(info) => finish(
                 ep,
                 source,
@@ -256,7 +257,9 @@ impl Prober {
                 let tls = tls.or_else(|| f.tls.as_deref().cloned());
                 finish(ep, source, started, records, Some(f), None, tls, ratelimit)
             }
-        }
+        };
+        result.attempt.https_to_http = fell_back;
+        result
     }
 }
 
@@ -339,6 +342,7 @@ fn finish(
             endpoint: ep.display_url(),
             role: String::new(),
             origin: ep.origin.clone(),
+            https_to_http: false,
             is_upstream: ep.is_upstream,
             credential_source: source,
             ok: failure.is_none(),

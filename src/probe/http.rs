@@ -205,6 +205,30 @@ impl<'a> Session<'a> {
         });
     }
 
+    /// The failed TLS row of an HTTPS-then-HTTP host becomes one labelled fallback row:
+    /// the runtime meant to fall back (containerd `NewHTTPFallback` for `http://` hosts
+    /// with TLS settings and loopback registries), so it is not a failure of the pull.
+    fn label_fallback(&mut self, host: &str, f: &Failure) {
+        if let Some(r) = self
+            .records
+            .iter_mut()
+            .rev()
+            .find(|r| r.host == host && !r.ok && matches!(r.name, Phase::Tls | Phase::Connect))
+        {
+            r.name = Phase::Tls;
+            r.ok = true;
+            r.detail = format!(
+                "https→http: HTTPS failed ({}), plain HTTP as containerd falls back for this host",
+                f.reason
+            );
+        }
+    }
+
+    /// Whether the HTTPS-then-HTTP fallback to plain HTTP happened on any host.
+    pub fn fell_back_to_http(&self) -> bool {
+        !self.plain_fallback.is_empty()
+    }
+
     /// Whether plain HTTP replaced HTTPS for this host (fallback happened).
     pub fn uses_plain_http(&self, url: &Url) -> bool {
         match (url.host_str(), url.port_or_known_default()) {
@@ -299,6 +323,16 @@ impl<'a> Session<'a> {
                         redact::text_max(&info.issuer, 128),
                         info.days_to_expiry
                     );
+                    // A handshake that passed with an expired certificate skipped
+                    // verification: say so, that is what the runtime does here too.
+                    let detail = if info.days_to_expiry < 0 {
+                        format!(
+                            "{detail}; the certificate expired {} days ago and was accepted: verification is skipped for this host (skip_verify)",
+                            info.days_to_expiry.unsigned_abs()
+                        )
+                    } else {
+                        detail
+                    };
                     self.record(Phase::Tls, &hp, true, t, detail);
                     if !self.tls_seen.iter().any(|i| i.host == info.host) {
                         self.tls_seen.push(info);
@@ -432,6 +466,7 @@ impl<'a> Session<'a> {
                 // NewHTTPFallback: retry the same host:port over plain HTTP.
                 self.plain_fallback
                     .insert((origin.host.clone(), origin.port));
+                self.label_fallback(&origin.host_port(), &f);
                 let _ = url.set_scheme("http");
                 let plain = Origin {
                     https: false,

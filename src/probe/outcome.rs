@@ -311,6 +311,9 @@ pub struct EndpointAttempt {
     pub role: String,
     /// Where the endpoint comes from (`/etc/containerd/certs.d/reg/hosts.toml [host."…"]`).
     pub origin: String,
+    /// HTTPS failed and the runtime fell back to plain HTTP, as it does for this host.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub https_to_http: bool,
     pub is_upstream: bool,
     /// Where the credential came from (never its value); `None` = anonymous.
     #[serde(serialize_with = "ser_source")]

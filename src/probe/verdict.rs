@@ -178,6 +178,7 @@ mod tests {
             endpoint: "https://r/v2".into(),
             role: "server".into(),
             origin: "test".into(),
+            https_to_http: false,
             is_upstream: true,
             credential_source: cred.then(|| CredentialSource::AuthFile {
                 path: "/var/lib/kubelet/config.json".into(),

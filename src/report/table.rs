@@ -142,7 +142,16 @@ fn details(r: &ProbeReport) -> String {
         out.push_str(&format!("    reference   {reference}\n"));
     }
     if let Some(ep) = &r.endpoint {
-        out.push_str(&format!("    endpoint    {ep}\n"));
+        let fallback = r
+            .attempts
+            .iter()
+            .any(|a| a.https_to_http && a.endpoint == *ep);
+        let note = if fallback {
+            "  (https→http fallback)"
+        } else {
+            ""
+        };
+        out.push_str(&format!("    endpoint    {ep}{note}\n"));
     }
     if let Some(src) = &r.credential_source {
         out.push_str(&format!("    credential  {src}\n"));

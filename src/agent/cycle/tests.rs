@@ -43,6 +43,7 @@ fn attempt(a: &Att) -> EndpointAttempt {
         endpoint: a.0.to_string(),
         role: "server".into(),
         origin: "test".into(),
+        https_to_http: false,
         is_upstream: true,
         credential_source: a.2.then(|| CredentialSource::AuthFile {
             path: "/var/lib/kubelet/config.json".into(),
