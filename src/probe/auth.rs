@@ -392,16 +392,25 @@ async fn send_token_request(
     req: &Request,
 ) -> Result<super::http::Response, Failure> {
     session.send(req, MAX_TOKEN_BODY).await.map_err(|f| {
-        let reason = match f.phase {
-            Phase::Dns | Phase::Connect | Phase::Tls => Reason::AuthTokenEndpointUnreachable,
-            _ => Reason::AuthTokenEndpointError,
+        // A realm that accepts the connection but never answers, or drops it mid-answer,
+        // is as unreachable as one that refuses it: not an "error answer", which with
+        // credentials would read as a rejected credential (RegistryAuthFailing).
+        let transport = matches!(f.phase, Phase::Dns | Phase::Connect | Phase::Tls);
+        let lost = matches!(f.reason, Reason::ResponseTimeout | Reason::ConnectionLost);
+        let reason = match transport || lost {
+            true => Reason::AuthTokenEndpointUnreachable,
+            false => Reason::AuthTokenEndpointError,
+        };
+        // The hop's own phase for dns/connect/tls; "request" for what failed after them.
+        let step = match transport {
+            true => f.phase.to_string(),
+            false => "request".to_string(),
         };
         Failure::new(
             reason,
             format!(
-                "token endpoint {}: {} failed: {} ({})",
+                "token endpoint {}: {step} failed: {} ({})",
                 req.url.host_str().unwrap_or_default(),
-                f.phase,
                 f.reason,
                 f.message
             ),
