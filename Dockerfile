@@ -22,10 +22,21 @@
 # config.json, client keys referenced by containerd hosts.toml — are usually readable by root only;
 # see the comment at the top of manifests/daemonset.yaml for the trade-off and the non-root option.
 
-# Rust >= 1.89 (Cargo.toml rust-version; kube 5).
-ARG RUST_VERSION=1.89
+# The builder image, pinned by digest: a tag (`rust:1.95-slim-bookworm`) is re-pushed for every
+# point release and Debian update, so the same Dockerfile could build with another compiler or
+# libc; the digest makes the toolchain part of the source (Rust >= 1.89 is required: Cargo.toml
+# rust-version, kube 5; the project builds and tests on 1.95).
+#
+# Where the digest comes from: no registry is reachable from this project's machines, so it could
+# not be resolved here. It is the digest public Dockerfiles pin for `rust:1.95-slim-bookworm`
+# (found with the code search of docs/supply-chain.md, the same value in several unrelated
+# repositories, 2026). Before the first release build, confirm it is the multi-platform index
+# (an amd64-only manifest digest would break the arm64 build) and bump it deliberately:
+#     docker buildx imagetools inspect rust:1.95-slim-bookworm        # "Digest:" of the index
+# and paste that digest below (or pass --build-arg RUST_IMAGE=rust:1.95-slim-bookworm@sha256:...).
+ARG RUST_IMAGE=rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082
 
-FROM rust:${RUST_VERSION}-bookworm AS builder
+FROM ${RUST_IMAGE} AS builder
 RUN apt-get update \
     && apt-get install -y --no-install-recommends musl-tools \
     && rm -rf /var/lib/apt/lists/*
