@@ -8,8 +8,12 @@
 //!    or when the heartbeat (with jitter, never late) comes round. A message change alone
 //!    waits for the next write.
 //! 3. `lastTransitionTime` moves only when the status changes.
-//! 4. A failed write is retried with backoff (1 s doubling to 60 s, never longer than the
-//!    heartbeat) and never lost: the state stays dirty until a write succeeds; probing goes on meanwhile.
+//! 4. A failed write is retried with jittered backoff (1 s doubling to 60 s, never longer
+//!    than the heartbeat; each wait drawn from [½, 1] of that, so a fleet that lost the
+//!    API server together does not come back in step) and never lost: the state stays
+//!    dirty until a write succeeds; probing goes on meanwhile. A `Retry-After` from the
+//!    server is honoured (capped at [`RETRY_AFTER_MAX`], plus up to a quarter of it as
+//!    jitter) when it asks for longer than the backoff.
 //! 5. Only our two condition types are ever written (the PATCH lists only them).
 //!
 //! The run loop owns the manager behind one mutex; nothing else holds it.
@@ -29,6 +33,9 @@ use super::schedule::Jitter;
 pub const MESSAGE_MAX: usize = 1024;
 const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
 const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` honoured: a server asking for more gets this (the value comes
+/// from outside, so it is bounded like every other).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// The condition reason for a failing probe reason: DNS problems share one reason
 /// (`DNSFailure`) so a resolver switching between SERVFAIL and timeouts does not cause a
@@ -360,13 +367,28 @@ impl ConditionManager {
         self.next_heartbeat = Some(now + self.jitter.below(self.heartbeat, self.jitter_fraction));
     }
 
-    /// Returns the delay before the next attempt.
-    pub fn write_failed(&mut self, now: SystemTime) -> Duration {
-        let d = self.retry_delay;
-        self.retry_at = Some(now + d);
+    /// How long until a retry held back by backoff may go (zero once due); `None` when
+    /// no retry is pending.
+    pub fn retry_in(&self, now: SystemTime) -> Option<Duration> {
+        self.retry_at
+            .map(|r| r.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// Returns the delay before the next attempt: the backoff step with jitter, or the
+    /// server's `retry_after` (bounded, jittered) when that is longer.
+    pub fn write_failed(&mut self, now: SystemTime, retry_after: Option<Duration>) -> Duration {
+        let step = self.retry_delay;
+        let backoff = self.jitter.below(step, 0.5);
+        let server = retry_after.map(|r| {
+            let r = r.min(RETRY_AFTER_MAX);
+            r.mul_f64(1.0 + 0.25 * self.jitter.next_unit())
+        });
+        let d = server.map_or(backoff, |s| s.max(backoff));
+        self.retry_at = Some(now.checked_add(d).unwrap_or(now));
         // Never wait longer than a heartbeat: the Node's view should not get staler after
         // an outage than the heartbeat lets it get in steady state.
-        self.retry_delay = (d * 2)
+        self.retry_delay = step
+            .saturating_mul(2)
             .min(WRITE_RETRY_MAX)
             .min(self.heartbeat.max(WRITE_RETRY_INITIAL));
         d
@@ -427,7 +449,7 @@ mod tests {
                         self.writes.push(recs);
                         self.m.write_succeeded(now);
                     } else {
-                        self.m.write_failed(now);
+                        self.m.write_failed(now, None);
                     }
                 }
                 self.clock.advance(Duration::from_secs(1));
@@ -558,9 +580,10 @@ mod tests {
         s.attempts = 0;
         s.cycle(Some("ConnectRefused"));
         s.cycle(Some("ConnectRefused"));
-        // Backoff 1,2,4,8,16,32,60… over two minutes: a handful of attempts, not 120.
+        // Backoff 1,2,4,8,16,32,60… (each wait ½–1× of that) over two minutes: a handful
+        // of attempts, not 120.
         assert!(
-            s.attempts >= 5 && s.attempts <= 9,
+            s.attempts >= 5 && s.attempts <= 10,
             "{} attempts",
             s.attempts
         );
@@ -696,6 +719,54 @@ mod tests {
             s.m.progress(ConditionKind::RegistryUnreachable).as_deref(),
             Some("passing 0/1 cycles")
         );
+    }
+
+    /// The waits of `n` consecutive failed writes of a manager seeded with `seed`.
+    fn retry_waits(seed: u64, n: usize, retry_after: Option<Duration>) -> Vec<Duration> {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut m = ConditionManager::new(1, 1, 5 * MIN, Jitter::new(seed), t);
+        (0..n).map(|_| m.write_failed(t, retry_after)).collect()
+    }
+
+    #[test]
+    fn write_retries_are_jittered_within_half_to_full_backoff() {
+        let steps = [1u64, 2, 4, 8, 16, 32, 60, 60];
+        let a = retry_waits(1, steps.len(), None);
+        let b = retry_waits(2, steps.len(), None);
+        for (i, step) in steps.iter().enumerate() {
+            let step = Duration::from_secs(*step);
+            for w in [a[i], b[i]] {
+                assert!(
+                    w >= step / 2 && w <= step,
+                    "wait {i}: {w:?} for a {step:?} step"
+                );
+            }
+        }
+        // Two nodes that failed together retry at different times.
+        assert_ne!(a, b, "jitter must spread retries");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_bounded_and_jittered() {
+        // The server asks for 7 s: every wait is 7 s plus at most a quarter, until the
+        // backoff itself grows past it.
+        let w = retry_waits(3, 3, Some(Duration::from_secs(7)));
+        for d in &w {
+            assert!(
+                *d >= Duration::from_secs(7) && d.as_secs_f64() <= 8.75,
+                "{d:?}"
+            );
+        }
+        // A shorter Retry-After than the backoff step does not shorten the backoff.
+        let w = retry_waits(3, 8, Some(Duration::from_millis(10)));
+        assert!(w[7] >= Duration::from_secs(30), "{w:?}");
+        // A huge one is capped (and nothing overflows).
+        let w = retry_waits(4, 2, Some(Duration::MAX));
+        for d in &w {
+            assert!(
+                *d >= RETRY_AFTER_MAX && d.as_secs_f64() <= RETRY_AFTER_MAX.as_secs_f64() * 1.25
+            );
+        }
     }
 
     #[test]

@@ -85,7 +85,25 @@ impl Exporter for KubeExporter {
     }
 }
 
-/// Write conditions when due, forever (cluster mode), ticking every second.
+/// How often the writer looks for a due write (changes, heartbeats).
+const SYNC_TICK: Duration = Duration::from_secs(1);
+/// The shortest wait between two looks (no busy loop, whatever the clock says).
+const SYNC_MIN_WAIT: Duration = Duration::from_millis(50);
+
+/// The longest one condition write may take before it counts as failed.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a condition write failed.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Api(crate::k8s::K8sError),
+    #[error("no answer from the API server within {}s", WRITE_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// Write conditions when due, forever (cluster mode), looking every [`SYNC_TICK`] or when
+/// a retry's backoff ends.
 pub async fn sync_conditions(
     client: kube::Client,
     node: String,
@@ -95,7 +113,11 @@ pub async fn sync_conditions(
 ) {
     loop {
         sync_once(&client, &node, &manager, clock.as_ref(), &state).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A retry goes when its jittered backoff says, not on the next whole tick (which
+        // would round every node's wait up to the same second and undo the jitter).
+        let retry = manager.lock().ok().and_then(|m| m.retry_in(clock.now()));
+        let wait = retry.map_or(SYNC_TICK, |r| r.clamp(SYNC_MIN_WAIT, SYNC_TICK));
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -110,7 +132,16 @@ pub async fn sync_once(
     let now = clock.now();
     let pending = manager.lock().ok().and_then(|m| m.pending_write(now));
     let Some(records) = pending else { return false };
-    let r = crate::k8s::node::patch_conditions(client, node, &records).await;
+    // Bounded: a hung API server must not hold the writer for kube's 295 s read timeout.
+    let r = match tokio::time::timeout(
+        WRITE_TIMEOUT,
+        crate::k8s::node::patch_conditions(client, node, &records),
+    )
+    .await
+    {
+        Ok(r) => r.map_err(WriteError::Api),
+        Err(_) => Err(WriteError::Timeout),
+    };
     state.metrics.api_write("node_status", r.is_ok());
     let Ok(mut m) = manager.lock() else {
         return false;
@@ -121,8 +152,18 @@ pub async fn sync_once(
             true
         }
         Err(e) => {
-            let d = m.write_failed(now);
-            tracing::warn!(node, error = %e, retry_in_s = d.as_secs(), "cannot write node conditions");
+            let retry_after = match &e {
+                WriteError::Api(e) => e.retry_after(),
+                WriteError::Timeout => None,
+            };
+            let d = m.write_failed(now, retry_after);
+            tracing::warn!(
+                node,
+                error = %e,
+                retry_in_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                retry_after_s = retry_after.map(|r| r.as_secs()),
+                "cannot write node conditions"
+            );
             false
         }
     }

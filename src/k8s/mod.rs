@@ -23,6 +23,23 @@ pub enum K8sError {
         #[source]
         source: kube::Error,
     },
+    /// The server answered a write with an error status.
+    #[error("{op}: the API server answered {code}{}", reason_suffix(.reason))]
+    Refused {
+        op: &'static str,
+        code: u16,
+        /// The Status `reason` (`TooManyRequests`, `InternalError`, …), if it sent one.
+        reason: String,
+        /// How long the server asked the client to wait.
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
+fn reason_suffix(reason: &str) -> String {
+    match reason {
+        "" => String::new(),
+        r => format!(" {r}"),
+    }
 }
 
 impl K8sError {
@@ -37,6 +54,24 @@ impl K8sError {
                 source: kube::Error::Api(s),
                 ..
             } => Some(s.code),
+            K8sError::Refused { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// How long the server asked us to wait before trying again (`Retry-After`).
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            K8sError::Refused { retry_after, .. } => *retry_after,
+            K8sError::Api {
+                source: kube::Error::Api(s),
+                ..
+            } => s
+                .details
+                .as_ref()
+                .map(|d| u64::from(d.retry_after_seconds))
+                .filter(|s| *s > 0)
+                .map(std::time::Duration::from_secs),
             _ => None,
         }
     }
@@ -63,5 +98,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError>
             .await
             .map_err(|e| K8sError::NoConfig(e.to_string()))?,
     };
+    // The agent owns every retry (the condition writer's jittered backoff honouring
+    // Retry-After, the pod watcher's backoff). kube's built-in policy retries 429/503/504
+    // up to 15 times from 5 ms inside one call, which multiplies writes against an API
+    // server that is shedding load and hides them from the writer's backoff and metrics.
+    let mut config = config;
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
 }

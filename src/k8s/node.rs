@@ -97,21 +97,70 @@ pub fn patch_body(records: &[ConditionRecord]) -> serde_json::Value {
     serde_json::json!({ "status": { "conditions": conditions } })
 }
 
-/// PATCH `nodes/NAME/status`.
+/// The longest error body read from a failed write (a Status is a few hundred bytes).
+const ERROR_BODY_MAX: usize = 64 * 1024;
+
+/// PATCH `nodes/NAME/status`. Sent as a raw request so a refusal keeps its `Retry-After`
+/// (kube's `Api` drops the response headers); the caller owns the retry (see
+/// `agent::conditions`).
 pub async fn patch_conditions(
     client: &kube::Client,
     node: &str,
     records: &[ConditionRecord],
 ) -> Result<(), K8sError> {
-    let api: Api<Node> = Api::all(client.clone());
+    const OP: &str = "patch nodes/status";
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..Default::default()
     };
-    api.patch_status(node, &pp, &Patch::Strategic(patch_body(records)))
+    let req = kube::core::Request::new("/api/v1/nodes")
+        .patch_subresource("status", node, &pp, &Patch::Strategic(patch_body(records)))
+        .map_err(|e| K8sError::Api {
+            op: OP,
+            source: kube::Error::BuildRequest(e),
+        })?;
+    let resp = client
+        .send(req.map(kube::client::Body::from))
         .await
-        .map_err(K8sError::api("patch nodes/status"))?;
-    Ok(())
+        .map_err(K8sError::api(OP))?;
+    if resp.status().is_success() {
+        return Ok(());
+    }
+    Err(refusal(OP, resp).await)
+}
+
+/// The error for a non-2xx answer: its code, the Status `reason` (a short CamelCase
+/// word, bounded), and how long the server asked us to wait (`Retry-After` seconds, else
+/// the Status' `details.retryAfterSeconds`).
+async fn refusal(op: &'static str, resp: http::Response<kube::client::Body>) -> K8sError {
+    use http_body_util::BodyExt;
+    let code = resp.status().as_u16();
+    let header = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let body = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_MAX)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let status: Option<kube::core::Status> = serde_json::from_slice(&body).ok();
+    let details = status
+        .as_ref()
+        .and_then(|s| s.details.as_ref())
+        .map(|d| u64::from(d.retry_after_seconds))
+        .filter(|s| *s > 0);
+    let reason = status
+        .map(|s| s.reason)
+        .filter(|r| r.len() <= 64 && r.chars().all(|c| c.is_ascii_alphanumeric()))
+        .unwrap_or_default();
+    K8sError::Refused {
+        op,
+        code,
+        reason,
+        retry_after: header.or(details).map(std::time::Duration::from_secs),
+    }
 }
 
 #[cfg(test)]
