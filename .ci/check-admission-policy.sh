@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Offline checks of examples/validating-admission-policy.yaml (the project's API server is 1.20,
+# which has no ValidatingAdmissionPolicy): (1) its shape against the 1.30 and 1.37 OpenAPI schemas
+# (kubernetes-validate, the venv of .ci/validate-manifests.sh); (2) every CEL expression parses
+# (cel-python, pinned, in a cached venv: PyPI only on the first run); (3) the validations, evaluated
+# like the API server would (variables in order, then each validation), allow the agent's own
+# write and refuse the writes they exist to refuse. Not checked: the server's type checking
+# against the Node schema and its CEL cost budget (`kubectl apply --dry-run=server` on >= 1.30).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE_ROOT="${PULLPROBE_CACHE:-/var/cache/pullprobe}"
+CEL_PIN=0.5.0
+CEL_VENV="$CACHE_ROOT/cel-python-$CEL_PIN"
+KV="$CACHE_ROOT/kubernetes-validate-1.37.0/bin/kubernetes-validate"
+POLICY=examples/validating-admission-policy.yaml
+log() { echo "[check-admission-policy] $*" >&2; }
+
+if ! "$CEL_VENV/bin/python" -c 'import celpy, yaml' 2>/dev/null; then
+    log "installing cel-python==$CEL_PIN into $CEL_VENV"
+    rm -rf "$CEL_VENV"
+    python3 -m venv "$CEL_VENV"
+    "$CEL_VENV/bin/pip" install --quiet --disable-pip-version-check "cel-python==$CEL_PIN" pyyaml
+fi
+if [ ! -x "$KV" ]; then
+    bash .ci/validate-manifests.sh >/dev/null # installs kubernetes-validate into its venv
+fi
+for v in 1.30.0 1.37.0; do
+    "$KV" --strict --kubernetes-version "$v" "$POLICY" >/dev/null || { log "schema $v: invalid"; "$KV" --strict --kubernetes-version "$v" "$POLICY"; exit 1; }
+done
+log "shape valid for Kubernetes 1.30 and 1.37"
+
+"$CEL_VENV/bin/python" - "$POLICY" <<'PY'
+import copy, sys, yaml, celpy
+from celpy import celtypes
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")["spec"]
+env = celpy.Environment()
+def prog(e):
+    return env.program(env.compile(e))
+match = [(m["name"], prog(m["expression"])) for m in policy["matchConditions"]]
+variables = [(v["name"], prog(v["expression"])) for v in policy["variables"]]
+validations = [(v["message"], prog(v["expression"])) for v in policy["validations"]]
+print(f"parsed {len(match) + len(variables) + len(validations)} CEL expressions")
+
+SA = "system:serviceaccount:pullprobe:pullprobe"
+def cond(t, s, reason="R"):
+    return {"type": t, "status": s, "reason": reason, "message": "m",
+            "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+old = {"metadata": {"name": "node-a"},
+       "status": {"capacity": {"cpu": "2"}, "allocatable": {"cpu": "2"},
+                  "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+                  "nodeInfo": {"kubeletVersion": "v1.30.0"},
+                  "conditions": [cond("Ready", "True"), cond("MemoryPressure", "False"),
+                                 cond("RegistryUnreachable", "False")]}}
+def req(node=None, user=SA):
+    extra = {} if node is None else {"authentication.kubernetes.io/node-name": [node]}
+    return {"userInfo": {"username": user, "extra": extra}}
+def evaluate(request, new):
+    act = {"request": celpy.json_to_cel(request), "object": celpy.json_to_cel(new),
+           "oldObject": celpy.json_to_cel(old)}
+    if not all(bool(p.evaluate(act)) for _, p in match):
+        return "not matched"
+    vs = {}
+    for name, p in variables:
+        act["variables"] = celtypes.MapType(vs)
+        vs[celtypes.StringType(name)] = p.evaluate(act)
+    act["variables"] = celtypes.MapType(vs)
+    failed = [msg for msg, p in validations if not bool(p.evaluate(act))]
+    return "allowed" if not failed else "denied: " + failed[0]
+
+def with_conditions(conds, **status):
+    n = copy.deepcopy(old)
+    n["status"]["conditions"] = conds
+    n["status"].update(status)
+    return n
+ours = [cond("Ready", "True"), cond("MemoryPressure", "False"),
+        cond("RegistryUnreachable", "True", "ConnectRefused"), cond("RegistryAuthFailing", "False")]
+cases = [
+    ("the agent flips its own conditions on its own node", req("node-a"), with_conditions(ours), "allowed"),
+    ("the agent removes its own condition", req("node-a"), with_conditions(ours[:2]), "allowed"),
+    ("another node's status", req("node-b"), with_conditions(ours), "denied: pullprobe may write only"),
+    ("a token without a node", req(None), with_conditions(ours), "denied: pullprobe may write only"),
+    ("Ready changed", req("node-a"), with_conditions([cond("Ready", "False")] + ours[1:]), "denied: pullprobe may change only"),
+    ("a foreign condition added", req("node-a"), with_conditions(ours + [cond("DiskPressure", "True")]), "denied: pullprobe may change only"),
+    ("a foreign condition removed", req("node-a"), with_conditions(ours[1:]), "denied: pullprobe may change only"),
+    ("capacity changed", req("node-a"), with_conditions(ours, capacity={"cpu": "64"}), "denied: pullprobe may not change"),
+    ("the kubelet (policy does not apply)", req("node-a", "system:node:node-a"), with_conditions([cond("Ready", "False")]), "not matched"),
+]
+bad = 0
+for name, r, new, want in cases:
+    got = evaluate(r, new)
+    ok = got.startswith(want)
+    bad += not ok
+    print(f"{'ok ' if ok else 'BAD'} {name}: {got}")
+sys.exit(1 if bad else 0)
+PY
+log "CEL parsed and evaluated: ok"
