@@ -126,6 +126,9 @@ pub struct Metrics {
     pub cycle_duration: MsHistogram,
     pub targets: Family<TargetKindLabel, Gauge>,
     pub config_reload_ok: Gauge,
+    /// Tasks alive on the agent's tokio runtime, sampled at each scrape (a leak shows as
+    /// growth: bench/soak.sh).
+    pub runtime_tasks: Gauge,
     book: Mutex<Book>,
 }
 
@@ -156,6 +159,7 @@ impl Metrics {
             cycle_duration: MsHistogram::default(),
             targets: Family::default(),
             config_reload_ok: Gauge::default(),
+            runtime_tasks: Gauge::default(),
             book: Mutex::new(Book::new(MAX_REGISTRIES, MAX_ENDPOINTS)),
         };
         m.register(registry.sub_registry_with_prefix("pullprobe"));
@@ -241,6 +245,11 @@ impl Metrics {
             "config_last_reload_successful",
             "1 if the last config (re)load succeeded",
             self.config_reload_ok.clone(),
+        );
+        r.register(
+            "runtime_tasks",
+            "Tasks alive on the agent's async runtime (sampled when /metrics is read)",
+            self.runtime_tasks.clone(),
         );
         let info = Family::<VersionLabel, Gauge>::default();
         info.get_or_create(&VersionLabel {
@@ -443,8 +452,17 @@ impl Metrics {
         out
     }
 
+    /// Sample the runtime's live task count into `runtime_tasks` (no-op off the runtime).
+    fn sample_runtime(&self) {
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            let n = h.metrics().num_alive_tasks();
+            self.runtime_tasks.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
     /// (content type, body) for a scrape with this `Accept` header.
     pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        self.sample_runtime();
         match negotiate(accept) {
             Format::OpenMetrics => (OPENMETRICS_CONTENT_TYPE, self.encode()),
             Format::PrometheusText => (PROMETHEUS_TEXT_CONTENT_TYPE, self.encode_prometheus_text()),
