@@ -196,6 +196,9 @@ fn toggle(step: u64, switches: &[Switch], proxy: &ApiProxy) {
     });
 }
 
+/// One series of the samples.
+type Series = fn(&Sample) -> f64;
+
 /// Least-squares slope of `y` over `t` (units per second).
 fn slope(t: &[f64], y: &[f64]) -> f64 {
     let n = t.len() as f64;
@@ -238,7 +241,7 @@ fn verdict(samples: &[Sample]) -> String {
     let mut out = String::new();
     let mut flat = true;
     // (name, values, allowed growth over the span (0 = 10 % of the mean), unit)
-    let checks: [(&str, fn(&Sample) -> f64, f64, &str); 4] = [
+    let checks: [(&str, Series, f64, &str); 4] = [
         ("rss", |x| x.rss_kib / 1024.0, 0.0, "MiB"),
         ("fds", |x| x.fds, 3.0, "fds"),
         ("threads", |x| x.threads, 1.0, "threads"),
@@ -393,7 +396,7 @@ fn main() {
 
 fn print_curves(samples: &[Sample]) {
     println!("\ncurves (min … max over the run):");
-    let series: [(&str, fn(&Sample) -> f64); 6] = [
+    let series: [(&str, Series); 6] = [
         ("rss MiB", |s| s.rss_kib / 1024.0),
         ("open fds", |s| s.fds),
         ("threads", |s| s.threads),
