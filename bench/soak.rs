@@ -221,7 +221,7 @@ fn sparkline(y: &[f64]) -> String {
     let (lo, hi) = y
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
-    let step = (y.len() / 72).max(1);
+    let step = y.len().div_ceil(72).max(1);
     y.iter()
         .step_by(step)
         .map(|v| {
