@@ -156,7 +156,9 @@ pub async fn sync_once(
                 WriteError::Api(e) => e.retry_after(),
                 WriteError::Timeout => None,
             };
-            let d = m.write_failed(now, retry_after);
+            // From when it failed, not when it started: a write that took the whole
+            // timeout still waits its backoff before the next one.
+            let d = m.write_failed(clock.now(), retry_after);
             tracing::warn!(
                 node,
                 error = %e,
