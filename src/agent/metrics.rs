@@ -500,8 +500,9 @@ pub fn series_bound(r: usize, e: usize, p: usize, o: usize, l: usize) -> usize {
 }
 
 /// Series that do not depend on registries: the cycle histogram (13), cycles, two conditions,
-/// four API write outcomes, three target kinds, config reload, build info, four process metrics.
-pub const FIXED_SERIES: usize = histogram::SERIES_PER_HISTOGRAM + 1 + 2 + 4 + 3 + 1 + 1 + 4;
+/// four API write outcomes, three target kinds, config reload, build info, runtime tasks, four
+/// process metrics.
+pub const FIXED_SERIES: usize = histogram::SERIES_PER_HISTOGRAM + 1 + 2 + 4 + 3 + 1 + 1 + 1 + 4;
 
 /// Exposition formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
