@@ -288,17 +288,19 @@ fn verdict(samples: &[Sample]) -> String {
     out
 }
 
-fn main() {
-    // `cargo bench` passes --bench; nothing else is read from the command line.
-    let seconds = env_u64("SOAK_SECONDS", 600);
-    let every = env_u64("SOAK_SAMPLE_S", 5).max(1);
-    let toggle_s = env_u64("SOAK_TOGGLE_S", 20).max(1);
-    let out_dir = PathBuf::from(std::env::var("SOAK_OUT").unwrap_or_else(|_| "target/soak".into()));
-    std::fs::create_dir_all(&out_dir).expect("output dir");
-    println!(
-        "== pullprobe soak: {seconds}s, sample every {every}s, faults toggle every {toggle_s}s =="
-    );
+/// Everything the soak runs: the API server and its fault proxy, the registries behind
+/// their switches, and the agent (field order = drop order: the agent goes first).
+struct World {
+    agent: AgentProc,
+    api: kube::KubeApiServer,
+    proxy: ApiProxy,
+    switches: Vec<Switch>,
+    _regs: Vec<Registry>,
+    _root: tempfile::TempDir,
+    _pki: Pki,
+}
 
+fn start() -> World {
     let api = kube::KubeApiServer::start();
     let token = rbac(&api);
     api.must(
@@ -309,7 +311,7 @@ fn main() {
     );
     let pki = Pki::new();
     let proxy = ApiProxy::start(&pki.server, api.addr(), api.ca_pem());
-    let (_regs, switches, images) = registries();
+    let (regs, switches, images) = registries();
     let root = agent_proc::host_root();
     let list: Vec<String> = images.iter().map(|i| format!("  - \"{i}\"")).collect();
     let cfg = write_file(
@@ -335,49 +337,82 @@ fn main() {
         root.path().to_str().expect("path"),
     ]);
     agent.wait_ready(Duration::from_secs(60));
-    let pid = agent.pid();
     println!(
-        "agent pid {pid}: {} images on {HOSTS} registries; API via the fault proxy",
+        "agent pid {}: {} images on {HOSTS} registries; API via the fault proxy",
+        agent.pid(),
         images.len()
     );
+    World {
+        agent,
+        api,
+        proxy,
+        switches,
+        _regs: regs,
+        _root: root,
+        _pki: pki,
+    }
+}
 
+fn sample(w: &World, t: f64) -> Sample {
+    let pid = w.agent.pid();
+    let m = http_get(w.agent.port, "/metrics")
+        .map(|r| r.1)
+        .unwrap_or_default();
+    let writes = w
+        .api
+        .audit_writes_by(SA_USER)
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "nodes")
+        .count();
+    Sample {
+        t,
+        rss_kib: proc_status(pid, "VmRSS:"),
+        fds: open_fds(pid),
+        threads: proc_status(pid, "Threads:"),
+        tasks: metric_sum(&m, "pullprobe_runtime_tasks"),
+        cycles: metric_sum(&m, "pullprobe_cycles_total"),
+        api_writes: writes as f64,
+    }
+}
+
+/// Samples every `every` for `seconds`, toggling faults every `toggle_s`; returns the
+/// samples and the number of fault steps.
+fn run(w: &mut World, seconds: u64, every: u64, toggle_s: u64) -> (Vec<Sample>, u64) {
     let started = Instant::now();
     let mut samples = Vec::new();
-    let mut csv = format!("{COLUMNS}\n");
     let mut step = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         if started.elapsed().as_secs() / toggle_s >= step {
-            toggle(step, &switches, &proxy);
+            toggle(step, &w.switches, &w.proxy);
             step += 1;
         }
-        if let Some(st) = agent.try_wait() {
-            println!(
-                "agent exited ({st}) after {:.0}s",
-                started.elapsed().as_secs_f64()
-            );
+        if let Some(st) = w.agent.try_wait() {
+            let t = started.elapsed().as_secs_f64();
+            println!("agent exited ({st}) after {t:.0}s");
             break;
         }
-        let m = http_get(agent.port, "/metrics")
-            .map(|r| r.1)
-            .unwrap_or_default();
-        let writes = api
-            .audit_writes_by(SA_USER)
-            .iter()
-            .filter(|e| e["objectRef"]["resource"] == "nodes")
-            .count();
-        let s = Sample {
-            t: started.elapsed().as_secs_f64(),
-            rss_kib: proc_status(pid, "VmRSS:"),
-            fds: open_fds(pid),
-            threads: proc_status(pid, "Threads:"),
-            tasks: metric_sum(&m, "pullprobe_runtime_tasks"),
-            cycles: metric_sum(&m, "pullprobe_cycles_total"),
-            api_writes: writes as f64,
-        };
+        samples.push(sample(w, started.elapsed().as_secs_f64()));
+        std::thread::sleep(Duration::from_secs(every));
+    }
+    (samples, step)
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is read from the command line.
+    let seconds = env_u64("SOAK_SECONDS", 600);
+    let every = env_u64("SOAK_SAMPLE_S", 5).max(1);
+    let toggle_s = env_u64("SOAK_TOGGLE_S", 20).max(1);
+    let out_dir = PathBuf::from(std::env::var("SOAK_OUT").unwrap_or_else(|_| "target/soak".into()));
+    std::fs::create_dir_all(&out_dir).expect("output dir");
+    println!(
+        "== pullprobe soak: {seconds}s, sample every {every}s, faults toggle every {toggle_s}s =="
+    );
+    let mut w = start();
+    let (samples, step) = run(&mut w, seconds, every, toggle_s);
+    let mut csv = format!("{COLUMNS}\n");
+    for s in &samples {
         csv += &s.csv();
         csv.push('\n');
-        samples.push(s);
-        std::thread::sleep(Duration::from_secs(every));
     }
     std::fs::write(out_dir.join("samples.csv"), &csv).expect("write csv");
     print_curves(&samples);
@@ -388,7 +423,7 @@ fn main() {
         samples.len(),
         last.map_or(0.0, |s| s.cycles),
         last.map_or(0.0, |s| s.api_writes),
-        proc_status(pid, "VmHWM:") / 1024.0
+        proc_status(w.agent.pid(), "VmHWM:") / 1024.0
     );
     std::fs::write(out_dir.join("verdict.txt"), &summary).expect("write verdict");
     println!("\n{summary}csv: {}", out_dir.join("samples.csv").display());

@@ -244,13 +244,22 @@ fn recover_and_count(w: &World, fault_from: f64, status: &str, bound: Duration) 
     ok[0]
 }
 
-#[test]
-fn condition_writer_survives_api_server_faults() {
-    let mut w = start();
+const WRITE_ERRORS: &str = "pullprobe_api_writes_total{kind=\"node_status\",result=\"error\"}";
+const WRITE_OKS: &str = "pullprobe_api_writes_total{kind=\"node_status\",result=\"ok\"}";
 
-    // 1. 429 with Retry-After: 3 on every status write. The flip is seen locally at once;
-    // attempts are at least Retry-After apart (not the 1 s writer tick, not kube's
-    // 15 immediate retries).
+/// The times of the status writes the proxy saw since `t`.
+fn attempts_since(w: &World, t: f64) -> Vec<f64> {
+    w.proxy
+        .status_writes_since(t)
+        .iter()
+        .map(|s| s.at)
+        .collect()
+}
+
+/// 429 with Retry-After: 3 on every status write. The flip is seen locally at once;
+/// attempts are Retry-After apart plus jitter (not the 1 s writer tick, not kube's 15
+/// immediate retries); the flip lands once the server takes writes again.
+fn too_many_requests_with_retry_after(w: &mut World) {
     let t = now();
     let c0 = cycles(&w.agent);
     w.proxy.set_fault(Fault::Status {
@@ -260,13 +269,8 @@ fn condition_writer_survives_api_server_faults() {
     w.switch.set_up(false);
     wait_local(&w.agent, "True");
     std::thread::sleep(Duration::from_secs(12));
-    let tries: Vec<f64> = w
-        .proxy
-        .status_writes_since(t)
-        .iter()
-        .map(|s| s.at)
-        .collect();
-    eprintln!("429 attempts: {:?}", gaps(&tries));
+    let tries = attempts_since(w, t);
+    eprintln!("429 attempt gaps: {:?}", gaps(&tries));
     assert!(
         !tries.is_empty() && tries.len() <= 5,
         "429 attempts: {tries:?}"
@@ -283,25 +287,23 @@ fn condition_writer_survives_api_server_faults() {
         "False"
     );
     assert_probing_went_on(&mut w.agent, c0, "429");
-    let errors = metric(
-        &w.agent,
-        "pullprobe_api_writes_total{kind=\"node_status\",result=\"error\"}",
-    );
+    let errors = metric(&w.agent, WRITE_ERRORS);
     assert!(
         errors >= tries.len() as f64,
         "error writes counted: {errors}"
     );
-    let c = recover_and_count(&w, t, "True", Duration::from_secs(10));
+    let c = recover_and_count(w, t, "True", Duration::from_secs(10));
     assert_eq!(
         node_condition(&w.api, UNREACHABLE).unwrap()["reason"],
         "ConnectRefused"
     );
     eprintln!("429: written {:.1}s after the fault began", c - t);
+}
 
-    // 2. 500 and 503 in turn, without Retry-After: jittered exponential backoff (1, 2, 4,
-    // 8 s steps, each wait ½–1× of its step), a handful of attempts in 14 s — and no
-    // immediate retry of a 503 inside one write (kube's built-in policy would send one
-    // 5 ms later).
+/// 500 and 503 in turn, without Retry-After: jittered exponential backoff (1, 2, 4, 8 s
+/// steps, each wait ½–1× of its step), a handful of attempts in 14 s — and no immediate
+/// retry of a 503 inside one write (kube's built-in policy would send one 5 ms later).
+fn server_errors_back_off_with_jitter(w: &mut World) {
     let t = now();
     let c0 = cycles(&w.agent);
     w.proxy.set_fault(Fault::Status {
@@ -311,12 +313,7 @@ fn condition_writer_survives_api_server_faults() {
     w.switch.set_up(true);
     wait_local(&w.agent, "False");
     std::thread::sleep(Duration::from_secs(14));
-    let tries: Vec<f64> = w
-        .proxy
-        .status_writes_since(t)
-        .iter()
-        .map(|s| s.at)
-        .collect();
+    let tries = attempts_since(w, t);
     let g = gaps(&tries);
     eprintln!("500/503 attempt gaps: {g:?}");
     assert!(
@@ -332,10 +329,12 @@ fn condition_writer_survives_api_server_faults() {
         );
     }
     assert_probing_went_on(&mut w.agent, c0, "500");
-    recover_and_count(&w, t, "False", Duration::from_secs(15));
+    recover_and_count(w, t, "False", Duration::from_secs(15));
+}
 
-    // 3. Slow: every request (the pod watch too) waits 3 s. Probing does not wait for the
-    // API server; the write lands once, late.
+/// Slow: every request (the pod watch too) waits 3 s. Probing does not wait for the API
+/// server; the write lands once, late.
+fn slow_server(w: &mut World) {
     let t = now();
     let c0 = cycles(&w.agent);
     w.proxy.set_fault(Fault::Delay(Duration::from_secs(3)));
@@ -345,31 +344,28 @@ fn condition_writer_survives_api_server_faults() {
     assert_probing_went_on(&mut w.agent, c0, "slow");
     let tries = w.proxy.status_writes_since(t);
     assert_eq!(tries.len(), 1, "one write through a slow server: {tries:?}");
-    recover_and_count(&w, t, "True", Duration::from_secs(5));
+    recover_and_count(w, t, "True", Duration::from_secs(5));
+}
 
-    // 4. A write that never gets an answer: it fails after the writer's timeout (not
-    // kube's 295 s read timeout), is counted, and retried; the transition lands after.
+/// A write that never gets an answer: it fails after the writer's timeout (not kube's
+/// 295 s read timeout), is counted, and retried; the transition lands after.
+fn held_write_times_out(w: &mut World) {
     let t = now();
     let c0 = cycles(&w.agent);
-    let errors0 = metric(
-        &w.agent,
-        "pullprobe_api_writes_total{kind=\"node_status\",result=\"error\"}",
-    );
+    let errors0 = metric(&w.agent, WRITE_ERRORS);
     w.proxy.set_fault(Fault::Hang);
     w.switch.set_up(true);
     wait_local(&w.agent, "False");
     wait_for(Duration::from_secs(20), "a held write to time out", || {
-        let e = metric(
-            &w.agent,
-            "pullprobe_api_writes_total{kind=\"node_status\",result=\"error\"}",
-        );
-        (e > errors0).then_some(())
+        (metric(&w.agent, WRITE_ERRORS) > errors0).then_some(())
     });
     assert_probing_went_on(&mut w.agent, c0, "hung write");
-    recover_and_count(&w, t, "False", Duration::from_secs(25));
+    recover_and_count(w, t, "False", Duration::from_secs(25));
+}
 
-    // 5. Stopped, then restarted: attempts back off while it is down; the flip is written
-    // once it is back.
+/// Stopped, then restarted: attempts back off while it is down; the flip is written once
+/// it is back, once.
+fn stopped_then_restarted(w: &mut World) {
     let t = now();
     let c0 = cycles(&w.agent);
     w.api.stop_apiserver();
@@ -388,14 +384,20 @@ fn condition_writer_survives_api_server_faults() {
     std::thread::sleep(Duration::from_secs(3));
     let ok = audit_status_writes(&w.api, t);
     assert_eq!(ok.len(), 1, "one write after the restart: {ok:?}");
+}
 
+#[test]
+fn condition_writer_survives_api_server_faults() {
+    let mut w = start();
+    too_many_requests_with_retry_after(&mut w);
+    server_errors_back_off_with_jitter(&mut w);
+    slow_server(&mut w);
+    held_write_times_out(&mut w);
+    stopped_then_restarted(&mut w);
     // Every write the API server accepted is counted once by the agent.
-    let ok_metric = metric(
-        &w.agent,
-        "pullprobe_api_writes_total{kind=\"node_status\",result=\"ok\"}",
-    );
-    let restarted_audit = audit_status_writes(&w.api, 0.0).len();
-    assert_eq!(ok_metric as usize, restarted_audit, "metric vs audit log");
+    let ok_metric = metric(&w.agent, WRITE_OKS);
+    let accepted = audit_status_writes(&w.api, 0.0).len();
+    assert_eq!(ok_metric as usize, accepted, "metric vs audit log");
     w.agent.sigterm();
     let st = w.agent.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "exit after SIGTERM: {st}");

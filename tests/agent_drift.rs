@@ -290,26 +290,8 @@ impl Node {
     }
 }
 
-#[test]
-fn node_file_drift_is_picked_up_without_a_restart() {
-    let mut n = setup();
-    n.agent
-        .as_mut()
-        .unwrap()
-        .wait_ready(Duration::from_secs(30));
-    for kind in [UNREACHABLE, AUTH] {
-        wait_for(
-            Duration::from_secs(15),
-            &format!("{kind}=False on the Node"),
-            || n.on_node(kind).filter(|c| c["status"] == "False"),
-        );
-    }
-    for r in [&n.a, &n.b, &n.c] {
-        assert_eq!(n.target(r)["verdict"], "ready", "{}", n.target(r));
-    }
-    let pid = n.agent().pid();
-
-    // 1. The CA file rotated to a CA the registry's certificate does not chain to.
+/// The CA file rotated to a CA the registry's certificate does not chain to, and back.
+fn ca_rotated(n: &Node) {
     let c = n.drift("CA rotated", UNREACHABLE, "True", |n| {
         n.ca_file(&n.a, &n.pki.unknown_ca_cert)
     });
@@ -318,8 +300,10 @@ fn node_file_drift_is_picked_up_without_a_restart() {
     n.drift("CA restored", UNREACHABLE, "False", |n| {
         n.ca_file(&n.a, &n.pki.ca_cert)
     });
+}
 
-    // 2. A mirror added to hosts.toml: the next checks go there first.
+/// A mirror added to hosts.toml, then gone; then hosts.toml pointing at a dead server, and back.
+fn mirror_added_gone_and_hosts_toml_broken(n: &Node) {
     let mirror = Registry::builder()
         .tls(&n.pki.server)
         .storage(n.a.storage())
@@ -363,8 +347,10 @@ fn node_file_drift_is_picked_up_without_a_restart() {
     n.drift("hosts.toml fixed", UNREACHABLE, "False", |n| {
         n.hosts_toml(&n.a, n.a.port(), None)
     });
+}
 
-    // 3. The kubelet's config.json rotated to a password the registry does not take.
+/// The kubelet's config.json rotated to a password the registry refuses, and back.
+fn config_json_rotated(n: &Node) {
     let c = n.drift("config.json rotated", AUTH, "True", |n| {
         n.put(
             "var/lib/kubelet/config.json",
@@ -379,8 +365,10 @@ fn node_file_drift_is_picked_up_without_a_restart() {
             &docker_config_json(&host(&n.b), "alice", "alice-pw"),
         )
     });
+}
 
-    // 4. The credential provider starts failing: no credential for bob's registry.
+/// The credential provider starts failing, and recovers.
+fn provider_failing(n: &Node) {
     let c = n.drift("provider failing", AUTH, "True", |n| {
         std::fs::write(&n.mode, "broken").unwrap()
     });
@@ -389,8 +377,10 @@ fn node_file_drift_is_picked_up_without_a_restart() {
     n.drift("provider back", AUTH, "False", |n| {
         std::fs::write(&n.mode, "ok").unwrap()
     });
+}
 
-    // 5. resolv.conf replaced by one naming a nameserver that does not answer.
+/// resolv.conf replaced by one whose nameserver does not answer, and restored.
+fn resolv_conf_replaced(n: &Node) {
     let c = n.drift("resolv.conf replaced", UNREACHABLE, "True", |n| {
         n.put(
             "etc/resolv.conf",
@@ -402,7 +392,31 @@ fn node_file_drift_is_picked_up_without_a_restart() {
         let resolv = std::fs::read_to_string(n.dns.resolv_conf()).unwrap();
         n.put("etc/resolv.conf", &resolv)
     });
+}
 
+#[test]
+fn node_file_drift_is_picked_up_without_a_restart() {
+    let mut n = setup();
+    n.agent
+        .as_mut()
+        .unwrap()
+        .wait_ready(Duration::from_secs(30));
+    for kind in [UNREACHABLE, AUTH] {
+        wait_for(
+            Duration::from_secs(15),
+            &format!("{kind}=False on the Node"),
+            || n.on_node(kind).filter(|c| c["status"] == "False"),
+        );
+    }
+    for r in [&n.a, &n.b, &n.c] {
+        assert_eq!(n.target(r)["verdict"], "ready", "{}", n.target(r));
+    }
+    let pid = n.agent().pid();
+    ca_rotated(&n);
+    mirror_added_gone_and_hosts_toml_broken(&n);
+    config_json_rotated(&n);
+    provider_failing(&n);
+    resolv_conf_replaced(&n);
     // All of it without a restart.
     assert!(
         n.agent.as_mut().unwrap().try_wait().is_none(),

@@ -347,10 +347,12 @@ fn rows() -> Vec<Row> {
     v.extend(tcp_rows());
     v.extend(tls_rows());
     v.extend(auth_rows());
+    v.extend(challenge_rows());
     v.extend(token_rows());
     v.extend(manifest_rows());
     v.extend(body_rows());
     v.extend(blob_rows());
+    v.extend(blob_host_rows());
     v
 }
 
@@ -608,6 +610,13 @@ fn auth_rows() -> Vec<Row> {
                     .keep(r)
             },
         },
+    ]
+}
+
+/// Access refused after authentication, and challenges the runtime cannot use.
+fn challenge_rows() -> Vec<Row> {
+    use Expect::Fail;
+    vec![
         Row {
             group: "HTTP",
             fault: "403",
@@ -914,7 +923,7 @@ fn body_rows() -> Vec<Row> {
 }
 
 fn blob_rows() -> Vec<Row> {
-    use Expect::{Fail, Ready};
+    use Expect::Fail;
     vec![
         Row {
             group: "Redirects",
@@ -966,6 +975,13 @@ fn blob_rows() -> Vec<Row> {
                 ))
             },
         },
+    ]
+}
+
+/// Blob hosts behind the registry's redirect middleware.
+fn blob_host_rows() -> Vec<Row> {
+    use Expect::{Fail, Ready};
+    vec![
         Row {
             group: "Redirects",
             fault: "https registry → http blob host",
