@@ -1,17 +1,26 @@
-//! `/healthz`, `/readyz`, `/metrics`, `/status` (axum, HTTP/1 only).
+//! `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /preflight` (axum, HTTP/1 only).
+//!
+//! Two listeners: the main one serves everything and, in a cluster, only to callers the
+//! API server authenticates and RBAC authorizes ([`super::auth`]); the health listener
+//! (`health_listen`) serves `/healthz` and `/readyz` alone, unauthenticated, for the
+//! kubelet's probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{RawQuery, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 
+use super::auth::{self, Authorizer, Caller};
 use super::metrics::Metrics;
+use super::ondemand::OnDemand;
 use super::status::StatusDoc;
 
 /// State shared by the loop and the HTTP server.
@@ -81,13 +90,107 @@ fn stale_after(interval: Duration) -> Duration {
     interval * 3 + Duration::from_secs(60)
 }
 
+/// The main listener's routes, unauthenticated (standalone mode; unit tests).
 pub fn router(state: Arc<AgentState>) -> Router {
-    Router::new()
+    main_router(state, None, None)
+}
+
+/// The main listener's routes: with an `Authorizer`, every request first passes a
+/// TokenReview and a SubjectAccessReview; with an `OnDemand`, `POST /preflight` is served.
+pub fn main_router(
+    state: Arc<AgentState>,
+    authorizer: Option<Arc<Authorizer>>,
+    ondemand: Option<Arc<OnDemand>>,
+) -> Router {
+    let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
+        .route("/status", get(status));
+    if let Some(od) = ondemand {
+        let limit = od.max_body_bytes();
+        r = r
+            .route("/preflight", post(preflight))
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(Extension(od));
+    }
+    let r = r.with_state(state.clone());
+    match authorizer {
+        Some(a) => r.layer(axum::middleware::from_fn_with_state(
+            (a, state.node.clone()),
+            authenticate,
+        )),
+        None => r,
+    }
+}
+
+/// The health listener's routes: liveness and readiness only, never authenticated.
+pub fn health_router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+fn refusal(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let body = serde_json::json!({ "error": message, "status": status }).to_string() + "\n";
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if status == 401 {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"pullprobe\""),
+        );
+    }
+    resp
+}
+
+/// TokenReview + SubjectAccessReview before any route (the caller is then an extension
+/// the pre-flight handler reads). The token is never logged; refusals name the user and
+/// the permission, never the token.
+async fn authenticate(
+    State((authorizer, node)): State<(Arc<Authorizer>, String)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let h = req.headers();
+    let token = auth::bearer(
+        h.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        h.get(auth::PROXIED_AUTHORIZATION).map(|v| v.as_bytes()),
+    );
+    let access = auth::access_for(&node, req.method().as_str(), req.uri().path());
+    let checked = match token {
+        Ok(t) => match authorizer.authenticate(&t).await {
+            Ok(c) => authorizer.authorize(&c, &access).await.map(|_| c),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(target: "pullprobe::http", path = %req.uri().path(), status = e.status(), refused = %e, "request refused");
+            refusal(e.status(), &e.to_string())
+        }
+    }
+}
+
+/// `POST /preflight`: the on-demand probe ([`super::ondemand`]).
+async fn preflight(
+    Extension(od): Extension<Arc<OnDemand>>,
+    caller: Option<Extension<Caller>>,
+    body: Bytes,
+) -> Response {
+    match od.handle(caller.as_ref().map(|c| &c.0), &body).await {
+        Ok(reply) => {
+            let body = serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into()) + "\n";
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => refusal(e.status(), &e.to_string()),
+    }
 }
 
 async fn healthz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
@@ -151,13 +254,20 @@ pub async fn serve(
     addr: SocketAddr,
     state: Arc<AgentState>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    serve_router(addr, router(state)).await
+}
+
+/// Bind `addr` now, serve `app` on it in the background.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpError::Bind { addr, source })?;
     let local = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    let app = router(state);
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -3,7 +3,9 @@
 
 pub mod events;
 pub mod node;
+pub mod nodes;
 pub mod pods;
+pub mod review;
 pub mod secrets;
 
 use std::path::Path;
