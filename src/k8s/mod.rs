@@ -47,7 +47,13 @@ impl K8sError {
 /// A client from an explicit kubeconfig, else in-cluster config, else `$KUBECONFIG` /
 /// `~/.kube/config` (`kube::Config::infer`).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError> {
-    let config = match kubeconfig {
+    let config = config(kubeconfig).await?;
+    kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+}
+
+/// The client config [`client`] builds on (the CLI also reads its bearer token).
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, K8sError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc =
                 kube::config::Kubeconfig::read_from(path).map_err(|e| K8sError::Kubeconfig {
@@ -64,6 +70,5 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError>
         None => kube::Config::infer()
             .await
             .map_err(|e| K8sError::NoConfig(e.to_string()))?,
-    };
-    kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+    })
 }
