@@ -266,6 +266,9 @@ const USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("patch", "", "events", Some("default")),
     ("create", "", "events", Some("team-a")), // Pod events, in the pod's namespace
     ("patch", "", "events", Some("team-a")),
+    // Reviews of the callers of the agent's main listener (src/agent/auth.rs).
+    ("create", "authentication.k8s.io", "tokenreviews", None),
+    ("create", "authorization.k8s.io", "subjectaccessreviews", None),
 ];
 
 /// Things the agent must NOT be able to do.
