@@ -33,9 +33,16 @@ fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
 /// config with a certs.d, the registry's hosts.toml, optionally a mirror and credentials.
 fn node_root(reg: &str, mirror: Option<&str>, creds: Option<(&str, &str)>) -> tempfile::TempDir {
     use base64::Engine;
-    let d = tempfile::Builder::new().prefix("pf-root-").tempdir().unwrap();
+    let d = tempfile::Builder::new()
+        .prefix("pf-root-")
+        .tempdir()
+        .unwrap();
     let r = d.path();
-    write(r, "etc/resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+    write(
+        r,
+        "etc/resolv.conf",
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    );
     write(r, "etc/hosts", "127.0.0.1 localhost\n");
     write(
         r,
@@ -44,12 +51,22 @@ fn node_root(reg: &str, mirror: Option<&str>, creds: Option<(&str, &str)>) -> te
     );
     let mut hosts = format!("server = \"http://{reg}\"\n");
     if let Some(m) = mirror {
-        hosts.push_str(&format!("\n[host.\"http://{m}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"));
+        hosts.push_str(&format!(
+            "\n[host.\"http://{m}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ));
     }
-    write(r, &format!("etc/containerd/certs.d/{reg}/hosts.toml"), &hosts);
+    write(
+        r,
+        &format!("etc/containerd/certs.d/{reg}/hosts.toml"),
+        &hosts,
+    );
     if let Some((u, p)) = creds {
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        write(r, "var/lib/kubelet/config.json", &json!({"auths": {reg: {"auth": auth}}}).to_string());
+        write(
+            r,
+            "var/lib/kubelet/config.json",
+            &json!({"auths": {reg: {"auth": auth}}}).to_string(),
+        );
     }
     d
 }
@@ -69,14 +86,22 @@ fn kubeconfig(api: &KubeApiServer, server: &str, token: &str, dir: &Path, name: 
 
 fn apply_all(api: &KubeApiServer, path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
-    for d in serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|d| !d.is_null()) {
+    for d in serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+    {
         let kind = d["kind"].as_str().unwrap();
         let ns = d["metadata"]["namespace"].as_str();
         let coll = match (kind, ns) {
             ("ClusterRole", _) => "/apis/rbac.authorization.k8s.io/v1/clusterroles".to_string(),
-            ("ClusterRoleBinding", _) => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".to_string(),
+            ("ClusterRoleBinding", _) => {
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".to_string()
+            }
             ("Role", Some(n)) => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{n}/roles"),
-            ("RoleBinding", Some(n)) => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{n}/rolebindings"),
+            ("RoleBinding", Some(n)) => {
+                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{n}/rolebindings")
+            }
             ("ServiceAccount", Some(n)) => format!("/api/v1/namespaces/{n}/serviceaccounts"),
             _ => panic!("unexpected {kind}"),
         };
@@ -84,7 +109,12 @@ fn apply_all(api: &KubeApiServer, path: &Path) {
     }
 }
 
-fn bind_user(api: &KubeApiServer, user: &str, cluster_role: Option<&str>, role_ns: Option<(&str, &str)>) {
+fn bind_user(
+    api: &KubeApiServer,
+    user: &str,
+    cluster_role: Option<&str>,
+    role_ns: Option<(&str, &str)>,
+) {
     let admin = api.admin_token();
     if let Some(cr) = cluster_role {
         api.create_if_missing(
@@ -111,12 +141,22 @@ fn bind_user(api: &KubeApiServer, user: &str, cluster_role: Option<&str>, role_n
 /// The Node, and an agent Pod on it at `ip` (status patched as the kubelet would).
 fn register(api: &KubeApiServer, node: &str, ip: Option<&str>, image: &str) {
     let admin = api.admin_token();
-    api.create_if_missing("/api/v1/nodes", &json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node, "labels": {"pool": "apps"}}}), admin);
+    api.create_if_missing(
+        "/api/v1/nodes",
+        &json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node, "labels": {"pool": "apps"}}}),
+        admin,
+    );
     // The API server taints a new Node not-ready (TaintNodesByCondition); with no
     // node-lifecycle controller here to lift it, lift it as it would once the node is Ready.
     let r = api
-        .request_with("PATCH", &format!("/api/v1/nodes/{node}"), admin, "application/merge-patch+json", Some(r#"{"spec":{"taints":null}}"#))
+        .request_with(
+            "PATCH",
+            &format!("/api/v1/nodes/{node}"),
+            admin,
+            "application/merge-patch+json",
+            Some(r#"{"spec":{"taints":null}}"#),
+        )
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     let Some(ip) = ip else { return };
@@ -129,23 +169,37 @@ fn register(api: &KubeApiServer, node: &str, ip: Option<&str>, image: &str) {
                 "containers": [{"name": "agent", "image": image, "ports": [{"name": "http-metrics", "containerPort": 9808}]}]}}),
         admin,
     );
-    let st = json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}).to_string();
+    let st =
+        json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}).to_string();
     let r = api
-        .request_with("PATCH", &format!("/api/v1/namespaces/{NS}/pods/{pod}/status"), admin, "application/merge-patch+json", Some(&st))
+        .request_with(
+            "PATCH",
+            &format!("/api/v1/namespaces/{NS}/pods/{pod}/status"),
+            admin,
+            "application/merge-patch+json",
+            Some(&st),
+        )
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
 }
 
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
+            .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
 }
 
 fn preflight(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
@@ -164,12 +218,20 @@ fn preflight(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn row<'a>(m: &'a Value, node: &str) -> &'a Value {
-    m["rows"].as_array().unwrap().iter().find(|r| r["node"] == node).unwrap_or_else(|| panic!("no row {node}: {m}"))
+    m["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"] == node)
+        .unwrap_or_else(|| panic!("no row {node}: {m}"))
 }
 
 /// Successful manifest GETs of `repo` in the registry's access log.
 fn manifest_gets(reg: &Registry, repo: &str) -> usize {
-    reg.log().lines().filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")) && l.contains("\" 200 ")).count()
+    reg.log()
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")) && l.contains("\" 200 "))
+        .count()
 }
 
 const FAKE_AGENT: &str = r#"
@@ -197,14 +259,23 @@ struct Fixture {
 }
 
 fn setup() -> Fixture {
-    let api = KubeApiServer::builder().user("alice", &[]).user("bob", &[]).user("carol", &[]).user("dave", &[]).start();
+    let api = KubeApiServer::builder()
+        .user("alice", &[])
+        .user("bob", &[])
+        .user("carol", &[])
+        .user("dave", &[])
+        .start();
     let dir = tempfile::tempdir().unwrap();
     api.create_namespace(NS);
     // The agents' ServiceAccount and ClusterRole exactly as shipped.
     let sa = api.create_service_account(NS, "pullprobe");
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let rbac = std::fs::read_to_string(repo.join("manifests/rbac.yaml")).unwrap();
-    for d in serde_saphyr::from_multiple::<Value>(&rbac).unwrap().into_iter().filter(|d| !d.is_null()) {
+    for d in serde_saphyr::from_multiple::<Value>(&rbac)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+    {
         let coll = match d["kind"].as_str().unwrap() {
             "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles",
             _ => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
@@ -213,7 +284,9 @@ fn setup() -> Fixture {
     }
     apply_all(&api, &repo.join("examples/gates/rbac.yaml"));
 
-    let reg = Registry::builder().htpasswd(&[("puller", "s3cret-canary")]).start();
+    let reg = Registry::builder()
+        .htpasswd(&[("puller", "s3cret-canary")])
+        .start();
     let creds = PushOpts::insecure().creds("puller", "s3cret-canary");
     OciImage::single("v1").push(&reg, "team/app", &creds);
     OciImage::single("v1").push(&reg, "team/web", &creds);
@@ -223,12 +296,27 @@ fn setup() -> Fixture {
     let reg_fwd = lab.expose(format!("127.0.0.1:{}", reg.port()).parse().unwrap());
     let dead = lab.dead_port();
     let reg_host = reg_fwd.to_string();
-    let agent_kc = kubeconfig(&api, &format!("https://{api_fwd}"), &sa, dir.path(), "agent.kubeconfig");
-    let cfg = write(dir.path(), "agent.yaml", "interval: 60s\nfleet:\n  node_count: 1\n");
+    let agent_kc = kubeconfig(
+        &api,
+        &format!("https://{api_fwd}"),
+        &sa,
+        dir.path(),
+        "agent.kubeconfig",
+    );
+    let cfg = write(
+        dir.path(),
+        "agent.yaml",
+        "interval: 60s\nfleet:\n  node_count: 1\n",
+    );
     let good = Some(("puller", "s3cret-canary"));
     let dead_s = dead.to_string();
-    let nodes: [(&str, Option<&str>, Option<(&str, &str)>); 4] =
-        [("healthy-a", None, good), ("healthy-b", None, good), ("mirror", Some(dead_s.as_str()), good), ("nocreds", None, None)];
+    type NodeSpec<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>);
+    let nodes: [NodeSpec; 4] = [
+        ("healthy-a", None, good),
+        ("healthy-b", None, good),
+        ("mirror", Some(dead_s.as_str()), good),
+        ("nocreds", None, None),
+    ];
     let agent_image = format!("{reg_host}/pullprobe/agent:test");
     let mut roots = Vec::new();
     for (i, (node, mirror, creds)) in nodes.iter().enumerate() {
@@ -236,22 +324,60 @@ fn setup() -> Fixture {
         let ip = lab.slots[i].addr.to_string();
         register(&api, node, Some(&ip), &agent_image);
         let args: Vec<String> = [
-            "agent", "--kubeconfig", agent_kc.to_str().unwrap(), "--node-name", node, "--config", cfg.to_str().unwrap(),
-            "--host-root", root.path().to_str().unwrap(), "--listen", &format!("{ip}:9808"), "--log-format", "text",
+            "agent",
+            "--kubeconfig",
+            agent_kc.to_str().unwrap(),
+            "--node-name",
+            node,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--host-root",
+            root.path().to_str().unwrap(),
+            "--listen",
+            &format!("{ip}:9808"),
+            "--log-format",
+            "text",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        lab.spawn_args(i, env!("CARGO_BIN_EXE_pullprobe"), &args, &[("RUST_LOG", "info")], &dir.path().join(format!("{node}.log")));
+        lab.spawn_args(
+            i,
+            env!("CARGO_BIN_EXE_pullprobe"),
+            &args,
+            &[("RUST_LOG", "info")],
+            &dir.path().join(format!("{node}.log")),
+        );
         roots.push(root);
     }
     // Never answers; an agent from before pre-flight (404); one answering garbage.
-    let (silent, old, garbage) = (lab.slots[4].addr.to_string(), lab.slots[5].addr.to_string(), lab.slots[6].addr.to_string());
+    let (silent, old, garbage) = (
+        lab.slots[4].addr.to_string(),
+        lab.slots[5].addr.to_string(),
+        lab.slots[6].addr.to_string(),
+    );
     lab.silent_listener(4, 9808, &dir.path().join("silent.log"));
     register(&api, "silent", Some(&silent), &agent_image);
-    lab.spawn_args(5, "python3", &["-c".into(), FAKE_AGENT.into(), "old".into(), old.clone()], &[], &dir.path().join("old.log"));
+    lab.spawn_args(
+        5,
+        "python3",
+        &["-c".into(), FAKE_AGENT.into(), "old".into(), old.clone()],
+        &[],
+        &dir.path().join("old.log"),
+    );
     register(&api, "old", Some(&old), &agent_image);
-    lab.spawn_args(6, "python3", &["-c".into(), FAKE_AGENT.into(), "garbage".into(), garbage.clone()], &[], &dir.path().join("garbage.log"));
+    lab.spawn_args(
+        6,
+        "python3",
+        &[
+            "-c".into(),
+            FAKE_AGENT.into(),
+            "garbage".into(),
+            garbage.clone(),
+        ],
+        &[],
+        &dir.path().join("garbage.log"),
+    );
     register(&api, "garbage", Some(&garbage), &agent_image);
     register(&api, "noagent", None, &agent_image);
 
@@ -260,7 +386,8 @@ fn setup() -> Fixture {
     for (i, (node, _, _)) in nodes.iter().enumerate() {
         let addr = format!("{}:9808", lab.slots[i].addr);
         while http(&addr, "GET", "/readyz", Some(api.admin_token())).map(|r| r.0) != Some(200) {
-            let log = std::fs::read_to_string(dir.path().join(format!("{node}.log"))).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(dir.path().join(format!("{node}.log"))).unwrap_or_default();
             assert!(Instant::now() < deadline, "agent {node} not ready:\n{log}");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -272,7 +399,14 @@ fn setup() -> Fixture {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    Fixture { api, lab, reg, reg_host, dir, _roots: roots }
+    Fixture {
+        api,
+        lab,
+        reg,
+        reg_host,
+        dir,
+        _roots: roots,
+    }
 }
 
 #[test]
@@ -281,8 +415,19 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     let f = setup();
     eprintln!("[{:?}] cluster, registry and 4 agents ready", t0.elapsed());
     let (api, reg) = (&f.api, &f.reg);
-    let alice = kubeconfig(api, &api.url(), api.user_token("alice"), f.dir.path(), "alice.kubeconfig");
-    bind_user(api, "alice", Some("pullprobe-preflight"), Some((NS, "pullprobe-preflight")));
+    let alice = kubeconfig(
+        api,
+        &api.url(),
+        api.user_token("alice"),
+        f.dir.path(),
+        "alice.kubeconfig",
+    );
+    bind_user(
+        api,
+        "alice",
+        Some("pullprobe-preflight"),
+        Some((NS, "pullprobe-preflight")),
+    );
     let app = format!("{}/team/app:v1", f.reg_host);
     let web = format!("{}/team/web:v1", f.reg_host);
     let gets_before = manifest_gets(reg, "team/app");
@@ -291,7 +436,11 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     let (code, out, err) = preflight(&alice, &[&app, &web, "--timeout", "4s", "-o", "json"]);
     let took = started.elapsed();
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    eprintln!("[{:?}] pre-flight of 2 images over 8 nodes in {took:?}: {}", t0.elapsed(), m["summary"]["line"]);
+    eprintln!(
+        "[{:?}] pre-flight of 2 images over 8 nodes in {took:?}: {}",
+        t0.elapsed(),
+        m["summary"]["line"]
+    );
     assert_eq!(code, 1, "a node cannot pull: exit 1\n{out}\n{err}");
     let cell = |node: &str, i: usize| row(&m, node)["cells"][i].clone();
     for n in ["healthy-a", "healthy-b"] {
@@ -300,9 +449,21 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
         }
     }
     // The two identical nodes share one image check: exactly one of them was the checker.
-    let shared: Vec<Value> = ["healthy-a", "healthy-b"].iter().map(|n| cell(n, 0)["checked_on"].clone()).collect();
-    assert_eq!(shared.iter().filter(|c| c.is_null()).count(), 1, "{shared:?}");
-    assert_eq!(cell("mirror", 0)["verdict"], "degraded", "{}", cell("mirror", 0));
+    let shared: Vec<Value> = ["healthy-a", "healthy-b"]
+        .iter()
+        .map(|n| cell(n, 0)["checked_on"].clone())
+        .collect();
+    assert_eq!(
+        shared.iter().filter(|c| c.is_null()).count(),
+        1,
+        "{shared:?}"
+    );
+    assert_eq!(
+        cell("mirror", 0)["verdict"],
+        "degraded",
+        "{}",
+        cell("mirror", 0)
+    );
     assert_eq!(cell("nocreds", 0)["verdict"], "not_ready");
     assert_eq!(cell("nocreds", 0)["reason"], "AuthCredentialsRequired");
     assert_eq!(cell("nocreds", 0)["host"], f.reg_host.as_str());
@@ -311,17 +472,30 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     assert_eq!(cell("noagent", 1)["reason"], "NoAgent");
     assert_eq!(cell("old", 0)["reason"], "AgentTooOld");
     assert_eq!(cell("garbage", 0)["reason"], "AgentReplyInvalid");
-    assert_eq!(m["rows"].as_array().unwrap().len(), 8, "every node is a row, none skipped");
+    assert_eq!(
+        m["rows"].as_array().unwrap().len(),
+        8,
+        "every node is a row, none skipped"
+    );
     assert_eq!(m["summary"]["nodes"], 8);
     assert_eq!(m["summary"]["ready"], 3, "{}", m["summary"]);
     let line = m["summary"]["line"].as_str().unwrap();
-    assert!(line.starts_with("3/8 nodes ready (1 degraded); 1 node: AuthCredentialsRequired at "), "{line}");
+    assert!(
+        line.starts_with("3/8 nodes ready (1 degraded); 1 node: AuthCredentialsRequired at "),
+        "{line}"
+    );
     // Image checks: one for the two healthy nodes, one for the mirror node (its own plan).
     let gets = manifest_gets(reg, "team/app") - gets_before;
-    assert_eq!(gets, 2, "successful manifest GETs of team/app during pre-flight");
+    assert_eq!(
+        gets, 2,
+        "successful manifest GETs of team/app during pre-flight"
+    );
     // No credential value in any output.
     assert!(!out.contains("s3cret-canary") && !err.contains("s3cret-canary"));
-    assert!(!out.contains(api.user_token("alice")), "the token never appears in output");
+    assert!(
+        !out.contains(api.user_token("alice")),
+        "the token never appears in output"
+    );
 
     // The table groups identical rows and ends with the summary line.
     let (_, table, _) = preflight(&alice, &[&app, &web, "--timeout", "4s"]);
@@ -330,13 +504,27 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
 
     // A second run within the cache window: no new image check at the registry.
     let (_, _, _) = preflight(&alice, &[&app, "--timeout", "4s", "-o", "json"]);
-    assert_eq!(manifest_gets(reg, "team/app") - gets_before, 2, "answered from the agents' caches");
+    assert_eq!(
+        manifest_gets(reg, "team/app") - gets_before,
+        2,
+        "answered from the agents' caches"
+    );
 
     // -f manifests with scheduling: only nodes with pool=apps... and a nodeSelector nobody has.
     let manifest = write(f.dir.path(), "deploy.yaml", &format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: apps}}\nspec:\n  template:\n    spec:\n      nodeSelector: {{pool: none}}\n      containers: [{{name: w, image: \"{web}\"}}]\n---\nkind: ConfigMap\napiVersion: v1\nmetadata: {{name: x}}\n"
     ));
-    let (code, out, err) = preflight(&alice, &["-f", manifest.to_str().unwrap(), "-o", "json", "--timeout", "4s"]);
+    let (code, out, err) = preflight(
+        &alice,
+        &[
+            "-f",
+            manifest.to_str().unwrap(),
+            "-o",
+            "json",
+            "--timeout",
+            "4s",
+        ],
+    );
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(m["rows"].as_array().unwrap().len(), 0, "{m}");
     assert_eq!(m["excluded"].as_array().unwrap().len(), 8);
@@ -358,13 +546,32 @@ fn rbac_both_ways_on_the_real_apiserver() {
             "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]}),
         api.admin_token(),
     );
-    bind_user(api, "bob", Some("list-nodes"), Some((NS, "pullprobe-preflight")));
-    let bob = kubeconfig(api, &api.url(), api.user_token("bob"), f.dir.path(), "bob.kubeconfig");
-    let (code, out, err) = preflight(&bob, &[&app, "-o", "json", "--timeout", "4s", "-l", "pool=apps"]);
+    bind_user(
+        api,
+        "bob",
+        Some("list-nodes"),
+        Some((NS, "pullprobe-preflight")),
+    );
+    let bob = kubeconfig(
+        api,
+        &api.url(),
+        api.user_token("bob"),
+        f.dir.path(),
+        "bob.kubeconfig",
+    );
+    let (code, out, err) = preflight(
+        &bob,
+        &[&app, "-o", "json", "--timeout", "4s", "-l", "pool=apps"],
+    );
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     let c = &row(&m, "healthy-a")["cells"][0];
     assert_eq!(c["reason"], "Forbidden", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("forbidden by the agent: bob may not create nodes.pullprobe.io/preflight healthy-a"), "{c}");
+    assert!(
+        c["message"].as_str().unwrap().contains(
+            "forbidden by the agent: bob may not create nodes.pullprobe.io/preflight healthy-a"
+        ),
+        "{c}"
+    );
     assert_eq!(code, 3, "nothing failed, but nothing is known");
     // carol may run pre-flight and list, but not use the pod proxy: the API server refuses.
     api.create_if_missing(
@@ -373,28 +580,68 @@ fn rbac_both_ways_on_the_real_apiserver() {
             "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
         api.admin_token(),
     );
-    bind_user(api, "carol", Some("pullprobe-preflight"), Some((NS, "list-pods")));
-    let carol = kubeconfig(api, &api.url(), api.user_token("carol"), f.dir.path(), "carol.kubeconfig");
+    bind_user(
+        api,
+        "carol",
+        Some("pullprobe-preflight"),
+        Some((NS, "list-pods")),
+    );
+    let carol = kubeconfig(
+        api,
+        &api.url(),
+        api.user_token("carol"),
+        f.dir.path(),
+        "carol.kubeconfig",
+    );
     let (_, out, _) = preflight(&carol, &[&app, "-o", "json", "--timeout", "4s"]);
     let m: Value = serde_json::from_str(&out).unwrap();
     let c = &row(&m, "healthy-a")["cells"][0];
     assert_eq!(c["reason"], "Forbidden", "{c}");
-    assert!(c["message"].as_str().unwrap().contains("forbidden by the API server") && c["message"].as_str().unwrap().contains("pods/proxy"), "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("forbidden by the API server")
+            && c["message"].as_str().unwrap().contains("pods/proxy"),
+        "{c}"
+    );
     // dave has nothing: a clear error naming the call, exit 2.
-    let dave = kubeconfig(api, &api.url(), api.user_token("dave"), f.dir.path(), "dave.kubeconfig");
+    let dave = kubeconfig(
+        api,
+        &api.url(),
+        api.user_token("dave"),
+        f.dir.path(),
+        "dave.kubeconfig",
+    );
     let (code, out, err) = preflight(&dave, &[&app]);
     assert_eq!(code, 2, "{out}{err}");
-    assert!(err.contains("list nodes") && err.contains("forbidden"), "{err}");
+    assert!(
+        err.contains("list nodes") && err.contains("forbidden"),
+        "{err}"
+    );
 
     // The agent's endpoints directly (hostNetwork: the node's address): no token 401, a
     // token without the grant 403, the grant 200; /metrics by the non-resource URL rule.
     let addr = format!("{}:9808", f.lab.slots[0].addr);
     assert_eq!(http(&addr, "GET", "/status", None).unwrap().0, 401);
-    assert_eq!(http(&addr, "GET", "/status", Some("not-a-real-token")).unwrap().0, 401);
+    assert_eq!(
+        http(&addr, "GET", "/status", Some("not-a-real-token"))
+            .unwrap()
+            .0,
+        401
+    );
     let (st, body) = http(&addr, "GET", "/status", Some(api.user_token("bob"))).unwrap();
     assert_eq!(st, 403, "{body}");
-    assert!(body.contains("bob may not get nodes.pullprobe.io/status healthy-a"), "{body}");
-    assert_eq!(http(&addr, "GET", "/metrics", Some(api.user_token("bob"))).unwrap().0, 403);
+    assert!(
+        body.contains("bob may not get nodes.pullprobe.io/status healthy-a"),
+        "{body}"
+    );
+    assert_eq!(
+        http(&addr, "GET", "/metrics", Some(api.user_token("bob")))
+            .unwrap()
+            .0,
+        403
+    );
     api.create_if_missing(
         "/apis/rbac.authorization.k8s.io/v1/clusterroles",
         &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "scrape"},
@@ -415,11 +662,29 @@ fn rbac_both_ways_on_the_real_apiserver() {
     let (code, out, err) = preflight(&carol, &[]);
     assert_eq!(code, 2, "no images: usage error\n{out}{err}");
     assert!(err.contains("no images"), "{err}");
-    let aliceish = api.create_service_account(NS, "pullprobe-preflight");
-    let admin_kc = kubeconfig(api, &api.url(), api.admin_token(), f.dir.path(), "admin.kubeconfig");
-    let (code, out, err) = preflight(&admin_kc, &[&app, "-o", "json", "--timeout", "4s", "-l", "pool=apps", "--agent-service-account", "pullprobe/pullprobe-preflight"]);
+    api.create_service_account(NS, "pullprobe-preflight");
+    let admin_kc = kubeconfig(
+        api,
+        &api.url(),
+        api.admin_token(),
+        f.dir.path(),
+        "admin.kubeconfig",
+    );
+    let (code, out, err) = preflight(
+        &admin_kc,
+        &[
+            &app,
+            "-o",
+            "json",
+            "--timeout",
+            "4s",
+            "-l",
+            "pool=apps",
+            "--agent-service-account",
+            "pullprobe/pullprobe-preflight",
+        ],
+    );
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(row(&m, "healthy-a")["cells"][0]["verdict"], "ready", "{m}");
     assert_eq!(code, 1, "nocreds still cannot pull");
-    let _ = aliceish;
 }

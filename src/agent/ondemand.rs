@@ -325,6 +325,7 @@ fn invalid_report(given: &str, e: &crate::reference::ReferenceError) -> ProbeRep
         phase: Some(Phase::Reference),
         reason: Some(Reason::ReferenceInvalid),
         message: format!("invalid image reference: {e}"),
+        hint: None,
         duration_ms: 0.0,
         phases: Vec::new(),
         credential_source: None,

@@ -74,7 +74,10 @@ impl Lab {
 
     fn add_slot(&mut self, i: usize) {
         let netns = format!("{}-{i}", self.prefix);
-        let (h, c) = (format!("{}h{i}", self.prefix), format!("{}n{i}", self.prefix));
+        let (h, c) = (
+            format!("{}h{i}", self.prefix),
+            format!("{}n{i}", self.prefix),
+        );
         let base = (i * 4) as u8;
         let host_ip = Ipv4Addr::new(10, 213, self.net, base + 1);
         let addr = Ipv4Addr::new(10, 213, self.net, base + 2);
@@ -111,7 +114,14 @@ impl Lab {
     }
 
     /// Run `program args…` in slot `i`'s namespace with stdout/stderr to `log`; killed on Drop.
-    pub fn spawn_args(&mut self, i: usize, program: &str, args: &[String], env: &[(&str, &str)], log: &std::path::Path) -> u32 {
+    pub fn spawn_args(
+        &mut self,
+        i: usize,
+        program: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> u32 {
         let f = std::fs::File::create(log).expect("log file");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.slots[i].netns, program])
@@ -151,7 +161,13 @@ impl Drop for Lab {
         for i in 0..self.slots.len() {
             ip_quiet(&["link", "del", &format!("{}h{i}", self.prefix)]);
         }
-        ip_quiet(&["addr", "del", &format!("{}/32", self.service_ip), "dev", "lo"]);
+        ip_quiet(&[
+            "addr",
+            "del",
+            &format!("{}/32", self.service_ip),
+            "dev",
+            "lo",
+        ]);
     }
 }
 
