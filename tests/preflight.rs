@@ -15,74 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{OciImage, PushOpts, Registry};
-use preflight_lab::Lab;
+use preflight_lab::{http, kubeconfig, node_root, register, write, Lab};
 use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
 
-const NS: &str = "pullprobe";
-
-fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
-    let p = dir.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// A node root: resolver files (nothing is ever resolved: IP literals), containerd's
-/// config with a certs.d, the registry's hosts.toml, optionally a mirror and credentials.
-fn node_root(reg: &str, mirror: Option<&str>, creds: Option<(&str, &str)>) -> tempfile::TempDir {
-    use base64::Engine;
-    let d = tempfile::Builder::new()
-        .prefix("pf-root-")
-        .tempdir()
-        .unwrap();
-    let r = d.path();
-    write(
-        r,
-        "etc/resolv.conf",
-        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-    );
-    write(r, "etc/hosts", "127.0.0.1 localhost\n");
-    write(
-        r,
-        "etc/containerd/config.toml",
-        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
-    );
-    let mut hosts = format!("server = \"http://{reg}\"\n");
-    if let Some(m) = mirror {
-        hosts.push_str(&format!(
-            "\n[host.\"http://{m}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
-        ));
-    }
-    write(
-        r,
-        &format!("etc/containerd/certs.d/{reg}/hosts.toml"),
-        &hosts,
-    );
-    if let Some((u, p)) = creds {
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        write(
-            r,
-            "var/lib/kubelet/config.json",
-            &json!({"auths": {reg: {"auth": auth}}}).to_string(),
-        );
-    }
-    d
-}
-
-fn kubeconfig(api: &KubeApiServer, server: &str, token: &str, dir: &Path, name: &str) -> PathBuf {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(api.ca_pem());
-    write(
-        dir,
-        name,
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n    tls-server-name: localhost\n\
-             users:\n- name: t\n  user:\n    token: {token}\ncontexts:\n- name: t\n  context: {{cluster: t, user: t}}\ncurrent-context: t\n"
-        ),
-    )
-}
+use preflight_lab::NS;
 
 fn apply_all(api: &KubeApiServer, path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
@@ -136,70 +74,6 @@ fn bind_user(
             admin,
         );
     }
-}
-
-/// The Node, and an agent Pod on it at `ip` (status patched as the kubelet would).
-fn register(api: &KubeApiServer, node: &str, ip: Option<&str>, image: &str) {
-    let admin = api.admin_token();
-    api.create_if_missing(
-        "/api/v1/nodes",
-        &json!({"apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": node, "labels": {"pool": "apps"}}}),
-        admin,
-    );
-    // The API server taints a new Node not-ready (TaintNodesByCondition); with no
-    // node-lifecycle controller here to lift it, lift it as it would once the node is Ready.
-    let r = api
-        .request_with(
-            "PATCH",
-            &format!("/api/v1/nodes/{node}"),
-            admin,
-            "application/merge-patch+json",
-            Some(r#"{"spec":{"taints":null}}"#),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
-    let Some(ip) = ip else { return };
-    let pod = format!("pullprobe-{node}");
-    api.create_if_missing(
-        &format!("/api/v1/namespaces/{NS}/pods"),
-        &json!({"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": NS, "labels": {"app.kubernetes.io/name": "pullprobe", "app.kubernetes.io/component": "agent"}},
-            "spec": {"nodeName": node, "automountServiceAccountToken": false, "hostNetwork": true,
-                "containers": [{"name": "agent", "image": image, "ports": [{"name": "http-metrics", "containerPort": 9808}]}]}}),
-        admin,
-    );
-    let st =
-        json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}).to_string();
-    let r = api
-        .request_with(
-            "PATCH",
-            &format!("/api/v1/namespaces/{NS}/pods/{pod}/status"),
-            admin,
-            "application/merge-patch+json",
-            Some(&st),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
-}
-
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(500))
-            .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).ok()?;
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((
-        head.split_whitespace().nth(1)?.parse().ok()?,
-        body.to_string(),
-    ))
 }
 
 fn preflight(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {

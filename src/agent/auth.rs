@@ -4,6 +4,8 @@
 //! (`k8s.io/apiserver/pkg/authorization/authorizerfactory` `webhook`: non-resource URLs by
 //! path and verb, resources by attributes). The agent decides nothing itself:
 //!
+//! `/healthz` and `/readyz` are not reviewed (they say only "ok" or not). Otherwise:
+//!
 //! | request | RBAC rule the caller needs |
 //! |---|---|
 //! | `GET /metrics` (and any other path) | `nonResourceURLs: ["/metrics"]`, `verbs: ["get"]` |
@@ -160,11 +162,12 @@ impl RateLimit {
 }
 
 /// A map whose entries expire, bounded: when full, expired entries go first, then the
-/// one that expires soonest.
+/// oldest.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
     max: usize,
+    /// Value and when it was inserted.
     map: HashMap<K, (V, Instant)>,
 }
 
@@ -177,28 +180,33 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
     }
 
+    /// The value if it is younger than the TTL.
     pub fn get(&self, k: &K) -> Option<V> {
-        let (v, until) = self.map.get(k)?;
-        (Instant::now() < *until).then(|| v.clone())
+        self.get_within(k, self.ttl)
+    }
+
+    /// The value if it is younger than `age` (stale answers while the API server is down).
+    pub fn get_within(&self, k: &K, age: Duration) -> Option<V> {
+        let (v, at) = self.map.get(k)?;
+        (at.elapsed() < age).then(|| v.clone())
     }
 
     pub fn insert(&mut self, k: K, v: V) {
-        let now = Instant::now();
         if self.map.len() >= self.max && !self.map.contains_key(&k) {
-            self.map.retain(|_, (_, until)| *until > now);
+            let ttl = self.ttl;
+            self.map.retain(|_, (_, at)| at.elapsed() < ttl);
             if self.map.len() >= self.max {
-                let soonest = self
+                let oldest = self
                     .map
                     .iter()
-                    .min_by_key(|(_, (_, u))| *u)
+                    .min_by_key(|(_, (_, at))| *at)
                     .map(|(k, _)| k.clone());
-                if let Some(old) = soonest {
+                if let Some(old) = oldest {
                     self.map.remove(&old);
                 }
             }
         }
-        let until = now.checked_add(self.ttl).unwrap_or(now);
-        self.map.insert(k, (v, until));
+        self.map.insert(k, (v, Instant::now()));
     }
 
     pub fn len(&self) -> usize {
@@ -214,6 +222,9 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 pub struct Authorizer {
     client: kube::Client,
     audiences: Vec<String>,
+    /// How long an answer that let a caller in is reused while the API server cannot be
+    /// asked (the kubelet keeps authorized webhook answers 5 minutes).
+    stale: Duration,
     tokens: Mutex<TtlCache<[u8; 32], Option<Identity>>>,
     grants: Mutex<TtlCache<([u8; 32], Access), bool>>,
     budget: Mutex<RateLimit>,
@@ -224,6 +235,7 @@ impl Authorizer {
         Authorizer {
             client,
             audiences: cfg.audiences.clone(),
+            stale: cfg.stale_ttl.max(cfg.cache_ttl),
             tokens: Mutex::new(TtlCache::new(cfg.cache_ttl, cfg.cache_entries)),
             grants: Mutex::new(TtlCache::new(cfg.cache_ttl, cfg.cache_entries)),
             budget: Mutex::new(RateLimit::new(
@@ -249,13 +261,23 @@ impl Authorizer {
         let cached = self.tokens.lock().ok().and_then(|c| c.get(&token_hash));
         let identity = match cached {
             Some(found) => found,
-            None => {
-                let found = self.review_token(token).await?;
-                if let Ok(mut c) = self.tokens.lock() {
-                    c.insert(token_hash, found.clone());
+            None => match self.review_token(token).await {
+                Ok(found) => {
+                    if let Ok(mut c) = self.tokens.lock() {
+                        c.insert(token_hash, found.clone());
+                    }
+                    found
                 }
-                found
-            }
+                // The API server is down: a token it accepted recently still is.
+                Err(Denied::Unavailable) => self
+                    .tokens
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get_within(&token_hash, self.stale))
+                    .filter(Option::is_some)
+                    .ok_or(Denied::Unavailable)?,
+                Err(e) => return Err(e),
+            },
         };
         let identity = identity.ok_or(Denied::Unauthenticated)?;
         Ok(Caller {
@@ -291,16 +313,28 @@ impl Authorizer {
             Some(a) => a,
             None => {
                 self.spend()?;
-                let d = review::access_review(&self.client, &caller.identity, access)
-                    .await
-                    .map_err(|e| {
+                match review::access_review(&self.client, &caller.identity, access).await {
+                    Ok(d) => {
+                        if let Ok(mut c) = self.grants.lock() {
+                            c.insert(key, d.allowed);
+                        }
+                        d.allowed
+                    }
+                    Err(e) => {
                         tracing::warn!(error = %e, "SubjectAccessReview failed");
-                        Denied::Unavailable
-                    })?;
-                if let Ok(mut c) = self.grants.lock() {
-                    c.insert(key, d.allowed);
+                        // Only a grant is reused while the API server is down; a denial
+                        // is asked again.
+                        let stale = self
+                            .grants
+                            .lock()
+                            .ok()
+                            .and_then(|c| c.get_within(&key, self.stale));
+                        if stale != Some(true) {
+                            return Err(Denied::Unavailable);
+                        }
+                        true
+                    }
                 }
-                d.allowed
             }
         };
         if allowed {
@@ -378,6 +412,11 @@ mod tests {
         let mut short = TtlCache::new(Duration::ZERO, 3);
         short.insert(1, 1);
         assert_eq!(short.get(&1), None);
+        assert_eq!(
+            short.get_within(&1, Duration::from_secs(60)),
+            Some(1),
+            "stale while the API server is down"
+        );
     }
 
     #[test]

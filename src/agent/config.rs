@@ -149,6 +149,11 @@ pub struct AuthConfig {
     /// How long a review's answer is reused for the same token and permission (`10s`).
     #[serde(with = "duration_serde")]
     pub cache_ttl: Duration,
+    /// While the API server cannot be asked, an answer that let a caller in is reused up
+    /// to this long (`5m`, the kubelet's authorized-answer TTL), so Prometheus keeps
+    /// scraping through an API server outage; a denial is never reused stale.
+    #[serde(with = "duration_serde")]
+    pub stale_ttl: Duration,
     /// Cached answers kept at most.
     pub cache_entries: usize,
     /// TokenReview + SubjectAccessReview calls per second at most (a flood of bad tokens
@@ -161,6 +166,7 @@ impl Default for AuthConfig {
         AuthConfig {
             audiences: vec!["pullprobe".to_string()],
             cache_ttl: Duration::from_secs(10),
+            stale_ttl: Duration::from_secs(300),
             cache_entries: 1024,
             reviews_per_second: 20,
         }
@@ -437,6 +443,9 @@ impl AgentConfig {
         let a = &self.auth;
         if a.cache_ttl > Duration::from_secs(300) {
             return bad("auth.cache_ttl", "must be at most 5m");
+        }
+        if a.stale_ttl > Duration::from_secs(3600) {
+            return bad("auth.stale_ttl", "must be at most 1h");
         }
         if !(1..=100_000).contains(&a.cache_entries) {
             return bad("auth.cache_entries", "must be between 1 and 100000");

@@ -681,3 +681,210 @@ fn start_probe(
     .boxed()
     .shared()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::outcome::EndpointAttempt;
+    use crate::runtime::Runtime;
+
+    /// Answers every check after `delay`: ready, or ManifestNotFound for tag `missing`;
+    /// counts calls by depth.
+    #[derive(Default)]
+    struct Fake {
+        calls: Mutex<Vec<(String, Depth)>>,
+        delay: Duration,
+    }
+
+    fn report(given: &str, reason: Option<Reason>) -> ProbeReport {
+        let mut r = invalid_report(given, &crate::reference::ReferenceError::Empty);
+        r.reference = Some(given.to_string());
+        r.verdict = if reason.is_some() {
+            Verdict::NotReady
+        } else {
+            Verdict::Ready
+        };
+        r.phase = reason.map(|x| x.phase());
+        r.reason = reason;
+        r.message = String::new();
+        r.attempts = vec![EndpointAttempt {
+            endpoint: "https://reg.example/v2".into(),
+            is_upstream: true,
+            credential_source: None,
+            ok: reason.is_none(),
+            phase: reason.map(|x| x.phase()),
+            reason,
+            message: String::new(),
+            duration_ms: 1.0,
+            phases: Vec::new(),
+        }];
+        r
+    }
+
+    impl PullPath for Fake {
+        fn runtime(&self) -> Runtime {
+            Runtime::Containerd
+        }
+        fn plan_key(&self, image: &ImageRef) -> String {
+            image.registry_host()
+        }
+        fn check<'a>(
+            &'a self,
+            image: &'a ImageRef,
+            given: &'a str,
+            _c: Creds<'a>,
+            depth: Depth,
+        ) -> BoxFuture<'a, Checked> {
+            Box::pin(async move {
+                self.calls.lock().unwrap().push((image.normalized(), depth));
+                tokio::time::sleep(self.delay).await;
+                let missing = image.normalized().ends_with(":missing");
+                Checked {
+                    report: report(given, missing.then_some(Reason::ManifestNotFound)),
+                    problems: Vec::new(),
+                    depth,
+                }
+            })
+        }
+    }
+
+    fn endpoint(fake: Arc<Fake>, cfg: PreflightConfig) -> (OnDemand, Arc<ProbeShare>) {
+        let share = Arc::new(ProbeShare::new(4, Duration::from_secs(60)));
+        share.set_path(fake);
+        (
+            OnDemand::new(cfg, "n1".into(), share.clone(), None, None, false),
+            share,
+        )
+    }
+
+    fn body(images: &[&str], depth: &str) -> Vec<u8> {
+        serde_json::json!({"images": images, "depth": depth})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn path_answers_come_from_the_schedule_then_from_one_cached_probe() {
+        let fake = Arc::new(Fake::default());
+        let (od, share) = endpoint(fake.clone(), PreflightConfig::default());
+        share.paths.lock().unwrap().insert(
+            "reg.example".into(),
+            PathResult {
+                registry: "reg.example".into(),
+                state: PathState::Reachable,
+                report: report("reg.example/agent:1", None),
+                at: SystemTime::now(),
+            },
+        );
+        let r = od
+            .handle(
+                None,
+                &body(&["reg.example/a:1", "other.example/b:1"], "path"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.results[0].source, Source::Schedule);
+        assert_eq!(
+            r.results[0].report.image, "reg.example/a:1",
+            "answered for the image asked"
+        );
+        assert_eq!(r.results[1].source, Source::Probe);
+        assert_eq!(r.results[1].path_state, PathState::Reachable);
+        let again = od
+            .handle(None, &body(&["other.example/c:2"], "path"))
+            .await
+            .unwrap();
+        assert_eq!(
+            again.results[0].source,
+            Source::Cache,
+            "one path check per plan"
+        );
+        assert_eq!(fake.calls.lock().unwrap().len(), 1);
+        // Nodes with the same runtime, platform, plan and credential sources share a fingerprint.
+        assert_eq!(r.results[1].fingerprint, again.results[0].fingerprint);
+        assert_ne!(r.results[0].fingerprint, r.results[1].fingerprint);
+    }
+
+    #[tokio::test]
+    async fn concurrent_callers_share_one_probe_and_its_result() {
+        let fake = Arc::new(Fake {
+            delay: Duration::from_millis(100),
+            ..Default::default()
+        });
+        let (od, _) = endpoint(fake.clone(), PreflightConfig::default());
+        let b = body(&["reg.example/app:missing"], "image");
+        let (x, y) = tokio::join!(od.handle(None, &b), od.handle(None, &b));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(
+            fake.calls.lock().unwrap().len(),
+            1,
+            "one probe for both callers"
+        );
+        assert_eq!(x.results[0].report.reason, Some(Reason::ManifestNotFound));
+        assert_eq!(y.results[0].report.reason, Some(Reason::ManifestNotFound));
+        let z = od.handle(None, &b).await.unwrap();
+        assert_eq!(z.results[0].source, Source::Cache);
+        assert_eq!(fake.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_are_bounded_and_never_echoed() {
+        let fake = Arc::new(Fake::default());
+        let cfg = PreflightConfig {
+            max_images: 2,
+            burst: 2,
+            requests_per_second: 1,
+            ..Default::default()
+        };
+        let (od, _) = endpoint(fake.clone(), cfg);
+        let e = od
+            .handle(None, br#"{"images": "s3cret-canary"}"#)
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 400);
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = od
+            .handle(None, &body(&["a/b:1", "a/c:1", "a/d:1"], "image"))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 2 images"), "{e}");
+        // The burst is spent: the next request is refused without a probe.
+        assert_eq!(
+            od.handle(None, &body(&["a/b:1"], "image"))
+                .await
+                .unwrap_err(),
+            RequestError::RateLimited
+        );
+        assert!(fake.calls.lock().unwrap().is_empty());
+        let bad = parse_request(
+            br#"{"images": ["a"], "pull_secrets": ["Not_A_Name"], "namespace": "x"}"#,
+            10,
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("pull_secrets[0]"), "{bad}");
+        let no_ns = parse_request(br#"{"images": ["a"], "pull_secrets": ["s"]}"#, 10).unwrap_err();
+        assert!(no_ns.to_string().contains("namespace"), "{no_ns}");
+    }
+
+    #[tokio::test]
+    async fn secrets_are_not_read_unless_the_agent_may_and_bad_references_need_no_probe() {
+        let fake = Arc::new(Fake::default());
+        let (od, _) = endpoint(fake.clone(), PreflightConfig::default());
+        let req = br#"{"images": ["reg.example/a:1", "UPPER/Case::x"], "namespace": "apps", "pull_secrets": ["regcred"]}"#;
+        let r = od.handle(None, req).await.unwrap();
+        assert!(!r.pull_secrets.used);
+        assert!(
+            r.pull_secrets.note.contains("pull_secrets: false"),
+            "{}",
+            r.pull_secrets.note
+        );
+        assert_eq!(r.results[1].report.reason, Some(Reason::ReferenceInvalid));
+        assert_eq!(
+            fake.calls.lock().unwrap().len(),
+            1,
+            "only the valid reference is probed"
+        );
+        assert_eq!(r.api_version, API_VERSION);
+        assert_eq!(r.node, "n1");
+    }
+}
