@@ -116,6 +116,9 @@ class H(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get('Content-Length', 0)); self.rfile.read(n)
         if mode == 'old':
             self.send_response(404); self.end_headers(); self.wfile.write(b'404 page not found\n')
+        elif mode == 'huge':
+            self.send_response(200); self.send_header('Content-Type', 'application/json'); self.end_headers()
+            self.wfile.write(b'{"apiVersion": "pullprobe.io/v1", "node": "' + b'x' * (9 << 20) + b'"}')
         else:
             self.send_response(200); self.send_header('Content-Type', 'application/json'); self.end_headers()
             self.wfile.write(b'{"apiVersion": "pullprobe.io/v1", "node": ' + b'[' * 10 + b'\n')
@@ -165,7 +168,7 @@ fn setup() -> Fixture {
     OciImage::single("v1").push(&reg, "team/app", &creds);
     OciImage::single("v1").push(&reg, "team/web", &creds);
 
-    let mut lab = Lab::new(7);
+    let mut lab = Lab::new(8);
     let api_fwd = lab.expose(api.addr());
     let reg_fwd = lab.expose(format!("127.0.0.1:{}", reg.port()).parse().unwrap());
     let dead = lab.dead_port();
@@ -253,6 +256,10 @@ fn setup() -> Fixture {
         &dir.path().join("garbage.log"),
     );
     register(&api, "garbage", Some(&garbage), &agent_image);
+    let huge = lab.slots[7].addr.to_string();
+    let args = ["-c".into(), FAKE_AGENT.into(), "huge".into(), huge.clone()];
+    lab.spawn_args(7, "python3", &args, &[], &dir.path().join("huge.log"));
+    register(&api, "huge", Some(&huge), &agent_image);
     register(&api, "noagent", None, &agent_image);
 
     // Every real agent ready (its first cycle done); /readyz is authenticated, so ask as admin.
@@ -266,7 +273,7 @@ fn setup() -> Fixture {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    for i in 4..7 {
+    for i in 4..8 {
         let addr = std::net::SocketAddr::from((lab.slots[i].addr, 9808));
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             assert!(Instant::now() < deadline, "fake agent {i} not listening");
@@ -346,16 +353,36 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     assert_eq!(cell("noagent", 1)["reason"], "NoAgent");
     assert_eq!(cell("old", 0)["reason"], "AgentTooOld");
     assert_eq!(cell("garbage", 0)["reason"], "AgentReplyInvalid");
+    assert_eq!(cell("huge", 0)["reason"], "AgentReplyInvalid");
+    assert!(
+        cell("huge", 0)["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than"),
+        "{}",
+        cell("huge", 0)
+    );
+    // Registries in use are answered from the agents' own schedule, the rest probed once.
+    let sources: Vec<Value> = ["healthy-a", "healthy-b"]
+        .iter()
+        .map(|n| cell(n, 0)["source"].clone())
+        .collect();
+    assert!(
+        sources
+            .iter()
+            .all(|s| s == "schedule" || s == "probe" || s == "cache"),
+        "{sources:?}"
+    );
     assert_eq!(
         m["rows"].as_array().unwrap().len(),
-        8,
+        9,
         "every node is a row, none skipped"
     );
-    assert_eq!(m["summary"]["nodes"], 8);
+    assert_eq!(m["summary"]["nodes"], 9);
     assert_eq!(m["summary"]["ready"], 3, "{}", m["summary"]);
     let line = m["summary"]["line"].as_str().unwrap();
     assert!(
-        line.starts_with("3/8 nodes ready (1 degraded); 1 node: AuthCredentialsRequired at "),
+        line.starts_with("3/9 nodes ready (1 degraded); 1 node: AuthCredentialsRequired at "),
         "{line}"
     );
     // Image checks: one for the two healthy nodes, one for the mirror node (its own plan).
@@ -401,9 +428,65 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     );
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
     assert_eq!(m["rows"].as_array().unwrap().len(), 0, "{m}");
-    assert_eq!(m["excluded"].as_array().unwrap().len(), 8);
+    assert_eq!(m["excluded"].as_array().unwrap().len(), 9);
     assert!(m["warnings"].to_string().contains("ConfigMap"), "{m}");
     assert_eq!(code, 0);
+
+    // pullprobe status: the fleet from the Node conditions (two nodes made failing here as
+    // an agent would write it), grouped by condition, registry and reason; exit 1.
+    let msg = format!(
+        "{}: TLSUnknownAuthority at https://{}/v2",
+        f.reg_host, f.reg_host
+    );
+    for (n, t) in [
+        ("old", "2026-01-02T00:00:00Z"),
+        ("garbage", "2026-01-01T00:00:00Z"),
+    ] {
+        let body = json!({"status": {"conditions": [{"type": "RegistryUnreachable", "status": "True",
+            "reason": "TLSUnknownAuthority", "message": msg, "lastTransitionTime": t, "lastHeartbeatTime": t}]}});
+        let r = api
+            .request_with(
+                "PATCH",
+                &format!("/api/v1/nodes/{n}/status"),
+                api.admin_token(),
+                "application/strategic-merge-patch+json",
+                Some(&body.to_string()),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let admin = kubeconfig(
+        api,
+        &api.url(),
+        api.admin_token(),
+        f.dir.path(),
+        "admin.kubeconfig",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["status", "-o", "json", "--kubeconfig"])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    let st: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(1), "a node is failing: exit 1");
+    assert_eq!(st["failing"], json!(["garbage", "old"]));
+    let p = &st["problems"][0];
+    assert_eq!(
+        (p["reason"].as_str(), p["registry"].as_str()),
+        (Some("TLSUnknownAuthority"), Some(f.reg_host.as_str()))
+    );
+    assert_eq!(p["nodes"].as_array().unwrap().len(), 2);
+    assert_eq!(p["since"], "2026-01-01T00:00:00Z");
+    let unreported = st["unreported"].to_string();
+    assert!(
+        unreported.contains("noagent") && unreported.contains("silent"),
+        "{st}"
+    );
+    assert!(
+        !unreported.contains("healthy-a"),
+        "the real agents wrote their conditions: {st}"
+    );
     eprintln!("[{:?}] done", t0.elapsed());
 }
 

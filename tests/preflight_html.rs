@@ -17,6 +17,7 @@ fn cell(v: CellVerdict, reason: Option<&str>, host: Option<&str>) -> Cell {
         host: host.map(String::from),
         message: "<img src=x onerror=\"document.body.style.background='#ff00ff'\">".into(),
         checked_on: None,
+        source: None,
         report: None,
     }
 }

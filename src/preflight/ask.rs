@@ -185,7 +185,7 @@ impl Asker {
                         } else {
                             answers
                                 .cells
-                                .insert((ctx.clone(), r.image.clone()), wire::cell_of(&r.report));
+                                .insert((ctx.clone(), r.image.clone()), r.cell());
                         }
                     }
                 }
@@ -250,7 +250,7 @@ impl Asker {
                     };
                     if r.path_state.reachable() {
                         let key = (ctx.clone(), r.image.clone(), own.fingerprint.clone());
-                        facts.insert(key, (node.clone(), wire::cell_of(&r.report)));
+                        facts.insert(key, (node.clone(), r.cell()));
                     }
                 }
             }
@@ -260,7 +260,7 @@ impl Asker {
             for node in members {
                 let own = paths.get(&(node.clone(), ctx.clone(), image.clone()));
                 let cell = match (fact, own) {
-                    (Some((rep, f)), Some(own)) => combine(node, rep, f, &wire::cell_of(&own.report)),
+                    (Some((rep, f)), Some(own)) => combine(node, rep, f, &own.cell()),
                     _ => Cell::unknown(
                         UnknownReason::ImageCheckFailed,
                         "the node's path works, but no node with the same fingerprint answered the image check",
@@ -326,6 +326,7 @@ mod tests {
             host: None,
             message: String::new(),
             checked_on: None,
+            source: None,
             report: None,
         }
     }

@@ -110,6 +110,10 @@ pub struct Cell {
     /// The node whose image check is shared into this cell (`None`: this node's own).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checked_on: Option<String>,
+    /// Where the agent's answer came from: `schedule` (its own path check within the
+    /// interval), `cache` (an earlier request's probe), `probe` (made for this request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The agent's `check --json` object for this cell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
@@ -124,6 +128,7 @@ impl Cell {
             host: None,
             message: message.into(),
             checked_on: None,
+            source: None,
             report: None,
         }
     }
@@ -136,6 +141,7 @@ impl Cell {
             host: None,
             message: String::new(),
             checked_on: None,
+            source: None,
             report: None,
         }
     }
@@ -389,6 +395,7 @@ mod tests {
             host: host.map(String::from),
             message: String::new(),
             checked_on: None,
+            source: None,
             report: None,
         }
     }

@@ -44,7 +44,18 @@ pub struct ImageAnswer {
     #[serde(default)]
     pub fingerprint: String,
     pub path_state: PathStateWire,
+    #[serde(default)]
+    pub source: String,
     pub report: serde_json::Value,
+}
+
+impl ImageAnswer {
+    /// The cell of this answer, with where it came from.
+    pub fn cell(&self) -> Cell {
+        let mut c = cell_of(&self.report);
+        c.source = reason(&self.source).map(|s| s.to_lowercase());
+        c
+    }
 }
 
 /// `{"state": "reachable"}` / `{"state": "unreachable", "reason": "…"}`.
@@ -157,6 +168,7 @@ pub fn cell_of(report: &serde_json::Value) -> Cell {
         host: if failed { failure_host(report) } else { None },
         message: clean(s("message"), 1024),
         checked_on: None,
+        source: None,
         report: Some(report.clone()),
     }
 }
