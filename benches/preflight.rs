@@ -56,20 +56,34 @@ fn delta(after: &Counts, before: &Counts) -> Counts {
     }
 }
 
-fn run(kc: &std::path::Path, images: &[String], selector: &str) -> (Duration, Value) {
+/// One pre-flight: wall time, the CLI's own CPU seconds and peak RSS (GNU time), the matrix.
+fn run(kc: &std::path::Path, images: &[String], selector: &str) -> (Duration, f64, u64, Value) {
+    let stats = tempfile::NamedTempFile::new().unwrap();
     let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+    let out = Command::new("/usr/bin/time")
+        .arg("-f")
+        .arg("%U %S %M")
+        .arg("-o")
+        .arg(stats.path())
+        .arg(env!("CARGO_BIN_EXE_pullprobe"))
         .arg("preflight")
         .arg("--kubeconfig")
         .arg(kc)
         .args(images)
         .args(["-l", selector, "-o", "json", "--timeout", "20s"])
         .output()
-        .expect("run preflight");
+        .expect("run preflight under /usr/bin/time");
     let took = t.elapsed();
     let v: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    (took, v)
+    let text = std::fs::read_to_string(stats.path()).unwrap_or_default();
+    let f: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let cpu = f.first().copied().unwrap_or(0.0) + f.get(1).copied().unwrap_or(0.0);
+    let rss_kib = f.get(2).copied().unwrap_or(0.0) as u64;
+    (took, cpu, rss_kib, v)
 }
 
 fn main() {
@@ -102,8 +116,8 @@ fn main() {
         "admin.kubeconfig",
     );
     println!("pre-flight of {IMAGES} images (plain-HTTP registry, containerd rules, agents in network namespaces)");
-    println!("| agents | cold: time | cold: registry requests (manifest GET / HEAD / blob) | warm: time | warm: requests |");
-    println!("|---|---|---|---|---|");
+    println!("| agents | cold: time | cold: CLI CPU, peak RSS | cold: registry requests (manifest GET / HEAD / blob) | warm: time | warm: requests |");
+    println!("|---|---|---|---|---|---|");
     for n in [1usize, 10, 50] {
         let mut lab = Lab::new(n);
         let api_fwd = lab.expose(api.addr());
@@ -171,14 +185,16 @@ fn main() {
             .collect();
         let selector = format!("bench={n}");
         let before = counts(&reg.log());
-        let (cold, m) = run(&admin_kc, &images, &selector);
+        let (cold, cpu, rss, m) = run(&admin_kc, &images, &selector);
         let mid = counts(&reg.log());
-        let (warm, _) = run(&admin_kc, &images, &selector);
+        let (warm, _, _, _) = run(&admin_kc, &images, &selector);
         let after = counts(&reg.log());
         let (c, w) = (delta(&mid, &before), delta(&after, &mid));
         println!(
-            "| {n} | {:.0} ms | {} ({} / {} / {}) | {:.0} ms | {} |",
+            "| {n} | {:.0} ms | {:.0} ms, {:.1} MiB | {} ({} / {} / {}) | {:.0} ms | {} |",
             cold.as_secs_f64() * 1000.0,
+            cpu * 1000.0,
+            rss as f64 / 1024.0,
             c.total,
             c.manifest_get,
             c.manifest_head,

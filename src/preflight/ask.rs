@@ -20,7 +20,7 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use super::matrix::{AgentInfo, Cell, CellVerdict, UnknownReason};
-use super::wire::{self, ImageAnswer, Reply};
+use super::wire::{self, Reply};
 use crate::agent::ondemand::{PreflightRequest, RequestDepth};
 use crate::k8s::nodes::{proxy_post, AgentAddr, ProxyError};
 
@@ -46,6 +46,12 @@ pub struct NodeAsk {
 pub struct NodeAnswers {
     pub agent: Option<AgentInfo>,
     pub cells: HashMap<(CredCtx, String), Cell>,
+}
+
+/// A reachable node's path answer, kept for round 2 (no report: see the checker's cell).
+struct PathAnswer {
+    fingerprint: String,
+    cell: Cell,
 }
 
 /// How to ask. Holds the agent token: no `Debug`.
@@ -126,19 +132,22 @@ impl Asker {
         }
     }
 
-    /// Send `jobs` (node, address, request) with bounded concurrency.
-    async fn send_all(
+    /// Send `jobs` (node, address, request) with bounded concurrency; each answer is handed
+    /// to `each` as it arrives and dropped, so memory follows the concurrency, not the fleet.
+    async fn send_each(
         &self,
         jobs: Vec<(String, AgentAddr, CredCtx, PreflightRequest)>,
-    ) -> Vec<(String, CredCtx, PreflightRequest, Answer)> {
-        futures::stream::iter(jobs)
+        mut each: impl FnMut(String, CredCtx, PreflightRequest, Answer),
+    ) {
+        let mut answers = futures::stream::iter(jobs)
             .map(|(node, addr, ctx, req)| async move {
                 let a = self.post(&node, &addr, &req).await;
                 (node, ctx, req, a)
             })
-            .buffer_unordered(self.concurrency.max(1))
-            .collect()
-            .await
+            .buffer_unordered(self.concurrency.max(1));
+        while let Some((node, ctx, req, a)) = answers.next().await {
+            each(node, ctx, req, a);
+        }
     }
 
     /// Both rounds; every (node, context, image) asked gets a cell.
@@ -166,8 +175,8 @@ impl Asker {
             }
         }
         // Round 1: every node's path.
-        let mut paths: HashMap<(String, CredCtx, String), ImageAnswer> = HashMap::new();
-        for (node, ctx, req, answer) in self.send_all(jobs).await {
+        let mut paths: HashMap<(String, CredCtx, String), PathAnswer> = HashMap::new();
+        self.send_each(jobs, |node, ctx, req, answer| {
             let answers = out.entry(node.clone()).or_default();
             match answer {
                 Err(cell) => {
@@ -181,7 +190,17 @@ impl Asker {
                     answers.agent = Some(reply.agent());
                     for r in reply.results {
                         if r.path_state.reachable() {
-                            paths.insert((node.clone(), ctx.clone(), r.image.clone()), r);
+                            // Only what round 2 needs: a fleet's path reports would not fit.
+                            let mut cell = r.cell();
+                            cell.report = None;
+                            let key = (node.clone(), ctx.clone(), r.image.clone());
+                            paths.insert(
+                                key,
+                                PathAnswer {
+                                    fingerprint: r.fingerprint,
+                                    cell,
+                                },
+                            );
                         } else {
                             answers
                                 .cells
@@ -190,7 +209,8 @@ impl Asker {
                     }
                 }
             }
-        }
+        })
+        .await;
         self.share_image_checks(asks, paths, &mut out).await;
         out
     }
@@ -199,7 +219,7 @@ impl Asker {
     async fn share_image_checks(
         &self,
         asks: &[NodeAsk],
-        paths: HashMap<(String, CredCtx, String), ImageAnswer>,
+        paths: HashMap<(String, CredCtx, String), PathAnswer>,
         out: &mut BTreeMap<String, NodeAnswers>,
     ) {
         let addrs: HashMap<&str, &AgentAddr> = asks
@@ -242,8 +262,8 @@ impl Asker {
                     Some((node, addr, ctx, req))
                 })
                 .collect();
-            for (node, ctx, _, answer) in self.send_all(jobs).await {
-                let Ok(reply) = answer else { continue };
+            self.send_each(jobs, |node, ctx, _, answer| {
+                let Ok(reply) = answer else { return };
                 for r in reply.results {
                     let Some(own) = paths.get(&(node.clone(), ctx.clone(), r.image.clone())) else {
                         continue;
@@ -253,14 +273,15 @@ impl Asker {
                         facts.insert(key, (node.clone(), r.cell()));
                     }
                 }
-            }
+            })
+            .await;
         }
         for ((ctx, image, fp), members) in &groups {
             let fact = facts.get(&(ctx.clone(), image.clone(), fp.clone()));
             for node in members {
                 let own = paths.get(&(node.clone(), ctx.clone(), image.clone()));
                 let cell = match (fact, own) {
-                    (Some((rep, f)), Some(own)) => combine(node, rep, f, &own.cell()),
+                    (Some((rep, f)), Some(own)) => combine(node, rep, f, &own.cell),
                     _ => Cell::unknown(
                         UnknownReason::ImageCheckFailed,
                         "the node's path works, but no node with the same fingerprint answered the image check",
@@ -299,6 +320,8 @@ fn combine(node: &str, rep: &str, fact: &Cell, own_path: &Cell) -> Cell {
     }
     let mut c = fact.clone();
     c.checked_on = Some(rep.to_string());
+    // The report is in the checker's own cell; a copy per node would not fit a fleet.
+    c.report = None;
     if fact.verdict.pulls(false) {
         // The image pulls; how this node gets there is its own path's (degraded when its
         // first endpoint failed).
