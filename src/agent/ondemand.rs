@@ -709,6 +709,8 @@ mod tests {
         r.message = String::new();
         r.attempts = vec![EndpointAttempt {
             endpoint: "https://reg.example/v2".into(),
+            role: "server".into(),
+            origin: "test".into(),
             is_upstream: true,
             credential_source: None,
             ok: reason.is_none(),
