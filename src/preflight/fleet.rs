@@ -71,6 +71,23 @@ fn parse_message(m: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// (registry, reason, since) of a True condition, from its message.
+fn failing_parts(c: &k8s_openapi::api::core::v1::NodeCondition) -> Vec<(String, String, String)> {
+    let since = c
+        .last_transition_time
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    let mut parts = parse_message(c.message.as_deref().unwrap_or(""));
+    if parts.is_empty() {
+        parts.push(("?".into(), clean(c.reason.as_deref().unwrap_or(""), 64)));
+    }
+    parts
+        .into_iter()
+        .map(|(r, why)| (r, why, since.clone()))
+        .collect()
+}
+
 /// Build the view from the Nodes and the core/v1 Events about them.
 pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
     let mut problems: BTreeMap<(String, String, String), FleetProblem> = BTreeMap::new();
@@ -92,16 +109,8 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
         heat.entry(name.clone()).or_default();
         for c in ours.into_iter().filter(|c| c.status == "True") {
             failing.insert(name.clone());
-            let since = c
-                .last_transition_time
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default();
-            let mut parts = parse_message(c.message.as_deref().unwrap_or(""));
-            if parts.is_empty() {
-                parts.push(("?".into(), clean(c.reason.as_deref().unwrap_or(""), 64)));
-            }
-            for (registry, reason) in parts {
+            let found = failing_parts(c);
+            for (registry, reason, since) in found {
                 registries.insert(registry.clone());
                 heat.entry(name.clone())
                     .or_default()
@@ -117,7 +126,7 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
                     });
                 p.nodes.push(name.clone());
                 if !since.is_empty() && (p.since.is_empty() || since < p.since) {
-                    p.since = since.clone();
+                    p.since = since;
                 }
             }
         }
@@ -132,23 +141,7 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
     });
     let events = recent_events(events);
     let failing: Vec<String> = failing.into_iter().collect();
-    let mut summary = format!("{}/{} nodes failing", failing.len(), nodes.len());
-    for p in problems.iter().take(5) {
-        summary.push_str(&format!(
-            "; {} {}: {} {} at {}",
-            p.nodes.len(),
-            if p.nodes.len() == 1 { "node" } else { "nodes" },
-            p.condition,
-            p.reason,
-            p.registry
-        ));
-    }
-    if !unreported.is_empty() {
-        summary.push_str(&format!(
-            "; {} without a pullprobe report",
-            unreported.len()
-        ));
-    }
+    let summary = summary_line(failing.len(), nodes.len(), &problems, unreported.len());
     Fleet {
         nodes: nodes.len(),
         failing,
@@ -159,6 +152,28 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
         events,
         summary,
     }
+}
+
+/// `2/40 nodes failing; 2 nodes: RegistryUnreachable TLSUnknownAuthority at mirror.internal`.
+fn summary_line(
+    failing: usize,
+    nodes: usize,
+    problems: &[FleetProblem],
+    unreported: usize,
+) -> String {
+    let mut summary = format!("{failing}/{nodes} nodes failing");
+    for p in problems.iter().take(5) {
+        let n = p.nodes.len();
+        let noun = if n == 1 { "node" } else { "nodes" };
+        summary.push_str(&format!(
+            "; {n} {noun}: {} {} at {}",
+            p.condition, p.reason, p.registry
+        ));
+    }
+    if unreported > 0 {
+        summary.push_str(&format!("; {unreported} without a pullprobe report"));
+    }
+    summary
 }
 
 fn recent_events(events: &[Event]) -> Vec<FleetEvent> {

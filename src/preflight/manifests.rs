@@ -155,6 +155,40 @@ fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
 
+/// The items of a `List` (up to 4 deep).
+fn list(
+    at: &str,
+    doc: &Value,
+    default_ns: &str,
+    out: &mut Loaded,
+    count: &mut usize,
+    depth: usize,
+) -> Result<(), ManifestError> {
+    let invalid = |message: &str| ManifestError::Invalid {
+        source_: at.to_string(),
+        message: message.to_string(),
+    };
+    if depth >= 4 {
+        return Err(invalid("Lists nested more than 4 deep"));
+    }
+    let items = match doc.get("items") {
+        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(_) => return Err(invalid("`items` of a List is not a list")),
+    };
+    for (j, item) in items.into_iter().enumerate() {
+        object(
+            &format!("{at}.items[{j}]"),
+            item,
+            default_ns,
+            out,
+            count,
+            depth + 1,
+        )?;
+    }
+    Ok(())
+}
+
 /// One object (or a `List` of them, up to 4 deep).
 fn object(
     at: &str,
@@ -182,25 +216,7 @@ fn object(
     }
     let kind = str_at(&doc, &["kind"]).unwrap_or("").to_string();
     if kind == "List" || (kind.ends_with("List") && doc.get("items").is_some()) {
-        if depth >= 4 {
-            return Err(invalid("Lists nested more than 4 deep"));
-        }
-        let items = match doc.get("items") {
-            Some(Value::Array(a)) => a.clone(),
-            Some(Value::Null) | None => Vec::new(),
-            Some(_) => return Err(invalid("`items` of a List is not a list")),
-        };
-        for (j, item) in items.into_iter().enumerate() {
-            object(
-                &format!("{at}.items[{j}]"),
-                item,
-                default_ns,
-                out,
-                count,
-                depth + 1,
-            )?;
-        }
-        return Ok(());
+        return list(at, &doc, default_ns, out, count, depth);
     }
     let template: &[&str] = match kind.as_str() {
         "Pod" => &["spec"],
