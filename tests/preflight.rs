@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{OciImage, PushOpts, Registry};
-use preflight_lab::{http, kubeconfig, node_root, register, write, Lab};
+use preflight_lab::{http, kubeconfig, node_root, register, register_port, write, Lab};
 use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
@@ -185,6 +185,11 @@ fn setup() -> Fixture {
         "agent.yaml",
         "interval: 60s\nfleet:\n  node_count: 1\n",
     );
+    let tls_cfg = write(
+        dir.path(),
+        "agent-tls.yaml",
+        "interval: 60s\nfleet:\n  node_count: 1\ntls:\n  mode: self_signed\n",
+    );
     let good = Some(("puller", "s3cret-canary"));
     let dead_s = dead.to_string();
     type NodeSpec<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>);
@@ -199,15 +204,21 @@ fn setup() -> Fixture {
     for (i, (node, mirror, creds)) in nodes.iter().enumerate() {
         let root = node_root(&reg_host, *mirror, *creds);
         let ip = lab.slots[i].addr.to_string();
-        register(&api, node, Some(&ip), &agent_image);
-        let args: Vec<String> = [
+        // healthy-b speaks TLS (a self-signed certificate): its Pod names the port
+        // `https-metrics`, so the CLI asks through `pods/https:NAME:9808/proxy`.
+        let tls = *node == "healthy-b";
+        let port_name = if tls { "https-metrics" } else { "http-metrics" };
+        let labels = json!({"pool": "apps"});
+        register_port(&api, node, Some(&ip), &agent_image, &labels, port_name);
+        let node_cfg = if tls { &tls_cfg } else { &cfg };
+        let mut args: Vec<String> = [
             "agent",
             "--kubeconfig",
             agent_kc.to_str().unwrap(),
             "--node-name",
             node,
             "--config",
-            cfg.to_str().unwrap(),
+            node_cfg.to_str().unwrap(),
             "--host-root",
             root.path().to_str().unwrap(),
             "--listen",
@@ -218,6 +229,9 @@ fn setup() -> Fixture {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if tls {
+            args.extend(["--health-listen".to_string(), format!("{ip}:9809")]);
+        }
         lab.spawn_args(
             i,
             env!("CARGO_BIN_EXE_pullprobe"),
@@ -265,7 +279,9 @@ fn setup() -> Fixture {
     // Every real agent ready (its first cycle done); /readyz is authenticated, so ask as admin.
     let deadline = Instant::now() + Duration::from_secs(60);
     for (i, (node, _, _)) in nodes.iter().enumerate() {
-        let addr = format!("{}:9808", lab.slots[i].addr);
+        // The TLS agent's readiness on its plain health listener.
+        let port = if *node == "healthy-b" { 9809 } else { 9808 };
+        let addr = format!("{}:{port}", lab.slots[i].addr);
         while http(&addr, "GET", "/readyz", Some(api.admin_token())).map(|r| r.0) != Some(200) {
             let log =
                 std::fs::read_to_string(dir.path().join(format!("{node}.log"))).unwrap_or_default();
@@ -329,6 +345,13 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
             assert_eq!(cell(n, i)["verdict"], "ready", "{n}: {}", cell(n, i));
         }
     }
+    // healthy-b answered over TLS through the proxy; its main port speaks no plain HTTP.
+    let tls_addr = format!("{}:9808", f.lab.slots[1].addr);
+    let plain = http(&tls_addr, "GET", "/metrics", Some(api.admin_token()));
+    assert!(
+        plain.as_ref().is_none_or(|(st, _)| *st == 400),
+        "plain HTTP to a TLS listener: {plain:?}"
+    );
     // The two identical nodes share one image check: exactly one of them was the checker.
     let shared: Vec<Value> = ["healthy-a", "healthy-b"]
         .iter()

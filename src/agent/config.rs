@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub auth: AuthConfig,
     /// The on-demand probe endpoint `POST /preflight` (see `ondemand.rs`).
     pub preflight: PreflightConfig,
+    /// TLS on the main listener (the health listener stays plain HTTP for the kubelet).
+    pub tls: TlsConfig,
     /// Images probed besides those of the node's pods (for example those of DaemonSets
     /// and critical add-ons that any node may need soon). The only targets in standalone mode.
     pub images: Vec<String>,
@@ -173,6 +175,30 @@ impl Default for AuthConfig {
     }
 }
 
+/// How the main listener speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// A certificate made at start for the node's name: the API server's pod proxy does not
+    /// verify certificates (it proxies by IP), so this only keeps bearer tokens off the wire,
+    /// as kube-rbac-proxy's generated certificate does.
+    SelfSigned,
+    /// `cert_file` and `key_file` (PEM).
+    Files,
+}
+
+/// TLS of the main listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
 /// Bounds of the on-demand probe endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -235,6 +261,7 @@ impl Default for AgentConfig {
             health_listen: None,
             auth: AuthConfig::default(),
             preflight: PreflightConfig::default(),
+            tls: TlsConfig::default(),
             images: Vec::new(),
             concurrency: 8,
             per_host_concurrency: 2,
@@ -455,6 +482,13 @@ impl AgentConfig {
         }
         if a.audiences.iter().any(|x| x.is_empty() || x.len() > 253) {
             return bad("auth.audiences", "each must be 1 to 253 characters");
+        }
+        let t = &self.tls;
+        if t.mode == TlsMode::Files && (t.cert_file.is_none() || t.key_file.is_none()) {
+            return bad("tls.cert_file", "`files` needs cert_file and key_file");
+        }
+        if t.mode != TlsMode::Files && (t.cert_file.is_some() || t.key_file.is_some()) {
+            return bad("tls.mode", "cert_file and key_file need mode `files`");
         }
         let p = &self.preflight;
         if !(1..=1000).contains(&p.max_images) {

@@ -253,6 +253,108 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tls: {file}: {message}")]
+    TlsFile { file: String, message: String },
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// TLS connections served at once (handshakes included); more wait in the accept queue.
+const MAX_TLS_CONNECTIONS: usize = 256;
+/// A client that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The main listener's TLS config, per `tls.mode` (`None` = plain HTTP).
+pub fn server_tls(
+    cfg: &super::config::TlsConfig,
+    node: &str,
+) -> Result<Option<Arc<rustls::ServerConfig>>, HttpError> {
+    use super::config::TlsMode;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let (certs, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match cfg.mode {
+        TlsMode::Off => return Ok(None),
+        TlsMode::SelfSigned => {
+            let names = vec![node.to_string(), "localhost".to_string()];
+            let ck = rcgen::generate_simple_self_signed(names)
+                .map_err(|e| HttpError::Tls(e.to_string()))?;
+            let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+            (vec![ck.cert.der().clone()], key.into())
+        }
+        TlsMode::Files => {
+            let file_err = |f: &std::path::Path, m: String| HttpError::TlsFile {
+                file: f.display().to_string(),
+                message: m,
+            };
+            let (Some(cf), Some(kf)) = (&cfg.cert_file, &cfg.key_file) else {
+                return Err(HttpError::Tls(
+                    "mode `files` needs cert_file and key_file".into(),
+                ));
+            };
+            let certs = CertificateDer::pem_file_iter(cf)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| file_err(cf, format!("not a PEM certificate chain ({e:?})")))?;
+            // The key's content is never in a message: only what kind of error.
+            let key = PrivateKeyDer::from_pem_file(kf)
+                .map_err(|_| file_err(kf, "not a PEM private key".into()))?;
+            (certs, key)
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| HttpError::Tls(e.to_string()))?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(sc)))
+}
+
+/// Bind `addr` now, serve `app` over TLS on it in the background (HTTP/1.1), at most
+/// [`MAX_TLS_CONNECTIONS`] at once, each handshake within [`TLS_HANDSHAKE_TIMEOUT`].
+pub async fn serve_tls(
+    addr: SocketAddr,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
+    let handle = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Ok(Ok(stream)) =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Ok((local, handle))
 }
 
 /// Bind now (so a port conflict fails the start), serve in the background.

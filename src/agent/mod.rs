@@ -244,11 +244,12 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         tracing::warn!(node = %node, problem = %p, "node config problem");
     }
     let platform = pipeline.platform().to_string();
-    let (listen, auth_cfg, preflight_cfg, pull_secrets) = (
+    let (listen, auth_cfg, preflight_cfg, pull_secrets, tls_cfg) = (
         main_listen(cfg.listen, args.standalone),
         cfg.auth.clone(),
         cfg.preflight.clone(),
         cfg.pull_secrets,
+        cfg.tls.clone(),
     );
     let mut agent = Agent::new(
         cfg,
@@ -275,8 +276,11 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         pull_secrets,
     ));
     let app = http::main_router(state.clone(), authorizer.clone(), Some(ondemand));
-    let (addr, _server) = http::serve_router(listen, app).await?;
-    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), "agent started");
+    let (addr, _server) = match http::server_tls(&tls_cfg, &node)? {
+        Some(tls) => http::serve_tls(listen, app, tls).await?,
+        None => http::serve_router(listen, app).await?,
+    };
+    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
     agent.watcher = watcher;
     agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
     if let Some((ctx, facts)) = cluster {

@@ -322,6 +322,18 @@ pub fn register_with(
     image: &str,
     labels: &serde_json::Value,
 ) {
+    register_port(api, node, ip, image, labels, "http-metrics");
+}
+
+/// [`register_with`] with the name of the agent's port (`https-metrics`: the agent speaks TLS).
+pub fn register_port(
+    api: &KubeApiServer,
+    node: &str,
+    ip: Option<&str>,
+    image: &str,
+    labels: &serde_json::Value,
+    port_name: &str,
+) {
     let admin = api.admin_token();
     api.create_if_missing(
         "/api/v1/nodes",
@@ -348,7 +360,7 @@ pub fn register_with(
         &json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod, "namespace": NS, "labels": {"app.kubernetes.io/name": "pullprobe", "app.kubernetes.io/component": "agent"}},
             "spec": {"nodeName": node, "automountServiceAccountToken": false, "hostNetwork": true,
-                "containers": [{"name": "agent", "image": image, "ports": [{"name": "http-metrics", "containerPort": 9808}]}]}}),
+                "containers": [{"name": "agent", "image": image, "ports": [{"name": port_name, "containerPort": 9808}]}]}}),
         admin,
     );
     let st =
