@@ -126,9 +126,8 @@ pub async fn run(args: PreflightArgs) -> Result<i32, PreflightError> {
     let o = options(args)?;
     let m = preflight::run(&o).await?;
     super::emit(&render::render(&m, format));
-    if !matches!(format, Format::Json | Format::Yaml | Format::Html) {
-        // The summary is on stdout with the table; for machine formats, on stderr too.
-    } else {
+    // The table ends with the summary; for the machine formats it also goes to stderr.
+    if matches!(format, Format::Json | Format::Yaml | Format::Html) {
         eprintln!("{}", m.summary.line);
     }
     Ok(m.exit_code())
