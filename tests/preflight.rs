@@ -426,6 +426,43 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     assert!(table.contains("healthy-a (+1 more)"), "{table}");
     assert!(table.trim_end().ends_with(line), "{table}");
 
+    // -f - (helm template | …) and -o yaml: the same matrix.
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: apps}}\nspec:\n  template:\n    spec:\n      nodeSelector: {{pool: apps}}\n      containers: [{{name: w, image: \"{app}\"}}]\n"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args([
+            "preflight",
+            "-f",
+            "-",
+            "-o",
+            "yaml",
+            "--timeout",
+            "4s",
+            "--kubeconfig",
+        ])
+        .arg(&alice)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let y: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(y["images"], json!([app]));
+    assert_eq!(y["rows"].as_array().unwrap().len(), 9, "{y}");
+    assert_eq!(row(&y, "healthy-a")["cells"][0]["verdict"], "ready");
+
     // A second run within the cache window: no new image check at the registry.
     let (_, _, _) = preflight(&alice, &[&app, "--timeout", "4s", "-o", "json"]);
     assert_eq!(
