@@ -711,6 +711,7 @@ mod tests {
             endpoint: "https://reg.example/v2".into(),
             role: "server".into(),
             origin: "test".into(),
+            https_to_http: false,
             is_upstream: true,
             credential_source: None,
             ok: reason.is_none(),
