@@ -17,6 +17,8 @@ PACKAGES=(
     iptables nftables iproute2 tinyproxy util-linux
     # benchmarks
     hyperfine time
+    # pre-flight's HTML heatmap rendered and checked in headless Chromium (tests/preflight_html.rs)
+    chromium fonts-dejavu-core
     # manifest validation (.ci/validate-manifests.sh: kubernetes-validate in a venv)
     python3 python3-venv python3-pip
     # misc tooling used by the scripts

@@ -25,8 +25,8 @@ out=target/bench-last.txt
 
 # Build once, then run the executables that build produced (not `cargo bench --bench X`, which
 # would rebuild if the tree changed in between).
-build_log=$(cargo bench --no-run --bench probe --bench agent 2>&1) || { echo "$build_log" >&2; exit 1; }
-for b in probe agent; do
+build_log=$(cargo bench --no-run --bench probe --bench agent --bench preflight 2>&1) || { echo "$build_log" >&2; exit 1; }
+for b in probe agent preflight; do
   exe=$(printf '%s\n' "$build_log" | sed -n "s|.*Executable benches/$b.rs (\(.*\))|\1|p" | tail -n 1)
   [ -x "$exe" ] || { echo "no executable for bench $b:" >&2; echo "$build_log" >&2; exit 1; }
   echo | tee -a "$out"

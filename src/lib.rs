@@ -11,6 +11,7 @@ pub mod hostroot;
 pub mod k8s;
 pub mod nodeconfig;
 pub mod pipeline;
+pub mod preflight;
 pub mod probe;
 pub mod problem;
 pub mod redact;

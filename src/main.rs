@@ -1,7 +1,7 @@
 //! Wiring only: parse the command line, set up logging, run the subcommand. A fatal
 //! agent error is also written to /dev/termination-log so `kubectl describe pod` shows it.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use pullprobe::cli::{self, exit, Cli, Command};
 
 fn init_cli_logging() {
@@ -15,7 +15,14 @@ fn init_cli_logging() {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // As the kubectl plugin (`kubectl-pullprobe`), kubectl passes the words after
+    // `kubectl pullprobe`, so the arguments are the same; only help says `kubectl pullprobe`.
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let matches = Cli::command().bin_name(cli::bin_name(&argv0)).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -44,6 +51,26 @@ fn main() {
                     Ok(code) => code,
                     Err(e) => {
                         eprintln!("pullprobe plan: {e}");
+                        exit::USAGE
+                    }
+                }
+            }
+            Command::Preflight(args) => {
+                init_cli_logging();
+                match cli::preflight::run(*args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("pullprobe preflight: {e}");
+                        exit::USAGE
+                    }
+                }
+            }
+            Command::Status(args) => {
+                init_cli_logging();
+                match cli::status::run(*args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("pullprobe status: {e}");
                         exit::USAGE
                     }
                 }

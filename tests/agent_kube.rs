@@ -197,6 +197,8 @@ fn agent_against_real_apiserver_and_registry() {
         "--host-root",
         root.path().to_str().unwrap(),
     ]);
+    // The main listener reviews every caller: ask as the cluster admin.
+    agent_proc::authorize(agent.port, &admin);
     agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     eprintln!("[{:?}] agent ready", t0.elapsed());
@@ -505,7 +507,10 @@ fn agent_against_real_apiserver_and_registry() {
                 "list pods",
                 "watch pods",
                 "create events",
-                "patch events"
+                "patch events",
+                // The test's own calls to /status and /metrics, reviewed by the agent.
+                "create tokenreviews",
+                "create subjectaccessreviews"
             ]
             .contains(&u.as_str()),
             "unexpected API call {u}: {used:?}"
@@ -618,6 +623,8 @@ fn node_credentials_and_pod_pull_secrets() {
         "--host-root",
         root.path().to_str().unwrap(),
     ]);
+    // The main listener reviews every caller: ask as the cluster admin.
+    agent_proc::authorize(agent.port, &admin);
     agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     let cond = |kind: &str| {

@@ -140,10 +140,14 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     assert!(!cfg.pull_secrets, "Secret reading is opt-in");
     let port = cfg.listen.port();
     assert_eq!(c["ports"][0]["containerPort"], port);
+    // The kubelet's probes use the unauthenticated health listener (the main one reviews
+    // every caller).
+    let health = cfg.health_listen.expect("health_listen").port();
+    assert_eq!(c["ports"][1]["containerPort"], health);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["livenessProbe"]["httpGet"]["port"], port);
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"], health);
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["port"], port);
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], health);
 
     // NODE_NAME from the downward API.
     let env = c["env"].as_array().unwrap();
@@ -196,6 +200,7 @@ fn collection(doc: &Value) -> String {
         "Namespace" => "/api/v1/namespaces".into(),
         "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
         "ConfigMap" => format!("/api/v1/namespaces/{ns}/configmaps"),
+        "Secret" => format!("/api/v1/namespaces/{ns}/secrets"),
         "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
         "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
         "PriorityClass" => "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
@@ -266,6 +271,14 @@ const USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("patch", "", "events", Some("default")),
     ("create", "", "events", Some("team-a")), // Pod events, in the pod's namespace
     ("patch", "", "events", Some("team-a")),
+    // Reviews of the callers of the agent's main listener (src/agent/auth.rs).
+    ("create", "authentication.k8s.io", "tokenreviews", None),
+    (
+        "create",
+        "authorization.k8s.io",
+        "subjectaccessreviews",
+        None,
+    ),
 ];
 
 /// Things the agent must NOT be able to do.
@@ -648,6 +661,12 @@ fn check_render(combo: &[&str], all: &[Value]) {
     assert_eq!(has(all, "Service", "pullprobe-metrics"), sm, "{combo:?}");
     assert_eq!(
         has(all, "PrometheusRule", "pullprobe"),
+        on("prometheus"),
+        "{combo:?}"
+    );
+    // Scrapes carry the token of a reader allowed `get /metrics` (the agents review it).
+    assert_eq!(
+        has(all, "ClusterRole", "pullprobe-metrics-reader"),
         on("prometheus"),
         "{combo:?}"
     );

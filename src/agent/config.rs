@@ -41,8 +41,20 @@ pub struct AgentConfig {
     /// How often the Node conditions are rewritten when nothing changed (`5m`), plus jitter.
     #[serde(with = "duration_serde")]
     pub heartbeat: Duration,
-    /// Address of `/healthz`, `/readyz`, `/metrics`, `/status`.
+    /// Address of the main listener: `/metrics`, `/status`, `POST /preflight` (and
+    /// `/healthz`, `/readyz`). In a cluster every request to it is authenticated
+    /// (TokenReview + SubjectAccessReview, `auth`); standalone, nothing can review a
+    /// caller, so an unspecified address (`0.0.0.0`, `::`) binds loopback instead.
     pub listen: SocketAddr,
+    /// Address of `/healthz` and `/readyz` alone, never authenticated (the kubelet's
+    /// probes use it); unset = no separate health listener.
+    pub health_listen: Option<SocketAddr>,
+    /// Who may call the main listener in a cluster (see `auth.rs`).
+    pub auth: AuthConfig,
+    /// The on-demand probe endpoint `POST /preflight` (see `ondemand.rs`).
+    pub preflight: PreflightConfig,
+    /// TLS on the main listener (the health listener stays plain HTTP for the kubelet).
+    pub tls: TlsConfig,
     /// Images probed besides those of the node's pods (for example those of DaemonSets
     /// and critical add-ons that any node may need soon). The only targets in standalone mode.
     pub images: Vec<String>,
@@ -128,6 +140,104 @@ pub struct FleetConfig {
     pub node_count: Option<u64>,
 }
 
+/// Authentication and authorization of HTTP callers (cluster mode only).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Token audiences accepted besides the API server's own: a token bound to one of
+    /// these (a projected ServiceAccount token with `audience: pullprobe`) cannot be
+    /// replayed against the API server by a node that received it.
+    pub audiences: Vec<String>,
+    /// How long a review's answer is reused for the same token and permission (`10s`).
+    #[serde(with = "duration_serde")]
+    pub cache_ttl: Duration,
+    /// While the API server cannot be asked, an answer that let a caller in is reused up
+    /// to this long (`5m`, the kubelet's authorized-answer TTL), so Prometheus keeps
+    /// scraping through an API server outage; a denial is never reused stale.
+    #[serde(with = "duration_serde")]
+    pub stale_ttl: Duration,
+    /// Cached answers kept at most.
+    pub cache_entries: usize,
+    /// TokenReview + SubjectAccessReview calls per second at most (a flood of bad tokens
+    /// is answered 429, not passed on to the API server).
+    pub reviews_per_second: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            audiences: vec!["pullprobe".to_string()],
+            cache_ttl: Duration::from_secs(10),
+            stale_ttl: Duration::from_secs(300),
+            cache_entries: 1024,
+            reviews_per_second: 20,
+        }
+    }
+}
+
+/// How the main listener speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Plain HTTP.
+    #[default]
+    Off,
+    /// A certificate made at start for the node's name: the API server's pod proxy does not
+    /// verify certificates (it proxies by IP), so this only keeps bearer tokens off the wire,
+    /// as kube-rbac-proxy's generated certificate does.
+    SelfSigned,
+    /// `cert_file` and `key_file` (PEM).
+    Files,
+}
+
+/// TLS of the main listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Bounds of the on-demand probe endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PreflightConfig {
+    /// Serve `POST /preflight` at all.
+    pub enabled: bool,
+    /// Images in one request at most.
+    pub max_images: usize,
+    /// Request body size at most, bytes.
+    pub max_body_bytes: usize,
+    /// A request's answer is due within this long (`30s`); probes still running then are
+    /// answered as timed out.
+    #[serde(with = "duration_serde")]
+    pub timeout: Duration,
+    /// A probe's result is reused this long for any caller asking the same (`30s`).
+    #[serde(with = "duration_serde")]
+    pub cache_ttl: Duration,
+    /// Results kept at most.
+    pub cache_entries: usize,
+    /// Requests per second at most (token bucket), and the burst above it.
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for PreflightConfig {
+    fn default() -> Self {
+        PreflightConfig {
+            enabled: true,
+            max_images: 100,
+            max_body_bytes: 64 * 1024,
+            timeout: Duration::from_secs(30),
+            cache_ttl: Duration::from_secs(30),
+            cache_entries: 4096,
+            requests_per_second: 5,
+            burst: 20,
+        }
+    }
+}
+
 /// Per-registry overrides.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -148,6 +258,10 @@ impl Default for AgentConfig {
             jitter: 0.1,
             heartbeat: Duration::from_secs(300),
             listen: SocketAddr::from(([0, 0, 0, 0], 9808)),
+            health_listen: None,
+            auth: AuthConfig::default(),
+            preflight: PreflightConfig::default(),
+            tls: TlsConfig::default(),
             images: Vec::new(),
             concurrency: 8,
             per_host_concurrency: 2,
@@ -319,6 +433,7 @@ impl AgentConfig {
         if self.fleet.node_count == Some(0) {
             return bad("fleet.node_count", "must be at least 1");
         }
+        self.validate_http()?;
         for (i, image) in self.images.iter().enumerate() {
             if let Err(e) = ImageRef::parse(image) {
                 return bad(&format!("images[{i}]"), format!("`{image}`: {e}"));
@@ -343,6 +458,62 @@ impl AgentConfig {
             if budget.concurrency == Some(0) {
                 return bad(&field("concurrency"), "must be at least 1");
             }
+        }
+        Ok(())
+    }
+
+    fn validate_http(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
+        if self.health_listen == Some(self.listen) && self.listen.port() != 0 {
+            return bad("health_listen", "must differ from `listen`");
+        }
+        let a = &self.auth;
+        if a.cache_ttl > Duration::from_secs(300) {
+            return bad("auth.cache_ttl", "must be at most 5m");
+        }
+        if a.stale_ttl > Duration::from_secs(3600) {
+            return bad("auth.stale_ttl", "must be at most 1h");
+        }
+        if !(1..=100_000).contains(&a.cache_entries) {
+            return bad("auth.cache_entries", "must be between 1 and 100000");
+        }
+        if a.reviews_per_second == 0 {
+            return bad("auth.reviews_per_second", "must be at least 1");
+        }
+        if a.audiences.iter().any(|x| x.is_empty() || x.len() > 253) {
+            return bad("auth.audiences", "each must be 1 to 253 characters");
+        }
+        let t = &self.tls;
+        if t.mode == TlsMode::Files && (t.cert_file.is_none() || t.key_file.is_none()) {
+            return bad("tls.cert_file", "`files` needs cert_file and key_file");
+        }
+        if t.mode != TlsMode::Files && (t.cert_file.is_some() || t.key_file.is_some()) {
+            return bad("tls.mode", "cert_file and key_file need mode `files`");
+        }
+        let p = &self.preflight;
+        if !(1..=1000).contains(&p.max_images) {
+            return bad("preflight.max_images", "must be between 1 and 1000");
+        }
+        if !(1024..=4 * 1024 * 1024).contains(&p.max_body_bytes) {
+            return bad(
+                "preflight.max_body_bytes",
+                "must be between 1024 and 4194304",
+            );
+        }
+        if p.timeout < Duration::from_secs(1) || p.timeout > Duration::from_secs(300) {
+            return bad("preflight.timeout", "must be between 1s and 5m");
+        }
+        if p.cache_ttl > Duration::from_secs(3600) {
+            return bad("preflight.cache_ttl", "must be at most 1h");
+        }
+        if !(1..=100_000).contains(&p.cache_entries) {
+            return bad("preflight.cache_entries", "must be between 1 and 100000");
+        }
+        if p.requests_per_second == 0 || p.burst == 0 {
+            return bad(
+                "preflight.requests_per_second",
+                "rate and burst must be at least 1",
+            );
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use super::conditions::{summarize, Clock, ConditionKind, ConditionManager};
 use super::config::{AgentConfig, ConfigWatcher, Reload};
 use super::export::Exporter;
 use super::http::AgentState;
+use super::ondemand::{PathResult, ProbeShare};
 use super::outcome::{
     condition_problems, decisive_endpoint, workload_problems, CheckKind, CheckRecord,
     ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
@@ -62,6 +63,9 @@ pub struct Agent {
     pub clock: Arc<dyn Clock>,
     pub node_count: u64,
     pub exporters: Vec<Box<dyn Exporter>>,
+    /// Shared with the on-demand endpoint: the probe permits, the current pull path and
+    /// the latest path check of every plan.
+    pub share: Arc<ProbeShare>,
     reloaded_at: Instant,
     backoff: HashMap<String, Backoff>,
     seen: HashSet<TargetKey>,
@@ -89,7 +93,10 @@ impl Agent {
             Jitter::from_node(&format!("{node}/heartbeat")),
             clock.now(),
         );
+        let share = Arc::new(ProbeShare::new(cfg.concurrency, cfg.interval));
+        share.set_path(path.clone());
         Agent {
+            share,
             jitter: Jitter::from_node(&node),
             node_count: cfg.fleet.node_count.unwrap_or(1).max(1),
             cfg,
@@ -128,6 +135,9 @@ impl Agent {
                     m.reconfigure(cfg.fail_after, cfg.recover_after, cfg.heartbeat);
                 }
                 self.state.set_interval(cfg.interval);
+                if let Ok(mut i) = self.share.interval.lock() {
+                    *i = cfg.interval;
+                }
                 self.state.metrics.config_reload_ok.set(1);
                 self.cfg = *cfg;
             }
@@ -146,7 +156,10 @@ impl Agent {
         }
         self.reloaded_at = Instant::now();
         match self.path.reload() {
-            Some(Ok(p)) => self.path = Arc::new(p),
+            Some(Ok(p)) => {
+                self.path = Arc::new(p);
+                self.share.set_path(self.path.clone());
+            }
             Some(Err(e)) => {
                 tracing::error!(node = %self.node, error = %e, "cannot reload the node's config, keeping the previous one")
             }
@@ -297,7 +310,8 @@ impl Agent {
     }
 
     async fn run_jobs(&self, jobs: Vec<Job>, secrets: &SecretCache) -> Vec<CheckRecord> {
-        let global = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        // One budget with the on-demand endpoint: pre-flight requests never add to it.
+        let global = self.share.permits.clone();
         let mut per_host: HashMap<String, Arc<Semaphore>> = HashMap::new();
         for j in &jobs {
             per_host.entry(j.plan.clone()).or_insert_with(|| {
@@ -415,6 +429,17 @@ impl Agent {
         }
         self.last_path
             .insert(c.plan.clone(), Self::registry_path(c, c.state, since));
+        if let Ok(mut paths) = self.share.paths.lock() {
+            paths.insert(
+                c.plan.clone(),
+                PathResult {
+                    registry: c.registry.clone(),
+                    state: c.state,
+                    report: c.checked.report.clone(),
+                    at: c.at,
+                },
+            );
+        }
     }
 
     /// An image check that failed reaching its blob host marks the registry's blob path
@@ -448,6 +473,9 @@ impl Agent {
     ) -> CycleOutcome {
         self.last_path
             .retain(|plan, _| set.hosts.contains_key(plan));
+        if let Ok(mut paths) = self.share.paths.lock() {
+            paths.retain(|plan, _| set.hosts.contains_key(plan));
+        }
         let registries: HashSet<&str> = set.hosts.values().map(|h| h.registry.as_str()).collect();
         self.blob_failures
             .retain(|r, _| registries.contains(r.as_str()));

@@ -1,17 +1,26 @@
-//! `/healthz`, `/readyz`, `/metrics`, `/status` (axum, HTTP/1 only).
+//! `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /preflight` (axum, HTTP/1 only).
+//!
+//! Two listeners: the main one serves everything and, in a cluster, only to callers the
+//! API server authenticates and RBAC authorizes ([`super::auth`]); the health listener
+//! (`health_listen`) serves `/healthz` and `/readyz` alone, unauthenticated, for the
+//! kubelet's probes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{RawQuery, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 
+use super::auth::{self, Authorizer, Caller};
 use super::metrics::Metrics;
+use super::ondemand::OnDemand;
 use super::status::StatusDoc;
 
 /// State shared by the loop and the HTTP server.
@@ -81,13 +90,113 @@ fn stale_after(interval: Duration) -> Duration {
     interval * 3 + Duration::from_secs(60)
 }
 
+/// The main listener's routes, unauthenticated (standalone mode; unit tests).
 pub fn router(state: Arc<AgentState>) -> Router {
-    Router::new()
+    main_router(state, None, None)
+}
+
+/// The main listener's routes: with an `Authorizer`, every request first passes a
+/// TokenReview and a SubjectAccessReview; with an `OnDemand`, `POST /preflight` is served.
+pub fn main_router(
+    state: Arc<AgentState>,
+    authorizer: Option<Arc<Authorizer>>,
+    ondemand: Option<Arc<OnDemand>>,
+) -> Router {
+    let mut r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/status", get(status))
+        .route("/status", get(status));
+    if let Some(od) = ondemand {
+        let limit = od.max_body_bytes();
+        r = r
+            .route("/preflight", post(preflight))
+            .layer(DefaultBodyLimit::max(limit))
+            .layer(Extension(od));
+    }
+    let r = r.with_state(state.clone());
+    match authorizer {
+        Some(a) => r.layer(axum::middleware::from_fn_with_state(
+            (a, state.node.clone()),
+            authenticate,
+        )),
+        None => r,
+    }
+}
+
+/// The health listener's routes: liveness and readiness only, never authenticated.
+pub fn health_router(state: Arc<AgentState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .with_state(state)
+}
+
+fn refusal(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+    let body = serde_json::json!({ "error": message, "status": status }).to_string() + "\n";
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if status == 401 {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"pullprobe\""),
+        );
+    }
+    resp
+}
+
+/// TokenReview + SubjectAccessReview before any route (the caller is then an extension
+/// the pre-flight handler reads). The token is never logged; refusals name the user and
+/// the permission, never the token.
+async fn authenticate(
+    State((authorizer, node)): State<(Arc<Authorizer>, String)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    // Liveness and readiness say only "ok" or not, as on the health listener: never
+    // reviewed, so they answer through an API server outage (kube-rbac-proxy's
+    // `--ignore-paths` for the same paths).
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return next.run(req).await;
+    }
+    let h = req.headers();
+    let token = auth::bearer(
+        h.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+        h.get(auth::PROXIED_AUTHORIZATION).map(|v| v.as_bytes()),
+    );
+    let access = auth::access_for(&node, req.method().as_str(), req.uri().path());
+    let checked = match token {
+        Ok(t) => match authorizer.authenticate(&t).await {
+            Ok(c) => authorizer.authorize(&c, &access).await.map(|_| c),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::info!(target: "pullprobe::http", path = %req.uri().path(), status = e.status(), refused = %e, "request refused");
+            refusal(e.status(), &e.to_string())
+        }
+    }
+}
+
+/// `POST /preflight`: the on-demand probe ([`super::ondemand`]).
+async fn preflight(
+    Extension(od): Extension<Arc<OnDemand>>,
+    caller: Option<Extension<Caller>>,
+    body: Bytes,
+) -> Response {
+    match od.handle(caller.as_ref().map(|c| &c.0), &body).await {
+        Ok(reply) => {
+            let body = serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into()) + "\n";
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(e) => refusal(e.status(), &e.to_string()),
+    }
 }
 
 async fn healthz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
@@ -144,12 +253,70 @@ pub enum HttpError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tls: {file}: {message}")]
+    TlsFile { file: String, message: String },
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
-/// Bind now (so a port conflict fails the start), serve in the background.
-pub async fn serve(
+/// TLS connections served at once (handshakes included); more wait in the accept queue.
+const MAX_TLS_CONNECTIONS: usize = 256;
+/// A client that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The main listener's TLS config, per `tls.mode` (`None` = plain HTTP).
+pub fn server_tls(
+    cfg: &super::config::TlsConfig,
+    node: &str,
+) -> Result<Option<Arc<rustls::ServerConfig>>, HttpError> {
+    use super::config::TlsMode;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let (certs, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match cfg.mode {
+        TlsMode::Off => return Ok(None),
+        TlsMode::SelfSigned => {
+            let names = vec![node.to_string(), "localhost".to_string()];
+            let ck = rcgen::generate_simple_self_signed(names)
+                .map_err(|e| HttpError::Tls(e.to_string()))?;
+            let key = PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der());
+            (vec![ck.cert.der().clone()], key.into())
+        }
+        TlsMode::Files => {
+            let file_err = |f: &std::path::Path, m: String| HttpError::TlsFile {
+                file: f.display().to_string(),
+                message: m,
+            };
+            let (Some(cf), Some(kf)) = (&cfg.cert_file, &cfg.key_file) else {
+                return Err(HttpError::Tls(
+                    "mode `files` needs cert_file and key_file".into(),
+                ));
+            };
+            let certs = CertificateDer::pem_file_iter(cf)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| file_err(cf, format!("not a PEM certificate chain ({e:?})")))?;
+            // The key's content is never in a message: only what kind of error.
+            let key = PrivateKeyDer::from_pem_file(kf)
+                .map_err(|_| file_err(kf, "not a PEM private key".into()))?;
+            (certs, key)
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HttpError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| HttpError::Tls(e.to_string()))?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(sc)))
+}
+
+/// Bind `addr` now, serve `app` over TLS on it in the background (HTTP/1.1), at most
+/// [`MAX_TLS_CONNECTIONS`] at once, each handshake within [`TLS_HANDSHAKE_TIMEOUT`].
+pub async fn serve_tls(
     addr: SocketAddr,
-    state: Arc<AgentState>,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -157,7 +324,58 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|source| HttpError::Bind { addr, source })?;
-    let app = router(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
+    let handle = tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Ok(Ok(stream)) =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                else {
+                    return;
+                };
+                let svc = hyper_util::service::TowerToHyperService::new(app);
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    Ok((local, handle))
+}
+
+/// Bind now (so a port conflict fails the start), serve in the background.
+pub async fn serve(
+    addr: SocketAddr,
+    state: Arc<AgentState>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    serve_router(addr, router(state)).await
+}
+
+/// Bind `addr` now, serve `app` on it in the background.
+pub async fn serve_router(
+    addr: SocketAddr,
+    app: Router,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind { addr, source })?;
     let handle = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "HTTP server stopped");

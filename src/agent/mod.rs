@@ -6,6 +6,7 @@
 //! hysteresis) → exporters ([`kube_export`]: Events and the condition writer; [`export`]:
 //! metrics, logs, `/status`). `--standalone` runs the same loop with no cluster.
 
+pub mod auth;
 pub mod conditions;
 pub mod config;
 pub mod cycle;
@@ -15,6 +16,7 @@ pub mod http;
 pub mod kube_export;
 pub mod logs;
 pub mod metrics;
+pub mod ondemand;
 pub mod outcome;
 pub mod path;
 pub mod schedule;
@@ -81,9 +83,14 @@ pub struct AgentArgs {
     /// Log format (overrides the config's `log_format`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Address of /healthz, /readyz, /metrics, /status (overrides the config's `listen`).
+    /// Address of the main listener: /metrics, /status, POST /preflight (overrides the
+    /// config's `listen`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of /healthz and /readyz alone, unauthenticated (overrides the config's
+    /// `health_listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub health_listen: Option<SocketAddr>,
     /// Run one cycle (and one condition write), then exit.
     #[arg(long)]
     pub once: bool,
@@ -192,6 +199,9 @@ fn load_config(args: &AgentArgs) -> Result<(Option<ConfigWatcher>, AgentConfig),
     if let Some(l) = args.listen {
         cfg.listen = l;
     }
+    if let Some(l) = args.health_listen {
+        cfg.health_listen = Some(l);
+    }
     Ok((watcher, cfg))
 }
 
@@ -206,8 +216,14 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
-    let (addr, _server) = http::serve(cfg.listen, state.clone()).await?;
-    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, "agent started");
+    let _health = match cfg.health_listen {
+        Some(a) => {
+            let (addr, h) = http::serve_router(a, http::health_router(state.clone())).await?;
+            tracing::info!(node = %node, health_listen = %addr, "health listener started");
+            Some(h)
+        }
+        None => None,
+    };
     if cfg.fleet.node_count.is_none() && !args.standalone {
         tracing::warn!(
             node = %node,
@@ -227,6 +243,14 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     for p in pipeline.problems() {
         tracing::warn!(node = %node, problem = %p, "node config problem");
     }
+    let platform = pipeline.platform().to_string();
+    let (listen, auth_cfg, preflight_cfg, pull_secrets, tls_cfg) = (
+        main_listen(cfg.listen, args.standalone),
+        cfg.auth.clone(),
+        cfg.preflight.clone(),
+        cfg.pull_secrets,
+        cfg.tls.clone(),
+    );
     let mut agent = Agent::new(
         cfg,
         node.clone(),
@@ -234,6 +258,29 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         Arc::new(pipeline),
         clock.clone(),
     );
+    if let Ok(mut p) = agent.share.platform.write() {
+        *p = platform;
+    }
+    let client = cluster.as_ref().map(|(c, _)| c.client.clone());
+    // In a cluster every caller of the main listener is reviewed; standalone, nothing can
+    // review one, so the listener is on loopback unless configured otherwise.
+    let authorizer = client
+        .as_ref()
+        .map(|c| Arc::new(auth::Authorizer::new(c.clone(), &auth_cfg)));
+    let ondemand = Arc::new(ondemand::OnDemand::new(
+        preflight_cfg,
+        node.clone(),
+        agent.share.clone(),
+        client,
+        authorizer.clone(),
+        pull_secrets,
+    ));
+    let app = http::main_router(state.clone(), authorizer.clone(), Some(ondemand));
+    let (addr, _server) = match http::server_tls(&tls_cfg, &node)? {
+        Some(tls) => http::serve_tls(listen, app, tls).await?,
+        None => http::serve_router(listen, app).await?,
+    };
+    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
     agent.watcher = watcher;
     agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
     if let Some((ctx, facts)) = cluster {
@@ -245,6 +292,19 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     run_loop(agent, args.once).await;
     tracing::info!(node = %node, "agent stopping");
     Ok(())
+}
+
+/// The main listener's address: standalone, an unspecified address (`0.0.0.0`, `::`)
+/// becomes loopback, since no caller can be reviewed without a cluster.
+fn main_listen(listen: SocketAddr, standalone: bool) -> SocketAddr {
+    if !standalone || !listen.ip().is_unspecified() {
+        return listen;
+    }
+    let ip: std::net::IpAddr = match listen {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    SocketAddr::new(ip, listen.port())
 }
 
 fn exporters(

@@ -1,8 +1,11 @@
-//! Command-line interface: `pullprobe check`, `pullprobe plan`, `pullprobe agent`.
+//! Command-line interface: `pullprobe check`, `pullprobe plan`, `pullprobe agent`,
+//! `pullprobe preflight`, `pullprobe status` (the last two also as `kubectl pullprobe`).
 
 pub mod args;
 pub mod check;
 pub mod plan;
+pub mod preflight;
+pub mod status;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,22 @@ pub enum Command {
     /// Run the per-node agent (DaemonSet): probe on a schedule, report Node conditions,
     /// Events, metrics and JSON logs.
     Agent(Box<crate::agent::AgentArgs>),
+    /// Before a rollout: ask every node's agent whether its node can pull the images of
+    /// these manifests now; a node × image matrix.
+    Preflight(Box<preflight::PreflightArgs>),
+    /// The fleet's registry problems from the agents' Node conditions and Events.
+    Status(Box<status::StatusArgs>),
+}
+
+/// The name to show in help: `kubectl pullprobe` when run as the kubectl plugin
+/// (`kubectl-pullprobe` on PATH, a symlink to this binary).
+pub fn bin_name(argv0: &str) -> &'static str {
+    let base = argv0.rsplit('/').next().unwrap_or(argv0);
+    if base.starts_with("kubectl-pullprobe") {
+        "kubectl pullprobe"
+    } else {
+        "pullprobe"
+    }
 }
 
 /// Write to stdout; a closed pipe (`| head`) is not an error worth a panic.

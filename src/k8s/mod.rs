@@ -3,7 +3,9 @@
 
 pub mod events;
 pub mod node;
+pub mod nodes;
 pub mod pods;
+pub mod review;
 pub mod secrets;
 
 use std::path::Path;
@@ -80,6 +82,12 @@ impl K8sError {
 /// A client from an explicit kubeconfig, else in-cluster config, else `$KUBECONFIG` /
 /// `~/.kube/config` (`kube::Config::infer`).
 pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError> {
+    let config = config(kubeconfig).await?;
+    kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+}
+
+/// The client config [`client`] builds on (the CLI also reads its bearer token).
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, K8sError> {
     let config = match kubeconfig {
         Some(path) => {
             let kc =
@@ -104,5 +112,5 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, K8sError>
     // server that is shedding load and hides them from the writer's backoff and metrics.
     let mut config = config;
     config.default_retry = false;
-    kube::Client::try_from(config).map_err(|e| K8sError::Client(e.to_string()))
+    Ok(config)
 }

@@ -57,14 +57,36 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get_full(port, path).map(|(st, _, body)| (st, body))
 }
 
+/// Bearer tokens by agent port: in a cluster the agent's main listener reviews every caller
+/// (TokenReview + SubjectAccessReview), so the helpers below send the token registered here.
+static BEARERS: Mutex<Vec<(u16, String)>> = Mutex::new(Vec::new());
+
+/// Send `token` on every request to the agent on `port`.
+pub fn authorize(port: u16, token: &str) {
+    if let Ok(mut b) = BEARERS.lock() {
+        b.retain(|(p, _)| *p != port);
+        b.push((port, token.to_string()));
+    }
+}
+
+fn bearer_header(port: u16) -> String {
+    BEARERS
+        .lock()
+        .ok()
+        .and_then(|b| b.iter().find(|(p, _)| *p == port).map(|(_, t)| t.clone()))
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
 /// `GET path` on 127.0.0.1:port: (status, response head, body).
 pub fn http_get_full(port: u16, path: &str) -> Option<(u16, String, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = bearer_header(port);
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();

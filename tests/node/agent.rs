@@ -157,9 +157,21 @@ pub fn cri_log_text(raw: &str) -> String {
 
 /// A blocking HTTP/1.0 GET on `addr` (the agent's `/status`, `/metrics`): `(status, body)`.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_as(addr, path, None)
+}
+
+/// [`http_get`] with a bearer token (the agent's main listener reviews every caller).
+pub fn http_get_as(
+    addr: SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut raw = Vec::new();
     s.take(16 << 20).read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -307,7 +319,10 @@ impl super::Node {
     /// GET on the agent's hostNetwork port (`/status`, `/metrics`, `/healthz`): `(status, body)`.
     pub fn agent_get(&self, path: &str) -> (u16, String) {
         let addr = SocketAddr::from((self.node_ip(), PORT));
-        http_get(addr, path).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+        // The main listener authenticates every caller (TokenReview + SubjectAccessReview):
+        // ask as the cluster admin.
+        let admin = self.api().admin_token().to_string();
+        http_get_as(addr, path, Some(&admin)).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
     }
 }
 
