@@ -178,11 +178,20 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
         assert_eq!(m["readOnly"], true, "{m}");
         assert_eq!(m["mountPath"], format!("/host{path}"), "{m}");
     }
-    for needed in ["/etc", "/var/lib/kubelet"] {
+    for needed in ["/etc", "/var/lib/kubelet", "/usr/lib/systemd/system"] {
         assert!(
             host_paths.contains(needed),
             "{needed} not mounted: {host_paths:?}"
         );
+    }
+    // Other pods' volumes and the kubelet's client key are masked by empty directories.
+    for masked in ["/host/var/lib/kubelet/pods", "/host/var/lib/kubelet/pki"] {
+        let m = mounts
+            .iter()
+            .find(|m| m["mountPath"] == masked)
+            .unwrap_or_else(|| panic!("{masked} is not masked"));
+        let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+        assert!(v["emptyDir"].is_object(), "{masked} masked by an emptyDir: {v}");
     }
     // Nothing under /host is writable; no other volume types sneak in.
     for m in mounts {
