@@ -215,6 +215,8 @@ fn start() -> World {
         "--host-root",
         root.path().to_str().unwrap(),
     ]);
+    // The main listener reviews every caller (TokenReview + SubjectAccessReview).
+    agent_proc::authorize(agent.port, api.admin_token());
     agent.wait_ready(Duration::from_secs(30));
     wait_node(&api, "False", Duration::from_secs(10));
     World {

@@ -250,6 +250,9 @@ fn setup() -> Node {
         "--image-credential-provider-bin-dir",
         "/opt/credential-providers",
     ]));
+    // The main listener reviews every caller (TokenReview + SubjectAccessReview).
+    let port = node.agent().port;
+    agent_proc::authorize(port, node.api.admin_token());
     node
 }
 

@@ -191,7 +191,10 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
             .find(|m| m["mountPath"] == masked)
             .unwrap_or_else(|| panic!("{masked} is not masked"));
         let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
-        assert!(v["emptyDir"].is_object(), "{masked} masked by an emptyDir: {v}");
+        assert!(
+            v["emptyDir"].is_object(),
+            "{masked} masked by an emptyDir: {v}"
+        );
     }
     // Nothing under /host is writable; no other volume types sneak in.
     for m in mounts {

@@ -22,3 +22,29 @@ fn readme_lists_every_reason_code_with_its_phase_and_fix() {
         );
     }
 }
+
+#[test]
+fn readme_lists_every_row_of_the_fault_matrix() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let faults = std::fs::read_to_string(format!("{root}/docs/faults.md")).unwrap();
+    let mut n = 0;
+    for line in faults.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        if cells.len() < 5 || cells[0] == "group" || cells[0].starts_with("---") {
+            continue;
+        }
+        let row = format!(
+            "| {}: {} | {} | {} |",
+            cells[0], cells[1], cells[2], cells[3]
+        );
+        assert!(readme.contains(&row), "README lacks the fault row: {row}");
+        n += 1;
+    }
+    assert!(n >= 40, "{n} fault rows");
+}

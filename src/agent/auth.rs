@@ -32,6 +32,10 @@ use sha2::{Digest, Sha256};
 use super::config::AuthConfig;
 use crate::k8s::review::{self, Access, Identity};
 
+/// A review the API server does not answer in this long counts as the API server being
+/// down (a stale grant may then serve): a slow or held API server never stalls `/metrics`.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// The header a caller uses through the API server's pod proxy.
 pub const PROXIED_AUTHORIZATION: &str = "x-pullprobe-authorization";
 /// The API group of the agent's virtual resources.
@@ -293,11 +297,16 @@ impl Authorizer {
         }
         for audiences in tries {
             self.spend()?;
-            match review::token_review(&self.client, token, &audiences).await {
-                Ok(Some(id)) => return Ok(Some(id)),
-                Ok(None) => {}
-                Err(e) => {
+            let review = review::token_review(&self.client, token, &audiences);
+            match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
+                Ok(Ok(Some(id))) => return Ok(Some(id)),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "TokenReview failed");
+                    return Err(Denied::Unavailable);
+                }
+                Err(_) => {
+                    tracing::warn!("TokenReview timed out");
                     return Err(Denied::Unavailable);
                 }
             }
@@ -313,7 +322,11 @@ impl Authorizer {
             Some(a) => a,
             None => {
                 self.spend()?;
-                match review::access_review(&self.client, &caller.identity, access).await {
+                let review = review::access_review(&self.client, &caller.identity, access);
+                let answer = tokio::time::timeout(REVIEW_TIMEOUT, review)
+                    .await
+                    .unwrap_or_else(|_| Err(crate::k8s::K8sError::Timeout("SubjectAccessReview")));
+                match answer {
                     Ok(d) => {
                         if let Ok(mut c) = self.grants.lock() {
                             c.insert(key, d.allowed);

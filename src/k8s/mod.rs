@@ -35,6 +35,9 @@ pub enum K8sError {
         /// How long the server asked the client to wait.
         retry_after: Option<std::time::Duration>,
     },
+    /// The API server did not answer in time.
+    #[error("{0}: the API server did not answer in time")]
+    Timeout(&'static str),
 }
 
 fn reason_suffix(reason: &str) -> String {

@@ -315,7 +315,7 @@ impl<'a> Session<'a> {
             match tls::handshake(tcp, &origin.host, config, self.ctx.timeouts.tls).await {
                 Ok((stream, info)) => {
                     let detail = format!(
-                        "{} {} subject={} issuer={} expires_in_days={}",
+                        "{} {} subject={} issuer={} days_to_expiry={}",
                         info.version,
                         info.cipher,
                         // Certificate names are the server's text.
