@@ -416,6 +416,24 @@ fn read_registry_keys(
     ControlFlow::Continue(())
 }
 
+/// `registry.<key>` as a table: `None` when absent; a break (reported) when it is not a
+/// table, which ends the reading of the registry.
+fn sub_table<'a>(
+    reg: &'a toml::Table,
+    key: &str,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlFlow<(), Option<&'a toml::Table>> {
+    match reg.get(key) {
+        None => ControlFlow::Continue(None),
+        Some(Value::Table(t)) => ControlFlow::Continue(Some(t)),
+        Some(_) => {
+            problems.push(keys.invalid(key, "must be a table"));
+            ControlFlow::Break(())
+        }
+    }
+}
+
 /// Deprecated `registry.mirrors."<host>".endpoint`.
 fn read_mirrors(
     out: &mut ContainerdConfig,
@@ -423,12 +441,8 @@ fn read_mirrors(
     keys: &RegistryKeys<'_>,
     problems: &mut Vec<ConfigProblem>,
 ) -> ControlFlow<()> {
-    let Some(v) = reg.get("mirrors") else {
+    let Some(m) = sub_table(reg, "mirrors", keys, problems)? else {
         return ControlFlow::Continue(());
-    };
-    let Value::Table(m) = v else {
-        problems.push(keys.invalid("mirrors", "must be a table"));
-        return ControlFlow::Break(());
     };
     for (host, mv) in m {
         let key = format!("mirrors.\"{host}\".endpoint");
@@ -461,12 +475,8 @@ fn read_configs(
     keys: &RegistryKeys<'_>,
     problems: &mut Vec<ConfigProblem>,
 ) -> ControlFlow<()> {
-    let Some(v) = reg.get("configs") else {
+    let Some(cs) = sub_table(reg, "configs", keys, problems)? else {
         return ControlFlow::Continue(());
-    };
-    let Value::Table(cs) = v else {
-        problems.push(keys.invalid("configs", "must be a table"));
-        return ControlFlow::Break(());
     };
     for (host, cv) in cs {
         let key = format!("configs.\"{host}\"");
