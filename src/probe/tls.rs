@@ -100,7 +100,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
 /// webpki over the node's roots (recording what was presented).
 fn server_verifier(settings: &TlsSettings) -> Result<Arc<dyn ServerCertVerifier>, TlsConfigError> {
     if settings.skip_verify {
-        return Ok(Arc::new(AcceptAnyServerCert(provider())));
+        return Ok(Arc::new(NodeVerifier(Trust::Any, provider())));
     }
     let roots = trust_roots(settings)?;
     // An empty pool (a node without a bundle and no endpoint CA) trusts nothing.
@@ -116,7 +116,7 @@ fn server_verifier(settings: &TlsSettings) -> Result<Arc<dyn ServerCertVerifier>
             .map_err(|e| TlsConfigError::Rustls(e.to_string()))?,
         )
     };
-    Ok(Arc::new(Recording(inner, provider())))
+    Ok(Arc::new(NodeVerifier(Trust::Recording(inner), provider())))
 }
 
 /// The node's CA bundle (the given one, else the first system bundle found, none with
@@ -182,19 +182,25 @@ fn client_identity(
 
 tokio::task_local! {
     /// The leaf certificate the server presented in this task's handshake, recorded by
-    /// [`Recording`] so a failed handshake can still say what was presented.
+    /// [`Trust::Recording`] so a failed handshake can still say what was presented.
     static PRESENTED: std::cell::RefCell<Option<CertificateDer<'static>>>;
 }
 
-/// The node's verification (webpki with its roots; `None` = no roots, nothing is
-/// trusted), recording what the server presented.
+/// How the node checks a server certificate. Handshake signatures are checked either way.
 #[derive(Debug)]
-struct Recording(
-    Option<Arc<rustls::client::WebPkiServerVerifier>>,
-    Arc<rustls::crypto::CryptoProvider>,
-);
+enum Trust {
+    /// `skip_verify`: any server certificate is accepted.
+    Any,
+    /// webpki with the node's roots (`None` = no roots, nothing is trusted), recording
+    /// what the server presented.
+    Recording(Option<Arc<rustls::client::WebPkiServerVerifier>>),
+}
 
-impl ServerCertVerifier for Recording {
+/// The node's verification: its [`Trust`] with the crypto provider's signature checks.
+#[derive(Debug)]
+struct NodeVerifier(Trust, Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NodeVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -203,8 +209,12 @@ impl ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let inner = match &self.0 {
+            Trust::Any => return Ok(ServerCertVerified::assertion()),
+            Trust::Recording(inner) => inner,
+        };
         let _ = PRESENTED.try_with(|p| *p.borrow_mut() = Some(end_entity.clone().into_owned()));
-        match &self.0 {
+        match inner {
             Some(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
@@ -241,52 +251,6 @@ impl ServerCertVerifier for Recording {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.1.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `skip_verify`: accept any server certificate, but still check handshake signatures.
-#[derive(Debug)]
-struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
