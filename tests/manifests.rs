@@ -110,29 +110,56 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
             "/host"
         ]
     );
-    let mounts = c["volumeMounts"].as_array().unwrap();
-    let volumes = pod["volumes"].as_array().unwrap();
-    let cfg_mount = mounts
+    let cfg = mounted_agent_config(&all, pod);
+    check_config_defaults_and_ports(&cfg, c);
+
+    // NODE_NAME from the downward API.
+    let env = c["env"].as_array().unwrap();
+    let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
+    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
+
+    check_hardening_and_resources(c);
+    check_host_mounts(pod);
+}
+
+/// The container's mount at `path`.
+fn mount_at<'a>(pod: &'a Value, path: &str) -> &'a Value {
+    pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|m| m["mountPath"] == "/etc/pullprobe")
-        .unwrap();
-    let cfg_vol = volumes
+        .find(|m| m["mountPath"] == path)
+        .unwrap_or_else(|| panic!("nothing mounted at {path}"))
+}
+
+/// The pod volume a mount refers to.
+fn volume_of<'a>(pod: &'a Value, mount: &Value) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
         .iter()
-        .find(|v| v["name"] == cfg_mount["name"])
-        .unwrap();
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("no volume for mount {mount}"))
+}
+
+/// The agent config the pod mounts at /etc/pullprobe, parsed by the agent's own parser.
+fn mounted_agent_config(all: &[Value], pod: &Value) -> pullprobe::agent::config::AgentConfig {
+    let cfg_vol = volume_of(pod, mount_at(pod, "/etc/pullprobe"));
     let cm_name = cfg_vol["configMap"]["name"].as_str().unwrap();
-    let cm = find(&all, "ConfigMap", cm_name);
+    let cm = find(all, "ConfigMap", cm_name);
     let cfg_text = cm["data"]["pullprobe.yaml"]
         .as_str()
         .expect("pullprobe.yaml key");
-
-    // The ConfigMap's config is accepted by the agent's own parser, and its port is the probes'.
-    let cfg = pullprobe::agent::config::AgentConfig::parse(
+    pullprobe::agent::config::AgentConfig::parse(
         cfg_text,
         pullprobe::agent::config::ConfigFormat::Yaml,
         Path::new("configmap.yaml:pullprobe.yaml"),
     )
-    .expect("default config in the ConfigMap is valid");
+    .expect("default config in the ConfigMap is valid")
+}
+
+/// The ConfigMap's defaults, and its ports are the container's and its probes'.
+fn check_config_defaults_and_ports(cfg: &pullprobe::agent::config::AgentConfig, c: &Value) {
     assert_eq!(cfg.interval.as_secs(), 60);
     assert_eq!(cfg.heartbeat.as_secs(), 300);
     assert_eq!((cfg.fail_after, cfg.recover_after), (2, 1));
@@ -144,17 +171,14 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     // every caller).
     let health = cfg.health_listen.expect("health_listen").port();
     assert_eq!(c["ports"][1]["containerPort"], health);
-    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(c["livenessProbe"]["httpGet"]["port"], health);
-    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(c["readinessProbe"]["httpGet"]["port"], health);
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], health, "{probe}");
+    }
+}
 
-    // NODE_NAME from the downward API.
-    let env = c["env"].as_array().unwrap();
-    let node = env.iter().find(|e| e["name"] == "NODE_NAME").unwrap();
-    assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
-
-    // Hardening and resources.
+/// Hardening and resources of the agent container.
+fn check_hardening_and_resources(c: &Value) {
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
@@ -165,8 +189,13 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     assert_eq!(r["requests"]["cpu"], "10m");
     assert_eq!(r["requests"]["memory"], "32Mi");
     assert_eq!(r["limits"]["memory"], "64Mi");
+}
 
-    // Every hostPath is mounted read-only, under the --host-root, at its node path.
+/// Every hostPath is mounted read-only, under the --host-root, at its node path; what the
+/// agent reads is there and what it must not see is masked.
+fn check_host_mounts(pod: &Value) {
+    let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
     let mut host_paths = BTreeSet::new();
     for v in volumes.iter().filter(|v| !v["hostPath"].is_null()) {
         let path = v["hostPath"]["path"].as_str().unwrap();
@@ -186,11 +215,7 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     }
     // Other pods' volumes and the kubelet's client key are masked by empty directories.
     for masked in ["/host/var/lib/kubelet/pods", "/host/var/lib/kubelet/pki"] {
-        let m = mounts
-            .iter()
-            .find(|m| m["mountPath"] == masked)
-            .unwrap_or_else(|| panic!("{masked} is not masked"));
-        let v = volumes.iter().find(|v| v["name"] == m["name"]).unwrap();
+        let v = volume_of(pod, mount_at(pod, masked));
         assert!(
             v["emptyDir"].is_object(),
             "{masked} masked by an emptyDir: {v}"
@@ -369,14 +394,7 @@ fn is_default_rule(group: &str, resource: &str) -> bool {
 #[test]
 fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
     let api = KubeApiServer::start();
-    let admin = api.admin_token().to_string();
-    // Apply everything the kustomization deploys, in order (a real 1.20 server validates the
-    // DaemonSet, PriorityClass, ConfigMap, … server-side too).
-    for d in kustomized() {
-        apply(&api, &d);
-    }
-    api.create_namespace("team-a");
-    let token = api.service_account_token(NS, SA, 3600);
+    let token = deploy(&api);
 
     // Access reviews: every verb the agent uses is allowed ...
     let mut errors = Vec::new();
@@ -397,12 +415,48 @@ fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
 
     // The complete rule set as the server computes it for the ServiceAccount equals the agent's
     // calls (SelfSubjectRulesReview), so an added rule cannot slip past the lists above.
+    let (granted, review) = granted_rules(&api, &token, "team-a");
+    let expected: BTreeSet<String> = USED
+        .iter()
+        .map(|(verb, g, r, _)| format!("{verb} {g}/{r}"))
+        .collect();
+    assert_eq!(granted, expected, "rules review: {review}");
+
+    // And the real calls work with the ServiceAccount's token (not only the reviews).
+    the_agents_calls_work(&api, &token);
+    for (method, path) in [
+        ("GET", "/api/v1/namespaces/team-a/secrets"),
+        (
+            "GET",
+            "/api/v1/namespaces/pullprobe/configmaps/pullprobe-config",
+        ),
+        ("DELETE", "/api/v1/nodes/node-a"),
+    ] {
+        let r = api.request(method, path, &token, None).unwrap();
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+    }
+}
+
+/// Applies everything the kustomization deploys, in order (a real 1.20 server validates the
+/// DaemonSet, PriorityClass, ConfigMap, … server-side too), creates the namespace `team-a`
+/// and returns a token of the agent's ServiceAccount.
+fn deploy(api: &KubeApiServer) -> String {
+    for d in kustomized() {
+        apply(api, &d);
+    }
+    api.create_namespace("team-a");
+    api.service_account_token(NS, SA, 3600)
+}
+
+/// `verb group/resource` for every rule the server grants `token` in `ns`
+/// (SelfSubjectRulesReview, the default bootstrap rules left out), with the review.
+fn granted_rules(api: &KubeApiServer, token: &str, ns: &str) -> (BTreeSet<String>, Value) {
     let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview",
-                        "spec": {"namespace": "team-a"}});
+                        "spec": {"namespace": ns}});
     let v = api.must(
         "POST",
         "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
-        &token,
+        token,
         Some(&review),
     );
     let mut granted = BTreeSet::new();
@@ -423,77 +477,63 @@ fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
             }
         }
     }
-    let expected: BTreeSet<String> = USED
-        .iter()
-        .map(|(verb, g, r, _)| format!("{verb} {g}/{r}"))
-        .collect();
-    assert_eq!(granted, expected, "rules review: {v}");
+    (granted, v)
+}
 
-    // And the real calls work with the ServiceAccount's token (not only the reviews).
+/// The agent's real calls (a Node, its status, the node's pods, a Node event) succeed with
+/// `token`. Creates the Node `node-a` as admin.
+fn the_agents_calls_work(api: &KubeApiServer, token: &str) {
     api.must(
         "POST",
         "/api/v1/nodes",
-        &admin,
+        api.admin_token(),
         Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node-a"}})),
     );
-    let ok = |method: &str, path: &str, ct: &str, body: Option<&str>| {
-        let r = api.request_with(method, path, &token, ct, body).unwrap();
-        assert!((200..300).contains(&r.status), "{method} {path}: {r:?}");
-        r
-    };
-    ok("GET", "/api/v1/nodes/node-a", "", None);
     let cond = json!({"status": {"conditions": [{"type": "RegistryUnreachable", "status": "False",
         "reason": "RegistriesReachable", "message": "ok",
         "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
-    ok(
-        "PATCH",
-        "/api/v1/nodes/node-a/status",
-        "application/strategic-merge-patch+json",
-        Some(&cond.to_string()),
-    );
-    ok(
-        "GET",
-        "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
-        "",
-        None,
-    );
     let event = json!({"apiVersion": "v1", "kind": "Event",
         "metadata": {"name": "node-a.pullprobe.1", "namespace": "default"},
         "involvedObject": {"kind": "Node", "name": "node-a", "uid": "node-a"},
         "reason": "RegistryUnreachable", "message": "m", "type": "Warning", "count": 1,
         "source": {"component": "pullprobe", "host": "node-a"}});
-    ok(
-        "POST",
-        "/api/v1/namespaces/default/events",
-        "application/json",
-        Some(&event.to_string()),
-    );
-    ok(
-        "PATCH",
-        "/api/v1/namespaces/default/events/node-a.pullprobe.1",
-        "application/merge-patch+json",
-        Some(r#"{"count": 2}"#),
-    );
-    let denied = |method: &str, path: &str| {
-        let r = api.request(method, path, &token, None).unwrap();
-        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
-    };
-    denied("GET", "/api/v1/namespaces/team-a/secrets");
-    denied(
-        "GET",
-        "/api/v1/namespaces/pullprobe/configmaps/pullprobe-config",
-    );
-    denied("DELETE", "/api/v1/nodes/node-a");
+    let (cond, event) = (cond.to_string(), event.to_string());
+    for (method, path, ct, body) in [
+        ("GET", "/api/v1/nodes/node-a", "", None),
+        (
+            "PATCH",
+            "/api/v1/nodes/node-a/status",
+            "application/strategic-merge-patch+json",
+            Some(cond.as_str()),
+        ),
+        (
+            "GET",
+            "/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a",
+            "",
+            None,
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/default/events",
+            "application/json",
+            Some(event.as_str()),
+        ),
+        (
+            "PATCH",
+            "/api/v1/namespaces/default/events/node-a.pullprobe.1",
+            "application/merge-patch+json",
+            Some(r#"{"count": 2}"#),
+        ),
+    ] {
+        let r = api.request_with(method, path, token, ct, body).unwrap();
+        assert!((200..300).contains(&r.status), "{method} {path}: {r:?}");
+    }
 }
 
 #[test]
 fn pull_secrets_component_grants_get_secrets_only() {
     let api = KubeApiServer::start();
-    for d in kustomized() {
-        apply(&api, &d);
-    }
-    api.create_namespace("team-a");
-    let token = api.service_account_token(NS, SA, 3600);
+    let token = deploy(&api);
     assert!(!can(&api, &token, "get", "", "secrets", Some("team-a")));
     for d in docs(&repo().join("manifests/components/pull-secrets/secrets-reader.yaml")) {
         apply(&api, &d);

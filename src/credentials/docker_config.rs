@@ -103,80 +103,20 @@ pub struct DockerConfig {
 impl DockerConfig {
     /// Parses `bytes` read from `path` (used only for messages and sources).
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<DockerConfig, DockerConfigError> {
-        let err_path = || path.to_path_buf();
-        let top: OrderedObject = match serde_json::from_slice::<Value>(bytes) {
-            Err(e) => {
-                return Err(DockerConfigError::Json {
-                    path: err_path(),
-                    error: crate::redact::ParseError::json(&e),
-                })
-            }
-            Ok(Value::Object(_)) => {
-                // Parse again keeping key order; cannot fail after the first parse.
-                serde_json::from_slice(bytes).map_err(|e| DockerConfigError::Json {
-                    path: err_path(),
-                    error: crate::redact::ParseError::json(&e),
-                })?
-            }
-            Ok(_) => {
-                return Err(DockerConfigError::WrongType {
-                    path: err_path(),
-                    field: "(top level)".into(),
-                    expected: "a JSON object",
-                })
-            }
-        };
-
+        let top = parse_object(path, bytes)?;
         let is_config_json = top
             .0
             .iter()
             .any(|(k, _)| CONFIG_JSON_KEYS.contains(&k.to_ascii_lowercase().as_str()));
-        let mut has_cred_helpers = false;
-        let (format, auths, prefix): (_, Vec<(String, Value)>, &str) = if is_config_json {
-            let mut auths = Vec::new();
-            for (k, v) in top.0 {
-                match k.to_ascii_lowercase().as_str() {
-                    "auths" => match v {
-                        Value::Null => {}
-                        Value::Object(_) => {
-                            auths = serde_json::from_value::<OrderedObject>(v)
-                                .map(|o| o.0)
-                                .unwrap_or_default();
-                        }
-                        _ => {
-                            return Err(DockerConfigError::WrongType {
-                                path: err_path(),
-                                field: "auths".into(),
-                                expected: "an object",
-                            })
-                        }
-                    },
-                    "credsstore" => {
-                        has_cred_helpers |= v.as_str().is_some_and(|s| !s.is_empty());
-                    }
-                    "credhelpers" => {
-                        has_cred_helpers |= v.as_object().is_some_and(|o| !o.is_empty());
-                    }
-                    _ => {}
-                }
-            }
-            (DockerConfigFormat::ConfigJson, auths, "auths.")
+        let (format, auths, prefix, has_cred_helpers) = if is_config_json {
+            let (auths, helpers) = config_json_auths(path, top)?;
+            (DockerConfigFormat::ConfigJson, auths, "auths.", helpers)
         } else {
-            (DockerConfigFormat::Dockercfg, top.0, "")
+            (DockerConfigFormat::Dockercfg, top.0, "", false)
         };
-
-        // Go's map keeps the last of duplicate keys.
-        let mut deduped: Vec<(String, Value)> = Vec::new();
-        for (k, v) in auths {
-            match deduped.iter_mut().find(|(dk, _)| *dk == k) {
-                Some(slot) => slot.1 = v,
-                None => deduped.push((k, v)),
-            }
-        }
-
         let mut entries = Vec::new();
         let mut kubelet_entries = Vec::new();
-        for (key, value) in deduped {
+        for (key, value) in last_of_duplicates(auths) {
             let field = format!("{prefix}{}", Quoted(&key));
             let e = RawEntry::from_value(path, &field, value)?;
             let basic = Credential::Basic {
@@ -290,6 +230,73 @@ pub fn cli_search_paths(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
         out.push(PathBuf::from(h).join(".dockercfg"));
     }
     out
+}
+
+/// The file as a JSON object with its keys in file order.
+fn parse_object(path: &Path, bytes: &[u8]) -> Result<OrderedObject, DockerConfigError> {
+    let json = |e: serde_json::Error| DockerConfigError::Json {
+        path: path.to_path_buf(),
+        error: crate::redact::ParseError::json(&e),
+    };
+    match serde_json::from_slice::<Value>(bytes) {
+        Err(e) => Err(json(e)),
+        // Parse again keeping key order; cannot fail after the first parse.
+        Ok(Value::Object(_)) => serde_json::from_slice(bytes).map_err(json),
+        Ok(_) => Err(DockerConfigError::WrongType {
+            path: path.to_path_buf(),
+            field: "(top level)".into(),
+            expected: "a JSON object",
+        }),
+    }
+}
+
+/// A `config.json`'s `auths` entries (keys matched case-insensitively, the last
+/// `auths` wins) and whether `credsStore` or `credHelpers` is set.
+fn config_json_auths(
+    path: &Path,
+    top: OrderedObject,
+) -> Result<(Vec<(String, Value)>, bool), DockerConfigError> {
+    let mut auths = Vec::new();
+    let mut has_cred_helpers = false;
+    for (k, v) in top.0 {
+        match k.to_ascii_lowercase().as_str() {
+            "auths" => match v {
+                Value::Null => {}
+                Value::Object(_) => {
+                    auths = serde_json::from_value::<OrderedObject>(v)
+                        .map(|o| o.0)
+                        .unwrap_or_default();
+                }
+                _ => {
+                    return Err(DockerConfigError::WrongType {
+                        path: path.to_path_buf(),
+                        field: "auths".into(),
+                        expected: "an object",
+                    })
+                }
+            },
+            "credsstore" => {
+                has_cred_helpers |= v.as_str().is_some_and(|s| !s.is_empty());
+            }
+            "credhelpers" => {
+                has_cred_helpers |= v.as_object().is_some_and(|o| !o.is_empty());
+            }
+            _ => {}
+        }
+    }
+    Ok((auths, has_cred_helpers))
+}
+
+/// Go's map keeps the last of duplicate keys (at the place of the first).
+fn last_of_duplicates(auths: Vec<(String, Value)>) -> Vec<(String, Value)> {
+    let mut deduped: Vec<(String, Value)> = Vec::new();
+    for (k, v) in auths {
+        match deduped.iter_mut().find(|(dk, _)| *dk == k) {
+            Some(slot) => slot.1 = v,
+            None => deduped.push((k, v)),
+        }
+    }
+    deduped
 }
 
 /// docker/cli `credentials.ConvertToHostname`: strip `http(s)://`, keep up to the

@@ -221,6 +221,30 @@ fn parse_provider(
             "must be a mapping",
         ));
     };
+    let name = parse_name(file, &f, o, names)?;
+    let match_images = parse_match_images(file, &f, o)?;
+    let default_cache_duration = parse_cache_duration(file, &f, o)?;
+    let api_version = parse_api_version(file, &f, o)?;
+    let (args, env) = parse_args_env(file, &f, o)?;
+    let requires_service_account = parse_token_attributes(file, &f, o)?;
+    Ok(ProviderSpec {
+        name,
+        match_images,
+        default_cache_duration,
+        api_version,
+        args,
+        env,
+        requires_service_account,
+    })
+}
+
+/// `name`: required, a plain binary name, unique in the file.
+fn parse_name(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+    names: &[String],
+) -> Result<String, ProviderConfigError> {
     let name = o
         .get("name")
         .and_then(Value::as_str)
@@ -243,24 +267,38 @@ fn parse_provider(
             format!("duplicate provider name {}", redact::keyword(&name)),
         ));
     }
-    let match_images = parse_match_images(file, &f, o)?;
-    let dcd = match o.get("defaultCacheDuration") {
+    Ok(name)
+}
+
+/// `defaultCacheDuration`: required, a Go duration (or the number 0).
+fn parse_cache_duration(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+) -> Result<Duration, ProviderConfigError> {
+    match o.get("defaultCacheDuration") {
         Some(Value::String(s)) => crate::goduration::parse(s).ok_or_else(|| {
             cfg_err(
                 file,
                 f("defaultCacheDuration"),
                 format!("{} is not a duration", redact::keyword(s)),
             )
-        })?,
-        Some(Value::Number(n)) if n.as_u64() == Some(0) => Duration::ZERO,
-        _ => {
-            return Err(cfg_err(
-                file,
-                f("defaultCacheDuration"),
-                "defaultCacheDuration is required",
-            ))
-        }
-    };
+        }),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
+        _ => Err(cfg_err(
+            file,
+            f("defaultCacheDuration"),
+            "defaultCacheDuration is required",
+        )),
+    }
+}
+
+/// `apiVersion`: required, one of the plugin API versions the kubelet speaks.
+fn parse_api_version(
+    file: &Path,
+    f: Fields<'_>,
+    o: &serde_json::Map<String, Value>,
+) -> Result<String, ProviderConfigError> {
     let api_version = o
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -276,17 +314,7 @@ fn parse_provider(
             format!("unsupported apiVersion {}", redact::keyword(&api_version)),
         ));
     }
-    let (args, env) = parse_args_env(file, &f, o)?;
-    let requires_service_account = parse_token_attributes(file, &f, o)?;
-    Ok(ProviderSpec {
-        name,
-        match_images,
-        default_cache_duration: dcd,
-        api_version,
-        args,
-        env,
-        requires_service_account,
-    })
+    Ok(api_version)
 }
 
 /// Builds `providers[i].<key>` field names.

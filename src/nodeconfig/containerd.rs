@@ -9,6 +9,7 @@
 //! `registryEndpoints`, `ParseAuth`).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use toml::Value;
@@ -315,9 +316,37 @@ fn read_registry(
     plugins: &BTreeMap<String, (toml::Table, PathBuf)>,
     problems: &mut Vec<ConfigProblem>,
 ) {
-    // Which plugin section holds the registry (config.go `Decode`: version 1 uses
-    // short plugin IDs, version 2 full URIs, version 3 the split images plugin).
-    let candidates: &[&str] = match out.config_version {
+    let Some((id, cri, file)) = registry_section(out, plugins) else {
+        return;
+    };
+    local_pull_reasons(out, id, cri);
+    let reg = match cri.get("registry") {
+        None => return,
+        Some(Value::Table(r)) => r,
+        Some(_) => {
+            problems.push(ConfigProblem::new(
+                file,
+                Some(&format!("plugins.\"{id}\".registry")),
+                ProblemKind::Invalid,
+                "must be a table",
+            ));
+            return;
+        }
+    };
+    out.registry_file = Some(file.clone());
+    let keys = RegistryKeys { id, file };
+    // A `mirrors` or `configs` that is not a table ends the reading there.
+    let _ = read_registry_keys(out, reg, &keys, problems);
+}
+
+/// The plugin section that holds the registry, with its ID and file (config.go
+/// `Decode`: version 1 uses short plugin IDs, version 2 full URIs, version 3 the split
+/// images plugin). Notes a section that the config's version ignores.
+fn registry_section<'a>(
+    out: &mut ContainerdConfig,
+    plugins: &'a BTreeMap<String, (toml::Table, PathBuf)>,
+) -> Option<(&'static str, &'a toml::Table, &'a PathBuf)> {
+    let candidates: &[&'static str] = match out.config_version {
         3 => &[IMAGES_V3],
         2 => &[CRI_V2],
         _ => &["cri", CRI_V2],
@@ -331,197 +360,213 @@ fn read_registry(
             "a version 3 config ignores plugins.\"{CRI_V2}\".registry; only plugins.\"{IMAGES_V3}\".registry counts"
         ));
     }
-    let mut section: Option<(&str, &toml::Table, &PathBuf)> = None;
-    for id in candidates {
-        if let Some((t, f)) = plugins.get(*id) {
-            section = Some((id, t, f));
-            break;
-        }
-    }
+    let section = candidates
+        .iter()
+        .find_map(|id| plugins.get(*id).map(|(t, f)| (*id, t, f)));
     if out.config_version <= 1 && section.is_some_and(|(id, _, _)| id == CRI_V2) {
         out.notes.push(format!(
             "a version 1 config names the CRI plugin \"{CRI_V2}\"; containerd 1.x reads that key only from a version 2 config or an import of one"
         ));
     }
-    let Some((id, cri, file)) = section else {
-        return;
-    };
-    let file = file.clone();
-    local_pull_reasons(out, id, cri);
-    let reg = match cri.get("registry") {
-        None => return,
-        Some(Value::Table(r)) => r,
-        Some(_) => {
-            problems.push(ConfigProblem::new(
-                &file,
-                Some(&format!("plugins.\"{id}\".registry")),
-                ProblemKind::Invalid,
-                "must be a table",
-            ));
-            return;
-        }
-    };
-    out.registry_file = Some(file.clone());
-    let field = |k: &str| format!("plugins.\"{id}\".registry.{k}");
+    section
+}
+
+/// Where a registry key sits: the file and the `plugins."ID".registry` table.
+struct RegistryKeys<'a> {
+    id: &'a str,
+    file: &'a Path,
+}
+
+impl RegistryKeys<'_> {
+    /// `key` (below `registry`) is invalid.
+    fn invalid(&self, key: &str, why: impl Into<String>) -> ConfigProblem {
+        let field = format!("plugins.\"{}\".registry.{key}", self.id);
+        ConfigProblem::new(self.file, Some(&field), ProblemKind::Invalid, why)
+    }
+}
+
+/// The keys of the registry table, in order; breaks where a `mirrors` or `configs`
+/// that is not a table stops the reading.
+fn read_registry_keys(
+    out: &mut ContainerdConfig,
+    reg: &toml::Table,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlFlow<()> {
     match reg.get("config_path") {
         None => {}
         Some(Value::String(s)) if s.is_empty() => {}
         Some(Value::String(s)) => out.config_path = Some(s.clone()),
-        Some(_) => problems.push(ConfigProblem::new(
-            &file,
-            Some(&field("config_path")),
-            ProblemKind::Invalid,
-            "must be a string",
-        )),
+        Some(_) => problems.push(keys.invalid("config_path", "must be a string")),
     }
-    if let Some(v) = reg.get("mirrors") {
-        let Value::Table(m) = v else {
-            problems.push(ConfigProblem::new(
-                &file,
-                Some(&field("mirrors")),
-                ProblemKind::Invalid,
-                "must be a table",
-            ));
-            return;
-        };
-        for (host, mv) in m {
-            let f = field(&format!("mirrors.\"{host}\".endpoint"));
-            let eps = match get_path_val(mv, "endpoint") {
-                None => Vec::new(),
-                Some(Value::Array(a)) => {
-                    let mut eps = Vec::new();
-                    for e in a {
-                        match e {
-                            Value::String(s) => eps.push(s.clone()),
-                            _ => problems.push(ConfigProblem::new(
-                                &file,
-                                Some(&f),
-                                ProblemKind::Invalid,
-                                "must be an array of strings",
-                            )),
-                        }
-                    }
-                    eps
-                }
-                Some(_) => {
-                    problems.push(ConfigProblem::new(
-                        &file,
-                        Some(&f),
-                        ProblemKind::Invalid,
-                        "must be an array of strings",
-                    ));
-                    continue;
-                }
-            };
-            out.mirrors.insert(host.clone(), eps);
-        }
-    }
-    if let Some(v) = reg.get("configs") {
-        let Value::Table(cs) = v else {
-            problems.push(ConfigProblem::new(
-                &file,
-                Some(&field("configs")),
-                ProblemKind::Invalid,
-                "must be a table",
-            ));
-            return;
-        };
-        for (host, cv) in cs {
-            let f = field(&format!("configs.\"{host}\""));
-            let Value::Table(ct) = cv else {
-                problems.push(ConfigProblem::new(
-                    &file,
-                    Some(&f),
-                    ProblemKind::Invalid,
-                    "must be a table",
-                ));
-                continue;
-            };
-            let mut hc = LegacyHostConfig::default();
-            if let Some(Value::Table(a)) = ct.get("auth") {
-                match parse_auth(a) {
-                    Ok(c) => hc.auth = c,
-                    Err(m) => problems.push(ConfigProblem::new(
-                        &file,
-                        Some(&format!("{f}.auth")),
-                        ProblemKind::Invalid,
-                        m,
-                    )),
-                }
-            }
-            if let Some(Value::Table(t)) = ct.get("tls") {
-                let s = |k: &str| {
-                    t.get(k)
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                        .map(PathBuf::from)
-                };
-                hc.tls = Some(LegacyTls {
-                    ca_file: s("ca_file"),
-                    cert_file: s("cert_file"),
-                    key_file: s("key_file"),
-                    insecure_skip_verify: t
-                        .get("insecure_skip_verify")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                });
-            }
-            out.configs.insert(host.clone(), hc);
-        }
-    }
-    // `auths` is keyed by URL; CRI maps it into `configs` by host (config.go ValidatePluginConfig).
-    if let Some(Value::Table(auths)) = reg.get("auths") {
-        for (k, v) in auths {
-            let Value::Table(a) = v else { continue };
-            let host = url::Url::parse(k)
-                .ok()
-                .and_then(|u| {
-                    u.host_str().map(|h| match u.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h.to_string(),
-                    })
-                })
-                .unwrap_or_else(|| k.clone());
-            match parse_auth(a) {
-                Ok(c) => {
-                    let e = out.configs.entry(host).or_default();
-                    if e.auth.is_none() {
-                        e.auth = c;
-                    }
-                }
-                Err(m) => problems.push(ConfigProblem::new(
-                    &file,
-                    Some(&field(&format!("auths.\"{k}\""))),
-                    ProblemKind::Invalid,
-                    m,
-                )),
-            }
-        }
-    }
-    if let Some(Value::Table(h)) = reg.get("headers") {
-        for (k, v) in h {
-            let vals = match v {
-                Value::Array(a) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                Value::String(s) => vec![s.clone()],
-                _ => Vec::new(),
-            };
-            out.headers.push((k.clone(), vals));
-        }
-    }
+    read_mirrors(out, reg, keys, problems)?;
+    read_configs(out, reg, keys, problems)?;
+    read_auths(out, reg, keys, problems);
+    read_headers(out, reg);
     if !out.mirrors.is_empty() || reg.get("auths").is_some() || reg.get("configs").is_some() {
         out.local_pull_reasons
             .push("deprecated registry mirrors/configs/auths are set".into());
     }
     if out.config_path.is_some() && !out.mirrors.is_empty() {
-        problems.push(ConfigProblem::new(
-            &file,
-            Some(&field("mirrors")),
-            ProblemKind::Invalid,
+        problems.push(keys.invalid(
+            "mirrors",
             "`mirrors` cannot be set when `config_path` is provided: containerd refuses to start the CRI plugin",
         ));
+    }
+    ControlFlow::Continue(())
+}
+
+/// `registry.<key>` as a table: `None` when absent; a break (reported) when it is not a
+/// table, which ends the reading of the registry.
+fn sub_table<'a>(
+    reg: &'a toml::Table,
+    key: &str,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlFlow<(), Option<&'a toml::Table>> {
+    match reg.get(key) {
+        None => ControlFlow::Continue(None),
+        Some(Value::Table(t)) => ControlFlow::Continue(Some(t)),
+        Some(_) => {
+            problems.push(keys.invalid(key, "must be a table"));
+            ControlFlow::Break(())
+        }
+    }
+}
+
+/// Deprecated `registry.mirrors."<host>".endpoint`.
+fn read_mirrors(
+    out: &mut ContainerdConfig,
+    reg: &toml::Table,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlFlow<()> {
+    let Some(m) = sub_table(reg, "mirrors", keys, problems)? else {
+        return ControlFlow::Continue(());
+    };
+    for (host, mv) in m {
+        let key = format!("mirrors.\"{host}\".endpoint");
+        let eps = match get_path_val(mv, "endpoint") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => {
+                let mut eps = Vec::new();
+                for e in a {
+                    match e {
+                        Value::String(s) => eps.push(s.clone()),
+                        _ => problems.push(keys.invalid(&key, "must be an array of strings")),
+                    }
+                }
+                eps
+            }
+            Some(_) => {
+                problems.push(keys.invalid(&key, "must be an array of strings"));
+                continue;
+            }
+        };
+        out.mirrors.insert(host.clone(), eps);
+    }
+    ControlFlow::Continue(())
+}
+
+/// Deprecated `registry.configs."<host>"`: `auth` and `tls`.
+fn read_configs(
+    out: &mut ContainerdConfig,
+    reg: &toml::Table,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) -> ControlFlow<()> {
+    let Some(cs) = sub_table(reg, "configs", keys, problems)? else {
+        return ControlFlow::Continue(());
+    };
+    for (host, cv) in cs {
+        let key = format!("configs.\"{host}\"");
+        let Value::Table(ct) = cv else {
+            problems.push(keys.invalid(&key, "must be a table"));
+            continue;
+        };
+        let mut hc = LegacyHostConfig::default();
+        if let Some(Value::Table(a)) = ct.get("auth") {
+            match parse_auth(a) {
+                Ok(c) => hc.auth = c,
+                Err(m) => problems.push(keys.invalid(&format!("{key}.auth"), m)),
+            }
+        }
+        if let Some(Value::Table(t)) = ct.get("tls") {
+            hc.tls = Some(legacy_tls(t));
+        }
+        out.configs.insert(host.clone(), hc);
+    }
+    ControlFlow::Continue(())
+}
+
+/// `registry.configs."<host>".tls`; empty paths count as unset.
+fn legacy_tls(t: &toml::Table) -> LegacyTls {
+    let s = |k: &str| {
+        t.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    };
+    LegacyTls {
+        ca_file: s("ca_file"),
+        cert_file: s("cert_file"),
+        key_file: s("key_file"),
+        insecure_skip_verify: t
+            .get("insecure_skip_verify")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+    }
+}
+
+/// `auths` is keyed by URL; CRI maps it into `configs` by host (config.go
+/// ValidatePluginConfig), where a `configs` auth wins.
+fn read_auths(
+    out: &mut ContainerdConfig,
+    reg: &toml::Table,
+    keys: &RegistryKeys<'_>,
+    problems: &mut Vec<ConfigProblem>,
+) {
+    let Some(Value::Table(auths)) = reg.get("auths") else {
+        return;
+    };
+    for (k, v) in auths {
+        let Value::Table(a) = v else { continue };
+        let host = url::Url::parse(k)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+            })
+            .unwrap_or_else(|| k.clone());
+        match parse_auth(a) {
+            Ok(c) => {
+                let e = out.configs.entry(host).or_default();
+                if e.auth.is_none() {
+                    e.auth = c;
+                }
+            }
+            Err(m) => problems.push(keys.invalid(&format!("auths.\"{k}\""), m)),
+        }
+    }
+}
+
+/// Deprecated global `registry.headers`: a string or an array of strings per name.
+fn read_headers(out: &mut ContainerdConfig, reg: &toml::Table) {
+    let Some(Value::Table(h)) = reg.get("headers") else {
+        return;
+    };
+    for (k, v) in h {
+        let vals = match v {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            Value::String(s) => vec![s.clone()],
+            _ => Vec::new(),
+        };
+        out.headers.push((k.clone(), vals));
     }
 }
 

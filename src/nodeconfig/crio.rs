@@ -144,12 +144,6 @@ fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
             crate::redact::ParseError::toml(&e, text).to_string(),
         )
     })?;
-    let mut out = ParsedFile {
-        registries: Vec::new(),
-        unqualified: None,
-        short_name_mode: None,
-        aliases: BTreeMap::new(),
-    };
     let has_v1 = doc.get("registries").is_some();
     let has_v2 =
         doc.get("registry").is_some() || doc.get("unqualified-search-registries").is_some();
@@ -162,92 +156,118 @@ fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, FieldErr> {
     // The commented-header trap: `prefix`/`location` at top level are unknown keys to
     // the v2 decoder (ignored), not a registry.
     if let Some(Value::Table(v1)) = doc.get("registries") {
-        let list = |k: &str| -> Result<Vec<String>, FieldErr> {
-            match v1.get(k).and_then(|t| t.get("registries")) {
-                None => Ok(Vec::new()),
-                Some(Value::Array(a)) => strings(a, &format!("registries.{k}.registries")),
-                Some(_) => Err(fe(
-                    format!("registries.{k}.registries"),
-                    "must be an array of strings",
-                )),
-            }
-        };
-        let search = list("search")?;
-        let mut regs: BTreeMap<String, CrioRegistry> = BTreeMap::new();
-        for (k, insecure, blocked) in [("insecure", true, false), ("block", false, true)] {
-            for loc in list(k)? {
-                let loc = parse_location(&loc).map_err(|m| fe(format!("registries.{k}"), m))?;
-                let r = regs.entry(loc.clone()).or_insert_with(|| CrioRegistry {
-                    prefix: loc.clone(),
-                    endpoint: CrioEndpoint {
-                        location: loc.clone(),
-                        ..Default::default()
-                    },
-                    file: file.to_path_buf(),
-                    ..Default::default()
-                });
-                r.endpoint.insecure |= insecure;
-                r.blocked |= blocked;
-            }
-        }
-        out.registries = regs.into_values().collect();
-        out.unqualified = Some(search);
-        return Ok(out);
+        return parse_v1(file, v1);
     }
-    match doc.get("unqualified-search-registries") {
-        None => {}
-        Some(Value::Array(a)) => {
-            out.unqualified = Some(strings(a, "unqualified-search-registries")?)
-        }
+    let unqualified = match doc.get("unqualified-search-registries") {
+        None => None,
+        Some(Value::Array(a)) => Some(strings(a, "unqualified-search-registries")?),
         Some(_) => {
             return Err(fe(
                 "unqualified-search-registries",
                 "must be an array of strings",
             ))
         }
-    }
-    match doc.get("short-name-mode") {
-        None => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(Value::String(s)) if ["enforcing", "permissive", "disabled"].contains(&s.as_str()) => {
-            out.short_name_mode = Some(s.clone());
+    };
+    let short_name_mode = parse_short_name_mode(doc.get("short-name-mode"))?;
+    let aliases = parse_aliases(doc.get("aliases"))?;
+    let registries = match doc.get("registry") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => parse_registries(file, items)?,
+        Some(_) => return Err(fe("registry", "must be an array of tables ([[registry]])")),
+    };
+    Ok(ParsedFile {
+        registries,
+        unqualified,
+        short_name_mode,
+        aliases,
+    })
+}
+
+/// sysregistry v1: `[registries.search|insecure|block] registries = [...]`.
+fn parse_v1(file: &Path, v1: &toml::Table) -> Result<ParsedFile, FieldErr> {
+    let list = |k: &str| -> Result<Vec<String>, FieldErr> {
+        match v1.get(k).and_then(|t| t.get("registries")) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => strings(a, &format!("registries.{k}.registries")),
+            Some(_) => Err(fe(
+                format!("registries.{k}.registries"),
+                "must be an array of strings",
+            )),
         }
-        Some(v) => {
-            return Err(fe(
-                "short-name-mode",
-                match v {
-                    Value::String(s) => format!("invalid short-name mode {}", redact::keyword(s)),
-                    other => format!("invalid short-name mode of type {}", other.type_str()),
+    };
+    let search = list("search")?;
+    let mut regs: BTreeMap<String, CrioRegistry> = BTreeMap::new();
+    for (k, insecure, blocked) in [("insecure", true, false), ("block", false, true)] {
+        for loc in list(k)? {
+            let loc = parse_location(&loc).map_err(|m| fe(format!("registries.{k}"), m))?;
+            let r = regs.entry(loc.clone()).or_insert_with(|| CrioRegistry {
+                prefix: loc.clone(),
+                endpoint: CrioEndpoint {
+                    location: loc.clone(),
+                    ..Default::default()
                 },
-            ))
+                file: file.to_path_buf(),
+                ..Default::default()
+            });
+            r.endpoint.insecure |= insecure;
+            r.blocked |= blocked;
         }
     }
-    match doc.get("aliases") {
+    Ok(ParsedFile {
+        registries: regs.into_values().collect(),
+        unqualified: Some(search),
+        short_name_mode: None,
+        aliases: BTreeMap::new(),
+    })
+}
+
+/// `short-name-mode`: empty = unset.
+fn parse_short_name_mode(v: Option<&Value>) -> Result<Option<String>, FieldErr> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) if ["enforcing", "permissive", "disabled"].contains(&s.as_str()) => {
+            Ok(Some(s.clone()))
+        }
+        Some(v) => Err(fe(
+            "short-name-mode",
+            match v {
+                Value::String(s) => format!("invalid short-name mode {}", redact::keyword(s)),
+                other => format!("invalid short-name mode of type {}", other.type_str()),
+            },
+        )),
+    }
+}
+
+/// `[aliases]`: short name → fully qualified name.
+fn parse_aliases(v: Option<&Value>) -> Result<BTreeMap<String, String>, FieldErr> {
+    let mut aliases = BTreeMap::new();
+    match v {
         None => {}
         Some(Value::Table(t)) => {
             for (k, v) in t {
                 let Value::String(s) = v else {
                     return Err(fe(format!("aliases.\"{k}\""), "must be a string"));
                 };
-                out.aliases.insert(k.clone(), s.clone());
+                aliases.insert(k.clone(), s.clone());
             }
         }
         Some(_) => return Err(fe("aliases", "must be a table")),
     }
-    match doc.get("registry") {
-        None => {}
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let field = format!("registry[{i}]");
-                let Value::Table(t) = item else {
-                    return Err(fe(field, "must be a table"));
-                };
-                out.registries.push(parse_registry(file, t, &field)?);
-            }
-        }
-        Some(_) => return Err(fe("registry", "must be an array of tables ([[registry]])")),
+    Ok(aliases)
+}
+
+/// `[[registry]]` tables, in file order.
+fn parse_registries(file: &Path, items: &[Value]) -> Result<Vec<CrioRegistry>, FieldErr> {
+    let mut registries = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("registry[{i}]");
+        let Value::Table(t) = item else {
+            return Err(fe(field, "must be a table"));
+        };
+        registries.push(parse_registry(file, t, &field)?);
     }
-    Ok(out)
+    Ok(registries)
 }
 
 fn strings(a: &[Value], field: &str) -> Result<Vec<String>, FieldErr> {
@@ -291,85 +311,20 @@ fn parse_location(s: &str) -> Result<String, String> {
 fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegistry, FieldErr> {
     let location = parse_location(&get_str(t, "location", field)?)
         .map_err(|m| fe(format!("{field}.location"), m))?;
-    let mut prefix = get_str(t, "prefix", field)?;
-    let wildcard = prefix.starts_with("*.");
-    if prefix.is_empty() {
-        if location.is_empty() {
-            return Err(fe(
-                field,
-                "invalid condition: both location and prefix are unset",
-            ));
-        }
-        prefix = location.clone();
-    } else {
-        prefix = parse_location(&prefix).map_err(|m| fe(format!("{field}.prefix"), m))?;
-        if wildcard && prefix.contains(['/', '@', ':']) {
-            return Err(fe(
-                format!("{field}.prefix"),
-                format!(
-                    "invalid prefix '{}': wildcarded prefix should be in the format *.example.com",
-                    redact::text_max(&prefix, 100)
-                ),
-            ));
-        }
-        if prefix.contains('*') && !wildcard {
-            return Err(fe(
-                format!("{field}.prefix"),
-                format!(
-                    "invalid prefix '{}': a wildcard is only allowed as a leading *.",
-                    redact::text_max(&prefix, 100)
-                ),
-            ));
-        }
-        if location.is_empty() && !wildcard {
-            return Err(fe(
-                format!("{field}.location"),
-                "location must be set unless the prefix is a *.domain wildcard",
-            ));
-        }
-    }
+    let prefix = registry_prefix(t, field, &location)?;
     let mirror_by_digest_only = get_bool(t, "mirror-by-digest-only", field)?;
-    let mut mirrors = Vec::new();
-    match t.get("mirror") {
-        None => {}
+    let mirrors = match t.get("mirror") {
+        None => Vec::new(),
         Some(Value::Array(ms)) => {
+            let mut mirrors = Vec::new();
             for (j, m) in ms.iter().enumerate() {
                 let mf = format!("{field}.mirror[{j}]");
                 let Value::Table(mt) = m else {
                     return Err(fe(mf, "must be a table"));
                 };
-                let loc = parse_location(&get_str(mt, "location", &mf)?)
-                    .map_err(|e| fe(format!("{mf}.location"), e))?;
-                if loc.is_empty() {
-                    return Err(fe(
-                        format!("{mf}.location"),
-                        "invalid condition: mirror location is unset",
-                    ));
-                }
-                let pfm = get_str(mt, "pull-from-mirror", &mf)?;
-                let pull_from_mirror = match pfm.as_str() {
-                    "" | "all" => PullFromMirror::All,
-                    "digest-only" => PullFromMirror::DigestOnly,
-                    "tag-only" => PullFromMirror::TagOnly,
-                    other => {
-                        return Err(fe(
-                            format!("{mf}.pull-from-mirror"),
-                            format!(
-                                "unsupported pull-from-mirror value {}",
-                                redact::keyword(other)
-                            ),
-                        ))
-                    }
-                };
-                if mirror_by_digest_only && !pfm.is_empty() {
-                    return Err(fe(format!("{mf}.pull-from-mirror"), "cannot set mirror-by-digest-only for the registry and pull-from-mirror for a mirror at the same time"));
-                }
-                mirrors.push(CrioEndpoint {
-                    location: loc,
-                    insecure: get_bool(mt, "insecure", &mf)?,
-                    pull_from_mirror,
-                });
+                mirrors.push(parse_mirror(mt, &mf, mirror_by_digest_only)?);
             }
+            mirrors
         }
         Some(_) => {
             return Err(fe(
@@ -377,7 +332,7 @@ fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegis
                 "must be an array of tables ([[registry.mirror]])",
             ))
         }
-    }
+    };
     Ok(CrioRegistry {
         prefix,
         endpoint: CrioEndpoint {
@@ -389,6 +344,87 @@ fn parse_registry(file: &Path, t: &toml::Table, field: &str) -> Result<CrioRegis
         mirror_by_digest_only,
         mirrors,
         file: file.to_path_buf(),
+    })
+}
+
+/// A `[[registry]]`'s `prefix`: the location when unset; a wildcard only as a leading
+/// `*.` on a bare domain (which needs no location).
+fn registry_prefix(t: &toml::Table, field: &str, location: &str) -> Result<String, FieldErr> {
+    let prefix = get_str(t, "prefix", field)?;
+    let wildcard = prefix.starts_with("*.");
+    if prefix.is_empty() {
+        if location.is_empty() {
+            return Err(fe(
+                field,
+                "invalid condition: both location and prefix are unset",
+            ));
+        }
+        return Ok(location.to_string());
+    }
+    let prefix = parse_location(&prefix).map_err(|m| fe(format!("{field}.prefix"), m))?;
+    if wildcard && prefix.contains(['/', '@', ':']) {
+        return Err(fe(
+            format!("{field}.prefix"),
+            format!(
+                "invalid prefix '{}': wildcarded prefix should be in the format *.example.com",
+                redact::text_max(&prefix, 100)
+            ),
+        ));
+    }
+    if prefix.contains('*') && !wildcard {
+        return Err(fe(
+            format!("{field}.prefix"),
+            format!(
+                "invalid prefix '{}': a wildcard is only allowed as a leading *.",
+                redact::text_max(&prefix, 100)
+            ),
+        ));
+    }
+    if location.is_empty() && !wildcard {
+        return Err(fe(
+            format!("{field}.location"),
+            "location must be set unless the prefix is a *.domain wildcard",
+        ));
+    }
+    Ok(prefix)
+}
+
+/// One `[[registry.mirror]]` (`mf` is its field path).
+fn parse_mirror(
+    mt: &toml::Table,
+    mf: &str,
+    mirror_by_digest_only: bool,
+) -> Result<CrioEndpoint, FieldErr> {
+    let loc = parse_location(&get_str(mt, "location", mf)?)
+        .map_err(|e| fe(format!("{mf}.location"), e))?;
+    if loc.is_empty() {
+        return Err(fe(
+            format!("{mf}.location"),
+            "invalid condition: mirror location is unset",
+        ));
+    }
+    let pfm = get_str(mt, "pull-from-mirror", mf)?;
+    let pull_from_mirror = match pfm.as_str() {
+        "" | "all" => PullFromMirror::All,
+        "digest-only" => PullFromMirror::DigestOnly,
+        "tag-only" => PullFromMirror::TagOnly,
+        other => {
+            return Err(fe(
+                format!("{mf}.pull-from-mirror"),
+                format!(
+                    "unsupported pull-from-mirror value {}",
+                    redact::keyword(other)
+                ),
+            ))
+        }
+    };
+    if mirror_by_digest_only && !pfm.is_empty() {
+        return Err(fe(format!("{mf}.pull-from-mirror"), "cannot set mirror-by-digest-only for the registry and pull-from-mirror for a mirror at the same time"));
+    }
+    Ok(CrioEndpoint {
+        location: loc,
+        insecure: get_bool(mt, "insecure", mf)?,
+        pull_from_mirror,
     })
 }
 

@@ -361,6 +361,7 @@ fn prefixed(prefix: &str, key: &str) -> String {
 }
 
 /// `parseHostConfig`. `server` empty = root entry without `server` (defaulted later).
+/// Keys are checked in containerd's order, so the first bad one is the one reported.
 pub fn parse_host_config(
     server: &str,
     base_dir: &Path,
@@ -375,65 +376,66 @@ pub fn parse_host_config(
     };
     r.override_path = override_path;
     if !server.is_empty() {
-        let (scheme, host, path) = split_server(server).ok_or_else(|| {
-            err(
-                if prefix.is_empty() {
-                    "server".to_string()
-                } else {
-                    prefix.to_string()
-                },
-                // The value may carry `user:pass@`: never quoted.
-                "unable to parse server: not a host or URL",
-            )
-        })?;
-        r.scheme = scheme;
-        r.host = host;
-        r.path = if !path.is_empty() {
-            let p = clean_path(&path);
-            if !p.ends_with("/v2") && !override_path {
-                format!("{p}/v2")
-            } else {
-                p
-            }
-        } else if !override_path {
-            "/v2".to_string()
-        } else {
-            String::new()
-        };
+        (r.scheme, r.host, r.path) = parse_server(server, prefix, override_path)?;
     }
     r.skip_verify = match cfg.get("skip_verify") {
         None => None,
         Some(Value::Boolean(b)) => Some(*b),
         Some(_) => return Err(err(prefixed(prefix, "skip_verify"), "must be a boolean")),
     };
-    r.capabilities = match cfg.get("capabilities") {
-        None => DEFAULT_CAPABILITIES,
-        Some(Value::Array(a)) if a.is_empty() => DEFAULT_CAPABILITIES,
-        Some(Value::Array(a)) => {
-            let mut c = Capabilities {
-                pull: false,
-                resolve: false,
-                push: false,
-                referrers: false,
-            };
-            for v in a {
-                let Value::String(s) = v else {
-                    return Err(err(prefixed(prefix, "capabilities"), "must be strings"));
-                };
-                match s.to_lowercase().as_str() {
-                    "pull" => c.pull = true,
-                    "resolve" => c.resolve = true,
-                    "push" => c.push = true,
-                    _ => {
-                        return Err(err(
-                            prefixed(prefix, "capabilities"),
-                            format!("unknown capability {}", redact::keyword(s)),
-                        ))
-                    }
-                }
-            }
-            c
+    r.capabilities = parse_capabilities(cfg.get("capabilities"), prefix)?;
+    if let Some(v) = cfg.get("ca") {
+        r.ca = Some(parse_ca(v, base_dir, &prefixed(prefix, "ca"))?);
+    }
+    if let Some(v) = cfg.get("client") {
+        r.client = Some(parse_client(v, base_dir, &prefixed(prefix, "client"))?);
+    }
+    if let Some(v) = cfg.get("header") {
+        r.header = Some(parse_header(v, prefix)?);
+    }
+    r.dial_timeout = parse_dial_timeout(cfg.get("dial_timeout"), prefix)?;
+    Ok(r)
+}
+
+/// `server` (or a `[host]` key) as scheme, host and API path: `/v2` is appended
+/// unless the path already ends with it or `override_path` is set.
+fn parse_server(
+    server: &str,
+    prefix: &str,
+    override_path: bool,
+) -> Result<(String, String, String), HostsTomlError> {
+    let (scheme, host, path) = split_server(server).ok_or_else(|| {
+        err(
+            if prefix.is_empty() {
+                "server".to_string()
+            } else {
+                prefix.to_string()
+            },
+            // The value may carry `user:pass@`: never quoted.
+            "unable to parse server: not a host or URL",
+        )
+    })?;
+    let path = if !path.is_empty() {
+        let p = clean_path(&path);
+        if !p.ends_with("/v2") && !override_path {
+            format!("{p}/v2")
+        } else {
+            p
         }
+    } else if !override_path {
+        "/v2".to_string()
+    } else {
+        String::new()
+    };
+    Ok((scheme, host, path))
+}
+
+/// `capabilities`: absent or empty = the defaults; otherwise exactly the listed ones.
+fn parse_capabilities(v: Option<&Value>, prefix: &str) -> Result<Capabilities, HostsTomlError> {
+    let a = match v {
+        None => return Ok(DEFAULT_CAPABILITIES),
+        Some(Value::Array(a)) if a.is_empty() => return Ok(DEFAULT_CAPABILITIES),
+        Some(Value::Array(a)) => a,
         Some(_) => {
             return Err(err(
                 prefixed(prefix, "capabilities"),
@@ -441,104 +443,136 @@ pub fn parse_host_config(
             ))
         }
     };
-    if let Some(v) = cfg.get("ca") {
-        let field = prefixed(prefix, "ca");
-        r.ca = Some(match v {
-            Value::String(s) => vec![abs(s, base_dir)],
-            Value::Array(a) => string_slice(a, &field)?
-                .iter()
-                .map(|s| abs(s, base_dir))
-                .collect(),
-            other => {
-                return Err(err(
-                    field,
-                    format!("invalid type {} for \"ca\"", other.type_str()),
-                ))
-            }
-        });
-    }
-    if let Some(v) = cfg.get("client") {
-        let field = prefixed(prefix, "client");
-        let mut pairs = Vec::new();
-        match v {
-            Value::String(s) => pairs.push((abs(s, base_dir), None)),
-            Value::Array(a) => {
-                for item in a {
-                    match item {
-                        Value::String(s) => pairs.push((abs(s, base_dir), None)),
-                        Value::Array(p) => {
-                            let s = string_slice(p, &field)?;
-                            if s.len() != 2 {
-                                return Err(err(
-                                    field,
-                                    format!(
-                                        "invalid pair of {} paths for \"client\" (want cert and key)",
-                                        s.len()
-                                    ),
-                                ));
-                            }
-                            // An empty key means the key is in the cert file (hosts.go
-                            // reads `pair[1] != ""`), which makeAbsPath turns into the dir.
-                            let key = if s[1].is_empty() {
-                                None
-                            } else {
-                                Some(abs(&s[1], base_dir))
-                            };
-                            pairs.push((abs(&s[0], base_dir), key));
-                        }
-                        other => {
-                            return Err(err(
-                                field,
-                                format!("invalid type {} for \"client\"", other.type_str()),
-                            ))
-                        }
-                    }
-                }
-            }
-            other => {
-                return Err(err(
-                    field,
-                    format!("invalid type {} for \"client\"", other.type_str()),
-                ))
-            }
-        }
-        r.client = Some(pairs);
-    }
-    if let Some(v) = cfg.get("header") {
-        let Value::Table(t) = v else {
-            return Err(err(prefixed(prefix, "header"), "must be a table"));
+    let mut c = Capabilities {
+        pull: false,
+        resolve: false,
+        push: false,
+        referrers: false,
+    };
+    for v in a {
+        let Value::String(s) = v else {
+            return Err(err(prefixed(prefix, "capabilities"), "must be strings"));
         };
-        let mut hs = Vec::new();
-        for (k, v) in t {
-            let field = prefixed(prefix, &format!("header.{k}"));
-            let vals = match v {
-                Value::String(s) => vec![s.clone()],
-                Value::Array(a) => string_slice(a, &field)?,
-                other => {
-                    return Err(err(
-                        field,
-                        format!("invalid type {} for a header", other.type_str()),
-                    ))
-                }
-            };
-            hs.push((k.clone(), vals));
+        match s.to_lowercase().as_str() {
+            "pull" => c.pull = true,
+            "resolve" => c.resolve = true,
+            "push" => c.push = true,
+            _ => {
+                return Err(err(
+                    prefixed(prefix, "capabilities"),
+                    format!("unknown capability {}", redact::keyword(s)),
+                ))
+            }
         }
-        r.header = Some(hs);
     }
-    match cfg.get("dial_timeout") {
-        None => {}
-        Some(Value::String(s)) if s.is_empty() => {}
-        Some(Value::String(s)) => {
-            r.dial_timeout = Some(crate::goduration::parse(s).ok_or_else(|| {
-                err(
-                    prefixed(prefix, "dial_timeout"),
-                    format!("time: invalid duration {}", redact::keyword(s)),
-                )
-            })?);
+    Ok(c)
+}
+
+/// `ca`: one path or a list of paths.
+fn parse_ca(v: &Value, base_dir: &Path, field: &str) -> Result<Vec<PathBuf>, HostsTomlError> {
+    match v {
+        Value::String(s) => Ok(vec![abs(s, base_dir)]),
+        Value::Array(a) => Ok(string_slice(a, field)?
+            .iter()
+            .map(|s| abs(s, base_dir))
+            .collect()),
+        other => Err(err(
+            field,
+            format!("invalid type {} for \"ca\"", other.type_str()),
+        )),
+    }
+}
+
+/// `client`: a cert path, or a list of cert paths and `[cert, key]` pairs.
+fn parse_client(
+    v: &Value,
+    base_dir: &Path,
+    field: &str,
+) -> Result<Vec<(PathBuf, Option<PathBuf>)>, HostsTomlError> {
+    let bad_type = |other: &Value| {
+        err(
+            field,
+            format!("invalid type {} for \"client\"", other.type_str()),
+        )
+    };
+    let items = match v {
+        Value::String(s) => return Ok(vec![(abs(s, base_dir), None)]),
+        Value::Array(a) => a,
+        other => return Err(bad_type(other)),
+    };
+    let mut pairs = Vec::new();
+    for item in items {
+        match item {
+            Value::String(s) => pairs.push((abs(s, base_dir), None)),
+            Value::Array(p) => pairs.push(client_pair(p, base_dir, field)?),
+            other => return Err(bad_type(other)),
         }
-        Some(_) => return Err(err(prefixed(prefix, "dial_timeout"), "must be a string")),
     }
-    Ok(r)
+    Ok(pairs)
+}
+
+/// One `[cert, key]` pair of `client`.
+fn client_pair(
+    p: &[Value],
+    base_dir: &Path,
+    field: &str,
+) -> Result<(PathBuf, Option<PathBuf>), HostsTomlError> {
+    let s = string_slice(p, field)?;
+    if s.len() != 2 {
+        return Err(err(
+            field,
+            format!(
+                "invalid pair of {} paths for \"client\" (want cert and key)",
+                s.len()
+            ),
+        ));
+    }
+    // An empty key means the key is in the cert file (hosts.go
+    // reads `pair[1] != ""`), which makeAbsPath turns into the dir.
+    let key = if s[1].is_empty() {
+        None
+    } else {
+        Some(abs(&s[1], base_dir))
+    };
+    Ok((abs(&s[0], base_dir), key))
+}
+
+/// `header`: a table of names to a value or a list of values.
+fn parse_header(v: &Value, prefix: &str) -> Result<Vec<(String, Vec<String>)>, HostsTomlError> {
+    let Value::Table(t) = v else {
+        return Err(err(prefixed(prefix, "header"), "must be a table"));
+    };
+    let mut hs = Vec::new();
+    for (k, v) in t {
+        let field = prefixed(prefix, &format!("header.{k}"));
+        let vals = match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => string_slice(a, &field)?,
+            other => {
+                return Err(err(
+                    field,
+                    format!("invalid type {} for a header", other.type_str()),
+                ))
+            }
+        };
+        hs.push((k.clone(), vals));
+    }
+    Ok(hs)
+}
+
+/// `dial_timeout`: a Go duration; empty = unset.
+fn parse_dial_timeout(v: Option<&Value>, prefix: &str) -> Result<Option<Duration>, HostsTomlError> {
+    match v {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(crate::goduration::parse(s).ok_or_else(|| {
+            err(
+                prefixed(prefix, "dial_timeout"),
+                format!("time: invalid duration {}", redact::keyword(s)),
+            )
+        })?)),
+        Some(_) => Err(err(prefixed(prefix, "dial_timeout"), "must be a string")),
+    }
 }
 
 fn string_slice(a: &[Value], field: &str) -> Result<Vec<String>, HostsTomlError> {

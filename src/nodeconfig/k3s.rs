@@ -206,92 +206,120 @@ pub fn parse(file: &Path, text: &str) -> (Registries, Vec<ConfigProblem>) {
             return (out, problems);
         }
     };
-    match top.get("mirrors") {
+    parse_mirrors(top.get("mirrors"), &mut out.mirrors, &mut bad);
+    parse_configs(top.get("configs"), &mut out.configs, &mut bad);
+    (out, problems)
+}
+
+/// `mirrors`: a mirror with a wrongly typed field is reported and left out.
+fn parse_mirrors(
+    v: Option<&Value>,
+    mirrors: &mut BTreeMap<String, Mirror>,
+    bad: &mut impl FnMut(&str, String),
+) {
+    let m = match v {
+        None | Some(Value::Null) => return,
+        Some(Value::Object(m)) => m,
+        Some(v) => {
+            bad(
+                "mirrors",
+                format!("must be a mapping, found {}", type_name(v)),
+            );
+            return;
+        }
+    };
+    for (host, mv) in m {
+        let f = format!("mirrors.\"{host}\"");
+        match mv {
+            Value::Null => {
+                mirrors.insert(host.clone(), Mirror::default());
+            }
+            Value::Object(t) => {
+                if let Some(mirror) = parse_mirror(&f, t, bad) {
+                    mirrors.insert(host.clone(), mirror);
+                }
+            }
+            v => bad(&f, format!("must be a mapping, found {}", type_name(v))),
+        }
+    }
+}
+
+/// One `mirrors."<host>"` mapping (`f` is its field path): `endpoint` and `rewrite`.
+/// `None` once any of its fields is wrongly typed (each bad one reported).
+fn parse_mirror(
+    f: &str,
+    mt: &serde_json::Map<String, Value>,
+    bad: &mut impl FnMut(&str, String),
+) -> Option<Mirror> {
+    let mut mirror = Mirror::default();
+    let mut ok = true;
+    match mt.get("endpoint") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(m)) => {
-            for (host, mv) in m {
-                let f = format!("mirrors.\"{host}\"");
-                let mut mirror = Mirror::default();
-                let mt = match mv {
-                    Value::Null => {
-                        out.mirrors.insert(host.clone(), mirror);
-                        continue;
-                    }
-                    Value::Object(t) => t,
-                    v => {
-                        bad(&f, format!("must be a mapping, found {}", type_name(v)));
-                        continue;
-                    }
-                };
-                let mut ok = true;
-                match mt.get("endpoint") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(a)) => {
-                        for (i, e) in a.iter().enumerate() {
-                            match scalar(e) {
-                                Some(s) => mirror.endpoints.push(s),
-                                None => {
-                                    bad(
-                                        &format!("{f}.endpoint[{i}]"),
-                                        format!("must be a string, found {}", type_name(e)),
-                                    );
-                                    ok = false;
-                                }
-                            }
-                        }
-                    }
-                    Some(v) => {
+        Some(Value::Array(a)) => {
+            for (i, e) in a.iter().enumerate() {
+                match scalar(e) {
+                    Some(s) => mirror.endpoints.push(s),
+                    None => {
                         bad(
-                            &format!("{f}.endpoint"),
-                            format!("must be a list of strings, found {}", type_name(v)),
+                            &format!("{f}.endpoint[{i}]"),
+                            format!("must be a string, found {}", type_name(e)),
                         );
                         ok = false;
                     }
-                }
-                match mt.get("rewrite") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Object(r)) => {
-                        for (pat, rep) in r {
-                            match scalar(rep) {
-                                Some(s) => {
-                                    mirror.rewrites.insert(pat.clone(), s);
-                                }
-                                None => {
-                                    bad(
-                                        &format!("{f}.rewrite.\"{pat}\""),
-                                        format!("must be a string, found {}", type_name(rep)),
-                                    );
-                                    ok = false;
-                                }
-                            }
-                        }
-                    }
-                    Some(v) => {
-                        bad(
-                            &format!("{f}.rewrite"),
-                            format!("must be a mapping, found {}", type_name(v)),
-                        );
-                        ok = false;
-                    }
-                }
-                if ok {
-                    out.mirrors.insert(host.clone(), mirror);
                 }
             }
         }
-        Some(v) => bad(
-            "mirrors",
-            format!("must be a mapping, found {}", type_name(v)),
-        ),
+        Some(v) => {
+            bad(
+                &format!("{f}.endpoint"),
+                format!("must be a list of strings, found {}", type_name(v)),
+            );
+            ok = false;
+        }
     }
-    match top.get("configs") {
+    match mt.get("rewrite") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(r)) => {
+            for (pat, rep) in r {
+                match scalar(rep) {
+                    Some(s) => {
+                        mirror.rewrites.insert(pat.clone(), s);
+                    }
+                    None => {
+                        bad(
+                            &format!("{f}.rewrite.\"{pat}\""),
+                            format!("must be a string, found {}", type_name(rep)),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+        }
+        Some(v) => {
+            bad(
+                &format!("{f}.rewrite"),
+                format!("must be a mapping, found {}", type_name(v)),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(mirror)
+}
+
+/// `configs`: an entry with a wrongly typed field is reported and left out.
+fn parse_configs(
+    v: Option<&Value>,
+    configs: &mut BTreeMap<String, RegistryConfig>,
+    bad: &mut impl FnMut(&str, String),
+) {
+    match v {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (host, cv) in m {
                 let f = format!("configs.\"{host}\"");
                 match parse_registry_config(&f, cv) {
                     Ok(c) => {
-                        out.configs.insert(host.clone(), c);
+                        configs.insert(host.clone(), c);
                     }
                     Err((field, msg)) => bad(&field, msg),
                 }
@@ -302,7 +330,6 @@ pub fn parse(file: &Path, text: &str) -> (Registries, Vec<ConfigProblem>) {
             format!("must be a mapping, found {}", type_name(v)),
         ),
     }
-    (out, problems)
 }
 
 fn parse_registry_config(f: &str, v: &Value) -> Result<RegistryConfig, (String, String)> {
@@ -524,6 +551,15 @@ fn endpoint_has_config(ep: Option<&RegistryEndpoint>) -> bool {
     })
 }
 
+/// The `certs.d` directory name of a registry key: "*" is `_default`.
+fn host_key(host: &str) -> String {
+    if host == "*" {
+        "_default".to_string()
+    } else {
+        host.to_string()
+    }
+}
+
 /// `getHostConfigs` with the embedded registry off: host directory name → config,
 /// plus warnings k3s logs (invalid or duplicate endpoints).
 fn get_host_configs(
@@ -536,12 +572,7 @@ fn get_host_configs(
     for (host, config) in &reg.configs {
         match default_host_config(host, config.clone()) {
             Ok(c) => {
-                let key = if host == "*" {
-                    "_default"
-                } else {
-                    host.as_str()
-                };
-                hosts.insert(key.to_string(), c);
+                hosts.insert(host_key(host), c);
             }
             Err(e) => warnings.push(format!(
                 "k3s fails to generate config for registry {host}: {e}"
@@ -550,79 +581,95 @@ fn get_host_configs(
     }
     // "create endpoints for mirrors"
     for (host, mirror) in &reg.mirrors {
-        // Upstream looks up the raw key: for "*" the entry made from configs."*" is
-        // stored as "_default", so it is never found and a fresh one replaces it.
-        let mut config = match hosts.get(host) {
-            Some(c) => c.clone(),
-            None => {
-                let mut c = match default_host_config(host, config_for_host(&reg.configs, host)) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warnings.push(format!(
-                            "k3s fails to generate config for registry {host}: {e}"
-                        ));
-                        continue;
-                    }
-                };
-                if no_default_endpoint {
-                    c.default = None;
-                } else if host == "*" {
-                    c.default = Some(RegistryEndpoint {
-                        url: Some(String::new()),
-                        ..Default::default()
-                    });
-                }
-                c
-            }
-        };
-        let mut seen = BTreeSet::new();
-        let n = mirror.endpoints.len();
-        for (i, endpoint) in mirror.endpoints.iter().enumerate() {
-            let (registry, url, override_path) = match normalize_endpoint(endpoint) {
-                Ok(x) => x,
-                Err(e) => {
-                    warnings.push(format!(
-                        "k3s ignores invalid endpoint URL {i}={} for {host}: {e}",
-                        redact::url_text(endpoint)
-                    ));
-                    continue;
-                }
-            };
-            if !seen.insert(url.clone()) {
+        let mut config = match mirror_host_config(&hosts, reg, host, no_default_endpoint) {
+            Ok(c) => c,
+            Err(e) => {
                 warnings.push(format!(
-                    "k3s skips duplicate endpoint URL {i}={} for {host}",
-                    redact::url_text(endpoint)
+                    "k3s fails to generate config for registry {host}: {e}"
                 ));
                 continue;
             }
-            let ep = RegistryEndpoint {
-                url: Some(url.clone()),
-                config: config_for_host(&reg.configs, &registry),
-                rewrites: mirror.rewrites.clone(),
-                override_path,
-            };
-            let default_url = config
-                .default
-                .as_ref()
-                .and_then(|d| d.url.clone())
-                .unwrap_or_default();
-            if i + 1 == n && default_url == url {
-                // "if the last endpoint is the default endpoint, move it there"
-                config.default = Some(ep);
-            } else {
-                config.endpoints.push(ep);
-            }
-        }
-        let key = if host == "*" {
-            "_default"
-        } else {
-            host.as_str()
         };
-        hosts.insert(key.to_string(), config);
+        add_mirror_endpoints(&mut config, reg, host, mirror, &mut warnings);
+        hosts.insert(host_key(host), config);
     }
     // "Clean up hosts and default endpoints where resulting config leaves only defaults"
     hosts.retain(|_, c| !c.endpoints.is_empty() || endpoint_has_config(c.default.as_ref()));
     (hosts, warnings)
+}
+
+/// The config a mirror's endpoints are added to: the one made from `configs`, else a
+/// fresh default one (none with `no_default_endpoint`; an empty URL for "*").
+fn mirror_host_config(
+    hosts: &BTreeMap<String, HostCfg>,
+    reg: &Registries,
+    host: &str,
+    no_default_endpoint: bool,
+) -> Result<HostCfg, String> {
+    // Upstream looks up the raw key: for "*" the entry made from configs."*" is
+    // stored as "_default", so it is never found and a fresh one replaces it.
+    if let Some(c) = hosts.get(host) {
+        return Ok(c.clone());
+    }
+    let mut c = default_host_config(host, config_for_host(&reg.configs, host))?;
+    if no_default_endpoint {
+        c.default = None;
+    } else if host == "*" {
+        c.default = Some(RegistryEndpoint {
+            url: Some(String::new()),
+            ..Default::default()
+        });
+    }
+    Ok(c)
+}
+
+/// A mirror's endpoints in order, invalid and duplicate ones skipped with a warning;
+/// a last endpoint equal to the default one replaces the default.
+fn add_mirror_endpoints(
+    config: &mut HostCfg,
+    reg: &Registries,
+    host: &str,
+    mirror: &Mirror,
+    warnings: &mut Vec<String>,
+) {
+    let mut seen = BTreeSet::new();
+    let n = mirror.endpoints.len();
+    for (i, endpoint) in mirror.endpoints.iter().enumerate() {
+        let (registry, url, override_path) = match normalize_endpoint(endpoint) {
+            Ok(x) => x,
+            Err(e) => {
+                warnings.push(format!(
+                    "k3s ignores invalid endpoint URL {i}={} for {host}: {e}",
+                    redact::url_text(endpoint)
+                ));
+                continue;
+            }
+        };
+        if !seen.insert(url.clone()) {
+            warnings.push(format!(
+                "k3s skips duplicate endpoint URL {i}={} for {host}",
+                redact::url_text(endpoint)
+            ));
+            continue;
+        }
+        let ep = RegistryEndpoint {
+            url: Some(url.clone()),
+            config: config_for_host(&reg.configs, &registry),
+            rewrites: mirror.rewrites.clone(),
+            override_path,
+        };
+        let default_url = config
+            .default
+            .as_ref()
+            .and_then(|d| d.url.clone())
+            .unwrap_or_default();
+        if i + 1 == n && default_url == url {
+            // "if the last endpoint is the default endpoint, move it there"
+            config.default = Some(ep);
+        } else {
+            config.endpoints.push(ep);
+        }
+    }
 }
 
 fn toml_str(s: &str) -> String {
@@ -748,17 +795,46 @@ pub fn load(
         ));
     }
     let (rendered, warnings) = render(node.distro, &reg);
+    translation_findings(node.distro, &reg_file, &reg, warnings, findings);
+    let cfg = ContainerdConfig {
+        file: Some(reg_file.clone()),
+        config_version: 3,
+        config_path: Some(node.distro.certs_d().display().to_string()),
+        registry_file: Some(reg_file.clone()),
+        configs: runtime_auths(&reg, &reg_file, problems),
+        ..Default::default()
+    };
+    (
+        cfg,
+        K3sState {
+            node,
+            translated: true,
+            rendered,
+        },
+    )
+}
+
+/// What a plan from the translation of `registries.yaml` assumes, what k3s would log
+/// while rendering, and a `configs."*"` that k3s drops.
+fn translation_findings(
+    distro: Distro,
+    reg_file: &Path,
+    reg: &Registries,
+    warnings: Vec<String>,
+    findings: &mut Vec<Finding>,
+) {
+    let name = distro.name();
     findings.push(Finding::new(
         FindingKind::Assumption,
-        Some(&reg_file),
+        Some(reg_file),
         format!(
             "{name} has not rendered its containerd config yet ({} is missing): this plan is computed from {} with {name}'s translation; it applies once {name} starts",
-            node.distro.containerd_config().display(),
+            distro.containerd_config().display(),
             reg_file.display()
         ),
     ));
     for w in warnings {
-        findings.push(Finding::new(FindingKind::Note, Some(&reg_file), w));
+        findings.push(Finding::new(FindingKind::Note, Some(reg_file), w));
     }
     // getHostConfigs looks up mirrors' hosts by raw key; configs."*" was stored as
     // "_default", so with mirrors."*" a fresh entry replaces it (TLS/auth lost).
@@ -770,42 +846,35 @@ pub fn load(
     if wildcard_config_dropped {
         findings.push(Finding::new(
             FindingKind::Note,
-            Some(&reg_file),
+            Some(reg_file),
             format!("configs.\"*\" is dropped: with mirrors.\"*\" also set, {name} renders _default/hosts.toml from the mirror alone (getHostConfigs looks up \"*\" after storing it as \"_default\"), so its TLS settings apply nowhere"),
         ));
     }
-    let mut cfg = ContainerdConfig {
-        file: Some(reg_file.clone()),
-        config_version: 3,
-        config_path: Some(node.distro.certs_d().display().to_string()),
-        registry_file: Some(reg_file.clone()),
-        ..Default::default()
-    };
-    // CRI registry auth: the config template renders `registry.configs."<key>".auth`
-    // for every configs entry with an auth block, keyed exactly as written.
+}
+
+/// CRI registry auth: the config template renders `registry.configs."<key>".auth`
+/// for every configs entry with an auth block, keyed exactly as written.
+fn runtime_auths(
+    reg: &Registries,
+    reg_file: &Path,
+    problems: &mut Vec<ConfigProblem>,
+) -> BTreeMap<String, LegacyHostConfig> {
+    let mut configs = BTreeMap::new();
     for (host, c) in &reg.configs {
         let Some(a) = &c.auth else { continue };
         match credential(a) {
             Ok(auth) => {
-                cfg.configs
-                    .insert(host.clone(), LegacyHostConfig { auth, tls: None });
+                configs.insert(host.clone(), LegacyHostConfig { auth, tls: None });
             }
             Err(m) => problems.push(ConfigProblem::new(
-                &reg_file,
+                reg_file,
                 Some(&format!("configs.\"{host}\".auth.auth")),
                 ProblemKind::Invalid,
                 m,
             )),
         }
     }
-    (
-        cfg,
-        K3sState {
-            node,
-            translated: true,
-            rendered,
-        },
-    )
+    configs
 }
 
 impl K3sState {

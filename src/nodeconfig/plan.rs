@@ -81,6 +81,14 @@ pub fn build(nc: &NodeConfig, image: &ImageRef) -> Plan {
     plan
 }
 
+/// A registry mirror's (and CRI-O endpoint's) capabilities: pull and resolve, no push.
+const PULL_RESOLVE: Capabilities = Capabilities {
+    pull: true,
+    resolve: true,
+    push: false,
+    referrers: false,
+};
+
 /// One host after `ConfigureHosts`, with its scheme decided.
 struct Resolved {
     cfg: HostConfig,
@@ -103,115 +111,17 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
     let cfg: &ContainerdConfig = &nc.containerd.config;
     let version = nc.containerd.version;
     let cfg_file = cfg.registry_file.clone().or(cfg.file.clone());
-    let host = image.domain.as_str();
-
-    // Effective config_path (2.2+ default when neither config_path nor mirrors is set).
-    let mut config_path = cfg.config_path.clone();
-    if config_path.is_none() && cfg.mirrors.is_empty() {
-        match version {
-            Some(v) if v.at_least(2, 2) => config_path = Some(DEFAULT_CONFIG_PATH_2_2.to_string()),
-            Some(_) => {}
-            None => {
-                if ["/etc/containerd/certs.d", "/etc/docker/certs.d"]
-                    .iter()
-                    .any(|d| nc.host_root.is_dir(Path::new(d)))
-                {
-                    plan.findings.push(Finding::new(
-                        FindingKind::Assumption,
-                        cfg_file.as_deref(),
-                        format!("config_path is not set and the containerd version is unknown: containerd ≥ 2.2 would default it to {DEFAULT_CONFIG_PATH_2_2}; this plan assumes an older version (pass the runtime version)"),
-                    ));
-                }
-            }
-        }
-    }
-
-    plan.mode = match version {
-        Some(v) if v.at_least(2, 1) && cfg.local_pull_reasons.is_empty() => {
-            PullMode::TransferService
-        }
-        _ => PullMode::LocalPull,
-    };
+    let config_path = effective_config_path(nc, cfg_file.as_deref(), plan);
+    plan.mode = containerd_pull_mode(nc);
     let modern = version.is_none_or(|v| v.at_least(1, 7));
 
-    let global_headers = cfg.headers.clone();
     // CRI's local pull without config_path takes the deprecated registryEndpoints
     // path; the transfer service always goes through ConfigureHosts.
     let use_hosts_dir = config_path.is_some() || plan.mode == PullMode::TransferService;
     let resolved: Vec<Resolved> = if use_hosts_dir {
-        let cp = config_path.clone().unwrap_or_default();
-        let cp = &cp;
-        let split: Vec<PathBuf> = cp
-            .split(':')
-            .filter(|s| !s.is_empty())
-            .map(PathBuf::from)
-            .collect();
-        let roots = if split.is_empty() {
-            Vec::new()
-        } else if plan.mode == PullMode::TransferService && split.len() > 1 {
-            plan.findings.push(Finding::new(
-                FindingKind::MultiRootConfigPathIgnored,
-                cfg_file.as_deref(),
-                format!("config_path {cp:?} has several roots, but containerd ≥ 2.1 pulls through the transfer service, which does not split it (containerd#12808): every hosts.toml under it is ignored. Set use_local_image_pull = true or use a single directory"),
-            ));
-            vec![PathBuf::from(cp)]
-        } else {
-            if version.is_none() && split.len() > 1 && cfg.local_pull_reasons.is_empty() {
-                plan.findings.push(Finding::new(
-                    FindingKind::Assumption,
-                    cfg_file.as_deref(),
-                    format!("config_path {cp:?} has several roots; on containerd ≥ 2.1 (transfer-service pull) they would all be ignored. This plan assumes the local pull (pass the runtime version)"),
-                ));
-            }
-            split
-        };
-        let quirks = HostsTomlQuirks {
-            reject_top_level_only: version.is_some_and(|v| !v.at_least(1, 7)),
-        };
-        // k3s node without rendered files: the host dirs k3s would write (k3s.rs).
-        let found = match nc
-            .k3s
-            .as_ref()
-            .and_then(|k| k.host_dir(&roots, host, quirks))
-        {
-            Some(virtual_dir) => Ok(virtual_dir),
-            None => hosts_toml::host_dir_from_roots(&nc.host_root, &roots, host).map(|d| {
-                d.map(|dir| {
-                    let load = hosts_toml::load_host_dir(&nc.host_root, &dir, quirks);
-                    (dir, load)
-                })
-            }),
-        };
-        let hosts = match found {
-            Ok(Some((dir, load))) => {
-                plan.problems.extend(load.problems);
-                let fatal = load
-                    .findings
-                    .iter()
-                    .find(|f| f.kind == FindingKind::RuntimeWouldFail)
-                    .map(|f| f.message.clone());
-                plan.findings.extend(load.findings);
-                if let Some(m) = fatal {
-                    plan.runtime_error.get_or_insert(m);
-                }
-                plan.host_dir = Some(dir);
-                Some(load.hosts)
-            }
-            Ok(None) => None,
-            Err((p, e)) => {
-                plan.problems.push(ConfigProblem::new(
-                    &p,
-                    None,
-                    ProblemKind::Unreadable,
-                    e.to_string(),
-                ));
-                plan.runtime_error = Some(format!(
-                    "containerd cannot look up the host directory {}: {e}",
-                    p.display()
-                ));
-                None
-            }
-        };
+        let cp = config_path.unwrap_or_default();
+        let roots = config_path_roots(nc, &cp, cfg_file.as_deref(), plan);
+        let hosts = load_host_dir(nc, &roots, image.domain.as_str(), plan);
         let origin = plan
             .host_dir
             .as_ref()
@@ -228,25 +138,7 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         }
         legacy_endpoints(cfg, image, cfg_file.as_deref())
     };
-    if cfg.config_path.is_some() {
-        // ValidateImageConfig (internal/cri/config/config.go; pkg/cri/config in 1.6/1.7):
-        // `mirrors` or `configs.*.tls` next to `config_path` is a config error, the CRI
-        // plugin does not load and every kubelet pull fails ("unknown service
-        // runtime.v1.ImageService"). Verified against containerd 1.6.20 in
-        // tests/oracle_containerd.rs.
-        let fatal = if !cfg.mirrors.is_empty() {
-            Some("`mirrors` cannot be set when `config_path` is provided")
-        } else if cfg.configs.values().any(|c| c.tls.is_some()) {
-            Some("`configs.tls` cannot be set when `config_path` is provided")
-        } else {
-            None
-        };
-        if let Some(why) = fatal {
-            plan.runtime_error.get_or_insert(format!(
-                "containerd refuses to load its CRI plugin ({why}): every kubelet pull fails"
-            ));
-        }
-    }
+    refuse_mirrors_next_to_config_path(cfg, plan);
 
     let digested = image.digest.is_some();
     let last = resolved.len().saturating_sub(1);
@@ -263,55 +155,9 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
         if r.cfg.capabilities.resolve || digested {
             any_resolve = true;
         }
-        let tls = tls_for(nc, &r.cfg, plan);
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for (k, vs) in global_headers.iter().chain(r.cfg.header.iter().flatten()) {
-            for v in vs {
-                headers.push((k.clone(), v.clone()));
-            }
+        if let Some(e) = containerd_endpoint(nc, image, cfg_file.as_deref(), r, i == last, plan) {
+            plan.endpoints.push(e);
         }
-        let api_scheme = if r.scheme == SchemePolicy::Http {
-            "http"
-        } else {
-            "https"
-        };
-        let Ok(api_root) = Url::parse(&format!("{api_scheme}://{}{}", r.cfg.host, r.cfg.path))
-        else {
-            plan.problems.push(ConfigProblem::new(
-                Path::new(&r.origin),
-                None,
-                ProblemKind::Invalid,
-                format!("host {:?} is not a valid URL authority", r.cfg.host),
-            ));
-            continue;
-        };
-        // RegistryHost.isProxy (registry.go): ns= whenever the endpoint is not the
-        // reference's own host, except docker.io → registry-1.docker.io.
-        let is_proxy =
-            r.cfg.host != host && !(host == "docker.io" && r.cfg.host == "registry-1.docker.io");
-        plan.endpoints.push(Endpoint {
-            proxy: nc.proxy.proxy_for(&api_root),
-            api_root,
-            scheme: r.scheme,
-            capabilities: r.cfg.capabilities,
-            tls,
-            headers,
-            namespace: is_proxy.then(|| host.to_string()),
-            dial_timeout: r.cfg.dial_timeout,
-            send_credentials: true,
-            own_credential: cfg.configs.get(&r.cfg.host).and_then(|c| {
-                c.auth.clone().map(|credential| SourcedCredential {
-                    source: CredentialSource::RuntimeConfig {
-                        path: cfg_file.clone().unwrap_or_default(),
-                        host: r.cfg.host.clone(),
-                    },
-                    credential,
-                })
-            }),
-            is_upstream: i == last,
-            repository: None,
-            origin: r.origin,
-        });
     }
     if let Some(k) = &nc.k3s {
         k.apply_rewrites(&nc.host_root, plan, image);
@@ -323,6 +169,226 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
             "no host with both pull and resolve capabilities: containerd fails a tag pull with \"no resolve hosts\"".into()
         });
     }
+}
+
+/// The effective `config_path`: containerd ≥ 2.2 defaults it when neither `config_path`
+/// nor `mirrors` is set. With an unknown version an existing certs.d gets a finding.
+fn effective_config_path(
+    nc: &NodeConfig,
+    cfg_file: Option<&Path>,
+    plan: &mut Plan,
+) -> Option<String> {
+    let cfg = &nc.containerd.config;
+    if cfg.config_path.is_some() || !cfg.mirrors.is_empty() {
+        return cfg.config_path.clone();
+    }
+    match nc.containerd.version {
+        Some(v) if v.at_least(2, 2) => return Some(DEFAULT_CONFIG_PATH_2_2.to_string()),
+        Some(_) => {}
+        None => {
+            if ["/etc/containerd/certs.d", "/etc/docker/certs.d"]
+                .iter()
+                .any(|d| nc.host_root.is_dir(Path::new(d)))
+            {
+                plan.findings.push(Finding::new(
+                    FindingKind::Assumption,
+                    cfg_file,
+                    format!("config_path is not set and the containerd version is unknown: containerd ≥ 2.2 would default it to {DEFAULT_CONFIG_PATH_2_2}; this plan assumes an older version (pass the runtime version)"),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// containerd ≥ 2.1 pulls through the transfer service unless a setting forces the
+/// CRI local pull (`CheckLocalImagePullConfigs`, see containerd.rs).
+fn containerd_pull_mode(nc: &NodeConfig) -> PullMode {
+    match nc.containerd.version {
+        Some(v) if v.at_least(2, 1) && nc.containerd.config.local_pull_reasons.is_empty() => {
+            PullMode::TransferService
+        }
+        _ => PullMode::LocalPull,
+    }
+}
+
+/// The host-directory roots `config_path` names: `hostDirFromRoots` splits it at `:`,
+/// the transfer service (`HostDirFromRoot`) takes the whole string as one root.
+fn config_path_roots(
+    nc: &NodeConfig,
+    cp: &str,
+    cfg_file: Option<&Path>,
+    plan: &mut Plan,
+) -> Vec<PathBuf> {
+    let split: Vec<PathBuf> = cp
+        .split(':')
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if split.is_empty() {
+        return Vec::new();
+    }
+    if plan.mode == PullMode::TransferService && split.len() > 1 {
+        plan.findings.push(Finding::new(
+            FindingKind::MultiRootConfigPathIgnored,
+            cfg_file,
+            format!("config_path {cp:?} has several roots, but containerd ≥ 2.1 pulls through the transfer service, which does not split it (containerd#12808): every hosts.toml under it is ignored. Set use_local_image_pull = true or use a single directory"),
+        ));
+        return vec![PathBuf::from(cp)];
+    }
+    if nc.containerd.version.is_none()
+        && split.len() > 1
+        && nc.containerd.config.local_pull_reasons.is_empty()
+    {
+        plan.findings.push(Finding::new(
+            FindingKind::Assumption,
+            cfg_file,
+            format!("config_path {cp:?} has several roots; on containerd ≥ 2.1 (transfer-service pull) they would all be ignored. This plan assumes the local pull (pass the runtime version)"),
+        ));
+    }
+    split
+}
+
+/// Finds and loads the host directory for `host` under `roots` (or the one k3s would
+/// render), recording its problems, findings and path in the plan.
+fn load_host_dir(
+    nc: &NodeConfig,
+    roots: &[PathBuf],
+    host: &str,
+    plan: &mut Plan,
+) -> Option<Vec<HostConfig>> {
+    let quirks = HostsTomlQuirks {
+        reject_top_level_only: nc.containerd.version.is_some_and(|v| !v.at_least(1, 7)),
+    };
+    // k3s node without rendered files: the host dirs k3s would write (k3s.rs).
+    let found = match nc
+        .k3s
+        .as_ref()
+        .and_then(|k| k.host_dir(roots, host, quirks))
+    {
+        Some(virtual_dir) => Ok(virtual_dir),
+        None => hosts_toml::host_dir_from_roots(&nc.host_root, roots, host).map(|d| {
+            d.map(|dir| {
+                let load = hosts_toml::load_host_dir(&nc.host_root, &dir, quirks);
+                (dir, load)
+            })
+        }),
+    };
+    match found {
+        Ok(Some((dir, load))) => {
+            plan.problems.extend(load.problems);
+            let fatal = load
+                .findings
+                .iter()
+                .find(|f| f.kind == FindingKind::RuntimeWouldFail)
+                .map(|f| f.message.clone());
+            plan.findings.extend(load.findings);
+            if let Some(m) = fatal {
+                plan.runtime_error.get_or_insert(m);
+            }
+            plan.host_dir = Some(dir);
+            Some(load.hosts)
+        }
+        Ok(None) => None,
+        Err((p, e)) => {
+            plan.problems.push(ConfigProblem::new(
+                &p,
+                None,
+                ProblemKind::Unreadable,
+                e.to_string(),
+            ));
+            plan.runtime_error = Some(format!(
+                "containerd cannot look up the host directory {}: {e}",
+                p.display()
+            ));
+            None
+        }
+    }
+}
+
+/// ValidateImageConfig (internal/cri/config/config.go; pkg/cri/config in 1.6/1.7):
+/// `mirrors` or `configs.*.tls` next to `config_path` is a config error, the CRI
+/// plugin does not load and every kubelet pull fails ("unknown service
+/// runtime.v1.ImageService"). Verified against containerd 1.6.20 in
+/// tests/oracle_containerd.rs.
+fn refuse_mirrors_next_to_config_path(cfg: &ContainerdConfig, plan: &mut Plan) {
+    if cfg.config_path.is_none() {
+        return;
+    }
+    let fatal = if !cfg.mirrors.is_empty() {
+        Some("`mirrors` cannot be set when `config_path` is provided")
+    } else if cfg.configs.values().any(|c| c.tls.is_some()) {
+        Some("`configs.tls` cannot be set when `config_path` is provided")
+    } else {
+        None
+    };
+    if let Some(why) = fatal {
+        plan.runtime_error.get_or_insert(format!(
+            "containerd refuses to load its CRI plugin ({why}): every kubelet pull fails"
+        ));
+    }
+}
+
+/// One containerd host as a probe endpoint; `None` (with a problem) when its host is
+/// not a URL authority.
+fn containerd_endpoint(
+    nc: &NodeConfig,
+    image: &ImageRef,
+    cfg_file: Option<&Path>,
+    r: Resolved,
+    is_upstream: bool,
+    plan: &mut Plan,
+) -> Option<Endpoint> {
+    let cfg = &nc.containerd.config;
+    let host = image.domain.as_str();
+    let tls = tls_for(nc, &r.cfg, plan);
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for (k, vs) in cfg.headers.iter().chain(r.cfg.header.iter().flatten()) {
+        for v in vs {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    let api_scheme = if r.scheme == SchemePolicy::Http {
+        "http"
+    } else {
+        "https"
+    };
+    let Ok(api_root) = Url::parse(&format!("{api_scheme}://{}{}", r.cfg.host, r.cfg.path)) else {
+        plan.problems.push(ConfigProblem::new(
+            Path::new(&r.origin),
+            None,
+            ProblemKind::Invalid,
+            format!("host {:?} is not a valid URL authority", r.cfg.host),
+        ));
+        return None;
+    };
+    // RegistryHost.isProxy (registry.go): ns= whenever the endpoint is not the
+    // reference's own host, except docker.io → registry-1.docker.io.
+    let is_proxy =
+        r.cfg.host != host && !(host == "docker.io" && r.cfg.host == "registry-1.docker.io");
+    Some(Endpoint {
+        proxy: nc.proxy.proxy_for(&api_root),
+        api_root,
+        scheme: r.scheme,
+        capabilities: r.cfg.capabilities,
+        tls,
+        headers,
+        namespace: is_proxy.then(|| host.to_string()),
+        dial_timeout: r.cfg.dial_timeout,
+        send_credentials: true,
+        own_credential: cfg.configs.get(&r.cfg.host).and_then(|c| {
+            c.auth.clone().map(|credential| SourcedCredential {
+                source: CredentialSource::RuntimeConfig {
+                    path: cfg_file.map(Path::to_path_buf).unwrap_or_default(),
+                    host: r.cfg.host.clone(),
+                },
+                credential,
+            })
+        }),
+        is_upstream,
+        repository: None,
+        origin: r.origin,
+    })
 }
 
 /// `ConfigureHosts`' defaulting of the last (root) entry and the scheme decision.
@@ -440,12 +506,7 @@ fn legacy_endpoints(
                 scheme: scheme.clone(),
                 host: h.clone(),
                 path: if path.is_empty() { "/v2".into() } else { path },
-                capabilities: Capabilities {
-                    pull: true,
-                    resolve: true,
-                    push: false,
-                    referrers: false,
-                },
+                capabilities: PULL_RESOLVE,
                 ..Default::default()
             };
             if let Some(tls) = cfg.configs.get(&h).and_then(|c| c.tls.as_ref()) {
@@ -474,11 +535,7 @@ fn legacy_endpoints(
 /// `tlsConfigFromHost`: resolves CA and client files under the host root. A file that
 /// cannot be read makes containerd fail the whole pull ("unable to read CA cert").
 fn tls_for(nc: &NodeConfig, h: &HostConfig, plan: &mut Plan) -> TlsSettings {
-    let mut tls = TlsSettings {
-        ca_bundle: nc.ca_bundle(),
-        no_system_pool: nc.ca_bundle().is_none(),
-        ..Default::default()
-    };
+    let mut tls = node_tls(nc);
     if !h.explicit_tls() {
         return tls;
     }
@@ -549,10 +606,29 @@ fn fail_ref(plan: &mut Plan, file: &Path, field: &str, message: String) {
 
 fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
     plan.mode = PullMode::ContainersImage;
+    let Some((sources, reg_file)) = crio_pull_sources(nc, image, plan) else {
+        return;
+    };
+    let origin = reg_file
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "default (no matching [[registry]])".into());
+    for s in sources {
+        if let Some(e) = crio_endpoint(nc, image, s, &origin, plan) {
+            plan.endpoints.push(e);
+        }
+    }
+}
+
+/// The pull sources of the `[[registry]]` matching the image, with its file; the image's
+/// own domain without one. `None` when the registry is blocked (recorded in the plan).
+fn crio_pull_sources(
+    nc: &NodeConfig,
+    image: &ImageRef,
+    plan: &mut Plan,
+) -> Option<(Vec<PullSource>, Option<PathBuf>)> {
     let repo = image.repository();
-    let digested = image.digest.is_some();
-    let (sources, reg_file): (Vec<PullSource>, Option<PathBuf>) = match nc.crio.find_registry(&repo)
-    {
+    match nc.crio.find_registry(&repo) {
         Some(r) if r.blocked => {
             plan.blocked = true;
             plan.runtime_error = Some(format!(
@@ -565,10 +641,13 @@ fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
                 Some(&r.file),
                 format!("prefix {:?} is blocked", r.prefix),
             ));
-            return;
+            None
         }
-        Some(r) => (r.pull_sources(&repo, digested), Some(r.file.clone())),
-        None => (
+        Some(r) => Some((
+            r.pull_sources(&repo, image.digest.is_some()),
+            Some(r.file.clone()),
+        )),
+        None => Some((
             vec![PullSource {
                 endpoint: crio::CrioEndpoint {
                     location: image.domain.clone(),
@@ -578,91 +657,105 @@ fn plan_crio(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
                 is_mirror: false,
             }],
             None,
-        ),
+        )),
+    }
+}
+
+/// One CRI-O pull source as a probe endpoint; `None` (with a problem) when its
+/// location is not a valid host.
+fn crio_endpoint(
+    nc: &NodeConfig,
+    image: &ImageRef,
+    s: PullSource,
+    origin: &str,
+    plan: &mut Plan,
+) -> Option<Endpoint> {
+    let domain = crio::domain_of(&s.repository).to_string();
+    let path = s.repository[domain.len()..]
+        .trim_start_matches('/')
+        .to_string();
+    // docker_client.go: docker.io is served by registry-1.docker.io.
+    let connect = if domain == "docker.io" {
+        "registry-1.docker.io".to_string()
+    } else {
+        domain.clone()
     };
-    let origin = reg_file
-        .as_ref()
-        .map(|f| f.display().to_string())
-        .unwrap_or_else(|| "default (no matching [[registry]])".into());
-    for s in sources {
-        let domain = crio::domain_of(&s.repository).to_string();
-        let path = s.repository[domain.len()..]
-            .trim_start_matches('/')
-            .to_string();
-        // docker_client.go: docker.io is served by registry-1.docker.io.
-        let connect = if domain == "docker.io" {
-            "registry-1.docker.io".to_string()
+    let scheme = if s.endpoint.insecure {
+        SchemePolicy::HttpsThenHttp
+    } else {
+        SchemePolicy::Https
+    };
+    let Ok(api_root) = Url::parse(&format!("https://{connect}/v2")) else {
+        plan.problems.push(ConfigProblem::new(
+            Path::new(origin),
+            Some("location"),
+            ProblemKind::Invalid,
+            format!("{connect:?} is not a valid host"),
+        ));
+        return None;
+    };
+    let tls = crio_tls(nc, &domain, s.endpoint.insecure, plan);
+    Some(Endpoint {
+        proxy: nc.proxy.proxy_for(&api_root),
+        api_root,
+        scheme,
+        capabilities: PULL_RESOLVE,
+        tls,
+        headers: Vec::new(),
+        namespace: None,
+        dial_timeout: None,
+        // docker_image_src.go: kubelet credentials are not sent to a mirror on
+        // another domain.
+        send_credentials: domain == image.domain,
+        own_credential: None,
+        is_upstream: !s.is_mirror,
+        repository: (path != image.path).then_some(path),
+        origin: if s.is_mirror {
+            format!("{origin} mirror {}", s.endpoint.location)
         } else {
-            domain.clone()
-        };
-        let scheme = if s.endpoint.insecure {
-            SchemePolicy::HttpsThenHttp
-        } else {
-            SchemePolicy::Https
-        };
-        let Ok(api_root) = Url::parse(&format!("https://{connect}/v2")) else {
-            plan.problems.push(ConfigProblem::new(
-                Path::new(&origin),
-                Some("location"),
-                ProblemKind::Invalid,
-                format!("{connect:?} is not a valid host"),
-            ));
-            continue;
-        };
-        let mut tls = TlsSettings {
-            ca_bundle: nc.ca_bundle(),
-            no_system_pool: nc.ca_bundle().is_none(),
-            skip_verify: s.endpoint.insecure,
-            ..Default::default()
-        };
-        match crio::cert_dir_files(&nc.host_root, &domain) {
-            Ok((_, cas, pairs)) => {
-                tls.extra_ca_files = cas.iter().map(|c| nc.host_root.real_path(c)).collect();
-                tls.client_certs = pairs
-                    .iter()
-                    .map(|(c, k)| ClientCert {
-                        cert: nc.host_root.real_path(c),
-                        key: k.as_ref().map(|k| nc.host_root.real_path(k)),
-                    })
-                    .collect();
-            }
-            Err((file, msg)) => {
-                plan.problems.push(ConfigProblem::new(
-                    &file,
-                    None,
-                    ProblemKind::MissingReference,
-                    msg.clone(),
-                ));
-                plan.runtime_error
-                    .get_or_insert(format!("CRI-O fails the pull: {msg}"));
-            }
+            origin.to_string()
+        },
+    })
+}
+
+/// CRI-O's TLS for a domain: the node's bundle plus the domain's certs.d files. A
+/// broken certs.d makes CRI-O fail the pull.
+fn crio_tls(nc: &NodeConfig, domain: &str, insecure: bool, plan: &mut Plan) -> TlsSettings {
+    let mut tls = TlsSettings {
+        skip_verify: insecure,
+        ..node_tls(nc)
+    };
+    match crio::cert_dir_files(&nc.host_root, domain) {
+        Ok((_, cas, pairs)) => {
+            tls.extra_ca_files = cas.iter().map(|c| nc.host_root.real_path(c)).collect();
+            tls.client_certs = pairs
+                .iter()
+                .map(|(c, k)| ClientCert {
+                    cert: nc.host_root.real_path(c),
+                    key: k.as_ref().map(|k| nc.host_root.real_path(k)),
+                })
+                .collect();
         }
-        plan.endpoints.push(Endpoint {
-            proxy: nc.proxy.proxy_for(&api_root),
-            api_root,
-            scheme,
-            capabilities: Capabilities {
-                pull: true,
-                resolve: true,
-                push: false,
-                referrers: false,
-            },
-            tls,
-            headers: Vec::new(),
-            namespace: None,
-            dial_timeout: None,
-            // docker_image_src.go: kubelet credentials are not sent to a mirror on
-            // another domain.
-            send_credentials: domain == image.domain,
-            own_credential: None,
-            is_upstream: !s.is_mirror,
-            repository: (path != image.path).then_some(path),
-            origin: if s.is_mirror {
-                format!("{origin} mirror {}", s.endpoint.location)
-            } else {
-                origin.clone()
-            },
-        });
+        Err((file, msg)) => {
+            plan.problems.push(ConfigProblem::new(
+                &file,
+                None,
+                ProblemKind::MissingReference,
+                msg.clone(),
+            ));
+            plan.runtime_error
+                .get_or_insert(format!("CRI-O fails the pull: {msg}"));
+        }
+    }
+    tls
+}
+
+/// The node's own trust: its CA bundle, or no system pool when it has none.
+fn node_tls(nc: &NodeConfig) -> TlsSettings {
+    TlsSettings {
+        ca_bundle: nc.ca_bundle(),
+        no_system_pool: nc.ca_bundle().is_none(),
+        ..Default::default()
     }
 }
 
@@ -687,72 +780,7 @@ pub fn render_plan_text(plan: &Plan) -> String {
     }
     let _ = writeln!(s, "endpoints (in order):");
     for (i, e) in plan.endpoints.iter().enumerate() {
-        let scheme = match e.scheme {
-            SchemePolicy::Https => "https",
-            SchemePolicy::Http => "http",
-            SchemePolicy::HttpsThenHttp => "https, then http",
-        };
-        let mut caps = Vec::new();
-        for (on, n) in [
-            (e.capabilities.pull, "pull"),
-            (e.capabilities.resolve, "resolve"),
-            (e.capabilities.push, "push"),
-        ] {
-            if on {
-                caps.push(n);
-            }
-        }
-        let _ = writeln!(
-            s,
-            "  {}. {}{}  [{}] ({scheme}){}",
-            i + 1,
-            e.display_url(),
-            e.namespace
-                .as_deref()
-                .map(|n| format!("?ns={n}"))
-                .unwrap_or_default(),
-            caps.join(","),
-            if e.is_upstream {
-                " upstream"
-            } else {
-                " mirror"
-            }
-        );
-        if let Some(r) = &e.repository {
-            let _ = writeln!(s, "     repository: {r}");
-        }
-        for ca in &e.tls.extra_ca_files {
-            let _ = writeln!(s, "     ca: {}", ca.display());
-        }
-        for c in &e.tls.client_certs {
-            let _ = writeln!(s, "     client cert: {}", c.cert.display());
-        }
-        if e.tls.skip_verify {
-            let _ = writeln!(s, "     skip_verify: true");
-        }
-        for (k, _) in &e.headers {
-            let _ = writeln!(s, "     header: {k}");
-        }
-        if let Some(t) = e.dial_timeout {
-            let _ = writeln!(s, "     dial_timeout: {}", humantime::format_duration(t));
-        }
-        if let Some(p) = &e.proxy {
-            let _ = writeln!(s, "     proxy: {}", redact_proxy(p));
-        }
-        if !e.send_credentials {
-            let _ = writeln!(
-                s,
-                "     kubelet credentials: not sent (mirror on another domain)"
-            );
-        }
-        if let Some(c) = &e.own_credential {
-            let _ = writeln!(
-                s,
-                "     runtime credential: {}",
-                c.credential.username().unwrap_or("(token)")
-            );
-        }
-        let _ = writeln!(s, "     from: {}", e.origin);
+        render_endpoint(&mut s, i + 1, e);
     }
     if let Some(ca) = plan
         .endpoints
@@ -768,6 +796,76 @@ pub fn render_plan_text(plan: &Plan) -> String {
         let _ = writeln!(s, "problem: {p}");
     }
     s
+}
+
+/// The plan's `n`th endpoint: one line with its URL, capabilities and scheme, then one
+/// indented line per setting (never a header value or a credential's secret).
+fn render_endpoint(s: &mut String, n: usize, e: &Endpoint) {
+    let scheme = match e.scheme {
+        SchemePolicy::Https => "https",
+        SchemePolicy::Http => "http",
+        SchemePolicy::HttpsThenHttp => "https, then http",
+    };
+    let mut caps = Vec::new();
+    for (on, name) in [
+        (e.capabilities.pull, "pull"),
+        (e.capabilities.resolve, "resolve"),
+        (e.capabilities.push, "push"),
+    ] {
+        if on {
+            caps.push(name);
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  {n}. {}{}  [{}] ({scheme}){}",
+        e.display_url(),
+        e.namespace
+            .as_deref()
+            .map(|n| format!("?ns={n}"))
+            .unwrap_or_default(),
+        caps.join(","),
+        if e.is_upstream {
+            " upstream"
+        } else {
+            " mirror"
+        }
+    );
+    if let Some(r) = &e.repository {
+        let _ = writeln!(s, "     repository: {r}");
+    }
+    for ca in &e.tls.extra_ca_files {
+        let _ = writeln!(s, "     ca: {}", ca.display());
+    }
+    for c in &e.tls.client_certs {
+        let _ = writeln!(s, "     client cert: {}", c.cert.display());
+    }
+    if e.tls.skip_verify {
+        let _ = writeln!(s, "     skip_verify: true");
+    }
+    for (k, _) in &e.headers {
+        let _ = writeln!(s, "     header: {k}");
+    }
+    if let Some(t) = e.dial_timeout {
+        let _ = writeln!(s, "     dial_timeout: {}", humantime::format_duration(t));
+    }
+    if let Some(p) = &e.proxy {
+        let _ = writeln!(s, "     proxy: {}", redact_proxy(p));
+    }
+    if !e.send_credentials {
+        let _ = writeln!(
+            s,
+            "     kubelet credentials: not sent (mirror on another domain)"
+        );
+    }
+    if let Some(c) = &e.own_credential {
+        let _ = writeln!(
+            s,
+            "     runtime credential: {}",
+            c.credential.username().unwrap_or("(token)")
+        );
+    }
+    let _ = writeln!(s, "     from: {}", e.origin);
 }
 
 /// A proxy URL without its userinfo (the proxy credential).

@@ -188,8 +188,39 @@ fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
 /// returns the environment systemd would give the service (only `Environment=` and
 /// `EnvironmentFile=`; file values override `Environment=`, as systemd documents).
 pub fn load_unit_env(hr: &HostRoot, unit: &str, problems: &mut Vec<ConfigProblem>) -> ProxyEnv {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut env_files: Vec<(PathBuf, bool)> = Vec::new();
+    let mut sources = Vec::new();
+    for f in unit_files(hr, unit) {
+        let Some(text) = hr.read_or_report(&f, true, problems) else {
+            continue;
+        };
+        sources.push(f.clone());
+        read_service_section(&text, &mut env, &mut env_files);
+    }
+    for (f, optional) in env_files {
+        match hr.read_to_string(&f) {
+            Ok(text) => {
+                sources.push(f.clone());
+                read_env_file(&text, &mut env);
+            }
+            Err(e) if optional && e.is_not_found() => {}
+            Err(e) => problems.push(ConfigProblem::new(
+                &f,
+                Some("EnvironmentFile"),
+                ProblemKind::Unreadable,
+                e.to_string(),
+            )),
+        }
+    }
+    let mut p = ProxyEnv::from_vars(&env);
+    p.sources = sources;
+    p
+}
+
+/// The unit file (from the highest-priority directory that has it), then its drop-ins.
+fn unit_files(hr: &HostRoot, unit: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
-    // The unit file itself: the highest-priority directory that has it.
     if let Some(f) = UNIT_DIRS
         .iter()
         .map(|d| Path::new(d).join(format!("{unit}.service")))
@@ -211,86 +242,73 @@ pub fn load_unit_env(hr: &HostRoot, unit: &str, problems: &mut Vec<ConfigProblem
         }
     }
     files.extend(dropins.into_values());
+    files
+}
 
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut env_files: Vec<(PathBuf, bool)> = Vec::new();
-    let mut sources = Vec::new();
-    for f in files {
-        let Some(text) = hr.read_or_report(&f, true, problems) else {
+/// `Environment=` and `EnvironmentFile=` lines of a unit's `[Service]` section; an
+/// empty assignment resets the list.
+fn read_service_section(
+    text: &str,
+    env: &mut Vec<(String, String)>,
+    env_files: &mut Vec<(PathBuf, bool)>,
+) {
+    let mut in_service = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+            continue;
+        }
+        if !in_service || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
             continue;
         };
-        sources.push(f.clone());
-        let mut in_service = false;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.starts_with('[') {
-                in_service = line == "[Service]";
-                continue;
-            }
-            if !in_service || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            match k.trim() {
-                "Environment" => {
-                    let v = v.trim();
-                    if v.is_empty() {
-                        env.clear(); // an empty assignment resets the list
-                    }
-                    for word in split_quoted(v) {
-                        if let Some((a, b)) = word.split_once('=') {
-                            env.push((a.to_string(), b.to_string()));
-                        }
+        match k.trim() {
+            "Environment" => {
+                let v = v.trim();
+                if v.is_empty() {
+                    env.clear(); // an empty assignment resets the list
+                }
+                for word in split_quoted(v) {
+                    if let Some((a, b)) = word.split_once('=') {
+                        env.push((a.to_string(), b.to_string()));
                     }
                 }
-                "EnvironmentFile" => {
-                    let v = v.trim();
-                    if v.is_empty() {
-                        env_files.clear();
-                    } else if let Some(opt) = v.strip_prefix('-') {
-                        env_files.push((PathBuf::from(opt), true));
-                    } else {
-                        env_files.push((PathBuf::from(v), false));
-                    }
-                }
-                _ => {}
             }
+            "EnvironmentFile" => {
+                let v = v.trim();
+                if v.is_empty() {
+                    env_files.clear();
+                } else if let Some(opt) = v.strip_prefix('-') {
+                    env_files.push((PathBuf::from(opt), true));
+                } else {
+                    env_files.push((PathBuf::from(v), false));
+                }
+            }
+            _ => {}
         }
     }
-    for (f, optional) in env_files {
-        match hr.read_to_string(&f) {
-            Ok(text) => {
-                sources.push(f.clone());
-                for line in text.lines() {
-                    let line = line.trim();
-                    if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                        continue;
-                    }
-                    if let Some((k, v)) = line.split_once('=') {
-                        let v = v.trim();
-                        let v = v
-                            .strip_prefix('"')
-                            .and_then(|s| s.strip_suffix('"'))
-                            .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
-                            .unwrap_or(v);
-                        env.push((k.trim().to_string(), v.to_string()));
-                    }
-                }
-            }
-            Err(e) if optional && e.is_not_found() => {}
-            Err(e) => problems.push(ConfigProblem::new(
-                &f,
-                Some("EnvironmentFile"),
-                ProblemKind::Unreadable,
-                e.to_string(),
-            )),
+}
+
+/// `KEY=VALUE` lines of an `EnvironmentFile=`, one pair of outer quotes removed.
+fn read_env_file(text: &str, env: &mut Vec<(String, String)>) {
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|s| s.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')))
+                .unwrap_or(v);
+            env.push((k.trim().to_string(), v.to_string()));
         }
     }
-    let mut p = ProxyEnv::from_vars(&env);
-    p.sources = sources;
-    p
 }
 
 /// systemd's word splitting for `Environment=`: whitespace-separated, double or single

@@ -201,24 +201,7 @@ pub async fn authorize(
     cred: Option<&CredentialRef<'_>>,
 ) -> Result<AuthOutcome, Failure> {
     if challenge.is_basic() {
-        let Some(cr) = cred else {
-            return Err(Failure::new(
-                Reason::AuthCredentialsRequired,
-                "the registry requires Basic authentication and no credential is configured",
-            ));
-        };
-        let Some(b) = basic_of(cr.credential) else {
-            return Err(Failure::new(
-                Reason::AuthCredentialsRequired,
-                "the registry requires Basic authentication (username and password); the configured credential is a token",
-            ));
-        };
-        cache.remember_challenge(registry_host, challenge);
-        return Ok(AuthOutcome {
-            authorization: Authorization::Basic(b),
-            detail: "basic".to_string(),
-            host: registry_host.to_string(),
-        });
+        return authorize_basic(cache, registry_host, challenge, cred);
     }
     if let Some(Credential::RegistryToken(t)) = cred.map(|c| c.credential) {
         return Ok(AuthOutcome {
@@ -227,27 +210,7 @@ pub async fn authorize(
             host: registry_host.to_string(),
         });
     }
-    let realm_text = challenge.realm().ok_or_else(|| {
-        Failure::new(
-            Reason::AuthChallengeMalformed,
-            "Bearer challenge has no realm",
-        )
-    })?;
-    let realm = Url::parse(realm_text)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| {
-            Failure::new(
-                Reason::AuthChallengeMalformed,
-                format!(
-                    "Bearer realm {} is not an absolute http(s) URL",
-                    match Url::parse(realm_text) {
-                        Ok(u) => redact::url(&u),
-                        Err(_) => format!("\"{}\"", redact::text_max(realm_text, 80)),
-                    }
-                ),
-            )
-        })?;
+    let realm = bearer_realm(challenge)?;
     let service = challenge.service().unwrap_or_default().to_string();
     let key = TokenKey {
         realm: realm.to_string(),
@@ -276,6 +239,59 @@ pub async fn authorize(
         ),
         host: realm_host,
     })
+}
+
+/// Basic authentication: the credential's username and password, never a token.
+fn authorize_basic(
+    cache: &TokenCache,
+    registry_host: &str,
+    challenge: &Challenge,
+    cred: Option<&CredentialRef<'_>>,
+) -> Result<AuthOutcome, Failure> {
+    let Some(cr) = cred else {
+        return Err(Failure::new(
+            Reason::AuthCredentialsRequired,
+            "the registry requires Basic authentication and no credential is configured",
+        ));
+    };
+    let Some(b) = basic_of(cr.credential) else {
+        return Err(Failure::new(
+            Reason::AuthCredentialsRequired,
+            "the registry requires Basic authentication (username and password); the configured credential is a token",
+        ));
+    };
+    cache.remember_challenge(registry_host, challenge);
+    Ok(AuthOutcome {
+        authorization: Authorization::Basic(b),
+        detail: "basic".to_string(),
+        host: registry_host.to_string(),
+    })
+}
+
+/// A Bearer challenge's realm: an absolute http(s) URL, else the challenge is malformed
+/// (the message shows the realm redacted).
+fn bearer_realm(challenge: &Challenge) -> Result<Url, Failure> {
+    let realm_text = challenge.realm().ok_or_else(|| {
+        Failure::new(
+            Reason::AuthChallengeMalformed,
+            "Bearer challenge has no realm",
+        )
+    })?;
+    Url::parse(realm_text)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::AuthChallengeMalformed,
+                format!(
+                    "Bearer realm {} is not an absolute http(s) URL",
+                    match Url::parse(realm_text) {
+                        Ok(u) => redact::url(&u),
+                        Err(_) => format!("\"{}\"", redact::text_max(realm_text, 80)),
+                    }
+                ),
+            )
+        })
 }
 
 fn host_port(u: &Url) -> String {

@@ -24,49 +24,10 @@ pub async fn check(
     if let Some(a) = authorization {
         req.headers.insert(http::header::AUTHORIZATION, a);
     }
-    let resp = match session
+    let resp = session
         .send_following(&req, MAX_BLOB_BODY, Phase::Blob)
         .await
-    {
-        Ok(r) => r,
-        Err(RedirectFailure::Hop {
-            hop: 0, failure, ..
-        }) => return Err(failure),
-        // The redirect itself is unusable (an ftp:// or host-less Location): not a
-        // reachability problem of a blob host.
-        Err(RedirectFailure::Hop { failure, .. })
-            if matches!(
-                failure.reason,
-                Reason::BlobUnexpectedStatus | Reason::ManifestMalformed
-            ) =>
-        {
-            return Err(failure)
-        }
-        Err(RedirectFailure::Hop { hop, url, failure }) => {
-            let host = url.host_str().unwrap_or_default().to_string();
-            return Err(Failure::new(
-                Reason::BlobHostUnreachable,
-                format!(
-                    "blob host {host} (redirect hop {hop}) is unreachable: {} failed with {}: {}",
-                    failure_phase(&failure),
-                    failure.reason,
-                    failure.message
-                ),
-            ));
-        }
-        Err(RedirectFailure::Loop { url }) => {
-            return Err(Failure::new(
-                Reason::BlobRedirectLoop,
-                format!("blob redirects loop back to {url}"),
-            ))
-        }
-        Err(RedirectFailure::TooMany { url, max }) => {
-            return Err(Failure::new(
-                Reason::BlobTooManyRedirects,
-                format!("blob request redirected more than {max} times (last {url})"),
-            ))
-        }
-    };
+        .map_err(redirect_failure)?;
     let host = match (resp.url.host_str(), resp.url.port_or_known_default()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         _ => String::new(),
@@ -94,6 +55,46 @@ pub async fn check(
             Reason::BlobUnexpectedStatus,
             format!("blob request answered {} at {host}{via}", resp.status),
         )),
+    }
+}
+
+/// A failed blob request as the blob phase reports it: the first hop's own failure,
+/// or what went wrong on the way to the blob host.
+fn redirect_failure(e: RedirectFailure) -> Failure {
+    match e {
+        RedirectFailure::Hop {
+            hop: 0, failure, ..
+        } => failure,
+        // The redirect itself is unusable (an ftp:// or host-less Location): not a
+        // reachability problem of a blob host.
+        RedirectFailure::Hop { failure, .. }
+            if matches!(
+                failure.reason,
+                Reason::BlobUnexpectedStatus | Reason::ManifestMalformed
+            ) =>
+        {
+            failure
+        }
+        RedirectFailure::Hop { hop, url, failure } => {
+            let host = url.host_str().unwrap_or_default().to_string();
+            Failure::new(
+                Reason::BlobHostUnreachable,
+                format!(
+                    "blob host {host} (redirect hop {hop}) is unreachable: {} failed with {}: {}",
+                    failure_phase(&failure),
+                    failure.reason,
+                    failure.message
+                ),
+            )
+        }
+        RedirectFailure::Loop { url } => Failure::new(
+            Reason::BlobRedirectLoop,
+            format!("blob redirects loop back to {url}"),
+        ),
+        RedirectFailure::TooMany { url, max } => Failure::new(
+            Reason::BlobTooManyRedirects,
+            format!("blob request redirected more than {max} times (last {url})"),
+        ),
     }
 }
 

@@ -263,37 +263,51 @@ impl<'a> Session<'a> {
             return self.connection_via_proxy(origin, &proxy).await;
         }
         let hp = origin.host_port();
+        let tcp = self.dial(&origin.host, origin.port, &hp, None).await?;
+        let sender = self.finish_connection(origin, tcp).await?;
+        Ok((sender, Route::Direct))
+    }
+
+    /// DNS and TCP connect to `host:port`, each recorded under `hp`. For a proxy hop,
+    /// `proxy` is the proxy's `host:port`: it prefixes the details and failures.
+    async fn dial(
+        &mut self,
+        host: &str,
+        port: u16,
+        hp: &str,
+        proxy: Option<&str>,
+    ) -> Result<tokio::net::TcpStream, Failure> {
+        let detail = |d: String| match proxy {
+            Some(_) => format!("proxy {d}"),
+            None => d,
+        };
+        let via = |f: Failure| match proxy {
+            Some(php) => Failure {
+                message: format!("proxy {php}: {}", f.message),
+                ..f
+            },
+            None => f,
+        };
         let t = Instant::now();
-        let addrs = match self
-            .ctx
-            .resolver
-            .resolve(&origin.host, self.ctx.timeouts.dns)
-            .await
-        {
+        let addrs = match self.ctx.resolver.resolve(host, self.ctx.timeouts.dns).await {
             Ok(a) => {
-                let detail = a
+                let ips = a
                     .iter()
                     .map(|i| i.to_string())
                     .collect::<Vec<_>>()
                     .join(",");
-                self.record(Phase::Dns, &hp, true, t, detail);
+                self.record(Phase::Dns, hp, true, t, detail(ips));
                 a
             }
-            Err(f) => {
-                return Err(self.record_failure(Phase::Dns, &hp, t, f));
-            }
+            Err(f) => return Err(self.record_failure(Phase::Dns, hp, t, via(f))),
         };
         let t = Instant::now();
-        let (tcp, peer) =
-            match connect::connect(&addrs, origin.port, self.ctx.timeouts.connect).await {
-                Ok(c) => c,
-                Err(f) => {
-                    return Err(self.record_failure(Phase::Connect, &hp, t, f));
-                }
-            };
-        self.record(Phase::Connect, &hp, true, t, peer.to_string());
-        let sender = self.finish_connection(origin, tcp).await?;
-        Ok((sender, Route::Direct))
+        let (tcp, peer) = match connect::connect(&addrs, port, self.ctx.timeouts.connect).await {
+            Ok(c) => c,
+            Err(f) => return Err(self.record_failure(Phase::Connect, hp, t, via(f))),
+        };
+        self.record(Phase::Connect, hp, true, t, detail(peer.to_string()));
+        Ok(tcp)
     }
 
     /// TLS (for https origins) and the HTTP/1.1 handshake over an open stream.
@@ -360,10 +374,6 @@ impl<'a> Session<'a> {
         let proxy_host = proxy.host_str().unwrap_or_default().to_string();
         let proxy_port = proxy.port_or_known_default().unwrap_or(80);
         let php = format!("{proxy_host}:{proxy_port}");
-        let via = |f: Failure| Failure {
-            message: format!("proxy {php}: {}", f.message),
-            ..f
-        };
         if proxy.scheme() != "http" {
             let f = Failure::new(
                 Reason::ProxyConnectFailed,
@@ -374,37 +384,7 @@ impl<'a> Session<'a> {
             );
             return Err(self.record_failure(Phase::Connect, &php, Instant::now(), f));
         }
-        let t = Instant::now();
-        let addrs = match self
-            .ctx
-            .resolver
-            .resolve(&proxy_host, self.ctx.timeouts.dns)
-            .await
-        {
-            Ok(a) => {
-                let detail = a
-                    .iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                self.record(Phase::Dns, &php, true, t, format!("proxy {detail}"));
-                a
-            }
-            Err(f) => {
-                let f = via(f);
-                return Err(self.record_failure(Phase::Dns, &php, t, f));
-            }
-        };
-        let t = Instant::now();
-        let (mut tcp, peer) =
-            match connect::connect(&addrs, proxy_port, self.ctx.timeouts.connect).await {
-                Ok(c) => c,
-                Err(f) => {
-                    let f = via(f);
-                    return Err(self.record_failure(Phase::Connect, &php, t, f));
-                }
-            };
-        self.record(Phase::Connect, &php, true, t, format!("proxy {peer}"));
+        let mut tcp = self.dial(&proxy_host, proxy_port, &php, Some(&php)).await?;
         let auth = proxy_authorization(proxy);
         if !origin.https {
             let sender = handshake_http(tcp).await?;

@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::outcome::{Failure, Reason, TlsInfo};
-use crate::endpoint::TlsSettings;
+use crate::endpoint::{ClientCert, TlsSettings};
 
 /// Where Linux distributions keep the system CA bundle (Debian/Ubuntu, RHEL/Fedora,
 /// SUSE, Alpine), the same list Go's crypto/x509 root_linux.go searches.
@@ -76,80 +76,13 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsConfigError::Rustls(e.to_string()))?;
-    let builder = if settings.skip_verify {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert(provider())))
-    } else {
-        let mut roots = RootCertStore::empty();
-        match &settings.ca_bundle {
-            None if settings.no_system_pool => {}
-            Some(path) => {
-                add_pem_file(&mut roots, path)?;
-            }
-            None => {
-                let found = SYSTEM_CA_BUNDLES
-                    .iter()
-                    .map(Path::new)
-                    .find(|p| p.exists())
-                    .ok_or_else(|| TlsConfigError::NoBundle {
-                        searched: SYSTEM_CA_BUNDLES.join(", "),
-                    })?;
-                add_pem_file(&mut roots, found)?;
-            }
-        }
-        // Endpoint CAs are appended to the system pool, as containerd does (hosts.go `ca`).
-        for extra in &settings.extra_ca_files {
-            add_pem_file(&mut roots, extra)?;
-        }
-        // An empty pool (a node without a bundle and no endpoint CA) trusts nothing.
-        let inner = if roots.is_empty() {
-            None
-        } else {
-            Some(
-                rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    provider(),
-                )
-                .build()
-                .map_err(|e| TlsConfigError::Rustls(e.to_string()))?,
-            )
-        };
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Recording(inner, provider())))
-    };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(server_verifier(settings)?);
     let mut config = match settings.client_certs.first() {
         None => builder.with_no_client_auth(),
         Some(cc) => {
-            let cert_bytes = std::fs::read(&cc.cert).map_err(|e| TlsConfigError::ClientCert {
-                path: cc.cert.clone(),
-                message: e.to_string(),
-            })?;
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
-                .collect::<Result<_, _>>()
-                .map_err(|e| TlsConfigError::ClientCert {
-                    path: cc.cert.clone(),
-                    message: e.to_string(),
-                })?;
-            if chain.is_empty() {
-                return Err(TlsConfigError::ClientCert {
-                    path: cc.cert.clone(),
-                    message: "no PEM certificate in file".to_string(),
-                });
-            }
-            // A missing key file means the key is inside the cert file (containerd `client`).
-            let key_path = cc.key.clone().unwrap_or_else(|| cc.cert.clone());
-            let key_bytes = std::fs::read(&key_path).map_err(|e| TlsConfigError::ClientCert {
-                path: key_path.clone(),
-                message: e.to_string(),
-            })?;
-            let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
-                TlsConfigError::ClientCert {
-                    path: key_path.clone(),
-                    message: format!("no usable private key: {e}"),
-                }
-            })?;
+            let (chain, key) = client_identity(cc)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| TlsConfigError::ClientCert {
@@ -163,21 +96,111 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsCon
     Ok(Arc::new(config))
 }
 
+/// How the server's certificate is checked: not at all with `skip_verify`, else with
+/// webpki over the node's roots (recording what was presented).
+fn server_verifier(settings: &TlsSettings) -> Result<Arc<dyn ServerCertVerifier>, TlsConfigError> {
+    if settings.skip_verify {
+        return Ok(Arc::new(NodeVerifier(Trust::Any, provider())));
+    }
+    let roots = trust_roots(settings)?;
+    // An empty pool (a node without a bundle and no endpoint CA) trusts nothing.
+    let inner = if roots.is_empty() {
+        None
+    } else {
+        Some(
+            rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsConfigError::Rustls(e.to_string()))?,
+        )
+    };
+    Ok(Arc::new(NodeVerifier(Trust::Recording(inner), provider())))
+}
+
+/// The node's CA bundle (the given one, else the first system bundle found, none with
+/// `no_system_pool`), plus the endpoint's own CA files.
+fn trust_roots(settings: &TlsSettings) -> Result<RootCertStore, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    match &settings.ca_bundle {
+        None if settings.no_system_pool => {}
+        Some(path) => {
+            add_pem_file(&mut roots, path)?;
+        }
+        None => {
+            let found = SYSTEM_CA_BUNDLES
+                .iter()
+                .map(Path::new)
+                .find(|p| p.exists())
+                .ok_or_else(|| TlsConfigError::NoBundle {
+                    searched: SYSTEM_CA_BUNDLES.join(", "),
+                })?;
+            add_pem_file(&mut roots, found)?;
+        }
+    }
+    // Endpoint CAs are appended to the system pool, as containerd does (hosts.go `ca`).
+    for extra in &settings.extra_ca_files {
+        add_pem_file(&mut roots, extra)?;
+    }
+    Ok(roots)
+}
+
+/// A client certificate chain and its private key, read from the PEM files.
+fn client_identity(
+    cc: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsConfigError> {
+    let cert_bytes = std::fs::read(&cc.cert).map_err(|e| TlsConfigError::ClientCert {
+        path: cc.cert.clone(),
+        message: e.to_string(),
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsConfigError::ClientCert {
+            path: cc.cert.clone(),
+            message: e.to_string(),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsConfigError::ClientCert {
+            path: cc.cert.clone(),
+            message: "no PEM certificate in file".to_string(),
+        });
+    }
+    // A missing key file means the key is inside the cert file (containerd `client`).
+    let key_path = cc.key.clone().unwrap_or_else(|| cc.cert.clone());
+    let key_bytes = std::fs::read(&key_path).map_err(|e| TlsConfigError::ClientCert {
+        path: key_path.clone(),
+        message: e.to_string(),
+    })?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| TlsConfigError::ClientCert {
+            path: key_path.clone(),
+            message: format!("no usable private key: {e}"),
+        })?;
+    Ok((chain, key))
+}
+
 tokio::task_local! {
     /// The leaf certificate the server presented in this task's handshake, recorded by
-    /// [`Recording`] so a failed handshake can still say what was presented.
+    /// [`Trust::Recording`] so a failed handshake can still say what was presented.
     static PRESENTED: std::cell::RefCell<Option<CertificateDer<'static>>>;
 }
 
-/// The node's verification (webpki with its roots; `None` = no roots, nothing is
-/// trusted), recording what the server presented.
+/// How the node checks a server certificate. Handshake signatures are checked either way.
 #[derive(Debug)]
-struct Recording(
-    Option<Arc<rustls::client::WebPkiServerVerifier>>,
-    Arc<rustls::crypto::CryptoProvider>,
-);
+enum Trust {
+    /// `skip_verify`: any server certificate is accepted.
+    Any,
+    /// webpki with the node's roots (`None` = no roots, nothing is trusted), recording
+    /// what the server presented.
+    Recording(Option<Arc<rustls::client::WebPkiServerVerifier>>),
+}
 
-impl ServerCertVerifier for Recording {
+/// The node's verification: its [`Trust`] with the crypto provider's signature checks.
+#[derive(Debug)]
+struct NodeVerifier(Trust, Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NodeVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -186,8 +209,12 @@ impl ServerCertVerifier for Recording {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let inner = match &self.0 {
+            Trust::Any => return Ok(ServerCertVerified::assertion()),
+            Trust::Recording(inner) => inner,
+        };
         let _ = PRESENTED.try_with(|p| *p.borrow_mut() = Some(end_entity.clone().into_owned()));
-        match &self.0 {
+        match inner {
             Some(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             }
@@ -224,52 +251,6 @@ impl ServerCertVerifier for Recording {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.1.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `skip_verify`: accept any server certificate, but still check handshake signatures.
-#[derive(Debug)]
-struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
