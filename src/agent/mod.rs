@@ -209,21 +209,10 @@ fn load_config(args: &AgentArgs) -> Result<(Option<ConfigWatcher>, AgentConfig),
 pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (watcher, cfg) = load_config(&args)?;
     logs::init(cfg.log_format);
-    let node = match (&args.node_name, args.standalone) {
-        (Some(n), _) if !n.is_empty() => n.clone(),
-        (_, true) => std::env::var("HOSTNAME").unwrap_or_else(|_| "standalone".to_string()),
-        _ => return Err(AgentError::NodeNameMissing),
-    };
+    let node = node_name(&args)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
-    let _health = match cfg.health_listen {
-        Some(a) => {
-            let (addr, h) = http::serve_router(a, http::health_router(state.clone())).await?;
-            tracing::info!(node = %node, health_listen = %addr, "health listener started");
-            Some(h)
-        }
-        None => None,
-    };
+    let _health = start_health(cfg.health_listen, &state, &node).await?;
     if cfg.fleet.node_count.is_none() && !args.standalone {
         tracing::warn!(
             node = %node,
@@ -276,10 +265,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         pull_secrets,
     ));
     let app = http::main_router(state.clone(), authorizer.clone(), Some(ondemand));
-    let (addr, _server) = match http::server_tls(&tls_cfg, &node)? {
-        Some(tls) => http::serve_tls(listen, app, tls).await?,
-        None => http::serve_router(listen, app).await?,
-    };
+    let (addr, _server) = start_main(listen, app, &tls_cfg, &node).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
     agent.watcher = watcher;
     agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
@@ -292,6 +278,40 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     run_loop(agent, args.once).await;
     tracing::info!(node = %node, "agent stopping");
     Ok(())
+}
+
+/// The node this agent reports for: `--node-name` (the downward API), or standalone the host name.
+fn node_name(args: &AgentArgs) -> Result<String, AgentError> {
+    match (&args.node_name, args.standalone) {
+        (Some(n), _) if !n.is_empty() => Ok(n.clone()),
+        (_, true) => Ok(std::env::var("HOSTNAME").unwrap_or_else(|_| "standalone".to_string())),
+        _ => Err(AgentError::NodeNameMissing),
+    }
+}
+
+/// The unauthenticated health listener (`/healthz`, `/readyz`), when configured.
+async fn start_health(
+    listen: Option<SocketAddr>,
+    state: &Arc<AgentState>,
+    node: &str,
+) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
+    let Some(a) = listen else { return Ok(None) };
+    let (addr, h) = http::serve_router(a, http::health_router(state.clone())).await?;
+    tracing::info!(node = %node, health_listen = %addr, "health listener started");
+    Ok(Some(h))
+}
+
+/// The main listener, over TLS when the config asks for it.
+async fn start_main(
+    listen: SocketAddr,
+    app: axum::Router,
+    tls_cfg: &config::TlsConfig,
+    node: &str,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AgentError> {
+    Ok(match http::server_tls(tls_cfg, node)? {
+        Some(tls) => http::serve_tls(listen, app, tls).await?,
+        None => http::serve_router(listen, app).await?,
+    })
 }
 
 /// The main listener's address: standalone, an unspecified address (`0.0.0.0`, `::`)
