@@ -185,11 +185,8 @@ impl Judge<'_> {
     fn run(&mut self, scenario: &'static str, image: &str, pod: PodSpec, e: Expect) {
         self.pod_no += 1;
         let since = jiff::Timestamp::now();
-        let created = self.node.create_pod(&pod);
-        let kubelet = self
-            .node
-            .wait_pull(&created, Duration::from_secs(90))
-            .unwrap_or_else(|m| panic!("{scenario}: no kubelet verdict: {m}"));
+        let (created, kubelet) = self.node.start_pull(&pod, Duration::from_secs(90));
+        let kubelet = kubelet.unwrap_or_else(|m| panic!("{scenario}: no kubelet verdict: {m}"));
         let agent = self.agent_target(image, since);
         let check = self.check_on_node(image, pod.pull_secret.as_ref());
         let conditions = self.conditions_for(registry_of(image), e.condition);

@@ -34,7 +34,11 @@ use crate::k8s::review::{self, Access, Identity};
 
 /// A review the API server does not answer in this long counts as the API server being
 /// down (a stale grant may then serve): a slow or held API server never stalls `/metrics`.
-const REVIEW_TIMEOUT: Duration = Duration::from_secs(3);
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(2);
+/// After a review failed or timed out, callers are answered from the stale cache alone for
+/// this long: a hung API server does not hold every request for [`REVIEW_TIMEOUT`], and is
+/// not asked again at once (the kubelet's webhook authorizer backs off the same way).
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(10);
 
 /// The header a caller uses through the API server's pod proxy.
 pub const PROXIED_AUTHORIZATION: &str = "x-pullprobe-authorization";
@@ -232,6 +236,8 @@ pub struct Authorizer {
     tokens: Mutex<TtlCache<[u8; 32], Option<Identity>>>,
     grants: Mutex<TtlCache<([u8; 32], Access), bool>>,
     budget: Mutex<RateLimit>,
+    /// When a review last failed to get an answer from the API server.
+    unavailable_at: Mutex<Option<Instant>>,
 }
 
 impl Authorizer {
@@ -246,6 +252,7 @@ impl Authorizer {
                 cfg.reviews_per_second,
                 cfg.reviews_per_second.saturating_mul(2),
             )),
+            unavailable_at: Mutex::new(None),
         }
     }
 
@@ -256,6 +263,21 @@ impl Authorizer {
             .map(|mut b| b.try_take())
             .unwrap_or(false);
         ok.then_some(()).ok_or(Denied::Throttled)
+    }
+
+    /// Did a review fail within the last [`UNAVAILABLE_BACKOFF`]?
+    fn backing_off(&self) -> bool {
+        self.unavailable_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < UNAVAILABLE_BACKOFF)
+    }
+
+    fn mark_unavailable(&self) {
+        if let Ok(mut at) = self.unavailable_at.lock() {
+            *at = Some(Instant::now());
+        }
     }
 
     /// Who holds `token`: the API server's own audiences first, then the configured ones
@@ -291,6 +313,9 @@ impl Authorizer {
     }
 
     async fn review_token(&self, token: &str) -> Result<Option<Identity>, Denied> {
+        if self.backing_off() {
+            return Err(Denied::Unavailable);
+        }
         let mut tries: Vec<Vec<String>> = vec![Vec::new()];
         if !self.audiences.is_empty() {
             tries.push(self.audiences.clone());
@@ -303,15 +328,32 @@ impl Authorizer {
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "TokenReview failed");
+                    self.mark_unavailable();
                     return Err(Denied::Unavailable);
                 }
                 Err(_) => {
                     tracing::warn!("TokenReview timed out");
+                    self.mark_unavailable();
                     return Err(Denied::Unavailable);
                 }
             }
         }
         Ok(None)
+    }
+
+    /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`]; none while backing off.
+    async fn review_access(
+        &self,
+        caller: &Caller,
+        access: &Access,
+    ) -> Result<review::Decision, crate::k8s::K8sError> {
+        if self.backing_off() {
+            return Err(crate::k8s::K8sError::BackingOff);
+        }
+        let review = review::access_review(&self.client, &caller.identity, access);
+        tokio::time::timeout(REVIEW_TIMEOUT, review)
+            .await
+            .unwrap_or(Err(crate::k8s::K8sError::Timeout("SubjectAccessReview")))
     }
 
     /// May `caller` do `access`?
@@ -321,11 +363,10 @@ impl Authorizer {
         let allowed = match cached {
             Some(a) => a,
             None => {
-                self.spend()?;
-                let review = review::access_review(&self.client, &caller.identity, access);
-                let answer = tokio::time::timeout(REVIEW_TIMEOUT, review)
-                    .await
-                    .unwrap_or_else(|_| Err(crate::k8s::K8sError::Timeout("SubjectAccessReview")));
+                if !self.backing_off() {
+                    self.spend()?;
+                }
+                let answer = self.review_access(caller, access).await;
                 match answer {
                     Ok(d) => {
                         if let Ok(mut c) = self.grants.lock() {
@@ -334,7 +375,10 @@ impl Authorizer {
                         d.allowed
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "SubjectAccessReview failed");
+                        if !matches!(e, crate::k8s::K8sError::BackingOff) {
+                            tracing::warn!(error = %e, "SubjectAccessReview failed");
+                            self.mark_unavailable();
+                        }
                         // Only a grant is reused while the API server is down; a denial
                         // is asked again.
                         let stale = self

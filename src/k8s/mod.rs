@@ -38,6 +38,9 @@ pub enum K8sError {
     /// The API server did not answer in time.
     #[error("{0}: the API server did not answer in time")]
     Timeout(&'static str),
+    /// Not asked: a review failed to get an answer moments ago (the agent backs off).
+    #[error("the API server failed to answer moments ago; not asked again yet")]
+    BackingOff,
 }
 
 fn reason_suffix(reason: &str) -> String {

@@ -220,12 +220,45 @@ impl Node {
         pods::wait_verdict(self.api(), pod, timeout)
     }
 
-    /// Creates the pod, waits for the kubelet's verdict (≤ [`PULL_TIMEOUT`], panics past it),
-    /// deletes the pod again, and prints how long the verdict took.
+    /// Creates the pod and waits (≤ `timeout`) for the kubelet's verdict; the pod stays.
+    ///
+    /// A pod with a pull secret is created again (up to 3 times) when the kubelet pulled
+    /// without the secret because it could not read it yet ("Unable to retrieve pull secret",
+    /// logged while the API server's Node authorizer has not yet linked the new pod to its
+    /// Secret: a race under load, after which the kubelet's next attempt uses the secret).
+    pub fn start_pull(
+        &self,
+        spec: &PodSpec,
+        timeout: Duration,
+    ) -> (Pod, Result<PullVerdict, String>) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let log_start = self.kubelet_log().len();
+            let pod = self.create_pod(spec);
+            let v = self.wait_pull(&pod, timeout);
+            let pulled = matches!(&v, Ok(p) if p.is_pulled());
+            let secret_missed = spec.pull_secret.is_some()
+                && self
+                    .kubelet_log()
+                    .get(log_start..)
+                    .is_some_and(|l| l.contains(&spec.secret_not_retrieved_line()));
+            if pulled || !secret_missed || tries == 3 {
+                return (pod, v);
+            }
+            eprintln!(
+                "node {}: the kubelet could not read the pull secret of {} yet; again",
+                self.name, spec.name
+            );
+            self.delete_pod(&pod);
+        }
+    }
+
+    /// [`Node::start_pull`] (≤ [`PULL_TIMEOUT`], panics past it), then deletes the pod again and
+    /// prints how long the verdict took.
     pub fn pull(&self, spec: &PodSpec) -> PullVerdict {
         let t = Instant::now();
-        let pod = self.create_pod(spec);
-        let v = self.wait_pull(&pod, PULL_TIMEOUT);
+        let (pod, v) = self.start_pull(spec, PULL_TIMEOUT);
         eprintln!(
             "node {}: pull verdict for {} in {:.1?}: {v:?}",
             self.name,

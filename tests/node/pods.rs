@@ -53,6 +53,17 @@ impl PodSpec {
         self
     }
 
+    /// What the kubelet (1.20, `kubelet_pods.go`) logs when it cannot read this pod's pull
+    /// secret and pulls without it.
+    pub fn secret_not_retrieved_line(&self) -> String {
+        let ns = &self.namespace;
+        format!(
+            "Unable to retrieve pull secret {ns}/{} for {ns}/{}",
+            self.secret_name(),
+            self.name
+        )
+    }
+
     fn secret_name(&self) -> String {
         format!("{}-pull", self.name)
     }
