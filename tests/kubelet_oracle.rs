@@ -360,6 +360,46 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// The README's table is this run's: the same scenarios in the same order, each with the verdict
+/// the agent and `check` gave and the condition that named the registry (the kubelet column is
+/// the README's own shortening of containerd's text, so only `Pulled` is compared there).
+fn readme_table_matches(rows: &[Row]) {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| scenario | kubelet's Event"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.trim_matches('|')
+                .split(" | ")
+                .map(|c| c.trim().to_string())
+                .collect()
+        })
+        .collect();
+    let names: Vec<&str> = table.iter().map(|r| r[0].as_str()).collect();
+    let ran: Vec<&str> = rows.iter().map(|r| r.scenario).collect();
+    assert_eq!(names, ran, "the README's scenarios are not this run's");
+    for (r, t) in rows.iter().zip(&table) {
+        assert_eq!(r.agent, r.check, "{}", r.scenario);
+        assert_eq!(t[2], r.agent, "README row {:?}: agent and check", t[0]);
+        assert!(
+            t[3].starts_with(&r.conditions),
+            "README row {:?}: conditions {:?}, this run {:?}",
+            t[0],
+            t[3],
+            r.conditions
+        );
+        assert_eq!(
+            t[1] == "Pulled",
+            r.kubelet == "Pulled",
+            "README row {:?}: kubelet",
+            t[0]
+        );
+    }
+}
+
 #[test]
 fn the_kubelet_and_the_agent_agree_on_every_scenario() {
     let t0 = Instant::now();
@@ -479,7 +519,7 @@ fn the_kubelet_and_the_agent_agree_on_every_scenario() {
         );
         let v2 = format!("{ah}/app:v2");
         j.run(
-            "CA on [host] only, credential rejected",
+            "CA on `[host]` only, `server` without it, credential rejected",
             &v2,
             PodSpec::new("ca-host-only", &v2),
             fails("AuthCredentialsRejected", "401 Unauthorized", AUTH),
@@ -506,19 +546,19 @@ fn the_kubelet_and_the_agent_agree_on_every_scenario() {
     // Credential-provider plugins (kubelet 1.20: v1alpha1 and the feature gate).
     for (k, (name, user, pass, e)) in [
         (
-            "provider returns the right credentials",
+            "credential provider returns the right credentials",
             "node",
             "nodepass",
             PULLS,
         ),
         (
-            "provider fails",
+            "credential provider fails",
             "",
             "",
             fails("AuthCredentialsRequired", "401 Unauthorized", AUTH),
         ),
         (
-            "provider returns wrong credentials",
+            "credential provider returns wrong credentials",
             "node",
             "wrong",
             fails("AuthCredentialsRejected", "401 Unauthorized", AUTH),
@@ -540,6 +580,7 @@ fn the_kubelet_and_the_agent_agree_on_every_scenario() {
         path_scenarios(j, &node, &pki, &img, &plain)
     });
     print_table(&rows);
+    readme_table_matches(&rows);
     drop(agent);
     eprintln!("[{:?}] {} scenarios", t0.elapsed(), rows.len());
 }
@@ -689,7 +730,7 @@ fn path_scenarios(j: &mut Judge, node: &Node, pki: &Pki, img: &OciImage, plain: 
     let i = format!("{uh}/resolved:v1");
     plain_host(node, &uh);
     j.run(
-        "resolv.conf is a systemd-resolved symlink",
+        "`/etc/resolv.conf` a systemd-resolved symlink",
         &i,
         pod("resolved", &i),
         PULLS,

@@ -160,8 +160,8 @@ fn count(px: &[[u8; 3]], want: [u8; 3]) -> usize {
         .count()
 }
 
-#[test]
-fn heatmap_renders_in_headless_chromium() {
+/// `text` rendered by headless Chromium (networking off) at 900×700: its pixels.
+fn screenshot(name: &str, text: &str) -> Vec<[u8; 3]> {
     let Some(chromium) = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -169,18 +169,8 @@ fn heatmap_renders_in_headless_chromium() {
         panic!("chromium not installed: run .ci/install-deps.sh (Debian package chromium)");
     };
     let dir = tempfile::tempdir().unwrap();
-    let html = dir.path().join("preflight.html");
-    let m = matrix();
-    let text = page(&m);
-    assert!(
-        !text.contains("<script>") && !text.contains("<img"),
-        "agent text is escaped"
-    );
-    assert!(
-        !text.contains("http://") && !text.contains("https://"),
-        "self-contained: no external resource"
-    );
-    std::fs::write(&html, &text).unwrap();
+    let html = dir.path().join(format!("{name}.html"));
+    std::fs::write(&html, text).unwrap();
     let shot = dir.path().join("shot.png");
     let out = Command::new(chromium)
         .args([
@@ -209,10 +199,26 @@ fn heatmap_renders_in_headless_chromium() {
         String::from_utf8_lossy(&out.stderr)
     );
     if let Ok(keep) = std::env::var("PULLPROBE_KEEP_SCREENSHOT") {
-        std::fs::copy(&shot, keep).unwrap();
+        std::fs::copy(&shot, format!("{keep}.{name}.png")).unwrap();
     }
     let (w, h, px) = decode_png(&std::fs::read(&shot).unwrap());
     assert_eq!((w, h), (900, 700));
+    px
+}
+
+#[test]
+fn heatmap_renders_in_headless_chromium() {
+    let m = matrix();
+    let text = page(&m);
+    assert!(
+        !text.contains("<script>") && !text.contains("<img"),
+        "agent text is escaped"
+    );
+    assert!(
+        !text.contains("http://") && !text.contains("https://"),
+        "self-contained: no external resource"
+    );
+    let px = screenshot("preflight", &text);
     // Three rows (groups) × three images: 56×34-pixel cells, colour by verdict.
     let cell_px = 56 * 34;
     let ready = count(&px, hex(colour(CellVerdict::Ready)));
@@ -229,5 +235,64 @@ fn heatmap_renders_in_headless_chromium() {
     assert!(degraded > cell_px / 2, "the degraded cell: {degraded}");
     assert!(unknown > cell_px * 2, "the unknown row: {unknown}");
     // The injected handler never ran (it would paint the page magenta).
+    assert_eq!(count(&px, [0xff, 0x00, 0xff]), 0);
+}
+
+/// `pullprobe status -o html`: 40 nodes from their Node conditions — 37 healthy, 3 failing
+/// alike at one registry, 2 without any agent report — as three rows of a node × registry
+/// heatmap, each colour on screen where it belongs; hostile text from a condition does not run.
+#[test]
+fn status_heatmap_renders_in_headless_chromium() {
+    use k8s_openapi::api::core::v1::Node;
+    use pullprobe::preflight::fleet;
+    let node = |name: String, conds: serde_json::Value| -> Node {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name}, "status": {"conditions": conds}}),
+        )
+        .unwrap()
+    };
+    let mut nodes = Vec::new();
+    for i in 0..37 {
+        nodes.push(node(
+            format!("ok-{i:02}"),
+            serde_json::json!([{"type": "RegistryUnreachable", "status": "False", "reason": "RegistriesReachable"}]),
+        ));
+    }
+    for i in 0..3 {
+        nodes.push(node(format!("bad-{i}"), serde_json::json!([{"type": "RegistryUnreachable", "status": "True",
+            "reason": "TLSUnknownAuthority", "lastTransitionTime": "2026-01-01T00:00:00Z",
+            "message": "mirror.internal: TLSUnknownAuthority at https://mirror.internal/v2; <img src=x onerror=\"document.body.style.background='#ff00ff'\">: X at y"}])));
+    }
+    for i in 0..2 {
+        nodes.push(node(
+            format!("new-{i}"),
+            serde_json::json!([{"type": "Ready", "status": "True"}]),
+        ));
+    }
+    let f = fleet::build(&nodes, &[]);
+    let text = fleet::html(&f);
+    assert!(!text.contains("<img"), "condition text is escaped");
+    assert!(
+        !text.contains("http://") && !text.contains("https://"),
+        "self-contained: no external resource"
+    );
+    assert!(
+        text.contains(">37 nodes<") && text.contains(">3 nodes<") && text.contains(">2 nodes<"),
+        "{text}"
+    );
+    let px = screenshot("status", &text);
+    // 90×28-pixel cells; three columns (mirror.internal, the hostile name, other registries).
+    let cell_px = 90 * 28;
+    let ready = count(&px, hex(colour(CellVerdict::Ready)));
+    let bad = count(&px, hex(colour(CellVerdict::NotReady)));
+    let unknown = count(&px, hex(colour(CellVerdict::Unknown)));
+    eprintln!("status pixels: ready {ready}, not_ready {bad}, unknown {unknown}");
+    // ready: the healthy row's 3 cells and the failing row's "other registries".
+    assert!(ready > cell_px * 3, "ready cells on screen: {ready}");
+    assert!(
+        bad > cell_px,
+        "the failing row's two cells (reasons written on them): {bad}"
+    );
+    assert!(unknown > cell_px * 2, "the unreported row: {unknown}");
     assert_eq!(count(&px, [0xff, 0x00, 0xff]), 0);
 }

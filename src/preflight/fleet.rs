@@ -253,37 +253,90 @@ pub fn text(f: &Fleet) -> String {
     out
 }
 
-/// The HTML view: node × registry heatmap (failing red with the reason, else green).
+/// The HTML view: a node × registry heatmap (as goldpinger's graph). Nodes that failed alike
+/// share a row ("37 nodes", their names on hover), failing groups first, then the healthy ones,
+/// then the nodes no agent reported for (grey: unknown, never left out). The last column is
+/// every registry no condition names: ok wherever an agent reported.
 pub fn html(f: &Fleet) -> String {
     let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>pullprobe status</title><style>body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:separate;border-spacing:3px}td.c{width:90px;height:28px;border-radius:4px;color:#fff;font-size:10px;text-align:center}th{font-size:12px;text-align:left}</style></head><body>\n");
     h.push_str(&format!(
-        "<h1>pullprobe status</h1><p id=\"summary\">{}</p>\n<table><tr><th>node</th>",
+        "<h1>pullprobe status</h1><p id=\"summary\">{}</p>\n<table><tr><th>nodes</th>",
         escape(&f.summary)
     ));
     for r in &f.registries {
         h.push_str(&format!("<th>{}</th>", escape(r)));
     }
-    h.push_str("</tr>\n");
-    for (node, failing) in &f.failing_registries {
-        h.push_str(&format!("<tr><td>{}</td>", escape(node)));
-        for r in &f.registries {
-            let (v, text) = match failing.get(r) {
-                Some(reason) => (CellVerdict::NotReady, reason.as_str()),
-                None => (CellVerdict::Ready, ""),
-            };
-            h.push_str(&format!(
-                "<td class=\"c\" style=\"background:{}\" title=\"{}\">{}</td>",
-                colour(v),
-                escape(&format!(
-                    "{node} · {r} · {}",
-                    if text.is_empty() { "ok" } else { text }
-                )),
-                escape(text)
-            ));
-        }
-        h.push_str("</tr>\n");
+    h.push_str("<th>other registries</th></tr>\n");
+    for (nodes, failing) in heat_rows(f) {
+        h.push_str(&heat_row(&f.registries, &nodes, failing));
     }
     h.push_str("</table></body></html>\n");
+    h
+}
+
+/// The heatmap's rows: (nodes, their failing registries; `None` = no agent report).
+fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Option<&BTreeMap<String, String>>)> {
+    let mut groups: BTreeMap<&BTreeMap<String, String>, Vec<&str>> = BTreeMap::new();
+    for (node, failing) in &f.failing_registries {
+        groups.entry(failing).or_default().push(node);
+    }
+    let mut rows: Vec<_> = groups.into_iter().map(|(m, n)| (n, Some(m))).collect();
+    // Failing groups first, the largest first; the healthy group (nothing failing) after.
+    rows.sort_by_key(|(n, m)| (m.is_some_and(|m| m.is_empty()), std::cmp::Reverse(n.len())));
+    if !f.unreported.is_empty() {
+        rows.push((f.unreported.iter().map(String::as_str).collect(), None));
+    }
+    rows
+}
+
+/// One heatmap row: a label (the node, or "N nodes" with up to 20 names on hover) and a cell
+/// per registry plus the "other registries" cell.
+fn heat_row(
+    registries: &[String],
+    nodes: &[&str],
+    failing: Option<&BTreeMap<String, String>>,
+) -> String {
+    let label = match nodes {
+        [one] => (*one).to_string(),
+        many => format!("{} nodes", many.len()),
+    };
+    let mut names = nodes
+        .iter()
+        .take(20)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if nodes.len() > 20 {
+        names.push_str(", …");
+    }
+    let mut h = format!(
+        "<tr><td title=\"{}\">{}</td>",
+        escape(&names),
+        escape(&label)
+    );
+    let cells = registries.iter().map(Some).chain([None]);
+    for r in cells {
+        let (v, text) = match (failing, r) {
+            (None, _) => (CellVerdict::Unknown, "no report"),
+            (Some(m), Some(r)) => match m.get(r) {
+                Some(reason) => (CellVerdict::NotReady, reason.as_str()),
+                None => (CellVerdict::Ready, ""),
+            },
+            (Some(_), None) => (CellVerdict::Ready, ""),
+        };
+        let what = r.map(String::as_str).unwrap_or("other registries");
+        let hover = format!(
+            "{label} · {what} · {}",
+            if text.is_empty() { "ok" } else { text }
+        );
+        h.push_str(&format!(
+            "<td class=\"c\" style=\"background:{}\" title=\"{}\">{}</td>",
+            colour(v),
+            escape(&hover),
+            escape(text)
+        ));
+    }
+    h.push_str("</tr>\n");
     h
 }
 
@@ -341,6 +394,24 @@ mod tests {
         );
         assert_eq!(f.exit_code(), 1);
         assert!(f.summary.starts_with("2/4 nodes failing"), "{}", f.summary);
-        assert!(html(&f).contains("TLSUnknownAuthority"));
+        let page = html(&f);
+        assert!(page.contains("TLSUnknownAuthority"));
+        // a and b failed alike: one row; ok alone; silent as unknown, not left out.
+        assert!(page.contains(">2 nodes</td>"), "{page}");
+        assert!(page.contains("title=\"a, b\""), "{page}");
+        assert!(
+            page.contains(">ok</td>") && page.contains(">silent</td>"),
+            "{page}"
+        );
+        assert_eq!(page.matches(">no report</td>").count(), 3, "{page}");
+        let (a, ok, silent) = (
+            page.find(">2 nodes<").unwrap(),
+            page.find(">ok<").unwrap(),
+            page.find(">silent<").unwrap(),
+        );
+        assert!(
+            a < ok && ok < silent,
+            "failing, healthy, unreported: {page}"
+        );
     }
 }
