@@ -274,9 +274,12 @@ pub fn html(f: &Fleet) -> String {
     h
 }
 
+/// registry → reason, of the registries failing on a node.
+type Failing = BTreeMap<String, String>;
+
 /// The heatmap's rows: (nodes, their failing registries; `None` = no agent report).
-fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Option<&BTreeMap<String, String>>)> {
-    let mut groups: BTreeMap<&BTreeMap<String, String>, Vec<&str>> = BTreeMap::new();
+fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Option<&Failing>)> {
+    let mut groups: BTreeMap<&Failing, Vec<&str>> = BTreeMap::new();
     for (node, failing) in &f.failing_registries {
         groups.entry(failing).or_default().push(node);
     }
@@ -291,11 +294,7 @@ fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Option<&BTreeMap<String, String>>)> {
 
 /// One heatmap row: a label (the node, or "N nodes" with up to 20 names on hover) and a cell
 /// per registry plus the "other registries" cell.
-fn heat_row(
-    registries: &[String],
-    nodes: &[&str],
-    failing: Option<&BTreeMap<String, String>>,
-) -> String {
+fn heat_row(registries: &[String], nodes: &[&str], failing: Option<&Failing>) -> String {
     let label = match nodes {
         [one] => (*one).to_string(),
         many => format!("{} nodes", many.len()),
