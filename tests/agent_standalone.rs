@@ -179,6 +179,18 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
         "{failed}"
     );
 
+    // The cycle summary counts what fails: the missing tag, never the path check whose
+    // representative image may be that tag (its 404 proves the path).
+    let cycles_logged = agent.logs_of("pullprobe::cycle");
+    assert!(!cycles_logged.is_empty(), "no cycle summary line");
+    for c in &cycles_logged {
+        assert!(c["failing"].as_u64().unwrap() <= 1, "{c}");
+    }
+    assert!(
+        cycles_logged.iter().any(|c| c["failing"] == 1),
+        "{cycles_logged:?}"
+    );
+
     // A bad config on reload is logged and the old config stays in force.
     let cycles = |port| {
         metric_sum(

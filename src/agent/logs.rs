@@ -4,6 +4,7 @@
 
 use tracing_subscriber::EnvFilter;
 
+use crate::probe::verdict::PathState;
 use crate::probe::ProbeReport;
 
 use super::conditions::Change;
@@ -81,10 +82,18 @@ pub fn probe(node: &str, c: &CheckRecord) {
 
 /// One line per cycle: what was checked and how it went.
 pub fn cycle(o: &CycleOutcome) {
+    // A path check fails when the path does (a 404 for its representative image still
+    // proves the path); an image check when the image would not pull.
     let failing = o
         .checks
         .iter()
-        .filter(|c| !c.checked.report.verdict.pulls())
+        .filter(|c| match c.kind {
+            super::outcome::CheckKind::Path => matches!(
+                c.state,
+                PathState::Unreachable(_) | PathState::AuthFailing(_)
+            ),
+            super::outcome::CheckKind::Image => !c.checked.report.verdict.pulls(),
+        })
         .count();
     let unreachable = o
         .conditions
