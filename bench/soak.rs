@@ -24,13 +24,13 @@ mod api_proxy;
 mod kube;
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use agent_proc::{http_get, metric_sum, write_file, AgentProc, Switch};
 use api_proxy::{ApiProxy, Fault};
 use harness::{OciImage, Pki, PushOpts, Registry, Storage};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const HOSTS: usize = 10;
 const PER_HOST: usize = 20;
@@ -42,20 +42,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let dst = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &dst)?;
-        } else {
-            std::fs::copy(e.path(), dst)?;
-        }
-    }
-    Ok(())
 }
 
 /// One sample of the agent.
@@ -99,42 +85,6 @@ fn open_fds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The project's RBAC (manifests/ as shipped) and a token of its ServiceAccount.
-fn rbac(api: &kube::KubeApiServer) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).expect("read manifest");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse manifest");
-        for obj in docs.into_iter().filter(|d| d.is_object()) {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-            let coll = match obj["kind"].as_str().unwrap_or("") {
-                "Namespace" => "/api/v1/namespaces".to_string(),
-                "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-                "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-                _ => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-            };
-            api.create_if_missing(&coll, &obj, api.admin_token());
-        }
-    }
-    api.create_namespace("pullprobe");
-    api.service_account_token("pullprobe", "pullprobe", 3600)
-}
-
-fn kubeconfig(dir: &Path, proxy: &ApiProxy, ca_pem: &str, token: &str) -> PathBuf {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-    write_file(
-        dir,
-        "kubeconfig.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    \
-             certificate-authority-data: {ca}\nusers:\n- name: t\n  user:\n    token: {token}\n\
-             contexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\n",
-            proxy.url()
-        ),
-    )
-}
-
 /// Registries sharing one storage with `PER_HOST` repositories each, behind switches.
 fn registries() -> (Vec<Registry>, Vec<Switch>, Vec<String>) {
     let storage = Storage::new();
@@ -150,7 +100,7 @@ fn registries() -> (Vec<Registry>, Vec<Switch>, Vec<String>) {
     );
     let repos = storage.path().join("docker/registry/v2/repositories/soak");
     for j in 0..HOSTS * PER_HOST {
-        copy_dir(
+        harness::copy_dir(
             &repos.join(format!("base{}", j % 2)),
             &repos.join(format!("app{j}")),
         )
@@ -302,7 +252,7 @@ struct World {
 
 fn start() -> World {
     let api = kube::KubeApiServer::start();
-    let token = rbac(&api);
+    let token = api.apply_project_rbac();
     api.must(
         "POST",
         "/api/v1/nodes",
@@ -325,7 +275,11 @@ fn start() -> World {
         ),
     );
     let ca = std::fs::read_to_string(&pki.ca_cert).expect("ca");
-    let kc = kubeconfig(root.path(), &proxy, &ca, &token);
+    let kc = write_file(
+        root.path(),
+        "kubeconfig.yaml",
+        &kube::kubeconfig_yaml_for(&proxy.url(), &ca, &token),
+    );
     let mut agent = AgentProc::spawn(&[
         "--kubeconfig",
         kc.to_str().expect("path"),

@@ -13,7 +13,6 @@ mod harness;
 mod common;
 
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,20 +26,6 @@ const REPOS: usize = 50;
 const INTERVAL_S: u64 = 1;
 const PERIOD_S: u64 = 10;
 const DEFAULT_INTERVAL_S: u64 = 60;
-
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let dst = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &dst)?;
-        } else {
-            std::fs::copy(e.path(), dst)?;
-        }
-    }
-    Ok(())
-}
 
 /// GET `path` on the agent's HTTP port (plain HTTP/1.1, one request per connection).
 fn http_get(port: u16, path: &str) -> Option<String> {
@@ -238,7 +223,7 @@ fn main() {
     }
     let repos = storage.path().join("docker/registry/v2/repositories/bench");
     for j in 0..REPOS {
-        copy_dir(
+        harness::copy_dir(
             &repos.join(format!("base{}", j % BASES)),
             &repos.join(format!("app{j}")),
         )

@@ -15,7 +15,6 @@ mod api_proxy;
 mod harness;
 mod kube;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -30,46 +29,6 @@ use crate::kube::KubeApiServer;
 const NODE: &str = "node-c";
 const SA_USER: &str = "system:serviceaccount:pullprobe:pullprobe";
 const UNREACHABLE: &str = "RegistryUnreachable";
-
-fn collection(obj: &Value) -> String {
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    match obj["kind"].as_str().unwrap_or("") {
-        "Namespace" => "/api/v1/namespaces".into(),
-        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-        k => panic!("unexpected kind {k} in manifests"),
-    }
-}
-
-/// The project's own RBAC from manifests/, as shipped; a token of its ServiceAccount.
-fn apply_project_rbac(api: &KubeApiServer) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).expect("read manifest");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse manifest");
-        for obj in docs.into_iter().filter(|d| d.is_object()) {
-            api.create_if_missing(&collection(&obj), &obj, api.admin_token());
-        }
-    }
-    api.create_namespace("pullprobe");
-    api.service_account_token("pullprobe", "pullprobe", 3600)
-}
-
-fn kubeconfig_via(dir: &Path, proxy: &ApiProxy, ca_pem: &str, token: &str) -> std::path::PathBuf {
-    use base64::Engine;
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
-    write_file(
-        dir,
-        "kubeconfig.yaml",
-        &format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\n    \
-             certificate-authority-data: {ca}\nusers:\n- name: t\n  user:\n    token: {token}\n\
-             contexts:\n- name: t\n  context:\n    cluster: t\n    user: t\ncurrent-context: t\n",
-            proxy.url()
-        ),
-    )
-}
 
 fn node_condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
     let r = api
@@ -176,7 +135,7 @@ struct World {
 
 fn start() -> World {
     let api = KubeApiServer::start();
-    let token = apply_project_rbac(&api);
+    let token = api.apply_project_rbac();
     api.must(
         "POST",
         "/api/v1/nodes",
@@ -199,11 +158,11 @@ fn start() -> World {
              fleet:\n  node_count: 1\nbackoff:\n  initial: 1s\n  max: 1s\nimages:\n  - \"{image}\"\n"
         ),
     );
-    let kubeconfig = kubeconfig_via(
+    let ca = std::fs::read_to_string(&pki.ca_cert).unwrap();
+    let kubeconfig = write_file(
         root.path(),
-        &proxy,
-        &std::fs::read_to_string(&pki.ca_cert).unwrap(),
-        &token,
+        "kubeconfig.yaml",
+        &kube::kubeconfig_yaml_for(&proxy.url(), &ca, &token),
     );
     let mut agent = AgentProc::spawn(&[
         "--kubeconfig",

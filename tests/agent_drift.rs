@@ -30,30 +30,6 @@ const AUTH: &str = "RegistryAuthFailing";
 /// the change and, with `fail_after: 1`, flips.
 const FLIP_WITHIN_CYCLES: f64 = 2.0;
 
-fn collection(obj: &Value) -> String {
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    match obj["kind"].as_str().unwrap_or("") {
-        "Namespace" => "/api/v1/namespaces".into(),
-        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-        k => panic!("unexpected kind {k} in manifests"),
-    }
-}
-
-fn apply_project_rbac(api: &KubeApiServer) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).expect("read manifest");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse manifest");
-        for obj in docs.into_iter().filter(|d| d.is_object()) {
-            api.create_if_missing(&collection(&obj), &obj, api.admin_token());
-        }
-    }
-    api.create_namespace("pullprobe");
-    api.service_account_token("pullprobe", "pullprobe", 3600)
-}
-
 fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
@@ -183,7 +159,7 @@ impl Node {
 
 fn setup() -> Node {
     let api = KubeApiServer::start();
-    let token = apply_project_rbac(&api);
+    let token = api.apply_project_rbac();
     api.must(
         "POST",
         "/api/v1/nodes",

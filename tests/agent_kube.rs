@@ -27,34 +27,6 @@ const SA_USER: &str = "system:serviceaccount:pullprobe:pullprobe";
 const SMP: &str = "application/strategic-merge-patch+json";
 const HEARTBEAT: Duration = Duration::from_secs(4);
 
-/// The REST collection of a manifest object (only the kinds `manifests/` ships for RBAC).
-fn collection(obj: &Value) -> String {
-    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
-    match obj["kind"].as_str().unwrap_or("") {
-        "Namespace" => "/api/v1/namespaces".into(),
-        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-        k => panic!("unexpected kind {k} in manifests"),
-    }
-}
-
-/// Applies the project's manifests/ (as shipped) that give the agent its identity and rights,
-/// and returns a token of that ServiceAccount.
-fn apply_project_rbac(api: &KubeApiServer) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
-    for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
-        let text = std::fs::read_to_string(root.join(f)).expect("read manifest");
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse manifest");
-        for obj in docs.into_iter().filter(|d| d.is_object()) {
-            api.create_if_missing(&collection(&obj), &obj, api.admin_token());
-        }
-    }
-    // No controller-manager: the namespace's `default` ServiceAccount is made by hand.
-    api.create_namespace("pullprobe");
-    api.service_account_token("pullprobe", "pullprobe", 3600)
-}
-
 fn node_conditions(api: &KubeApiServer) -> Vec<Value> {
     let n = api.must(
         "GET",
@@ -154,7 +126,7 @@ fn agent_against_real_apiserver_and_registry() {
     let t0 = Instant::now();
     let mut api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
-    let token = apply_project_rbac(&api);
+    let token = api.apply_project_rbac();
     let kubeconfig = api.write_kubeconfig(&token);
 
     // The Node, with another writer's condition on it (as the kubelet would have).
@@ -568,14 +540,11 @@ fn node_credentials_and_pod_pull_secrets() {
     const NODE_B: &str = "node-b";
     let api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
-    let token = apply_project_rbac(&api);
-    let opt = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests/components/pull-secrets/secrets-reader.yaml");
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(&std::fs::read_to_string(opt).unwrap()).unwrap();
-    for obj in docs.into_iter().filter(|d| d.is_object()) {
-        api.create_if_missing(&collection(&obj), &obj, &admin);
-    }
+    let token = api.apply_project_rbac();
+    api.apply_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("manifests/components/pull-secrets/secrets-reader.yaml"),
+    );
     let kubeconfig = api.write_kubeconfig(&token);
     api.must(
         "POST",

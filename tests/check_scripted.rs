@@ -5,7 +5,7 @@
 mod harness;
 
 use harness::*;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn check(args: &[&str]) -> (i32, Vec<Value>) {
     let mut all = vec!["check", "--json"];
@@ -22,27 +22,6 @@ fn assert_failure(v: &Value, phase: &str, reason: &str) {
 
 fn image(s: &ScriptedServer) -> String {
     format!("{}/demo/app:v1", s.host_port())
-}
-
-/// A tiny valid image: manifest JSON and its digest, config digest.
-fn small_manifest() -> (String, String, String) {
-    let config = "sha256:".to_string() + &"a".repeat(64);
-    let body = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": []
-    })
-    .to_string();
-    let digest = sha256_digest(body.as_bytes());
-    (body, digest, config)
-}
-
-fn manifest_reply(body: &str, digest: &str) -> Reply {
-    Reply::status(200)
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .header("Docker-Content-Digest", digest)
-        .body(body.to_string())
 }
 
 #[test]

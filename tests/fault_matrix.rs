@@ -240,27 +240,6 @@ impl Drop for NetNs {
 
 // === Scripted servers (only what a real server cannot say) ===
 
-/// A tiny valid manifest: (body, digest, config digest).
-fn small_manifest() -> (String, String, String) {
-    let config = "sha256:".to_string() + &"a".repeat(64);
-    let body = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": []
-    })
-    .to_string();
-    let digest = sha256_digest(body.as_bytes());
-    (body, digest, config)
-}
-
-fn manifest_reply(body: &str, digest: &str) -> Reply {
-    Reply::status(200)
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .header("Docker-Content-Digest", digest)
-        .body(body.to_string())
-}
-
 /// `127.0.0.1:PORT/demo/app:v1` over plain HTTP.
 fn scripted(s: ScriptedServer) -> Case {
     Case::new(format!("{}/demo/app:v1", s.host_port()))

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::kube::KubeApiServer;
+use crate::kube::{collection_of, KubeApiServer};
 use serde_json::{json, Value};
 
 const NS: &str = "pullprobe";
@@ -230,34 +230,9 @@ fn check_host_mounts(pod: &Value) {
 // ---------------------------------------------------------------------------------------------
 // (b) RBAC against a real API server
 
-/// Map a manifest to its collection URL on the API server.
-fn collection(doc: &Value) -> String {
-    let ns = doc["metadata"]["namespace"].as_str().unwrap_or("default");
-    match doc["kind"].as_str().unwrap() {
-        "Namespace" => "/api/v1/namespaces".into(),
-        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
-        "ConfigMap" => format!("/api/v1/namespaces/{ns}/configmaps"),
-        "Secret" => format!("/api/v1/namespaces/{ns}/secrets"),
-        "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles".into(),
-        "ClusterRoleBinding" => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".into(),
-        "PriorityClass" => "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
-        "DaemonSet" => format!("/apis/apps/v1/namespaces/{ns}/daemonsets"),
-        "Service" => format!("/api/v1/namespaces/{ns}/services"),
-        "PodMonitor" => format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/podmonitors"),
-        "ServiceMonitor" => {
-            format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors")
-        }
-        "PrometheusRule" => {
-            format!("/apis/monitoring.coreos.com/v1/namespaces/{ns}/prometheusrules")
-        }
-        "NodeReadinessRule" => "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules".into(),
-        k => panic!("no collection known for kind {k}"),
-    }
-}
-
 fn apply(api: &KubeApiServer, doc: &Value) {
     let r = api
-        .request("POST", &collection(doc), api.admin_token(), Some(doc))
+        .request("POST", &collection_of(doc), api.admin_token(), Some(doc))
         .unwrap();
     assert_eq!(
         r.status, 201,
@@ -809,11 +784,11 @@ fn apply_and_remove(api: &KubeApiServer, all: &[Value]) {
     let mut created = Vec::new();
     for d in all {
         if d["kind"] == "Namespace" {
-            api.create_if_missing(&collection(d), d, &admin);
+            api.create_if_missing(&collection_of(d), d, &admin);
             continue;
         }
         let r = api
-            .request("POST", &collection(d), &admin, Some(d))
+            .request("POST", &collection_of(d), &admin, Some(d))
             .unwrap();
         assert_eq!(
             r.status, 201,
@@ -834,7 +809,7 @@ fn apply_and_remove(api: &KubeApiServer, all: &[Value]) {
         }
         created.push(format!(
             "{}/{}",
-            collection(d),
+            collection_of(d),
             d["metadata"]["name"].as_str().unwrap()
         ));
     }
@@ -869,13 +844,13 @@ fn every_component_combination_renders_and_applies_to_a_real_apiserver() {
     let mut pm = find(&all, "PodMonitor", "pullprobe").clone();
     pm["spec"]["podMetricsEndpoints"][0]["relabelings"][0]["action"] = json!("rename");
     let r = api
-        .request("POST", &collection(&pm), &admin, Some(&pm))
+        .request("POST", &collection_of(&pm), &admin, Some(&pm))
         .unwrap();
     assert_eq!(r.status, 422, "{r:?}");
     let mut pr = find(&all, "PrometheusRule", "pullprobe").clone();
     pr["spec"]["groups"][0]["rules"][0]["for"] = json!("5 minutes");
     let r = api
-        .request("POST", &collection(&pr), &admin, Some(&pr))
+        .request("POST", &collection_of(&pr), &admin, Some(&pr))
         .unwrap();
     assert_eq!(r.status, 422, "{r:?}");
 }
@@ -1093,7 +1068,7 @@ fn apply_node_readiness_rule(rule: &Value) {
     let api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
     install_crds(&api);
-    let coll = collection(rule);
+    let coll = collection_of(rule);
     let created = api.request("POST", &coll, &admin, Some(rule)).unwrap();
     assert_eq!(created.status, 201, "{created:?}");
     assert_eq!(

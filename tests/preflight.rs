@@ -22,31 +22,6 @@ use crate::kube::KubeApiServer;
 
 use preflight_lab::NS;
 
-fn apply_all(api: &KubeApiServer, path: &Path) {
-    let text = std::fs::read_to_string(path).unwrap();
-    for d in serde_saphyr::from_multiple::<Value>(&text)
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.is_null())
-    {
-        let kind = d["kind"].as_str().unwrap();
-        let ns = d["metadata"]["namespace"].as_str();
-        let coll = match (kind, ns) {
-            ("ClusterRole", _) => "/apis/rbac.authorization.k8s.io/v1/clusterroles".to_string(),
-            ("ClusterRoleBinding", _) => {
-                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings".to_string()
-            }
-            ("Role", Some(n)) => format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{n}/roles"),
-            ("RoleBinding", Some(n)) => {
-                format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{n}/rolebindings")
-            }
-            ("ServiceAccount", Some(n)) => format!("/api/v1/namespaces/{n}/serviceaccounts"),
-            _ => panic!("unexpected {kind}"),
-        };
-        api.create_if_missing(&coll, &d, api.admin_token());
-    }
-}
-
 fn bind_user(
     api: &KubeApiServer,
     user: &str,
@@ -159,7 +134,7 @@ fn setup() -> Fixture {
         };
         api.create_if_missing(coll, &d, api.admin_token());
     }
-    apply_all(&api, &repo.join("examples/gates/rbac.yaml"));
+    api.apply_file(&repo.join("examples/gates/rbac.yaml"));
 
     let reg = Registry::builder()
         .htpasswd(&[("puller", "s3cret-canary")])

@@ -98,7 +98,7 @@ pub use images::{
 pub use pki::{CertKey, Pki, Usage, Validity};
 pub use registry::{Registry, RegistryAuth, Storage};
 pub use runner::{json_lines, run_pullprobe, run_pullprobe_env};
-pub use scripted::{Reply, Request, ScriptedServer};
+pub use scripted::{manifest_reply, small_manifest, Reply, Request, ScriptedServer};
 pub use token_issuer::TokenIssuer;
 
 use std::future::Future;
@@ -114,6 +114,21 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub fn free_port() -> u16 {
     let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// Copies the directory tree `from` to `to` (files and directories only).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
 }
 
 /// sha256 of `data` as `sha256:<hex>`.

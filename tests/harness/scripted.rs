@@ -414,3 +414,25 @@ async fn serve_conn(mut io: Box<dyn Io>, handler: Handler, log: Arc<Mutex<Vec<Re
         }
     }
 }
+
+/// A tiny valid image: manifest JSON and its digest, config digest.
+pub fn small_manifest() -> (String, String, String) {
+    let config = "sha256:".to_string() + &"a".repeat(64);
+    let body = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": []
+    })
+    .to_string();
+    let digest = super::sha256_digest(body.as_bytes());
+    (body, digest, config)
+}
+
+/// A 200 answer with `body` as an OCI image manifest of `digest`.
+pub fn manifest_reply(body: &str, digest: &str) -> Reply {
+    Reply::status(200)
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .header("Docker-Content-Digest", digest)
+        .body(body.to_string())
+}

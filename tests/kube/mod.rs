@@ -586,6 +586,29 @@ impl KubeApiServer {
         );
     }
 
+    /// Creates every object of the multi-document YAML file at `path` as admin (409 is fine).
+    pub fn apply_file(&self, path: &Path) {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+            .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+        for obj in docs.into_iter().filter(|d| d.is_object()) {
+            self.create_if_missing(&collection_of(&obj), &obj, &self.admin_token);
+        }
+    }
+
+    /// The project's own RBAC from `manifests/`, as shipped, and a token of its
+    /// ServiceAccount. No controller-manager here: the namespace's `default` ServiceAccount
+    /// is made by hand.
+    pub fn apply_project_rbac(&self) -> String {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+        for f in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+            self.apply_file(&root.join(f));
+        }
+        self.create_namespace("pullprobe");
+        self.service_account_token("pullprobe", "pullprobe", 3600)
+    }
+
     /// POST `obj` to `collection` as `token`; 409 AlreadyExists is fine.
     pub fn create_if_missing(&self, collection: &str, obj: &serde_json::Value, token: &str) {
         let r = self
@@ -635,15 +658,7 @@ impl KubeApiServer {
 
     /// kubeconfig YAML for this server with a bearer token (CA embedded).
     pub fn kubeconfig_yaml(&self, token: &str) -> String {
-        use base64::Engine;
-        let ca = base64::engine::general_purpose::STANDARD.encode(self.ca_pem.as_bytes());
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
-             certificate-authority-data: {ca}\nusers:\n- name: test\n  user:\n    token: {token}\n\
-             contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    \
-             namespace: default\ncurrent-context: test\n",
-            self.url()
-        )
+        kubeconfig_yaml_for(&self.url(), &self.ca_pem, token)
     }
 
     /// Writes [`KubeApiServer::kubeconfig_yaml`] to a new file in [`KubeApiServer::dir`] (mode
@@ -872,4 +887,43 @@ async fn https_request(r: RawRequest) -> Result<Response, String> {
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .map_err(|_| "timed out after 30 s".to_string())?
+}
+
+/// The REST collection a manifest object is created in (the kinds `manifests/`, its components
+/// and the tests' RBAC files hold; namespaced kinds default to `default`).
+pub fn collection_of(obj: &serde_json::Value) -> String {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let rbac = "/apis/rbac.authorization.k8s.io/v1";
+    let monitoring = "/apis/monitoring.coreos.com/v1";
+    match obj["kind"].as_str().unwrap_or("") {
+        "Namespace" => "/api/v1/namespaces".into(),
+        "ServiceAccount" => format!("/api/v1/namespaces/{ns}/serviceaccounts"),
+        "ConfigMap" => format!("/api/v1/namespaces/{ns}/configmaps"),
+        "Secret" => format!("/api/v1/namespaces/{ns}/secrets"),
+        "Service" => format!("/api/v1/namespaces/{ns}/services"),
+        "ClusterRole" => format!("{rbac}/clusterroles"),
+        "ClusterRoleBinding" => format!("{rbac}/clusterrolebindings"),
+        "Role" => format!("{rbac}/namespaces/{ns}/roles"),
+        "RoleBinding" => format!("{rbac}/namespaces/{ns}/rolebindings"),
+        "PriorityClass" => "/apis/scheduling.k8s.io/v1/priorityclasses".into(),
+        "DaemonSet" => format!("/apis/apps/v1/namespaces/{ns}/daemonsets"),
+        "PodMonitor" => format!("{monitoring}/namespaces/{ns}/podmonitors"),
+        "ServiceMonitor" => format!("{monitoring}/namespaces/{ns}/servicemonitors"),
+        "PrometheusRule" => format!("{monitoring}/namespaces/{ns}/prometheusrules"),
+        "NodeReadinessRule" => "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules".into(),
+        k => panic!("no collection known for kind {k}"),
+    }
+}
+
+/// kubeconfig YAML for `server` (e.g. a fault proxy in front of the API server), trusting
+/// `ca_pem` (embedded), with a bearer token.
+pub fn kubeconfig_yaml_for(server: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: test\n  user:\n    token: {token}\n\
+         contexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    \
+         namespace: default\ncurrent-context: test\n"
+    )
 }
