@@ -341,15 +341,12 @@ impl Authorizer {
         Ok(None)
     }
 
-    /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`]; none while backing off.
+    /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`].
     async fn review_access(
         &self,
         caller: &Caller,
         access: &Access,
     ) -> Result<review::Decision, crate::k8s::K8sError> {
-        if self.backing_off() {
-            return Err(crate::k8s::K8sError::BackingOff);
-        }
         let review = review::access_review(&self.client, &caller.identity, access);
         tokio::time::timeout(REVIEW_TIMEOUT, review)
             .await
@@ -363,10 +360,12 @@ impl Authorizer {
         let allowed = match cached {
             Some(a) => a,
             None => {
-                if !self.backing_off() {
+                let answer = if self.backing_off() {
+                    Err(crate::k8s::K8sError::BackingOff)
+                } else {
                     self.spend()?;
-                }
-                let answer = self.review_access(caller, access).await;
+                    self.review_access(caller, access).await
+                };
                 match answer {
                     Ok(d) => {
                         if let Ok(mut c) = self.grants.lock() {

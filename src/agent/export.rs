@@ -10,7 +10,6 @@ use super::http::AgentState;
 use super::logs;
 use super::outcome::CycleOutcome;
 use super::status::StatusBook;
-use crate::probe::verdict::PathState;
 
 /// Something that reports a cycle's outcome.
 pub trait Exporter: Send {
@@ -32,15 +31,11 @@ impl Exporter for MetricsExporter {
         for c in &o.checks {
             m.record_probe(&c.registry, c.kind.as_str(), &c.checked.report, now_unix);
         }
-        m.set_registry_paths(o.paths.iter().map(|p| {
-            let reason = match p.state {
-                PathState::Reachable => None,
-                PathState::AuthFailing(r)
-                | PathState::Unreachable(r)
-                | PathState::Inconclusive(r) => Some(r.as_str()),
-            };
-            (p.registry.as_str(), reason)
-        }));
+        m.set_registry_paths(
+            o.paths
+                .iter()
+                .map(|p| (p.registry.as_str(), p.state.reason().map(|r| r.as_str()))),
+        );
         for c in &o.conditions {
             m.set_condition(c.record.kind, c.record.status);
         }

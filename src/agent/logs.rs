@@ -4,7 +4,6 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::probe::verdict::PathState;
 use crate::probe::ProbeReport;
 
 use super::conditions::Change;
@@ -48,10 +47,7 @@ pub fn phase_durations(report: &ProbeReport) -> String {
 pub fn probe(node: &str, c: &CheckRecord) {
     let report = &c.checked.report;
     // A path check says what the node's path is, not the representative image's verdict.
-    let (verdict, reason) = match c.kind {
-        super::outcome::CheckKind::Path => (c.state.as_str(), c.state.reason()),
-        super::outcome::CheckKind::Image => (report.verdict.as_str(), report.reason),
-    };
+    let (verdict, reason) = c.says();
     let fine = reason.is_none();
     let reason = reason.map(|r| r.as_str()).unwrap_or("");
     let endpoint = report.endpoint.as_deref().unwrap_or("");
@@ -82,19 +78,7 @@ pub fn probe(node: &str, c: &CheckRecord) {
 
 /// One line per cycle: what was checked and how it went.
 pub fn cycle(o: &CycleOutcome) {
-    // A path check fails when the path does (a 404 for its representative image still
-    // proves the path); an image check when the image would not pull.
-    let failing = o
-        .checks
-        .iter()
-        .filter(|c| match c.kind {
-            super::outcome::CheckKind::Path => matches!(
-                c.state,
-                PathState::Unreachable(_) | PathState::AuthFailing(_)
-            ),
-            super::outcome::CheckKind::Image => !c.checked.report.verdict.pulls(),
-        })
-        .count();
+    let failing = o.checks.iter().filter(|c| c.failing()).count();
     let unreachable = o
         .conditions
         .iter()

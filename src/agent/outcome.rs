@@ -56,6 +56,26 @@ pub struct CheckRecord {
     pub at: SystemTime,
 }
 
+impl CheckRecord {
+    /// What the check says: an image check's verdict and reason, or a path check's state and
+    /// reason (a 404 for the representative image still proves the path).
+    pub fn says(&self) -> (&'static str, Option<Reason>) {
+        let r = &self.checked.report;
+        match self.kind {
+            CheckKind::Path => (self.state.as_str(), self.state.reason()),
+            CheckKind::Image => (r.verdict.as_str(), r.reason),
+        }
+    }
+
+    /// Did the check find a problem: a path not shown reachable, an image that would not pull.
+    pub fn failing(&self) -> bool {
+        match self.kind {
+            CheckKind::Path => self.state.reason().is_some(),
+            CheckKind::Image => !self.checked.report.verdict.pulls(),
+        }
+    }
+}
+
 /// The node's path to one registry plan, from its latest path check.
 #[derive(Clone, Debug, Serialize)]
 pub struct RegistryPath {

@@ -79,28 +79,18 @@ pub struct TargetView {
 /// the representative image still proves the path: `reachable`).
 fn verdict_of(c: &CheckRecord) -> (&'static str, Option<&'static str>, String) {
     let r = &c.checked.report;
-    match c.kind {
-        CheckKind::Image => (
-            r.verdict.as_str(),
-            r.reason.map(|x| x.as_str()),
-            r.message.clone(),
+    let (verdict, reason) = c.says();
+    let message = match (c.kind, c.state, r.reason) {
+        (CheckKind::Path, PathState::Reachable, Some(why)) => format!(
+            "the registry answered over the node's path ({why} for the representative image {})",
+            r.image
         ),
-        CheckKind::Path => {
-            let message = match (c.state, r.reason) {
-                (PathState::Reachable, Some(why)) => format!(
-                    "the registry answered over the node's path ({why} for the representative image {})",
-                    r.image
-                ),
-                (PathState::Reachable, None) => "the registry answered over the node's path".into(),
-                _ => r.message.clone(),
-            };
-            (
-                c.state.as_str(),
-                c.state.reason().map(|x| x.as_str()),
-                message,
-            )
+        (CheckKind::Path, PathState::Reachable, None) => {
+            "the registry answered over the node's path".into()
         }
-    }
+        _ => r.message.clone(),
+    };
+    (verdict, reason.map(|x| x.as_str()), message)
 }
 
 fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
