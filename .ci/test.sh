@@ -14,6 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 bash .ci/install-deps.sh
+# containerd 1.7.x and 2.x beside the machine's 1.6.20 for the per-version oracles (~20 s cold, cached).
+bash .ci/cache-containerd.sh
 logs="${PULLPROBE_TEST_LOGS:-$(mktemp -d /tmp/pullprobe-tests.XXXXXX)}"
 lanes="${PULLPROBE_TEST_LANES:-2}"
 mkdir -p "$logs"
