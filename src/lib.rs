@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cache;
 pub mod cli;
 pub mod credentials;
 pub mod endpoint;

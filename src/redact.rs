@@ -7,6 +7,11 @@
 //!   `X-Goog-Signature`, Azure SAS `sig=`, `?token=`) and the fragment never appear.
 //! - [`text`]: a string a server or plugin chose (`errors[].code`, a status line, an
 //!   echoed body): control characters dropped, length bounded.
+//! - [`message`]: any message, phase detail or error built from such strings, bounded as
+//!   a whole ([`MAX_MESSAGE_CHARS`]): `Failure::new` and every phase record go through it,
+//!   so no registry answer can make a message, a `/status` entry or a log line long.
+//! - [`list`]: a list a server chose (an index's platforms, a certificate's names, a
+//!   name's addresses) as `N entries, first k: …`.
 //! - [`ParseError`]: a syntax or type error of a TOML / YAML / JSON file as format, line,
 //!   column and (when the parser names one) the field: never the text around it. The
 //!   parsers' own `Display` quote the offending line (toml, serde-saphyr's snippet) or the
@@ -26,6 +31,51 @@ const MAX_URL_PATH_CHARS: usize = 256;
 /// Longest server- or plugin-controlled string shown in a message.
 pub const MAX_TEXT_CHARS: usize = 200;
 
+/// Longest host name shown (DNS names are at most 253 characters).
+const MAX_HOST_CHARS: usize = 256;
+
+/// Longest message, phase detail or error, whatever went into it. Every part that came
+/// from a server is bounded on its own first; this bounds their sum. A probe's log line
+/// holds one message plus fixed fields, so it stays well under 8 KiB.
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// How many entries of a server-chosen list a message shows.
+pub const LIST_FIRST: usize = 8;
+
+/// Longest entry of a list shown.
+const MAX_LIST_ITEM_CHARS: usize = 128;
+
+/// A whole message or detail: [`text_max`] at [`MAX_MESSAGE_CHARS`].
+pub fn message(s: &str) -> String {
+    text_max(s, MAX_MESSAGE_CHARS)
+}
+
+/// A list a server chose, for a message: the entries joined by `sep` when there are at
+/// most `first`; otherwise `N entries, first k: …`. Each entry is sanitized and bounded.
+pub fn list<I, T>(items: I, first: usize, sep: &str) -> String
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<str>,
+{
+    let mut shown = Vec::new();
+    let mut n: u64 = 0;
+    for item in items {
+        if shown.len() < first {
+            shown.push(text_max(item.as_ref(), MAX_LIST_ITEM_CHARS));
+        }
+        n += 1;
+    }
+    let joined = shown.join(sep);
+    if n as usize <= first {
+        return joined;
+    }
+    format!(
+        "{} entries, first {}: {joined}",
+        crate::text::thousands(n),
+        shown.len()
+    )
+}
+
 /// The URL formatter for messages: `scheme://host[:port]/path`, without userinfo,
 /// query or fragment, the path bounded.
 pub fn url(u: &Url) -> String {
@@ -33,6 +83,7 @@ pub fn url(u: &Url) -> String {
         // `mailto:`, `data:` and other non-hierarchical URLs: the scheme says enough.
         return format!("{}:", u.scheme());
     };
+    let host = bounded(host, MAX_HOST_CHARS);
     let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
     let path = bounded(u.path(), MAX_URL_PATH_CHARS);
     format!("{}://{host}{port}{path}", u.scheme())
@@ -59,6 +110,22 @@ pub fn url_text(raw: &str) -> String {
     let shown = match scheme {
         Some(s) => format!("{s}://{rest}"),
         None => rest.to_string(),
+    };
+    text_max(&shown, MAX_URL_PATH_CHARS)
+}
+
+/// A credential key as written in a docker `config.json`, a pull secret or a plugin's
+/// answer (`reg.io`, `https://index.docker.io/v1/`, `*.dkr.ecr.*.amazonaws.com`), for a
+/// credential source's name: a key with userinfo (`https://u:tok@reg.io`) loses everything
+/// up to its last `@` (the kubelet's keyring ignores userinfo when matching, so nothing is
+/// lost); any other key is shown as written, sanitized and bounded.
+pub fn credential_key(key: &str) -> String {
+    let shown = match key.rsplit_once('@') {
+        None => key.to_string(),
+        Some((before, host)) => match before.split_once("://") {
+            Some((scheme, _)) if is_scheme(scheme) => format!("{scheme}://{host}"),
+            _ => host.to_string(),
+        },
     };
     text_max(&shown, MAX_URL_PATH_CHARS)
 }
@@ -504,6 +571,46 @@ mod tests {
         assert_eq!(text_max("abc def", 3), "abc…");
         assert_eq!(text_max("abcd", 3), "abc…");
         assert_eq!(text_max("abc", 3), "abc");
+    }
+
+    #[test]
+    fn credential_keys_lose_userinfo_only() {
+        for (key, want) in [
+            (
+                "https://u:canary-7f3a9@reg.io:5000/v1/",
+                "https://reg.io:5000/v1/",
+            ),
+            ("u:canary-7f3a9@reg.io/team", "reg.io/team"),
+            ("https://u:can/ary@7f3a9@reg.io", "https://reg.io"),
+            ("reg.io", "reg.io"),
+            ("https://index.docker.io/v1/", "https://index.docker.io/v1/"),
+            ("*.dkr.ecr.*.amazonaws.com", "*.dkr.ecr.*.amazonaws.com"),
+            ("REG.io:443", "REG.io:443"),
+        ] {
+            assert_eq!(credential_key(key), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn lists_say_how_many_and_show_the_first() {
+        assert_eq!(list(["a", "b"], 8, ", "), "a, b");
+        assert_eq!(list(Vec::<String>::new(), 8, ", "), "");
+        let many: Vec<String> = (0..10_000).map(|i| format!("linux/arch{i}")).collect();
+        let l = list(&many, 3, ", ");
+        assert_eq!(
+            l,
+            "10,000 entries, first 3: linux/arch0, linux/arch1, linux/arch2"
+        );
+        let long = list([format!("x\u{1b}{}", "y".repeat(5000))], 8, ", ");
+        assert!(long.chars().count() <= MAX_LIST_ITEM_CHARS + 1 && !long.contains('\u{1b}'));
+    }
+
+    #[test]
+    fn messages_are_bounded_as_a_whole_and_hosts_in_urls_too() {
+        let m = message(&format!("digest {} end", "a".repeat(200_000)));
+        assert_eq!(m.chars().count(), MAX_MESSAGE_CHARS + 1);
+        let u = Url::parse(&format!("https://{}.example/x", "h".repeat(5000))).unwrap();
+        assert!(url(&u).chars().count() < MAX_HOST_CHARS + 40, "{}", url(&u));
     }
 
     #[test]

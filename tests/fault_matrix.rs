@@ -17,7 +17,7 @@ mod harness;
 
 use std::any::Any;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -133,111 +133,6 @@ impl Env {
     }
 }
 
-// === The network namespace ===
-
-/// A network namespace joined to this one by a veth pair (10.253.N.1 here, .2 inside), so
-/// a check run inside it reaches listeners on 10.253.N.1 through the namespace's own packet
-/// filter: rules there touch nothing else on the machine. Deleted on Drop (with the pair).
-struct NetNs {
-    name: String,
-    host_ip: Ipv4Addr,
-}
-
-fn sh(cmd: &[&str]) -> bool {
-    Command::new(cmd[0])
-        .args(&cmd[1..])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-impl NetNs {
-    fn create() -> NetNs {
-        let id = std::process::id() % 250;
-        let name = format!("ppfm-{}", std::process::id());
-        let (host_if, ns_if) = (format!("ppfm{id}h"), format!("ppfm{id}n"));
-        let host_ip = Ipv4Addr::new(10, 253, id as u8, 1);
-        let ns_ip = Ipv4Addr::new(10, 253, id as u8, 2);
-        let _ = sh(&["ip", "netns", "del", &name]);
-        let _ = sh(&["ip", "link", "del", &host_if]);
-        assert!(
-            sh(&["ip", "netns", "add", &name]),
-            "ip netns add (the matrix needs root)"
-        );
-        let ns = NetNs { name, host_ip };
-        let steps: Vec<Vec<String>> = vec![
-            vec![
-                "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-            ],
-            vec!["ip", "link", "set", &ns_if, "netns", &ns.name],
-            vec![
-                "ip",
-                "addr",
-                "add",
-                &format!("{host_ip}/30"),
-                "dev",
-                &host_if,
-            ],
-            vec!["ip", "link", "set", &host_if, "up"],
-        ]
-        .into_iter()
-        .map(|v| v.into_iter().map(str::to_string).collect())
-        .collect();
-        for s in &steps {
-            let s: Vec<&str> = s.iter().map(String::as_str).collect();
-            assert!(sh(&s), "netns setup step failed: {s:?}");
-        }
-        for s in [
-            vec!["ip", "addr", "add", &format!("{ns_ip}/30"), "dev", &ns_if],
-            vec!["ip", "link", "set", &ns_if, "up"],
-            vec!["ip", "link", "set", "lo", "up"],
-        ] {
-            assert!(ns.exec(&s), "netns setup step failed: {s:?}");
-        }
-        ns
-    }
-    fn exec(&self, cmd: &[&str]) -> bool {
-        let mut all = vec!["ip", "netns", "exec", &self.name];
-        all.extend_from_slice(cmd);
-        sh(&all)
-    }
-    /// A listener on the host side (the kernel completes handshakes; nobody accepts).
-    fn listener(&self) -> TcpListener {
-        TcpListener::bind((self.host_ip, 0)).expect("bind on the veth address")
-    }
-    /// A port on the host side where nothing listens.
-    fn free_port(&self) -> u16 {
-        self.listener().local_addr().expect("addr").port()
-    }
-    fn image(&self, port: u16) -> String {
-        format!("{}:{port}/demo/app:v1", self.host_ip)
-    }
-    /// `iptables -A OUTPUT RULE…` inside the namespace (removed with the namespace).
-    fn iptables_output(&self, rule: &[&str]) {
-        let mut cmd = vec!["iptables", "-A", "OUTPUT"];
-        cmd.extend_from_slice(rule);
-        assert!(self.exec(&cmd), "iptables in the namespace: {rule:?}");
-    }
-    /// An nftables output rule inside the namespace.
-    fn nft_output(&self, rule: &str) {
-        let _ = self.exec(&["nft", "add", "table", "inet", "fm"]);
-        let _ = self.exec(&[
-            "nft",
-            "add chain inet fm out { type filter hook output priority 0 ; }",
-        ]);
-        let r = format!("add rule inet fm out {rule}");
-        assert!(self.exec(&["nft", &r]), "nft in the namespace: {rule}");
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.name]);
-    }
-}
-
 // === Scripted servers (only what a real server cannot say) ===
 
 /// `127.0.0.1:PORT/demo/app:v1` over plain HTTP.
@@ -252,7 +147,30 @@ fn registry_like(
     manifest: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     other: impl Fn(&Request) -> Reply + Send + Sync + 'static,
 ) -> ScriptedServer {
-    ScriptedServer::start(move |r| {
+    registry_like_on("127.0.0.1:0".parse().expect("addr"), manifest, other)
+}
+
+/// A scripted registry on this side of the namespace's veth pair (10.253.N.1: not loopback,
+/// link-local or an address of the namespace), checked from inside the namespace: whatever
+/// it redirects to is the namespace's, so a refusal that failed would still stay there.
+fn in_netns_registry(
+    e: &Env,
+    manifest: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    other: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> Case {
+    let s = registry_like_on(SocketAddr::from((e.netns.host_ip, 0)), manifest, other);
+    Case::new(format!("{}/demo/app:v1", s.host_port()))
+        .arg("--plain-http")
+        .in_netns(&e.netns)
+        .keep(s)
+}
+
+fn registry_like_on(
+    addr: SocketAddr,
+    manifest: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    other: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+) -> ScriptedServer {
+    ScriptedServer::start_on(addr, move |r| {
         if r.path == "/v2/" {
             Reply::v2_ok()
         } else if r.path.contains("/manifests/") {
@@ -699,6 +617,42 @@ fn token_rows() -> Vec<Row> {
                 scripted(token_server(t)).arg("--no-blob")
             },
         },
+        Row {
+            group: "Token server",
+            fault: "1 MB token",
+            how: "scripted: the realm answers a 1 MB token (over the 32 KiB limit: not used, not cached)",
+            expect: Fail("auth", "AuthTokenTooLarge"),
+            setup: |_| {
+                let t = Reply::json(200, &json!({"token": "t".repeat(1 << 20), "expires_in": 300}));
+                scripted(token_server(t))
+            },
+        },
+        Row {
+            group: "Token server",
+            fault: "realm on loopback, registry elsewhere",
+            how: "in the namespace: a registry on 10.253.N.1 names a realm on 127.0.0.1",
+            expect: Fail("auth", "AuthRealmRefused"),
+            setup: |e| {
+                in_netns_registry(
+                    e,
+                    |_| Reply::bearer_challenge("http://127.0.0.1:9/token", "fm", None),
+                    |_| Reply::status(404),
+                )
+            },
+        },
+        Row {
+            group: "Token server",
+            fault: "realm on link-local (169.254.169.254)",
+            how: "in the namespace: a registry on 10.253.N.1 names a realm on the metadata address",
+            expect: Fail("auth", "AuthRealmRefused"),
+            setup: |e| {
+                in_netns_registry(
+                    e,
+                    |_| Reply::bearer_challenge("http://169.254.169.254/token", "fm", None),
+                    |_| Reply::status(404),
+                )
+            },
+        },
     ]
 }
 
@@ -796,6 +750,20 @@ fn manifest_rows() -> Vec<Row> {
                     |_| Reply::status(404),
                 ))
                 .args(&["--runtime", "crio"])
+            },
+        },
+        Row {
+            group: "Headers",
+            fault: "200 KB `Docker-Content-Digest`",
+            how: "scripted: HEAD answer whose digest header is `sha256:` and 200,000 hex digits (neither used nor shown)",
+            expect: Fail("manifest", "ManifestMalformed"),
+            setup: |_| {
+                let (body, _, _) = small_manifest();
+                let huge = format!("sha256:{}", "f".repeat(200_000));
+                scripted(registry_like(
+                    move |_| manifest_reply(&body, &huge),
+                    |_| Reply::status(404),
+                ))
             },
         },
         Row {
@@ -898,6 +866,23 @@ fn body_rows() -> Vec<Row> {
                 ))
             },
         },
+        Row {
+            group: "Bodies",
+            fault: "index of 10,000 entries, none for the node",
+            how: "real registry: a 1.9 MB index PUT by the test (the message lists \"10,000 entries, first 8\")",
+            expect: Fail("platform", "PlatformMissing"),
+            setup: |_| {
+                let reg = Registry::plain();
+                let base = OciImage::single("base");
+                base.push(&reg, "demo/app", &PushOpts::insecure());
+                let idx = huge_index(&base.manifests[0], 10_000, 0);
+                let st = reg.put_manifest("demo/app", "v1", "application/vnd.oci.image.index.v1+json", &idx);
+                assert_eq!(st, 201, "PUT of the 10,000-entry index");
+                Case::new(format!("{}/demo/app:v1", reg.host_port()))
+                    .arg("--plain-http")
+                    .keep(reg)
+            },
+        },
     ]
 }
 
@@ -952,6 +937,62 @@ fn blob_rows() -> Vec<Row> {
                     move |_| manifest_reply(&body, &digest),
                     |_| Reply::redirect(307, "ftp://127.0.0.1:21/blob"),
                 ))
+            },
+        },
+        Row {
+            group: "Redirects",
+            fault: "blob redirect into loopback, registry elsewhere",
+            how: "in the namespace: a registry on 10.253.N.1 redirects the config blob to 127.0.0.1",
+            expect: Fail("blob", "RedirectRefused"),
+            setup: |e| {
+                let (body, digest, _) = small_manifest();
+                in_netns_registry(
+                    e,
+                    move |_| manifest_reply(&body, &digest),
+                    |_| Reply::redirect(307, "http://127.0.0.1:9/blob"),
+                )
+            },
+        },
+        Row {
+            group: "Redirects",
+            fault: "blob redirect to a name on loopback",
+            how: "in the namespace: the redirect names `localhost` (checked on the address it resolves to)",
+            expect: Fail("blob", "RedirectRefused"),
+            setup: |e| {
+                let (body, digest, _) = small_manifest();
+                in_netns_registry(
+                    e,
+                    move |_| manifest_reply(&body, &digest),
+                    |_| Reply::redirect(307, "http://localhost:9/blob"),
+                )
+            },
+        },
+        Row {
+            group: "Redirects",
+            fault: "blob redirect to the node's own address",
+            how: "in the namespace: a registry on 10.253.N.1 redirects the config blob to the namespace's 10.253.N.2",
+            expect: Fail("blob", "RedirectRefused"),
+            setup: |e| {
+                let (body, digest, _) = small_manifest();
+                let own = format!("http://{}:9/blob", e.netns.ns_ip);
+                in_netns_registry(
+                    e,
+                    move |_| manifest_reply(&body, &digest),
+                    move |_| Reply::redirect(307, &own),
+                )
+            },
+        },
+        Row {
+            group: "Redirects",
+            fault: "manifest redirect to link-local (169.254.169.254)",
+            how: "in the namespace: a registry on 10.253.N.1 redirects the manifest to the metadata address",
+            expect: Fail("manifest", "RedirectRefused"),
+            setup: |e| {
+                in_netns_registry(
+                    e,
+                    |_| Reply::redirect(307, "http://169.254.169.254/latest/meta-data/"),
+                    |_| Reply::status(404),
+                )
             },
         },
     ]

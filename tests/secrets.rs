@@ -136,6 +136,8 @@ const C_PLUGIN_ERR: &str = "canary-plugin-stderr-d00d";
 const C_PLUGIN_OUT: &str = "canary-plugin-stdout-beef";
 /// Presigned blob URL query.
 const C_SIG: &str = "canary-x-amz-signature-a5a5";
+/// Userinfo in the kubelet config.json's key (`https://keyuser:C_KEY@registry.test:PORT/team`).
+const C_KEY: &str = "canary-key-userinfo-6b7c";
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
@@ -154,6 +156,7 @@ fn all_canaries(extra: &[String]) -> Vec<String> {
         C_PLUGIN_ERR,
         C_PLUGIN_OUT,
         C_SIG,
+        C_KEY,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -164,6 +167,7 @@ fn all_canaries(extra: &[String]) -> Vec<String> {
         ("k3suser", C_K3S),
         ("puser", C_PLUGIN_PW),
         ("proxyuser", C_PX),
+        ("keyuser", C_KEY),
     ] {
         v.push(b64(&format!("{u}:{p}")));
     }
@@ -354,11 +358,11 @@ impl World {
             ),
         );
         // The kubelet's config.json: credentials for team/* only (other/app falls back to
-        // the config.toml credential).
+        // the config.toml credential), under a key with userinfo (the keyring ignores it).
         write(
             r,
             "var/lib/kubelet/config.json",
-            &serde_json::json!({"auths": {format!("registry.test:{p}/team"): {"auth": b64(&format!("alice:{C_PW}"))}}})
+            &serde_json::json!({"auths": {format!("https://keyuser:{C_KEY}@registry.test:{p}/team"): {"auth": b64(&format!("alice:{C_PW}"))}}})
                 .to_string(),
         );
         root
@@ -480,6 +484,15 @@ fn canaries_never_leave_through_check_plan_logs_or_the_agent() {
     assert!(w.cdn.requests().iter().any(|q| q.path.contains(C_SIG)));
     let mirror_tried = lines[0]["attempts"].to_string();
     assert!(mirror_tried.contains("mirror.test"), "{mirror_tried}");
+    // The config.json key with userinfo is the credential used, named without it.
+    let source = lines[0]["credential_source"].as_str().unwrap_or_default();
+    assert!(
+        source.ends_with(&format!(
+            "config.json#https://registry.test:{}/team",
+            w.reg.port()
+        )),
+        "{source}"
+    );
 
     // The standalone agent on the same node: /status, /metrics and its logs.
     let imgs: Vec<String> = images.iter().map(|i| format!("  - \"{i}\"")).collect();
@@ -516,7 +529,12 @@ fn canaries_never_leave_through_check_plan_logs_or_the_agent() {
     let st = status.to_string();
     assert_no_canary("/status", &st, &canaries);
     assert!(
-        st.contains("BlobHostUnreachable") && st.contains("mirror.test"),
+        st.contains("BlobHostUnreachable")
+            && st.contains("mirror.test")
+            && st.contains(&format!(
+                "config.json#https://registry.test:{}/team",
+                w.reg.port()
+            )),
         "{st}"
     );
     let (_, metrics) = agent_proc::http_get(agent.port, "/metrics").unwrap();

@@ -513,7 +513,10 @@ impl Agent {
             },
             live_keys,
             live_uids,
-            node_config: self.path.node().map(NodeView::of),
+            node_config: self
+                .path
+                .node()
+                .map(|nc| NodeView::of(nc, self.path.caches())),
         }
     }
 

@@ -538,7 +538,8 @@ impl OnDemand {
             checked_at: rfc3339(at),
             fingerprint: fingerprint(runtime, &platform, &plan, &creds_id, &path_report),
             path_state,
-            report: checked.report,
+            // The caller chose the registry, the registry chose any other host reached.
+            report: checked.report.confined_to_registries(),
         }
     }
 

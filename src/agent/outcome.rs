@@ -151,15 +151,21 @@ pub struct NodeView {
     pub runtime_reason: String,
     pub kubelet: crate::nodeconfig::kubelet::KubeletSettings,
     pub problems: Vec<String>,
+    /// What the token, challenge and plugin-answer caches hold, against their bounds.
+    pub caches: Option<crate::pipeline::CacheView>,
 }
 
 impl NodeView {
-    pub fn of(nc: &crate::nodeconfig::NodeConfig) -> NodeView {
+    pub fn of(
+        nc: &crate::nodeconfig::NodeConfig,
+        caches: Option<crate::pipeline::CacheView>,
+    ) -> NodeView {
         NodeView {
             runtime: nc.runtime,
             runtime_reason: nc.runtime_reason.clone(),
             kubelet: nc.kubelet.clone(),
             problems: nc.problems.iter().map(|p| p.to_string()).collect(),
+            caches,
         }
     }
 }

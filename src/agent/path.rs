@@ -4,7 +4,7 @@
 use futures::future::BoxFuture;
 
 use crate::nodeconfig::NodeConfig;
-use crate::pipeline::{Checked, Creds, Pipeline, PipelineError};
+use crate::pipeline::{CacheView, Checked, Creds, Pipeline, PipelineError};
 use crate::probe::Depth;
 use crate::reference::ImageRef;
 use crate::runtime::Runtime;
@@ -27,6 +27,10 @@ pub trait PullPath: Send + Sync {
     }
     /// The same pull path re-read from the node's files; `None` = nothing to re-read.
     fn reload(&self) -> Option<Result<Pipeline, PipelineError>> {
+        None
+    }
+    /// What its caches hold (for `/status`); `None` in tests.
+    fn caches(&self) -> Option<CacheView> {
         None
     }
 }
@@ -52,5 +56,8 @@ impl PullPath for Pipeline {
     }
     fn reload(&self) -> Option<Result<Pipeline, PipelineError>> {
         Some(Pipeline::reload(self))
+    }
+    fn caches(&self) -> Option<CacheView> {
+        Some(Pipeline::caches(self))
     }
 }

@@ -204,7 +204,8 @@ impl DockerConfig {
         SourcedCredential {
             source: CredentialSource::AuthFile {
                 path: self.path.clone(),
-                key: key.to_string(),
+                // Shown wherever the source is named: never the key's userinfo.
+                key: crate::redact::credential_key(key),
             },
             credential: credential.clone(),
         }

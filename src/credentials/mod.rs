@@ -35,10 +35,35 @@ impl Credential {
             _ => None,
         }
     }
+
+    /// 16 hex digits of a SHA-256 over the credential: tells credentials apart in memory
+    /// (token-cache identities) where their sources' names may print alike. Never shown.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        match self {
+            Credential::Basic { username, password } => {
+                h.update(b"basic\0");
+                h.update(username.as_bytes());
+                h.update(b"\0");
+                h.update(password.expose().as_bytes());
+            }
+            Credential::IdentityToken(t) => {
+                h.update(b"identity\0");
+                h.update(t.expose().as_bytes());
+            }
+            Credential::RegistryToken(t) => {
+                h.update(b"registry\0");
+                h.update(t.expose().as_bytes());
+            }
+        }
+        hex::encode(&h.finalize()[..8])
+    }
 }
 
 /// Where a credential came from. Printed in reports so operators know which source
-/// the runtime would use; never includes the secret.
+/// the runtime would use; never includes the secret, nor a key's userinfo (the keys are
+/// shown through [`crate::redact::credential_key`] when a source is made and again here).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CredentialSource {
     /// `--username` + `--password-stdin` on the command line.
@@ -62,19 +87,23 @@ impl fmt::Display for CredentialSource {
         match self {
             CredentialSource::CommandLine => f.write_str("command-line"),
             CredentialSource::AuthFile { path, key } => {
-                write!(f, "auth-file:{}#{}", path.display(), key)
+                write!(f, "auth-file:{}#{}", path.display(), shown(key))
             }
             CredentialSource::PullSecret {
                 namespace,
                 name,
                 key,
-            } => write!(f, "pull-secret:{namespace}/{name}#{key}"),
-            CredentialSource::Plugin { name, key } => write!(f, "plugin:{name}#{key}"),
+            } => write!(f, "pull-secret:{namespace}/{name}#{}", shown(key)),
+            CredentialSource::Plugin { name, key } => write!(f, "plugin:{name}#{}", shown(key)),
             CredentialSource::RuntimeConfig { path, host } => {
-                write!(f, "runtime-config:{}#{}", path.display(), host)
+                write!(f, "runtime-config:{}#{}", path.display(), shown(host))
             }
         }
     }
+}
+
+fn shown(key: &str) -> String {
+    crate::redact::credential_key(key)
 }
 
 /// A credential together with its source.

@@ -8,7 +8,6 @@
 //! A plugin that hangs is killed at the timeout; garbage output, a non-zero exit, or a
 //! bad response is a [`ProviderError`] naming the plugin — never a hang or a panic.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -19,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::keyring::{url_matches_key, Keyring};
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
+use crate::cache::{BoundedCache, CacheStats, Limits};
 use crate::redact::{self, ParseError};
 use crate::reference::ImageRef;
 
@@ -47,6 +47,16 @@ pub const MAX_PLUGIN_STDERR: u64 = 1 << 20;
 /// `defaultCacheDuration` say (the kubelet has no cap; ECR's plugin asks for 12 h). A
 /// longer cache would only hide a rotated credential from the probe.
 pub const MAX_PLUGIN_CACHE: Duration = Duration::from_secs(24 * 3600);
+
+/// Bounds of the plugin answers kept (the kubelet's cache has none, and never prunes):
+/// per registry an image-keyed answer for each of 256 repositories; expired answers are
+/// swept on every insert. An answer over a registry's share is used, not kept.
+pub const PLUGIN_CACHE_LIMITS: Limits = Limits {
+    max_entries: 1024,
+    max_bytes: 1024 * 1024,
+    owner_entries: 256,
+    owner_bytes: 256 * 1024,
+};
 
 /// A problem with the config file, naming the field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -451,12 +461,8 @@ fn parse_token_attributes(
     Ok(requires_service_account)
 }
 
-/// Cached plugin answer: `(auth key, username, password)` until `expires`.
-#[derive(Clone, Debug)]
-struct CacheEntry {
-    expires: Instant,
-    auth: Vec<(String, String, Secret)>,
-}
+/// A cached plugin answer: `(auth key, username, password)`.
+type CachedAuth = Vec<(String, String, Secret)>;
 
 /// Runs plugins for images, with the kubelet's per-provider cache.
 #[derive(Debug)]
@@ -465,8 +471,14 @@ pub struct PluginRunner {
     /// Real directory holding the binaries.
     bin_dir: PathBuf,
     timeout: Duration,
-    /// (provider, cache key) → entry.
-    cache: Mutex<HashMap<(String, String), CacheEntry>>,
+    /// (provider, cache key) → answer, bounded per registry ([`PLUGIN_CACHE_LIMITS`]).
+    cache: Mutex<BoundedCache<(String, String), CachedAuth>>,
+}
+
+impl std::fmt::Debug for BoundedCache<(String, String), CachedAuth> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.stats())
+    }
 }
 
 impl PluginRunner {
@@ -479,7 +491,7 @@ impl PluginRunner {
             config,
             bin_dir,
             timeout,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(BoundedCache::new(PLUGIN_CACHE_LIMITS)),
         }
     }
 
@@ -513,7 +525,7 @@ impl PluginRunner {
                     SourcedCredential {
                         source: CredentialSource::Plugin {
                             name: p.name.clone(),
-                            key: key.clone(),
+                            key: redact::credential_key(&key),
                         },
                         credential: Credential::Basic {
                             username: user,
@@ -532,17 +544,26 @@ impl PluginRunner {
         repo: &str,
         image: &ImageRef,
     ) -> Option<Vec<(String, String, Secret)>> {
-        let cache = self.cache.lock().ok()?;
+        let mut cache = self.cache.lock().ok()?;
         let now = Instant::now();
         // getCachedCredentials: image key, then registry, then global.
         for key in [repo.to_string(), image.domain.clone(), "global".to_string()] {
-            if let Some(e) = cache.get(&(p.name.clone(), key)) {
-                if e.expires > now {
-                    return Some(e.auth.clone());
-                }
+            if let Some(auth) = cache.get(&(p.name.clone(), key), now) {
+                return Some(auth.clone());
             }
         }
         None
+    }
+
+    /// What the plugin-answer cache holds, after sweeping expired answers.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache
+            .lock()
+            .map(|mut c| {
+                c.sweep(Instant::now());
+                c.stats()
+            })
+            .unwrap_or_default()
     }
 
     async fn exec(
@@ -572,15 +593,28 @@ impl PluginRunner {
             duration,
             auth,
         } = parse_reply(p, repo, image, &out)?;
-        let expires = Instant::now().checked_add(duration.min(MAX_PLUGIN_CACHE));
+        let now = Instant::now();
+        let expires = now.checked_add(duration.min(MAX_PLUGIN_CACHE));
         if let (false, Some(expires), Ok(mut c)) = (duration.is_zero(), expires, self.cache.lock())
         {
+            // The registry the answer is for owns it; a `Global` answer has its own share.
+            let owner = match cache_key.as_str() {
+                "global" => "global",
+                _ => image.domain.as_str(),
+            };
+            let bytes = p.name.len()
+                + cache_key.len()
+                + auth
+                    .iter()
+                    .map(|(k, u, pw)| k.len() + u.len() + pw.expose().len())
+                    .sum::<usize>();
             c.insert(
                 (p.name.clone(), cache_key),
-                CacheEntry {
-                    expires,
-                    auth: auth.clone(),
-                },
+                auth.clone(),
+                owner,
+                bytes,
+                expires,
+                now,
             );
         }
         Ok(auth)
@@ -986,9 +1020,14 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             assert!(!m.contains('\u{1b}') && m.len() < 400, "{m}");
         }
         assert_eq!(creds.len(), 1, "the centuries-long cache answer is used");
-        let entry = r.cache.lock().unwrap();
-        let (_, e) = entry.iter().next().unwrap();
-        assert!(e.expires <= Instant::now() + MAX_PLUGIN_CACHE);
+        let st = r.cache_stats();
+        assert_eq!(st.entries, 1, "{st:?}");
+        let key = (
+            "centuries".to_string(),
+            "reg.example.com/team/app".to_string(),
+        );
+        let expires = r.cache.lock().unwrap().expires(&key).unwrap();
+        assert!(expires <= Instant::now() + MAX_PLUGIN_CACHE);
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use std::sync::Arc;
 pub use credentials::{CredentialProblem, Creds};
 pub use endpoints::{EndpointOverrides, MirrorError};
 
+use crate::cache::CacheStats;
 use crate::credentials::docker_config::{DockerConfig, DockerConfigError};
 use crate::credentials::SourcedCredential;
 use crate::endpoint::Endpoint;
@@ -95,6 +96,17 @@ impl Checked {
     pub fn path_state(&self, runtime: Runtime) -> PathState {
         verdict::path_state(runtime, &self.report.attempts)
     }
+}
+
+/// What the caches filled by registries and plugins hold, against their bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CacheView {
+    /// Bearer tokens (per registry host, realm, service, scope and credential).
+    pub tokens: CacheStats,
+    /// The last challenge of each registry host.
+    pub challenges: CacheStats,
+    /// Credential-provider answers; `None` without plugins.
+    pub plugin_answers: Option<CacheStats>,
 }
 
 /// The pull path of one node (or workstation), loaded once and shared by every check.
@@ -188,9 +200,23 @@ impl Pipeline {
         self.image.options()
     }
 
-    /// How many tokens the caches hold (the agent reports it).
+    /// The token cache, shared by the image and path probers (and kept on reload).
     pub fn tokens(&self) -> &TokenCache {
         &self.tokens
+    }
+
+    /// What the pull path's caches hold, after sweeping expired entries (`/status`).
+    pub fn caches(&self) -> CacheView {
+        let t = self.tokens.stats();
+        CacheView {
+            tokens: t.tokens,
+            challenges: t.challenges,
+            plugin_answers: self
+                .node
+                .as_ref()
+                .and_then(|n| n.plugins.as_ref())
+                .map(|p| p.cache_stats()),
+        }
     }
 
     /// What the node's runtime would do for `image` (no network). `None` on a workstation.

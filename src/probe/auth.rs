@@ -7,7 +7,6 @@
 //! CRI-O (containers/image docker_client.go): GET with Basic auth, or the OAuth2
 //! refresh-token POST for identity tokens.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,11 +19,14 @@ use super::challenge::Challenge;
 use super::http::{Request, Session};
 use super::outcome::{Failure, Phase, Reason};
 use super::Runtime;
+use crate::cache::{BoundedCache, CacheStats, Limits};
 use crate::credentials::{Credential, Secret};
 use crate::redact;
 
-/// Token responses are small; anything bigger is not a token response.
-const MAX_TOKEN_BODY: usize = 1 << 20;
+/// A token response holds a token, often again as `access_token`, maybe a refresh
+/// token, each at most [`MAX_TOKEN_BYTES`]: anything bigger is refused before it is read
+/// ([`Reason::AuthTokenTooLarge`]).
+const MAX_TOKEN_BODY: usize = 4 * MAX_TOKEN_BYTES;
 /// The spec's default lifetime when `expires_in` is absent.
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// Longest a token is cached, whatever `expires_in` says. Registries issue tokens for
@@ -61,49 +63,115 @@ struct TokenKey {
     identity: String,
 }
 
-struct CachedToken {
-    token: Secret,
-    expires: Instant,
+impl TokenKey {
+    fn bytes(&self) -> usize {
+        self.realm.len() + self.service.len() + self.scope.len() + self.identity.len()
+    }
 }
 
-/// Tokens per (realm, service, scope, credential), kept until `expires_in`.
-#[derive(Default)]
+/// The largest bearer token used (and cached). Real tokens are a few KiB (JWTs with their
+/// access claims, cloud access tokens); a token travels in one `Authorization` header line,
+/// which the front ends of most registries cap at 8–16 KiB (nginx's 8 KiB header buffers,
+/// 16 KiB on AWS load balancers), so a token over twice that could not be sent to them
+/// anyway. A larger one is [`Reason::AuthTokenTooLarge`]: never used, never stored.
+pub const MAX_TOKEN_BYTES: usize = 32 * 1024;
+
+/// What a remembered challenge may weigh (scheme, realm and service): a realm URL longer
+/// than this is used for the probe at hand but not remembered.
+const MAX_CHALLENGE_BYTES: usize = 4 * 1024;
+
+/// Longest a challenge is remembered: it only saves the next probe its 401 round trip.
+const CHALLENGE_TTL: Duration = Duration::from_secs(3600);
+
+/// Bounds of the token cache: 32 KiB tokens fit 16 to a registry host; a node's own
+/// registries (one token per host, scope and credential; 200 images on one host at 2 KiB
+/// are 400 KiB) stay within a host's share.
+pub const TOKEN_LIMITS: Limits = Limits {
+    max_entries: 2048,
+    max_bytes: 2 * 1024 * 1024,
+    owner_entries: 256,
+    owner_bytes: 512 * 1024,
+};
+
+/// Bounds of the remembered challenges: one per registry host.
+pub const CHALLENGE_LIMITS: Limits = Limits {
+    max_entries: 1024,
+    max_bytes: 512 * 1024,
+    owner_entries: 1,
+    owner_bytes: MAX_CHALLENGE_BYTES + 512,
+};
+
+/// The token cache's and the challenge memory's bounds and use (`/status` shows them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TokenCacheStats {
+    pub tokens: CacheStats,
+    pub challenges: CacheStats,
+}
+
+/// Tokens per (realm, service, scope, credential), kept until `expires_in`, bounded per
+/// registry host and in all ([`TOKEN_LIMITS`]); expired ones are swept on every insert.
 pub struct TokenCache {
-    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+    tokens: Mutex<BoundedCache<TokenKey, Secret>>,
     /// The last challenge seen per registry host, so a later probe can authorise its
     /// first request (as containerd's authorizer keeps handlers per host).
-    challenges: Mutex<HashMap<String, Challenge>>,
+    challenges: Mutex<BoundedCache<String, Challenge>>,
+}
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        TokenCache {
+            tokens: Mutex::new(BoundedCache::new(TOKEN_LIMITS)),
+            challenges: Mutex::new(BoundedCache::new(CHALLENGE_LIMITS)),
+        }
+    }
 }
 
 impl TokenCache {
     fn get(&self, key: &TokenKey) -> Option<Secret> {
         let mut map = self.tokens.lock().ok()?;
-        match map.get(key) {
-            Some(t) if t.expires > Instant::now() => Some(t.token.clone()),
-            Some(_) => {
-                map.remove(key);
-                None
-            }
-            None => None,
-        }
+        map.get(key, Instant::now()).cloned()
     }
-    fn put(&self, key: TokenKey, token: Secret, lifetime: Duration) {
+    /// Cache `token` for `registry_host` (whose challenge named the realm: the owner whose
+    /// share it counts against).
+    fn put(&self, registry_host: &str, key: TokenKey, token: Secret, lifetime: Duration) {
+        let now = Instant::now();
         // Bounded by parse_token already; checked anyway, as every Instant arithmetic
         // on a value from outside is.
-        let Some(expires) = Instant::now().checked_add(lifetime.min(MAX_TOKEN_LIFETIME)) else {
+        let Some(expires) = now.checked_add(lifetime.min(MAX_TOKEN_LIFETIME)) else {
             return;
         };
+        let bytes = key.bytes() + token.expose().len();
         if let Ok(mut map) = self.tokens.lock() {
-            map.insert(key, CachedToken { token, expires });
+            map.insert(key, token, registry_host, bytes, expires, now);
         }
     }
+    /// Remember the challenge `host` answered with: its scheme, realm and service only.
     pub fn remember_challenge(&self, host: &str, c: &Challenge) {
+        let kept = Challenge {
+            scheme: c.scheme.clone(),
+            params: ["realm", "service"]
+                .into_iter()
+                .filter_map(|k| Some((k.to_string(), c.param(k)?.to_string())))
+                .collect(),
+        };
+        let bytes = host.len()
+            + kept.scheme.len()
+            + kept
+                .params
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        let now = Instant::now();
+        let Some(expires) = now.checked_add(CHALLENGE_TTL) else {
+            return;
+        };
         if let Ok(mut map) = self.challenges.lock() {
-            map.insert(host.to_string(), c.clone());
+            map.insert(host.to_string(), kept, host, bytes, expires, now);
         }
     }
     pub fn known_challenge(&self, host: &str) -> Option<Challenge> {
-        self.challenges.lock().ok()?.get(host).cloned()
+        let mut map = self.challenges.lock().ok()?;
+        map.get(&host.to_string(), Instant::now()).cloned()
     }
     /// A cached, unexpired authorisation for `host` and `scope`, without any request.
     pub fn cached_authorization(
@@ -126,13 +194,33 @@ impl TokenCache {
         };
         self.get(&key).map(Authorization::Bearer)
     }
-    /// Number of cached tokens (for tests and metrics).
+    /// What both maps hold, after sweeping expired entries.
+    pub fn stats(&self) -> TokenCacheStats {
+        let now = Instant::now();
+        TokenCacheStats {
+            tokens: swept_stats(&self.tokens, now),
+            challenges: swept_stats(&self.challenges, now),
+        }
+    }
+    /// Number of cached tokens.
     pub fn len(&self) -> usize {
         self.tokens.lock().map(|m| m.len()).unwrap_or(0)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn swept_stats<K: Eq + std::hash::Hash + Clone, V>(
+    m: &Mutex<BoundedCache<K, V>>,
+    now: Instant,
+) -> CacheStats {
+    m.lock()
+        .map(|mut m| {
+            m.sweep(now);
+            m.stats()
+        })
+        .unwrap_or_default()
 }
 
 /// A credential and a stable, printable identity for cache keys.
@@ -180,13 +268,14 @@ pub fn pick_challenge(
             "the registry requires Basic authentication and no credential is configured for it",
         ));
     }
-    let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+    let schemes = redact::list(
+        challenges.iter().map(|c| c.scheme.as_str()),
+        redact::LIST_FIRST,
+        ", ",
+    );
     Err(Failure::new(
         Reason::AuthUnsupportedScheme,
-        format!(
-            "no supported auth scheme in challenge (got {})",
-            schemes.join(", ")
-        ),
+        format!("no supported auth scheme in challenge (got {schemes})"),
     ))
 }
 
@@ -229,7 +318,7 @@ pub async fn authorize(
     }
     let (token, lifetime, how) =
         fetch_token(session, runtime, &realm, &service, scope, cred).await?;
-    cache.put(key, token.clone(), lifetime);
+    cache.put(registry_host, key, token.clone(), lifetime);
     Ok(AuthOutcome {
         authorization: Authorization::Bearer(token),
         detail: format!(
@@ -408,6 +497,16 @@ async fn send_token_request(
     req: &Request,
 ) -> Result<super::http::Response, Failure> {
     session.send(req, MAX_TOKEN_BODY).await.map_err(|f| {
+        if f.reason == Reason::ManifestTooLarge {
+            // The body is over MAX_TOKEN_BODY (refused on its Content-Length, or cut off).
+            return too_large_token(MAX_TOKEN_BODY + 1);
+        }
+        if f.reason == Reason::RedirectRefused {
+            return Failure::new(
+                Reason::AuthRealmRefused,
+                format!("token realm refused: {}", f.message),
+            );
+        }
         // A realm that accepts the connection but never answers, or drops it mid-answer,
         // is as unreachable as one that refuses it: not an "error answer", which with
         // credentials would read as a rejected credential (RegistryAuthFailing).
@@ -432,6 +531,18 @@ async fn send_token_request(
             ),
         )
     })
+}
+
+/// A token (or a token response) over [`MAX_TOKEN_BYTES`]: refused, never stored.
+fn too_large_token(bytes: usize) -> Failure {
+    Failure::new(
+        Reason::AuthTokenTooLarge,
+        format!(
+            "the token server's answer ({} bytes or more) is over pullprobe's {} KiB token limit: not used, not cached",
+            crate::text::thousands(bytes as u64),
+            MAX_TOKEN_BYTES / 1024
+        ),
+    )
 }
 
 fn token_status_failure(status: StatusCode, with_credential: bool) -> Failure {
@@ -488,6 +599,9 @@ pub fn parse_token(body: &[u8]) -> Result<(Secret, Duration), Failure> {
                 "token response has neither `token` nor `access_token`",
             )
         })?;
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(too_large_token(token.len()));
+    }
     if token.chars().any(|c| c.is_control() || c == ' ') {
         return Err(Failure::new(
             Reason::AuthTokenMalformed,
@@ -507,6 +621,7 @@ pub fn parse_token(body: &[u8]) -> Result<(Secret, Duration), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::challenge::parse_challenges;
 
     #[test]
     fn token_json_variants() {
@@ -542,13 +657,13 @@ mod tests {
                 scope: "x".into(),
                 identity: String::new(),
             };
-            cache.put(key.clone(), t, l);
+            cache.put("r:443", key.clone(), t, l);
             assert_eq!(
                 cache.get(&key).map(|s| s.expose().to_string()).as_deref(),
                 Some("t")
             );
             // Even an unbounded lifetime handed to the cache directly cannot overflow.
-            cache.put(key.clone(), Secret::new("u"), Duration::MAX);
+            cache.put("r:443", key.clone(), Secret::new("u"), Duration::MAX);
             assert_eq!(cache.len(), 1);
         }
         // Out of i64 range or not an integer: a malformed response, not a panic.
@@ -564,5 +679,82 @@ mod tests {
         }
         let (_, l) = parse_token(br#"{"token":"t","expires_in":-5}"#).unwrap();
         assert_eq!(l, DEFAULT_TOKEN_LIFETIME);
+    }
+
+    /// The flood of issue 14: every challenge with a fresh `service=`, on many host names,
+    /// with tokens at the size limit. The cache stays within its bounds, and a quiet
+    /// registry's token survives it.
+    #[test]
+    fn fresh_services_on_many_hosts_stay_within_the_bounds() {
+        let cache = TokenCache::default();
+        let token = |n: usize| Secret::new("t".repeat(n));
+        let key = |host: &str, service: String| TokenKey {
+            realm: format!("https://{host}/token"),
+            service,
+            scope: "repository:team/app:pull".into(),
+            identity: String::new(),
+        };
+        let quiet = key("quiet.example:443", "quiet".into());
+        cache.put(
+            "quiet.example:443",
+            quiet.clone(),
+            token(2000),
+            Duration::from_secs(300),
+        );
+        for host in 0..50 {
+            let h = format!("h{host}.evil.example:443");
+            let c = parse_challenges(&[&format!(
+                "Bearer realm=\"https://{h}/token\",service=\"s\",scope=\"{}\"",
+                "x".repeat(3000)
+            )])
+            .unwrap();
+            cache.remember_challenge(&h, &c[0]);
+            for n in 0..40 {
+                let k = key(&h, format!("svc-{host}-{n}"));
+                cache.put(&h, k, token(MAX_TOKEN_BYTES), Duration::from_secs(300));
+            }
+            let st = cache.stats();
+            for (what, s) in [("tokens", st.tokens), ("challenges", st.challenges)] {
+                assert!(
+                    s.entries <= s.max_entries && s.bytes <= s.max_bytes,
+                    "{what}: {s:?}"
+                );
+            }
+        }
+        let st = cache.stats();
+        assert!(st.tokens.bytes > TOKEN_LIMITS.max_bytes / 2, "{st:?}");
+        assert!(
+            st.tokens.evicted > 0 && st.challenges.entries == 50,
+            "{st:?}"
+        );
+        assert!(
+            cache.get(&quiet).is_some(),
+            "the quiet registry keeps its token"
+        );
+        // Only realm and service are remembered, not the 3,000-byte scope.
+        let c = cache.known_challenge("h7.evil.example:443").unwrap();
+        assert_eq!(c.params.len(), 2);
+        // Expired tokens are swept without being looked up.
+        let short = key("short.example:443", "s".into());
+        cache.put("short.example:443", short, token(10), Duration::ZERO);
+        assert_eq!(
+            cache.stats().tokens.owners,
+            st.tokens.owners,
+            "swept on stats"
+        );
+    }
+
+    #[test]
+    fn a_token_over_the_limit_is_a_typed_failure() {
+        let body = format!(
+            r#"{{"token":"{}","expires_in":300}}"#,
+            "t".repeat(MAX_TOKEN_BYTES + 1)
+        );
+        let e = parse_token(body.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, Reason::AuthTokenTooLarge);
+        assert_eq!(e.phase, Phase::Auth);
+        assert!(!e.message.contains("ttttt"), "{}", e.message);
+        let body = format!(r#"{{"token":"{}"}}"#, "t".repeat(MAX_TOKEN_BYTES));
+        assert!(parse_token(body.as_bytes()).is_ok());
     }
 }

@@ -65,12 +65,12 @@ fn redirect_failure(e: RedirectFailure) -> Failure {
         RedirectFailure::Hop {
             hop: 0, failure, ..
         } => failure,
-        // The redirect itself is unusable (an ftp:// or host-less Location): not a
-        // reachability problem of a blob host.
+        // The redirect itself is unusable (an ftp:// or host-less Location, or a target
+        // the node's requests may not go to): not a reachability problem of a blob host.
         RedirectFailure::Hop { failure, .. }
             if matches!(
                 failure.reason,
-                Reason::BlobUnexpectedStatus | Reason::ManifestMalformed
+                Reason::BlobUnexpectedStatus | Reason::ManifestMalformed | Reason::RedirectRefused
             ) =>
         {
             failure

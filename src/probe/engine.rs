@@ -204,7 +204,9 @@ impl Prober {
             Some(c) if ep.send_credentials => Some(c),
             _ => ep.own_credential.as_ref(),
         };
-        let identity = used.map(|c| c.source.to_string());
+        // The source's name alone could be shared by two credentials (keys that differ
+        // only in redacted userinfo): the credential's fingerprint keeps their tokens apart.
+        let identity = used.map(|c| format!("{}#{}", c.source, c.credential.fingerprint()));
         let cred_ref: Option<CredentialRef<'_>> =
             used.zip(identity.as_deref())
                 .map(|(c, identity)| CredentialRef {
@@ -220,6 +222,7 @@ impl Prober {
             extra_headers: ep.headers.clone(),
             user_agent: USER_AGENT.to_string(),
             proxy: proxy_fn(ep, self.options.proxy_env.clone()),
+            endpoint_host: ep.api_root.host_str().map(str::to_string),
         };
         let mut timeouts = ctx.timeouts;
         if let Some(d) = ep.dial_timeout {

@@ -225,12 +225,11 @@ impl Flow<'_> {
         let fail = |session: &mut Session<'_>, f: Failure| {
             Err(session.record_failure(Phase::Manifest, host, t, f))
         };
-        let announced = r
-            .resp
-            .header("docker-content-digest")
-            .map(str::to_string)
-            .filter(|d| d.contains(':'));
         let has_len = r.resp.header("content-length").is_some();
+        let announced = match announced_digest(&r.resp, has_len) {
+            Ok(a) => a,
+            Err(f) => return fail(session, f),
+        };
         let mut media_type = content_type(&r.resp);
         let mut size = r
             .resp
@@ -246,10 +245,7 @@ impl Flow<'_> {
             {
                 let f = Failure::new(
                     Reason::ManifestMalformed,
-                    format!(
-                        "Docker-Content-Digest {} does not match the body ({d})",
-                        redact::text_max(a, 80)
-                    ),
+                    format!("Docker-Content-Digest {a} does not match the body ({d})"),
                 );
                 return fail(session, f);
             }
@@ -687,6 +683,30 @@ impl Flow<'_> {
         let resp = self.get_manifest(session, &url, Some(media_type)).await?;
         manifest::verify_digest(&resp.body, digest)?;
         Ok(resp.body)
+    }
+}
+
+/// The `Docker-Content-Digest` header, validated as an OCI digest before anything uses or
+/// shows it. containerd (core/remotes/docker/resolver.go, `Resolve`) validates it when the
+/// answer has a length (`dgstHeader != "" && size != -1`) and fails the pull on an invalid
+/// one ("in header not a valid digest"); without a length it ignores the header and hashes
+/// the body. The failure names the header and its size, never its text.
+fn announced_digest(resp: &Response, has_len: bool) -> Result<Option<String>, Failure> {
+    let Some(v) = resp.headers.get("docker-content-digest") else {
+        return Ok(None);
+    };
+    if v.is_empty() || !has_len {
+        return Ok(None);
+    }
+    match v.to_str() {
+        Ok(d) if manifest::is_valid_digest(d) => Ok(Some(d.to_string())),
+        _ => Err(Failure::new(
+            Reason::ManifestMalformed,
+            format!(
+                "the Docker-Content-Digest header is not a valid digest ({} bytes, not shown): containerd refuses the manifest",
+                crate::text::thousands(v.len() as u64)
+            ),
+        )),
     }
 }
 

@@ -104,6 +104,9 @@ pub fn hint(reason: Reason, c: &HintContext) -> String {
         AuthTokenEndpointUnreachable => "the registry's token server (its realm) cannot be reached from the node: allow egress to it".into(),
         AuthTokenEndpointError => "the token server answered an error: check the credential and the token service".into(),
         AuthChallengeMalformed | AuthTokenMalformed | AuthUnsupportedScheme => format!("{h}'s auth answers are not what the runtime understands: check the registry or the proxy in front of it"),
+        AuthTokenTooLarge => format!("{h}'s token server hands out tokens over 32 KiB, more than registries accept in a header: check the token service"),
+        AuthRealmRefused => format!("{h} names a token realm on the node's loopback, link-local or own addresses: a registry's answer may not send the node there; fix the registry's auth settings"),
+        RedirectRefused => format!("{h} redirects into the node's loopback, link-local or own addresses: a registry's answer may not send the node there; fix the registry's storage redirect settings"),
         ManifestNotFound => format!("the tag or digest is not in {}: push it, or fix the reference", c.repository),
         RepositoryNotFound => format!("{} does not exist on {h} (or is hidden without access): check the name", c.repository),
         RateLimited => match c.retry_after_s {

@@ -19,6 +19,7 @@ use url::Url;
 
 use super::connect;
 use super::dns::NodeResolver;
+use super::guard::Guard;
 use super::outcome::{Failure, Phase, PhaseRecord, Reason, TlsInfo};
 use super::tls;
 use super::Timeouts;
@@ -27,6 +28,9 @@ use crate::redact::{self, SafeUrl};
 
 /// How many redirects a request may follow (Go's http.Client stops after 10).
 pub const MAX_REDIRECTS: usize = 10;
+
+/// Longest `host:port` of a phase row (a DNS name is at most 253 characters).
+const MAX_RECORD_HOST_CHARS: usize = 262;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Origin {
@@ -126,6 +130,9 @@ pub struct SessionContext {
     /// Which proxy a request URL goes through (Go's `http.ProxyFromEnvironment` as the
     /// runtime's service environment sets it); `None` = direct.
     pub proxy: Option<ProxyFn>,
+    /// The endpoint's host (as in its URL): every other host a registry's answer names
+    /// is dialled only where [`guard`] allows; `None` = no such check.
+    pub endpoint_host: Option<String>,
 }
 
 /// Decides the proxy per request URL (the registry, a token realm and a blob host can
@@ -149,6 +156,8 @@ pub struct Session<'a> {
     pub records: Vec<PhaseRecord>,
     /// TLS details per host, first handshake wins.
     pub tls_seen: Vec<TlsInfo>,
+    /// Which addresses a registry's answer may send this attempt to.
+    guard: Guard,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -163,17 +172,14 @@ impl<'a> Session<'a> {
             plain_fallback: HashSet::new(),
             records: Vec::new(),
             tls_seen: Vec::new(),
+            guard: Guard::default(),
         }
     }
 
+    /// Record a phase row. Host and detail are bounded here ([`redact::message`]): a
+    /// redirect's host or a server's text cannot make a row long.
     pub fn record(&mut self, name: Phase, host: &str, ok: bool, started: Instant, detail: String) {
-        self.records.push(PhaseRecord {
-            name,
-            host: host.to_string(),
-            ok,
-            duration_ms: ms(started.elapsed()),
-            detail,
-        });
+        self.record_ms(name, host, ok, ms(started.elapsed()), detail);
     }
 
     /// Record a failing row for `f` (its message as the detail) and hand `f` back.
@@ -198,10 +204,10 @@ impl<'a> Session<'a> {
     ) {
         self.records.push(PhaseRecord {
             name,
-            host: host.to_string(),
+            host: redact::text_max(host, MAX_RECORD_HOST_CHARS),
             ok,
             duration_ms,
-            detail,
+            detail: redact::message(&detail),
         });
     }
 
@@ -291,15 +297,20 @@ impl<'a> Session<'a> {
         let t = Instant::now();
         let addrs = match self.ctx.resolver.resolve(host, self.ctx.timeouts.dns).await {
             Ok(a) => {
-                let ips = a
-                    .iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                // A zone the registry controls can answer with any number of addresses.
+                let ips = redact::list(a.iter().map(|i| i.to_string()), redact::LIST_FIRST, ",");
                 self.record(Phase::Dns, hp, true, t, detail(ips));
                 a
             }
             Err(f) => return Err(self.record_failure(Phase::Dns, hp, t, via(f))),
+        };
+        // A proxy is the node's own choice; every other host is screened.
+        let addrs = match proxy {
+            Some(_) => addrs,
+            None => match self.screen(host, addrs) {
+                Ok(a) => a,
+                Err(f) => return Err(self.record_failure(Phase::Connect, hp, Instant::now(), f)),
+            },
         };
         let t = Instant::now();
         let (tcp, peer) = match connect::connect(&addrs, port, self.ctx.timeouts.connect).await {
@@ -308,6 +319,23 @@ impl<'a> Session<'a> {
         };
         self.record(Phase::Connect, hp, true, t, detail(peer.to_string()));
         Ok(tcp)
+    }
+
+    /// The addresses of `host` that may be dialled: all of the endpoint's own (their
+    /// classes become allowed), of any other host only those [`Guard::screen`] allows.
+    fn screen(
+        &mut self,
+        host: &str,
+        addrs: Vec<std::net::IpAddr>,
+    ) -> Result<Vec<std::net::IpAddr>, Failure> {
+        match &self.ctx.endpoint_host {
+            None => Ok(addrs),
+            Some(ep) if ep.eq_ignore_ascii_case(host) => {
+                self.guard.endpoint_resolved(&addrs);
+                Ok(addrs)
+            }
+            Some(_) => self.guard.screen(host, addrs),
+        }
     }
 
     /// TLS (for https origins) and the HTTP/1.1 handshake over an open stream.

@@ -5,6 +5,7 @@ pub mod blob;
 pub mod challenge;
 pub mod connect;
 pub mod dns;
+pub mod guard;
 pub mod hints;
 pub mod http;
 pub mod manifest;

@@ -146,6 +146,13 @@ reasons! {
     AuthTokenMalformed => Auth,
     /// The registry asks for an auth scheme the runtime does not speak.
     AuthUnsupportedScheme => Auth,
+    /// The token server's token (or its answer) is over pullprobe's 32 KiB limit: a
+    /// registry's answer that is refused, not used and not cached.
+    AuthTokenTooLarge => Auth,
+    /// The token realm is on loopback, link-local or one of the node's own addresses and
+    /// the registry is not: pullprobe does not send the node's requests there (the
+    /// runtime would).
+    AuthRealmRefused => Auth,
     /// The tag (or digest) does not exist in the repository.
     ManifestNotFound => Manifest,
     /// The repository does not exist, or is hidden without access (NAME_UNKNOWN).
@@ -176,6 +183,10 @@ reasons! {
     BlobTooManyRedirects => Blob,
     /// The blob request failed with an unexpected status.
     BlobUnexpectedStatus => Blob,
+    /// A redirect (of a blob, or of the manifest: then in the `manifest` phase) points
+    /// into loopback, link-local or the node's own addresses and the registry is not
+    /// there: pullprobe does not follow it (the runtime would).
+    RedirectRefused => Blob,
     /// The overall probe deadline passed.
     ProbeDeadlineExceeded => Manifest,
     /// The runtime's config blocks this registry (CRI-O `blocked = true`).
@@ -246,11 +257,13 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// `message` is bounded as a whole here ([`crate::redact::message`]): whatever
+    /// server text went into it, no failure carries more than a kilobyte to a report.
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Failure {
             phase: reason.phase(),
             reason,
-            message: message.into(),
+            message: crate::redact::message(&message.into()),
             retry_after_s: None,
             tls: None,
         }
@@ -358,4 +371,75 @@ pub struct ProbeReport {
     pub retry_after_s: Option<u64>,
     /// Every endpoint/credential tried, in the runtime's order.
     pub attempts: Vec<EndpointAttempt>,
+}
+
+/// What a row about another host shows in a pre-flight reply instead of its host.
+const OTHER_HOST: &str = "(another host)";
+
+impl ProbeReport {
+    /// The report as a pre-flight reply carries it: nothing about hosts other than each
+    /// attempt's registry endpoint. A pre-flight caller picks the images, so the registry
+    /// picks the token realms and redirect targets the node then reaches; what the node
+    /// found there (addresses, ports open or closed, certificates) is not handed back.
+    /// Rows about another host keep phase, outcome and time; a failure there keeps its
+    /// phase and reason, and its message says only that.
+    pub fn confined_to_registries(mut self) -> ProbeReport {
+        let mut decisive_elsewhere = false;
+        let endpoint = self.endpoint.clone().unwrap_or_default();
+        for a in &mut self.attempts {
+            if confine_rows(&mut a.phases, &a.endpoint) && a.reason.is_some() {
+                a.message = elsewhere_message(a.reason);
+            }
+        }
+        if confine_rows(&mut self.phases, &endpoint) && self.reason.is_some() {
+            decisive_elsewhere = true;
+        }
+        if decisive_elsewhere {
+            self.message = elsewhere_message(self.reason);
+            self.hint = self.reason.map(super::hints::fix);
+        }
+        let registry_host = url::Url::parse(&endpoint)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string));
+        if self
+            .tls
+            .as_ref()
+            .is_some_and(|t| Some(&t.host) != registry_host.as_ref())
+        {
+            self.tls = None;
+        }
+        self
+    }
+}
+
+/// Blank the rows of `rows` about hosts other than `endpoint`'s; true when the last
+/// failing row was about another host.
+fn confine_rows(rows: &mut [PhaseRecord], endpoint: &str) -> bool {
+    let registry = url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)));
+    let mut failed_elsewhere = false;
+    for r in rows.iter_mut() {
+        if r.host.is_empty() || Some(&r.host) == registry.as_ref() {
+            if !r.ok {
+                failed_elsewhere = false;
+            }
+            continue;
+        }
+        r.host = OTHER_HOST.to_string();
+        r.detail = String::new();
+        if !r.ok {
+            failed_elsewhere = true;
+        }
+    }
+    failed_elsewhere
+}
+
+fn elsewhere_message(reason: Option<Reason>) -> String {
+    match reason {
+        Some(r) => format!(
+            "{r} on another host than the registry (its token realm or a redirect's target): pre-flight replies do not describe other hosts"
+        ),
+        None => String::new(),
+    }
 }

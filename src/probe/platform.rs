@@ -59,17 +59,20 @@ pub fn select<'a>(target: &Platform, entries: &'a [IndexEntry]) -> Option<&'a In
         .copied()
 }
 
-/// Platforms an index offers, for the failure message.
+/// Platforms an index offers, for the failure message: `N entries, first k: …` for a
+/// long index ([`crate::redact::list`]).
 pub fn list(entries: &[IndexEntry]) -> String {
-    entries
-        .iter()
-        .filter_map(|e| e.platform.as_ref())
-        .map(|p| match &p.variant {
-            Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
-            None => format!("{}/{}", p.os, p.architecture),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    crate::redact::list(
+        entries
+            .iter()
+            .filter_map(|e| e.platform.as_ref())
+            .map(|p| match &p.variant {
+                Some(v) => format!("{}/{}/{}", p.os, p.architecture, v),
+                None => format!("{}/{}", p.os, p.architecture),
+            }),
+        crate::redact::LIST_FIRST,
+        ", ",
+    )
 }
 
 #[cfg(test)]

@@ -411,7 +411,10 @@ fn certificate_failure(host: &str, ce: &CertificateError, leaf: Option<&TlsInfo>
             Reason::TLSNameMismatch,
             match leaf {
                 Some(l) if !l.sans.is_empty() => {
-                    format!("is for {}, not {host}", l.sans.join(", "))
+                    format!(
+                        "is for {}, not {host}",
+                        crate::redact::list(&l.sans, crate::redact::LIST_FIRST, ", ")
+                    )
                 }
                 _ => "is not valid for this name".to_string(),
             },

@@ -124,6 +124,9 @@ fn proof(a: &EndpointAttempt) -> Proof {
         | AuthCredentialsRequired
         | AuthDenied
         | ManifestTooLarge
+        | AuthTokenTooLarge
+        | AuthRealmRefused
+        | RedirectRefused
         | ManifestMalformed => Proof::Reached,
         AuthCredentialsRejected | AuthTokenEndpointError | AuthTokenMalformed
             if a.credential_source.is_some() =>

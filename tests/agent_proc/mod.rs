@@ -124,13 +124,19 @@ pub struct AgentProc {
 impl AgentProc {
     /// Spawns `pullprobe agent ARGS… --listen 127.0.0.1:PORT` with stdout/stderr to a file.
     pub fn spawn(args: &[&str]) -> AgentProc {
+        Self::spawn_bin(Path::new(env!("CARGO_BIN_EXE_pullprobe")), args)
+    }
+
+    /// [`AgentProc::spawn`] with another build of the binary (the release one, whose memory
+    /// is what a node sees: the debug binary's own pages add some 30 MiB to its RSS).
+    pub fn spawn_bin(bin: &Path, args: &[&str]) -> AgentProc {
         let dir = tempfile::Builder::new()
             .prefix("pullprobe-agent-")
             .tempdir()
             .expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
-        let child = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        let child = Command::new(bin)
             .arg("agent")
             .args(args)
             .arg("--listen")

@@ -416,3 +416,23 @@ pub fn skopeo_inspect_raw_result(reference: &str, opts: &InspectOpts) -> Result<
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// An OCI index of `n` entries, every one the manifest `m` under a platform no node has
+/// (`linux/hostileN`); `salt` (an annotation) makes each such index its own digest.
+pub fn huge_index(m: &PlatformManifest, n: usize, salt: usize) -> Vec<u8> {
+    let entries: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            json!({
+                "mediaType": m.media_type, "digest": m.digest, "size": m.size,
+                "platform": {"os": "linux", "architecture": format!("hostile{i}")},
+            })
+        })
+        .collect();
+    serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": entries,
+        "annotations": {"salt": salt.to_string()},
+    }))
+    .expect("index json")
+}

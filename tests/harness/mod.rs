@@ -74,6 +74,7 @@
 //! - [`scripted`]: `ScriptedServer` — scripted HTTP/1.1 responses a real registry cannot give.
 //! - [`delay_proxy`]: `DelayProxy::start(target, ProxyMode::Delay(d))` — latency / hang / reset.
 //! - [`runner`]: `run_pullprobe(args, stdin)`, `json_lines(bytes)`.
+//! - [`netns`]: `NetNs::create()` — a network namespace and veth pair of the test's own.
 #![allow(dead_code, unused_imports)]
 #![allow(clippy::new_without_default)]
 
@@ -82,6 +83,7 @@ pub mod containerd;
 pub mod delay_proxy;
 pub mod dns;
 pub mod images;
+pub mod netns;
 pub mod pki;
 pub mod registry;
 pub mod runner;
@@ -93,8 +95,10 @@ pub use containerd::{Containerd, CtrOutput};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{
-    skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts, Pushed,
+    huge_index, skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts,
+    Pushed,
 };
+pub use netns::NetNs;
 pub use pki::{CertKey, Pki, Usage, Validity};
 pub use registry::{Registry, RegistryAuth, Storage};
 pub use runner::{json_lines, run_pullprobe, run_pullprobe_env};

@@ -327,6 +327,29 @@ impl RegistryBuilder {
 }
 
 impl Registry {
+    /// `PUT /v2/REPO/manifests/TAG` of `body` (a manifest skopeo would not push as is, e.g.
+    /// an index of 10,000 entries) on this plain-HTTP registry without auth; the status.
+    pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) -> u16 {
+        assert!(!self.tls, "put_manifest speaks plain HTTP");
+        let mut s = TcpStream::connect(self.host_port()).expect("connect to the registry");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("read timeout");
+        write!(
+            s,
+            "PUT /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.host_port(),
+            body.len()
+        )
+        .expect("write the request head");
+        s.write_all(body).expect("write the manifest");
+        let mut resp = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut resp);
+        resp.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {resp}"))
+    }
+
     fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -252,11 +252,77 @@ impl ScriptedServer {
         })
     }
 
+    /// Plain HTTP on `addr` (e.g. an address of a network namespace's veth pair).
+    pub fn start_on(
+        addr: std::net::SocketAddr,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> ScriptedServer {
+        Self::start_at(addr, None, Arc::new(handler))
+    }
+
+    /// A registry that answers every 401 challenge with a fresh `service=`, its realm on
+    /// the host name the request named, and tokens of `token_bytes(host)` bytes; the latest
+    /// token of its host is good for 4 requests (one check), then the next challenge comes
+    /// with a new service, so every check caches a new token. With a good token the
+    /// manifest (a tiny image) is served. The token flood of issue 14.
+    pub fn fresh_service_tokens(
+        token_bytes: impl Fn(&str) -> usize + Send + Sync + 'static,
+    ) -> ScriptedServer {
+        let current: Mutex<std::collections::HashMap<String, String>> = Mutex::default();
+        let uses: Mutex<std::collections::HashMap<String, usize>> = Mutex::default();
+        let n = AtomicUsize::new(0);
+        let (body, digest, _) = small_manifest();
+        Self::start(move |r| {
+            let host = r.header("host").unwrap_or("unknown").to_string();
+            if let Some(q) = r.path.strip_prefix("/token?") {
+                let service = q
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("service="))
+                    .unwrap_or_default();
+                let mut token = format!("{service}.");
+                token.extend(std::iter::repeat_n('x', token_bytes(&host)));
+                return Reply::json(200, &serde_json::json!({"token": token, "expires_in": 300}));
+            }
+            let latest = current.lock().expect("lock").get(&host).cloned();
+            let presented = r
+                .header("authorization")
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .and_then(|t| t.split('.').next());
+            let fresh = presented.is_some() && presented == latest.as_deref() && {
+                let mut u = uses.lock().expect("lock");
+                let n = u.entry(host.clone()).or_insert(0);
+                *n += 1;
+                *n <= 4
+            };
+            if fresh && r.path.contains("/blobs/") {
+                return Reply::status(200);
+            }
+            if fresh && r.path.contains("/manifests/") {
+                return manifest_reply(&body, &digest);
+            }
+            let service = format!("svc-{}", n.fetch_add(1, Ordering::SeqCst));
+            current
+                .lock()
+                .expect("lock")
+                .insert(host.clone(), service.clone());
+            uses.lock().expect("lock").insert(host.clone(), 0);
+            Reply::bearer_challenge(&format!("http://{host}/token"), &service, None)
+        })
+    }
+
     fn start_inner(tls: Option<Arc<rustls::ServerConfig>>, handler: Handler) -> ScriptedServer {
+        Self::start_at("127.0.0.1:0".parse().expect("addr"), tls, handler)
+    }
+
+    fn start_at(
+        addr: std::net::SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        handler: Handler,
+    ) -> ScriptedServer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let lg = log.clone();
         let is_tls = tls.is_some();
-        let server = BgServer::start("127.0.0.1:0".parse().expect("addr"), move |l| async move {
+        let server = BgServer::start(addr, move |l| async move {
             let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
             loop {
                 let Ok((tcp, _)) = l.accept().await else {
@@ -282,16 +348,17 @@ impl ScriptedServer {
         }
     }
 
-    /// `http(s)://127.0.0.1:PORT`.
+    /// `http(s)://ADDR:PORT`.
     pub fn url(&self) -> String {
         format!(
-            "{}://127.0.0.1:{}",
+            "{}://{}",
             if self.tls { "https" } else { "http" },
-            self.port()
+            self.host_port()
         )
     }
+    /// `ADDR:PORT` (`127.0.0.1:PORT` unless started elsewhere).
     pub fn host_port(&self) -> String {
-        format!("127.0.0.1:{}", self.port())
+        self.server.addr().to_string()
     }
     pub fn port(&self) -> u16 {
         self.server.addr().port()
