@@ -86,6 +86,53 @@ pub struct AgentConfig {
     pub reload_interval: Duration,
     /// Per-registry-host backoff after failed probes.
     pub backoff: BackoffConfig,
+    /// Whose problem a registry failure is, and what pods can make the agent probe.
+    pub tenancy: TenancyConfig,
+    /// How long a cycle waits for its checks (default: half of `interval`). Checks still
+    /// running then finish in the background and are reported by a later cycle, so a
+    /// registry that never answers cannot hold back the others.
+    #[serde(with = "opt_duration_serde")]
+    pub cycle_budget: Option<Duration>,
+    /// A directory for what must survive a restart of the agent (per-registry backoff,
+    /// registries reached before); unset = nothing is kept. The DaemonSet mounts an
+    /// `emptyDir` here, which outlives container restarts.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Tenancy: anyone who can create a pod picks images this agent probes. A registry's
+/// failure moves a Node condition only when the node is expected to reach it (named in
+/// this config, used by pods of a trusted namespace, or reached from this node before);
+/// any other failure is a workload problem, a Warning Event on the pods that use it
+/// (`scope.rs`). The caps bound what one namespace's pods can make the agent probe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenancyConfig {
+    /// Namespaces whose pods' registries are the node's concern (`[kube-system]`). The
+    /// agent's own namespace is always trusted.
+    pub trusted_namespaces: Vec<String>,
+    /// A registry first reached from this node at least this long ago (`24h`) keeps
+    /// moving node conditions when it fails (drift). `0s` = as soon as it was reached once.
+    #[serde(with = "duration_serde")]
+    pub drift_min_age: Duration,
+    /// Images of one pod checked at most (`32`); the rest get an Event on the pod.
+    pub max_images_per_pod: usize,
+    /// Image targets from the pods of one untrusted namespace at most (`128`).
+    pub max_targets_per_namespace: usize,
+    /// Registry endpoint lists never seen before that one cycle starts checking at most
+    /// (`16`); the rest wait for later cycles.
+    pub max_new_hosts_per_cycle: usize,
+}
+
+impl Default for TenancyConfig {
+    fn default() -> Self {
+        TenancyConfig {
+            trusted_namespaces: vec!["kube-system".to_string()],
+            drift_min_age: Duration::from_secs(24 * 3600),
+            max_images_per_pod: 32,
+            max_targets_per_namespace: 128,
+            max_new_hosts_per_cycle: 16,
+        }
+    }
 }
 
 /// Node paths (as on the node) the agent would otherwise discover from the kubelet's
@@ -221,6 +268,9 @@ pub struct PreflightConfig {
     /// Requests per second at most (token bucket), and the burst above it.
     pub requests_per_second: u32,
     pub burst: u32,
+    /// Probes in flight at once for pre-flight requests: their own permits, apart from
+    /// the schedule's `concurrency`, so requests cannot starve the node's own checks.
+    pub concurrency: usize,
 }
 
 impl Default for PreflightConfig {
@@ -234,6 +284,7 @@ impl Default for PreflightConfig {
             cache_entries: 4096,
             requests_per_second: 5,
             burst: 20,
+            concurrency: 4,
         }
     }
 }
@@ -275,6 +326,9 @@ impl Default for AgentConfig {
             log_format: LogFormat::Json,
             reload_interval: Duration::from_secs(30),
             backoff: BackoffConfig::default(),
+            tenancy: TenancyConfig::default(),
+            cycle_budget: None,
+            state_dir: None,
         }
     }
 }
@@ -433,6 +487,12 @@ impl AgentConfig {
         if self.fleet.node_count == Some(0) {
             return bad("fleet.node_count", "must be at least 1");
         }
+        if let Some(b) = self.cycle_budget {
+            if b < Duration::from_secs(1) || b > self.interval {
+                return bad("cycle_budget", "must be between 1s and `interval`");
+            }
+        }
+        self.validate_tenancy()?;
         self.validate_http()?;
         for (i, image) in self.images.iter().enumerate() {
             if let Err(e) = ImageRef::parse(image) {
@@ -460,6 +520,55 @@ impl AgentConfig {
             }
         }
         Ok(())
+    }
+
+    fn validate_tenancy(&self) -> Result<(), (String, String)> {
+        let bad = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
+        let t = &self.tenancy;
+        if t.max_images_per_pod == 0 {
+            return bad("tenancy.max_images_per_pod", "must be at least 1");
+        }
+        if t.max_targets_per_namespace == 0 {
+            return bad("tenancy.max_targets_per_namespace", "must be at least 1");
+        }
+        if t.max_new_hosts_per_cycle == 0 {
+            return bad("tenancy.max_new_hosts_per_cycle", "must be at least 1");
+        }
+        for (i, ns) in t.trusted_namespaces.iter().enumerate() {
+            let dns1123 = !ns.is_empty()
+                && ns.len() <= 63
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !dns1123 {
+                return bad(
+                    &format!("tenancy.trusted_namespaces[{i}]"),
+                    "must be a namespace name (lowercase letters, digits, `-`)",
+                );
+            }
+        }
+        if self.preflight.concurrency == 0 {
+            return bad("preflight.concurrency", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// How long a cycle waits for its checks.
+    pub fn cycle_budget(&self) -> Duration {
+        self.cycle_budget.unwrap_or(self.interval / 2)
+    }
+
+    /// Registry domains this config names (`images`, `registries`): their failures are
+    /// the node's.
+    pub fn named_registries(&self) -> std::collections::BTreeSet<String> {
+        let mut out: std::collections::BTreeSet<String> = self.registries.keys().cloned().collect();
+        out.extend(
+            self.images
+                .iter()
+                .filter_map(|i| ImageRef::parse(i).ok())
+                .map(|r| r.domain),
+        );
+        out
     }
 
     fn validate_http(&self) -> Result<(), (String, String)> {

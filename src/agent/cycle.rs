@@ -4,17 +4,18 @@
 //! `Agent`; the condition manager is shared with the condition writer behind one mutex,
 //! held only for an observation or to take a pending write.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod jobs;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
-
 use crate::credentials::node::PullSecretData;
-use crate::pipeline::Creds;
 use crate::probe::verdict::PathState;
-use crate::probe::{Depth, Reason};
+use crate::probe::Reason;
 use crate::reference::ImageRef;
+
+use self::jobs::{InFlight, Job};
 
 use super::conditions::{summarize, Clock, ConditionKind, ConditionManager};
 use super::config::{AgentConfig, ConfigWatcher, Reload};
@@ -22,12 +23,14 @@ use super::export::Exporter;
 use super::http::AgentState;
 use super::ondemand::{PathResult, ProbeShare};
 use super::outcome::{
-    condition_problems, decisive_endpoint, workload_problems, CheckKind, CheckRecord,
-    ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
+    condition_problems, decisive_endpoint, tenant_problems, workload_problems, CheckKind,
+    CheckRecord, ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
 };
 use super::path::PullPath;
+use super::persist::{from_unix, unix, Saved, SavedBackoff, Store};
 use super::schedule::{cycles_per_period, image_checks_per_period, image_due, Backoff, Jitter};
-use super::targets::{CredRef, PodInfo, PodRef, TargetKey, TargetSet};
+use super::scope::{ReachedBefore, Scope, ScopeRule};
+use super::targets::{CredRef, Limits, PodInfo, TargetKey, TargetSet};
 
 /// Pull secrets fetched this cycle, by (namespace, name).
 pub type SecretCache = HashMap<(String, String), PullSecretData>;
@@ -40,31 +43,24 @@ pub struct ClusterCtx {
     pub pods: crate::k8s::pods::PodStore,
 }
 
-/// One check to make this cycle.
-struct Job {
-    kind: CheckKind,
-    key: String,
-    registry: String,
-    plan: String,
-    cred: CredRef,
-    image: ImageRef,
-    pods: Vec<PodRef>,
-}
-
 /// State carried from cycle to cycle.
 pub struct Agent {
     pub cfg: AgentConfig,
     pub watcher: Option<ConfigWatcher>,
     pub node: String,
+    /// The agent's own namespace: always trusted (`scope.rs`).
+    pub namespace: Option<String>,
     pub state: Arc<AgentState>,
     pub path: Arc<dyn PullPath>,
     pub cluster: Option<ClusterCtx>,
+    /// The node's pods (the cluster's watch; set by tests without a cluster).
+    pub pods: Option<crate::k8s::pods::PodStore>,
     pub manager: Arc<Mutex<ConditionManager>>,
     pub clock: Arc<dyn Clock>,
     pub node_count: u64,
     pub exporters: Vec<Box<dyn Exporter>>,
-    /// Shared with the on-demand endpoint: the probe permits, the current pull path and
-    /// the latest path check of every plan.
+    /// Shared with the on-demand endpoint: its own probe permits, the current pull path
+    /// and the latest path check of every plan.
     pub share: Arc<ProbeShare>,
     reloaded_at: Instant,
     backoff: HashMap<String, Backoff>,
@@ -73,6 +69,13 @@ pub struct Agent {
     last_path: BTreeMap<String, RegistryPath>,
     /// Registries whose blob host an image check could not reach (cleared by one that can).
     blob_failures: BTreeMap<String, RegistryPath>,
+    /// Checks running (or waiting for permits), carried across cycles.
+    inflight: InFlight,
+    /// Plans whose path check was ever launched (the new-hosts-per-cycle cap).
+    known_plans: HashSet<String>,
+    /// Registries reached from this node before (kept across restarts).
+    reached: ReachedBefore,
+    store: Option<Store>,
     jitter: Jitter,
     started: Instant,
     cycle_no: u64,
@@ -93,18 +96,22 @@ impl Agent {
             Jitter::from_node(&format!("{node}/heartbeat")),
             clock.now(),
         );
-        let share = Arc::new(ProbeShare::new(cfg.concurrency, cfg.interval));
+        let share = Arc::new(ProbeShare::new(cfg.preflight.concurrency, cfg.interval));
         share.set_path(path.clone());
+        let store = cfg.state_dir.as_deref().map(Store::new);
         Agent {
             share,
             jitter: Jitter::from_node(&node),
             node_count: cfg.fleet.node_count.unwrap_or(1).max(1),
+            inflight: InFlight::new(cfg.concurrency),
             cfg,
             watcher: None,
             node,
+            namespace: None,
             state,
             path,
             cluster: None,
+            pods: None,
             manager: Arc::new(Mutex::new(manager)),
             clock,
             exporters: Vec::new(),
@@ -113,14 +120,76 @@ impl Agent {
             seen: HashSet::new(),
             last_path: BTreeMap::new(),
             blob_failures: BTreeMap::new(),
+            known_plans: HashSet::new(),
+            reached: ReachedBefore::default(),
+            store,
             started: Instant::now(),
             cycle_no: 0,
         }
     }
 
-    /// Time to sleep before the next cycle.
-    pub fn next_delay(&mut self) -> Duration {
-        self.jitter.around(self.cfg.interval, self.cfg.jitter)
+    /// Time to sleep before the next cycle: the jittered interval from the start of the
+    /// one that just ended, so cycles keep their period whatever a cycle waited for.
+    pub fn next_delay(&mut self, cycle_took: Duration) -> Duration {
+        self.jitter
+            .around(self.cfg.interval, self.cfg.jitter)
+            .saturating_sub(cycle_took)
+    }
+
+    /// Restore what the state file kept (backoff, registries reached before); a file that
+    /// cannot be used is reported and replaced at the next save.
+    pub fn restore(&mut self) {
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        let now = self.clock.now();
+        let saved = match store.load(now) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(node = %self.node, error = %e, "agent state not restored");
+                return;
+            }
+        };
+        let mono = self.started.elapsed();
+        for (plan, b) in saved.backoff {
+            let left = from_unix(b.until).duration_since(now).unwrap_or_default();
+            self.backoff
+                .insert(plan, Backoff::restored(b.failures, mono + left));
+        }
+        self.reached = saved.reached;
+        tracing::info!(node = %self.node, backoffs = self.backoff.len(), reached = self.reached.len(), "agent state restored");
+    }
+
+    /// Save what must survive a restart, when it changed.
+    fn save(&mut self) {
+        let now = self.clock.now();
+        let mono = self.monotonic();
+        let backoff = self
+            .backoff
+            .iter()
+            .filter_map(|(plan, b)| {
+                let until = b.until()?.checked_sub(mono)?;
+                Some((
+                    plan.clone(),
+                    SavedBackoff {
+                        failures: b.failures(),
+                        until: unix(now + until),
+                    },
+                ))
+            })
+            .collect();
+        let saved = Saved {
+            version: 0,
+            backoff,
+            reached: self.reached.clone(),
+        }
+        .bounded(now);
+        let Some(store) = self.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = store.save(&saved) {
+            tracing::warn!(node = %self.node, error = %e, "agent state not saved");
+        }
     }
 
     fn reload_config(&mut self) {
@@ -172,9 +241,8 @@ impl Agent {
     }
 
     fn pods(&self) -> Vec<PodInfo> {
-        match &self.cluster {
-            Some(c) => c
-                .pods
+        match &self.pods {
+            Some(p) => p
                 .lock()
                 .map(|p| p.values().cloned().collect())
                 .unwrap_or_default(),
@@ -182,33 +250,91 @@ impl Agent {
         }
     }
 
-    /// One cycle.
-    pub async fn cycle(&mut self) {
-        let started = Instant::now();
-        self.reload_config();
-        self.reload_node();
-        let pods = self.pods();
+    /// Namespaces whose pods' registries are the node's concern.
+    fn trusted_namespaces(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .cfg
+            .tenancy
+            .trusted_namespaces
+            .iter()
+            .cloned()
+            .collect();
+        out.extend(self.namespace.clone());
+        out
+    }
+
+    /// This cycle's targets, with the tenancy caps applied.
+    fn targets(&self, pods: &[PodInfo]) -> TargetSet {
+        let t = &self.cfg.tenancy;
+        let limits = Limits {
+            images_per_pod: t.max_images_per_pod,
+            targets_per_namespace: t.max_targets_per_namespace,
+            trusted_namespaces: self.trusted_namespaces(),
+        };
         let path = self.path.clone();
-        let set = TargetSet::build(
-            &pods,
+        TargetSet::build_limited(
+            pods,
             &self.cfg.images,
             self.cfg.pull_secrets && self.cluster.is_some(),
             &|i: &ImageRef| path.plan_key(i),
-        );
-        let jobs = self.pick_jobs(&set);
-        let secrets = self.fetch_secrets(&jobs).await;
-        let checks = self.run_jobs(jobs, &secrets).await;
+            &limits,
+        )
+    }
+
+    fn scope_rule(&self, set: &TargetSet) -> ScopeRule {
+        ScopeRule {
+            named: self.cfg.named_registries(),
+            trusted_use: set.trusted_registries.clone(),
+            drift_min_age: self.cfg.tenancy.drift_min_age,
+        }
+    }
+
+    fn scope_of(&self, rule: &ScopeRule, registry: &str) -> Scope {
+        rule.scope(registry, &self.reached, self.clock.now())
+    }
+
+    /// One cycle: launch what is due, wait for checks up to the cycle budget (all of them
+    /// with `wait_all`), then learn, decide and export what finished.
+    pub async fn cycle_with(&mut self, wait_all: bool) {
+        let started = Instant::now();
+        self.state.progress();
+        self.reload_config();
+        self.reload_node();
+        let pods = self.pods();
+        let set = self.targets(&pods);
+        let rule = self.scope_rule(&set);
+        let (jobs, deferred) = self.pick_jobs(&set, &rule);
+        let jobs = self.with_secrets(jobs).await;
+        let per_host = self.cfg.per_host_concurrency;
+        for j in jobs {
+            let n = self.cfg.budget(&j.registry).concurrency.unwrap_or(per_host);
+            self.inflight
+                .launch(j, n, self.path.clone(), self.clock.clone());
+        }
+        let budget = (!wait_all).then(|| self.cfg.cycle_budget());
+        let state = self.state.clone();
+        let checks = self.inflight.collect(budget, &|| state.progress()).await;
         self.learn(&checks);
-        let outcome = self.outcome(&set, checks, pods.len(), started.elapsed());
+        let mut outcome = self.outcome(&set, &rule, checks, pods.len(), started.elapsed());
+        outcome.counts.deferred = deferred;
+        outcome.counts.in_flight = self.inflight.running();
         for e in &mut self.exporters {
             e.export(&outcome);
         }
+        self.save();
+        self.state.progress();
         self.cycle_no += 1;
     }
 
-    fn path_job(&self, plan: &str, h: &super::targets::HostCheck) -> Option<Job> {
+    /// One cycle within the cycle budget.
+    pub async fn cycle(&mut self) {
+        self.cycle_with(false).await
+    }
+
+    fn path_job(&self, plan: &str, h: &super::targets::HostCheck, rule: &ScopeRule) -> Option<Job> {
         let now = self.monotonic();
-        if !self.backoff.get(plan).is_none_or(|b| b.allows(now)) {
+        let key = format!("path {plan}");
+        if self.inflight.busy(&key) || !self.backoff.get(plan).is_none_or(|b| b.allows(now)) {
             return None;
         }
         let every = self
@@ -224,20 +350,52 @@ impl Agent {
         }
         Some(Job {
             kind: CheckKind::Path,
-            key: format!("path {plan}"),
+            key,
             registry: h.registry.clone(),
             plan: plan.to_string(),
             cred: CredRef::Node,
             image: h.image.clone(),
             pods: Vec::new(),
+            node_scope: self.scope_of(rule, &h.registry).is_node(),
+            secrets: Vec::new(),
         })
     }
 
-    fn pick_jobs(&mut self, set: &TargetSet) -> Vec<Job> {
+    /// Plans this cycle may check: those known, and at most
+    /// `tenancy.max_new_hosts_per_cycle` new ones (the rest wait; returned as a count).
+    fn admitted_plans(&mut self, set: &TargetSet) -> (HashSet<String>, usize) {
+        self.known_plans.retain(|p| set.hosts.contains_key(p));
+        let mut admitted = HashSet::new();
+        let mut new = 0usize;
+        let mut deferred = 0usize;
+        // Node-scope registries first, so a tenant's flood of new hosts cannot delay them.
+        let named = self.cfg.named_registries();
+        let mut plans: Vec<(&String, &super::targets::HostCheck)> = set.hosts.iter().collect();
+        plans.sort_by_key(|(plan, h)| {
+            let node = named.contains(&h.registry) || set.trusted_registries.contains(&h.registry);
+            (!node, *plan)
+        });
+        for (plan, _) in plans {
+            if self.known_plans.contains(plan) {
+                admitted.insert(plan.clone());
+            } else if new < self.cfg.tenancy.max_new_hosts_per_cycle {
+                new += 1;
+                self.known_plans.insert(plan.clone());
+                admitted.insert(plan.clone());
+            } else {
+                deferred += 1;
+            }
+        }
+        (admitted, deferred)
+    }
+
+    fn pick_jobs(&mut self, set: &TargetSet, rule: &ScopeRule) -> (Vec<Job>, usize) {
+        let (admitted, deferred) = self.admitted_plans(set);
         let mut jobs: Vec<Job> = set
             .hosts
             .iter()
-            .filter_map(|(plan, h)| self.path_job(plan, h))
+            .filter(|(plan, _)| admitted.contains(*plan))
+            .filter_map(|(plan, h)| self.path_job(plan, h, rule))
             .collect();
         let cpp = cycles_per_period(self.cfg.fleet.period, self.cfg.interval);
         let unix_cycle = SystemTime::now()
@@ -246,7 +404,11 @@ impl Agent {
             .unwrap_or(self.cycle_no);
         let now = self.monotonic();
         for (key, t) in &set.images {
-            if !self.backoff.get(&key.plan).is_none_or(|b| b.allows(now)) {
+            let job_key = format!("image {key}");
+            if !admitted.contains(&key.plan)
+                || self.inflight.busy(&job_key)
+                || !self.backoff.get(&key.plan).is_none_or(|b| b.allows(now))
+            {
                 continue;
             }
             let fresh = self.seen.insert(key.clone());
@@ -262,22 +424,52 @@ impl Agent {
             }
             jobs.push(Job {
                 kind: CheckKind::Image,
-                key: format!("image {name}"),
+                key: job_key,
                 registry: t.registry.clone(),
                 plan: key.plan.clone(),
                 cred: key.cred.clone(),
                 image: t.image.clone(),
                 pods: t.pods.clone(),
+                node_scope: self.scope_of(rule, &t.registry).is_node(),
+                secrets: Vec::new(),
             });
         }
         // Forget images no longer in use, so one coming back counts as new.
         self.seen.retain(|k| set.images.contains_key(k));
+        self.inflight
+            .retain_hosts(&|plan: &str| set.hosts.contains_key(plan));
+        (Self::fair_order(jobs, &self.last_path), deferred)
+    }
+
+    /// Launch order: node-scope checks first; then plans whose last path check worked or
+    /// that were never checked before failing ones, so a host that keeps timing out
+    /// queues behind the others for its permits.
+    fn fair_order(mut jobs: Vec<Job>, last: &BTreeMap<String, RegistryPath>) -> Vec<Job> {
+        jobs.sort_by_key(|j| {
+            let failing = last
+                .get(&j.plan)
+                .is_some_and(|p| p.state != PathState::Reachable);
+            (!j.node_scope, failing)
+        });
         jobs
     }
 
-    /// The pull secrets this cycle's jobs name, fetched once each. A secret that cannot
+    /// The jobs with the pull secrets they name, fetched once each. A secret that cannot
     /// be read (no `get secrets` grant, API down) is left out, as the kubelet leaves out
     /// a missing one; the probe then uses the node's credentials.
+    async fn with_secrets(&self, mut jobs: Vec<Job>) -> Vec<Job> {
+        let secrets = self.fetch_secrets(&jobs).await;
+        for j in &mut jobs {
+            if let CredRef::PullSecrets { namespace, names } = &j.cred {
+                j.secrets = names
+                    .iter()
+                    .filter_map(|n| secrets.get(&(namespace.clone(), n.clone())).cloned())
+                    .collect();
+            }
+        }
+        jobs
+    }
+
     async fn fetch_secrets(&self, jobs: &[Job]) -> SecretCache {
         let mut out = SecretCache::new();
         let Some(c) = &self.cluster else {
@@ -307,69 +499,6 @@ impl Agent {
             }
         }
         out
-    }
-
-    async fn run_jobs(&self, jobs: Vec<Job>, secrets: &SecretCache) -> Vec<CheckRecord> {
-        // One budget with the on-demand endpoint: pre-flight requests never add to it.
-        let global = self.share.permits.clone();
-        let mut per_host: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        for j in &jobs {
-            per_host.entry(j.plan.clone()).or_insert_with(|| {
-                let n = self
-                    .cfg
-                    .budget(&j.registry)
-                    .concurrency
-                    .unwrap_or(self.cfg.per_host_concurrency);
-                Arc::new(Semaphore::new(n.max(1)))
-            });
-        }
-        let runtime = self.path.runtime();
-        let futs = jobs.into_iter().map(|j| {
-            let global = global.clone();
-            let host = per_host.get(&j.plan).cloned();
-            let path = self.path.clone();
-            let clock = self.clock.clone();
-            async move {
-                // Host first, then global: a slow host cannot hold global permits while
-                // it waits for its own.
-                let _h = match host {
-                    Some(s) => s.acquire_owned().await.ok(),
-                    None => None,
-                };
-                let _g = global.acquire_owned().await.ok();
-                let data: Vec<PullSecretData> = match &j.cred {
-                    CredRef::Node => Vec::new(),
-                    CredRef::PullSecrets { namespace, names } => names
-                        .iter()
-                        .filter_map(|n| secrets.get(&(namespace.clone(), n.clone())).cloned())
-                        .collect(),
-                };
-                let creds = match &j.cred {
-                    CredRef::Node => Creds::Node,
-                    CredRef::PullSecrets { .. } => Creds::PullSecrets(&data),
-                };
-                let depth = match j.kind {
-                    CheckKind::Path => Depth::Path,
-                    CheckKind::Image => Depth::Image,
-                };
-                let given = j.image.normalized();
-                let checked = path.check(&j.image, &given, creds, depth).await;
-                let state = checked.path_state(runtime);
-                CheckRecord {
-                    kind: j.kind,
-                    key: j.key,
-                    registry: j.registry,
-                    plan: j.plan,
-                    cred: j.cred,
-                    image: j.image,
-                    pods: j.pods,
-                    checked,
-                    state,
-                    at: clock.now(),
-                }
-            }
-        });
-        futures::future::join_all(futs).await
     }
 
     /// Backoff, the latest path of each plan, and blob-host failures, from this cycle.
@@ -414,6 +543,8 @@ impl Agent {
                 && attempts
                     .first()
                     .is_some_and(|a| !a.ok && !crate::probe::verdict::proves_path(a)),
+            // Decided each cycle by the rule of the day (`outcome`).
+            scope: Scope::Workload,
             since,
             checked_at: c.at,
         }
@@ -426,6 +557,9 @@ impl Agent {
         };
         for p in c.checked.problems.iter().filter(|p| p.is_node()) {
             tracing::warn!(node = %self.node, registry = %c.registry, problem = %p, "credential provider failed");
+        }
+        if c.state == PathState::Reachable && self.reached.reached(&c.registry, c.at) {
+            tracing::info!(node = %self.node, registry = %c.registry, "registry reached from this node for the first time");
         }
         self.last_path
             .insert(c.plan.clone(), Self::registry_path(c, c.state, since));
@@ -467,6 +601,7 @@ impl Agent {
     fn outcome(
         &mut self,
         set: &TargetSet,
+        rule: &ScopeRule,
         checks: Vec<CheckRecord>,
         pods: usize,
         duration: Duration,
@@ -481,6 +616,9 @@ impl Agent {
             .retain(|r, _| registries.contains(r.as_str()));
         let mut paths: Vec<RegistryPath> = self.last_path.values().cloned().collect();
         paths.extend(self.blob_failures.values().cloned());
+        for p in &mut paths {
+            p.scope = self.scope_of(rule, &p.registry);
+        }
         let now = self.clock.now();
         let (conditions, changes) = self.observe(&paths, now);
         let live_keys = set
@@ -497,11 +635,13 @@ impl Agent {
         if let Some(c) = &self.cluster {
             live_uids.insert(c.node_uid.clone());
         }
+        let mut workload = workload_problems(&checks, &set.invalid);
+        workload.extend(tenant_problems(&paths, set, &self.node));
         CycleOutcome {
             node: self.node.clone(),
             at: now,
             duration,
-            workload: workload_problems(&checks, &set.invalid),
+            workload,
             checks,
             paths,
             conditions,
@@ -510,6 +650,7 @@ impl Agent {
                 images: set.images.len(),
                 paths: set.hosts.len(),
                 pods,
+                ..TargetCounts::default()
             },
             live_keys,
             live_uids,

@@ -42,6 +42,8 @@ impl Exporter for MetricsExporter {
         m.set_targets("image", o.counts.images);
         m.set_targets("path", o.counts.paths);
         m.set_targets("pod", o.counts.pods);
+        m.set_targets("deferred", o.counts.deferred);
+        m.set_targets("in_flight", o.counts.in_flight);
         m.cycles.inc();
         m.cycle_duration.observe(o.duration.as_secs_f64());
     }

@@ -59,6 +59,15 @@ impl AgentState {
         }
     }
 
+    /// The loop made progress (a check finished, a cycle started or ended): liveness
+    /// follows the loop's progress, not whole cycles, so a cycle waiting on slow
+    /// registries is not a restart.
+    pub fn progress(&self) {
+        if let Ok(mut l) = self.last_cycle.lock() {
+            *l = Some(Instant::now());
+        }
+    }
+
     pub fn cycle_done(&self) {
         if let Ok(mut l) = self.last_cycle.lock() {
             *l = Some(Instant::now());

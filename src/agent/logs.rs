@@ -94,6 +94,8 @@ pub fn cycle(o: &CycleOutcome) {
         images = o.counts.images,
         paths = o.counts.paths,
         pods = o.counts.pods,
+        deferred = o.counts.deferred,
+        in_flight = o.counts.in_flight,
         conditions_true = %unreachable,
         duration_ms = u64::try_from(o.duration.as_millis()).unwrap_or(u64::MAX),
         "cycle: {} checks, {failing} failing",

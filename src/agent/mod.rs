@@ -19,7 +19,9 @@ pub mod metrics;
 pub mod ondemand;
 pub mod outcome;
 pub mod path;
+pub mod persist;
 pub mod schedule;
+pub mod scope;
 pub mod status;
 pub mod targets;
 
@@ -40,6 +42,8 @@ use crate::runtime::Runtime;
 
 /// Environment variable with the node name (downward API `spec.nodeName`).
 pub const ENV_NODE_NAME: &str = "NODE_NAME";
+/// Environment variable with the agent's namespace (downward API `metadata.namespace`).
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
 
 /// `pullprobe agent` flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -94,6 +98,10 @@ pub struct AgentArgs {
     /// Run one cycle (and one condition write), then exit.
     #[arg(long)]
     pub once: bool,
+    /// The agent's own namespace (downward API `metadata.namespace`): its pods' registries
+    /// are always the node's concern.
+    #[arg(long, env = ENV_POD_NAMESPACE, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
 }
 
 /// Why the agent could not start (or stopped).
@@ -268,11 +276,14 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (addr, _server) = start_main(listen, app, &tls_cfg, &node).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
     agent.watcher = watcher;
+    agent.namespace = args.namespace.clone().filter(|n| !n.is_empty());
+    agent.restore();
     agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
     if let Some((ctx, facts)) = cluster {
         if let Ok(mut m) = agent.manager.lock() {
             m.seed(&facts.conditions, clock.now());
         }
+        agent.pods = Some(ctx.pods.clone());
         agent.cluster = Some(ctx);
     }
     run_loop(agent, args.once).await;
@@ -366,7 +377,7 @@ async fn run_loop(mut agent: Agent, once: bool) {
         agent.state.clone(),
     );
     if once {
-        agent.cycle().await;
+        agent.cycle_with(true).await;
         if let Some(client) = &writer {
             kube_export::sync_once(client, &node, &manager, clock.as_ref(), &state).await;
         }
@@ -383,11 +394,12 @@ async fn run_loop(mut agent: Agent, once: bool) {
     }
     let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
+        let started = std::time::Instant::now();
         tokio::select! {
             _ = agent.cycle() => {}
             _ = &mut shutdown => break,
         }
-        let delay = agent.next_delay();
+        let delay = agent.next_delay(started.elapsed());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut shutdown => break,

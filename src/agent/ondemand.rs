@@ -7,7 +7,7 @@
 //!   it is younger than the interval; otherwise one path check per plan (cached).
 //! - every probe's result is kept `preflight.cache_ttl` for any caller, and callers asking
 //!   the same at the same time share one probe (in flight);
-//! - probes take permits from the same semaphore as the schedule (`concurrency`);
+//! - probes take permits of their own (`preflight.concurrency`), never the schedule's;
 //! - requests are rate limited, and bounded in images, body size and time.
 //!
 //! No credential value is in any reply: credential *sources* are names. Pull secrets a
@@ -51,8 +51,9 @@ pub struct PathResult {
     pub at: SystemTime,
 }
 
-/// What the schedule shares with the endpoint: the probe permits (one budget for both),
-/// the current pull path (replaced when the node's files are re-read), the latest path
+/// What the schedule shares with the endpoint: the endpoint's own probe permits
+/// (`preflight.concurrency`, apart from the schedule's, so requests never starve the
+/// node's own checks), the current pull path (replaced when the node's files are re-read), the latest path
 /// check of every plan in use, and the interval that makes one fresh.
 pub struct ProbeShare {
     pub permits: Arc<Semaphore>,

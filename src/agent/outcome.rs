@@ -15,7 +15,8 @@ use crate::probe::Reason;
 use crate::reference::ImageRef;
 
 use super::conditions::{condition_reason, Change, Problem};
-use super::targets::{CredRef, InvalidImage, PodRef};
+use super::scope::Scope;
+use super::targets::{CredRef, InvalidImage, PodRef, TargetSet};
 use crate::report::records::ConditionRecord;
 
 /// Which check a probe is.
@@ -88,6 +89,9 @@ pub struct RegistryPath {
     pub provider_failed: Option<String>,
     /// An endpoint answered only after earlier ones failed.
     pub degraded: bool,
+    /// Whose problem a failure is: the node's (conditions) or the pods' (Events).
+    #[serde(flatten)]
+    pub scope: Scope,
     #[serde(serialize_with = "super::status::ser_time")]
     pub since: SystemTime,
     #[serde(serialize_with = "super::status::ser_time")]
@@ -105,6 +109,10 @@ pub enum WorkloadKind {
     PullSecretRejected,
     /// The image reference does not parse.
     ReferenceInvalid,
+    /// The node cannot reach a registry only tenants use (`scope.rs`): the pods' problem.
+    Path(Reason),
+    /// A tenancy cap left images of the pod unchecked.
+    NotChecked,
 }
 
 impl WorkloadKind {
@@ -115,6 +123,8 @@ impl WorkloadKind {
             WorkloadKind::PullSecretInvalid => "PullSecretInvalid",
             WorkloadKind::PullSecretRejected => "PullSecretRejected",
             WorkloadKind::ReferenceInvalid => "ReferenceInvalid",
+            WorkloadKind::Path(r) => r.as_str(),
+            WorkloadKind::NotChecked => "TargetLimitExceeded",
         }
     }
 }
@@ -141,6 +151,10 @@ pub struct TargetCounts {
     pub images: usize,
     pub paths: usize,
     pub pods: usize,
+    /// Plans never seen before left for later cycles (`tenancy.max_new_hosts_per_cycle`).
+    pub deferred: usize,
+    /// Checks still running when the cycle's budget ended (reported by a later cycle).
+    pub in_flight: usize,
 }
 
 /// What the agent found on its node (shown on `/status`): the runtime and why, the
@@ -275,11 +289,53 @@ fn image_problems(c: &CheckRecord) -> Vec<(WorkloadKind, String)> {
     out
 }
 
-/// The problems behind each condition, from the paths of every registry in use.
+/// Problems of pods from registries that are not the node's concern (`scope.rs`): a
+/// failing path is a Warning Event on every pod whose images use that plan, never a
+/// condition. Also the pods a tenancy cap left partly unchecked.
+pub fn tenant_problems(
+    paths: &[RegistryPath],
+    set: &TargetSet,
+    node: &str,
+) -> Vec<WorkloadProblem> {
+    let mut out = Vec::new();
+    for p in paths.iter().filter(|p| !p.scope.is_node()) {
+        let reason = match p.state {
+            PathState::Unreachable(r) | PathState::AuthFailing(r) => r,
+            PathState::Reachable | PathState::Inconclusive(_) => continue,
+        };
+        let message = format!(
+            "node {node} cannot pull from {}: {} at {}. This is reported to the pods that use the registry, not as a node condition: the agent's config does not name it, no trusted namespace uses it, and this node has not reached it before",
+            p.registry, reason, p.endpoint
+        );
+        for t in set.images.values().filter(|t| t.key.plan == p.plan) {
+            out.extend(t.pods.iter().map(|pod| WorkloadProblem {
+                pod: pod.clone(),
+                kind: WorkloadKind::Path(reason),
+                image: t.image.to_string(),
+                message: message.clone(),
+            }));
+        }
+    }
+    for o in &set.over_limit {
+        out.push(WorkloadProblem {
+            pod: o.pod.clone(),
+            kind: WorkloadKind::NotChecked,
+            image: String::new(),
+            message: format!(
+                "pullprobe did not check {} of this pod's images on node {node}: {}",
+                o.images, o.limit
+            ),
+        });
+    }
+    out
+}
+
+/// The problems behind each condition, from the paths of every registry in use that is
+/// the node's concern (the others are the pods' problems: [`tenant_problems`]).
 pub fn condition_problems(paths: &[RegistryPath]) -> (Vec<Problem>, Vec<Problem>) {
     let mut unreachable = Vec::new();
     let mut auth = Vec::new();
-    for p in paths {
+    for p in paths.iter().filter(|p| p.scope.is_node()) {
         let problem = |reason| Problem {
             registry: p.registry.clone(),
             endpoint: p.endpoint.clone(),

@@ -74,6 +74,14 @@ impl Backoff {
     pub fn on_success(&mut self) {
         *self = Backoff::default();
     }
+
+    /// A backoff kept across a restart: `failures` so far, probed again at `until`.
+    pub fn restored(failures: u32, until: Duration) -> Backoff {
+        Backoff {
+            failures,
+            until: Some(until),
+        }
+    }
 }
 
 /// A stable 64-bit hash of `(image, node)`: SHA-256, so every version and platform of the

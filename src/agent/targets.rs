@@ -5,7 +5,7 @@
 //!
 //! No Kubernetes types here: `k8s::pods` turns a Pod into a [`PodInfo`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -99,6 +99,58 @@ pub struct InvalidImage {
     pub error: String,
 }
 
+/// Which cap left a pod's image unchecked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Limit {
+    /// `tenancy.max_images_per_pod`.
+    ImagesPerPod(usize),
+    /// `tenancy.max_targets_per_namespace`.
+    TargetsPerNamespace(usize),
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::ImagesPerPod(n) => write!(
+                f,
+                "the pod has more than {n} images (tenancy.max_images_per_pod)"
+            ),
+            Limit::TargetsPerNamespace(n) => write!(
+                f,
+                "the namespace's pods already use {n} images (tenancy.max_targets_per_namespace)"
+            ),
+        }
+    }
+}
+
+/// Images of a pod left unchecked by a cap: one record per pod and cap, with a count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverLimit {
+    pub pod: PodRef,
+    pub limit: Limit,
+    pub images: usize,
+}
+
+/// The caps on what pods can make the agent probe; pods of trusted namespaces and the
+/// config's images are not capped.
+#[derive(Clone, Debug, Default)]
+pub struct Limits {
+    pub images_per_pod: usize,
+    pub targets_per_namespace: usize,
+    pub trusted_namespaces: BTreeSet<String>,
+}
+
+impl Limits {
+    /// No caps (unit tests, the CLI).
+    pub fn none() -> Limits {
+        Limits {
+            images_per_pod: usize::MAX,
+            targets_per_namespace: usize::MAX,
+            trusted_namespaces: BTreeSet::new(),
+        }
+    }
+}
+
 /// The deduplicated targets of one cycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetSet {
@@ -106,6 +158,10 @@ pub struct TargetSet {
     /// Keyed by plan key.
     pub hosts: BTreeMap<String, HostCheck>,
     pub invalid: Vec<InvalidImage>,
+    /// Pods whose images a cap left unchecked.
+    pub over_limit: Vec<OverLimit>,
+    /// Registry domains used by pods of trusted namespaces.
+    pub trusted_registries: BTreeSet<String>,
 }
 
 fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -127,30 +183,27 @@ impl TargetSet {
         pull_secrets: bool,
         key: &dyn Fn(&ImageRef) -> String,
     ) -> TargetSet {
+        Self::build_limited(pods, config_images, pull_secrets, key, &Limits::none())
+    }
+
+    /// [`TargetSet::build`] with the tenancy caps applied to pods of untrusted namespaces.
+    pub fn build_limited(
+        pods: &[PodInfo],
+        config_images: &[String],
+        pull_secrets: bool,
+        key: &dyn Fn(&ImageRef) -> String,
+        limits: &Limits,
+    ) -> TargetSet {
         let mut set = TargetSet::default();
         for image in config_images {
             set.add(image, None, CredRef::Node, key);
         }
+        // Pods in a stable order, so the same pods win a namespace's cap every cycle.
+        let mut pods: Vec<&PodInfo> = pods.iter().collect();
+        pods.sort_by(|a, b| (&a.namespace, &a.name, &a.uid).cmp(&(&b.namespace, &b.name, &b.uid)));
+        let mut per_ns: BTreeMap<&str, BTreeSet<TargetKey>> = BTreeMap::new();
         for pod in pods {
-            let pod_ref = PodRef {
-                namespace: pod.namespace.clone(),
-                name: pod.name.clone(),
-                uid: pod.uid.clone(),
-            };
-            let cred = if pull_secrets && !pod.pull_secrets.is_empty() {
-                let mut names = pod.pull_secrets.clone();
-                names.sort();
-                names.dedup();
-                CredRef::PullSecrets {
-                    namespace: pod.namespace.clone(),
-                    names,
-                }
-            } else {
-                CredRef::Node
-            };
-            for image in &pod.images {
-                set.add(image, Some(&pod_ref), cred.clone(), key);
-            }
+            set.add_pod(pod, pull_secrets, key, limits, &mut per_ns);
         }
         for t in set.images.values_mut() {
             t.pods.sort();
@@ -170,22 +223,93 @@ impl TargetSet {
         set
     }
 
+    fn add_pod<'p>(
+        &mut self,
+        pod: &'p PodInfo,
+        pull_secrets: bool,
+        key: &dyn Fn(&ImageRef) -> String,
+        limits: &Limits,
+        per_ns: &mut BTreeMap<&'p str, BTreeSet<TargetKey>>,
+    ) {
+        let pod_ref = PodRef {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+        };
+        let cred = if pull_secrets && !pod.pull_secrets.is_empty() {
+            let mut names = pod.pull_secrets.clone();
+            names.sort();
+            names.dedup();
+            CredRef::PullSecrets {
+                namespace: pod.namespace.clone(),
+                names,
+            }
+        } else {
+            CredRef::Node
+        };
+        let trusted = limits.trusted_namespaces.contains(&pod.namespace);
+        let mut skipped: BTreeMap<Limit, usize> = BTreeMap::new();
+        for (i, image) in pod.images.iter().enumerate() {
+            if !trusted && i >= limits.images_per_pod {
+                *skipped
+                    .entry(Limit::ImagesPerPod(limits.images_per_pod))
+                    .or_default() += 1;
+                continue;
+            }
+            let Some(k) = self.add(image, Some(&pod_ref), cred.clone(), key) else {
+                continue;
+            };
+            if trusted {
+                self.trusted_registries
+                    .insert(self.images[&k].registry.clone());
+                continue;
+            }
+            let ns = per_ns.entry(pod.namespace.as_str()).or_default();
+            if ns.contains(&k) || ns.len() < limits.targets_per_namespace {
+                ns.insert(k);
+                continue;
+            }
+            // Over the namespace's cap: undo this pod's use of the target.
+            self.unuse(&k, &pod_ref);
+            *skipped
+                .entry(Limit::TargetsPerNamespace(limits.targets_per_namespace))
+                .or_default() += 1;
+        }
+        for (limit, images) in skipped {
+            self.over_limit.push(OverLimit {
+                pod: pod_ref.clone(),
+                limit,
+                images,
+            });
+        }
+    }
+
+    /// Take `pod` off the target `k`; a target no one uses any more goes.
+    fn unuse(&mut self, k: &TargetKey, pod: &PodRef) {
+        if let Some(t) = self.images.get_mut(k) {
+            t.pods.retain(|p| p != pod);
+            if t.pods.is_empty() && !t.from_config {
+                self.images.remove(k);
+            }
+        }
+    }
+
     fn add(
         &mut self,
         image: &str,
         pod: Option<&PodRef>,
         cred: CredRef,
         plan: &dyn Fn(&ImageRef) -> String,
-    ) {
+    ) -> Option<TargetKey> {
         let parsed = match ImageRef::parse(image) {
             Ok(r) => r,
             Err(e) => {
                 self.invalid.push(InvalidImage {
-                    image: image.to_string(),
+                    image: crate::redact::text_max(image, INVALID_IMAGE_MAX),
                     pod: pod.cloned(),
                     error: e.to_string(),
                 });
-                return;
+                return None;
             }
         };
         let key = TargetKey {
@@ -198,7 +322,7 @@ impl TargetSet {
             .images
             .entry(key.clone())
             .or_insert_with(|| ImageTarget {
-                key,
+                key: key.clone(),
                 registry: parsed.domain.clone(),
                 image: parsed,
                 pods: Vec::new(),
@@ -208,8 +332,12 @@ impl TargetSet {
             Some(p) => entry.pods.push(p.clone()),
             None => entry.from_config = true,
         }
+        Some(key)
     }
 }
+
+/// Longest invalid image string kept (it comes from any pod and ends up in Events).
+const INVALID_IMAGE_MAX: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -7,9 +7,11 @@ use futures::future::BoxFuture;
 
 use super::*;
 use crate::agent::conditions::FakeClock;
+use crate::agent::outcome::WorkloadKind;
 use crate::credentials::CredentialSource;
-use crate::pipeline::Checked;
+use crate::pipeline::{Checked, Creds};
 use crate::probe::outcome::EndpointAttempt;
+use crate::probe::Depth;
 use crate::probe::{ProbeReport, Verdict};
 use crate::runtime::Runtime;
 
@@ -21,6 +23,8 @@ type Att = (&'static str, Option<Reason>, bool);
 struct Fake {
     answers: Mutex<HashMap<(String, Depth), Vec<Att>>>,
     calls: Mutex<Vec<(String, Depth)>>,
+    /// Normalized images whose checks never finish (a tarpit).
+    hang: Mutex<HashSet<String>>,
 }
 
 impl Fake {
@@ -107,6 +111,9 @@ impl PullPath for Fake {
         Box::pin(async move {
             let key = (image.normalized(), depth);
             self.calls.lock().unwrap().push(key.clone());
+            if self.hang.lock().unwrap().contains(&key.0) {
+                futures::future::pending::<()>().await;
+            }
             let atts = self
                 .answers
                 .lock()
@@ -325,4 +332,282 @@ async fn a_second_broken_registry_shows_in_the_condition_at_once() {
         "{}",
         rec.message
     );
+}
+
+/// Keeps every cycle's outcome.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<CycleOutcome>>>);
+
+impl Exporter for Recorder {
+    fn export(&mut self, o: &CycleOutcome) {
+        self.0.lock().unwrap().push(o.clone());
+    }
+}
+
+impl Recorder {
+    fn last(&self) -> CycleOutcome {
+        self.0.lock().unwrap().last().cloned().unwrap()
+    }
+}
+
+fn pod(ns: &str, name: &str, images: &[&str]) -> PodInfo {
+    PodInfo {
+        namespace: ns.into(),
+        name: name.into(),
+        uid: format!("uid-{ns}-{name}"),
+        images: images.iter().map(|s| s.to_string()).collect(),
+        pull_secrets: Vec::new(),
+    }
+}
+
+/// An agent with `pods` on its node (as the pod watch would give them) and a recorder.
+fn agent_with_pods(
+    images: &[&str],
+    pods: Vec<PodInfo>,
+    fake: Arc<Fake>,
+    tune: impl FnOnce(&mut AgentConfig),
+) -> (Agent, FakeClock, Recorder) {
+    let (mut a, clock) = agent(images, fake);
+    tune(&mut a.cfg);
+    a.inflight = InFlight::new(a.cfg.concurrency);
+    let store: crate::k8s::pods::PodStore = Default::default();
+    for p in pods {
+        store.lock().unwrap().insert(p.uid.clone(), p);
+    }
+    a.pods = Some(store);
+    a.store = a.cfg.state_dir.as_deref().map(Store::new);
+    let rec = Recorder::default();
+    a.exporters.push(Box::new(rec.clone()));
+    (a, clock, rec)
+}
+
+fn nxdomain(host: &'static str) -> Vec<Att> {
+    vec![(host, Some(Reason::DNSNameNotFound), false)]
+}
+
+#[tokio::test]
+async fn a_tenants_typo_is_an_event_on_its_pod_never_a_node_condition() {
+    let fake = Arc::new(Fake::default());
+    let pods = vec![pod("team-a", "web", &["nx.invalid/team/app:v1"])];
+    let (mut a, clock, rec) = agent_with_pods(&[], pods, fake.clone(), |_| {});
+    fake.answer(
+        "nx.invalid/team/app:v1",
+        Depth::Path,
+        nxdomain("https://nx.invalid/v2"),
+    );
+    fake.answer(
+        "nx.invalid/team/app:v1",
+        Depth::Image,
+        nxdomain("https://nx.invalid/v2"),
+    );
+    for _ in 0..3 {
+        two_cycles(&mut a, &clock).await;
+    }
+    assert!(!status(&a, ConditionKind::RegistryUnreachable));
+    let o = rec.last();
+    let p = o.paths.iter().find(|p| p.registry == "nx.invalid").unwrap();
+    assert_eq!(p.scope, Scope::Workload);
+    let w = o
+        .workload
+        .iter()
+        .find(|w| w.kind == WorkloadKind::Path(Reason::DNSNameNotFound))
+        .expect("an Event for the pod");
+    assert_eq!(w.pod.name, "web");
+    assert!(w.message.contains("nx.invalid"), "{}", w.message);
+}
+
+#[tokio::test]
+async fn a_registry_of_a_trusted_namespace_or_the_config_moves_the_condition() {
+    for (ns, images) in [
+        ("kube-system", vec![]),
+        ("team-a", vec!["nx.invalid/other:1"]),
+    ] {
+        let fake = Arc::new(Fake::default());
+        let pods = vec![pod(ns, "p", &["nx.invalid/team/app:v1"])];
+        let (mut a, clock, rec) = agent_with_pods(&images, pods, fake.clone(), |_| {});
+        for img in ["nx.invalid/team/app:v1", "nx.invalid/other:1"] {
+            fake.answer(img, Depth::Path, nxdomain("https://nx.invalid/v2"));
+        }
+        two_cycles(&mut a, &clock).await;
+        assert!(status(&a, ConditionKind::RegistryUnreachable), "{ns}");
+        assert!(rec.last().paths.iter().all(|p| p.scope.is_node()), "{ns}");
+    }
+}
+
+#[tokio::test]
+async fn the_agents_own_namespace_is_trusted() {
+    let fake = Arc::new(Fake::default());
+    let pods = vec![pod("pullprobe", "p", &["nx.invalid/team/app:v1"])];
+    let (mut a, clock, _) = agent_with_pods(&[], pods, fake.clone(), |_| {});
+    a.namespace = Some("pullprobe".into());
+    fake.answer(
+        "nx.invalid/team/app:v1",
+        Depth::Path,
+        nxdomain("https://nx.invalid/v2"),
+    );
+    two_cycles(&mut a, &clock).await;
+    assert!(status(&a, ConditionKind::RegistryUnreachable));
+}
+
+#[tokio::test]
+async fn a_tenant_registry_reached_before_drifts_into_a_node_condition() {
+    let fake = Arc::new(Fake::default());
+    let pods = vec![pod("team-a", "web", &["reg.tenant/app:v1"])];
+    let (mut a, clock, rec) = agent_with_pods(&[], pods, fake.clone(), |c| {
+        c.tenancy.drift_min_age = Duration::from_secs(3600);
+    });
+    a.cycle().await;
+    assert!(
+        rec.last().paths[0].scope == Scope::Workload,
+        "reached, but not long ago"
+    );
+    clock.advance(Duration::from_secs(7200));
+    let dns_gone = vec![(
+        "https://reg.tenant/v2",
+        Some(Reason::DNSServerFailure),
+        false,
+    )];
+    fake.answer("reg.tenant/app:v1", Depth::Path, dns_gone);
+    two_cycles(&mut a, &clock).await;
+    assert!(status(&a, ConditionKind::RegistryUnreachable));
+    assert_eq!(
+        rec.last().paths[0].scope,
+        Scope::Node(crate::agent::scope::NodeReason::ReachedBefore)
+    );
+}
+
+#[tokio::test]
+async fn a_tarpit_never_holds_back_the_other_registries() {
+    let fake = Arc::new(Fake::default());
+    let tarpits: Vec<String> = (0..50)
+        .map(|i| format!("tarpit-{i}.tenant/app:v1"))
+        .collect();
+    let refs: Vec<&str> = tarpits.iter().map(String::as_str).collect();
+    for t in &tarpits {
+        fake.hang
+            .lock()
+            .unwrap()
+            .insert(ImageRef::parse(t).unwrap().normalized());
+    }
+    let pods = vec![pod("team-a", "tarpit", &refs)];
+    let (mut a, clock, rec) = agent_with_pods(&["reg.example/app:1"], pods, fake.clone(), |c| {
+        c.cycle_budget = Some(Duration::from_secs(1));
+        c.tenancy.max_images_per_pod = 64;
+        c.tenancy.max_new_hosts_per_cycle = 64;
+    });
+    for round in 0..3 {
+        fake.calls.lock().unwrap().clear();
+        a.cycle().await;
+        let real = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0.starts_with("reg.example/") && c.1 == Depth::Path)
+            .count();
+        assert_eq!(
+            real, 1,
+            "round {round}: the real registry is checked every cycle"
+        );
+        let o = rec.last();
+        assert!(
+            o.checks.iter().any(|c| c.registry == "reg.example"),
+            "round {round}"
+        );
+        // Tarpit checks stay in flight, never launched twice.
+        assert_eq!(o.counts.in_flight, 100, "round {round}");
+        clock.advance(Duration::from_secs(60));
+    }
+    // Then the real registry breaks: its condition turns True on time.
+    fake.answer(
+        "reg.example/app:1",
+        Depth::Path,
+        vec![(
+            "https://reg.example/v2",
+            Some(Reason::ConnectRefused),
+            false,
+        )],
+    );
+    two_cycles(&mut a, &clock).await;
+    assert!(status(&a, ConditionKind::RegistryUnreachable));
+}
+
+#[tokio::test]
+async fn caps_bound_what_one_namespace_can_make_the_agent_probe() {
+    let fake = Arc::new(Fake::default());
+    let many: Vec<String> = (0..10).map(|i| format!("h{i}.tenant/app:v1")).collect();
+    let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let pods = vec![
+        pod("team-a", "big", &refs),
+        pod(
+            "team-a",
+            "second",
+            &["h0.tenant/app:v1", "other.tenant/x:1"],
+        ),
+        pod("kube-system", "sys", &refs),
+    ];
+    let (mut a, _clock, rec) = agent_with_pods(&[], pods, fake.clone(), |c| {
+        c.tenancy.max_images_per_pod = 4;
+        c.tenancy.max_targets_per_namespace = 4;
+        c.tenancy.max_new_hosts_per_cycle = 3;
+    });
+    a.cycle().await;
+    let o = rec.last();
+    // kube-system is not capped: its 10 images are targets. team-a's first 4 are among
+    // them and fill its cap, so "second"'s other.tenant image is not a target.
+    assert_eq!(o.counts.images, 10, "{:?}", o.counts);
+    let limited: Vec<&str> = o
+        .workload
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::NotChecked)
+        .map(|w| w.pod.name.as_str())
+        .collect();
+    assert_eq!(limited, vec!["big", "second"]);
+    // New hosts per cycle: node-scope (kube-system's) first, the rest deferred.
+    assert_eq!(fake.count(Depth::Path), 3);
+    assert_eq!(o.counts.deferred, 10 - 3);
+}
+
+#[tokio::test]
+async fn backoff_and_registries_reached_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Arc::new(Fake::default());
+    let tune = |c: &mut AgentConfig| c.state_dir = Some(dir.path().to_path_buf());
+    let (mut a, _clock, _) = agent_with_pods(
+        &["reg.example/app:1", "ok.example/x:1"],
+        vec![],
+        fake.clone(),
+        tune,
+    );
+    for depth in [Depth::Path, Depth::Image] {
+        let timeout = vec![(
+            "https://reg.example/v2",
+            Some(Reason::ConnectTimeout),
+            false,
+        )];
+        fake.answer("reg.example/app:1", depth, timeout);
+    }
+    a.cycle().await;
+    assert!(dir.path().join("state.json").exists());
+    // A new agent on the same state: the failing registry stays backed off.
+    let (mut b, _clock, _) = agent_with_pods(
+        &["reg.example/app:1", "ok.example/x:1"],
+        vec![],
+        fake.clone(),
+        tune,
+    );
+    b.restore();
+    fake.calls.lock().unwrap().clear();
+    b.cycle().await;
+    let calls = fake.calls.lock().unwrap().clone();
+    assert!(
+        calls.iter().all(|c| !c.0.starts_with("reg.example/")),
+        "{calls:?}"
+    );
+    assert!(calls.iter().any(|c| c.0.starts_with("ok.example/")));
+    assert!(b.reached.qualifies(
+        "ok.example",
+        SystemTime::now() + Duration::from_secs(1),
+        Duration::ZERO
+    ));
 }
