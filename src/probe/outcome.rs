@@ -443,3 +443,114 @@ fn elsewhere_message(reason: Option<Reason>) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: Phase, host: &str, ok: bool, detail: &str) -> PhaseRecord {
+        PhaseRecord {
+            name,
+            host: host.into(),
+            ok,
+            duration_ms: 1.0,
+            detail: detail.into(),
+        }
+    }
+
+    fn report(phases: Vec<PhaseRecord>, reason: Reason, tls_host: &str) -> ProbeReport {
+        let attempt = EndpointAttempt {
+            endpoint: "https://reg.example/v2/".into(),
+            role: "default".into(),
+            origin: String::new(),
+            https_to_http: false,
+            is_upstream: true,
+            credential_source: None,
+            ok: false,
+            phase: Some(reason.phase()),
+            reason: Some(reason),
+            message: "realm 10.0.0.9:8080 refused the connection".into(),
+            duration_ms: 3.0,
+            phases: phases.clone(),
+        };
+        ProbeReport {
+            image: "reg.example/team/app:v1".into(),
+            reference: None,
+            endpoint: Some("https://reg.example/v2/".into()),
+            verdict: Verdict::NotReady,
+            phase: Some(reason.phase()),
+            reason: Some(reason),
+            message: "realm 10.0.0.9:8080 refused the connection".into(),
+            hint: None,
+            duration_ms: 3.0,
+            phases,
+            credential_source: None,
+            manifest: None,
+            tls: Some(TlsInfo {
+                host: tls_host.into(),
+                ..TlsInfo::default()
+            }),
+            ratelimit: None,
+            retry_after_s: None,
+            attempts: vec![attempt],
+        }
+    }
+
+    /// A pre-flight caller picks the registry; the registry picks the realm. What the node
+    /// found on the realm's host (its address, that a port is closed) is not handed back.
+    #[test]
+    fn a_preflight_reply_says_nothing_about_other_hosts() {
+        let r = report(
+            vec![
+                row(Phase::Dns, "reg.example:443", true, "10.0.0.1"),
+                row(Phase::Dns, "internal.corp:8080", true, "10.0.0.9"),
+                row(
+                    Phase::Connect,
+                    "internal.corp:8080",
+                    false,
+                    "connection refused",
+                ),
+            ],
+            Reason::AuthTokenEndpointUnreachable,
+            "internal.corp",
+        )
+        .confined_to_registries();
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("internal.corp") && !text.contains("10.0.0.9"),
+            "{text}"
+        );
+        assert_eq!(
+            r.phases[0].detail, "10.0.0.1",
+            "the registry's own rows stay"
+        );
+        assert_eq!(r.phases[2].host, OTHER_HOST);
+        assert!(!r.phases[2].ok, "outcome and phase stay");
+        assert_eq!(r.reason, Some(Reason::AuthTokenEndpointUnreachable));
+        assert!(r.message.contains("another host"), "{}", r.message);
+        assert!(r.attempts[0].message.contains("another host"));
+        assert!(r.tls.is_none(), "another host's certificate is not shown");
+    }
+
+    #[test]
+    fn a_failure_on_the_registry_keeps_its_message() {
+        let r = report(
+            vec![
+                row(Phase::Dns, "cdn.example:443", true, "10.0.0.9"),
+                row(
+                    Phase::Connect,
+                    "reg.example:443",
+                    false,
+                    "connection refused",
+                ),
+            ],
+            Reason::ConnectRefused,
+            "reg.example",
+        )
+        .confined_to_registries();
+        assert_eq!(r.message, "realm 10.0.0.9:8080 refused the connection");
+        assert_eq!(r.phases[1].detail, "connection refused");
+        assert_eq!(r.phases[0].host, OTHER_HOST);
+        assert!(r.tls.is_some(), "the registry's certificate stays");
+    }
+}
