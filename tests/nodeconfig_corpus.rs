@@ -760,8 +760,13 @@ async fn hostroot_containerd_mirror() {
     );
 
     // Credentials: node config.json, then the plugin (kubelet order), sources named.
-    let (creds, problems) =
-        kubelet_credentials(&nc, &img("registry.internal:5443/team/app:v1"), Creds::Node).await;
+    let (creds, problems) = kubelet_credentials(
+        &nc,
+        &img("registry.internal:5443/team/app:v1"),
+        Creds::Node,
+        None,
+    )
+    .await;
     assert!(problems.is_empty(), "{problems:?}");
     let srcs: Vec<String> = creds.iter().map(|c| c.source.to_string()).collect();
     assert_eq!(
@@ -789,6 +794,7 @@ async fn hostroot_containerd_mirror() {
         &nc,
         &img("registry.internal:5443/team/app:v1"),
         Creds::PullSecrets(&secrets),
+        None,
     )
     .await;
     assert_eq!(

@@ -467,6 +467,35 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     assert!(m["warnings"].to_string().contains("ConfigMap"), "{m}");
     assert_eq!(code, 0);
 
+    // -f with image volumes (KEP-4639): the kubelet pulls `volumes[].image.reference` like a
+    // container image, with the pod's pull secrets; `pullPolicy: Never` is never pulled. (The
+    // 1.20 API server here would drop the field from a created Pod: the manifest path is
+    // where a real cluster's image volumes are tested end to end.)
+    let manifest = write(f.dir.path(), "image-volumes.yaml", &format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: model, namespace: apps}}\nspec:\n  nodeSelector: {{pool: apps}}\n  containers: [{{name: s, image: \"{app}\", volumeMounts: [{{name: weights, mountPath: /w}}]}}]\n  volumes:\n  - {{name: weights, image: {{reference: \"{web}\", pullPolicy: IfNotPresent}}}}\n  - {{name: local, image: {{reference: \"{}/team/never-pulled:1\", pullPolicy: Never}}}}\n",
+        f.reg_host
+    ));
+    let (_, out, err) = preflight(
+        &alice,
+        &[
+            "-f",
+            manifest.to_str().unwrap(),
+            "-o",
+            "json",
+            "--timeout",
+            "4s",
+        ],
+    );
+    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+    assert_eq!(m["images"], json!([app, web]), "{m}");
+    for i in 0..2 {
+        assert_eq!(row(&m, "healthy-a")["cells"][i]["verdict"], "ready", "{m}");
+    }
+    assert_eq!(
+        row(&m, "nocreds")["cells"][1]["reason"],
+        "AuthCredentialsRequired"
+    );
+
     // pullprobe status: the fleet from the Node conditions (two nodes made failing here as
     // an agent would write it), grouped by condition, registry and reason; exit 1.
     let msg = format!(

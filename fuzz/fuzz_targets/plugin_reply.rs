@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         api_version: "credentialprovider.kubelet.k8s.io/v1".into(),
         args: Vec::new(),
         env: Vec::new(),
-        requires_service_account: false,
+        token: None,
     };
     let Ok(image) = ImageRef::parse("reg.example.com/team/app:v1") else {
         return;

@@ -148,6 +148,19 @@ pub struct NodeSettings {
     pub image_credential_provider_config: Option<PathBuf>,
     /// The kubelet's `--image-credential-provider-bin-dir`.
     pub image_credential_provider_bin_dir: Option<PathBuf>,
+    /// Credential providers with `tokenAttributes` (KEP-4412) get, from the kubelet, the
+    /// pod's service-account token. For a provider named here the agent mints one with
+    /// TokenRequest for this ServiceAccount (RBAC: components/provider-sa-tokens, for
+    /// these names only); any other such provider is "not reproduced". Read at start.
+    pub credential_provider_service_accounts: BTreeMap<String, ServiceAccountName>,
+}
+
+/// A ServiceAccount by namespace and name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountName {
+    pub namespace: String,
+    pub name: String,
 }
 
 /// Per-host exponential backoff (kubelet's image backoff: 10 s doubling to 300 s). While
@@ -494,6 +507,21 @@ impl AgentConfig {
         }
         self.validate_tenancy()?;
         self.validate_http()?;
+        for (provider, sa) in &self.node.credential_provider_service_accounts {
+            let field = format!("node.credential_provider_service_accounts.{provider}");
+            if !dns_label(&sa.namespace) {
+                return bad(
+                    &format!("{field}.namespace"),
+                    "must be a namespace name (DNS-1123 label)",
+                );
+            }
+            if !(sa.name.split('.').all(dns_label) && sa.name.len() <= 253) {
+                return bad(
+                    &format!("{field}.name"),
+                    "must be a ServiceAccount name (DNS-1123 subdomain)",
+                );
+            }
+        }
         for (i, image) in self.images.iter().enumerate() {
             if let Err(e) = ImageRef::parse(image) {
                 return bad(&format!("images[{i}]"), format!("`{image}`: {e}"));
@@ -631,6 +659,16 @@ impl AgentConfig {
     pub fn budget(&self, domain: &str) -> RegistryBudget {
         self.registries.get(domain).cloned().unwrap_or_default()
     }
+}
+
+/// A DNS-1123 label: 1–63 lowercase alphanumerics or `-`, alphanumeric at both ends.
+fn dns_label(s: &str) -> bool {
+    let an = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(an)
+        && s.ends_with(an)
+        && s.chars().all(|c| an(c) || c == '-')
 }
 
 /// Re-reads the config file when its content changes. ConfigMap volumes swap a

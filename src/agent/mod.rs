@@ -137,9 +137,15 @@ async fn shutdown_signal() {
 }
 
 /// The pipeline spec: the node under `--host-root`, flags over the config's node keys.
-fn pipeline_spec(args: &AgentArgs, cfg: &AgentConfig, runtime_version: Option<String>) -> Spec {
+fn pipeline_spec(
+    args: &AgentArgs,
+    cfg: &AgentConfig,
+    runtime_version: Option<String>,
+    client: Option<&kube::Client>,
+) -> Spec {
     let n = &cfg.node;
     Spec {
+        sa_tokens: sa_tokens(cfg, client),
         host_root: Some(args.host_root.clone()),
         runtime: args.runtime.or(cfg.runtime),
         node: NodeOverrides {
@@ -164,6 +170,28 @@ fn pipeline_spec(args: &AgentArgs, cfg: &AgentConfig, runtime_version: Option<St
         },
         ..Spec::default()
     }
+}
+
+/// Tokens for the credential providers the config names a ServiceAccount for (KEP-4412);
+/// none standalone or when none is named.
+fn sa_tokens(
+    cfg: &AgentConfig,
+    client: Option<&kube::Client>,
+) -> Option<Arc<dyn crate::credentials::satoken::ServiceAccountTokens>> {
+    use crate::k8s::satokens::{AccountRef, KubeTokens};
+    let named = &cfg.node.credential_provider_service_accounts;
+    let client = client.filter(|_| !named.is_empty())?;
+    let accounts = named
+        .iter()
+        .map(|(p, sa)| {
+            let a = AccountRef {
+                namespace: sa.namespace.clone(),
+                name: sa.name.clone(),
+            };
+            (p.clone(), a)
+        })
+        .collect();
+    Some(Arc::new(KubeTokens::new(client.clone(), accounts)))
 }
 
 /// What the agent reads from the cluster at start: its Node (uid, our conditions, the
@@ -236,7 +264,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         .and_then(|(_, f)| f.container_runtime_version.clone());
     // The node's pull path, read under --host-root: only an unusable host root stops
     // the start; each unreadable file is a problem logged here, the rest still applies.
-    let pipeline = Pipeline::load(pipeline_spec(&args, &cfg, runtime_version))?;
+    let client = cluster.as_ref().map(|(c, _)| c.client.clone());
+    let pipeline = Pipeline::load(pipeline_spec(&args, &cfg, runtime_version, client.as_ref()))?;
     for p in pipeline.problems() {
         tracing::warn!(node = %node, problem = %p, "node config problem");
     }
@@ -258,7 +287,6 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     if let Ok(mut p) = agent.share.platform.write() {
         *p = platform;
     }
-    let client = cluster.as_ref().map(|(c, _)| c.client.clone());
     // In a cluster every caller of the main listener is reviewed; standalone, nothing can
     // review one, so the listener is on loopback unless configured otherwise.
     let authorizer = client

@@ -283,7 +283,12 @@ fn image_problems(c: &CheckRecord) -> Vec<(WorkloadKind, String)> {
         ));
     }
     let r = &c.checked.report;
-    if let (false, Some(reason), PathState::Reachable) = (r.verdict.pulls(), r.reason, c.state) {
+    // Needing an unreproduced service-account token (KEP-4412) is pullprobe's gap, not
+    // the pod's problem: no Event.
+    let reason = r
+        .reason
+        .filter(|r| *r != Reason::ServiceAccountTokenNotReproduced);
+    if let (false, Some(reason), PathState::Reachable) = (r.verdict.pulls(), reason, c.state) {
         out.push((WorkloadKind::Image(reason), r.message.clone()));
     }
     out

@@ -73,6 +73,11 @@ pub struct TargetView {
     pub since: String,
     /// Pods using the image (`namespace/name`), at most 10.
     pub pods: Vec<String>,
+    /// Image checks: whether the kubelet re-verifies a cached copy for a pod whose
+    /// credentials it has not recorded (KEP-2535), which decides whether a registry outage
+    /// fails such a pod although the image is on the node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_image: Option<crate::nodeconfig::kubelet::CachedImage>,
 }
 
 /// What a target's row says: an image check's verdict, or a path check's state (a 404 for
@@ -93,7 +98,7 @@ fn verdict_of(c: &CheckRecord) -> (&'static str, Option<&'static str>, String) {
     (verdict, reason.map(|x| x.as_str()), message)
 }
 
-fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
+fn target_view(c: &CheckRecord, since: SystemTime, node: Option<&NodeView>) -> TargetView {
     let r = &c.checked.report;
     let (verdict, reason, message) = verdict_of(c);
     TargetView {
@@ -117,6 +122,9 @@ fn target_view(c: &CheckRecord, since: SystemTime) -> TargetView {
             .take(10)
             .map(|p| format!("{}/{}", p.namespace, p.name))
             .collect(),
+        cached_image: node
+            .filter(|_| c.kind == CheckKind::Image)
+            .map(|n| n.kubelet.cached_images.cached_image(&c.image)),
     }
 }
 
@@ -139,8 +147,14 @@ impl StatusBook {
                 Some((_, v, since)) if *v == verdict => *since,
                 _ => c.at,
             };
-            self.targets
-                .insert(c.key.clone(), (target_view(c, since), verdict, since));
+            self.targets.insert(
+                c.key.clone(),
+                (
+                    target_view(c, since, o.node_config.as_ref()),
+                    verdict,
+                    since,
+                ),
+            );
         }
         self.targets.retain(|k, _| o.live_keys.contains(k));
         StatusDoc {

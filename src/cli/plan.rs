@@ -63,6 +63,14 @@ pub async fn run(args: PlanArgs) -> Result<i32, CheckError> {
             let mut v = serde_json::to_value(&plan).unwrap_or_default();
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("credential_sources".into(), sources.into());
+                if let Some(sn) = nc.crio_short_name(given) {
+                    obj.insert("crio_short_name".into(), sn.to_string().into());
+                }
+                obj.insert(
+                    "cached_image".into(),
+                    serde_json::to_value(nc.kubelet.cached_images.cached_image(image))
+                        .unwrap_or_default(),
+                );
                 let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
                 obj.insert("credential_problems".into(), problems.into());
                 obj.insert(
@@ -75,6 +83,9 @@ pub async fn run(args: PlanArgs) -> Result<i32, CheckError> {
             continue;
         }
         out.push_str(&crate::nodeconfig::render_plan_text(&plan));
+        if let Some(sn) = nc.crio_short_name(given) {
+            out.push_str(&format!("CRI-O short name {given}: {sn}\n"));
+        }
         if sources.is_empty() {
             out.push_str("credentials: none (anonymous)\n");
         } else {
@@ -86,6 +97,10 @@ pub async fn run(args: PlanArgs) -> Result<i32, CheckError> {
         for p in &problems {
             out.push_str(&format!("credential problem: {p}\n"));
         }
+        out.push_str(&format!(
+            "cached copy (KEP-2535): {}\n",
+            nc.kubelet.cached_images.cached_image(image)
+        ));
         out.push('\n');
     }
     super::emit(&out);
@@ -116,6 +131,7 @@ pub fn render_kubelet(k: &KubeletSettings, runtime_reason: &str) -> String {
         "--image-credential-provider-bin-dir",
         &k.credential_provider_bin_dir,
     ));
+    s.push_str(&k.cached_images.to_string());
     s.push_str(&format!("  runtime: {runtime_reason}\n\n"));
     s
 }

@@ -8,6 +8,7 @@ pub mod glob;
 pub mod keyring;
 pub mod node;
 pub mod provider;
+pub mod satoken;
 pub mod secret;
 
 use std::fmt;

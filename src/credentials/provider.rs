@@ -17,6 +17,9 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::keyring::{url_matches_key, Keyring};
+use super::satoken::{
+    self, ServiceAccountTokens, TokenAttributes, TokenCacheType, TokenRequestPart,
+};
 use super::{Credential, CredentialSource, Secret, SourcedCredential};
 use crate::cache::{BoundedCache, CacheStats, Limits};
 use crate::redact::{self, ParseError};
@@ -28,9 +31,11 @@ const CONFIG_API_VERSIONS: &[&str] = &[
     "kubelet.config.k8s.io/v1beta1",
     "kubelet.config.k8s.io/v1alpha1",
 ];
+/// The exec protocol version that carries service-account tokens.
+pub const PLUGIN_API_V1: &str = "credentialprovider.kubelet.k8s.io/v1";
 /// Exec protocol versions.
 const PLUGIN_API_VERSIONS: &[&str] = &[
-    "credentialprovider.kubelet.k8s.io/v1",
+    PLUGIN_API_V1,
     "credentialprovider.kubelet.k8s.io/v1beta1",
     "credentialprovider.kubelet.k8s.io/v1alpha1",
 ];
@@ -93,8 +98,13 @@ pub enum ProviderError {
     },
     #[error("credential provider {plugin}: invalid response: {why}")]
     BadResponse { plugin: String, why: String },
-    #[error("credential provider {plugin}: skipped: {why}")]
-    Skipped { plugin: String, why: String },
+    /// A `tokenAttributes` provider and no ServiceAccount named for it: the kubelet would
+    /// send the pod's token, which pullprobe does not mint (KEP-4412). Not a node problem.
+    #[error("credential provider {plugin} needs a service-account token (audience {audience:?}): not reproduced")]
+    NeedsServiceAccountToken { plugin: String, audience: String },
+    /// The ServiceAccount named for a `tokenAttributes` provider gave no usable token.
+    #[error("credential provider {plugin}: no service-account token: {why}")]
+    ServiceAccountToken { plugin: String, why: String },
 }
 
 impl ProviderError {
@@ -105,7 +115,8 @@ impl ProviderError {
             | ProviderError::Exit { plugin, .. }
             | ProviderError::BadResponse { plugin, .. }
             | ProviderError::OutputTooLarge { plugin, .. }
-            | ProviderError::Skipped { plugin, .. } => plugin,
+            | ProviderError::NeedsServiceAccountToken { plugin, .. }
+            | ProviderError::ServiceAccountToken { plugin, .. } => plugin,
         }
     }
 
@@ -117,8 +128,19 @@ impl ProviderError {
             ProviderError::Exit { .. } => "plugin_exit",
             ProviderError::BadResponse { .. } => "plugin_bad_response",
             ProviderError::OutputTooLarge { .. } => "plugin_output_too_large",
-            ProviderError::Skipped { .. } => "plugin_skipped",
+            ProviderError::NeedsServiceAccountToken { .. } => "plugin_needs_service_account_token",
+            ProviderError::ServiceAccountToken { .. } => "plugin_service_account_token",
         }
+    }
+
+    /// About pullprobe's service-account tokens, not about the node: such a provider works
+    /// on the node with the pod's token, which pullprobe does not have or could not mint.
+    pub fn is_service_account(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::NeedsServiceAccountToken { .. }
+                | ProviderError::ServiceAccountToken { .. }
+        )
     }
 }
 
@@ -131,9 +153,8 @@ pub struct ProviderSpec {
     pub api_version: String,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
-    /// `tokenAttributes.requireServiceAccount`: the plugin needs a pod's service
-    /// account token, which a node-level probe does not have.
-    pub requires_service_account: bool,
+    /// `tokenAttributes` (KEP-4412): the kubelet sends the pod's ServiceAccount token.
+    pub token: Option<TokenAttributes>,
 }
 
 /// A validated `CredentialProviderConfig`. Invalid providers are left out and reported.
@@ -236,7 +257,7 @@ fn parse_provider(
     let default_cache_duration = parse_cache_duration(file, &f, o)?;
     let api_version = parse_api_version(file, &f, o)?;
     let (args, env) = parse_args_env(file, &f, o)?;
-    let requires_service_account = parse_token_attributes(file, &f, o)?;
+    let token = satoken::parse_token_attributes(file, &f, o, &api_version)?;
     Ok(ProviderSpec {
         name,
         match_images,
@@ -244,7 +265,7 @@ fn parse_provider(
         api_version,
         args,
         env,
-        requires_service_account,
+        token,
     })
 }
 
@@ -412,55 +433,6 @@ fn parse_args_env(
     Ok((args, env))
 }
 
-/// `tokenAttributes`: whether the plugin needs a pod's service account token.
-fn parse_token_attributes(
-    file: &Path,
-    f: Fields<'_>,
-    o: &serde_json::Map<String, Value>,
-) -> Result<bool, ProviderConfigError> {
-    let requires_service_account = match o.get("tokenAttributes") {
-        None | Some(Value::Null) => false,
-        Some(Value::Object(t)) => {
-            if t.get("serviceAccountTokenAudience")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .is_empty()
-            {
-                return Err(cfg_err(
-                    file,
-                    f("tokenAttributes.serviceAccountTokenAudience"),
-                    "is required",
-                ));
-            }
-            match t.get("cacheType").and_then(Value::as_str) {
-                Some("Token") | Some("ServiceAccount") => {}
-                other => {
-                    return Err(cfg_err(
-                        file,
-                        f("tokenAttributes.cacheType"),
-                        format!(
-                            "must be Token or ServiceAccount, found {}",
-                            other.map_or("nothing".to_string(), redact::keyword)
-                        ),
-                    ))
-                }
-            }
-            match t.get("requireServiceAccount") {
-                Some(Value::Bool(b)) => *b,
-                _ => {
-                    return Err(cfg_err(
-                        file,
-                        f("tokenAttributes.requireServiceAccount"),
-                        "is required",
-                    ))
-                }
-            }
-        }
-        Some(_) => return Err(cfg_err(file, f("tokenAttributes"), "must be a mapping")),
-    };
-    Ok(requires_service_account)
-}
-
 /// A cached plugin answer: `(auth key, username, password)`.
 type CachedAuth = Vec<(String, String, Secret)>;
 
@@ -501,6 +473,16 @@ impl PluginRunner {
 
     /// All plugin credentials for `image`, in keyring order, plus per-plugin errors.
     pub async fn lookup(&self, image: &ImageRef) -> (Vec<SourcedCredential>, Vec<ProviderError>) {
+        self.lookup_with(image, None).await
+    }
+
+    /// [`lookup`](Self::lookup), with `tokens` for the providers with `tokenAttributes`
+    /// (without: each such provider is [`ProviderError::NeedsServiceAccountToken`]).
+    pub async fn lookup_with(
+        &self,
+        image: &ImageRef,
+        tokens: Option<&dyn ServiceAccountTokens>,
+    ) -> (Vec<SourcedCredential>, Vec<ProviderError>) {
         let repo = image.repository();
         let mut keyring = Keyring::new();
         let mut errors = Vec::new();
@@ -509,9 +491,17 @@ impl PluginRunner {
             if !p.match_images.iter().any(|m| url_matches_key(m, image)) {
                 continue;
             }
-            let auth = match self.cached(p, &repo, image) {
+            let part = match token_part(p, tokens).await {
+                Ok(part) => part,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let sa_key = part.as_ref().map_or("", |t| t.cache_key.as_str());
+            let auth = match self.cached(p, &repo, image, sa_key) {
                 Some(a) => a,
-                None => match self.exec(p, &repo, image).await {
+                None => match self.exec(p, &repo, image, part.as_ref()).await {
                     Ok(a) => a,
                     Err(e) => {
                         errors.push(e);
@@ -538,17 +528,19 @@ impl PluginRunner {
         (keyring.lookup(image), errors)
     }
 
+    /// `sa_key`: the service-account part of the key (`generateCacheKey`), empty without.
     fn cached(
         &self,
         p: &ProviderSpec,
         repo: &str,
         image: &ImageRef,
+        sa_key: &str,
     ) -> Option<Vec<(String, String, Secret)>> {
         let mut cache = self.cache.lock().ok()?;
         let now = Instant::now();
         // getCachedCredentials: image key, then registry, then global.
         for key in [repo.to_string(), image.domain.clone(), "global".to_string()] {
-            if let Some(auth) = cache.get(&(p.name.clone(), key), now) {
+            if let Some(auth) = cache.get(&(p.name.clone(), format!("{key}{sa_key}")), now) {
                 return Some(auth.clone());
             }
         }
@@ -571,37 +563,43 @@ impl PluginRunner {
         p: &ProviderSpec,
         repo: &str,
         image: &ImageRef,
+        part: Option<&TokenRequestPart>,
     ) -> Result<Vec<(String, String, Secret)>, ProviderError> {
         let plugin = p.name.clone();
-        if p.requires_service_account {
-            return Err(ProviderError::Skipped {
-                plugin,
-                why: "tokenAttributes.requireServiceAccount: the plugin needs a pod's service account token".into(),
-            });
-        }
         let path = self.bin_dir.join(&p.name);
-        let request = serde_json::json!({
+        let mut request = serde_json::json!({
             "apiVersion": p.api_version,
             "kind": "CredentialProviderRequest",
             "image": repo,
         });
-        let out = self
-            .run_capped(&plugin, &path, p, request.to_string())
-            .await?;
+        if let (Some(t), Some(obj)) = (part, request.as_object_mut()) {
+            obj.insert("serviceAccountToken".into(), t.token.expose().into());
+            if !t.annotations.is_empty() {
+                obj.insert(
+                    "serviceAccountAnnotations".into(),
+                    serde_json::to_value(&t.annotations).unwrap_or_default(),
+                );
+            }
+        }
+        // The request holds the token: wiped once written (the plugin has it).
+        let request = zeroize::Zeroizing::new(request.to_string());
+        let out = self.run_capped(&plugin, &path, p, &request).await?;
         let PluginReply {
             cache_key,
             duration,
             auth,
         } = parse_reply(p, repo, image, &out)?;
+        refuse_echoed_token(p, part, &auth)?;
+        // The registry the answer is for owns it; a `Global` answer has its own share.
+        let owner = match cache_key.as_str() {
+            "global" => "global",
+            _ => image.domain.as_str(),
+        };
+        let cache_key = format!("{cache_key}{}", part.map_or("", |t| t.cache_key.as_str()));
         let now = Instant::now();
         let expires = now.checked_add(duration.min(MAX_PLUGIN_CACHE));
         if let (false, Some(expires), Ok(mut c)) = (duration.is_zero(), expires, self.cache.lock())
         {
-            // The registry the answer is for owns it; a `Global` answer has its own share.
-            let owner = match cache_key.as_str() {
-                "global" => "global",
-                _ => image.domain.as_str(),
-            };
             let bytes = p.name.len()
                 + cache_key.len()
                 + auth
@@ -628,7 +626,7 @@ impl PluginRunner {
         plugin: &str,
         path: &Path,
         p: &ProviderSpec,
-        request: String,
+        request: &str,
     ) -> Result<Vec<u8>, ProviderError> {
         let mut cmd = tokio::process::Command::new(path);
         cmd.args(&p.args)
@@ -695,7 +693,7 @@ async fn talk(
     stdin: Option<tokio::process::ChildStdin>,
     stdout: Option<tokio::process::ChildStdout>,
     stderr: Option<tokio::process::ChildStderr>,
-    request: String,
+    request: &str,
 ) -> std::io::Result<(Vec<u8>, u64)> {
     let write = async {
         if let Some(mut stdin) = stdin {
@@ -723,6 +721,65 @@ async fn talk(
     };
     let ((), out, err) = tokio::join!(write, read_out, count_err);
     Ok((out?, err?))
+}
+
+/// The token part of a `tokenAttributes` provider's request (`pluginProvider.provide`):
+/// `Ok(None)` for a provider without `tokenAttributes`.
+async fn token_part(
+    p: &ProviderSpec,
+    tokens: Option<&dyn ServiceAccountTokens>,
+) -> Result<Option<TokenRequestPart>, ProviderError> {
+    let Some(ta) = &p.token else {
+        return Ok(None);
+    };
+    let needs = || ProviderError::NeedsServiceAccountToken {
+        plugin: p.name.clone(),
+        audience: redact::text_max(&ta.audience, 128),
+    };
+    let Some(tokens) = tokens else {
+        return Err(needs());
+    };
+    let sa = match tokens.token(&p.name, &ta.audience).await {
+        None => return Err(needs()),
+        Some(Err(e)) => {
+            return Err(ProviderError::ServiceAccountToken {
+                plugin: p.name.clone(),
+                why: e.to_string(),
+            })
+        }
+        Some(Ok(sa)) => sa,
+    };
+    let subject = sa.subject();
+    ta.request_part(sa).map(Some).map_err(|key| ProviderError::ServiceAccountToken {
+        plugin: p.name.clone(),
+        why: format!(
+            "ServiceAccount {subject} lacks the required annotation {}: the kubelet does not run the plugin for it",
+            redact::keyword(&key)
+        ),
+    })
+}
+
+/// `provide`: a plugin that answers with the token itself as a password is refused unless
+/// `cacheType` is `Token` (only then may the token be the registry credential).
+fn refuse_echoed_token(
+    p: &ProviderSpec,
+    part: Option<&TokenRequestPart>,
+    auth: &[(String, String, Secret)],
+) -> Result<(), ProviderError> {
+    let (Some(t), Some(ta)) = (part, &p.token) else {
+        return Ok(());
+    };
+    if ta.cache_type != TokenCacheType::Token
+        && auth
+            .iter()
+            .any(|(_, _, pass)| pass.expose() == t.token.expose())
+    {
+        return Err(ProviderError::BadResponse {
+            plugin: p.name.clone(),
+            why: "it returned the service-account token as a password, which the kubelet refuses unless tokenAttributes.cacheType is Token".into(),
+        });
+    }
+    Ok(())
 }
 
 /// A plugin's `CredentialProviderResponse`, validated as the kubelet does
@@ -830,7 +887,7 @@ mod tests {
             api_version: "credentialprovider.kubelet.k8s.io/v1".into(),
             args: vec!["--flag".into()],
             env: vec![("PLUGIN_USER".into(), "alice".into())],
-            requires_service_account: false,
+            token: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod node;
 pub mod nodes;
 pub mod pods;
 pub mod review;
+pub mod satokens;
 pub mod secrets;
 
 use std::path::Path;

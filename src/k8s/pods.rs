@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
@@ -16,8 +16,46 @@ use crate::report::records::PodInfo;
 /// Pods on the node keyed by uid; filled by [`watch`].
 pub type PodStore = Arc<Mutex<BTreeMap<String, PodInfo>>>;
 
-/// The parts of a Pod the agent uses: every image (containers, init, ephemeral) and the
-/// pull-secret names. Pods that finished are skipped: the kubelet will not pull for them.
+/// An image volume (KEP-4639, GA in 1.36) the kubelet pulls for a pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageVolume<'a> {
+    /// The volume's name.
+    pub name: &'a str,
+    /// `volumes[].image.reference`, as written.
+    pub reference: &'a str,
+}
+
+/// The image volumes of a pod spec the kubelet would pull: every `volumes[].image` with a
+/// reference, except `pullPolicy: Never` (the kubelet never pulls those; a missing one is
+/// `ErrImageNeverPull`, a node-local fact no registry check can change).
+///
+/// The kubelet pulls them in `SyncPod` before any container starts
+/// (pkg/kubelet/kuberuntime/kuberuntime_manager.go: `m.getImageVolumes(ctx, pod,
+/// podSandboxConfig, pullSecrets)`), through the same `EnsureImageExists` as container
+/// images with `volume.Image.PullPolicy` and the pod's pull secrets (KEP-4639 "Registry
+/// authentication": "the same logic will be used as for the container image"). An absent
+/// `pullPolicy` is defaulted by the API server (Always for `:latest` or no tag, else
+/// IfNotPresent), so only `Never` is skipped here.
+pub fn image_volumes(spec: &PodSpec) -> impl Iterator<Item = ImageVolume<'_>> {
+    spec.volumes.iter().flatten().filter_map(|v| {
+        let image = v.image.as_ref()?;
+        let reference = image
+            .reference
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())?;
+        if image.pull_policy.as_deref() == Some("Never") {
+            return None;
+        }
+        Some(ImageVolume {
+            name: &v.name,
+            reference,
+        })
+    })
+}
+
+/// The parts of a Pod the agent uses: every image (containers, init, ephemeral, and the
+/// image volumes the kubelet would pull, see [`image_volumes`]) and the pull-secret names.
+/// Pods that finished are skipped: the kubelet will not pull for them.
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded") | Some("Failed")) {
@@ -38,6 +76,7 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
             .flatten()
             .filter_map(|c| c.image.clone()),
     );
+    images.extend(image_volumes(spec).map(|v| v.reference.to_string()));
     images.retain(|i| !i.is_empty());
     Some(PodInfo {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -97,5 +136,55 @@ pub async fn watch(
             }
             Err(e) => tracing::warn!(error = %e, "pod watch error (retrying with backoff)"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Pod as a 1.36 API server returns it (`kubectl get pod -o json`: defaults filled,
+    /// `pullPolicy` defaulted on every image volume, 1.33+ status fields). The 1.20 server of
+    /// the tests drops `volumes[].image` (unknown to it), so this path is proven here.
+    #[test]
+    fn image_volumes_of_a_1_36_pod_are_pulled_images() {
+        let pod: Pod = serde_json::from_str(include_str!(
+            "../../tests/fixtures/k8s/pod-image-volumes-1.36.json"
+        ))
+        .unwrap();
+        let info = pod_info(&pod).unwrap();
+        assert_eq!(
+            info.images,
+            [
+                "registry.example.com/ml/server:2.4.1",
+                "registry.example.com/ml/weights:llama-3b",
+                "quay.io/ml/plugins",
+            ],
+            "containers first, then image volumes; pullPolicy Never is never pulled"
+        );
+        assert_eq!(info.pull_secrets, ["ml-registry"]);
+        let vols: Vec<(&str, &str)> = image_volumes(pod.spec.as_ref().unwrap())
+            .map(|v| (v.name, v.reference))
+            .collect();
+        assert_eq!(
+            vols,
+            [
+                ("weights", "registry.example.com/ml/weights:llama-3b"),
+                ("plugins", "quay.io/ml/plugins")
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_references_and_other_volumes_are_not_images() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "n", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "a:1"}],
+                "volumes": [{"name": "e", "image": {"reference": " "}},
+                            {"name": "n", "image": {}},
+                            {"name": "d", "emptyDir": {}}]}
+        }))
+        .unwrap();
+        assert_eq!(pod_info(&pod).unwrap().images, ["a:1"]);
     }
 }

@@ -7,6 +7,9 @@
 //! `refMatchingSubdomainPrefix`, `findRegistryWithParsedConfig`,
 //! `PullSourcesFromReference`, `rewriteReference`), pkg/shortnames, and
 //! docker/docker_client.go (`dockerCertDir`, certs.d search order).
+//!
+//! And CRI-O's own `crio.conf` (+ `crio.conf.d`), for the two `[crio.image]` settings that
+//! change a pull: `short_name_mode` and `pull_progress_timeout` (see [`CrioDaemon`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +64,186 @@ pub struct CrioConfig {
     pub short_name_mode: Option<String>,
     pub aliases: BTreeMap<String, String>,
     pub files: Vec<PathBuf>,
+    /// CRI-O's own settings (`crio.conf` and its drop-ins).
+    pub daemon: CrioDaemon,
+}
+
+pub const CRIO_CONF: &str = "/etc/crio/crio.conf";
+pub const CRIO_CONF_D: &str = "/etc/crio/crio.conf.d";
+/// Most `crio.conf.d` files read, and how deep its tree is walked.
+const MAX_CRIO_DROP_INS: usize = 64;
+const MAX_CRIO_DROP_IN_DEPTH: usize = 4;
+
+/// A CRI-O setting and the file that set it (`None`: CRI-O's default).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CrioSetting<T> {
+    pub value: T,
+    pub file: Option<PathBuf>,
+}
+
+/// `crio.conf` `[crio.image]` settings that change a pull (CRI-O 1.34+; cri-o
+/// pkg/config/config.go `ImageConfig`, `SetSystemContext`, docs/crio.conf.5.md):
+/// - `short_name_mode`: `enforcing` (default) or `disabled`. CRI-O puts it in the
+///   containers/image SystemContext, where it overrides registries.conf's
+///   `short-name-mode`; without a TTY, enforcing fails an ambiguous short name
+///   (pkg/shortnames `Resolve`), disabled tries every candidate in order. Before 1.34
+///   CRI-O always resolved in disabled mode (`CandidatesForPotentiallyShortImageName`).
+/// - `pull_progress_timeout`: a pull is cancelled when nothing progresses for this long,
+///   counted from the start of the pull (server/image_pull.go `consumeImagePullProgress`);
+///   `0` = never.
+///
+/// Files: `crio.conf`, then every file under `crio.conf.d` in lexical walk order
+/// (`UpdateFromPath`: `filepath.Walk`, any name), each setting what it names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CrioDaemon {
+    pub short_name_mode: CrioSetting<ShortNameMode>,
+    pub pull_progress_timeout: CrioSetting<std::time::Duration>,
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for CrioDaemon {
+    fn default() -> Self {
+        CrioDaemon {
+            short_name_mode: CrioSetting {
+                value: ShortNameMode::Enforcing,
+                file: None,
+            },
+            pull_progress_timeout: CrioSetting::default(),
+            files: Vec::new(),
+        }
+    }
+}
+
+/// CRI-O's `short_name_mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShortNameMode {
+    Enforcing,
+    Disabled,
+}
+
+impl ShortNameMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShortNameMode::Enforcing => "enforcing",
+            ShortNameMode::Disabled => "disabled",
+        }
+    }
+}
+
+impl CrioDaemon {
+    /// Reads `crio.conf` and `crio.conf.d` (a file that does not parse is reported and
+    /// skipped; CRI-O itself would refuse to start).
+    pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioDaemon {
+        let mut files = vec![PathBuf::from(CRIO_CONF)];
+        walk_drop_ins(hr, Path::new(CRIO_CONF_D), 0, &mut files);
+        let mut d = CrioDaemon::default();
+        for f in files {
+            let Some(text) = hr.read_or_report(&f, false, problems) else {
+                continue;
+            };
+            match d.apply(&f, &text) {
+                Ok(()) => d.files.push(f),
+                Err((field, msg)) => problems.push(ConfigProblem::new(
+                    &f,
+                    Some(&field),
+                    ProblemKind::Invalid,
+                    msg,
+                )),
+            }
+        }
+        d
+    }
+
+    /// One file's `[crio.image]` settings over the ones before.
+    fn apply(&mut self, file: &Path, text: &str) -> Result<(), FieldErr> {
+        let doc: toml::Table = toml::from_str(text)
+            .map_err(|e| fe("(syntax)", redact::ParseError::toml(&e, text).to_string()))?;
+        let image = doc
+            .get("crio")
+            .and_then(|c| c.get("image"))
+            .and_then(Value::as_table);
+        let Some(image) = image else { return Ok(()) };
+        if let Some(v) = image.get("short_name_mode") {
+            let value = match v.as_str() {
+                Some("enforcing") | Some("") => ShortNameMode::Enforcing,
+                Some("disabled") => ShortNameMode::Disabled,
+                Some(other) => {
+                    return Err(fe(
+                        "crio.image.short_name_mode",
+                        format!("invalid short name mode {}", redact::keyword(other)),
+                    ))
+                }
+                None => return Err(fe("crio.image.short_name_mode", "must be a string")),
+            };
+            self.short_name_mode = CrioSetting {
+                value,
+                file: Some(file.to_path_buf()),
+            };
+        }
+        if let Some(v) = image.get("pull_progress_timeout") {
+            // BurntSushi/toml: a duration string, or an integer of nanoseconds.
+            let value = match v {
+                Value::String(s) => crate::goduration::parse(s).ok_or_else(|| {
+                    fe(
+                        "crio.image.pull_progress_timeout",
+                        format!("{} is not a duration", redact::keyword(s)),
+                    )
+                })?,
+                Value::Integer(n) if *n >= 0 => std::time::Duration::from_nanos(n.unsigned_abs()),
+                _ => {
+                    return Err(fe(
+                        "crio.image.pull_progress_timeout",
+                        "must be a duration such as \"30s\"",
+                    ))
+                }
+            };
+            self.pull_progress_timeout = CrioSetting {
+                value,
+                file: Some(file.to_path_buf()),
+            };
+        }
+        Ok(())
+    }
+
+    /// What `plan` says about these settings (a config-level finding).
+    pub fn describe(&self) -> String {
+        let from = |f: &Option<PathBuf>| match f {
+            Some(f) => f.display().to_string(),
+            None => "CRI-O default".into(),
+        };
+        let ppt = &self.pull_progress_timeout;
+        let timeout = match ppt.value.is_zero() {
+            true => "0 (no timeout)".to_string(),
+            false => format!("{}", humantime::format_duration(ppt.value)),
+        };
+        format!(
+            "CRI-O short_name_mode: {} ({}; CRI-O 1.34+, before 1.34 short names resolved as disabled); pull_progress_timeout: {timeout} ({})",
+            self.short_name_mode.value.as_str(),
+            from(&self.short_name_mode.file),
+            from(&ppt.file)
+        )
+    }
+}
+
+/// Every file under `dir` in lexical walk order (bounded), as `filepath.Walk` visits them.
+fn walk_drop_ins(hr: &HostRoot, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > MAX_CRIO_DROP_IN_DEPTH {
+        return;
+    }
+    let Ok(entries) = hr.read_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        if out.len() > MAX_CRIO_DROP_INS {
+            return;
+        }
+        let p = dir.join(&e.name);
+        match e.is_dir {
+            true => walk_drop_ins(hr, &p, depth + 1, out),
+            false => out.push(p),
+        }
+    }
 }
 
 /// One place the runtime would pull from, with the rewritten reference.
@@ -89,7 +272,9 @@ pub fn load(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> CrioConfig {
             texts.push((f, text));
         }
     }
-    from_texts(&texts, problems)
+    let mut cfg = from_texts(&texts, problems);
+    cfg.daemon = CrioDaemon::load(hr, problems);
+    cfg
 }
 
 /// registries.conf and its drop-ins, given as `(node path, text)` in the order they
@@ -586,8 +771,21 @@ pub enum ShortName {
     Error(String),
 }
 
+impl std::fmt::Display for ShortName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShortName::Qualified => f.write_str("fully qualified"),
+            ShortName::Alias(a) => write!(f, "the alias {a}"),
+            ShortName::Candidates(c) => write!(f, "tried in order: {}", c.join(", ")),
+            ShortName::Error(e) => write!(f, "fails: {e}"),
+        }
+    }
+}
+
 impl CrioConfig {
-    /// `name` is the image name as given, without tag or digest.
+    /// `name` is the image name as given, without tag or digest. `mode` overrides the
+    /// mode CRI-O 1.34+ puts in the SystemContext (`crio.conf` `short_name_mode`), which
+    /// takes precedence over registries.conf's `short-name-mode`.
     pub fn resolve_short_name(&self, name: &str, mode: Option<&str>) -> ShortName {
         let first = name.split('/').next().unwrap_or(name);
         if name.contains('/') && (first.contains(['.', ':']) || first == "localhost") {
@@ -600,11 +798,14 @@ impl CrioConfig {
         if regs.is_empty() {
             return ShortName::Error(format!("short-name {name:?} did not resolve to an alias and no unqualified-search registries are defined"));
         }
-        let mode = mode
-            .or(self.short_name_mode.as_deref())
-            .unwrap_or("enforcing");
+        let mode = mode.unwrap_or(self.daemon.short_name_mode.value.as_str());
         if regs.len() > 1 && mode == "enforcing" {
-            return ShortName::Error(format!("short-name resolution enforced but cannot prompt without a TTY: {name:?} is ambiguous among {regs:?}"));
+            // CRI-O's wording of containers/image's "short-name resolution enforced but
+            // cannot prompt without a TTY" (internal/storage/image.go).
+            return ShortName::Error(format!(
+                "short name mode is enforcing, but image name {name} returns ambiguous list ({})",
+                regs.join(", ")
+            ));
         }
         ShortName::Candidates(regs.iter().map(|r| format!("{r}/{name}")).collect())
     }
@@ -626,6 +827,7 @@ mod tests {
             short_name_mode: p.short_name_mode,
             aliases: p.aliases,
             files: vec![],
+            daemon: CrioDaemon::default(),
         }
     }
 

@@ -1,8 +1,10 @@
 //! What the node's kubelet runs with, read the way systemd starts it: the settings that
 //! decide its pull path — `--root-dir` (where `config.json` is searched),
 //! `--image-credential-provider-config` / `--image-credential-provider-bin-dir` (which
-//! plugins run), `--container-runtime-endpoint` (which runtime) and `--config` (the
-//! KubeletConfiguration) — each with where it was found.
+//! plugins run), `--container-runtime-endpoint` (which runtime), `--config` and
+//! `--config-dir` (the KubeletConfiguration and its drop-ins: `containerRuntimeEndpoint`,
+//! and the cached-image settings of KEP-2535, see [`cached`]) and `--feature-gates` — each
+//! with where it was found.
 //!
 //! systemd semantics followed (systemd.unit(5), systemd.exec(5), systemd.service(5)):
 //! the unit is the first `kubelet.service` in `/etc/systemd/system`, `/run/systemd/system`,
@@ -25,6 +27,9 @@ use serde::Serialize;
 
 use super::{ConfigProblem, ProblemKind};
 use crate::hostroot::HostRoot;
+
+pub mod cached;
+pub use cached::{CachedImage, CachedImagePolicy};
 
 /// The kubelet's own default `--root-dir`.
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
@@ -115,6 +120,9 @@ pub struct KubeletSettings {
     pub credential_provider_bin_dir: Option<Setting<PathBuf>>,
     pub container_runtime_endpoint: Option<Setting<String>>,
     pub config_file: Option<Setting<PathBuf>>,
+    /// What the kubelet does with cached images for pods whose credentials it has not
+    /// recorded (KEP-2535).
+    pub cached_images: CachedImagePolicy,
 }
 
 /// One word of a command line and where it came from.
@@ -145,15 +153,17 @@ pub fn discover(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> KubeletSett
         })
     };
     let config_file = flag_path("config");
-    let mut container_runtime_endpoint = flags.get("container-runtime-endpoint").map(|w| Setting {
-        value: w.text.clone(),
-        source: w.source.clone(),
-    });
-    if container_runtime_endpoint.is_none() {
-        if let Some(cfg) = &config_file {
-            container_runtime_endpoint = config_runtime_endpoint(hr, &cfg.value, problems);
-        }
-    }
+    let config_dir = flag_path("config-dir");
+    let cfg = read_config(hr, config_file.as_ref(), config_dir.as_ref(), problems);
+    let container_runtime_endpoint = flags
+        .get("container-runtime-endpoint")
+        .map(|w| Setting {
+            value: w.text.clone(),
+            source: w.source.clone(),
+        })
+        .or(cfg.container_runtime_endpoint);
+    let gate = gate_of(flags.get("feature-gates"), cfg.gate);
+    let cached_images = CachedImagePolicy::from_config(gate, cfg.policy, cfg.allowlist, problems);
     KubeletSettings {
         unit,
         root_dir: flag_path("root-dir").unwrap_or(Setting {
@@ -164,6 +174,7 @@ pub fn discover(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> KubeletSett
         credential_provider_bin_dir: flag_path("image-credential-provider-bin-dir"),
         container_runtime_endpoint,
         config_file,
+        cached_images,
     }
 }
 
@@ -462,12 +473,14 @@ fn env_file_words(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> Vec<Word>
 }
 
 /// The kubelet flags that matter here, pflag style; the last occurrence wins.
-const VALUE_FLAGS: [&str; 5] = [
+const VALUE_FLAGS: [&str; 7] = [
     "root-dir",
     "image-credential-provider-config",
     "image-credential-provider-bin-dir",
     "container-runtime-endpoint",
     "config",
+    "config-dir",
+    "feature-gates",
 ];
 
 fn parse_flags(words: &[Word]) -> BTreeMap<&'static str, Word> {
@@ -509,36 +522,109 @@ fn parse_flags(words: &[Word]) -> BTreeMap<&'static str, Word> {
     out
 }
 
-/// `containerRuntimeEndpoint` (KubeletConfiguration, 1.27+) from the `--config` file.
-fn config_runtime_endpoint(
+/// The KubeletConfiguration fields read here, merged over `--config` and its drop-ins.
+#[derive(Default)]
+struct ConfigFields {
+    container_runtime_endpoint: Option<Setting<String>>,
+    policy: Option<(String, SettingSource)>,
+    /// `preloadedImagesVerificationAllowlist` and the file that set it.
+    allowlist: Option<(Vec<String>, PathBuf)>,
+    /// `featureGates.KubeletEnsureSecretPulledImages`.
+    gate: Option<(bool, SettingSource)>,
+}
+
+/// One KubeletConfiguration document (YAML, or the JSON some layouts such as EKS use).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Partial {
+    container_runtime_endpoint: Option<String>,
+    image_pull_credentials_verification_policy: Option<String>,
+    preloaded_images_verification_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    feature_gates: BTreeMap<String, bool>,
+}
+
+/// Most `--config-dir` drop-ins read.
+const MAX_CONFIG_DROP_INS: usize = 64;
+
+/// `--config`, then every `*.conf` in `--config-dir` in name order, each overriding the
+/// fields it sets (kubelet `--config-dir`, KEP-3983: "processed in alphanumeric order").
+fn read_config(
     hr: &HostRoot,
-    file: &Path,
+    file: Option<&Setting<PathBuf>>,
+    dir: Option<&Setting<PathBuf>>,
     problems: &mut Vec<ConfigProblem>,
-) -> Option<Setting<String>> {
-    let text = hr.read_or_report(file, false, problems)?;
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Partial {
-        container_runtime_endpoint: Option<String>,
+) -> ConfigFields {
+    let mut files: Vec<PathBuf> = file.map(|f| f.value.clone()).into_iter().collect();
+    if let Some(d) = dir {
+        if let Ok(entries) = hr.read_dir(&d.value) {
+            files.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.is_dir && e.name.ends_with(".conf"))
+                    .take(MAX_CONFIG_DROP_INS)
+                    .map(|e| d.value.join(e.name)),
+            );
+        }
     }
-    // YAML is a superset of the JSON some layouts (EKS) use.
-    match serde_saphyr::from_str::<Partial>(&text) {
-        Ok(p) => p.container_runtime_endpoint.map(|value| Setting {
-            value,
-            source: SettingSource::KubeletConfig {
-                file: file.to_path_buf(),
-                field: "containerRuntimeEndpoint".into(),
-            },
-        }),
-        Err(_) => {
+    let mut out = ConfigFields::default();
+    for f in files {
+        let Some(text) = hr.read_or_report(&f, false, problems) else {
+            continue;
+        };
+        let Ok(p) = serde_saphyr::from_str::<Partial>(&text) else {
             problems.push(ConfigProblem::new(
-                file,
+                &f,
                 None,
                 ProblemKind::Invalid,
                 "not a KubeletConfiguration this reader understands (YAML or JSON)",
             ));
-            None
+            continue;
+        };
+        let source = |field: &str| SettingSource::KubeletConfig {
+            file: f.clone(),
+            field: field.into(),
+        };
+        if let Some(value) = p.container_runtime_endpoint {
+            out.container_runtime_endpoint = Some(Setting {
+                value,
+                source: source("containerRuntimeEndpoint"),
+            });
         }
+        if let Some(v) = p.image_pull_credentials_verification_policy {
+            out.policy = Some((v, source("imagePullCredentialsVerificationPolicy")));
+        }
+        if let Some(v) = p.preloaded_images_verification_allowlist {
+            out.allowlist = Some((v, f.clone()));
+        }
+        if let Some(on) = p.feature_gates.get(cached::GATE) {
+            out.gate = Some((*on, source(&format!("featureGates.{}", cached::GATE))));
+        }
+    }
+    out
+}
+
+/// The gate from `--feature-gates` (`A=true,B=false`; Go `strconv.ParseBool` values),
+/// which takes precedence over the config file's `featureGates`.
+fn gate_of(flag: Option<&Word>, from_config: Option<(bool, SettingSource)>) -> cached::Gate {
+    let from_flag = flag.and_then(|w| {
+        w.text.split(',').rev().find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            if k.trim() != cached::GATE {
+                return None;
+            }
+            let on = match v.trim() {
+                "1" | "t" | "T" | "TRUE" | "true" | "True" => true,
+                "0" | "f" | "F" | "FALSE" | "false" | "False" => false,
+                _ => return None,
+            };
+            Some((on, w.source.clone()))
+        })
+    });
+    match from_flag.or(from_config) {
+        Some((true, source)) => cached::Gate::On { source },
+        Some((false, source)) => cached::Gate::Off { source },
+        None => cached::Gate::Default,
     }
 }
 

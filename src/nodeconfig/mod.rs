@@ -349,11 +349,16 @@ fn runtime_config(
                 }
             }
         }
-        Runtime::Crio => (
-            containerd::ContainerdConfig::default(),
-            crio::load(hr, problems),
-            None,
-        ),
+        Runtime::Crio => {
+            let cfg = crio::load(hr, problems);
+            let file = cfg.daemon.files.last().cloned();
+            findings.push(Finding::new(
+                FindingKind::Note,
+                file.as_deref(),
+                cfg.daemon.describe(),
+            ));
+            (containerd::ContainerdConfig::default(), cfg, None)
+        }
     }
 }
 
@@ -463,6 +468,8 @@ fn kubelet_settings(
     if let Some(b) = &opts.credential_provider_bin_dir {
         k.credential_provider_bin_dir = Some(kubelet::Setting::given(b.clone()));
     }
+    let root_dir = k.root_dir.value.clone();
+    k.cached_images.load_records(hr, &root_dir);
     k
 }
 

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::credentials::docker_config::{cli_search_paths, DockerConfig, DockerConfigError};
 use crate::credentials::node::{self as kubelet, PullSecretData, PullSecretError};
 use crate::credentials::provider::ProviderError;
+use crate::credentials::satoken::ServiceAccountTokens;
 use crate::credentials::SourcedCredential;
 use crate::nodeconfig::NodeConfig;
 use crate::reference::ImageRef;
@@ -31,6 +32,11 @@ pub enum CredentialProblem {
     /// A credential-provider plugin returned nothing: the node's credentials are missing.
     #[error(transparent)]
     PluginFailed(ProviderError),
+    /// A provider with `tokenAttributes` (KEP-4412) was not run as the kubelet runs it: no
+    /// ServiceAccount named for it ("needs a service-account token: not reproduced"), or
+    /// its token could not be minted. The kubelet has the pod's token: not a node problem.
+    #[error(transparent)]
+    ServiceAccountToken(ProviderError),
 }
 
 impl CredentialProblem {
@@ -45,6 +51,7 @@ pub async fn kubelet_credentials(
     nc: &NodeConfig,
     image: &ImageRef,
     creds: Creds<'_>,
+    tokens: Option<&dyn ServiceAccountTokens>,
 ) -> (Vec<SourcedCredential>, Vec<CredentialProblem>) {
     let mut problems = Vec::new();
     let secrets = match creds {
@@ -62,9 +69,12 @@ pub async fn kubelet_credentials(
         .unwrap_or_default();
     let mut plugin_creds = Vec::new();
     if let Some(r) = &nc.plugins {
-        let (c, errs) = r.lookup(image).await;
+        let (c, errs) = r.lookup_with(image, tokens).await;
         plugin_creds = c;
-        problems.extend(errs.into_iter().map(CredentialProblem::PluginFailed));
+        problems.extend(errs.into_iter().map(|e| match e.is_service_account() {
+            true => CredentialProblem::ServiceAccountToken(e),
+            false => CredentialProblem::PluginFailed(e),
+        }));
     }
     (
         kubelet::kubelet_order(secrets, node, plugin_creds),

@@ -59,6 +59,9 @@ pub struct Spec {
     pub timeouts: Timeouts,
     /// Skip the blob phase of image checks.
     pub no_blob: bool,
+    /// Tokens for credential providers with `tokenAttributes` (the agent mints them for
+    /// the ServiceAccounts its config names); `None`: such providers are not reproduced.
+    pub sa_tokens: Option<Arc<dyn crate::credentials::satoken::ServiceAccountTokens>>,
 }
 
 /// Node settings given instead of discovered (node paths).
@@ -92,9 +95,52 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// What a path check proved about the node's path to the registry.
+    /// What a path check proved about the node's path to the registry. Credentials
+    /// rejected while a service-account-token provider was not reproduced prove nothing
+    /// about the node: the kubelet would also have tried that provider's.
     pub fn path_state(&self, runtime: Runtime) -> PathState {
-        verdict::path_state(runtime, &self.report.attempts)
+        match verdict::path_state(runtime, &self.report.attempts) {
+            PathState::AuthFailing(_) if self.token_not_reproduced() => {
+                PathState::Inconclusive(Reason::ServiceAccountTokenNotReproduced)
+            }
+            s => s,
+        }
+    }
+
+    /// A provider with `tokenAttributes` matched the image and was not run as the
+    /// kubelet runs it (no token, or none could be minted).
+    pub fn token_not_reproduced(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| matches!(p, CredentialProblem::ServiceAccountToken(_)))
+    }
+
+    /// An auth failure that the unreproduced provider's credentials could have cured
+    /// becomes [`Reason::ServiceAccountTokenNotReproduced`] (KEP-4412).
+    fn mark_token_not_reproduced(&mut self) {
+        let cured = matches!(
+            self.report.reason,
+            Some(
+                Reason::AuthCredentialsRequired
+                    | Reason::AuthCredentialsRejected
+                    | Reason::AuthDenied
+            )
+        );
+        if !cured || self.report.verdict.pulls() || !self.token_not_reproduced() {
+            return;
+        }
+        let why: Vec<String> = self
+            .problems
+            .iter()
+            .filter(|p| matches!(p, CredentialProblem::ServiceAccountToken(_)))
+            .map(|p| p.to_string())
+            .collect();
+        let r = &mut self.report;
+        r.message = format!("{} ({})", why.join("; "), r.message);
+        r.reason = Some(Reason::ServiceAccountTokenNotReproduced);
+        r.hint = Some(crate::probe::hints::fix(
+            Reason::ServiceAccountTokenNotReproduced,
+        ));
     }
 }
 
@@ -264,6 +310,51 @@ impl Pipeline {
         }
     }
 
+    /// CRI-O and a short name as given (`nginx:1.27`): the endpoints of each name
+    /// containers/image resolves it to, in order (an alias, or the unqualified-search
+    /// registries), or the refusal CRI-O fails it with ([`crate::nodeconfig::crio`]).
+    /// `None`: not CRI-O, or the name has a domain.
+    fn short_name_endpoints(
+        &self,
+        image: &ImageRef,
+        given: &str,
+    ) -> Option<(Vec<Endpoint>, Option<Failure>)> {
+        use crate::nodeconfig::crio::ShortName;
+        let names = match self.node.as_ref()?.crio_short_name(given)? {
+            ShortName::Qualified => return None,
+            ShortName::Error(msg) => {
+                let f = Failure::new(Reason::ShortNameUnresolved, msg);
+                return Some((Vec::new(), Some(f)));
+            }
+            ShortName::Alias(a) => vec![a],
+            ShortName::Candidates(c) => c,
+        };
+        let suffix = match (&image.digest, &image.tag) {
+            (Some(d), _) => format!("@{d}"),
+            (None, Some(t)) => format!(":{t}"),
+            (None, None) => String::new(),
+        };
+        let mut eps = Vec::new();
+        let mut refusal = None;
+        for n in names {
+            let Ok(candidate) = ImageRef::parse(&format!("{n}{suffix}")) else {
+                continue;
+            };
+            let (mut e, r) = self.endpoints(&candidate);
+            for ep in &mut e {
+                if ep.repository.is_none() && candidate.path != image.path {
+                    ep.repository = Some(candidate.path.clone());
+                }
+            }
+            if e.is_empty() {
+                refusal = refusal.or(r);
+            }
+            eps.extend(e);
+        }
+        let refusal = eps.is_empty().then_some(refusal).flatten();
+        Some((eps, refusal))
+    }
+
     /// `--mirror` endpoints first, TLS flags on every endpoint.
     fn apply_overrides(&self, image: &ImageRef, eps: &mut Vec<Endpoint>) {
         // Mirror flags were validated by `validate`; an invalid one is skipped here.
@@ -308,13 +399,18 @@ impl Pipeline {
         creds: Creds<'_>,
     ) -> (ProbeTarget, Vec<CredentialProblem>) {
         let mut target = ProbeTarget::new(given);
-        let (eps, refusal) = self.endpoints(image);
+        let (eps, refusal) = self
+            .short_name_endpoints(image, given)
+            .unwrap_or_else(|| self.endpoints(image));
         target.endpoints = eps;
         target.refusal = refusal;
         let node = self.node.as_ref().filter(|_| self.spec.host_root.is_some());
         let (list, problems) = match (&self.spec.credential, node) {
             (Some(c), _) => (vec![c.clone()], Vec::new()),
-            (None, Some(nc)) => credentials::kubelet_credentials(nc, image, creds).await,
+            (None, Some(nc)) => {
+                let tokens = self.spec.sa_tokens.as_deref();
+                credentials::kubelet_credentials(nc, image, creds, tokens).await
+            }
             (None, None) => (
                 self.auth_file
                     .as_ref()
@@ -341,11 +437,13 @@ impl Pipeline {
             Depth::Image => &self.image,
             Depth::Path => &self.path,
         };
-        Checked {
+        let mut checked = Checked {
             report: prober.probe(&target).await,
             problems,
             depth,
-        }
+        };
+        checked.mark_token_not_reproduced();
+        checked
     }
 }
 
@@ -366,6 +464,26 @@ fn node_options(spec: &Spec, root: &std::path::Path) -> NodeConfigOptions {
     }
 }
 
+/// CRI-O cancels a pull that makes no progress for `pull_progress_timeout`, counted from
+/// the pull's start (no progress comes before the first blob): no single step may take
+/// longer there. (Bounds each step, not their sum: see the README.)
+fn runtime_timeouts(t: Timeouts, node: Option<&NodeConfig>, runtime: Runtime) -> Timeouts {
+    let Some(ppt) = node
+        .filter(|_| runtime == Runtime::Crio)
+        .map(|n| n.crio.daemon.pull_progress_timeout.value)
+        .filter(|d| !d.is_zero())
+    else {
+        return t;
+    };
+    Timeouts {
+        dns: t.dns.min(ppt),
+        connect: t.connect.min(ppt),
+        tls: t.tls.min(ppt),
+        http: t.http.min(ppt),
+        overall: t.overall,
+    }
+}
+
 /// The probe's settings: the node's resolver files (resolved inside the host root), its
 /// runtime's proxy environment, the runtime's request sequence and the platform.
 fn probe_options(
@@ -382,7 +500,7 @@ fn probe_options(
     };
     ProbeOptions {
         runtime,
-        timeouts: spec.timeouts,
+        timeouts: runtime_timeouts(spec.timeouts, node, runtime),
         platform: platform.clone(),
         no_blob: spec.no_blob,
         depth: Depth::Image,

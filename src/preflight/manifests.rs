@@ -1,8 +1,9 @@
 //! Manifests → the pods a rollout would create: Pod, Deployment, StatefulSet, DaemonSet,
 //! ReplicaSet, ReplicationController, Job, CronJob (and `List`s of them), in multi-document
 //! YAML or JSON, from files or stdin (`helm template … | pullprobe preflight -f -`). Every
-//! container, init and ephemeral container image, with the pod's pull secrets, service
-//! account and scheduling constraints. Other kinds are skipped with a warning.
+//! container, init and ephemeral container image and every image volume the kubelet would
+//! pull (KEP-4639, [`crate::k8s::pods::image_volumes`]), with the pod's pull secrets,
+//! service account and scheduling constraints. Other kinds are skipped with a warning.
 //!
 //! Errors name the input and the document, never quote its content.
 
@@ -23,9 +24,11 @@ pub enum ContainerKind {
     Init,
     Container,
     Ephemeral,
+    /// An image volume (`volumes[].image`); `container` is the volume's name.
+    ImageVolume,
 }
 
-/// One container's image.
+/// One container's image (or an image volume's reference).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ContainerImage {
     pub container: String,
@@ -310,6 +313,13 @@ fn workload(
             });
         }
     }
+    images.extend(
+        crate::k8s::pods::image_volumes(&spec).map(|v| ContainerImage {
+            container: v.name.to_string(),
+            kind: ContainerKind::ImageVolume,
+            image: v.reference.to_string(),
+        }),
+    );
     let pull_secrets = spec
         .image_pull_secrets
         .iter()
@@ -408,6 +418,31 @@ mod tests {
         );
         assert_eq!(l.warnings.len(), 1, "{:?}", l.warnings);
         assert!(l.warnings[0].contains("ConfigMap"), "{:?}", l.warnings);
+    }
+
+    /// KEP-4639: image volumes are pulled like container images, with the pod's pull
+    /// secrets; `pullPolicy: Never` ones are never pulled.
+    #[test]
+    fn image_volumes_are_images_of_the_pod() {
+        let l = parse(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: m, namespace: ml}\nspec:\n  template:\n    spec:\n      imagePullSecrets: [{name: regcred}]\n      containers: [{name: s, image: \"registry.test/server:1\", volumeMounts: [{name: w, mountPath: /w}]}]\n      volumes:\n      - {name: w, image: {reference: \"registry.test/weights:3b\"}}\n      - {name: p, image: {reference: \"registry.test/plugins:1\", pullPolicy: Always}}\n      - {name: nv, image: {reference: \"registry.test/local:1\", pullPolicy: Never}}\n      - {name: e, emptyDir: {}}\n",
+        )
+        .unwrap();
+        let w = &l.workloads[0];
+        let imgs: Vec<(&str, &str, ContainerKind)> = w
+            .images
+            .iter()
+            .map(|c| (c.container.as_str(), c.image.as_str(), c.kind))
+            .collect();
+        assert_eq!(
+            imgs,
+            [
+                ("s", "registry.test/server:1", ContainerKind::Container),
+                ("w", "registry.test/weights:3b", ContainerKind::ImageVolume),
+                ("p", "registry.test/plugins:1", ContainerKind::ImageVolume),
+            ]
+        );
+        assert_eq!(w.pull_secrets, ["regcred"]);
     }
 
     #[test]

@@ -126,6 +126,8 @@ pub fn hint(reason: Reason, c: &HintContext) -> String {
         ProbeDeadlineExceeded => "the pull path is slower than the probe's deadline (--timeout): the phases show where the time went".into(),
         RegistryBlocked => "registries.conf blocks this registry: remove `blocked = true`, or use another registry".into(),
         NoUsableEndpoint => "no endpoint can serve this pull (capabilities, an unreadable host directory): run `pullprobe plan` for the details".into(),
+        ShortNameUnresolved => "CRI-O cannot resolve this short name: use a fully qualified reference (registry/name), an [aliases] entry, or one unqualified-search registry (or short_name_mode = \"disabled\" in crio.conf)".into(),
+        ServiceAccountTokenNotReproduced => "only a credential provider using the pod's service-account token serves this image: name a ServiceAccount for it in the agent config (node.credential_provider_service_accounts) to check it".into(),
     }
 }
 

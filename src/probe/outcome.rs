@@ -193,6 +193,14 @@ reasons! {
     RegistryBlocked => Reference,
     /// No endpoint has the capabilities the pull needs.
     NoUsableEndpoint => Reference,
+    /// CRI-O cannot resolve a short name (no domain): ambiguous under `short_name_mode`
+    /// enforcing (several unqualified-search registries), or no alias and no
+    /// unqualified-search registries (containers/image pkg/shortnames `Resolve`).
+    ShortNameUnresolved => Reference,
+    /// Only a credential provider with `tokenAttributes` (KEP-4412) would give credentials
+    /// for this image, with the pod's service-account token, which pullprobe does not mint
+    /// for it: needs a service-account token, not reproduced. Never a node condition.
+    ServiceAccountTokenNotReproduced => Auth,
 }
 
 impl std::fmt::Display for Reason {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::reference::ImageRef;
 
 fn root(files: &[(&str, &str)]) -> (tempfile::TempDir, HostRoot) {
     let d = tempfile::tempdir().unwrap();
@@ -212,4 +213,185 @@ fn a_required_environment_file_that_is_missing_is_a_problem() {
     )]);
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].file, PathBuf::from("/etc/default/kubelet"));
+}
+
+/// KEP-2535 settings: `featureGates` and policy in `--config`, a `--config-dir` drop-in
+/// overriding the policy, `--feature-gates` overriding the file's gate.
+#[test]
+fn cached_image_settings_from_config_drop_ins_and_flags() {
+    use cached::{Gate, VerificationPolicy};
+    let unit = "[Service]\nExecStart=/usr/bin/kubelet --config=/var/lib/kubelet/config.yaml --config-dir=/etc/kubernetes/kubelet.conf.d $EXTRA\nEnvironment=\"EXTRA=--feature-gates=Foo=true,KubeletEnsureSecretPulledImages=false\"\n";
+    let config = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfeatureGates:\n  KubeletEnsureSecretPulledImages: true\nimagePullCredentialsVerificationPolicy: AlwaysVerify\npreloadedImagesVerificationAllowlist: [\"registry.k8s.io/*\"]\n";
+    let drop_in = "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimagePullCredentialsVerificationPolicy: NeverVerifyAllowlistedImages\n";
+    let (s, problems) = found(&[
+        ("/etc/systemd/system/kubelet.service", unit),
+        ("/var/lib/kubelet/config.yaml", config),
+        ("/etc/kubernetes/kubelet.conf.d/20-policy.conf", drop_in),
+        (
+            "/etc/kubernetes/kubelet.conf.d/ignored.yaml",
+            "imagePullCredentialsVerificationPolicy: NeverVerify\n",
+        ),
+    ]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let c = &s.cached_images;
+    assert_eq!(
+        c.policy.value,
+        VerificationPolicy::NeverVerifyAllowlistedImages
+    );
+    assert_eq!(
+        c.policy.source.to_string(),
+        "/etc/kubernetes/kubelet.conf.d/20-policy.conf (imagePullCredentialsVerificationPolicy)"
+    );
+    assert_eq!(c.allowlist, ["registry.k8s.io/*"]);
+    assert!(
+        matches!(&c.gate, Gate::Off { source: SettingSource::Unit { variable: Some(v), .. } } if v == "EXTRA"),
+        "the flag wins over featureGates: {:?}",
+        c.gate
+    );
+    // Without the flag the file's featureGates entry stands; nothing set = the default.
+    let (s, _) = found(&[
+        (
+            "/etc/systemd/system/kubelet.service",
+            "[Service]\nExecStart=/usr/bin/kubelet --config /c.json\n",
+        ),
+        (
+            "/c.json",
+            "{\"featureGates\":{\"KubeletEnsureSecretPulledImages\":true}}",
+        ),
+    ]);
+    assert!(matches!(s.cached_images.gate, Gate::On { .. }));
+    assert_eq!(
+        s.cached_images.policy.value,
+        VerificationPolicy::NeverVerifyPreloadedImages,
+        "the kubelet's default policy"
+    );
+    assert_eq!(s.cached_images.policy.source, SettingSource::Default);
+    let (none, _) = found(&[]);
+    assert_eq!(none.cached_images.gate, Gate::Default);
+}
+
+#[test]
+fn invalid_cached_image_settings_are_problems_naming_the_field() {
+    let (s, problems) = found(&[
+        ("/etc/systemd/system/kubelet.service", "[Service]\nExecStart=/usr/bin/kubelet --config /k.yaml\n"),
+        ("/k.yaml", "imagePullCredentialsVerificationPolicy: SometimesVerify-canary\npreloadedImagesVerificationAllowlist: [\"ok.io/a\", \"bad.io/a:1\", \"*\"]\n"),
+    ]);
+    let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+    assert_eq!(
+        fields,
+        [
+            "imagePullCredentialsVerificationPolicy",
+            "preloadedImagesVerificationAllowlist[1]",
+            "preloadedImagesVerificationAllowlist[2]"
+        ],
+        "{problems:?}"
+    );
+    assert!(problems.iter().all(|p| p.file == Path::new("/k.yaml")));
+    assert!(!problems[0].message.contains("canary"), "{}", problems[0]);
+    assert_eq!(s.cached_images.allowlist, ["ok.io/a"]);
+    assert_eq!(
+        s.cached_images.policy.value,
+        cached::VerificationPolicy::NeverVerifyPreloadedImages
+    );
+}
+
+/// The kubelet's pull records decide per image (MustAttemptImagePull), for each policy.
+#[test]
+fn cached_image_answers_per_policy_from_the_pull_records() {
+    let record = |image_ref: &str, mapping: &str| {
+        format!("{{\"kind\":\"ImagePulledRecord\",\"apiVersion\":\"kubelet.config.k8s.io/v1alpha1\",\"lastUpdatedTime\":\"2026-11-01T10:00:00Z\",\"imageRef\":\"{image_ref}\",\"credentialMapping\":{mapping}}}")
+    };
+    let node_wide = record(
+        "sha256:1",
+        r#"{"docker.io/library/nginx":{"nodePodsAccessible":true}}"#,
+    );
+    let secret = record(
+        "sha256:2",
+        r#"{"reg.example.com/team/app":{"kubernetesSecrets":[{"uid":"u","namespace":"a","name":"s","credentialHash":"h"}]}}"#,
+    );
+    let sa = record(
+        "sha256:3",
+        r#"{"reg.example.com/team/sa":{"kubernetesServiceAccounts":[{"uid":"u","namespace":"a","name":"default"}]}}"#,
+    );
+    let mixed_a = record(
+        "sha256:4",
+        r#"{"reg.example.com/team/mixed":{"nodePodsAccessible":true}}"#,
+    );
+    let mixed_b = record(
+        "sha256:5",
+        r#"{"reg.example.com/team/mixed":{"kubernetesSecrets":[]}}"#,
+    );
+    let dir = "/data/kubelet/image_manager/pulled";
+    let policy = |p: &str| {
+        format!("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimagePullCredentialsVerificationPolicy: {p}\npreloadedImagesVerificationAllowlist: [\"reg.example.com/team/*\"]\n")
+    };
+    let unit = "[Service]\nExecStart=/usr/bin/kubelet --root-dir=/data/kubelet --config /k.yaml --feature-gates=KubeletEnsureSecretPulledImages=true\n";
+    let answers = |p: &str| -> Vec<(bool, String)> {
+        let files = [
+            ("/etc/systemd/system/kubelet.service", unit.to_string()),
+            ("/k.yaml", policy(p)),
+            (&format!("{dir}/sha256-1") as &str, node_wide.clone()),
+            (&format!("{dir}/sha256-2"), secret.clone()),
+            (&format!("{dir}/sha256-3"), sa.clone()),
+            (&format!("{dir}/sha256-4"), mixed_a.clone()),
+            (&format!("{dir}/sha256-5"), mixed_b.clone()),
+            (&format!("{dir}/sha256-6.tmp"), "half-written".to_string()),
+            (&format!("{dir}/sha256-7"), "{not a record".to_string()),
+        ]
+        .map(|(a, b)| (a.to_string(), b));
+        let borrowed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let (_d, hr) = root(&borrowed);
+        let mut problems = Vec::new();
+        let mut s = discover(&hr, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        s.cached_images.load_records(&hr, &s.root_dir.value);
+        assert_eq!(
+            (
+                s.cached_images.records.read,
+                s.cached_images.records.skipped
+            ),
+            (5, 1)
+        );
+        [
+            "nginx:1.27",
+            "reg.example.com/team/app:2",
+            "reg.example.com/team/sa",
+            "reg.example.com/team/mixed:1",
+            "quay.io/other/preloaded:1",
+        ]
+        .iter()
+        .map(|i| {
+            let c = s.cached_images.cached_image(&ImageRef::parse(i).unwrap());
+            assert!(c.assumes.is_none(), "the gate is given: {c:?}");
+            (c.reverified, c.why)
+        })
+        .collect()
+    };
+    let flags = |p: &str| answers(p).into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+    // nginx node-wide, app secret, sa service account, mixed, preloaded (no record).
+    assert_eq!(flags("NeverVerify"), [false, false, false, false, false]);
+    assert_eq!(
+        flags("NeverVerifyPreloadedImages"),
+        [false, true, true, true, false]
+    );
+    assert_eq!(
+        flags("NeverVerifyAllowlistedImages"),
+        [false, false, false, false, true]
+    );
+    assert_eq!(flags("AlwaysVerify"), [false, true, true, true, true]);
+    let why = answers("NeverVerifyPreloadedImages");
+    assert!(why[0].1.contains("node-wide"), "{}", why[0].1);
+    assert!(
+        why[1].1.contains("pull secrets or a service account"),
+        "{}",
+        why[1].1
+    );
+    assert!(
+        why[4].1.contains("no pull record") && why[4].1.contains(dir),
+        "{}",
+        why[4].1
+    );
 }
