@@ -42,6 +42,68 @@ impl fmt::Display for Runtime {
     }
 }
 
+/// A containerd release: from `--containerd-version`, the Node's `containerRuntimeVersion`
+/// (`containerd://1.7.24`) or the node's dpkg status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub struct ContainerdVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ContainerdVersion {
+    /// Accepts `1.6.20`, `v2.1.4`, `containerd://1.7.27`, `1.6.20~ds1-1`, `2.2.0-rc.1`.
+    pub fn parse(s: &str) -> Option<ContainerdVersion> {
+        let s = s.trim();
+        let s = s.rsplit("://").next().unwrap_or(s);
+        let s = s.strip_prefix('v').unwrap_or(s);
+        let mut it = s.split(|c: char| !c.is_ascii_digit());
+        let major = it.next()?.parse().ok()?;
+        let minor = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        let patch = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        Some(ContainerdVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+}
+
+impl fmt::Display for ContainerdVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Whose pull rules apply: the runtime and, for containerd, its release when known (an
+/// unknown release gets the 1.x rules pullprobe was first proven against; `plan` says so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuntimeRules {
+    pub runtime: Runtime,
+    pub containerd: Option<ContainerdVersion>,
+}
+
+impl From<Runtime> for RuntimeRules {
+    fn from(runtime: Runtime) -> RuntimeRules {
+        RuntimeRules {
+            runtime,
+            containerd: None,
+        }
+    }
+}
+
+impl RuntimeRules {
+    /// containerd at `major.minor` or later (false for CRI-O or an unknown release).
+    pub fn containerd_at_least(&self, major: u32, minor: u32) -> bool {
+        self.runtime == Runtime::Containerd
+            && self.containerd.is_some_and(|v| v.at_least(major, minor))
+    }
+}
+
 /// `os/arch[/variant]`, in OCI spelling.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct Platform {
@@ -142,6 +204,21 @@ mod tests {
         assert!(Platform::parse("a/b/c/d").is_err());
         let e = Platform::parse(&"x".repeat(500)).unwrap_err().to_string();
         assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn versions() {
+        for (s, want) in [
+            ("1.6.20", (1, 6, 20)),
+            ("v2.1.4", (2, 1, 4)),
+            ("containerd://1.7.27", (1, 7, 27)),
+            ("1.6.20~ds1-1+deb12u1", (1, 6, 20)),
+            ("2.2.0-rc.1", (2, 2, 0)),
+        ] {
+            let v = ContainerdVersion::parse(s).unwrap();
+            assert_eq!((v.major, v.minor, v.patch), want, "{s}");
+        }
+        assert!(ContainerdVersion::parse("garbage").is_none());
     }
 
     #[test]

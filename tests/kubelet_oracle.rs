@@ -1,6 +1,8 @@
-//! The kubelet is the oracle. On a REAL one-node cluster (kubelet v1.20.2 on containerd
-//! 1.6.20's CRI, tests/node), with the DaemonSet from `manifests/` deployed for real, every
-//! scenario of the table below is set up on the node and then judged three times:
+//! The kubelet is the oracle. On a REAL one-node cluster (kubelet v1.20.2 on containerd's CRI,
+//! tests/node), with the DaemonSet from `manifests/` deployed for real, every scenario of the
+//! table below is set up on the node and then judged three times, once per runtime flavour:
+//! containerd 1.6.20 (Debian bookworm's) and 1.7.x (trixie's, from `.ci/cache-containerd.sh`;
+//! it still serves the CRI `v1alpha2` kubelet 1.20 speaks), one test each:
 //!
 //! 1. the kubelet: a hostNetwork pod with `imagePullPolicy: Always`, its `Pulled` or
 //!    `ErrImagePull` Event (containerd's own error text);
@@ -11,7 +13,8 @@
 //! They must agree: the kubelet pulls ⇔ the agent and `check` say ready/degraded; the agent's
 //! and `check`'s reasons are the same and the expected one; containerd's text says the same
 //! thing (a per-reason fragment); the conditions name the scenario's registry exactly when
-//! the node's path is broken. The table is printed (and kept in the README).
+//! the node's path is broken. The table is printed (and kept in the README, one agent column
+//! per containerd release).
 
 mod harness;
 mod kube;
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{OciImage, Pki, PushOpts, Registry};
+use crate::harness::{OciImage, Pki, PushOpts, Registry, Series};
 use crate::node::{AgentDeploy, CredentialProviders, Node, PodSpec, PullVerdict};
 
 const INTERVAL: &str = "2s";
@@ -345,8 +348,8 @@ fn providers(dir: &std::path::Path, registry: &str, user: &str, pass: &str) -> C
     }
 }
 
-fn print_table(rows: &[Row]) {
-    println!("\n| scenario | kubelet (containerd's Event) | agent | check --host-root / | Node condition naming the registry |");
+fn print_table(series: Series, rows: &[Row]) {
+    println!("\n| scenario (containerd {}) | kubelet (containerd's Event) | agent | check --host-root / | Node condition naming the registry |", series.version());
     println!("|---|---|---|---|---|");
     for r in rows {
         println!(
@@ -361,34 +364,48 @@ fn print_table(rows: &[Row]) {
 }
 
 /// The README's table is this run's: the same scenarios in the same order, each with the verdict
-/// the agent and `check` gave and the condition that named the registry (the kubelet column is
+/// the agent and `check` gave on this containerd release (its own column, headed
+/// `… containerd VERSION`) and the condition that named the registry (the kubelet column is
 /// the README's own shortening of containerd's text, so only `Pulled` is compared there).
-fn readme_table_matches(rows: &[Row]) {
+fn readme_table_matches(series: Series, rows: &[Row]) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md");
-    let table: Vec<Vec<String>> = readme
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split(" | ")
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = readme
         .lines()
-        .skip_while(|l| !l.starts_with("| scenario | kubelet's Event"))
-        .skip(2)
+        .skip_while(|l| !l.starts_with("| scenario | kubelet's Event"));
+    let header = cells(lines.next().unwrap_or_default());
+    let column = header
+        .iter()
+        .position(|h| h.ends_with(&format!("containerd {}", series.version())))
+        .unwrap_or_else(|| {
+            panic!(
+                "no README column for containerd {}: {header:?}",
+                series.version()
+            )
+        });
+    let conditions = header.len() - 1;
+    let table: Vec<Vec<String>> = lines
+        .skip(1)
         .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            l.trim_matches('|')
-                .split(" | ")
-                .map(|c| c.trim().to_string())
-                .collect()
-        })
+        .map(cells)
         .collect();
     let names: Vec<&str> = table.iter().map(|r| r[0].as_str()).collect();
     let ran: Vec<&str> = rows.iter().map(|r| r.scenario).collect();
     assert_eq!(names, ran, "the README's scenarios are not this run's");
     for (r, t) in rows.iter().zip(&table) {
         assert_eq!(r.agent, r.check, "{}", r.scenario);
-        assert_eq!(t[2], r.agent, "README row {:?}: agent and check", t[0]);
+        assert_eq!(t[column], r.agent, "README row {:?}: agent and check", t[0]);
         assert!(
-            t[3].starts_with(&r.conditions),
+            t[conditions].starts_with(&r.conditions),
             "README row {:?}: conditions {:?}, this run {:?}",
             t[0],
-            t[3],
+            t[conditions],
             r.conditions
         );
         assert_eq!(
@@ -402,8 +419,32 @@ fn readme_table_matches(rows: &[Row]) {
 
 #[test]
 fn the_kubelet_and_the_agent_agree_on_every_scenario() {
+    every_scenario(Series::V1_6);
+}
+
+/// The same table on containerd 1.7.x: the runtime most clusters run (the Node says
+/// `containerd://1.7.x`, the agent takes its rules from that, `check` from the dpkg status).
+#[test]
+fn the_kubelet_and_the_agent_agree_on_containerd_1_7() {
+    every_scenario(Series::V1_7);
+}
+
+fn every_scenario(series: Series) {
     let t0 = Instant::now();
-    let mut node = Node::start();
+    let mut node = match series {
+        Series::V1_6 => Node::start(),
+        s => Node::builder().containerd_bin_dir(&s.bin_dir()).start(),
+    };
+    let runs = node
+        .command("containerd")
+        .arg("--version")
+        .output()
+        .expect("containerd --version");
+    assert!(
+        String::from_utf8_lossy(&runs.stdout).contains(series.version()),
+        "the node runs {}",
+        String::from_utf8_lossy(&runs.stdout)
+    );
     let scratch = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     // busybox sleeping: a pod that pulled keeps running, so the agent sees it.
@@ -579,8 +620,8 @@ fn the_kubelet_and_the_agent_agree_on_every_scenario() {
     rows = judged(&node, rows, |j| {
         path_scenarios(j, &node, &pki, &img, &plain)
     });
-    print_table(&rows);
-    readme_table_matches(&rows);
+    print_table(series, &rows);
+    readme_table_matches(series, &rows);
     drop(agent);
     eprintln!("[{:?}] {} scenarios", t0.elapsed(), rows.len());
 }

@@ -75,7 +75,7 @@ fn load(root: &Path, runtime: Runtime, version: Option<&str>) -> NodeConfig {
     NodeConfig::load(&NodeConfigOptions {
         host_root: root.to_path_buf(),
         runtime: Some(runtime),
-        containerd_version: version.map(str::to_string),
+        containerd_version: version.map(pullprobe::nodeconfig::GivenVersion::flag),
         ..Default::default()
     })
     .unwrap()
@@ -291,6 +291,7 @@ fn every_hosts_toml_parses_or_names_the_field() {
             HostsTomlQuirks::default(),
             HostsTomlQuirks {
                 reject_top_level_only: true,
+                ..Default::default()
             },
         ] {
             match parse_hosts_file(Path::new("/etc/containerd/certs.d/x"), &text, q) {

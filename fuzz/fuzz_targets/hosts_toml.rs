@@ -16,6 +16,12 @@ fuzz_target!(|data: &[u8]| {
         HostsTomlQuirks::default(),
         HostsTomlQuirks {
             reject_top_level_only: true,
+            ignore_dial_timeout: true,
+            referrers_capability: false,
+        },
+        HostsTomlQuirks {
+            referrers_capability: true,
+            ..HostsTomlQuirks::default()
         },
     ] {
         match parse_hosts_file(Path::new("/etc/containerd/certs.d/r.example"), s, quirks) {

@@ -155,8 +155,8 @@ fn pipeline_spec(
                 .or(n.containerd_config.clone()),
             containerd_version: runtime_version
                 .as_deref()
-                .and_then(|v| v.strip_prefix("containerd://"))
-                .map(str::to_string),
+                .filter(|v| v.starts_with("containerd://"))
+                .map(crate::nodeconfig::GivenVersion::node_status),
             kubelet_root_dir: args.root_dir.clone().or(n.root_dir.clone()),
             credential_provider_config: args
                 .image_credential_provider_config

@@ -531,7 +531,7 @@ impl OnDemand {
             }
         };
         checked.report.image = given.to_string();
-        let path_state = verdict_path_state(path.runtime(), &checked, &path_report);
+        let path_state = verdict_path_state(path.rules(), &checked, &path_report);
         ImageResult {
             image: given.to_string(),
             depth,
@@ -652,14 +652,14 @@ impl OnDemand {
 
 /// The path state an answer proves: of its path report (for an image check, the same).
 fn verdict_path_state(
-    runtime: crate::runtime::Runtime,
+    rules: crate::runtime::RuntimeRules,
     c: &Checked,
     path_report: &ProbeReport,
 ) -> PathState {
     if c.report.reason == Some(Reason::ProbeDeadlineExceeded) && c.report.attempts.is_empty() {
         return PathState::Inconclusive(Reason::ProbeDeadlineExceeded);
     }
-    crate::probe::verdict::path_state(runtime, &path_report.attempts)
+    crate::probe::verdict::path_state(rules, &path_report.attempts)
 }
 
 /// The probe as a shareable future: takes a permit of the shared budget first.

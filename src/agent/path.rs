@@ -12,6 +12,10 @@ use crate::runtime::Runtime;
 /// What the agent asks of the node's pull path.
 pub trait PullPath: Send + Sync {
     fn runtime(&self) -> Runtime;
+    /// The runtime and release whose rules decide a path's state (verdict.rs).
+    fn rules(&self) -> crate::runtime::RuntimeRules {
+        self.runtime().into()
+    }
     /// Identity of the endpoint list for `image` (one path check per distinct plan).
     fn plan_key(&self, image: &ImageRef) -> String;
     fn check<'a>(
@@ -38,6 +42,9 @@ pub trait PullPath: Send + Sync {
 impl PullPath for Pipeline {
     fn runtime(&self) -> Runtime {
         Pipeline::runtime(self)
+    }
+    fn rules(&self) -> crate::runtime::RuntimeRules {
+        Pipeline::rules(self)
     }
     fn plan_key(&self, image: &ImageRef) -> String {
         Pipeline::plan_key(self, image)

@@ -135,7 +135,10 @@ impl NodeArgs {
         };
         spec.node = NodeOverrides {
             containerd_config: self.containerd_config.clone(),
-            containerd_version: self.containerd_version.clone(),
+            containerd_version: self
+                .containerd_version
+                .as_deref()
+                .map(crate::nodeconfig::GivenVersion::flag),
             kubelet_root_dir: self.kubelet_root_dir.clone(),
             credential_provider_config: self.image_credential_provider_config.clone(),
             credential_provider_bin_dir: self.image_credential_provider_bin_dir.clone(),

@@ -29,35 +29,7 @@ const IMAGES_V3: &str = "io.containerd.cri.v1.images";
 /// Nested `imports` deeper than this are a loop.
 const MAX_IMPORT_DEPTH: usize = 8;
 
-/// A containerd version, from `--containerd-version` or `containerRuntimeVersion`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct Version {
-    pub major: u32,
-    pub minor: u32,
-    pub patch: u32,
-}
-
-impl Version {
-    /// Accepts `1.6.20`, `v2.1.4`, `containerd://1.7.27`, `1.6.20~ds1-1`, `2.2.0-rc.1`.
-    pub fn parse(s: &str) -> Option<Version> {
-        let s = s.trim();
-        let s = s.rsplit("://").next().unwrap_or(s);
-        let s = s.strip_prefix('v').unwrap_or(s);
-        let mut it = s.split(|c: char| !c.is_ascii_digit());
-        let major = it.next()?.parse().ok()?;
-        let minor = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        let patch = it.next().and_then(|x| x.parse().ok()).unwrap_or(0);
-        Some(Version {
-            major,
-            minor,
-            patch,
-        })
-    }
-
-    pub fn at_least(&self, major: u32, minor: u32) -> bool {
-        (self.major, self.minor) >= (major, minor)
-    }
-}
+pub use crate::runtime::ContainerdVersion as Version;
 
 /// `registry.configs."<host>".tls` (deprecated, 1.x).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -577,8 +549,12 @@ fn get_path_val<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     }
 }
 
-/// `CheckLocalImagePullConfigs` (internal/cri/config/config.go): settings the transfer
-/// service cannot honour make CRI use the local pull.
+/// `CheckLocalImagePullConfigs` (internal/cri/config/config.go, v2.1.0 to v2.2.x): settings
+/// the transfer service cannot honour make CRI use the local pull: `use_local_image_pull`
+/// itself, `disable_snapshot_annotations = false` (the Linux default is true),
+/// `discard_unpacked_layers`, any `registry.mirrors` / `configs` / `auths`,
+/// `max_concurrent_downloads` other than 3, `image_pull_with_sync_fs`. Only containerd ≥
+/// 2.1 reads them this way (plan.rs `containerd_pull_mode`).
 fn local_pull_reasons(out: &mut ContainerdConfig, id: &str, cri: &toml::Table) {
     let (discard, snap_ann, max_dl, sync_fs, use_local) = if id == IMAGES_V3 {
         (
@@ -645,21 +621,6 @@ mod tests {
         let mut p = Vec::new();
         let c = load(&hr, Path::new(DEFAULT_CONFIG), &mut p);
         (c, p)
-    }
-
-    #[test]
-    fn versions() {
-        for (s, want) in [
-            ("1.6.20", (1, 6, 20)),
-            ("v2.1.4", (2, 1, 4)),
-            ("containerd://1.7.27", (1, 7, 27)),
-            ("1.6.20~ds1-1+deb12u1", (1, 6, 20)),
-            ("2.2.0-rc.1", (2, 2, 0)),
-        ] {
-            let v = Version::parse(s).unwrap();
-            assert_eq!((v.major, v.minor, v.patch), want, "{s}");
-        }
-        assert!(Version::parse("garbage").is_none());
     }
 
     #[test]

@@ -122,13 +122,37 @@ pub struct HostDirLoad {
     pub findings: Vec<Finding>,
 }
 
-/// Version facts that change how a hosts.toml is read.
+/// Version facts that change how a hosts.toml is read. `Default` is what pullprobe
+/// assumes for an unknown release.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HostsTomlQuirks {
-    /// containerd ≤ 1.6 (go-toml v1 code path) rejects a file without any `[host]`
-    /// table ("invalid host tree"), seen with Debian's 1.6.20; it then behaves as if
-    /// the file were absent (Docker layout only).
+    /// containerd 1.x (go-toml v1 code path: v1.6.20 and v1.7.24
+    /// remotes/docker/config/hosts.go `getSortedHosts`) rejects a file without any
+    /// `[host]` table ("invalid `host` tree"), seen with Debian's 1.6.20 and 1.7.24; it
+    /// then behaves as if the file were absent (Docker layout only). 2.0 parses with
+    /// `toml.Unmarshal` and reads such files.
     pub reject_top_level_only: bool,
+    /// containerd < 2.1 has no `dial_timeout` key (`hostFileConfig.DialTimeout` first in
+    /// v2.1.0): go-toml ignores it, whatever its value. From 2.1 a value that is not a Go
+    /// duration is an error, and the whole file is ignored.
+    pub ignore_dial_timeout: bool,
+    /// containerd ≥ 2.2 knows the `referrers` capability (`parseHostConfig`, v2.2.0);
+    /// before, it is an "unknown capability" and the whole file is ignored.
+    pub referrers_capability: bool,
+}
+
+impl HostsTomlQuirks {
+    /// The quirks of a containerd release (`None` = unknown: [`Default`]).
+    pub fn for_version(v: Option<crate::runtime::ContainerdVersion>) -> HostsTomlQuirks {
+        match v {
+            None => HostsTomlQuirks::default(),
+            Some(v) => HostsTomlQuirks {
+                reject_top_level_only: !v.at_least(2, 0),
+                ignore_dial_timeout: !v.at_least(2, 1),
+                referrers_capability: v.at_least(2, 2),
+            },
+        }
+    }
 }
 
 /// `loadHostDir`: hosts.toml if present and valid, else the Docker cert layout.
@@ -169,7 +193,7 @@ pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> Host
         Ok(h) => {
             out.hosts = h;
             if let Ok(text) = std::str::from_utf8(&text) {
-                let unknown = unknown_keys(text);
+                let unknown = unknown_keys_for(text, quirks);
                 if !unknown.is_empty() {
                     out.findings.push(Finding::new(
                         FindingKind::Note,
@@ -210,7 +234,12 @@ pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> Host
 /// `proxy` key or nydus' `auth_through`: worth telling, since the operator expects them
 /// to do something.
 pub fn unknown_keys(text: &str) -> Vec<String> {
-    const KNOWN: &[&str] = &[
+    unknown_keys_for(text, HostsTomlQuirks::default())
+}
+
+/// [`unknown_keys`] for a release: `dial_timeout` is unknown before 2.1.
+pub fn unknown_keys_for(text: &str, quirks: HostsTomlQuirks) -> Vec<String> {
+    const ALL: &[&str] = &[
         "capabilities",
         "ca",
         "client",
@@ -219,12 +248,18 @@ pub fn unknown_keys(text: &str) -> Vec<String> {
         "override_path",
         "dial_timeout",
     ];
+    let known: Vec<&str> = ALL
+        .iter()
+        .copied()
+        .filter(|k| !(quirks.ignore_dial_timeout && *k == "dial_timeout"))
+        .collect();
+    let known = known.as_slice();
     let Ok(doc) = toml::from_str::<toml::Table>(text) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for k in doc.keys() {
-        if k != "server" && k != "host" && !KNOWN.contains(&k.as_str()) {
+        if k != "server" && k != "host" && !known.contains(&k.as_str()) {
             out.push(k.clone());
         }
     }
@@ -232,7 +267,7 @@ pub fn unknown_keys(text: &str) -> Vec<String> {
         for (h, v) in hosts {
             if let Value::Table(t) = v {
                 for k in t.keys() {
-                    if !KNOWN.contains(&k.as_str()) {
+                    if !known.contains(&k.as_str()) {
                         out.push(format!("host.\"{h}\".{k}"));
                     }
                 }
@@ -302,7 +337,7 @@ pub fn parse_hosts_file(
     if quirks.reject_top_level_only && host_table.is_none_or(|t| t.is_empty()) {
         return Err(err(
             "host",
-            "invalid host tree: containerd 1.6 rejects a hosts.toml without [host.\"…\"] tables",
+            "invalid host tree: containerd 1.x rejects a hosts.toml without [host.\"…\"] tables",
         ));
     }
     let mut hosts = Vec::new();
@@ -314,7 +349,7 @@ pub fn parse_hosts_file(
                 Some(_) => return Err(err(field, "must be a table")),
                 None => toml::Table::new(),
             };
-            hosts.push(parse_host_config(name, base_dir, &cfg, &field)?);
+            hosts.push(parse_host_config_for(name, base_dir, &cfg, &field, quirks)?);
         }
     }
     let server = match doc.get("server") {
@@ -327,7 +362,7 @@ pub fn parse_hosts_file(
             ))
         }
     };
-    hosts.push(parse_host_config(&server, base_dir, &doc, "")?);
+    hosts.push(parse_host_config_for(&server, base_dir, &doc, "", quirks)?);
     Ok(hosts)
 }
 
@@ -368,6 +403,17 @@ pub fn parse_host_config(
     cfg: &toml::Table,
     prefix: &str,
 ) -> Result<HostConfig, HostsTomlError> {
+    parse_host_config_for(server, base_dir, cfg, prefix, HostsTomlQuirks::default())
+}
+
+/// [`parse_host_config`] as a given release reads it (`dial_timeout`, `referrers`).
+fn parse_host_config_for(
+    server: &str,
+    base_dir: &Path,
+    cfg: &toml::Table,
+    prefix: &str,
+    quirks: HostsTomlQuirks,
+) -> Result<HostConfig, HostsTomlError> {
     let mut r = HostConfig::default();
     let override_path = match cfg.get("override_path") {
         None => false,
@@ -383,7 +429,7 @@ pub fn parse_host_config(
         Some(Value::Boolean(b)) => Some(*b),
         Some(_) => return Err(err(prefixed(prefix, "skip_verify"), "must be a boolean")),
     };
-    r.capabilities = parse_capabilities(cfg.get("capabilities"), prefix)?;
+    r.capabilities = parse_capabilities(cfg.get("capabilities"), prefix, quirks)?;
     if let Some(v) = cfg.get("ca") {
         r.ca = Some(parse_ca(v, base_dir, &prefixed(prefix, "ca"))?);
     }
@@ -393,7 +439,9 @@ pub fn parse_host_config(
     if let Some(v) = cfg.get("header") {
         r.header = Some(parse_header(v, prefix)?);
     }
-    r.dial_timeout = parse_dial_timeout(cfg.get("dial_timeout"), prefix)?;
+    if !quirks.ignore_dial_timeout {
+        r.dial_timeout = parse_dial_timeout(cfg.get("dial_timeout"), prefix)?;
+    }
     Ok(r)
 }
 
@@ -431,7 +479,11 @@ fn parse_server(
 }
 
 /// `capabilities`: absent or empty = the defaults; otherwise exactly the listed ones.
-fn parse_capabilities(v: Option<&Value>, prefix: &str) -> Result<Capabilities, HostsTomlError> {
+fn parse_capabilities(
+    v: Option<&Value>,
+    prefix: &str,
+    quirks: HostsTomlQuirks,
+) -> Result<Capabilities, HostsTomlError> {
     let a = match v {
         None => return Ok(DEFAULT_CAPABILITIES),
         Some(Value::Array(a)) if a.is_empty() => return Ok(DEFAULT_CAPABILITIES),
@@ -457,6 +509,7 @@ fn parse_capabilities(v: Option<&Value>, prefix: &str) -> Result<Capabilities, H
             "pull" => c.pull = true,
             "resolve" => c.resolve = true,
             "push" => c.push = true,
+            "referrers" if quirks.referrers_capability => c.referrers = true,
             _ => {
                 return Err(err(
                     prefixed(prefix, "capabilities"),
@@ -803,6 +856,7 @@ client = [["/abs/c.cert", ""], ["c2.cert", "c2.key"], "both.pem"]
     fn top_level_only_rejected_by_quirk() {
         let q = HostsTomlQuirks {
             reject_top_level_only: true,
+            ..Default::default()
         };
         assert!(parse_hosts_file(Path::new("/d"), "server = \"https://x\"", q).is_err());
         assert!(parse_hosts_file(Path::new("/d"), "[host.\"https://m\"]\n", q).is_ok());

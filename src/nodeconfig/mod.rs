@@ -44,8 +44,9 @@ pub struct NodeConfigOptions {
     pub credential_provider_config: Option<PathBuf>,
     /// kubelet `--image-credential-provider-bin-dir`; `None` = as the node's kubelet runs.
     pub credential_provider_bin_dir: Option<PathBuf>,
-    /// e.g. `1.6.20` or `containerd://2.1.4` (node `containerRuntimeVersion`).
-    pub containerd_version: Option<String>,
+    /// e.g. `1.6.20` or `containerd://2.1.4`, and where it came from; `None` = the
+    /// node's dpkg status, else unknown.
+    pub containerd_version: Option<GivenVersion>,
     /// containerd's hosts directory given directly (`ctr --hosts-dir`), used as
     /// `config_path` instead of reading `config.toml`.
     pub hosts_dir: Option<PathBuf>,
@@ -66,13 +67,61 @@ impl Default for NodeConfigOptions {
     }
 }
 
+/// Where the containerd release that `plan` and the verdicts assume came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// `--containerd-version`.
+    Flag,
+    /// The Node's `status.nodeInfo.containerRuntimeVersion` (the agent reads it).
+    NodeStatus,
+    /// The containerd package in the node's dpkg status (`/var/lib/dpkg/status`).
+    DpkgStatus,
+}
+
+impl VersionSource {
+    /// How `plan` names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            VersionSource::Flag => "--containerd-version",
+            VersionSource::NodeStatus => "the Node's containerRuntimeVersion",
+            VersionSource::DpkgStatus => "the node's dpkg status",
+        }
+    }
+}
+
+/// A containerd version given from outside, with where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GivenVersion {
+    pub value: String,
+    pub source: VersionSource,
+}
+
+impl GivenVersion {
+    /// `--containerd-version VALUE`.
+    pub fn flag(value: &str) -> GivenVersion {
+        GivenVersion {
+            value: value.to_string(),
+            source: VersionSource::Flag,
+        }
+    }
+
+    /// The Node's `containerRuntimeVersion` (`containerd://1.7.24`).
+    pub fn node_status(value: &str) -> GivenVersion {
+        GivenVersion {
+            value: value.to_string(),
+            source: VersionSource::NodeStatus,
+        }
+    }
+}
+
 /// Stable kinds of findings: things the runtime does that operators should know.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FindingKind {
     /// containerd ≥ 2.1's transfer-service pull ignores a multi-root `config_path`.
     MultiRootConfigPathIgnored,
-    /// A hosts.toml the runtime ignores (parse error, or a 1.6 top-level-only file).
+    /// A hosts.toml the runtime ignores (parse error, or a top-level-only file on 1.x).
     HostsTomlIgnored,
     /// Deprecated `registry.mirrors` / `configs` / `auths` in use.
     LegacyRegistryConfig,
@@ -110,7 +159,9 @@ impl Finding {
 #[derive(Clone, Debug)]
 pub struct ContainerdState {
     pub config: containerd::ContainerdConfig,
+    /// `None` = unknown: the 1.x rules apply, and `plan` says so.
     pub version: Option<containerd::Version>,
+    pub version_source: Option<VersionSource>,
 }
 
 /// Everything loaded from the node.
@@ -149,6 +200,10 @@ impl NodeConfig {
         let (runtime, runtime_reason) = detect_runtime(&hr, opts, &kubelet);
 
         let version = containerd_version(&hr, opts, runtime, &mut problems, &mut findings);
+        let (version, version_source) = match version {
+            Some((v, s)) => (Some(v), Some(s)),
+            None => (None, None),
+        };
         let (ccfg, crio_cfg, k3s_state) =
             runtime_config(&hr, opts, runtime, &mut problems, &mut findings);
         for n in &ccfg.notes {
@@ -188,6 +243,7 @@ impl NodeConfig {
             containerd: ContainerdState {
                 config: ccfg,
                 version,
+                version_source,
             },
             crio: crio_cfg,
             proxy,
@@ -268,26 +324,31 @@ impl NodeConfig {
     }
 }
 
-/// The containerd version: given, else the node's dpkg status (a finding says so).
+/// The containerd version and where it came from: given, else the node's dpkg status (a
+/// finding says so).
 fn containerd_version(
     hr: &HostRoot,
     opts: &NodeConfigOptions,
     runtime: Runtime,
     problems: &mut Vec<ConfigProblem>,
     findings: &mut Vec<Finding>,
-) -> Option<containerd::Version> {
-    match opts.containerd_version.as_deref() {
-        Some(v) => {
-            let parsed = containerd::Version::parse(v);
+) -> Option<(containerd::Version, VersionSource)> {
+    match &opts.containerd_version {
+        Some(given) => {
+            let parsed = containerd::Version::parse(&given.value);
             if parsed.is_none() {
+                let what = match given.source {
+                    VersionSource::NodeStatus => "containerRuntimeVersion",
+                    _ => "--containerd-version",
+                };
                 problems.push(ConfigProblem::new(
-                    Path::new("--containerd-version"),
+                    Path::new(what),
                     None,
                     ProblemKind::Invalid,
                     "not a version (expected e.g. 1.7.12 or containerd://2.1.4)",
                 ));
             }
-            parsed
+            parsed.map(|v| (v, given.source))
         }
         None if runtime == Runtime::Containerd => {
             let v = dpkg_containerd_version(hr);
@@ -298,7 +359,7 @@ fn containerd_version(
                     format!("containerd version {raw} taken from the installed {pkg} package"),
                 ));
             }
-            v.map(|(_, _, v)| v)
+            v.map(|(_, _, v)| (v, VersionSource::DpkgStatus))
         }
         None => None,
     }

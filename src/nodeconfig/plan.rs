@@ -19,7 +19,7 @@ use url::Url;
 use super::containerd::{ContainerdConfig, DEFAULT_CONFIG_PATH_2_2};
 use super::crio::{self, PullSource};
 use super::hosts_toml::{self, HostConfig, HostsTomlQuirks, DEFAULT_CAPABILITIES};
-use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, Runtime};
+use super::{ConfigProblem, Finding, FindingKind, NodeConfig, ProblemKind, Runtime, VersionSource};
 use crate::credentials::{CredentialSource, SourcedCredential};
 use crate::endpoint::{Capabilities, ClientCert, Endpoint, SchemePolicy, TlsSettings};
 use crate::reference::ImageRef;
@@ -43,6 +43,9 @@ pub struct Plan {
     #[serde(serialize_with = "ser_image")]
     pub image: ImageRef,
     pub runtime: Runtime,
+    /// containerd: the release whose rules this plan (and every verdict) assumes, and where
+    /// it came from. `None` on CRI-O.
+    pub containerd: Option<AssumedVersion>,
     pub mode: PullMode,
     /// In the runtime's order. Each has `pull`; see the module doc for `resolve`.
     pub endpoints: Vec<Endpoint>,
@@ -57,6 +60,26 @@ pub struct Plan {
     pub problems: Vec<ConfigProblem>,
 }
 
+/// The containerd release a plan assumes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AssumedVersion {
+    /// e.g. `2.1.9`; `None` = unknown, and the 1.x rules apply.
+    pub version: Option<String>,
+    /// `None` = unknown.
+    pub source: Option<VersionSource>,
+}
+
+impl AssumedVersion {
+    /// `containerd 2.1.9 (from --containerd-version)`.
+    pub fn describe(&self) -> String {
+        match (&self.version, self.source) {
+            (Some(v), Some(s)) => format!("containerd {v} (from {})", s.describe()),
+            (Some(v), None) => format!("containerd {v}"),
+            (None, _) => "containerd, version unknown: assumed 1.x rules (give --containerd-version, or the node's containerRuntimeVersion / dpkg status)".to_string(),
+        }
+    }
+}
+
 fn ser_image<S: serde::Serializer>(i: &ImageRef, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&i.normalized())
 }
@@ -66,6 +89,10 @@ pub fn build(nc: &NodeConfig, image: &ImageRef) -> Plan {
     let mut plan = Plan {
         image: image.clone(),
         runtime: nc.runtime,
+        containerd: (nc.runtime == Runtime::Containerd).then(|| AssumedVersion {
+            version: nc.containerd.version.map(|v| v.to_string()),
+            source: nc.containerd.version_source,
+        }),
         mode: PullMode::LocalPull,
         endpoints: Vec::new(),
         blocked: false,
@@ -136,9 +163,17 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
                 "deprecated CRI registry.mirrors/configs are in use (removal planned in containerd 2.3); they force the local pull".to_string(),
             ));
         }
-        legacy_endpoints(cfg, image, cfg_file.as_deref())
+        let tls_read = !version.is_some_and(|v| v.at_least(2, 0));
+        if !tls_read && cfg.configs.values().any(|c| c.tls.is_some()) {
+            plan.findings.push(Finding::new(
+                FindingKind::Note,
+                cfg_file.as_deref(),
+                "registry.configs.*.tls is ignored by containerd 2.x (removed in 2.0): the legacy endpoints use the system CAs only; put `ca`/`client`/`skip_verify` in a hosts.toml under config_path".to_string(),
+            ));
+        }
+        legacy_endpoints(cfg, image, cfg_file.as_deref(), tls_read)
     };
-    refuse_mirrors_next_to_config_path(cfg, plan);
+    refuse_mirrors_next_to_config_path(cfg, version, plan);
 
     let digested = image.digest.is_some();
     let last = resolved.len().saturating_sub(1);
@@ -171,8 +206,14 @@ fn plan_containerd(nc: &NodeConfig, image: &ImageRef, plan: &mut Plan) {
     }
 }
 
-/// The effective `config_path`: containerd ≥ 2.2 defaults it when neither `config_path`
-/// nor `mirrors` is set. With an unknown version an existing certs.d gets a finding.
+/// The effective `config_path`: containerd ≥ 2.2 defaults it to
+/// `/etc/containerd/certs.d:/etc/docker/certs.d` when neither `config_path` nor the
+/// legacy `mirrors` is set (v2.2.0 internal/cri/config/config_unix.go
+/// `DefaultImageConfig` `Registry.ConfigPath`, and plugins/cri/images/plugin.go filling an
+/// empty migrated `config_path`; commit 5386802f "Default config_path if legacy registry
+/// options are not set"); 2.1 and older have no default (v2.1.9 config_unix.go). No 2.2
+/// binary runs here: the unit tests pin it. With an unknown version an existing certs.d
+/// gets a finding.
 fn effective_config_path(
     nc: &NodeConfig,
     cfg_file: Option<&Path>,
@@ -202,7 +243,10 @@ fn effective_config_path(
 }
 
 /// containerd ≥ 2.1 pulls through the transfer service unless a setting forces the
-/// CRI local pull (`CheckLocalImagePullConfigs`, see containerd.rs).
+/// CRI local pull (v2.1.9 internal/cri/config/config.go `CheckLocalImagePullConfigs`, read
+/// in containerd.rs); 2.0 and 1.x always pull locally (no transfer-service CRI pull before
+/// v2.1.0). Seen with 2.1.9 in tests/oracle_containerd.rs: a two-root `config_path` is
+/// ignored by the transfer service and honoured with `use_local_image_pull = true`.
 fn containerd_pull_mode(nc: &NodeConfig) -> PullMode {
     match nc.containerd.version {
         Some(v) if v.at_least(2, 1) && nc.containerd.config.local_pull_reasons.is_empty() => {
@@ -257,9 +301,7 @@ fn load_host_dir(
     host: &str,
     plan: &mut Plan,
 ) -> Option<Vec<HostConfig>> {
-    let quirks = HostsTomlQuirks {
-        reject_top_level_only: nc.containerd.version.is_some_and(|v| !v.at_least(1, 7)),
-    };
+    let quirks = HostsTomlQuirks::for_version(nc.containerd.version);
     // k3s node without rendered files: the host dirs k3s would write (k3s.rs).
     let found = match nc
         .k3s
@@ -307,17 +349,24 @@ fn load_host_dir(
 }
 
 /// ValidateImageConfig (internal/cri/config/config.go; pkg/cri/config in 1.6/1.7):
-/// `mirrors` or `configs.*.tls` next to `config_path` is a config error, the CRI
-/// plugin does not load and every kubelet pull fails ("unknown service
-/// runtime.v1.ImageService"). Verified against containerd 1.6.20 in
-/// tests/oracle_containerd.rs.
-fn refuse_mirrors_next_to_config_path(cfg: &ContainerdConfig, plan: &mut Plan) {
+/// `mirrors` next to `config_path` is a config error, the CRI plugin does not load and
+/// every kubelet pull fails ("unknown service runtime.v1.ImageService"); so is
+/// `configs.*.tls` in 1.6 and 1.7 (v1.7.24 pkg/cri/config/config.go), no longer in 2.x,
+/// which removed the key (v2.0.0 and v2.1.9 internal/cri/config/config.go check `mirrors`
+/// only; see [`legacy_endpoints`]). Verified against
+/// containerd 1.6.20, 1.7.24 and 2.1.9 in tests/oracle_containerd.rs.
+fn refuse_mirrors_next_to_config_path(
+    cfg: &ContainerdConfig,
+    version: Option<super::containerd::Version>,
+    plan: &mut Plan,
+) {
     if cfg.config_path.is_none() {
         return;
     }
+    let tls_refused = !version.is_some_and(|v| v.at_least(2, 0));
     let fatal = if !cfg.mirrors.is_empty() {
         Some("`mirrors` cannot be set when `config_path` is provided")
-    } else if cfg.configs.values().any(|c| c.tls.is_some()) {
+    } else if tls_refused && cfg.configs.values().any(|c| c.tls.is_some()) {
         Some("`configs.tls` cannot be set when `config_path` is provided")
     } else {
         None
@@ -456,10 +505,16 @@ fn configure_hosts(
 }
 
 /// Deprecated CRI path without `config_path`: `registryEndpoints` + `registryHosts`.
+/// `tls_read`: `configs.*.tls` applies (1.x). containerd 2.0 removed it (commit d2b7a1e2
+/// "cleanup DEPRECATED TLS config": v2.0.0 internal/cri/config/config.go `RegistryConfig`
+/// has `auth` only, and `registryHosts` builds each endpoint's transport with "no tls
+/// config"), so 2.x verifies a legacy https endpoint against the system CAs only. Seen
+/// with 2.1.9 in tests/oracle_containerd.rs.
 fn legacy_endpoints(
     cfg: &ContainerdConfig,
     image: &ImageRef,
     file: Option<&Path>,
+    tls_read: bool,
 ) -> Vec<Resolved> {
     let host = image.domain.as_str();
     let default_host = image.registry_host();
@@ -509,7 +564,12 @@ fn legacy_endpoints(
                 capabilities: PULL_RESOLVE,
                 ..Default::default()
             };
-            if let Some(tls) = cfg.configs.get(&h).and_then(|c| c.tls.as_ref()) {
+            if let Some(tls) = cfg
+                .configs
+                .get(&h)
+                .and_then(|c| c.tls.as_ref())
+                .filter(|_| tls_read)
+            {
                 hc.ca = tls.ca_file.clone().map(|c| vec![c]);
                 hc.client = tls
                     .cert_file
@@ -768,7 +828,14 @@ pub fn render_plan_text(plan: &Plan) -> String {
         PullMode::TransferService => "transfer service",
         PullMode::ContainersImage => "containers/image",
     };
-    let _ = writeln!(s, "runtime: {} ({mode})", plan.runtime);
+    match &plan.containerd {
+        Some(v) => {
+            let _ = writeln!(s, "runtime: {} ({mode})", v.describe());
+        }
+        None => {
+            let _ = writeln!(s, "runtime: {} ({mode})", plan.runtime);
+        }
+    }
     if let Some(d) = &plan.host_dir {
         let _ = writeln!(s, "hosts:   {}", d.display());
     }

@@ -31,7 +31,7 @@ use crate::probe::{
     Depth, Failure, Platform, ProbeOptions, ProbeReport, ProbeTarget, Prober, Reason, Timeouts,
 };
 use crate::reference::ImageRef;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeRules};
 
 /// Where the node's files are and what overrides them. `Default` = this workstation,
 /// containerd's request sequence, default timeouts.
@@ -68,7 +68,7 @@ pub struct Spec {
 #[derive(Clone, Debug, Default)]
 pub struct NodeOverrides {
     pub containerd_config: Option<PathBuf>,
-    pub containerd_version: Option<String>,
+    pub containerd_version: Option<crate::nodeconfig::GivenVersion>,
     pub kubelet_root_dir: Option<PathBuf>,
     pub credential_provider_config: Option<PathBuf>,
     pub credential_provider_bin_dir: Option<PathBuf>,
@@ -95,11 +95,12 @@ pub struct Checked {
 }
 
 impl Checked {
-    /// What a path check proved about the node's path to the registry. Credentials
-    /// rejected while a service-account-token provider was not reproduced prove nothing
-    /// about the node: the kubelet would also have tried that provider's.
-    pub fn path_state(&self, runtime: Runtime) -> PathState {
-        match verdict::path_state(runtime, &self.report.attempts) {
+    /// What a path check proved about the node's path to the registry, under the node
+    /// runtime's rules ([`Pipeline::rules`]). Credentials rejected while a
+    /// service-account-token provider was not reproduced prove nothing about the node:
+    /// the kubelet would also have tried that provider's.
+    pub fn path_state(&self, rules: RuntimeRules) -> PathState {
+        match verdict::path_state(rules, &self.report.attempts) {
             PathState::AuthFailing(_) if self.token_not_reproduced() => {
                 PathState::Inconclusive(Reason::ServiceAccountTokenNotReproduced)
             }
@@ -222,6 +223,11 @@ impl Pipeline {
 
     pub fn runtime(&self) -> Runtime {
         self.runtime
+    }
+
+    /// The runtime and release whose rules every check reproduces.
+    pub fn rules(&self) -> RuntimeRules {
+        self.image.options().rules()
     }
 
     pub fn platform(&self) -> &Platform {
@@ -500,6 +506,7 @@ fn probe_options(
     };
     ProbeOptions {
         runtime,
+        containerd_version: node.and_then(|n| n.containerd.version),
         timeouts: runtime_timeouts(spec.timeouts, node, runtime),
         platform: platform.clone(),
         no_blob: spec.no_blob,

@@ -22,6 +22,7 @@ use super::Runtime;
 use crate::cache::{BoundedCache, CacheStats, Limits};
 use crate::credentials::{Credential, Secret};
 use crate::redact;
+use crate::runtime::RuntimeRules;
 
 /// A token response holds a token, often again as `access_token`, maybe a refresh
 /// token, each at most [`MAX_TOKEN_BYTES`]: anything bigger is refused before it is read
@@ -283,7 +284,7 @@ pub fn pick_challenge(
 pub async fn authorize(
     session: &mut Session<'_>,
     cache: &TokenCache,
-    runtime: Runtime,
+    rules: RuntimeRules,
     registry_host: &str,
     challenge: &Challenge,
     scope: &str,
@@ -316,8 +317,7 @@ pub async fn authorize(
             host: realm_host,
         });
     }
-    let (token, lifetime, how) =
-        fetch_token(session, runtime, &realm, &service, scope, cred).await?;
+    let (token, lifetime, how) = fetch_token(session, rules, &realm, &service, scope, cred).await?;
     cache.put(registry_host, key, token.clone(), lifetime);
     Ok(AuthOutcome {
         authorization: Authorization::Bearer(token),
@@ -391,9 +391,19 @@ fn host_port(u: &Url) -> String {
     )
 }
 
+/// Do hosts.toml `[header]` values go with token requests? containerd ≥ 2.1 passes them
+/// to the host's authorizer (core/remotes/docker/config/hosts.go `ConfigureHosts`,
+/// `docker.WithAuthHeader(host.header)`, commit 10b4eb4a "Add hosts.toml headers to auth
+/// requests", first in v2.1.0); 1.6, 1.7 and 2.0 build the authorizer without them, so they
+/// reach only the registry's own requests. Seen with 1.6.20, 1.7.24 and 2.1.9 in
+/// tests/oracle_containerd.rs. An unknown release gets the 1.x behaviour.
+fn endpoint_headers_on_token_requests(rules: RuntimeRules) -> bool {
+    rules.containerd_at_least(2, 1)
+}
+
 async fn fetch_token(
     session: &mut Session<'_>,
-    runtime: Runtime,
+    rules: RuntimeRules,
     realm: &Url,
     service: &str,
     scope: &str,
@@ -405,7 +415,8 @@ async fn fetch_token(
         Some(Credential::IdentityToken(t)) => Some((None, t, true)),
         _ => None,
     };
-    let try_post = match runtime {
+    let with_headers = endpoint_headers_on_token_requests(rules);
+    let try_post = match rules.runtime {
         Runtime::Containerd => oauth_secret.is_some(),
         // containers/image uses the OAuth2 POST only for identity (refresh) tokens.
         Runtime::Crio => matches!(credential, Some(Credential::IdentityToken(_))),
@@ -414,6 +425,7 @@ async fn fetch_token(
         if let Some((username, secret, refresh)) = oauth_secret {
             let form_body = oauth_form(scope, service, username, secret, refresh);
             let mut req = Request::new(Method::POST, realm.clone());
+            req.endpoint_headers = with_headers;
             req.headers.insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
@@ -443,6 +455,7 @@ async fn fetch_token(
         q.append_pair("scope", scope);
     }
     let mut req = Request::new(Method::GET, url);
+    req.endpoint_headers = with_headers;
     let mut with_basic = false;
     if let Some(b) = credential.and_then(basic_of) {
         if let Some(v) = Authorization::Basic(b).header_value() {

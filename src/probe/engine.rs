@@ -159,7 +159,7 @@ impl Prober {
         } else {
             credentials.iter().map(Some).collect()
         };
-        let (runtime, depth) = (self.options.runtime, self.options.depth);
+        let (rules, depth) = (self.options.rules(), self.options.depth);
         for cred in creds {
             let mut pull = Vec::new();
             let mut settled = false;
@@ -174,7 +174,7 @@ impl Prober {
                 let done = match (&res.failure, depth) {
                     (None, _) => true,
                     (Some(_), Depth::Path) => verdict::proves_path(&res.attempt),
-                    (Some(f), Depth::Image) => !verdict::walks_on(runtime, f),
+                    (Some(f), Depth::Image) => !verdict::walks_on(rules, f),
                 };
                 settled = res.failure.is_none() || (done && depth == Depth::Path);
                 pull.push(res);
@@ -439,7 +439,7 @@ fn build_report(
         .map(|r| &r.attempt)
         .collect();
     let decisive_index = success
-        .or_else(|| verdict::reported_failure(options.runtime, &first_pull))
+        .or_else(|| verdict::reported_failure(options.rules(), &first_pull))
         .unwrap_or(0);
     let verdict = match success {
         Some(0) => Verdict::Ready,

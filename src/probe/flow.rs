@@ -304,6 +304,12 @@ impl Flow<'_> {
                 ));
             }
         }
+        if manifest::is_schema1(media_type) && manifest::refuses_schema1(self.options.rules()) {
+            return Some(Failure::new(
+                Reason::ManifestMalformed,
+                format!("{host} serves a schema 1 manifest ({media_type}): containerd 2.x no longer pulls these; rebuild or copy the image as Docker schema 2 or OCI"),
+            ));
+        }
         if size > MAX_MANIFEST_SIZE as u64 {
             return Some(Failure::new(
                 Reason::ManifestTooLarge,
@@ -312,7 +318,8 @@ impl Flow<'_> {
                 ),
             ));
         }
-        if media_type.is_empty() || media_type.contains("json") {
+        if media_type.is_empty() || media_type.contains("json") || manifest::is_schema1(media_type)
+        {
             return None;
         }
         Some(if media_type.starts_with("text/html") {
@@ -537,7 +544,7 @@ impl Flow<'_> {
         let out = auth::authorize(
             session,
             self.tokens,
-            self.options.runtime,
+            self.options.rules(),
             &host,
             chosen,
             &self.scope(),
@@ -672,7 +679,10 @@ impl Flow<'_> {
     }
 
     /// containerd's fetcher: `GET manifests/<digest>` with `Accept: <mediaType>, */*`,
-    /// verifying the digest.
+    /// verifying the digest. Not for schema 1: 1.6 and 1.7 hand it to the schema 1
+    /// converter, which reads the body and strips its signatures without checking the
+    /// digest (v1.7.24 remotes/docker/schema1/converter.go `fetchManifest`); a signed
+    /// manifest's digest is the registry's over the unsigned payload, not over the body.
     async fn fetch_by_digest(
         &self,
         session: &mut Session<'_>,
@@ -681,7 +691,9 @@ impl Flow<'_> {
     ) -> Result<bytes::Bytes, Failure> {
         let url = self.url(&format!("manifests/{digest}"))?;
         let resp = self.get_manifest(session, &url, Some(media_type)).await?;
-        manifest::verify_digest(&resp.body, digest)?;
+        if !manifest::is_schema1(media_type) {
+            manifest::verify_digest(&resp.body, digest)?;
+        }
         Ok(resp.body)
     }
 }

@@ -61,6 +61,9 @@ pub struct Request {
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
+    /// Send the endpoint's own headers (hosts.toml `[header]`) with this request: always
+    /// for the registry's, per runtime release for a token request (auth.rs).
+    pub endpoint_headers: bool,
 }
 
 impl std::fmt::Debug for Request {
@@ -89,6 +92,7 @@ impl Request {
             url,
             headers: HeaderMap::new(),
             body: None,
+            endpoint_headers: true,
         }
     }
 }
@@ -531,7 +535,12 @@ impl<'a> Session<'a> {
         };
         builder = builder.header(http::header::HOST, host_header);
         builder = builder.header(http::header::USER_AGENT, self.ctx.user_agent.as_str());
-        for (k, v) in &self.ctx.extra_headers {
+        let own_headers = if req.endpoint_headers {
+            self.ctx.extra_headers.as_slice()
+        } else {
+            &[]
+        };
+        for (k, v) in own_headers {
             if strip_sensitive && is_sensitive_on_redirect(k) {
                 continue;
             }

@@ -7,6 +7,7 @@ use super::http::Response;
 use super::outcome::{Failure, RateLimit, Reason};
 use super::Runtime;
 use crate::redact;
+use crate::runtime::RuntimeRules;
 
 pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -27,6 +28,24 @@ pub fn accept(runtime: Runtime) -> &'static str {
         // containers/image manifest.DefaultRequestedManifestMIMETypes.
         Runtime::Crio => "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.index.v1+json",
     }
+}
+
+/// A Docker schema 1 manifest (`…manifest.v1+prettyjws` / `…v1+json`).
+pub fn is_schema1(media_type: &str) -> bool {
+    media_type == MEDIA_DOCKER_SCHEMA1_SIGNED || media_type == MEDIA_DOCKER_SCHEMA1
+}
+
+/// Does the runtime refuse a schema 1 manifest? containerd 1.6 and 1.7 convert it
+/// (`WithSchema1Conversion`, deprecated since 1.7); 2.0 disables that by default (the
+/// transfer service's `Pull`, core/transfer/local/pull.go v2.0.0: "schema 1 image
+/// manifests are no longer supported"; the CRI local pull only with
+/// `CONTAINERD_ENABLE_DEPRECATED_PULL_SCHEMA_1_IMAGE=1`, pkg/deprecation), and 2.1 removed
+/// it (commit d9c88956 "Remove the support for Schema 1 images"; v2.1.9
+/// core/remotes/docker/resolver.go: "media type … is no longer supported since containerd
+/// v2.0"). CRI-O (containers/image) still pulls it. Seen with 1.6.20, 1.7.24 and 2.1.9 in
+/// tests/oracle_containerd.rs.
+pub fn refuses_schema1(rules: RuntimeRules) -> bool {
+    rules.containerd_at_least(2, 0)
 }
 
 pub fn is_index(media_type: &str) -> bool {
@@ -216,10 +235,18 @@ pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
         manifests: Option<Vec<IndexEntry>>,
         #[serde(rename = "schemaVersion", default)]
         schema_version: Option<u32>,
+        /// Schema 1: the layers, newest first (`blobSum`).
+        #[serde(rename = "fsLayers", default)]
+        fs_layers: Option<Vec<FsLayer>>,
     }
     #[derive(serde::Deserialize)]
     struct Desc {
         digest: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct FsLayer {
+        #[serde(rename = "blobSum")]
+        blob_sum: String,
     }
     let raw: Raw = serde_json::from_slice(body).map_err(|e| {
         Failure::new(
@@ -230,13 +257,23 @@ pub fn parse_body(body: &[u8]) -> Result<ManifestBody, Failure> {
             ),
         )
     })?;
-    if raw.schema_version == Some(1) {
-        return Err(Failure::new(
-            Reason::ManifestMalformed,
-            "schema 1 manifest: containerd 2.x refuses these (convert the image to schema 2 / OCI)",
-        ));
-    }
     let malformed = |what: String| Failure::new(Reason::ManifestMalformed, what);
+    if raw.schema_version == Some(1) {
+        // No config blob: the blob phase checks the first layer instead.
+        let first = raw
+            .fs_layers
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|l| l.blob_sum)
+            .filter(|d| is_valid_digest(d))
+            .ok_or_else(|| malformed("the schema 1 manifest names no valid layer".into()))?;
+        return Ok(ManifestBody {
+            media_type: Some(MEDIA_DOCKER_SCHEMA1_SIGNED.to_string()),
+            config_digest: Some(first),
+            manifests: Vec::new(),
+        });
+    }
     if let Some(c) = &raw.config {
         if !is_valid_digest(&c.digest) {
             return Err(malformed(
@@ -284,6 +321,12 @@ mod tests {
         assert_eq!(
             parse_body(b"{\"schemaVersion\":1}").unwrap_err().reason,
             Reason::ManifestMalformed
+        );
+        let layer = format!("sha256:{}", "cd".repeat(32));
+        let s1 = format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{layer}"}}]}}"#);
+        assert_eq!(
+            parse_body(s1.as_bytes()).unwrap().config_digest.as_deref(),
+            Some(layer.as_str())
         );
         let d = format!("sha256:{}", "ab".repeat(32));
         let m =

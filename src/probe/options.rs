@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::outcome::Failure;
 use crate::credentials::SourcedCredential;
 use crate::endpoint::Endpoint;
-use crate::runtime::{Platform, Runtime};
+use crate::runtime::{ContainerdVersion, Platform, Runtime, RuntimeRules};
 
 /// Per-phase timeouts plus an overall deadline.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +52,9 @@ pub enum Depth {
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
     pub runtime: Runtime,
+    /// The node's containerd release, when known: some rules differ by release
+    /// ([`ProbeOptions::rules`]).
+    pub containerd_version: Option<ContainerdVersion>,
     pub timeouts: Timeouts,
     pub platform: Platform,
     /// Skip the blob phase.
@@ -65,6 +68,16 @@ pub struct ProbeOptions {
     /// The runtime service's proxy environment (`HTTP(S)_PROXY`, `NO_PROXY`), applied per
     /// request URL like Go's `http.ProxyFromEnvironment`; `None` = direct.
     pub proxy_env: Option<crate::nodeconfig::proxy::ProxyEnv>,
+}
+
+impl ProbeOptions {
+    /// The runtime rules this probe reproduces.
+    pub fn rules(&self) -> RuntimeRules {
+        RuntimeRules {
+            runtime: self.runtime,
+            containerd: self.containerd_version,
+        }
+    }
 }
 
 /// One image and how the node would pull it.

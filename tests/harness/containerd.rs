@@ -1,46 +1,149 @@
-//! Debian's real containerd 1.6.20 daemon as the oracle for pull-path tests.
+//! Debian's real containerd daemons as the oracle for pull-path tests: 1.6.20 (bookworm, the
+//! machine's `/usr/bin/containerd`), 1.7.x (trixie) and 2.x (sid), the last two cached by
+//! `.ci/cache-containerd.sh` under `$PULLPROBE_CACHE/containerd/{1.7,2}` (never installed).
 //!
-//! `Containerd::start()` runs `containerd --config CFG` (as root) with private `root`, `state`,
-//! socket and plugin dirs under a temp dir, the CRI plugin and unused snapshotters disabled (ctr
-//! pulls need only the content store, the metadata store, a snapshotter and the images service),
-//! waits until `ctr --address SOCK version` answers, and kills the daemon on Drop (its log is
-//! printed to stderr if the test panics).
+//! `Containerd::shared(series)` is ONE daemon per version for the whole test binary (started on
+//! first use, with private `root`, `state`, socket and plugin dirs under /tmp, killed and its
+//! directory removed when the test binary exits: the daemon runs under a small `sh` that waits
+//! for the test process's end of a pipe to close). Each pull uses its own containerd namespace,
+//! and the daemons run with `content_sharing_policy = "isolated"`, so scenarios running side by
+//! side never see each other's content and every pull really fetches. `Containerd::start_cri`
+//! starts a daemon of its own with the CRI plugin and the given registry tables (the kubelet's
+//! path reads `config_path`, `mirrors`, … from the daemon's config, so they cannot be shared);
+//! it is stopped on Drop.
 //!
-//! Note: `ctr images pull` / `ctr content fetch` resolve and fetch *in the ctr process* (the same
-//! `remotes/docker` + `config.ConfigureHosts` code the CRI plugin uses, with `--hosts-dir` as the
-//! single host-dir root); the daemon only stores content. So name resolution is the machine's
-//! real resolver: keep references hermetic (loopback IPs, `localhost`).
+//! Each series gets a config of its era: `version = 2` for 1.x (CRI plugin
+//! `io.containerd.grpc.v1.cri`), `version = 3` for 2.x (the images plugin
+//! `io.containerd.cri.v1.images` holds the registry, `io.containerd.cri.v1.runtime` the CNI).
 //!
-//! The kubelet's own path is the CRI `ImageService/PullImage` with an `AuthConfig`:
-//! `Containerd::start_cri(REGISTRY_TOML)` keeps the CRI plugin, configured with the given
-//! `[plugins."io.containerd.grpc.v1.cri".registry]` section (real paths), and `cri_pull` calls it
-//! over the daemon socket (gRPC on HTTP/2, with the two small CRI messages encoded here). There,
-//! the *daemon* reads `config_path` / `mirrors` / `configs` from its config, as on a node.
+//! `ctr images pull` / `ctr content fetch` on 1.x resolve and fetch *in the ctr process* (the
+//! same `remotes/docker` + `config.ConfigureHosts` code the CRI plugin uses, `--hosts-dir` as the
+//! single host-dir root); on 2.x `ctr images pull` goes through the daemon's transfer service, as
+//! the CRI pull of 2.1 does by default. Name resolution is the machine's real resolver: keep
+//! references hermetic (loopback IPs, `localhost`).
+//!
+//! The kubelet's own path is the CRI `ImageService/PullImage` (runtime.v1, which all three
+//! serve; 2.x removed v1alpha2) with an `AuthConfig`: `cri_pull`.
 //!
 //! ```ignore
-//! let ctrd = Containerd::start();
+//! let ctrd = Containerd::shared(Series::V1_7);
 //! ctrd.ctr_pull("127.0.0.1:5000/team/app:v1", Some(&certs_d), &["--user", "u:p"])?;
-//! ctrd.ctr_fetch("127.0.0.1:5000/team/app:v1", Some(&certs_d), &[])?;
-//! let cri = Containerd::start_cri("config_path = \"/tmp/x/certs.d\"\n");
+//! let cri = Containerd::start_cri(Series::V2, &format!("[{}]\n  config_path = \"/x\"\n", Series::V2.registry_table()));
 //! let image_ref = cri.cri_pull("127.0.0.1:5000/team/app:v1", Some(("u", "p")))?;
 //! ```
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// The namespace every ctr call of the harness uses.
-pub const CTR_NAMESPACE: &str = "pullprobe-test";
-
 /// Default timeout of one `ctr` pull/fetch.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A running containerd daemon (killed on Drop).
+/// A containerd release series whose real binaries the tests run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Series {
+    /// Debian bookworm's 1.6.20 (`/usr/bin`).
+    V1_6,
+    /// Debian trixie's 1.7.x (cached).
+    V1_7,
+    /// Debian sid's 2.x (cached).
+    V2,
+}
+
+impl Series {
+    pub const ALL: [Series; 3] = [Series::V1_6, Series::V1_7, Series::V2];
+
+    /// Where this series' `containerd`, `ctr` and shims are.
+    pub fn bin_dir(self) -> PathBuf {
+        let cache = std::env::var_os("PULLPROBE_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/cache/pullprobe"));
+        match self {
+            Series::V1_6 => PathBuf::from("/usr/bin"),
+            Series::V1_7 => cache.join("containerd/1.7/usr/bin"),
+            Series::V2 => cache.join("containerd/2/usr/bin"),
+        }
+    }
+
+    pub fn containerd(self) -> PathBuf {
+        self.bin_dir().join("containerd")
+    }
+
+    pub fn ctr(self) -> PathBuf {
+        self.bin_dir().join("ctr")
+    }
+
+    /// The version the binary reports (`containerd --version`), e.g. `1.7.24`: what a Node's
+    /// `containerRuntimeVersion` would say, and what pullprobe is told.
+    pub fn version(self) -> &'static str {
+        static VERSIONS: OnceLock<Mutex<Vec<(Series, &'static str)>>> = OnceLock::new();
+        let mut known = VERSIONS
+            .get_or_init(|| Mutex::new(Vec::new()))
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((_, v)) = known.iter().find(|(s, _)| *s == self) {
+            return v;
+        }
+        let out = Command::new(self.containerd())
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "run {} --version ({e}): bash .ci/cache-containerd.sh caches 1.7 and 2.x",
+                    self.containerd().display()
+                )
+            });
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        // "containerd github.com/containerd/containerd/v2 2.1.9+unknown …", "… 1.7.24~ds1 …"
+        let v = text
+            .split_whitespace()
+            .nth(2)
+            .map(|w| {
+                w.chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect::<String>()
+            })
+            .filter(|v| v.matches('.').count() == 2)
+            .unwrap_or_else(|| panic!("unexpected `containerd --version`: {text}"));
+        let v: &'static str = Box::leak(v.into_boxed_str());
+        known.push((self, v));
+        v
+    }
+
+    /// The `version` key of a config of this era.
+    pub fn config_version(self) -> u32 {
+        match self {
+            Series::V1_6 | Series::V1_7 => 2,
+            Series::V2 => 3,
+        }
+    }
+
+    /// The plugin table holding the CRI image settings (`use_local_image_pull`, …).
+    pub fn images_table(self) -> &'static str {
+        match self {
+            Series::V1_6 | Series::V1_7 => "plugins.\"io.containerd.grpc.v1.cri\"",
+            Series::V2 => "plugins.\"io.containerd.cri.v1.images\"",
+        }
+    }
+
+    /// The CRI registry table of this era's config.
+    pub fn registry_table(self) -> String {
+        format!("{}.registry", self.images_table())
+    }
+}
+
+/// A running containerd daemon.
 pub struct Containerd {
-    child: Child,
+    series: Series,
+    child: Mutex<Child>,
+    /// The wrapper stops the daemon when this (its stdin) closes: on Drop, or when the test
+    /// binary exits for a shared daemon.
+    lifeline: Mutex<Option<ChildStdin>>,
     dir: TempDir,
     socket: PathBuf,
     timeout: Duration,
@@ -56,30 +159,40 @@ pub struct CtrOutput {
     pub elapsed: Duration,
 }
 
+/// A fresh containerd namespace name for one pull.
+fn fresh_namespace() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "pp-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 impl Containerd {
-    /// Starts the daemon (no CRI plugin) and waits (≤ 10 s) until `ctr version` works; panics
-    /// otherwise.
-    pub fn start() -> Containerd {
-        Self::start_with(None)
+    /// The test binary's one daemon of `series` (no CRI plugin), started on first use.
+    pub fn shared(series: Series) -> &'static Containerd {
+        static SHARED: [OnceLock<Containerd>; 3] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+        let i = Series::ALL.iter().position(|s| *s == series).unwrap_or(0);
+        SHARED[i].get_or_init(|| Self::start_with(series, None))
     }
 
-    /// Starts the daemon WITH the CRI plugin; `registry_toml` is the body of its
-    /// `[plugins."io.containerd.grpc.v1.cri".registry]` table (config version 2, real paths), and
-    /// may add sub-tables (`[plugins."io.containerd.grpc.v1.cri".registry.mirrors."host"]`, …).
-    pub fn start_cri(registry_toml: &str) -> Containerd {
-        Self::start_with(Some(registry_toml))
+    /// A daemon of its own WITH the CRI plugin; `cri_tables` (TOML tables with their full
+    /// names, real paths, e.g. `[plugins."io.containerd.cri.v1.images".registry]` and its
+    /// sub-tables) are appended to this series' config. Stopped on Drop.
+    pub fn start_cri(series: Series, cri_tables: &str) -> Containerd {
+        Self::start_with(series, Some(cri_tables))
     }
 
-    fn start_with(cri_registry: Option<&str>) -> Containerd {
-        // Keep the path short: unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new()
-            .prefix("ctrd-")
-            .tempdir_in("/tmp")
-            .expect("tempdir");
-        let d = dir.path();
-        let socket = d.join("c.sock");
-        let cfg = format!(
-            r#"version = 2
+    fn config(series: Series, d: &Path, socket: &Path, cri: Option<&str>) -> String {
+        let cri_disabled = if cri.is_some() {
+            ""
+        } else {
+            "\"io.containerd.grpc.v1.cri\","
+        };
+        let mut cfg = format!(
+            r#"version = {version}
 root = {root:?}
 state = {state:?}
 disabled_plugins = [
@@ -102,65 +215,121 @@ disabled_plugins = [
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = {opt:?}
+[plugins."io.containerd.metadata.v1.bolt"]
+  content_sharing_policy = "isolated"
 "#,
+            version = series.config_version(),
             root = d.join("root").display().to_string(),
             state = d.join("state").display().to_string(),
             sock = socket.display().to_string(),
             ttrpc = d.join("c.sock.ttrpc").display().to_string(),
             opt = d.join("opt").display().to_string(),
-            cri_disabled = if cri_registry.is_some() {
-                ""
-            } else {
-                "\"io.containerd.grpc.v1.cri\","
-            },
         );
-        let cfg = match cri_registry {
-            None => cfg,
-            Some(reg) => format!(
-                "{cfg}[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  \
-                 stream_server_port = \"0\"\n[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  \
-                 bin_dir = {cni_bin:?}\n  conf_dir = {cni_conf:?}\n\
-                 [plugins.\"io.containerd.grpc.v1.cri\".registry]\n{reg}\n",
-                cni_bin = d.join("cni-bin").display().to_string(),
-                cni_conf = d.join("cni-conf").display().to_string(),
-            ),
-        };
+        if let Some(tables) = cri {
+            let (cni_bin, cni_conf) = (
+                d.join("cni-bin").display().to_string(),
+                d.join("cni-conf").display().to_string(),
+            );
+            cfg += "[plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n";
+            cfg += &match series {
+                Series::V1_6 | Series::V1_7 => format!(
+                    "[plugins.\"io.containerd.grpc.v1.cri\".cni]\n  bin_dir = {cni_bin:?}\n  conf_dir = {cni_conf:?}\n"
+                ),
+                Series::V2 => format!(
+                    "[plugins.\"io.containerd.cri.v1.runtime\".cni]\n  bin_dirs = [{cni_bin:?}]\n  conf_dir = {cni_conf:?}\n"
+                ),
+            };
+            cfg += tables;
+            cfg += "\n";
+        }
+        cfg
+    }
+
+    fn start_with(series: Series, cri: Option<&str>) -> Containerd {
+        // Keep the path short: unix socket paths are limited to 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd-")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        let d = dir.path();
+        let socket = d.join("c.sock");
         let cfg_path = d.join("config.toml");
-        std::fs::write(&cfg_path, cfg).expect("write containerd config");
+        std::fs::write(&cfg_path, Self::config(series, d, &socket, cri))
+            .expect("write containerd config");
         let log = std::fs::File::create(d.join("containerd.log")).expect("create log");
-        let child = Command::new("containerd")
-            .arg("--config")
+        // The daemon lives as long as the wrapper's stdin is open; then it is stopped and its
+        // directory removed (a shared daemon's TempDir is never dropped).
+        let path = format!(
+            "{}:{}",
+            series.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                r#"exec 3<&0 0</dev/null; "$1" --config "$2" & c=$!; cat <&3 >/dev/null; kill "$c"; wait "$c"; rm -rf "$3""#,
+                "ctrd",
+            ])
+            .arg(series.containerd())
             .arg(&cfg_path)
-            .stdin(Stdio::null())
+            .arg(d)
+            .env("PATH", path)
+            .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
-            .expect("spawn containerd (apt-get install containerd; needs root)");
-        let mut c = Containerd {
-            child,
+            .unwrap_or_else(|e| {
+                panic!(
+                    "spawn {} (needs root; bash .ci/cache-containerd.sh): {e}",
+                    series.containerd().display()
+                )
+            });
+        let lifeline = child.stdin.take();
+        let c = Containerd {
+            series,
+            child: Mutex::new(child),
+            lifeline: Mutex::new(lifeline),
             dir,
             socket,
             timeout: CTR_TIMEOUT,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        c.wait_ready();
+        c
+    }
+
+    /// Waits (≤ 20 s) until `ctr version` answers; panics with the log otherwise.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(Some(st)) = c.child.try_wait() {
-                panic!("containerd exited early ({st}):\n{}", c.log());
+            if let Ok(Some(st)) = self.lock_child().try_wait() {
+                panic!(
+                    "containerd {} exited early ({st}):\n{}",
+                    self.series.version(),
+                    self.log()
+                );
             }
-            let out = c.ctr(&["version"], Duration::from_secs(5));
+            let out = self.ctr_in("default", &["version"], Duration::from_secs(5));
             if out.success {
-                break;
+                return;
             }
             if Instant::now() > deadline {
                 panic!(
-                    "containerd did not answer `ctr version`:\n{}\n{}",
+                    "containerd {} did not answer `ctr version`:\n{}\n{}",
+                    self.series.version(),
                     out.stderr,
-                    c.log()
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        c
+    }
+
+    fn lock_child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn series(&self) -> Series {
+        self.series
     }
 
     /// Timeout for `ctr_pull` / `ctr_fetch` (default [`CTR_TIMEOUT`]).
@@ -184,13 +353,13 @@ disabled_plugins = [
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// Runs `ctr --address SOCK -n pullprobe-test ARGS…` with a timeout (the process is killed
-    /// when it expires).
-    pub fn ctr(&self, args: &[&str], timeout: Duration) -> CtrOutput {
-        let mut cmd = Command::new("ctr");
+    /// Runs `ctr --address SOCK -n NAMESPACE ARGS…` (this series' ctr) with a timeout (the
+    /// process is killed when it expires).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str], timeout: Duration) -> CtrOutput {
+        let mut cmd = Command::new(self.series.ctr());
         cmd.arg("--address")
             .arg(&self.socket)
-            .args(["--namespace", CTR_NAMESPACE])
+            .args(["--namespace", namespace])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -198,8 +367,8 @@ disabled_plugins = [
         run_with_timeout(cmd, timeout)
     }
 
-    /// `ctr images pull [--hosts-dir DIR] EXTRA… IMAGE` (fetch + unpack + image record).
-    /// `Err` carries ctr's stderr (or a timeout note).
+    /// `ctr images pull [--hosts-dir DIR] EXTRA… IMAGE` (fetch + unpack + image record), in a
+    /// namespace of its own. `Err` carries ctr's stderr (or a timeout note).
     pub fn ctr_pull(
         &self,
         image: &str,
@@ -226,6 +395,7 @@ disabled_plugins = [
         hosts_dir: Option<&Path>,
         extra: &[&str],
     ) -> Result<(), String> {
+        let ns = fresh_namespace();
         let hd = hosts_dir.map(|p| p.display().to_string());
         let mut args: Vec<&str> = sub.to_vec();
         if let Some(h) = &hd {
@@ -233,9 +403,9 @@ disabled_plugins = [
         }
         args.extend_from_slice(extra);
         args.push(image);
-        let out = self.ctr(&args, self.timeout);
-        // Forget the image and its content so the next pull really fetches everything.
-        self.clear();
+        let out = self.ctr_in(&ns, &args, self.timeout);
+        // Forget the image and its content (a shared daemon lives on).
+        self.clear(&ns);
         if out.success {
             Ok(())
         } else if out.timed_out {
@@ -250,36 +420,40 @@ disabled_plugins = [
         }
     }
 
-    /// Removes every image and content blob of the test namespace (so a later pull cannot be
-    /// served from the local store).
-    pub fn clear(&self) {
+    /// Removes every image and content blob of `namespace`.
+    pub fn clear(&self, namespace: &str) {
         let t = Duration::from_secs(10);
-        let imgs = self.ctr(&["images", "ls", "-q"], t);
+        let imgs = self.ctr_in(namespace, &["images", "ls", "-q"], t);
         for i in imgs.stdout.lines().filter(|l| !l.trim().is_empty()) {
-            let _ = self.ctr(&["images", "rm", "--sync", i.trim()], t);
+            let _ = self.ctr_in(namespace, &["images", "rm", "--sync", i.trim()], t);
         }
-        let blobs = self.ctr(&["content", "ls", "-q"], t);
+        let blobs = self.ctr_in(namespace, &["content", "ls", "-q"], t);
         for b in blobs.stdout.lines().filter(|l| !l.trim().is_empty()) {
-            let _ = self.ctr(&["content", "rm", b.trim()], t);
+            let _ = self.ctr_in(namespace, &["content", "rm", b.trim()], t);
         }
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             eprintln!(
-                "---- containerd log tail ({}):\n{}",
+                "---- containerd {} log tail ({}):\n{}",
+                self.series.version(),
                 self.log_path().display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
-        // Snapshots may have left mounts under root only for running containers; none run here,
-        // so the TempDir removal just works.
+        // Closing the lifeline makes the wrapper stop the daemon and remove its directory.
+        drop(
+            self.lifeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let _ = self.lock_child().wait();
     }
 }
 

@@ -91,7 +91,7 @@ pub mod scripted;
 pub mod token_issuer;
 
 pub use blob_host::{blob_host_down_url, BlobHost};
-pub use containerd::{Containerd, CtrOutput};
+pub use containerd::{Containerd, CtrOutput, Series};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{

@@ -60,6 +60,7 @@ pub struct RegistryBuilder {
     storage: Option<Storage>,
     log_level: String,
     ipv6: bool,
+    schema1: bool,
 }
 
 pub struct Registry {
@@ -81,6 +82,7 @@ impl Registry {
             storage: None,
             log_level: "info".into(),
             ipv6: false,
+            schema1: false,
         }
     }
 
@@ -192,6 +194,13 @@ impl RegistryBuilder {
         self
     }
     /// Listen on `[::1]` instead of 127.0.0.1.
+    /// Accept Docker schema 1 manifests (`compatibility.schema1.enabled`; distribution 2.8
+    /// refuses to store them otherwise).
+    pub fn schema1(mut self) -> Self {
+        self.schema1 = true;
+        self
+    }
+
     pub fn ipv6(mut self) -> Self {
         self.ipv6 = true;
         self
@@ -229,6 +238,9 @@ impl RegistryBuilder {
             }
         }
         y += "health:\n  storagedriver:\n    enabled: false\n";
+        if self.schema1 {
+            y += "compatibility:\n  schema1:\n    enabled: true\n";
+        }
         if let Some(base) = &self.redirect_baseurl {
             y += &format!(
                 "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: {}\n",

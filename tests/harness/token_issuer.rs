@@ -35,6 +35,18 @@ pub struct TokenRequest {
     pub scopes: Vec<String>,
     /// HTTP status answered.
     pub status: u16,
+    /// The request's headers other than `Authorization` (names lowercase).
+    pub headers: Vec<(String, String)>,
+}
+
+impl TokenRequest {
+    /// First header named `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct TokenIssuerBuilder {
@@ -301,6 +313,17 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
         .filter(|s| !s.is_empty())
         .collect();
     let grant_type = get("grant_type");
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != http::header::AUTHORIZATION)
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
     if let (true, Some(status)) = (is_post, st.cfg.reject_post) {
         st.log.lock().expect("lock").push(TokenRequest {
             method,
@@ -309,6 +332,7 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
             service: get("service"),
             scopes,
             status,
+            headers,
         });
         return http_response(
             status,
@@ -323,6 +347,7 @@ fn handle(st: &State, req: HttpRequest) -> HttpResponse {
         service: get("service"),
         scopes: scopes.clone(),
         status: 200,
+        headers,
     };
 
     // Who is asking.

@@ -35,7 +35,10 @@ impl Node {
             .tempdir_in("/tmp")
             .expect("node scratch dir");
         let netns = Netns::create();
-        let holder = Holder::start(&netns.path(), dir.path());
+        let mut holder = Holder::start(&netns.path(), dir.path());
+        if let Some(d) = &b.containerd_bin_dir {
+            holder.set_bin_dir(d);
+        }
         let on_node_net = netns.enter();
         let name = b.name.clone().unwrap_or_else(|| {
             let suffix = netns.name().rsplit('-').next().unwrap_or("0");
@@ -73,6 +76,9 @@ impl Node {
         for (path, data, mode) in &b.files {
             self.holder().write_file(path, data, *mode);
         }
+        if let Some(d) = &b.containerd_bin_dir {
+            self.write_dpkg_status_for(d);
+        }
         self.containerd = Some(runtime::start(
             self.holder(),
             &self.scratch().join("containerd.log"),
@@ -93,6 +99,44 @@ impl Node {
             self.times.apiserver,
             self.times.kubelet_registered,
             self.times.node_ready
+        );
+    }
+
+    /// The node's dpkg status names the containerd release it runs (what `check --host-root /`
+    /// reads when no version is given), as on a node where that package is installed.
+    fn write_dpkg_status_for(&self, bin_dir: &Path) {
+        let out = std::process::Command::new(bin_dir.join("containerd"))
+            .arg("--version")
+            .output()
+            .expect("containerd --version");
+        // "containerd github.com/containerd/containerd 1.7.24~ds1 1.7.24~ds1-6+deb13u1"
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let version = text
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let status = std::fs::read_to_string("/var/lib/dpkg/status").unwrap_or_default();
+        let stanzas: Vec<String> = status
+            .split("\n\n")
+            .map(|st| {
+                if st.lines().any(|l| l == "Package: containerd") {
+                    st.lines()
+                        .map(|l| match l.starts_with("Version: ") {
+                            true => format!("Version: {version}"),
+                            false => l.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                } else {
+                    st.to_string()
+                }
+            })
+            .collect();
+        self.holder().write_file(
+            "/var/lib/dpkg/status",
+            stanzas.join("\n\n").as_bytes(),
+            0o644,
         );
     }
 

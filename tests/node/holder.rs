@@ -42,6 +42,9 @@ pub struct Holder {
     child: Child,
     pid: u32,
     root: PathBuf,
+    /// Searched first for the programs run inside the node: the node's containerd release
+    /// (`containerd`, `ctr` and its shims) when it is not the machine's.
+    bin_dir: Option<PathBuf>,
 }
 
 fn sh_quote(s: &str) -> String {
@@ -80,6 +83,7 @@ impl Holder {
             child,
             pid,
             root: root.to_path_buf(),
+            bin_dir: None,
         }
     }
 
@@ -111,6 +115,11 @@ impl Holder {
         s
     }
 
+    /// Programs in `dir` win over the machine's (see the field).
+    pub fn set_bin_dir(&mut self, dir: &Path) {
+        self.bin_dir = Some(dir.to_path_buf());
+    }
+
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -123,6 +132,10 @@ impl Holder {
     /// `nsenter --mount=… --net=… -- PROGRAM`: a command that runs inside the node.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("nsenter");
+        if let Some(d) = &self.bin_dir {
+            let path = std::env::var("PATH").unwrap_or_default();
+            c.env("PATH", format!("{}:{path}", d.display()));
+        }
         c.arg(format!("--mount=/proc/{}/ns/mnt", self.pid))
             .arg(format!("--net=/proc/{}/ns/net", self.pid))
             .arg("--")

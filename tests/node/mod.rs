@@ -118,6 +118,7 @@ pub struct NodeBuilder {
     dns: DnsBuilder,
     credential_providers: Option<CredentialProviders>,
     containerd_extra: String,
+    containerd_bin_dir: Option<PathBuf>,
     kubelet_args: Vec<String>,
     files: Vec<(String, Vec<u8>, u32)>,
 }
@@ -153,6 +154,14 @@ impl NodeBuilder {
     /// TOML appended to the default `/etc/containerd/config.toml`.
     pub fn containerd_extra(mut self, toml: &str) -> Self {
         self.containerd_extra = toml.into();
+        self
+    }
+
+    /// The node runs the containerd release whose `containerd`, `ctr` and shims are in `dir`
+    /// (e.g. 1.7.x from `.ci/cache-containerd.sh`: `harness::Series::V1_7.bin_dir()`), with the
+    /// same config; its dpkg status names that release. Default: the machine's 1.6.20.
+    pub fn containerd_bin_dir(mut self, dir: &Path) -> Self {
+        self.containerd_bin_dir = Some(dir.to_path_buf());
         self
     }
 
@@ -215,6 +224,7 @@ impl Node {
                 .record("mirror.test", "127.0.0.1"),
             credential_providers: None,
             containerd_extra: String::new(),
+            containerd_bin_dir: None,
             kubelet_args: Vec::new(),
             files: Vec::new(),
         }

@@ -159,7 +159,7 @@ async fn run(j: Job, path: Arc<dyn PullPath>, clock: Arc<dyn Clock>) -> CheckRec
     };
     let given = j.image.normalized();
     let checked = path.check(&j.image, &given, creds, depth).await;
-    let state = checked.path_state(path.runtime());
+    let state = checked.path_state(path.rules());
     CheckRecord {
         kind: j.kind,
         key: j.key,

@@ -67,7 +67,7 @@ fn report(image: &str, atts: &[Att]) -> ProbeReport {
     let refs: Vec<&EndpointAttempt> = attempts.iter().collect();
     let ok = attempts.iter().position(|a| a.ok);
     let decisive = ok
-        .or_else(|| crate::probe::verdict::reported_failure(Runtime::Containerd, &refs))
+        .or_else(|| crate::probe::verdict::reported_failure(Runtime::Containerd.into(), &refs))
         .unwrap_or(0);
     let d = &attempts[decisive];
     ProbeReport {

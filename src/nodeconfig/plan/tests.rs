@@ -17,7 +17,7 @@ impl Tree {
         NodeConfig::load(&NodeConfigOptions {
             host_root: self.0.path().to_path_buf(),
             runtime: Some(runtime),
-            containerd_version: version.map(str::to_string),
+            containerd_version: version.map(crate::nodeconfig::GivenVersion::flag),
             ..Default::default()
         })
         .unwrap()
@@ -102,7 +102,8 @@ fn host_dir_lookup_order_and_multi_root() {
         ),
         ("/r1/other:5000/hosts.toml", "server = \"https://colon\"\n"),
     ]);
-    let nc = t.load(Runtime::Containerd, Some("1.7.27"));
+    // 2.0: reads top-level-only files (1.x ignores them) and pulls locally.
+    let nc = t.load(Runtime::Containerd, Some("2.0.0"));
     // _default in root 1 beats an exact directory in root 2.
     let p = nc.plan(&img("reg:5000/x"));
     assert_eq!(urls(&p), vec!["https default-r1/v2?ns=reg:5000"]);
@@ -261,7 +262,7 @@ fn broken_hosts_toml_falls_back_to_docker_cert_layout() {
 }
 
 #[test]
-fn containerd_1_6_ignores_top_level_only_hosts_toml() {
+fn containerd_1_x_ignores_top_level_only_hosts_toml() {
     let t = Tree::new(&[
         ("/etc/containerd/config.toml", CP),
         (
@@ -277,8 +278,16 @@ fn containerd_1_6_ignores_top_level_only_hosts_toml() {
         .findings
         .iter()
         .any(|f| f.kind == FindingKind::HostsTomlIgnored));
+    // 1.7 too (the same go-toml v1 code); 2.0 reads the file.
     let p = t
         .load(Runtime::Containerd, Some("1.7.27"))
+        .plan(&img("127.0.0.1:5000/x"));
+    assert!(p
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::HostsTomlIgnored));
+    let p = t
+        .load(Runtime::Containerd, Some("2.0.0"))
         .plan(&img("127.0.0.1:5000/x"));
     assert_eq!(urls(&p), vec!["https 127.0.0.1:5000/v2"]);
     assert!(p.endpoints[0].tls.skip_verify);
@@ -485,4 +494,143 @@ fn containerd_version_from_dpkg_status() {
         urls(&nc.plan(&img("localhost:5000/x"))),
         vec!["http localhost:5000/v2"]
     );
+}
+
+#[test]
+fn plan_names_the_version_and_where_it_came_from() {
+    let t = Tree::new(&[
+        ("/etc/containerd/config.toml", CP),
+        (
+            "/var/lib/dpkg/status",
+            "Package: containerd\nStatus: install ok installed\nVersion: 1.7.24~ds1-6\n",
+        ),
+    ]);
+    let p = t
+        .load(Runtime::Containerd, Some("2.1.9"))
+        .plan(&img("r.example/x"));
+    let v = p.containerd.clone().unwrap();
+    assert_eq!(
+        (v.version.as_deref(), v.source),
+        (Some("2.1.9"), Some(VersionSource::Flag))
+    );
+    assert!(render_plan_text(&p).contains("containerd 2.1.9 (from --containerd-version)"));
+    let p = t.load(Runtime::Containerd, None).plan(&img("r.example/x"));
+    assert!(render_plan_text(&p).contains("containerd 1.7.24 (from the node's dpkg status)"));
+    let bare = Tree::new(&[("/etc/containerd/config.toml", CP)]);
+    let p = bare
+        .load(Runtime::Containerd, None)
+        .plan(&img("r.example/x"));
+    assert_eq!(p.containerd.as_ref().unwrap().version, None);
+    assert!(render_plan_text(&p).contains("version unknown: assumed 1.x rules"));
+    let nc = NodeConfig::load(&NodeConfigOptions {
+        host_root: bare.0.path().to_path_buf(),
+        runtime: Some(Runtime::Containerd),
+        containerd_version: Some(crate::nodeconfig::GivenVersion::node_status(
+            "containerd://1.7.24",
+        )),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(render_plan_text(&nc.plan(&img("r.example/x")))
+        .contains("containerd 1.7.24 (from the Node's containerRuntimeVersion)"));
+}
+
+#[test]
+fn config_path_defaults_from_2_2_unless_legacy_mirrors() {
+    let no_cp = "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry]\n";
+    let t = Tree::new(&[
+        ("/etc/containerd/config.toml", no_cp),
+        (
+            "/etc/docker/certs.d/r.example/hosts.toml",
+            "[host.\"https://m.example\"]\n",
+        ),
+    ]);
+    let plan_of = |v| {
+        t.load(Runtime::Containerd, Some(v))
+            .plan(&img("r.example/x"))
+    };
+    // 2.2's default has two roots, which its transfer-service pull does not split.
+    let p = plan_of("2.2.0");
+    assert_eq!(urls(&p), vec!["https r.example/v2"]);
+    assert!(p
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::MultiRootConfigPathIgnored));
+    assert_eq!(urls(&plan_of("2.1.9")), vec!["https r.example/v2"]);
+    let local = Tree::new(&[
+        (
+            "/etc/containerd/config.toml",
+            "version = 3\n[plugins.'io.containerd.cri.v1.images']\nuse_local_image_pull = true\n[plugins.'io.containerd.cri.v1.images'.registry]\n",
+        ),
+        (
+            "/etc/docker/certs.d/r.example/hosts.toml",
+            "[host.\"https://m.example\"]\n",
+        ),
+    ]);
+    let p = local
+        .load(Runtime::Containerd, Some("2.2.0"))
+        .plan(&img("r.example/x"));
+    assert_eq!(
+        urls(&p),
+        vec!["https m.example/v2?ns=r.example", "https r.example/v2"]
+    );
+    let p = local
+        .load(Runtime::Containerd, Some("2.1.9"))
+        .plan(&img("r.example/x"));
+    assert_eq!(urls(&p), vec!["https r.example/v2"]);
+    let legacy = Tree::new(&[(
+        "/etc/containerd/config.toml",
+        "version = 3\n[plugins.'io.containerd.cri.v1.images'.registry.mirrors.'r.example']\nendpoint = ['https://legacy.example']\n",
+    )]);
+    let p = legacy
+        .load(Runtime::Containerd, Some("2.2.0"))
+        .plan(&img("r.example/x"));
+    assert_eq!(urls(&p)[0], "https legacy.example/v2?ns=r.example");
+}
+
+#[test]
+fn hosts_toml_keys_by_release() {
+    let t = Tree::new(&[
+        ("/etc/containerd/config.toml", CP),
+        (
+            "/etc/containerd/certs.d/r.example/hosts.toml",
+            "[host.\"https://m.example\"]\n  dial_timeout = \"2s\"\n[host.\"https://n.example\"]\n  capabilities = [\"pull\", \"resolve\", \"referrers\"]\n",
+        ),
+    ]);
+    let plan_of = |v| {
+        t.load(Runtime::Containerd, Some(v))
+            .plan(&img("r.example/x"))
+    };
+    // < 2.2: `referrers` is an unknown capability, the whole file is ignored.
+    for v in ["1.7.24", "2.1.9"] {
+        let p = plan_of(v);
+        assert_eq!(urls(&p), vec!["https r.example/v2"], "{v}");
+        assert!(p
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::HostsTomlIgnored));
+    }
+    // 2.2 reads both keys.
+    let p = plan_of("2.2.0");
+    assert_eq!(
+        p.endpoints[0].dial_timeout,
+        Some(std::time::Duration::from_secs(2))
+    );
+    assert!(p.endpoints[1].capabilities.referrers);
+    // dial_timeout before 2.1: an unknown key, noted, never applied.
+    let t = Tree::new(&[
+        ("/etc/containerd/config.toml", CP),
+        (
+            "/etc/containerd/certs.d/r.example/hosts.toml",
+            "[host.\"https://m.example\"]\n  dial_timeout = \"2s\"\n",
+        ),
+    ]);
+    let p = t
+        .load(Runtime::Containerd, Some("1.7.24"))
+        .plan(&img("r.example/x"));
+    assert_eq!(p.endpoints[0].dial_timeout, None);
+    assert!(p
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::Note && f.message.contains("dial_timeout")));
 }
