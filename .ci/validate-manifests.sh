@@ -47,6 +47,8 @@ base = os.path.abspath("manifests")
 independent = ["prometheus", "grafana-dashboard", "pull-secrets", "non-root", "control-plane", "large-nodes"]
 combos = [list(c) for n in range(len(independent) + 1) for c in itertools.combinations(independent, n)]
 combos += [c + ["prometheus-servicemonitor"] for c in combos if "prometheus" in c]
+# provider-sa-tokens only adds its own RBAC objects: alone and with the ConfigMap/DaemonSet changers.
+combos += [["provider-sa-tokens"], ["provider-sa-tokens", "pull-secrets", "non-root"]]
 for i, combo in enumerate(combos):
     d = os.path.join(out, f"overlay-{i:03}")
     os.makedirs(d)

@@ -855,6 +855,54 @@ fn every_component_combination_renders_and_applies_to_a_real_apiserver() {
     assert_eq!(r.status, 422, "{r:?}");
 }
 
+/// The opt-in `provider-sa-tokens` (KEP-4412) renders on its own and with the others, adds
+/// exactly its ServiceAccount, Role and RoleBinding (the Role limited by resourceNames to that
+/// account), leaves the agent's config alone, and applies to a real API server.
+/// (tests/provider_sa_tokens.rs proves the grant with real TokenRequests.)
+#[test]
+fn provider_sa_tokens_component_renders_and_applies() {
+    let kubectl = kubectl();
+    let api = KubeApiServer::start();
+    for combo in [
+        vec!["provider-sa-tokens"],
+        vec!["provider-sa-tokens", "pull-secrets", "non-root"],
+    ] {
+        let without = render(&kubectl, &combo[1..]);
+        let all = render(&kubectl, &combo);
+        check_render(&combo, &all);
+        let added: Vec<(String, String)> = all
+            .iter()
+            .filter(|d| !without.contains(d))
+            .map(|d| {
+                let s = |v: &Value| v.as_str().unwrap().to_string();
+                (s(&d["kind"]), s(&d["metadata"]["name"]))
+            })
+            .collect();
+        assert_eq!(without.len() + 3, all.len(), "{combo:?}");
+        assert_eq!(
+            added,
+            [
+                (
+                    "ServiceAccount".to_string(),
+                    "pullprobe-registry-credentials".to_string()
+                ),
+                ("Role".into(), "pullprobe-provider-sa-tokens".into()),
+                ("RoleBinding".into(), "pullprobe-provider-sa-tokens".into()),
+            ],
+            "{combo:?}"
+        );
+        let role = find(&all, "Role", "pullprobe-provider-sa-tokens");
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(
+                rule["resourceNames"],
+                json!(["pullprobe-registry-credentials"]),
+                "{rule}"
+            );
+        }
+        apply_and_remove(&api, &all);
+    }
+}
+
 #[test]
 fn component_files_agree_with_their_sources() {
     // The dashboard ConfigMap's copy is the dashboard.
