@@ -42,7 +42,7 @@ path_of() { local e; for e in "${all[@]}"; do [ "${e%%=*}" = "$1" ] && echo "${e
 
 # Binaries that start a kube-apiserver or a one-node cluster (tests/kube, tests/node), longest first;
 # the two cluster tests share a lane (one cluster at a time on the machine: tests/node/lock.rs).
-kube_tests=("kubelet_oracle+node_cluster" manifests preflight agent_api_faults agent_kube agent_drift kube_selftest)
+kube_tests=("kubelet_oracle+node_cluster" manifests preflight agent_api_faults agent_kube agent_drift agent_reviews kube_selftest)
 declare -A is_kube=()
 for g in "${kube_tests[@]}"; do for t in ${g//+/ }; do is_kube[$t]=1; done; done
 # The others, longest first where known.

@@ -168,8 +168,16 @@ fn check_config_defaults_and_ports(cfg: &pullprobe::agent::config::AgentConfig, 
     let port = cfg.listen.port();
     assert_eq!(c["ports"][0]["containerPort"], port);
     // The kubelet's probes use the unauthenticated health listener (the main one reviews
-    // every caller).
-    let health = cfg.health_listen.expect("health_listen").port();
+    // every caller); a config without `health_listen` gets the same port in a cluster.
+    let health = cfg.health_listen_for(false).expect("health_listen").port();
+    let default = pullprobe::agent::config::AgentConfig {
+        health_listen: None,
+        ..cfg.clone()
+    };
+    assert_eq!(
+        default.health_listen_for(false),
+        cfg.health_listen_for(false)
+    );
     assert_eq!(c["ports"][1]["containerPort"], health);
     for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
         assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");

@@ -473,25 +473,52 @@ fn inject_faults(
     assert_eq!(firing(prom), faulty);
 }
 
-/// `promtool check metrics` (it reads the Prometheus text format) passes on the text exposition;
-/// on OpenMetrics it only misses the HELP of `_total` samples (OpenMetrics puts HELP on the
-/// family name), which is the format's rule, not a defect.
+/// `curl …/metrics | promtool check metrics` passes: with no `Accept` header, curl's own
+/// (`*/*`) and `text/plain`, the agent answers the Prometheus text format 0.0.4, as client_golang
+/// does. OpenMetrics only when asked for; on it promtool only misses the HELP of `_total`
+/// samples (OpenMetrics puts HELP on the family name), which is the format's rule, not a defect.
 fn check_exposition_with_promtool(rig: &Rig) {
     let port = rig.agent.port;
-    let get = |accept: &str| {
-        let h = vec![("Accept".to_string(), accept.to_string())];
-        prom::http(port, "GET", "/metrics", &h, None)
-            .expect("agent /metrics")
-            .2
+    let curl = |args: &[&str]| -> (String, Vec<u8>) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-i"])
+            .args(args)
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()
+            .expect("curl");
+        let raw = out.stdout;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP answer");
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        (head, raw[split + 4..].to_vec())
     };
-    let text = get("text/plain;version=0.0.4");
-    let (ok, out) = promtool(&repo(), &["check", "metrics"], Some(&text));
+    let text_type = pullprobe::agent::metrics::PROMETHEUS_TEXT_CONTENT_TYPE.to_ascii_lowercase();
+    for args in [
+        &["-H", "Accept:"][..],
+        &[][..],
+        &["-H", "Accept: text/plain"][..],
+        &["-H", "Accept: text/plain;version=0.0.4"][..],
+    ] {
+        let (head, body) = curl(args);
+        assert!(
+            head.contains(&format!("content-type: {text_type}")),
+            "curl {args:?}: {head}"
+        );
+        assert!(text_type.starts_with("text/plain; version=0.0.4"));
+        let (ok, out) = promtool(&repo(), &["check", "metrics"], Some(&body));
+        assert!(
+            ok,
+            "curl {args:?} | promtool check metrics:\n{out}\n{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let (head, om) = curl(&["-H", "Accept: application/openmetrics-text;version=1.0.0"]);
     assert!(
-        ok,
-        "promtool check metrics:\n{out}\n{}",
-        String::from_utf8_lossy(&text)
+        head.contains("content-type: application/openmetrics-text"),
+        "{head}"
     );
-    let om = get("application/openmetrics-text;version=1.0.0");
     let (_, out) = promtool(&repo(), &["check", "metrics"], Some(&om));
     for l in out.lines().filter(|l| !l.trim().is_empty()) {
         assert!(

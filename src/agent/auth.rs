@@ -20,10 +20,17 @@
 //!
 //! Answers are cached by a SHA-256 of the token (never the token) for `auth.cache_ttl`,
 //! bounded to `auth.cache_entries`; reviews are rate limited so a flood of bad tokens
-//! costs the API server at most `auth.reviews_per_second`.
+//! costs the API server at most `auth.reviews_per_second`. Both are per caller, so junk
+//! tokens cannot evict or starve known ones: once a token is authorized, its cached answers
+//! are protected (only another authorized token's answer can push them out) and its
+//! re-reviews draw on a budget of their own (`auth.reviews_per_second` again); every other
+//! token draws on its client address's budget (a quarter of the rate) and on a shared one.
+//! A known caller whose budget is spent is answered from its last grant (up to
+//! `auth.stale_ttl`), as while the API server is down.
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -127,11 +134,13 @@ pub fn bearer(authorization: Option<&[u8]>, proxied: Option<&[u8]>) -> Result<St
     Ok(token.to_string())
 }
 
-/// An authenticated caller: who, and the hash their answers are cached under.
+/// An authenticated caller: who, the hash their answers are cached under, and the address
+/// they called from (whose review budget they draw on).
 #[derive(Clone, Debug)]
 pub struct Caller {
     pub identity: Identity,
     token_hash: [u8; 32],
+    client: IpAddr,
 }
 
 /// A token bucket: `rate` per second, up to `burst` at once.
@@ -156,36 +165,63 @@ impl RateLimit {
 
     /// Take one token if there is one.
     pub fn try_take(&mut self) -> bool {
+        self.try_take_n(1)
+    }
+
+    /// Take `n` tokens if there are that many (none otherwise).
+    pub fn try_take_n(&mut self, n: u32) -> bool {
+        let has = self.available() >= f64::from(n);
+        if has {
+            self.tokens -= f64::from(n);
+        }
+        has
+    }
+
+    /// The tokens there are now.
+    fn available(&mut self) -> f64 {
         let now = Instant::now();
-        let dt = now.duration_since(self.last).as_secs_f64();
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + dt * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.tokens
     }
 }
 
-/// A map whose entries expire, bounded: when full, expired entries go first, then the
-/// oldest.
+/// One cached value: when it was stored, and whether only another protected entry may push
+/// it out.
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    at: Instant,
+    protected: bool,
+}
+
+/// A map whose entries expire, bounded. When full, entries older than `keep` go first, then
+/// the oldest unprotected one; a protected entry gives way only to another protected one, so
+/// a flood of new keys (junk tokens) cannot push out the answers of known callers.
 #[derive(Debug)]
 pub struct TtlCache<K, V> {
     ttl: Duration,
+    /// How long an entry is worth keeping for [`TtlCache::get_within`] (≥ `ttl`).
+    keep: Duration,
     max: usize,
-    /// Value and when it was inserted.
-    map: HashMap<K, (V, Instant)>,
+    map: HashMap<K, Entry<V>>,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration, max: usize) -> Self {
         TtlCache {
             ttl,
+            keep: ttl,
             max: max.max(1),
             map: HashMap::new(),
         }
+    }
+
+    /// Keep entries up to `keep` when the cache is full (stale answers are read that long).
+    pub fn keeping(mut self, keep: Duration) -> Self {
+        self.keep = keep.max(self.ttl);
+        self
     }
 
     /// The value if it is younger than the TTL.
@@ -195,26 +231,65 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
 
     /// The value if it is younger than `age` (stale answers while the API server is down).
     pub fn get_within(&self, k: &K, age: Duration) -> Option<V> {
-        let (v, at) = self.map.get(k)?;
-        (at.elapsed() < age).then(|| v.clone())
+        let e = self.map.get(k)?;
+        (e.at.elapsed() < age).then(|| e.value.clone())
     }
 
+    /// Is `k` protected and younger than `age`?
+    pub fn protected_within(&self, k: &K, age: Duration) -> bool {
+        self.map
+            .get(k)
+            .is_some_and(|e| e.protected && e.at.elapsed() < age)
+    }
+
+    /// Insert (or refresh) `k`; it stays protected if it was. Not stored when the cache is
+    /// full of protected entries.
     pub fn insert(&mut self, k: K, v: V) {
-        if self.map.len() >= self.max && !self.map.contains_key(&k) {
-            let ttl = self.ttl;
-            self.map.retain(|_, (_, at)| at.elapsed() < ttl);
-            if self.map.len() >= self.max {
-                let oldest = self
-                    .map
-                    .iter()
-                    .min_by_key(|(_, (_, at))| *at)
-                    .map(|(k, _)| k.clone());
-                if let Some(old) = oldest {
-                    self.map.remove(&old);
-                }
-            }
+        self.put(k, v, false);
+    }
+
+    /// Insert (or refresh) `k` as protected.
+    pub fn insert_protected(&mut self, k: K, v: V) {
+        self.put(k, v, true);
+    }
+
+    /// Mark `k` protected, if present.
+    pub fn protect(&mut self, k: &K) {
+        if let Some(e) = self.map.get_mut(k) {
+            e.protected = true;
         }
-        self.map.insert(k, (v, Instant::now()));
+    }
+
+    fn put(&mut self, k: K, value: V, protected: bool) {
+        let protected = protected || self.map.get(&k).is_some_and(|e| e.protected);
+        if !self.map.contains_key(&k) && self.map.len() >= self.max && !self.make_room(protected) {
+            return;
+        }
+        let at = Instant::now();
+        self.map.insert(
+            k,
+            Entry {
+                value,
+                at,
+                protected,
+            },
+        );
+    }
+
+    /// Free one slot for a new entry (`protected` or not); false when there is none to free.
+    fn make_room(&mut self, protected: bool) -> bool {
+        let keep = self.keep;
+        self.map.retain(|_, e| e.at.elapsed() < keep);
+        if self.map.len() < self.max {
+            return true;
+        }
+        let victim = self
+            .map
+            .iter()
+            .filter(|(_, e)| protected || !e.protected)
+            .min_by_key(|(_, e)| (e.protected, e.at))
+            .map(|(k, _)| k.clone());
+        victim.is_some_and(|k| self.map.remove(&k).is_some())
     }
 
     pub fn len(&self) -> usize {
@@ -226,41 +301,110 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     }
 }
 
+/// Client addresses with a review budget of their own, at most (the least recently used
+/// is forgotten first).
+const MAX_CLIENT_BUDGETS: usize = 4096;
+
+/// Review budgets per caller. A caller whose token was authorized before (its cached answers
+/// are protected) draws on a budget of its own kind, so unknown tokens cannot starve it;
+/// every other caller draws first on the budget of its client address (a quarter of the
+/// rate), then on one they all share, so one address cannot take the shared one either.
+#[derive(Debug)]
+struct Budgets {
+    known: RateLimit,
+    unknown: RateLimit,
+    per_client: HashMap<IpAddr, RateLimit>,
+    per_client_rate: u32,
+}
+
+impl Budgets {
+    fn new(rate: u32) -> Budgets {
+        let per_client_rate = (rate / 4).max(1);
+        Budgets {
+            known: RateLimit::new(rate, rate.saturating_mul(2)),
+            unknown: RateLimit::new(rate, rate.saturating_mul(2)),
+            per_client: HashMap::new(),
+            per_client_rate,
+        }
+    }
+
+    /// Take `cost` reviews from the caller's budgets, all or none; false when one of them
+    /// has fewer left.
+    fn spend(&mut self, client: IpAddr, known: bool, cost: u32) -> bool {
+        if known {
+            return self.known.try_take_n(cost);
+        }
+        let client = client.to_canonical();
+        if !self.per_client.contains_key(&client) && self.per_client.len() >= MAX_CLIENT_BUDGETS {
+            let lru = self
+                .per_client
+                .iter()
+                .min_by_key(|(_, b)| b.last)
+                .map(|(ip, _)| *ip);
+            if let Some(ip) = lru {
+                self.per_client.remove(&ip);
+            }
+        }
+        let r = self.per_client_rate;
+        let mine = self
+            .per_client
+            .entry(client)
+            .or_insert_with(|| RateLimit::new(r, r.saturating_mul(2)));
+        let has =
+            mine.available() >= f64::from(cost) && self.unknown.available() >= f64::from(cost);
+        has && mine.try_take_n(cost) && self.unknown.try_take_n(cost)
+    }
+}
+
 /// Authenticates and authorizes callers through the API server.
 pub struct Authorizer {
     client: kube::Client,
     audiences: Vec<String>,
     /// How long an answer that let a caller in is reused while the API server cannot be
-    /// asked (the kubelet keeps authorized webhook answers 5 minutes).
+    /// asked (the kubelet keeps authorized webhook answers 5 minutes), or while the caller's
+    /// budget is spent.
     stale: Duration,
+    /// Token hash → identity (`None`: not accepted); protected once the token was authorized.
     tokens: Mutex<TtlCache<[u8; 32], Option<Identity>>>,
+    /// (token hash, access) → allowed; grants protected, denials not.
     grants: Mutex<TtlCache<([u8; 32], Access), bool>>,
-    budget: Mutex<RateLimit>,
+    budgets: Mutex<Budgets>,
     /// When a review last failed to get an answer from the API server.
     unavailable_at: Mutex<Option<Instant>>,
 }
 
 impl Authorizer {
     pub fn new(client: kube::Client, cfg: &AuthConfig) -> Authorizer {
+        let stale = cfg.stale_ttl.max(cfg.cache_ttl);
+        let (ttl, max) = (cfg.cache_ttl, cfg.cache_entries);
         Authorizer {
             client,
             audiences: cfg.audiences.clone(),
-            stale: cfg.stale_ttl.max(cfg.cache_ttl),
-            tokens: Mutex::new(TtlCache::new(cfg.cache_ttl, cfg.cache_entries)),
-            grants: Mutex::new(TtlCache::new(cfg.cache_ttl, cfg.cache_entries)),
-            budget: Mutex::new(RateLimit::new(
-                cfg.reviews_per_second,
-                cfg.reviews_per_second.saturating_mul(2),
-            )),
+            stale,
+            tokens: Mutex::new(TtlCache::new(ttl, max).keeping(stale)),
+            grants: Mutex::new(TtlCache::new(ttl, max).keeping(stale)),
+            budgets: Mutex::new(Budgets::new(cfg.reviews_per_second)),
             unavailable_at: Mutex::new(None),
         }
     }
 
-    fn spend(&self) -> Result<(), Denied> {
-        let ok = self
-            .budget
+    /// Was this token authorized for something within the stale window?
+    fn known(&self, token_hash: &[u8; 32]) -> bool {
+        self.tokens
             .lock()
-            .map(|mut b| b.try_take())
+            .is_ok_and(|c| c.protected_within(token_hash, self.stale))
+    }
+
+    /// May `cost` reviews be sent for this caller now? `Unavailable` while backing off after
+    /// a failed review, `Throttled` when its budget is spent.
+    fn ask(&self, client: IpAddr, known: bool, cost: u32) -> Result<(), Denied> {
+        if self.backing_off() {
+            return Err(Denied::Unavailable);
+        }
+        let ok = self
+            .budgets
+            .lock()
+            .map(|mut b| b.spend(client, known, cost))
             .unwrap_or(false);
         ok.then_some(()).ok_or(Denied::Throttled)
     }
@@ -280,48 +424,62 @@ impl Authorizer {
         }
     }
 
-    /// Who holds `token`: the API server's own audiences first, then the configured ones
-    /// (a token bound to `pullprobe` is not valid for the API server's).
-    pub async fn authenticate(&self, token: &str) -> Result<Caller, Denied> {
+    /// Who holds `token`, calling from `client`: the API server's own audiences first, then
+    /// the configured ones (a token bound to `pullprobe` is not valid for the API server's).
+    pub async fn authenticate(&self, token: &str, client: IpAddr) -> Result<Caller, Denied> {
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self.tokens.lock().ok().and_then(|c| c.get(&token_hash));
         let identity = match cached {
             Some(found) => found,
-            None => match self.review_token(token).await {
-                Ok(found) => {
-                    if let Ok(mut c) = self.tokens.lock() {
-                        c.insert(token_hash, found.clone());
+            None => {
+                let known = self.known(&token_hash);
+                match self.review_token(token, client, known).await {
+                    Ok(found) => {
+                        if let Ok(mut c) = self.tokens.lock() {
+                            c.insert(token_hash, found.clone());
+                        }
+                        found
                     }
-                    found
+                    // The API server is down, or the budget spent: a token that was
+                    // authorized recently still is.
+                    Err(e @ (Denied::Unavailable | Denied::Throttled)) => self
+                        .tokens
+                        .lock()
+                        .ok()
+                        .filter(|_| known)
+                        .and_then(|c| c.get_within(&token_hash, self.stale))
+                        .filter(Option::is_some)
+                        .ok_or(e)?,
+                    Err(e) => return Err(e),
                 }
-                // The API server is down: a token it accepted recently still is.
-                Err(Denied::Unavailable) => self
-                    .tokens
-                    .lock()
-                    .ok()
-                    .and_then(|c| c.get_within(&token_hash, self.stale))
-                    .filter(Option::is_some)
-                    .ok_or(Denied::Unavailable)?,
-                Err(e) => return Err(e),
-            },
+            }
         };
         let identity = identity.ok_or(Denied::Unauthenticated)?;
         Ok(Caller {
             identity,
             token_hash,
+            client,
         })
     }
 
-    async fn review_token(&self, token: &str) -> Result<Option<Identity>, Denied> {
-        if self.backing_off() {
-            return Err(Denied::Unavailable);
-        }
+    async fn review_token(
+        &self,
+        token: &str,
+        client: IpAddr,
+        known: bool,
+    ) -> Result<Option<Identity>, Denied> {
         let mut tries: Vec<Vec<String>> = vec![Vec::new()];
         if !self.audiences.is_empty() {
             tries.push(self.audiences.clone());
         }
+        // Every try is paid for before the first: a token the first try rejects is then
+        // answered 401 by the second, not 429 half-way.
+        self.ask(
+            client,
+            known,
+            u32::try_from(tries.len()).unwrap_or(u32::MAX),
+        )?;
         for audiences in tries {
-            self.spend()?;
             let review = review::token_review(&self.client, token, &audiences);
             match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
                 Ok(Ok(Some(id))) => return Ok(Some(id)),
@@ -341,52 +499,48 @@ impl Authorizer {
         Ok(None)
     }
 
-    /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`].
-    async fn review_access(
-        &self,
-        caller: &Caller,
-        access: &Access,
-    ) -> Result<review::Decision, crate::k8s::K8sError> {
+    /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`]; `Unavailable` when it gets no
+    /// answer.
+    async fn review_access(&self, caller: &Caller, access: &Access) -> Result<bool, Denied> {
         let review = review::access_review(&self.client, &caller.identity, access);
-        tokio::time::timeout(REVIEW_TIMEOUT, review)
+        let answer = tokio::time::timeout(REVIEW_TIMEOUT, review)
             .await
-            .unwrap_or(Err(crate::k8s::K8sError::Timeout("SubjectAccessReview")))
+            .unwrap_or(Err(crate::k8s::K8sError::Timeout("SubjectAccessReview")));
+        answer.map(|d| d.allowed).map_err(|e| {
+            tracing::warn!(error = %e, "SubjectAccessReview failed");
+            self.mark_unavailable();
+            Denied::Unavailable
+        })
     }
 
-    /// May `caller` do `access`?
+    /// May `caller` do `access`? A grant protects the caller's cached answers (and moves
+    /// it to the known callers' budget).
     pub async fn authorize(&self, caller: &Caller, access: &Access) -> Result<(), Denied> {
         let key = (caller.token_hash, access.clone());
         let cached = self.grants.lock().ok().and_then(|c| c.get(&key));
         let allowed = match cached {
             Some(a) => a,
             None => {
-                let answer = if self.backing_off() {
-                    Err(crate::k8s::K8sError::BackingOff)
-                } else {
-                    self.spend()?;
-                    self.review_access(caller, access).await
+                let known = self.known(&caller.token_hash);
+                let answer = match self.ask(caller.client, known, 1) {
+                    Ok(()) => self.review_access(caller, access).await,
+                    Err(e) => Err(e),
                 };
                 match answer {
-                    Ok(d) => {
-                        if let Ok(mut c) = self.grants.lock() {
-                            c.insert(key, d.allowed);
-                        }
-                        d.allowed
+                    Ok(allowed) => {
+                        self.remember_grant(key, allowed);
+                        allowed
                     }
+                    // Only a grant is reused while the API server is down or the budget
+                    // spent; a denial is asked again.
                     Err(e) => {
-                        if !matches!(e, crate::k8s::K8sError::BackingOff) {
-                            tracing::warn!(error = %e, "SubjectAccessReview failed");
-                            self.mark_unavailable();
-                        }
-                        // Only a grant is reused while the API server is down; a denial
-                        // is asked again.
                         let stale = self
                             .grants
                             .lock()
                             .ok()
                             .and_then(|c| c.get_within(&key, self.stale));
                         if stale != Some(true) {
-                            return Err(Denied::Unavailable);
+                            return Err(e);
                         }
                         true
                     }
@@ -400,6 +554,21 @@ impl Authorizer {
                 user: caller.identity.username.clone(),
                 access: access.to_string(),
             })
+        }
+    }
+
+    fn remember_grant(&self, key: ([u8; 32], Access), allowed: bool) {
+        let token_hash = key.0;
+        if let Ok(mut c) = self.grants.lock() {
+            match allowed {
+                true => c.insert_protected(key, true),
+                false => c.insert(key, false),
+            }
+        }
+        if allowed {
+            if let Ok(mut t) = self.tokens.lock() {
+                t.protect(&token_hash);
+            }
         }
     }
 }
@@ -473,6 +642,60 @@ mod tests {
             Some(1),
             "stale while the API server is down"
         );
+    }
+
+    #[test]
+    fn junk_keys_cannot_push_out_protected_entries() {
+        let mut c = TtlCache::new(Duration::from_secs(60), 4);
+        c.insert(0u32, "prometheus");
+        c.protect(&0);
+        c.insert_protected(1, "operator");
+        for junk in 100..1100 {
+            c.insert(junk, "junk");
+        }
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get(&0), Some("prometheus"), "protected entries stay");
+        assert_eq!(c.get(&1), Some("operator"));
+        assert!(c.protected_within(&0, Duration::from_secs(60)));
+        assert!(!c.protected_within(&1099, Duration::from_secs(60)));
+        // A refresh keeps the protection.
+        c.insert(0, "prometheus again");
+        assert!(c.protected_within(&0, Duration::from_secs(60)));
+        // Full of protected entries: junk is not stored; another protected entry takes the
+        // oldest protected slot.
+        c.insert_protected(2, "b");
+        c.insert_protected(3, "c");
+        c.insert(4000, "junk");
+        assert_eq!(c.get(&4000), None);
+        c.insert_protected(5, "d");
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.get(&5), Some("d"));
+        assert_eq!(c.get(&1), None, "the oldest protected entry gave way");
+    }
+
+    #[test]
+    fn review_budgets_are_per_caller() {
+        let mut b = Budgets::new(20);
+        let junk: IpAddr = "10.0.0.9".parse().unwrap();
+        // One address gets its own budget (5/s, burst 10), not the shared one (20/s, burst 40).
+        let spent = (0..1000).filter(|_| b.spend(junk, false, 1)).count();
+        assert!((10..40).contains(&spent), "{spent}");
+        let other: IpAddr = "10.0.0.10".parse().unwrap();
+        assert!(b.spend(other, false, 1), "another address is not starved");
+        // A cost is taken whole or not at all (a token's two TokenReviews).
+        let fresh: IpAddr = "10.0.0.11".parse().unwrap();
+        assert!(!b.spend(fresh, false, 11), "more than the burst");
+        assert!(
+            b.spend(fresh, false, 10),
+            "nothing was taken by the refusal"
+        );
+        // Callers whose token was authorized before have a budget of their own.
+        assert!((0..40).all(|_| b.spend(junk, true, 1)));
+        // The per-address map is bounded.
+        for i in 0..(MAX_CLIENT_BUDGETS as u32 + 100) {
+            b.spend(IpAddr::from(i.to_be_bytes()), false, 1);
+        }
+        assert!(b.per_client.len() <= MAX_CLIENT_BUDGETS);
     }
 
     #[test]

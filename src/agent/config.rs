@@ -47,7 +47,8 @@ pub struct AgentConfig {
     /// caller, so an unspecified address (`0.0.0.0`, `::`) binds loopback instead.
     pub listen: SocketAddr,
     /// Address of `/healthz` and `/readyz` alone, never authenticated (the kubelet's
-    /// probes use it); unset = no separate health listener.
+    /// probes use it); unset = [`DEFAULT_HEALTH_LISTEN`] in a cluster, none standalone
+    /// ([`AgentConfig::health_listen_for`]).
     pub health_listen: Option<SocketAddr>,
     /// Who may call the main listener in a cluster (see `auth.rs`).
     pub auth: AuthConfig,
@@ -135,6 +136,12 @@ impl Default for TenancyConfig {
     }
 }
 
+/// The health listener in a cluster when `health_listen` is unset: the port of the
+/// DaemonSet's probes (`manifests/daemonset.yaml`), so a config without the key still passes
+/// them.
+pub const DEFAULT_HEALTH_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9809);
+
 /// Node paths (as on the node) the agent would otherwise discover from the kubelet's
 /// systemd unit and the runtime's config.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -216,10 +223,13 @@ pub struct AuthConfig {
     /// scraping through an API server outage; a denial is never reused stale.
     #[serde(with = "duration_serde")]
     pub stale_ttl: Duration,
-    /// Cached answers kept at most.
+    /// Cached answers kept at most (tokens, and grants). Answers of tokens that were
+    /// authorized are pushed out only by other authorized ones.
     pub cache_entries: usize,
-    /// TokenReview + SubjectAccessReview calls per second at most (a flood of bad tokens
-    /// is answered 429, not passed on to the API server).
+    /// TokenReview + SubjectAccessReview calls per second at most for tokens not yet
+    /// authorized (a quarter of it per client address; a flood of bad tokens is answered
+    /// 429, not passed on to the API server), and as many again for re-reviews of tokens
+    /// that were.
     pub reviews_per_second: u32,
 }
 
@@ -655,6 +665,14 @@ impl AgentConfig {
         Ok(())
     }
 
+    /// Where the health listener listens: `health_listen` when set; unset,
+    /// [`DEFAULT_HEALTH_LISTEN`] in a cluster and nowhere standalone (no kubelet probes it
+    /// there, and two standalone agents on one machine would fight over the port).
+    pub fn health_listen_for(&self, standalone: bool) -> Option<SocketAddr> {
+        self.health_listen
+            .or((!standalone).then_some(DEFAULT_HEALTH_LISTEN))
+    }
+
     /// The budget of one registry domain (all defaults when not configured).
     pub fn budget(&self, domain: &str) -> RegistryBudget {
         self.registries.get(domain).cloned().unwrap_or_default()
@@ -870,6 +888,52 @@ mod tests {
         let c = AgentConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
         assert!(!c.images.is_empty());
         assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    /// manifests/configmap.yaml says the values it shows are the defaults: parsed, it is the
+    /// default config (`health_listen` as the default resolves in a cluster), and each key it
+    /// shows has a comment above it.
+    #[test]
+    fn shipped_configmap_shows_the_true_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/configmap.yaml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let cm: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let body = cm["data"]["pullprobe.yaml"]
+            .as_str()
+            .expect("data.pullprobe.yaml");
+        let shown =
+            AgentConfig::parse(body, ConfigFormat::Yaml, &p).unwrap_or_else(|e| panic!("{e}"));
+        let default = AgentConfig::default();
+        assert_eq!(
+            shown.health_listen_for(false),
+            default.health_listen_for(false)
+        );
+        assert_eq!(shown.health_listen_for(false), Some(DEFAULT_HEALTH_LISTEN));
+        let shown = AgentConfig {
+            health_listen: None,
+            ..shown
+        };
+        assert_eq!(
+            shown, default,
+            "a value in the ConfigMap is not the default"
+        );
+        let lines: Vec<&str> = body.lines().collect();
+        let mut keys = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if l.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                keys += 1;
+                // Keys in a row share the comment above the first of them.
+                let above = lines[..i]
+                    .iter()
+                    .rev()
+                    .find(|a| !a.starts_with(|c: char| c.is_ascii_alphabetic()));
+                assert!(
+                    above.is_some_and(|a| a.trim_start().starts_with('#')),
+                    "no comment above `{l}`"
+                );
+            }
+        }
+        assert!(keys >= 8, "{keys} keys shown");
     }
 
     #[test]

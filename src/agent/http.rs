@@ -5,18 +5,22 @@
 //! (`health_listen`) serves `/healthz` and `/readyz` alone, unauthenticated, for the
 //! kubelet's probes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+
+mod listener;
+
+pub use listener::{serve, Limits, HEADER_READ_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
 
 use super::auth::{self, Authorizer, Caller};
 use super::metrics::Metrics;
@@ -30,9 +34,9 @@ pub struct AgentState {
     pub metrics: Metrics,
     /// The `/status` document as of the last cycle.
     pub status: Mutex<StatusDoc>,
-    started: Instant,
-    last_cycle: Mutex<Option<Instant>>,
-    /// `/healthz` fails when no cycle completed within this long.
+    /// When the loop last made progress ([`AgentState::progress`]); the start until then.
+    last_progress: Mutex<Instant>,
+    /// `/healthz` fails when the loop made no progress within this long ([`liveness_bound`]).
     stale_after: Mutex<Duration>,
     ready: AtomicBool,
 }
@@ -46,47 +50,49 @@ impl AgentState {
                 node: node.clone(),
                 ..StatusDoc::default()
             }),
-            started: Instant::now(),
-            last_cycle: Mutex::new(None),
-            stale_after: Mutex::new(stale_after(interval)),
+            last_progress: Mutex::new(Instant::now()),
+            stale_after: Mutex::new(liveness_bound(interval, probe_deadline())),
             ready: AtomicBool::new(false),
         }
     }
 
     pub fn set_interval(&self, interval: Duration) {
         if let Ok(mut s) = self.stale_after.lock() {
-            *s = stale_after(interval);
+            *s = liveness_bound(interval, probe_deadline());
         }
     }
 
-    /// The loop made progress (a check finished, a cycle started or ended): liveness
-    /// follows the loop's progress, not whole cycles, so a cycle waiting on slow
-    /// registries is not a restart.
+    /// The loop made progress: a check finished, a cycle started or ended. Liveness follows
+    /// these stamps, not whole cycles, so a cycle made long by a tarpit is not a restart.
     pub fn progress(&self) {
-        if let Ok(mut l) = self.last_cycle.lock() {
-            *l = Some(Instant::now());
+        self.progress_at(Instant::now());
+    }
+
+    fn progress_at(&self, now: Instant) {
+        if let Ok(mut l) = self.last_progress.lock() {
+            *l = (*l).max(now);
         }
     }
 
+    /// A cycle ended: progress, and the agent is ready from the first one on.
     pub fn cycle_done(&self) {
-        if let Ok(mut l) = self.last_cycle.lock() {
-            *l = Some(Instant::now());
-        }
+        self.progress();
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    /// Alive: a cycle completed recently (or the agent is still within its first one).
+    /// Alive: the loop made progress recently (or started recently).
     pub fn healthy(&self) -> bool {
+        self.healthy_at(Instant::now())
+    }
+
+    fn healthy_at(&self, now: Instant) -> bool {
         let stale = self
             .stale_after
             .lock()
             .map(|s| *s)
             .unwrap_or(Duration::from_secs(300));
-        let last = self.last_cycle.lock().ok().and_then(|l| *l);
-        match last {
-            Some(t) => t.elapsed() <= stale,
-            None => self.started.elapsed() <= stale,
-        }
+        let last = self.last_progress.lock().map(|l| *l).unwrap_or(now);
+        now.saturating_duration_since(last) <= stale
     }
 
     pub fn ready(&self) -> bool {
@@ -94,9 +100,20 @@ impl AgentState {
     }
 }
 
-/// Three intervals plus the longest probe deadline, so one slow cycle is not a restart.
-fn stale_after(interval: Duration) -> Duration {
-    interval * 3 + Duration::from_secs(60)
+/// The longest a check may take: the probe's overall deadline (the agent probes with the
+/// default timeouts).
+fn probe_deadline() -> Duration {
+    crate::probe::Timeouts::default().overall
+}
+
+/// How long the loop may go without progress before liveness fails: the longest quiet
+/// stretch of a working loop is the wait between cycles (`interval` plus at most half of it
+/// in jitter) or one check running to its deadline, and a slow start of a cycle (pod list,
+/// credential plugins) fits in the second deadline.
+pub fn liveness_bound(interval: Duration, probe_deadline: Duration) -> Duration {
+    interval
+        .saturating_mul(2)
+        .saturating_add(probe_deadline.saturating_mul(2))
 }
 
 /// The main listener's routes, unauthenticated (standalone mode; unit tests).
@@ -174,8 +191,14 @@ async fn authenticate(
         h.get(auth::PROXIED_AUTHORIZATION).map(|v| v.as_bytes()),
     );
     let access = auth::access_for(&node, req.method().as_str(), req.uri().path());
+    // The client's address (the API server's, through its pod proxy): unknown only when
+    // the router is served without the listener (unit tests).
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
     let checked = match token {
-        Ok(t) => match authorizer.authenticate(&t).await {
+        Ok(t) => match authorizer.authenticate(&t, client).await {
             Ok(c) => authorizer.authorize(&c, &access).await.map(|_| c),
             Err(e) => Err(e),
         },
@@ -214,7 +237,7 @@ async fn healthz(State(s): State<Arc<AgentState>>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "no probe cycle completed recently\n",
+            "the probe loop made no progress recently\n",
         )
     }
 }
@@ -268,11 +291,6 @@ pub enum HttpError {
     Tls(String),
 }
 
-/// TLS connections served at once (handshakes included); more wait in the accept queue.
-const MAX_TLS_CONNECTIONS: usize = 256;
-/// A client that has not finished its handshake by then is dropped.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The main listener's TLS config, per `tls.mode` (`None` = plain HTTP).
 pub fn server_tls(
     cfg: &super::config::TlsConfig,
@@ -320,79 +338,6 @@ pub fn server_tls(
     Ok(Some(Arc::new(sc)))
 }
 
-/// Bind `addr` now, serve `app` over TLS on it in the background (HTTP/1.1), at most
-/// [`MAX_TLS_CONNECTIONS`] at once, each handshake within [`TLS_HANDSHAKE_TIMEOUT`].
-pub async fn serve_tls(
-    addr: SocketAddr,
-    app: Router,
-    tls: Arc<rustls::ServerConfig>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
-    let handle = tokio::spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let tcp = match listener.accept().await {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            };
-            let (acceptor, app) = (acceptor.clone(), app.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                let Ok(Ok(stream)) =
-                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-                else {
-                    return;
-                };
-                let svc = hyper_util::service::TowerToHyperService::new(app);
-                let io = hyper_util::rt::TokioIo::new(stream);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, svc)
-                    .await;
-            });
-        }
-    });
-    Ok((local, handle))
-}
-
-/// Bind now (so a port conflict fails the start), serve in the background.
-pub async fn serve(
-    addr: SocketAddr,
-    state: Arc<AgentState>,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
-    serve_router(addr, router(state)).await
-}
-
-/// Bind `addr` now, serve `app` on it in the background.
-pub async fn serve_router(
-    addr: SocketAddr,
-    app: Router,
-) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), HttpError> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| HttpError::Bind { addr, source })?;
-    let handle = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
-    Ok((local, handle))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,19 +355,50 @@ mod tests {
         out
     }
 
+    #[test]
+    fn liveness_follows_progress_not_whole_cycles() {
+        let interval = Duration::from_secs(10);
+        let bound = liveness_bound(interval, probe_deadline());
+        assert_eq!(bound, Duration::from_secs(80), "2 × 10 s + 2 × 30 s");
+        let t0 = Instant::now();
+        let s = AgentState::new("n1".into(), interval);
+        assert!(s.healthy_at(t0 + bound), "within the bound of the start");
+        assert!(!s.healthy_at(t0 + bound + Duration::from_secs(1)));
+        // A tarpit makes one cycle last 5 minutes; checks keep finishing (one every 30 s,
+        // the probe deadline): alive throughout, though no cycle completed.
+        let mut now = t0;
+        for _ in 0..10 {
+            now += Duration::from_secs(30);
+            s.progress_at(now);
+            assert!(s.healthy_at(now + bound), "{:?}", now - t0);
+        }
+        assert!(!s.ready());
+        // A loop that stops making progress fails liveness once the bound passes.
+        assert!(!s.healthy_at(now + bound + Duration::from_secs(1)));
+        // A stamp from the past never moves the last progress back.
+        s.progress_at(t0);
+        assert!(s.healthy_at(now + bound));
+        // A longer interval widens the bound.
+        s.set_interval(Duration::from_secs(60));
+        assert!(s.healthy_at(now + Duration::from_secs(180)));
+        assert!(!s.healthy_at(now + Duration::from_secs(181)));
+    }
+
     #[tokio::test]
     async fn endpoints_answer() {
         let state = Arc::new(AgentState::new("n1".into(), Duration::from_secs(60)));
-        let (addr, h) = serve("127.0.0.1:0".parse().unwrap(), state.clone())
+        let app = router(state.clone());
+        let (addr, h) = serve("127.0.0.1:0".parse().unwrap(), app, None, Limits::HEALTH)
             .await
             .unwrap();
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         state.cycle_done();
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        // No Accept header: the Prometheus text format 0.0.4, as client_golang answers.
         let m = get(addr, "/metrics").await;
         assert!(
-            m.contains("application/openmetrics-text") && m.contains("# EOF"),
+            m.contains("content-type: text/plain; version=0.0.4") && !m.contains("# EOF"),
             "{m}"
         );
         let st = get(addr, "/status").await;

@@ -1,5 +1,5 @@
-//! Prometheus metrics on `/metrics`: OpenMetrics text, or the Prometheus text format 0.0.4 when
-//! the scraper prefers it ([`negotiate`]). Agent metrics are prefixed `pullprobe_`; the process
+//! Prometheus metrics on `/metrics`: the Prometheus text format 0.0.4, or OpenMetrics text when
+//! the scraper asks for it ([`negotiate`], as client_golang). Agent metrics are prefixed `pullprobe_`; the process
 //! metrics (`process_*`) use the names of every Prometheus client library.
 //!
 //! # Budget
@@ -516,53 +516,65 @@ const MAX_ACCEPT: usize = 4096;
 /// Media ranges considered per Accept header.
 const MAX_MEDIA_RANGES: usize = 32;
 
-/// Chooses the format for an `Accept` header. OpenMetrics unless the scraper ranks
-/// `text/plain` (version absent or `0.0.4`) strictly higher than `application/openmetrics-text`:
-/// Prometheus ≥ 2.5 sends `application/openmetrics-text;version=1.0.0,…,text/plain;version=0.0.4;q=0.5`
-/// (prometheus/prometheus scrape/scrape.go `scrapeAcceptHeader`) and gets OpenMetrics; a
-/// scraper that asks only for `text/plain;version=0.0.4` gets that (prometheus/common
-/// expfmt `Negotiate`). No header, or `*/*`, keeps OpenMetrics, the agent's historical default.
+/// Chooses the format for an `Accept` header as client_golang does (prometheus/common
+/// `expfmt.NegotiateIncludingOpenMetrics`): the media ranges by falling `q` (the first listed
+/// among equals), and the first that is `text/plain` (version absent or `0.0.4`) or
+/// `application/openmetrics-text` (version absent, `0.0.1` or `1.0.0`) wins; none of them,
+/// the Prometheus text format 0.0.4. So no header, `*/*` or `text/plain` (curl, `promtool
+/// check metrics`) get the text format, and Prometheus ≥ 2.5, which lists OpenMetrics first
+/// (`application/openmetrics-text;version=1.0.0,…,text/plain;version=0.0.4;q=0.5`,
+/// prometheus/prometheus scrape/scrape.go `scrapeAcceptHeader`), gets OpenMetrics.
 pub fn negotiate(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
-        return Format::OpenMetrics;
+        return Format::PrometheusText;
     };
     let accept = match accept.char_indices().nth(MAX_ACCEPT) {
         Some((i, _)) => &accept[..i],
         None => accept,
     };
-    let (mut om, mut text) = (-1.0f64, -1.0f64);
+    let mut best: Option<(f64, Format)> = None;
     for range in accept.split(',').take(MAX_MEDIA_RANGES) {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
-        let (mut q, mut version) = (1.0f64, None);
-        for p in parts {
-            let Some((k, v)) = p.split_once('=') else {
-                continue;
-            };
-            match k.trim().to_ascii_lowercase().as_str() {
-                "q" => {
-                    q = v
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|q| (0.0..=1.0).contains(q))
-                        .unwrap_or(0.0)
-                }
-                "version" => version = Some(v.trim().to_string()),
-                _ => {}
-            }
+        let Some((q, format)) = media_range(range) else {
+            continue;
+        };
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, format));
         }
-        match media.as_str() {
-            "application/openmetrics-text" => om = om.max(q),
-            "text/plain" if version.as_deref().is_none_or(|v| v == "0.0.4") => text = text.max(q),
+    }
+    best.map_or(Format::PrometheusText, |(_, f)| f)
+}
+
+/// One media range of an `Accept` header: its `q` and the format it names, if any.
+fn media_range(range: &str) -> Option<(f64, Format)> {
+    let mut parts = range.split(';').map(str::trim);
+    let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+    let (mut q, mut version) = (1.0f64, None);
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "q" => {
+                q = v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|q| (0.0..=1.0).contains(q))
+                    .unwrap_or(0.0)
+            }
+            "version" => version = Some(v.trim().to_string()),
             _ => {}
         }
     }
-    if text > 0.0 && text > om {
-        Format::PrometheusText
-    } else {
-        Format::OpenMetrics
-    }
+    let version = version.as_deref();
+    let format = match media.as_str() {
+        "text/plain" if version.is_none_or(|v| v == "0.0.4") => Format::PrometheusText,
+        "application/openmetrics-text" if version.is_none_or(|v| v == "0.0.1" || v == "1.0.0") => {
+            Format::OpenMetrics
+        }
+        _ => return None,
+    };
+    Some((q, format))
 }
 
 #[cfg(test)]

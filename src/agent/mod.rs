@@ -248,7 +248,8 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let node = node_name(&args)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
-    let _health = start_health(cfg.health_listen, &state, &node).await?;
+    let health_listen = cfg.health_listen_for(args.standalone);
+    let _health = start_health(health_listen, &state, &node).await?;
     if cfg.fleet.node_count.is_none() && !args.standalone {
         tracing::warn!(
             node = %node,
@@ -270,6 +271,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         tracing::warn!(node = %node, problem = %p, "node config problem");
     }
     let platform = pipeline.platform().to_string();
+    let limits = http::Limits::main(cfg.preflight.timeout);
     let (listen, auth_cfg, preflight_cfg, pull_secrets, tls_cfg) = (
         main_listen(cfg.listen, args.standalone),
         cfg.auth.clone(),
@@ -301,7 +303,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         pull_secrets,
     ));
     let app = http::main_router(state.clone(), authorizer.clone(), Some(ondemand));
-    let (addr, _server) = start_main(listen, app, &tls_cfg, &node).await?;
+    let (addr, _server) = start_main(listen, app, &tls_cfg, limits, &node).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
     agent.watcher = watcher;
     agent.namespace = args.namespace.clone().filter(|n| !n.is_empty());
@@ -328,14 +330,16 @@ fn node_name(args: &AgentArgs) -> Result<String, AgentError> {
     }
 }
 
-/// The unauthenticated health listener (`/healthz`, `/readyz`), when configured.
+/// The unauthenticated health listener (`/healthz`, `/readyz`), if any
+/// ([`AgentConfig::health_listen_for`]).
 async fn start_health(
     listen: Option<SocketAddr>,
     state: &Arc<AgentState>,
     node: &str,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
     let Some(a) = listen else { return Ok(None) };
-    let (addr, h) = http::serve_router(a, http::health_router(state.clone())).await?;
+    let app = http::health_router(state.clone());
+    let (addr, h) = http::serve(a, app, None, http::Limits::HEALTH).await?;
     tracing::info!(node = %node, health_listen = %addr, "health listener started");
     Ok(Some(h))
 }
@@ -345,12 +349,11 @@ async fn start_main(
     listen: SocketAddr,
     app: axum::Router,
     tls_cfg: &config::TlsConfig,
+    limits: http::Limits,
     node: &str,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AgentError> {
-    Ok(match http::server_tls(tls_cfg, node)? {
-        Some(tls) => http::serve_tls(listen, app, tls).await?,
-        None => http::serve_router(listen, app).await?,
-    })
+    let tls = http::server_tls(tls_cfg, node)?;
+    Ok(http::serve(listen, app, tls, limits).await?)
 }
 
 /// The main listener's address: standalone, an unspecified address (`0.0.0.0`, `::`)

@@ -97,6 +97,38 @@ pub fn http_get_full(port: u16, path: &str) -> Option<(u16, String, String)> {
     Some((status, head.to_string(), body.to_string()))
 }
 
+/// A TCP connection to `to` from the local address `from`: on Linux every 127.x.y.z is this
+/// host's, so a test can call the agent as several clients (the agent caps and budgets per
+/// client address).
+pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.bind(SocketAddr::from((from, 0)))?;
+    s.connect(to).await
+}
+
+/// `GET path` on `to` from the local address `from`, with a bearer token if given: the status.
+pub async fn get_status_from(
+    from: [u8; 4],
+    to: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect_from(from, to).await.ok()?;
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.ok()?;
+    String::from_utf8_lossy(&out)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// `GET path` as JSON (panics if the agent does not answer 200 with JSON).
 pub fn get_json(port: u16, path: &str) -> serde_json::Value {
     let (st, body) = http_get(port, path).unwrap_or_else(|| panic!("GET {path}: no answer"));
@@ -122,7 +154,10 @@ pub struct AgentProc {
 }
 
 impl AgentProc {
-    /// Spawns `pullprobe agent ARGS… --listen 127.0.0.1:PORT` with stdout/stderr to a file.
+    /// Spawns `pullprobe agent ARGS… --listen 127.0.0.1:PORT` with stdout/stderr to a file. In
+    /// a cluster (no `--standalone`) without `--health-listen`, the health listener goes to a
+    /// free loopback port instead of its default `0.0.0.0:9809`, so tests running at once do
+    /// not fight over that port.
     pub fn spawn(args: &[&str]) -> AgentProc {
         Self::spawn_bin(Path::new(env!("CARGO_BIN_EXE_pullprobe")), args)
     }
@@ -136,9 +171,12 @@ impl AgentProc {
             .expect("tempdir");
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("agent.log")).expect("agent log");
-        let child = Command::new(bin)
-            .arg("agent")
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.arg("agent").args(args);
+        if !args.contains(&"--standalone") && !args.contains(&"--health-listen") {
+            cmd.args(["--health-listen", "127.0.0.1:0"]);
+        }
+        let child = cmd
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")

@@ -366,29 +366,55 @@ fn negotiates_like_prometheus_and_expfmt() {
     use Format::*;
     let prom_2_42 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     for (accept, want) in [
-        (None, OpenMetrics),
-        (Some(""), OpenMetrics),
-        (Some("*/*"), OpenMetrics),
+        // No preference (curl, promtool): the text format 0.0.4, as client_golang.
+        (None, PrometheusText),
+        (Some(""), PrometheusText),
+        (Some("*/*"), PrometheusText),
         (Some(prom_2_42), OpenMetrics),
         (Some("text/plain;version=0.0.4"), PrometheusText),
         (Some("text/plain"), PrometheusText),
+        (Some("application/openmetrics-text"), OpenMetrics),
+        (
+            Some("application/openmetrics-text; version=1.0.0"),
+            OpenMetrics,
+        ),
+        (
+            Some("application/openmetrics-text;version=0.0.1"),
+            OpenMetrics,
+        ),
+        (
+            Some("application/openmetrics-text;version=2.0.0"),
+            PrometheusText,
+        ),
         (
             Some("text/plain; version=0.0.4; q=0.9, application/openmetrics-text; q=0.5"),
             PrometheusText,
         ),
-        (Some("text/plain;version=0.0.5"), OpenMetrics),
+        (
+            Some("text/plain;q=0.4, application/openmetrics-text;q=0.5"),
+            OpenMetrics,
+        ),
+        (Some("text/plain;version=0.0.5"), PrometheusText),
         (Some("TEXT/PLAIN;Version=0.0.4"), PrometheusText),
-        (Some("text/plain;q=0"), OpenMetrics),
-        (Some("text/plain;q=banana"), OpenMetrics),
+        (Some("application/openmetrics-text;q=0"), PrometheusText),
+        (
+            Some("application/openmetrics-text;q=banana"),
+            PrometheusText,
+        ),
+        // Equal q: the first listed.
         (
             Some("text/plain;q=0.5,application/openmetrics-text;q=0.5"),
+            PrometheusText,
+        ),
+        (
+            Some("application/openmetrics-text;q=0.5,text/plain;q=0.5"),
             OpenMetrics,
         ),
     ] {
         assert_eq!(negotiate(accept), want, "{accept:?}");
     }
     // Huge or hostile headers are cut, never a panic.
-    let long = "a/b;q=1,".repeat(10_000) + "text/plain";
-    assert_eq!(negotiate(Some(&long)), OpenMetrics);
-    assert_eq!(negotiate(Some("é;;;==,,;q=é")), OpenMetrics);
+    let long = "a/b;q=1,".repeat(10_000) + "application/openmetrics-text";
+    assert_eq!(negotiate(Some(&long)), PrometheusText);
+    assert_eq!(negotiate(Some("é;;;==,,;q=é")), PrometheusText);
 }
