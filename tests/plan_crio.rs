@@ -733,3 +733,91 @@ fn wire_kubelet_credentials_not_sent_to_a_mirror_on_another_domain() {
         "{v:#}"
     );
 }
+
+/// CRI-O 1.34+ `short_name_mode` (crio.conf `[crio.image]`, drop-ins in crio.conf.d): enforcing
+/// (the default) refuses a short name with two unqualified-search registries before any network
+/// (CRI-O's `short name mode is enforcing, but image name … returns ambiguous list`); a drop-in
+/// with `disabled` makes CRI-O try `a/NAME` then `b/NAME` in order. Oracle: skopeo (the same
+/// containers/image) on each fully qualified candidate agrees with pullprobe's attempt on it.
+#[test]
+fn wire_crio_short_name_mode_enforcing_and_disabled() {
+    let a = Registry::plain();
+    let b = Registry::plain();
+    let img = OciImage::single("v1");
+    let pushed = img.push(&b, "team/app", &PushOpts::insecure());
+    let (ah, bh) = (a.host_port(), b.host_port());
+    let t = CrioTree::new(&format!(
+        "unqualified-search-registries = [\"{ah}\", \"{bh}\"]\n\
+         [[registry]]\nlocation = \"{ah}\"\ninsecure = true\n\
+         [[registry]]\nlocation = \"{bh}\"\ninsecure = true\n"
+    ));
+    let v = t.check("team/app:v1");
+    assert_eq!(v["verdict"], "not_ready", "{v:#}");
+    assert_eq!(v["reason"], "ShortNameUnresolved", "{v:#}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ambiguous"),
+        "{v:#}"
+    );
+    assert!(attempt_endpoints(&v).is_empty(), "nothing sent: {v:#}");
+    let p = t.plan("team/app:v1");
+    assert!(
+        p.0["crio_short_name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("fails:"),
+        "{:#}",
+        p.0
+    );
+
+    // A drop-in turns it off; CRI-O's mode overrides registries.conf's.
+    t.write(
+        "/etc/crio/crio.conf.d/10-short-names.conf",
+        "[crio.image]\nshort_name_mode = \"disabled\"\npull_progress_timeout = \"30s\"\n",
+    );
+    let v = t.check("team/app:v1");
+    assert_eq!(v["verdict"], "degraded", "{v:#}");
+    assert_eq!(v["manifest"]["digest"], pushed.digest, "{v:#}");
+    let eps = attempt_endpoints(&v);
+    assert_eq!(eps.len(), 2, "{v:#}");
+    assert!(eps[0].contains(&ah) && eps[1].contains(&bh), "{eps:?}");
+    let conf = t.registries_conf();
+    assert!(skopeo(&conf, &format!("{ah}/team/app:v1")).is_err());
+    assert!(skopeo(&conf, &format!("{bh}/team/app:v1")).is_ok());
+    let p = t.plan("team/app:v1");
+    assert_eq!(
+        p.0["crio_short_name"],
+        format!("tried in order: {ah}/team/app, {bh}/team/app"),
+        "{:#}",
+        p.0
+    );
+    let findings = p.0["findings"].to_string();
+    assert!(
+        findings.contains("short_name_mode: disabled (/etc/crio/crio.conf.d/10-short-names.conf")
+            && findings.contains("pull_progress_timeout: 30s"),
+        "{findings}"
+    );
+
+    // An invalid mode: a problem naming the file and field; CRI-O's default stands.
+    t.write(
+        "/etc/crio/crio.conf.d/10-short-names.conf",
+        "[crio.image]\nshort_name_mode = \"permissive\"\n",
+    );
+    let p = t.plan("team/app:v1");
+    let problems = p.0["problems"].to_string();
+    assert!(
+        problems.contains("10-short-names.conf") && problems.contains("crio.image.short_name_mode"),
+        "{:#}",
+        p.0
+    );
+    assert!(
+        p.0["crio_short_name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("fails:"),
+        "{:#}",
+        p.0
+    );
+}

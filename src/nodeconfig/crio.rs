@@ -88,9 +88,12 @@ pub struct CrioSetting<T> {
 ///   `short-name-mode`; without a TTY, enforcing fails an ambiguous short name
 ///   (pkg/shortnames `Resolve`), disabled tries every candidate in order. Before 1.34
 ///   CRI-O always resolved in disabled mode (`CandidatesForPotentiallyShortImageName`).
-/// - `pull_progress_timeout`: a pull is cancelled when nothing progresses for this long,
-///   counted from the start of the pull (server/image_pull.go `consumeImagePullProgress`);
-///   `0` = never.
+/// - `pull_progress_timeout`: a pull is cancelled when its blob copy makes no progress for
+///   this long; `0` = never. The timer starts at the first progress event of the copy
+///   (server/image_pull.go `consumeImagePullProgress`: `timer.Stop() // don't start the timer
+///   immediately`, then `Reset` per event), so it never bounds resolution, auth or the
+///   manifest, and pullprobe, which reads no whole blob, cannot reach it: shown by `plan`,
+///   no verdict depends on it.
 ///
 /// Files: `crio.conf`, then every file under `crio.conf.d` in lexical walk order
 /// (`UpdateFromPath`: `filepath.Walk`, any name), each setting what it names.
@@ -218,7 +221,7 @@ impl CrioDaemon {
             false => format!("{}", humantime::format_duration(ppt.value)),
         };
         format!(
-            "CRI-O short_name_mode: {} ({}; CRI-O 1.34+, before 1.34 short names resolved as disabled); pull_progress_timeout: {timeout} ({})",
+            "CRI-O short_name_mode: {} ({}; CRI-O 1.34+, before 1.34 short names resolved as disabled); pull_progress_timeout: {timeout} ({}; cancels a blob copy that stalls that long, from its first progress: resolution, auth and manifest are not bounded by it)",
             self.short_name_mode.value.as_str(),
             from(&self.short_name_mode.file),
             from(&ppt.file)
@@ -956,6 +959,64 @@ location = "dm"
         assert_eq!(
             c.resolve_short_name("nginx", Some("permissive")),
             ShortName::Candidates(vec!["a.io/nginx".into(), "b.io/nginx".into()])
+        );
+    }
+
+    /// crio.conf, then crio.conf.d walked in lexical order (sub-directories too, any name),
+    /// each setting what it names; Go durations or integer nanoseconds; bad values are
+    /// problems naming file and field, and the earlier value stands.
+    #[test]
+    fn crio_daemon_settings_over_drop_ins() {
+        let d = tempfile::tempdir().unwrap();
+        let put = |p: &str, t: &str| {
+            let f = d.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, t).unwrap();
+        };
+        put(
+            "etc/crio/crio.conf",
+            "[crio.image]\nshort_name_mode = \"disabled\"\npull_progress_timeout = \"1m\"\n",
+        );
+        put(
+            "etc/crio/crio.conf.d/01-a.conf",
+            "[crio.image]\npull_progress_timeout = 5000000000\n",
+        );
+        put(
+            "etc/crio/crio.conf.d/02/x",
+            "[crio.image]\nshort_name_mode = \"enforcing\"\n",
+        );
+        put(
+            "etc/crio/crio.conf.d/03-bad.conf",
+            "[crio.image]\nshort_name_mode = 1\npull_progress_timeout = \"soon\"\n",
+        );
+        let hr = HostRoot::new(d.path()).unwrap();
+        let mut problems = Vec::new();
+        let c = CrioDaemon::load(&hr, &mut problems);
+        assert_eq!(c.short_name_mode.value, ShortNameMode::Enforcing);
+        assert_eq!(
+            c.short_name_mode.file.as_deref(),
+            Some(Path::new("/etc/crio/crio.conf.d/02/x"))
+        );
+        assert_eq!(
+            c.pull_progress_timeout.value,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].file,
+            Path::new("/etc/crio/crio.conf.d/03-bad.conf")
+        );
+        assert_eq!(
+            problems[0].field.as_deref(),
+            Some("crio.image.short_name_mode")
+        );
+        let none = tempfile::tempdir().unwrap();
+        let mut problems = Vec::new();
+        let c = CrioDaemon::load(&HostRoot::new(none.path()).unwrap(), &mut problems);
+        assert_eq!(c, CrioDaemon::default());
+        assert!(
+            problems.is_empty(),
+            "a node without crio.conf: {problems:?}"
         );
     }
 

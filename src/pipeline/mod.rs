@@ -470,26 +470,6 @@ fn node_options(spec: &Spec, root: &std::path::Path) -> NodeConfigOptions {
     }
 }
 
-/// CRI-O cancels a pull that makes no progress for `pull_progress_timeout`, counted from
-/// the pull's start (no progress comes before the first blob): no single step may take
-/// longer there. (Bounds each step, not their sum: see the README.)
-fn runtime_timeouts(t: Timeouts, node: Option<&NodeConfig>, runtime: Runtime) -> Timeouts {
-    let Some(ppt) = node
-        .filter(|_| runtime == Runtime::Crio)
-        .map(|n| n.crio.daemon.pull_progress_timeout.value)
-        .filter(|d| !d.is_zero())
-    else {
-        return t;
-    };
-    Timeouts {
-        dns: t.dns.min(ppt),
-        connect: t.connect.min(ppt),
-        tls: t.tls.min(ppt),
-        http: t.http.min(ppt),
-        overall: t.overall,
-    }
-}
-
 /// The probe's settings: the node's resolver files (resolved inside the host root), its
 /// runtime's proxy environment, the runtime's request sequence and the platform.
 fn probe_options(
@@ -507,7 +487,7 @@ fn probe_options(
     ProbeOptions {
         runtime,
         containerd_version: node.and_then(|n| n.containerd.version),
-        timeouts: runtime_timeouts(spec.timeouts, node, runtime),
+        timeouts: spec.timeouts,
         platform: platform.clone(),
         no_blob: spec.no_blob,
         depth: Depth::Image,
