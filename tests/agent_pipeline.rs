@@ -270,3 +270,117 @@ fn without_a_resolv_conf_go_asks_localhost_and_ip_literals_need_no_dns() {
     assert_eq!(name["phase"], "dns", "{name}");
     assert_ne!(name["reason"], "DNSConfigInvalid", "{name}");
 }
+
+/// One kubelet pull record (pkg/kubelet/images/pullmanager `ImagePulledRecord`, as the kubelet
+/// writes it under `<root-dir>/image_manager/pulled/`), for `name` with `creds`.
+fn pull_record(image_ref: &str, name: &str, creds: &str) -> String {
+    format!(
+        "{{\"kind\":\"ImagePulledRecord\",\"apiVersion\":\"kubelet.config.k8s.io/v1alpha1\",\
+         \"lastUpdatedTime\":\"2026-11-01T10:00:00Z\",\"imageRef\":\"{image_ref}\",\
+         \"credentialMapping\":{{\"{name}\":{creds}}}}}"
+    )
+}
+
+/// KEP-2535 (ensure secret pulled images): the gate from the kubelet's `--feature-gates`, the
+/// policy from a `--config-dir` drop-in over `--config`, the kubelet's pull records under its
+/// `--root-dir`; `plan` and the agent's `/status` say per image whether a cached copy is
+/// re-verified for a pod whose credentials were not recorded.
+#[test]
+fn cached_image_reverification_on_plan_and_status() {
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    OciImage::single("v1").push(&reg, "team/private", &PushOpts::insecure());
+    let hp = reg.host_port();
+    let (public, private) = (format!("{hp}/team/app:v1"), format!("{hp}/team/private:v1"));
+    let root = agent_proc::host_root();
+    let r = root.path();
+    put(
+        r,
+        "etc/systemd/system/kubelet.service",
+        "[Service]\nExecStart=/usr/bin/kubelet --root-dir=/data/kubelet --config=/etc/kubernetes/kubelet.yaml --config-dir=/etc/kubernetes/kubelet.conf.d --feature-gates=KubeletEnsureSecretPulledImages=true\n",
+    );
+    put(
+        r,
+        "etc/kubernetes/kubelet.yaml",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimagePullCredentialsVerificationPolicy: NeverVerify\n",
+    );
+    put(
+        r,
+        "etc/kubernetes/kubelet.conf.d/50-verify.conf",
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimagePullCredentialsVerificationPolicy: NeverVerifyPreloadedImages\n",
+    );
+    let records = "data/kubelet/image_manager/pulled";
+    put(
+        r,
+        &format!("{records}/sha256-1"),
+        &pull_record(
+            "sha256:1",
+            &format!("{hp}/team/app"),
+            r#"{"nodePodsAccessible":true}"#,
+        ),
+    );
+    put(
+        r,
+        &format!("{records}/sha256-2"),
+        &pull_record(
+            "sha256:2",
+            &format!("{hp}/team/private"),
+            r#"{"kubernetesSecrets":[{"uid":"u","namespace":"a","name":"s","credentialHash":"h"}]}"#,
+        ),
+    );
+
+    let out = run_pullprobe(
+        &[
+            "plan",
+            "--host-root",
+            r.to_str().unwrap(),
+            &public,
+            &private,
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("imagePullCredentialsVerificationPolicy: NeverVerifyPreloadedImages (/etc/kubernetes/kubelet.conf.d/50-verify.conf")
+            && text.contains("KubeletEnsureSecretPulledImages: on")
+            && text.contains("pull records: 2 read in /data/kubelet/image_manager/pulled"),
+        "{text}"
+    );
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("cached copy (KEP-2535)"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("used by any pod"), "{}", lines[0]);
+    assert!(lines[1].contains("re-verified"), "{}", lines[1]);
+
+    let cfg = write_file(
+        r,
+        "agent.yaml",
+        &format!(
+            "interval: 1s\njitter: 0\nfleet:\n  node_count: 1\nimages:\n  - \"{public}\"\n  - \"{private}\"\n"
+        ),
+    );
+    let mut agent = AgentProc::spawn(&[
+        "--standalone",
+        "--node-name",
+        "kep2535-node",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        r.to_str().unwrap(),
+    ]);
+    let pub_row = image_target(&mut agent, &public);
+    let priv_row = image_target(&mut agent, &private);
+    assert_eq!(pub_row["verdict"], "ready", "{pub_row}");
+    assert_eq!(pub_row["cached_image"]["reverified"], false, "{pub_row}");
+    assert_eq!(priv_row["cached_image"]["reverified"], true, "{priv_row}");
+    assert!(
+        priv_row["cached_image"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("pull secrets or a service account"),
+        "{priv_row}"
+    );
+    assert!(priv_row["cached_image"]["assumes"].is_null(), "{priv_row}");
+}
