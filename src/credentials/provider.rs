@@ -944,6 +944,118 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
         assert!(none.is_empty() && errs.is_empty());
     }
 
+    /// Tokens by provider name, as the agent's `KubeTokens` hands them out.
+    #[derive(Debug)]
+    struct FixedTokens(std::collections::BTreeMap<String, satoken::ServiceAccountToken>);
+
+    impl ServiceAccountTokens for FixedTokens {
+        fn token<'a>(
+            &'a self,
+            provider: &'a str,
+            _audience: &'a str,
+        ) -> futures::future::BoxFuture<
+            'a,
+            Option<Result<satoken::ServiceAccountToken, satoken::TokenError>>,
+        > {
+            Box::pin(async move { self.0.get(provider).cloned().map(Ok) })
+        }
+    }
+
+    fn account(name: &str, uid: &str, token: &str) -> satoken::ServiceAccountToken {
+        satoken::ServiceAccountToken {
+            namespace: "pullprobe".into(),
+            name: name.into(),
+            uid: uid.into(),
+            annotations: [("registry.test/id".to_string(), format!("id-{name}"))].into(),
+            token: Secret::new(token),
+        }
+    }
+
+    /// Echoes what it got: the token as the password (`ECHO=1`) or a fixed one, and counts runs.
+    const TOKEN_PLUGIN: &str = r#"req=$(cat)
+count=$(cat "$0.count" 2>/dev/null || echo 0); echo $((count+1)) > "$0.count"
+tok=$(printf '%s' "$req" | sed -n 's/.*"serviceAccountToken":"\([^"]*\)".*/\1/p')
+case "$req" in *'"serviceAccountAnnotations":{"registry.test/id":"id-'*) ;; *) echo "no annotations" >&2; exit 5;; esac
+[ -n "$tok" ] || exit 6
+pw=fixed; [ "$ECHO" = 1 ] && pw=$tok
+printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialProviderResponse","cacheKeyType":"Registry","cacheDuration":"10m","auth":{"reg.example.com":{"username":"u","password":"%s"}}}' "$pw""#;
+
+    fn token_spec(name: &str, cache_type: TokenCacheType, echo: bool) -> ProviderSpec {
+        let mut s = spec(name, &["reg.example.com"]);
+        s.args = Vec::new();
+        s.env = vec![("ECHO".into(), if echo { "1" } else { "0" }.into())];
+        s.token = Some(TokenAttributes {
+            audience: "aud".into(),
+            cache_type,
+            require_service_account: true,
+            required_annotation_keys: vec!["registry.test/id".into()],
+            optional_annotation_keys: Vec::new(),
+        });
+        s
+    }
+
+    /// KEP-4412 as the kubelet runs it (plugin.go `provide`): no token → not run and a distinct
+    /// error; the token and the required annotation go to the plugin; a `ServiceAccount` cache
+    /// is per account (another account runs the plugin again); a token echoed as the password
+    /// is refused unless `cacheType` is `Token`.
+    #[tokio::test]
+    async fn service_account_tokens_go_to_the_plugin_and_key_its_cache() {
+        let d = tempfile::tempdir().unwrap();
+        script(d.path(), "satok", TOKEN_PLUGIN);
+        script(d.path(), "echo-sa", TOKEN_PLUGIN);
+        script(d.path(), "echo-token", TOKEN_PLUGIN);
+        let specs = vec![token_spec("satok", TokenCacheType::ServiceAccount, false)];
+        let r = runner(d.path(), specs, Duration::from_secs(10));
+        let img = ImageRef::parse("reg.example.com/team/app:1").unwrap();
+        let (creds, errs) = r.lookup(&img).await;
+        assert!(creds.is_empty());
+        assert!(
+            matches!(&errs[..], [e @ ProviderError::NeedsServiceAccountToken { .. }] if e.is_service_account()),
+            "{errs:?}"
+        );
+        assert!(
+            !d.path().join("satok.count").exists(),
+            "run without a token"
+        );
+        let count = || {
+            std::fs::read_to_string(d.path().join("satok.count"))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        let tokens = |name: &str, uid: &str, tok: &str| {
+            FixedTokens([("satok".to_string(), account(name, uid, tok))].into())
+        };
+        let (creds, errs) = r.lookup_with(&img, Some(&tokens("a", "1", "tok-1"))).await;
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(creds[0].credential.username(), Some("u"));
+        // Same account, new token: cached. Another account: the plugin runs again.
+        r.lookup_with(&img, Some(&tokens("a", "1", "tok-2"))).await;
+        assert_eq!(count(), "1");
+        r.lookup_with(&img, Some(&tokens("b", "2", "tok-3"))).await;
+        assert_eq!(count(), "2");
+
+        let specs = vec![
+            token_spec("echo-sa", TokenCacheType::ServiceAccount, true),
+            token_spec("echo-token", TokenCacheType::Token, true),
+        ];
+        let r = runner(d.path(), specs, Duration::from_secs(10));
+        let t = FixedTokens(
+            [
+                ("echo-sa".to_string(), account("a", "1", "tok-secret")),
+                ("echo-token".to_string(), account("a", "1", "tok-secret")),
+            ]
+            .into(),
+        );
+        let (creds, errs) = r.lookup_with(&img, Some(&t)).await;
+        assert!(
+            matches!(&errs[..], [ProviderError::BadResponse { plugin, .. }] if plugin == "echo-sa"),
+            "{errs:?}"
+        );
+        assert!(!errs[0].to_string().contains("tok-secret"), "{}", errs[0]);
+        assert_eq!(creds.len(), 1, "the Token-cached provider may echo it");
+    }
+
     #[tokio::test]
     async fn zero_cache_duration_runs_every_time() {
         let d = tempfile::tempdir().unwrap();
@@ -1118,6 +1230,8 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
         assert_eq!(users, ["one-team", "two-team", "one", "two"]);
     }
 
+    const TA: &str = "  tokenAttributes:\n    serviceAccountTokenAudience: aud\n    cacheType: ServiceAccount\n    requireServiceAccount: true\n    requiredServiceAccountAnnotationKeys: [\"domain.io/id\"]\n";
+
     #[test]
     fn config_validation_names_fields() {
         let ok = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n- name: ecr\n  matchImages: [\"*.dkr.ecr.*.amazonaws.com\"]\n  defaultCacheDuration: \"12h\"\n  apiVersion: credentialprovider.kubelet.k8s.io/v1\n  env:\n  - name: A\n    value: b\n";
@@ -1128,6 +1242,19 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             Duration::from_secs(12 * 3600)
         );
         assert_eq!(c.providers[0].env, vec![("A".to_string(), "b".to_string())]);
+        assert!(c.providers[0].token.is_none());
+        let (c, p) =
+            CredentialProviderConfig::parse(Path::new("/c.yaml"), &format!("{ok}{TA}")).unwrap();
+        assert!(p.is_empty(), "{p:?}");
+        let t = c.providers[0].token.as_ref().unwrap();
+        assert_eq!(
+            (
+                t.audience.as_str(),
+                t.cache_type,
+                t.required_annotation_keys.len()
+            ),
+            ("aud", TokenCacheType::ServiceAccount, 1)
+        );
         for (text, field) in [
             (
                 ok.replace("  apiVersion: credentialprovider.kubelet.k8s.io/v1\n", ""),
@@ -1145,6 +1272,37 @@ printf '{"apiVersion":"credentialprovider.kubelet.k8s.io/v1","kind":"CredentialP
             (
                 ok.replace("[\"*.dkr.ecr.*.amazonaws.com\"]", "[]"),
                 "providers[0].matchImages",
+            ),
+            // tokenAttributes, as the kubelet validates it (config.go).
+            (
+                format!("{ok}{TA}").replace(
+                    "provider.kubelet.k8s.io/v1\n",
+                    "provider.kubelet.k8s.io/v1beta1\n",
+                ),
+                "providers[0].tokenAttributes",
+            ),
+            (
+                format!("{ok}{TA}").replace("    serviceAccountTokenAudience: aud\n", ""),
+                "providers[0].tokenAttributes.serviceAccountTokenAudience",
+            ),
+            (
+                format!("{ok}{TA}").replace("cacheType: ServiceAccount", "cacheType: Pod"),
+                "providers[0].tokenAttributes.cacheType",
+            ),
+            (
+                format!("{ok}{TA}").replace(
+                    "requireServiceAccount: true",
+                    "requireServiceAccount: false",
+                ),
+                "providers[0].tokenAttributes.requiredServiceAccountAnnotationKeys",
+            ),
+            (
+                format!("{ok}{TA}    optionalServiceAccountAnnotationKeys: [\"domain.io/id\"]\n"),
+                "providers[0].tokenAttributes",
+            ),
+            (
+                format!("{ok}{TA}").replace("domain.io/id", "Bad_Prefix/id"),
+                "providers[0].tokenAttributes.requiredServiceAccountAnnotationKeys",
             ),
         ] {
             let (c, p) = CredentialProviderConfig::parse(Path::new("/c.yaml"), &text).unwrap();
