@@ -223,6 +223,16 @@ pub struct DirEntry {
     pub is_dir: bool,
 }
 
+/// A path on this machine as the node sees it: `p` without the host root `root`
+/// (`/host/etc/containerd/certs.d/x` → `/etc/containerd/certs.d/x`); unchanged when the
+/// root is `/` or `p` is not under it. For what a fix or `plan` tells the operator to edit.
+pub fn shown_on_node(root: Option<&Path>, p: &Path) -> String {
+    match root.and_then(|r| p.strip_prefix(r).ok().filter(|_| r != Path::new("/"))) {
+        Some(rel) => format!("/{}", rel.display()),
+        None => p.display().to_string(),
+    }
+}
+
 fn normal_components(p: &Path) -> Vec<OsString> {
     p.components()
         .filter_map(|c| match c {
@@ -237,6 +247,24 @@ fn normal_components(p: &Path) -> Vec<OsString> {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_are_shown_as_the_node_sees_them() {
+        let p = Path::new("/host/etc/containerd/certs.d/r/ca.crt");
+        assert_eq!(
+            shown_on_node(Some(Path::new("/host")), p),
+            "/etc/containerd/certs.d/r/ca.crt"
+        );
+        assert_eq!(
+            shown_on_node(Some(Path::new("/")), p),
+            p.display().to_string()
+        );
+        assert_eq!(shown_on_node(None, p), p.display().to_string());
+        assert_eq!(
+            shown_on_node(Some(Path::new("/other")), p),
+            p.display().to_string()
+        );
+    }
 
     #[test]
     fn absolute_symlink_stays_inside_root() {

@@ -121,6 +121,29 @@ fn agent_config(dir: &Path, images: &[String]) -> std::path::PathBuf {
     )
 }
 
+/// The Node `name`, created as the cluster admin.
+fn create_node(api: &KubeApiServer, admin: &str, name: &str) {
+    api.must(
+        "POST",
+        "/api/v1/nodes",
+        admin,
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}})),
+    );
+}
+
+/// A registry that wants `alice`/`right-pw`, with `team/app:v1` pushed.
+fn alice_registry() -> Registry {
+    let reg = Registry::builder()
+        .htpasswd(&[("alice", "right-pw")])
+        .start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::insecure().creds("alice", "right-pw"),
+    );
+    reg
+}
+
 #[test]
 fn agent_against_real_apiserver_and_registry() {
     let t0 = Instant::now();
@@ -130,12 +153,7 @@ fn agent_against_real_apiserver_and_registry() {
     let kubeconfig = api.write_kubeconfig(&token);
 
     // The Node, with another writer's condition on it (as the kubelet would have).
-    api.must(
-        "POST",
-        "/api/v1/nodes",
-        &admin,
-        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
-    );
+    create_node(&api, &admin, NODE);
     let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
         "reason": "KubeletReady", "message": "kubelet is posting ready status",
         "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
@@ -159,16 +177,12 @@ fn agent_against_real_apiserver_and_registry() {
 
     let root = agent_proc::host_root();
     let cfg = agent_config(root.path(), std::slice::from_ref(&image));
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
         NODE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+        &cfg,
+        root.path(),
+    );
     // The main listener reviews every caller: ask as the cluster admin.
     agent_proc::authorize(agent.port, &admin);
     agent.wait_ready(Duration::from_secs(20));
@@ -346,6 +360,15 @@ fn agent_against_real_apiserver_and_registry() {
         .filter(|c| c.0 > down_at)
         .collect();
     assert_eq!(ch.len(), 2, "two transitions: {ch:?}");
+    // A problem is a warning; its clearing is news, not a warning (issue 17).
+    for l in agent.logs_with("condition changed") {
+        let want = if l["status"] == "True" {
+            "WARN"
+        } else {
+            "INFO"
+        };
+        assert_eq!(l["level"], want, "{l}");
+    }
     for (i, c) in ch.iter().enumerate() {
         // The window ends at the next change, which has its own write.
         let end = ch.get(i + 1).map_or(c.0 + 2.5, |n| n.0.min(c.0 + 2.5));
@@ -546,21 +569,9 @@ fn node_credentials_and_pod_pull_secrets() {
             .join("manifests/components/pull-secrets/secrets-reader.yaml"),
     );
     let kubeconfig = api.write_kubeconfig(&token);
-    api.must(
-        "POST",
-        "/api/v1/nodes",
-        &admin,
-        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_B}})),
-    );
+    create_node(&api, &admin, NODE_B);
 
-    let reg = Registry::builder()
-        .htpasswd(&[("alice", "right-pw")])
-        .start();
-    OciImage::single("v1").push(
-        &reg,
-        "team/app",
-        &PushOpts::insecure().creds("alice", "right-pw"),
-    );
+    let reg = alice_registry();
     let hp = reg.host_port();
     let image = format!("{hp}/team/app:v1");
 
@@ -582,16 +593,12 @@ fn node_credentials_and_pod_pull_secrets() {
              pull_secrets: true\nimages:\n  - \"{image}\"\n"
         ),
     );
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
         NODE_B,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+        &cfg,
+        root.path(),
+    );
     // The main listener reviews every caller: ask as the cluster admin.
     agent_proc::authorize(agent.port, &admin);
     agent.wait_ready(Duration::from_secs(20));
@@ -675,4 +682,194 @@ fn node_credentials_and_pod_pull_secrets() {
     assert!(gets
         .iter()
         .all(|e| e["verb"] == "get" && e["responseStatus"]["code"] == 200));
+}
+
+/// `pullprobe status` against the real API server, as a cron alert would run it.
+fn fleet_status(kubeconfig: &Path, extra: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args([
+            "status",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--heartbeat",
+        ])
+        .arg(format!("{}s", HEARTBEAT.as_secs()))
+        .args(extra)
+        .output()
+        .expect("run pullprobe status");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// Issue 17 item 1: a stopped agent leaves its conditions on the Node, False with a frozen
+/// heartbeat. Past one heartbeat (plus its slack) `pullprobe status` shows the node as unknown
+/// and exits 1 — before, it said "No node reports a registry problem" with exit 0 for ever.
+#[test]
+fn status_calls_a_stopped_agents_conditions_unknown() {
+    let api = KubeApiServer::start();
+    let admin = api.admin_token().to_string();
+    let token = api.apply_project_rbac();
+    let kubeconfig = api.write_kubeconfig(&token);
+    let admin_kubeconfig = api.dir().join("admin-status.kubeconfig");
+    std::fs::write(&admin_kubeconfig, api.kubeconfig_yaml(&admin)).unwrap();
+    create_node(&api, &admin, NODE);
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    let root = agent_proc::host_root();
+    let cfg = agent_config(root.path(), &[format!("{}/team/app:v1", reg.host_port())]);
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+        NODE,
+        &cfg,
+        root.path(),
+    );
+    agent.wait_ready(Duration::from_secs(20));
+    wait_condition(
+        &api,
+        "RegistryUnreachable",
+        "False",
+        Duration::from_secs(10),
+    );
+    let (code, out) = fleet_status(&admin_kubeconfig, &["-o", "json"]);
+    let fresh: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!((code, fresh["stale"].clone()), (0, json!([])), "{out}");
+
+    agent.sigterm();
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+    let frozen = condition(&api, "RegistryUnreachable").unwrap();
+    assert_eq!(
+        frozen["status"], "False",
+        "the agent leaves its conditions behind"
+    );
+    // The heartbeat (4 s) and its slack (30 s at least) pass: the node turns unknown.
+    let stale = wait_for(
+        Duration::from_secs(60),
+        "status to call the node unknown",
+        || {
+            let (code, out) = fleet_status(&admin_kubeconfig, &["-o", "json"]);
+            let v: Value = serde_json::from_str(&out).ok()?;
+            (v["stale"].as_array().is_some_and(|s| !s.is_empty())).then_some((code, v))
+        },
+    );
+    assert_eq!(stale.0, 1, "a stale node fails the cron check: {}", stale.1);
+    assert_eq!(stale.1["stale"][0]["node"], NODE);
+    assert_eq!(
+        stale.1["stale"][0]["last_heartbeat"], frozen["lastHeartbeatTime"],
+        "{}",
+        stale.1
+    );
+    assert!(stale.1["failing"].as_array().unwrap().is_empty());
+    let (code, text) = fleet_status(&admin_kubeconfig, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        !text.contains("No node reports a registry problem"),
+        "{text}"
+    );
+    assert!(
+        text.contains("UNKNOWN: no heartbeat from the agent") && text.contains(NODE),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 node unknown: no heartbeat for over 34 s"),
+        "{text}"
+    );
+}
+
+/// Issue 17 item 2: a pod names a pull secret the agent may not read, and the registry wants
+/// credentials. Without the grant the agent would check with the node's credentials alone and
+/// blame a missing credential (`AuthCredentialsRequired`, "no credential is configured"), while
+/// the kubelet, which reads the secret, gets a 401 for it. Say what is true instead, both with
+/// `pull_secrets: true` but no `get secrets` in the namespace (403) and on the base install.
+#[test]
+fn a_pull_secret_the_agent_cannot_read_is_named() {
+    let api = KubeApiServer::start();
+    let admin = api.admin_token().to_string();
+    let token = api.apply_project_rbac(); // the base install: no secrets-reader
+    let kubeconfig = api.write_kubeconfig(&token);
+    create_node(&api, &admin, NODE);
+    let reg = alice_registry();
+    let image = format!("{}/team/app:v1", reg.host_port());
+    api.create_namespace("apps");
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": "regcred", "namespace": "apps"},
+        "stringData": {".dockerconfigjson": docker_config_json(&reg.host_port(), "alice", "wrong-pw")}});
+    api.must(
+        "POST",
+        "/api/v1/namespaces/apps/secrets",
+        &admin,
+        Some(&secret),
+    );
+    let root = agent_proc::host_root();
+    let config = |pull_secrets: bool| {
+        format!(
+            "interval: 1s\njitter: 0\nheartbeat: 30s\nfleet:\n  node_count: 1\n\
+             backoff:\n  initial: 1s\n  max: 1s\nreload_interval: 1s\npull_secrets: {pull_secrets}\n"
+        )
+    };
+    let cfg = write_file(root.path(), "pullprobe.yaml", &config(true));
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+        NODE,
+        &cfg,
+        root.path(),
+    );
+    agent.wait_ready(Duration::from_secs(20));
+    // A pod naming `regcred` for `image`: its pullprobe Event's message, and never one that
+    // blames a missing credential.
+    let pod_event = |pod: &str, image: &str| {
+        let p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "apps"},
+            "spec": {"nodeName": NODE, "automountServiceAccountToken": false,
+                     "imagePullSecrets": [{"name": "regcred"}],
+                     "containers": [{"name": "c", "image": image}]}});
+        api.must("POST", "/api/v1/namespaces/apps/pods", &admin, Some(&p));
+        let ev = wait_for(Duration::from_secs(20), "the pod's pullprobe Event", || {
+            events(&api, "apps").into_iter().find(|e| {
+                e["involvedObject"]["name"] == pod && e["reason"] == "PullSecretUnreadable"
+            })
+        });
+        let others: Vec<Value> = events(&api, "apps")
+            .into_iter()
+            .filter(|e| {
+                e["involvedObject"]["name"] == pod && e["reason"] == "AuthCredentialsRequired"
+            })
+            .collect();
+        assert!(
+            others.is_empty(),
+            "still blamed on a missing credential: {others:?}"
+        );
+        ev["message"].as_str().unwrap_or_default().to_string()
+    };
+    let says = |image: &str| {
+        format!("image {image}: the pod names secret apps/regcred, which the agent is not allowed to read (install components/pull-secrets)")
+    };
+    // `pull_secrets: true`, but the API server answers 403 for the secret.
+    let m = pod_event("p1", &image);
+    assert!(m.starts_with(&says(&image)), "{m}");
+    assert!(
+        m.ends_with("the registry answers AuthCredentialsRequired"),
+        "{m}"
+    );
+    let denied = api
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == SA_USER && e["objectRef"]["resource"] == "secrets")
+        .collect::<Vec<_>>();
+    assert!(
+        !denied.is_empty() && denied.iter().all(|e| e["responseStatus"]["code"] == 403),
+        "{denied:?}"
+    );
+    // The base install's config: the agent reads no Secret at all, and says the same. A new
+    // tag, so its check is new rather than one of `image` (checked again only when due).
+    write_file(root.path(), "pullprobe.yaml", &config(false));
+    wait_for(Duration::from_secs(10), "the config reload", || {
+        (!agent.logs_with("config reloaded").is_empty()).then_some(())
+    });
+    let image2 = format!("{}/team/app:v2", reg.host_port());
+    let m = pod_event("p2", &image2);
+    assert!(m.starts_with(&says(&image2)), "{m}");
+    agent.sigterm();
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
 }

@@ -144,19 +144,7 @@ fn the_agent_runs_the_credential_provider_the_kubelet_unit_names() {
 
     let root = agent_proc::host_root();
     let r = root.path();
-    let certs = r.join("etc/containerd/certs.d").join(&hp);
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(&pki.ca_cert, certs.join("ca.crt")).unwrap();
-    write_file(
-        &r.join("etc/containerd"),
-        "config.toml",
-        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
-    );
-    write_file(
-        &certs,
-        "hosts.toml",
-        &format!("server = \"https://{hp}\"\nca = \"/etc/containerd/certs.d/{hp}/ca.crt\"\n"),
-    );
+    agent_proc::trust_in_hosts_toml(r, &hp, &pki.ca_cert);
     // The kubelet's unit names the provider config and bin dir; nothing is passed to pullprobe.
     put(
         r,

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::agent_proc::{
     get_json, http_get, http_get_full, metric_sum, status_condition, status_targets, wait_for,
-    write_file, AgentProc,
+    write_file,
 };
 use crate::harness::{OciImage, Pki, PushOpts, Registry};
 
@@ -38,29 +38,10 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     // The node trusts the registry through containerd's hosts.toml (`ca`), as a real node would.
     let root = agent_proc::host_root();
     let hp = reg.host_port();
-    let certs = root.path().join("etc/containerd/certs.d").join(&hp);
-    std::fs::create_dir_all(&certs).unwrap();
-    std::fs::copy(&pki.ca_cert, certs.join("ca.crt")).unwrap();
-    write_file(
-        &root.path().join("etc/containerd"),
-        "config.toml",
-        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
-    );
-    write_file(
-        &certs,
-        "hosts.toml",
-        &format!("server = \"https://{hp}\"\nca = \"/etc/containerd/certs.d/{hp}/ca.crt\"\n"),
-    );
+    agent_proc::trust_in_hosts_toml(root.path(), &hp, &pki.ca_cert);
     let cfg = write_file(root.path(), "agent.yaml", &config(&[&good, &missing], ""));
-    let mut agent = AgentProc::spawn(&[
-        "--standalone",
-        "--node-name",
-        "standalone-1",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+    let mut agent =
+        agent_proc::spawn_for_node(&["--standalone"], "standalone-1", &cfg, root.path());
     agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
@@ -248,4 +229,140 @@ fn standalone_agent_reports_over_http_metrics_and_logs() {
     agent.sigterm();
     let st = agent.wait_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}");
+}
+
+/// `(registry, kind, verdict, reason)` of every `pullprobe_probe_results_total` series.
+fn result_series(metrics: &str) -> std::collections::BTreeSet<[String; 4]> {
+    let label = |l: &str, k: &str| {
+        l.split(&format!("{k}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pullprobe_probe_results_total{"))
+        .map(|l| ["registry", "kind", "verdict", "reason"].map(|k| label(l, k)))
+        .collect()
+}
+
+/// Issue 17 item 3: a registry that wants credentials the node does not have. The path check's
+/// representative image gets a 401 without a credential (`AuthCredentialsRequired`), which
+/// proves the path: `/status` says `reachable`, and the metrics must say the same, not
+/// `not_ready`. Every series of `pullprobe_probe_results_total` is one `/status` says.
+#[test]
+fn metrics_count_what_status_says() {
+    let pki = Pki::new();
+    let reg = Registry::builder()
+        .tls(&pki.server)
+        .htpasswd(&[("alice", "alice-pw")])
+        .start();
+    OciImage::single("v1").push(
+        &reg,
+        "team/app",
+        &PushOpts::tls(&pki).creds("alice", "alice-pw"),
+    );
+    let hp = reg.host_port();
+    let root = agent_proc::host_root();
+    agent_proc::trust_in_hosts_toml(root.path(), &hp, &pki.ca_cert);
+    let image = format!("{hp}/team/app:v1");
+    let cfg = write_file(root.path(), "agent.yaml", &config(&[&image], ""));
+    let mut agent =
+        agent_proc::spawn_for_node(&["--standalone"], "standalone-2", &cfg, root.path());
+    agent.wait_ready(Duration::from_secs(20));
+    let port = agent.port;
+    // Two cycles in: both checks have run at least once, nothing changes after.
+    let cycles = || {
+        metric_sum(
+            &http_get(port, "/metrics").unwrap().1,
+            "pullprobe_cycles_total",
+        )
+    };
+    wait_for(Duration::from_secs(20), "two cycles", || {
+        (cycles() >= 2.0).then_some(())
+    });
+    let said: std::collections::BTreeSet<[String; 4]> = targets(port)
+        .values()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            [s("registry"), s("kind"), s("verdict"), s("reason")]
+        })
+        .collect();
+    let path = said.iter().find(|s| s[1] == "path").cloned();
+    assert_eq!(
+        path,
+        Some([hp.clone(), "path".into(), "reachable".into(), String::new()]),
+        "{said:?}"
+    );
+    assert!(
+        said.contains(&[
+            hp.clone(),
+            "image".into(),
+            "not_ready".into(),
+            "AuthCredentialsRequired".into()
+        ]),
+        "{said:?}"
+    );
+    let m = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(
+        metric_sum(
+            &m,
+            &format!("pullprobe_registry_ready{{registry=\"{hp}\"}}")
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        result_series(&m),
+        said,
+        "metrics and /status disagree:\n{m}"
+    );
+    // Item 15: /status gives each failing check its fix, as `check` prints it.
+    let t = targets(port);
+    let of = |kind: &str| t.values().find(|v| v["kind"] == kind).cloned().unwrap();
+    let hint = of("image")["hint"].as_str().unwrap_or_default().to_string();
+    assert!(
+        hint.starts_with(&format!(
+            "{hp} needs credentials and none was sent: give the pod an imagePullSecret"
+        )),
+        "{hint}"
+    );
+    assert!(of("path")["hint"].is_null(), "{}", of("path"));
+    agent.sigterm();
+    agent.wait_exit(Duration::from_secs(10));
+}
+
+/// Issue 17 item 16: `log_format: text` written to a file or pipe has no ANSI colour codes
+/// (a log collector stores them verbatim), and still says what each line is about.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour() {
+    let reg = harness::Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &harness::PushOpts::insecure());
+    let root = agent_proc::host_root();
+    let image = format!("{}/team/app:missing", reg.host_port());
+    let cfg = write_file(
+        root.path(),
+        "agent.yaml",
+        &config(&[&image], "log_format: text\n"),
+    );
+    let (st, log) = agent_proc::run_agent_to_exit(
+        &[
+            "--standalone",
+            "--once",
+            "--node-name",
+            "standalone-3",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--host-root",
+            root.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(st.success(), "{log}");
+    assert!(log.contains("ManifestNotFound"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a piped text log:\n{log:?}"
+    );
 }

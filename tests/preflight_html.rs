@@ -269,7 +269,11 @@ fn status_heatmap_renders_in_headless_chromium() {
             serde_json::json!([{"type": "Ready", "status": "True"}]),
         ));
     }
-    let f = fleet::build(&nodes, &[]);
+    let now = fleet::Staleness {
+        now: std::time::SystemTime::now(),
+        heartbeat: std::time::Duration::from_secs(300),
+    };
+    let f = fleet::build(&nodes, &[], &now);
     let text = fleet::html(&f);
     assert!(!text.contains("<img"), "condition text is escaped");
     assert!(

@@ -56,6 +56,9 @@ pub struct Problem {
     /// The endpoint whose failure the runtime reports (URL without userinfo or query).
     pub endpoint: String,
     pub reason: &'static str,
+    /// The node credential the registry rejected (its source's name, never its value), for
+    /// `RegistryAuthFailing`: the operator must know which file or plugin to fix.
+    pub credential: Option<String>,
 }
 
 /// A condition's failing state in one cycle: its reason, message and which registries.
@@ -69,14 +72,20 @@ pub struct Failing {
 
 /// The condition reason and bounded message for a set of problems: the reason of the
 /// first registry in name order (stable from cycle to cycle), each registry once in the
-/// message (`reg.example: TLSUnknownAuthority at https://reg.example/v2`).
+/// message (`reg.example: TLSUnknownAuthority at https://reg.example/v2`, and the credential
+/// when one was rejected: `… at https://reg.example/v2 with auth-file:/var/lib/kubelet/config.json#reg.example`).
 pub fn summarize(mut problems: Vec<Problem>) -> Option<Failing> {
     problems.sort();
-    problems.dedup();
+    problems.dedup_by(|a, b| {
+        a.registry == b.registry && a.reason == b.reason && a.endpoint == b.endpoint
+    });
     let first = problems.first()?.reason.to_string();
     let parts: Vec<String> = problems
         .iter()
-        .map(|p| format!("{}: {} at {}", p.registry, p.reason, p.endpoint))
+        .map(|p| match &p.credential {
+            Some(c) => format!("{}: {} at {} with {c}", p.registry, p.reason, p.endpoint),
+            None => format!("{}: {} at {}", p.registry, p.reason, p.endpoint),
+        })
         .collect();
     Some(Failing {
         reason: first,
@@ -651,6 +660,7 @@ mod tests {
             registry: r.into(),
             endpoint: format!("https://{r}/v2/"),
             reason,
+            credential: None,
         };
         let f = summarize(vec![
             p("b.example", "ConnectTimeout"),
@@ -683,6 +693,7 @@ mod tests {
                         registry: r.to_string(),
                         endpoint: format!("https://{r}/v2"),
                         reason: "ConnectRefused",
+                        credential: None,
                     })
                     .collect(),
             )
@@ -767,6 +778,27 @@ mod tests {
                 *d >= RETRY_AFTER_MAX && d.as_secs_f64() <= RETRY_AFTER_MAX.as_secs_f64() * 1.25
             );
         }
+    }
+
+    /// Issue 17: the condition names the node credential a registry rejected, as `/status`
+    /// does (its source, never its value).
+    #[test]
+    fn summarize_names_the_rejected_credential() {
+        let f = summarize(vec![Problem {
+            registry: "reg.example".into(),
+            endpoint: "https://reg.example/v2".into(),
+            reason: "AuthCredentialsRejected",
+            credential: Some("auth-file:/var/lib/kubelet/config.json#reg.example".into()),
+        }])
+        .unwrap();
+        assert_eq!(
+            f.message,
+            "reg.example: AuthCredentialsRejected at https://reg.example/v2 with auth-file:/var/lib/kubelet/config.json#reg.example"
+        );
+        assert_eq!(
+            registries_in(&f.message),
+            ["reg.example".to_string()].into()
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::export::Exporter;
 use super::http::AgentState;
 use super::ondemand::{PathResult, ProbeShare};
 use super::outcome::{
-    condition_problems, decisive_endpoint, tenant_problems, workload_problems, CheckKind,
+    condition_problems, decisive_attempt, tenant_problems, workload_problems, CheckKind,
     CheckRecord, ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
 };
 use super::path::PullPath;
@@ -32,8 +32,13 @@ use super::schedule::{cycles_per_period, image_checks_per_period, image_due, Bac
 use super::scope::{ReachedBefore, Scope, ScopeRule};
 use super::targets::{CredRef, Limits, PodInfo, TargetKey, TargetSet};
 
-/// Pull secrets fetched this cycle, by (namespace, name).
-pub type SecretCache = HashMap<(String, String), PullSecretData>;
+/// Pull secrets fetched this cycle, by (namespace, name), and those the API server
+/// refused to give (403: no `get secrets` in that namespace).
+#[derive(Default)]
+pub struct SecretCache {
+    pub found: HashMap<(String, String), PullSecretData>,
+    pub forbidden: HashSet<(String, String)>,
+}
 
 /// The cluster side of the loop; `None` in standalone mode.
 #[derive(Clone)]
@@ -358,6 +363,7 @@ impl Agent {
             pods: Vec::new(),
             node_scope: self.scope_of(rule, &h.registry).is_node(),
             secrets: Vec::new(),
+            unreadable_secrets: Vec::new(),
         })
     }
 
@@ -432,6 +438,7 @@ impl Agent {
                 pods: t.pods.clone(),
                 node_scope: self.scope_of(rule, &t.registry).is_node(),
                 secrets: Vec::new(),
+                unreadable_secrets: Vec::new(),
             });
         }
         // Forget images no longer in use, so one coming back counts as new.
@@ -463,7 +470,16 @@ impl Agent {
             if let CredRef::PullSecrets { namespace, names } = &j.cred {
                 j.secrets = names
                     .iter()
-                    .filter_map(|n| secrets.get(&(namespace.clone(), n.clone())).cloned())
+                    .filter_map(|n| secrets.found.get(&(namespace.clone(), n.clone())).cloned())
+                    .collect();
+                j.unreadable_secrets = names
+                    .iter()
+                    .filter(|n| {
+                        secrets
+                            .forbidden
+                            .contains(&(namespace.clone(), (*n).clone()))
+                    })
+                    .cloned()
                     .collect();
             }
         }
@@ -471,7 +487,7 @@ impl Agent {
     }
 
     async fn fetch_secrets(&self, jobs: &[Job]) -> SecretCache {
-        let mut out = SecretCache::new();
+        let mut out = SecretCache::default();
         let Some(c) = &self.cluster else {
             return out;
         };
@@ -490,9 +506,12 @@ impl Agent {
         for (ns, name) in wanted {
             match crate::k8s::secrets::fetch(&c.client, &ns, &name).await {
                 Ok(Some(d)) => {
-                    out.insert((ns, name), d);
+                    out.found.insert((ns, name), d);
                 }
                 Ok(None) => {}
+                Err(e) if e.status() == Some(403) => {
+                    out.forbidden.insert((ns, name));
+                }
                 Err(e) => {
                     tracing::warn!(node = %self.node, secret = %format!("{ns}/{name}"), error = %e, "cannot read a pull secret")
                 }
@@ -528,11 +547,15 @@ impl Agent {
 
     fn registry_path(c: &CheckRecord, state: PathState, since: SystemTime) -> RegistryPath {
         let attempts = &c.checked.report.attempts;
+        let decisive = decisive_attempt(state, attempts);
         RegistryPath {
             registry: c.registry.clone(),
             plan: c.plan.clone(),
             state,
-            endpoint: decisive_endpoint(state, attempts),
+            endpoint: decisive.map(|a| a.endpoint.clone()).unwrap_or_default(),
+            credential: decisive
+                .and_then(|a| a.credential_source.as_ref())
+                .map(|s| s.to_string()),
             provider_failed: c
                 .checked
                 .problems
@@ -635,7 +658,7 @@ impl Agent {
         if let Some(c) = &self.cluster {
             live_uids.insert(c.node_uid.clone());
         }
-        let mut workload = workload_problems(&checks, &set.invalid);
+        let mut workload = workload_problems(&checks, &set.invalid, self.cfg.pull_secrets);
         workload.extend(tenant_problems(&paths, set, &self.node));
         CycleOutcome {
             node: self.node.clone(),

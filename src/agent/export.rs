@@ -29,7 +29,13 @@ impl Exporter for MetricsExporter {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
         for c in &o.checks {
-            m.record_probe(&c.registry, c.kind.as_str(), &c.checked.report, now_unix);
+            let (verdict, reason) = c.says();
+            let said = super::metrics::Said {
+                kind: c.kind.as_str(),
+                verdict,
+                reason,
+            };
+            m.record_probe(&c.registry, said, &c.checked.report, now_unix);
         }
         m.set_registry_paths(
             o.paths

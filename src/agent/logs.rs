@@ -16,6 +16,7 @@ pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder
@@ -25,6 +26,13 @@ pub fn init(format: LogFormat) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// ANSI colour in text logs only on a terminal, never with `NO_COLOR` (a pipe or a log
+/// collector gets plain text).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// `dns=0.4 connect=0.2 tls=3.1` (milliseconds), in phase order, each phase once (a
@@ -103,16 +111,23 @@ pub fn cycle(o: &CycleOutcome) {
     );
 }
 
-/// One line per condition change.
+/// One line per condition change: WARN while the condition reports a problem (True), INFO
+/// when it clears (False).
 pub fn condition_change(node: &str, change: &Change) {
-    tracing::warn!(
-        target: "pullprobe::condition",
-        node,
-        condition = change.kind.as_str(),
-        status = if change.status { "True" } else { "False" },
-        reason = %change.reason,
-        transition = change.transition,
-        detail = %change.message,
-        "condition changed"
-    );
+    let (condition, reason, transition) = (change.kind.as_str(), &change.reason, change.transition);
+    if change.status {
+        tracing::warn!(
+            target: "pullprobe::condition",
+            node, condition, status = "True", reason = %reason, transition,
+            detail = %change.message,
+            "condition changed"
+        );
+    } else {
+        tracing::info!(
+            target: "pullprobe::condition",
+            node, condition, status = "False", reason = %reason, transition,
+            detail = %change.message,
+            "condition changed"
+        );
+    }
 }

@@ -107,6 +107,26 @@ pub struct VersionLabel {
 
 type FGauge = Gauge<f64, AtomicU64>;
 
+/// What one check says, as labels: `kind` (`path` or `image`), the verdict (an image
+/// check's verdict or a path check's state) and the reason (`None` when it passed).
+#[derive(Clone, Copy, Debug)]
+pub struct Said<'a> {
+    pub kind: &'a str,
+    pub verdict: &'a str,
+    pub reason: Option<crate::probe::Reason>,
+}
+
+impl<'a> Said<'a> {
+    /// An image check's labels: the report's own verdict and reason.
+    pub fn image(report: &'a ProbeReport) -> Said<'a> {
+        Said {
+            kind: "image",
+            verdict: report.verdict.as_str(),
+            reason: report.reason,
+        }
+    }
+}
+
 /// All agent metrics and their registry.
 #[derive(Debug)]
 pub struct Metrics {
@@ -270,8 +290,17 @@ impl Metrics {
         self.book().registry_label(registry)
     }
 
-    /// Record one probe. `kind` is `path` or `image`; `now_unix` is the current time.
-    pub fn record_probe(&self, registry: &str, kind: &str, report: &ProbeReport, now_unix: f64) {
+    /// Record one check. `said` is what the check says (`CheckRecord::says`): an image
+    /// check's verdict and reason, a path check's state and reason — the values `/status`,
+    /// the log line and the conditions use, so the counter never contradicts them (a path
+    /// check whose representative tag is missing is `reachable`, not `not_ready`).
+    pub fn record_probe(
+        &self,
+        registry: &str,
+        said: Said<'_>,
+        report: &ProbeReport,
+        now_unix: f64,
+    ) {
         let label = self.registry_label(registry);
         let reg = RegistryLabel {
             registry: label.clone(),
@@ -283,22 +312,24 @@ impl Metrics {
                 })
                 .observe(p.duration_ms / 1000.0);
         }
-        let reason = report.reason.map(|r| r.as_str());
         self.results
             .get_or_create(&ResultLabels {
                 registry: label.clone(),
-                kind: kind.to_string(),
-                verdict: report.verdict.as_str().to_string(),
-                reason: reason.unwrap_or_default().to_string(),
+                kind: said.kind.to_string(),
+                verdict: said.verdict.to_string(),
+                reason: said
+                    .reason
+                    .map(|r| r.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .inc();
-        let pulls = report.verdict.pulls();
-        if pulls {
+        if said.reason.is_none() {
             self.last_success
                 .get_or_create(&reg)
                 .set(unix_secs(now_unix));
         }
-        if kind == "path" {
+        if said.kind == "path" {
             self.registry_probe_duration
                 .get_or_create(&reg)
                 .set(whole_ms(report.duration_ms) / 1000.0);

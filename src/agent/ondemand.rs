@@ -335,6 +335,7 @@ fn invalid_report(given: &str, e: &crate::reference::ReferenceError) -> ProbeRep
         ratelimit: None,
         retry_after_s: None,
         attempts: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub struct CheckRecord {
     pub cred: CredRef,
     pub image: ImageRef,
     pub pods: Vec<PodRef>,
+    /// The pull secrets of `cred` the API server would not give the agent (403).
+    pub unreadable_secrets: Vec<String>,
     pub checked: Checked,
     /// What the attempts proved about the path (for image checks too).
     pub state: PathState,
@@ -85,6 +87,8 @@ pub struct RegistryPath {
     pub state: PathState,
     /// The endpoint whose answer (or failure) decided the state.
     pub endpoint: String,
+    /// The credential that attempt sent (its source's name), if any.
+    pub credential: Option<String>,
     /// A credential-provider plugin failed for this registry (the node's credentials).
     pub provider_failed: Option<String>,
     /// An endpoint answered only after earlier ones failed.
@@ -107,6 +111,9 @@ pub enum WorkloadKind {
     PullSecretInvalid,
     /// A pull secret was rejected by the registry (the kubelet goes on without it).
     PullSecretRejected,
+    /// The pod names a pull secret the agent may not read, and the check without it
+    /// failed on access: the agent cannot tell what the kubelet, which reads it, will see.
+    PullSecretUnreadable,
     /// The image reference does not parse.
     ReferenceInvalid,
     /// The node cannot reach a registry only tenants use (`scope.rs`): the pods' problem.
@@ -122,6 +129,7 @@ impl WorkloadKind {
             WorkloadKind::Image(r) => r.as_str(),
             WorkloadKind::PullSecretInvalid => "PullSecretInvalid",
             WorkloadKind::PullSecretRejected => "PullSecretRejected",
+            WorkloadKind::PullSecretUnreadable => "PullSecretUnreadable",
             WorkloadKind::ReferenceInvalid => "ReferenceInvalid",
             WorkloadKind::Path(r) => r.as_str(),
             WorkloadKind::NotChecked => "TargetLimitExceeded",
@@ -205,9 +213,12 @@ pub struct CycleOutcome {
     pub node_config: Option<NodeView>,
 }
 
-/// The endpoint an attempt list's state is about: the first attempt with the state's
+/// The attempt an attempt list's state is about: the first attempt with the state's
 /// reason, else the first that answered.
-pub fn decisive_endpoint(state: PathState, attempts: &[EndpointAttempt]) -> String {
+pub fn decisive_attempt(
+    state: PathState,
+    attempts: &[EndpointAttempt],
+) -> Option<&EndpointAttempt> {
     let reason = match state {
         PathState::AuthFailing(r) | PathState::Unreachable(r) | PathState::Inconclusive(r) => {
             Some(r)
@@ -221,21 +232,36 @@ pub fn decisive_endpoint(state: PathState, attempts: &[EndpointAttempt]) -> Stri
             None => a.ok || a.phase.is_some_and(|p| p >= crate::probe::Phase::Auth),
         })
         .or(attempts.first())
-        .map(|a| a.endpoint.clone())
-        .unwrap_or_default()
 }
 
 /// The problems of the pods this cycle's image checks and invalid references name.
-pub fn workload_problems(checks: &[CheckRecord], invalid: &[InvalidImage]) -> Vec<WorkloadProblem> {
+/// `reads_secrets`: the agent reads pods' pull secrets (`pull_secrets: true`); without it,
+/// or where the API server answered 403 (`CheckRecord::unreadable_secrets`), it checks
+/// without them.
+pub fn workload_problems(
+    checks: &[CheckRecord],
+    invalid: &[InvalidImage],
+    reads_secrets: bool,
+) -> Vec<WorkloadProblem> {
     let mut out = Vec::new();
     for c in checks.iter().filter(|c| c.kind == CheckKind::Image) {
-        for (kind, message) in image_problems(c) {
-            out.extend(c.pods.iter().map(|p| WorkloadProblem {
-                pod: p.clone(),
-                kind: kind.clone(),
-                image: c.checked.report.image.clone(),
-                message: message.clone(),
-            }));
+        let problems = image_problems(c);
+        for pod in &c.pods {
+            let unread = unread_secret_problem(c, pod, reads_secrets);
+            let own = problems
+                .iter()
+                .filter(|(k, _)| unread.is_none() || !matches!(k, WorkloadKind::Image(_)));
+            out.extend(
+                unread
+                    .iter()
+                    .chain(own)
+                    .map(|(kind, message)| WorkloadProblem {
+                        pod: pod.clone(),
+                        kind: kind.clone(),
+                        image: c.checked.report.image.clone(),
+                        message: message.clone(),
+                    }),
+            );
         }
     }
     for inv in invalid {
@@ -335,23 +361,63 @@ pub fn tenant_problems(
     out
 }
 
+/// A pod whose image check failed on access (a credential missing, rejected or without
+/// pull access, or a repository hidden without it) while it names pull secrets the agent
+/// could not read: the secret is the likely answer, so say that instead of blaming a
+/// missing credential the kubelet does have.
+fn unread_secret_problem(
+    c: &CheckRecord,
+    pod: &PodRef,
+    reads_secrets: bool,
+) -> Option<(WorkloadKind, String)> {
+    let r = &c.checked.report;
+    let on_access = matches!(
+        r.reason,
+        Some(
+            Reason::AuthCredentialsRequired
+                | Reason::AuthCredentialsRejected
+                | Reason::AuthDenied
+                | Reason::RepositoryNotFound
+        )
+    );
+    let unread: Vec<&str> = pod
+        .pull_secrets
+        .iter()
+        .filter(|n| !reads_secrets || c.unreadable_secrets.contains(n))
+        .map(String::as_str)
+        .collect();
+    if r.verdict.pulls() || !on_access || unread.is_empty() {
+        return None;
+    }
+    let reason = r.reason.map(|x| x.as_str()).unwrap_or_default();
+    let (noun, names) = match unread.as_slice() {
+        [one] => ("secret", format!("{}/{one}", pod.namespace)),
+        many => ("secrets", format!("{}/{}", pod.namespace, many.join(", "))),
+    };
+    let message = format!(
+        "the pod names {noun} {names}, which the agent is not allowed to read (install components/pull-secrets); checked without it, the registry answers {reason}"
+    );
+    Some((WorkloadKind::PullSecretUnreadable, message))
+}
+
 /// The problems behind each condition, from the paths of every registry in use that is
 /// the node's concern (the others are the pods' problems: [`tenant_problems`]).
 pub fn condition_problems(paths: &[RegistryPath]) -> (Vec<Problem>, Vec<Problem>) {
     let mut unreachable = Vec::new();
     let mut auth = Vec::new();
     for p in paths.iter().filter(|p| p.scope.is_node()) {
-        let problem = |reason| Problem {
+        let problem = |reason, credential: Option<&String>| Problem {
             registry: p.registry.clone(),
             endpoint: p.endpoint.clone(),
             reason,
+            credential: credential.cloned(),
         };
         if p.provider_failed.is_some() {
-            auth.push(problem("CredentialProviderFailed"));
+            auth.push(problem("CredentialProviderFailed", None));
         }
         match p.state {
-            PathState::Unreachable(r) => unreachable.push(problem(condition_reason(r))),
-            PathState::AuthFailing(r) => auth.push(problem(r.as_str())),
+            PathState::Unreachable(r) => unreachable.push(problem(condition_reason(r), None)),
+            PathState::AuthFailing(r) => auth.push(problem(r.as_str(), p.credential.as_ref())),
             PathState::Reachable | PathState::Inconclusive(_) => {}
         }
     }

@@ -67,6 +67,8 @@ pub struct TargetView {
     pub phase: Option<&'static str>,
     pub reason: Option<&'static str>,
     pub message: String,
+    /// What to do about a failing check (`null` when it passes), as `check` prints it.
+    pub hint: Option<String>,
     pub duration_ms: f64,
     pub checked_at: String,
     /// Since when the verdict and reason have been what they are.
@@ -78,6 +80,24 @@ pub struct TargetView {
     /// fails such a pod although the image is on the node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached_image: Option<crate::nodeconfig::kubelet::CachedImage>,
+}
+
+/// The fix for a failing check: the report's own hint when it is about the reason the
+/// check says (a path check's state can come from another attempt than the report's), else
+/// the reason's hint naming the registry.
+fn hint_of(c: &CheckRecord) -> Option<String> {
+    let (_, reason) = c.says();
+    let reason = reason.filter(|_| c.failing())?;
+    let r = &c.checked.report;
+    if r.reason == Some(reason) && r.hint.is_some() {
+        return r.hint.clone();
+    }
+    let ctx = crate::probe::hints::HintContext {
+        host: c.registry.clone(),
+        repository: c.image.repository(),
+        ..crate::probe::hints::HintContext::generic()
+    };
+    Some(crate::probe::hints::hint(reason, &ctx))
 }
 
 /// What a target's row says: an image check's verdict, or a path check's state (a 404 for
@@ -113,6 +133,7 @@ fn target_view(c: &CheckRecord, since: SystemTime, node: Option<&NodeView>) -> T
         phase: reason.and(r.phase.map(|p| p.as_str())),
         reason,
         message,
+        hint: hint_of(c),
         duration_ms: r.duration_ms,
         checked_at: rfc3339(c.at),
         since: rfc3339(since),

@@ -235,6 +235,7 @@ impl TargetSet {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
             uid: pod.uid.clone(),
+            pull_secrets: pod.pull_secrets.clone(),
         };
         let cred = if pull_secrets && !pod.pull_secrets.is_empty() {
             let mut names = pod.pull_secrets.clone();

@@ -23,8 +23,8 @@ pub enum RuntimeArg {
 pub struct NodeArgs {
     /// Read the node's runtime config (containerd `config.toml` + `hosts.toml`, or CRI-O
     /// `registries.conf`), CA bundle, resolver, proxy settings and kubelet credentials
-    /// under this directory (`/` on a node, `/host` in the DaemonSet) and probe the
-    /// runtime's own endpoints with its own credentials.
+    /// under this directory (`/` on a node, `/host` in the DaemonSet): the runtime's own
+    /// endpoints and credentials, which `check` probes and `plan` only shows.
     #[arg(long, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
     /// Whose config rules and request sequence to reproduce (`auto`: detected under

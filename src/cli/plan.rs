@@ -82,7 +82,10 @@ pub async fn run(args: PlanArgs) -> Result<i32, CheckError> {
             out.push('\n');
             continue;
         }
-        out.push_str(&crate::nodeconfig::render_plan_text(&plan));
+        out.push_str(&crate::nodeconfig::render_plan_text_under(
+            &plan,
+            nc.host_root.root(),
+        ));
         if let Some(sn) = nc.crio_short_name(given) {
             out.push_str(&format!("CRI-O short name {given}: {sn}\n"));
         }

@@ -1,5 +1,6 @@
 //! `pullprobe status` (also `kubectl pullprobe status`): the fleet view from the agents'
-//! Node conditions and Events ([`crate::preflight::fleet`]); exit 1 when any node fails.
+//! Node conditions and Events ([`crate::preflight::fleet`]); exit 1 when any node fails or
+//! its conditions went past the agents' heartbeat unrenewed (a stopped agent).
 
 use std::path::PathBuf;
 
@@ -28,12 +29,17 @@ pub struct StatusArgs {
     /// Kubeconfig [default: $KUBECONFIG, ~/.kube/config, or in-cluster].
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The agents' `heartbeat` (their config): a node whose conditions were not renewed
+    /// within it (plus a tenth, at least 30 s) is unknown, and counts as failing.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = super::check::parse_duration)]
+    pub heartbeat: std::time::Duration,
     /// Output format.
     #[arg(short, long, value_enum, default_value = "table")]
     pub output: StatusFormat,
 }
 
-/// Run; exit 0 when no node fails, 1 when some do; `Err` (exit 2) when the API cannot be read.
+/// Run; exit 0 when no node fails, 1 when some do or are stale; `Err` (exit 2) when the API
+/// cannot be read.
 pub async fn run(a: StatusArgs) -> Result<i32, K8sError> {
     let client = crate::k8s::client(a.kubeconfig.as_deref()).await?;
     let nodes = crate::k8s::nodes::list_nodes(&client, a.selector.as_deref()).await?;
@@ -45,7 +51,11 @@ pub async fn run(a: StatusArgs) -> Result<i32, K8sError> {
             Vec::new()
         }
     };
-    let f = fleet::build(&nodes, &events);
+    let stale = fleet::Staleness {
+        now: std::time::SystemTime::now(),
+        heartbeat: a.heartbeat,
+    };
+    let f = fleet::build(&nodes, &events, &stale);
     let out = match a.output {
         StatusFormat::Table => fleet::text(&f),
         StatusFormat::Json => serde_json::to_string_pretty(&f).unwrap_or_default() + "\n",

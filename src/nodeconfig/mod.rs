@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 pub use crate::hostroot::{self, HostRoot, HostRootError};
 pub use crate::problem::{ConfigProblem, ProblemKind};
-pub use plan::{render_plan_text, Plan, PullMode};
+pub use plan::{render_plan_text, render_plan_text_under, Plan, PullMode};
 
 use crate::credentials::docker_config::DockerConfig;
 use crate::credentials::node as kubelet_node;
@@ -133,6 +133,8 @@ pub enum FindingKind {
     Blocked,
     /// Something depends on facts we do not know (e.g. the containerd version).
     Assumption,
+    /// The node has no resolv.conf or hosts file (the runtime's resolver falls back).
+    ResolverFileMissing,
     /// Anything else worth telling.
     Note,
 }
@@ -229,6 +231,7 @@ impl NodeConfig {
                 ),
             ));
         }
+        findings.extend(resolver::missing_files(&hr));
         let (node_docker_config, p) =
             kubelet_node::load_node_docker_config(&hr, &kubelet.root_dir.value);
         problems.extend(p);

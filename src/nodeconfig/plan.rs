@@ -819,8 +819,19 @@ fn node_tls(nc: &NodeConfig) -> TlsSettings {
     }
 }
 
-/// Human-readable plan for `pullprobe plan`.
+/// Human-readable plan for `pullprobe plan`, with file paths as the node sees them.
 pub fn render_plan_text(plan: &Plan) -> String {
+    render_plan_text_under(plan, Path::new("/"))
+}
+
+/// A path under the host root `root` as the node sees it (`/etc/containerd/certs.d/…`,
+/// like the `from:` lines), not as this machine does.
+fn on_node(root: &Path, p: &Path) -> String {
+    crate::hostroot::shown_on_node(Some(root), p)
+}
+
+/// [`render_plan_text`] for a host root at `root` on this machine.
+pub fn render_plan_text_under(plan: &Plan, root: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "image:   {}", plan.image.normalized());
     let mode = match plan.mode {
@@ -847,14 +858,14 @@ pub fn render_plan_text(plan: &Plan) -> String {
     }
     let _ = writeln!(s, "endpoints (in order):");
     for (i, e) in plan.endpoints.iter().enumerate() {
-        render_endpoint(&mut s, i + 1, e);
+        render_endpoint(&mut s, i + 1, e, root);
     }
     if let Some(ca) = plan
         .endpoints
         .first()
         .and_then(|e| e.tls.ca_bundle.as_ref())
     {
-        let _ = writeln!(s, "system CA bundle: {}", ca.display());
+        let _ = writeln!(s, "system CA bundle: {}", on_node(root, ca));
     }
     for f in &plan.findings {
         let _ = writeln!(s, "finding: {}", f.message);
@@ -867,7 +878,7 @@ pub fn render_plan_text(plan: &Plan) -> String {
 
 /// The plan's `n`th endpoint: one line with its URL, capabilities and scheme, then one
 /// indented line per setting (never a header value or a credential's secret).
-fn render_endpoint(s: &mut String, n: usize, e: &Endpoint) {
+fn render_endpoint(s: &mut String, n: usize, e: &Endpoint, root: &Path) {
     let scheme = match e.scheme {
         SchemePolicy::Https => "https",
         SchemePolicy::Http => "http",
@@ -902,10 +913,10 @@ fn render_endpoint(s: &mut String, n: usize, e: &Endpoint) {
         let _ = writeln!(s, "     repository: {r}");
     }
     for ca in &e.tls.extra_ca_files {
-        let _ = writeln!(s, "     ca: {}", ca.display());
+        let _ = writeln!(s, "     ca: {}", on_node(root, ca));
     }
     for c in &e.tls.client_certs {
-        let _ = writeln!(s, "     client cert: {}", c.cert.display());
+        let _ = writeln!(s, "     client cert: {}", on_node(root, &c.cert));
     }
     if e.tls.skip_verify {
         let _ = writeln!(s, "     skip_verify: true");

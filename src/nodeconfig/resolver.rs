@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::{Finding, FindingKind};
 use crate::hostroot::HostRoot;
 
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -17,6 +18,29 @@ pub fn resolv_conf(hr: &HostRoot) -> PathBuf {
 
 pub fn hosts_file(hr: &HostRoot) -> PathBuf {
     hr.real_path(Path::new(HOSTS))
+}
+
+/// One finding per resolver file the node lacks. Without resolv.conf the runtimes' Go
+/// resolver asks 127.0.0.1:53 and [::1]:53 (net/dnsconfig_unix.go `defaultNS`), so a node
+/// without a local DNS server resolves nothing; without a hosts file no name is answered
+/// from one.
+pub fn missing_files(hr: &HostRoot) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !hr.is_file(Path::new(RESOLV_CONF)) {
+        out.push(Finding::new(
+            FindingKind::ResolverFileMissing,
+            Some(Path::new(RESOLV_CONF)),
+            format!("{RESOLV_CONF} does not exist: the runtime's resolver asks 127.0.0.1:53 and [::1]:53 instead"),
+        ));
+    }
+    if !hr.is_file(Path::new(HOSTS)) {
+        out.push(Finding::new(
+            FindingKind::ResolverFileMissing,
+            Some(Path::new(HOSTS)),
+            format!("{HOSTS} does not exist: no name is answered from a hosts file"),
+        ));
+    }
+    out
 }
 
 #[cfg(test)]

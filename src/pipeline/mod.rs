@@ -11,6 +11,7 @@
 //! runtime service's proxy environment, the kubelet's credentials as its unit runs it),
 //! with the overrides the command line or the agent config give.
 
+mod annotate;
 pub mod credentials;
 pub mod endpoints;
 
@@ -443,8 +444,10 @@ impl Pipeline {
             Depth::Image => &self.image,
             Depth::Path => &self.path,
         };
+        let mut report = prober.probe(&target).await;
+        self.annotate(image, &target, &mut report);
         let mut checked = Checked {
-            report: prober.probe(&target).await,
+            report,
             problems,
             depth,
         };

@@ -4,8 +4,9 @@
 //! the agent's `registry: Reason at endpoint; …` (agent/conditions.rs `summarize`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Event, Node};
+use k8s_openapi::api::core::v1::{Event, Node, NodeCondition};
 use serde::Serialize;
 
 use super::html::{colour, escape};
@@ -39,6 +40,10 @@ pub struct FleetEvent {
 pub struct Fleet {
     pub nodes: usize,
     pub failing: Vec<String>,
+    /// Nodes whose conditions have not been renewed within the agents' heartbeat (plus
+    /// slack): no agent runs there any more, or it cannot write. Their conditions are
+    /// unknown, whatever they still say.
+    pub stale: Vec<StaleNode>,
     /// Nodes without either condition: no agent has reported there (yet).
     pub unreported: Vec<String>,
     pub problems: Vec<FleetProblem>,
@@ -49,15 +54,60 @@ pub struct Fleet {
     pub summary: String,
 }
 
+/// A node whose conditions went unrenewed past the heartbeat.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StaleNode {
+    pub node: String,
+    /// The newest `lastHeartbeatTime` of its conditions (RFC 3339; empty when none).
+    pub last_heartbeat: String,
+    /// Seconds since then.
+    pub age_s: u64,
+}
+
+/// When conditions count as stale: the agents' heartbeat plus a slack for a write that is
+/// retried (a tenth of the heartbeat, at least 30 s).
+#[derive(Clone, Copy, Debug)]
+pub struct Staleness {
+    pub now: SystemTime,
+    pub heartbeat: Duration,
+}
+
+impl Staleness {
+    pub fn limit(&self) -> Duration {
+        self.heartbeat + (self.heartbeat / 10).max(Duration::from_secs(30))
+    }
+}
+
 impl Fleet {
-    /// Non-zero when any node is failing (for a cron alert).
+    /// Non-zero when any node is failing or its report is stale (for a cron alert: a dead
+    /// agent leaves its last conditions behind, and they must not read as healthy).
     pub fn exit_code(&self) -> i32 {
-        if self.failing.is_empty() {
+        if self.failing.is_empty() && self.stale.is_empty() {
             0
         } else {
             1
         }
     }
+}
+
+/// The newest heartbeat of `conds` and its age, when that age is past the limit (or a
+/// condition says `Unknown`).
+fn staleness(conds: &[&NodeCondition], s: &Staleness) -> Option<(String, u64)> {
+    let newest = conds
+        .iter()
+        .filter_map(|c| c.last_heartbeat_time.as_ref())
+        .map(|t| SystemTime::from(t.0))
+        .max();
+    let age = newest.map(|t| s.now.duration_since(t).unwrap_or_default());
+    let unknown = conds.iter().any(|c| c.status == "Unknown");
+    if !unknown && age.is_none_or(|a| a <= s.limit()) {
+        return None;
+    }
+    let shown = newest
+        .and_then(|t| jiff::Timestamp::try_from(t).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Some((shown, age.map(|a| a.as_secs()).unwrap_or(0)))
 }
 
 /// `a: R at e; b: R2 at e2` → [(a, R), (b, R2)].
@@ -89,9 +139,10 @@ fn failing_parts(c: &k8s_openapi::api::core::v1::NodeCondition) -> Vec<(String, 
 }
 
 /// Build the view from the Nodes and the core/v1 Events about them.
-pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
+pub fn build(nodes: &[Node], events: &[Event], stale_when: &Staleness) -> Fleet {
     let mut problems: BTreeMap<(String, String, String), FleetProblem> = BTreeMap::new();
     let (mut failing, mut unreported) = (BTreeSet::new(), Vec::new());
+    let mut stale = Vec::new();
     let mut heat: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut registries = BTreeSet::new();
     for n in nodes {
@@ -104,6 +155,14 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
             .collect();
         if ours.is_empty() {
             unreported.push(name.clone());
+            continue;
+        }
+        if let Some((last_heartbeat, age_s)) = staleness(&ours, stale_when) {
+            stale.push(StaleNode {
+                node: name.clone(),
+                last_heartbeat,
+                age_s,
+            });
             continue;
         }
         heat.entry(name.clone()).or_default();
@@ -141,10 +200,17 @@ pub fn build(nodes: &[Node], events: &[Event]) -> Fleet {
     });
     let events = recent_events(events);
     let failing: Vec<String> = failing.into_iter().collect();
-    let summary = summary_line(failing.len(), nodes.len(), &problems, unreported.len());
+    let summary = summary_line(
+        failing.len(),
+        nodes.len(),
+        &problems,
+        (stale.len(), stale_when.limit()),
+        unreported.len(),
+    );
     Fleet {
         nodes: nodes.len(),
         failing,
+        stale,
         unreported,
         problems,
         registries: registries.into_iter().collect(),
@@ -159,6 +225,7 @@ fn summary_line(
     failing: usize,
     nodes: usize,
     problems: &[FleetProblem],
+    (stale, limit): (usize, Duration),
     unreported: usize,
 ) -> String {
     let mut summary = format!("{failing}/{nodes} nodes failing");
@@ -168,6 +235,13 @@ fn summary_line(
         summary.push_str(&format!(
             "; {n} {noun}: {} {} at {}",
             p.condition, p.reason, p.registry
+        ));
+    }
+    if stale > 0 {
+        let noun = if stale == 1 { "node" } else { "nodes" };
+        summary.push_str(&format!(
+            "; {stale} {noun} unknown: no heartbeat for over {} (is the agent running?)",
+            crate::text::human_duration(limit)
         ));
     }
     if unreported > 0 {
@@ -200,43 +274,68 @@ fn recent_events(events: &[Event]) -> Vec<FleetEvent> {
     out
 }
 
+/// Columns padded to their widest cell, two spaces apart.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let mut w = vec![0usize; rows.iter().map(Vec::len).max().unwrap_or(0)];
+    for r in rows {
+        for (w, c) in w.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&w).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// How long ago, for a person: `6m 12s`.
+fn ago(secs: u64) -> String {
+    crate::text::human_duration(Duration::from_secs(secs))
+}
+
 /// The text view.
 pub fn text(f: &Fleet) -> String {
     let mut out = String::new();
-    if f.problems.is_empty() {
+    if f.problems.is_empty() && f.stale.is_empty() {
         out.push_str("No node reports a registry problem.\n");
-    } else {
-        out.push_str("CONDITION            REGISTRY  REASON  NODES  SINCE\n");
-        let rows: Vec<[String; 5]> = f
-            .problems
-            .iter()
-            .map(|p| {
-                let nodes = match p.nodes.len() {
-                    1 => p.nodes[0].clone(),
-                    n => format!("{n} ({} …)", p.nodes[0]),
-                };
-                [
-                    p.condition.clone(),
-                    p.registry.clone(),
-                    p.reason.clone(),
-                    nodes,
-                    p.since.clone(),
-                ]
-            })
-            .collect();
-        out = String::new();
-        let header = ["CONDITION", "REGISTRY", "REASON", "NODES", "SINCE"].map(String::from);
-        let mut w = header.clone().map(|h| h.len());
-        for r in &rows {
-            for (w, c) in w.iter_mut().zip(r) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        for r in std::iter::once(&header).chain(rows.iter()) {
-            let line: Vec<String> = r.iter().zip(&w).map(|(c, w)| format!("{c:<w$}")).collect();
-            out.push_str(line.join("  ").trim_end());
+    }
+    if !f.problems.is_empty() {
+        let mut rows = vec![["CONDITION", "REGISTRY", "REASON", "NODES", "SINCE"]
+            .map(String::from)
+            .to_vec()];
+        rows.extend(f.problems.iter().map(|p| {
+            let nodes = match p.nodes.len() {
+                1 => p.nodes[0].clone(),
+                n => format!("{n} ({} …)", p.nodes[0]),
+            };
+            vec![
+                p.condition.clone(),
+                p.registry.clone(),
+                p.reason.clone(),
+                nodes,
+                p.since.clone(),
+            ]
+        }));
+        out.push_str(&aligned(&rows));
+    }
+    if !f.stale.is_empty() {
+        if !f.problems.is_empty() {
             out.push('\n');
         }
+        out.push_str("UNKNOWN: no heartbeat from the agent, its conditions are stale\n");
+        let mut rows = vec![["NODE", "LAST HEARTBEAT", "AGO"].map(String::from).to_vec()];
+        rows.extend(f.stale.iter().map(|s| {
+            let when = if s.last_heartbeat.is_empty() {
+                "never".to_string()
+            } else {
+                s.last_heartbeat.clone()
+            };
+            vec![s.node.clone(), when, ago(s.age_s)]
+        }));
+        out.push_str(&aligned(&rows));
     }
     if !f.events.is_empty() {
         out.push_str("\nRECENT EVENTS\n");
@@ -253,48 +352,133 @@ pub fn text(f: &Fleet) -> String {
     out
 }
 
-/// The HTML view: a node × registry heatmap (as goldpinger's graph). Nodes that failed alike
-/// share a row ("37 nodes", their names on hover), failing groups first, then the healthy ones,
-/// then the nodes no agent reported for (grey: unknown, never left out). The last column is
-/// every registry no condition names: ok wherever an agent reported.
+/// What a heatmap row knows of its nodes.
+#[derive(Clone, Copy)]
+enum Report<'a> {
+    /// The failing registries (empty: healthy).
+    Fresh(&'a Failing),
+    /// Conditions past the heartbeat: unknown.
+    Stale,
+    /// No condition at all.
+    None,
+}
+
+/// The legend: what each colour means, as the cells write it.
+const LEGEND: [(CellVerdict, &str); 3] = [
+    (
+        CellVerdict::Ready,
+        "ok: the agent reports the registry reachable",
+    ),
+    (
+        CellVerdict::NotReady,
+        "failing: the condition's reason is in the cell, since when below",
+    ),
+    (
+        CellVerdict::Unknown,
+        "unknown: no heartbeat from the agent past its period, or no report at all",
+    ),
+];
+
+/// The HTML view: a node × registry heatmap (as goldpinger's graph), a legend, and the
+/// problems with since when. Nodes that failed alike share a row ("37 nodes", their names on
+/// hover), failing groups first, then the healthy ones, then the nodes whose agent stopped
+/// renewing its conditions and those no agent reported for (grey: unknown, never left out).
+/// The last column is every registry no condition names: ok wherever an agent reported.
 pub fn html(f: &Fleet) -> String {
-    let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>pullprobe status</title><style>body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:separate;border-spacing:3px}td.c{width:90px;height:28px;border-radius:4px;color:#fff;font-size:10px;text-align:center}th{font-size:12px;text-align:left}</style></head><body>\n");
+    let mut h = String::from("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>pullprobe status</title><style>body{font-family:system-ui,sans-serif;margin:24px}table{border-collapse:separate;border-spacing:3px}td.c{min-width:90px;height:28px;border-radius:4px;color:#fff;font-size:10px;text-align:center;padding:0 4px;white-space:nowrap}th{font-size:12px;text-align:left}.legend span{display:inline-block;margin-right:14px;font-size:13px}.legend i{display:inline-block;width:14px;height:14px;border-radius:3px;margin-right:4px;vertical-align:-2px}table.p td{font-size:13px;padding:2px 8px}</style></head><body>\n");
     h.push_str(&format!(
-        "<h1>pullprobe status</h1><p id=\"summary\">{}</p>\n<table><tr><th>nodes</th>",
+        "<h1>pullprobe status</h1><p id=\"summary\">{}</p>\n<div class=\"legend\">",
         escape(&f.summary)
     ));
+    for (v, text) in LEGEND {
+        h.push_str(&format!(
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            colour(v),
+            escape(text)
+        ));
+    }
+    h.push_str("</div>\n<table id=\"heatmap\"><tr><th>nodes</th>");
     for r in &f.registries {
         h.push_str(&format!("<th>{}</th>", escape(r)));
     }
     h.push_str("<th>other registries</th></tr>\n");
-    for (nodes, failing) in heat_rows(f) {
-        h.push_str(&heat_row(&f.registries, &nodes, failing));
+    for (nodes, report) in heat_rows(f) {
+        h.push_str(&heat_row(&f.registries, &nodes, report));
     }
-    h.push_str("</table></body></html>\n");
+    h.push_str("</table>\n");
+    h.push_str(&problems_table(f));
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// The problems with their nodes and since when, and the stale nodes with their last
+/// heartbeat.
+fn problems_table(f: &Fleet) -> String {
+    let mut h = String::new();
+    if !f.problems.is_empty() {
+        h.push_str("<h2>Problems</h2><table class=\"p\" id=\"problems\"><tr><th>condition</th><th>registry</th><th>reason</th><th>nodes</th><th>since</th></tr>\n");
+        for p in &f.problems {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td>{}</td></tr>\n",
+                escape(&p.condition),
+                escape(&p.registry),
+                escape(&p.reason),
+                escape(&p.nodes.join(", ")),
+                p.nodes.len(),
+                escape(&p.since)
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    if !f.stale.is_empty() {
+        h.push_str("<h2>No heartbeat</h2><table class=\"p\" id=\"stale\"><tr><th>node</th><th>last heartbeat</th><th>ago</th></tr>\n");
+        for s in &f.stale {
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape(&s.node),
+                escape(&s.last_heartbeat),
+                escape(&ago(s.age_s))
+            ));
+        }
+        h.push_str("</table>\n");
+    }
     h
 }
 
 /// registry → reason, of the registries failing on a node.
 type Failing = BTreeMap<String, String>;
 
-/// The heatmap's rows: (nodes, their failing registries; `None` = no agent report).
-fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Option<&Failing>)> {
+/// The heatmap's rows: nodes and what they report.
+fn heat_rows(f: &Fleet) -> Vec<(Vec<&str>, Report<'_>)> {
     let mut groups: BTreeMap<&Failing, Vec<&str>> = BTreeMap::new();
     for (node, failing) in &f.failing_registries {
         groups.entry(failing).or_default().push(node);
     }
-    let mut rows: Vec<_> = groups.into_iter().map(|(m, n)| (n, Some(m))).collect();
+    let mut rows: Vec<_> = groups.into_iter().collect();
     // Failing groups first, the largest first; the healthy group (nothing failing) after.
-    rows.sort_by_key(|(n, m)| (m.is_some_and(|m| m.is_empty()), std::cmp::Reverse(n.len())));
+    rows.sort_by_key(|(m, n)| (m.is_empty(), std::cmp::Reverse(n.len())));
+    let mut rows: Vec<(Vec<&str>, Report<'_>)> = rows
+        .into_iter()
+        .map(|(m, n)| (n, Report::Fresh(m)))
+        .collect();
+    if !f.stale.is_empty() {
+        rows.push((
+            f.stale.iter().map(|s| s.node.as_str()).collect(),
+            Report::Stale,
+        ));
+    }
     if !f.unreported.is_empty() {
-        rows.push((f.unreported.iter().map(String::as_str).collect(), None));
+        rows.push((
+            f.unreported.iter().map(String::as_str).collect(),
+            Report::None,
+        ));
     }
     rows
 }
 
 /// One heatmap row: a label (the node, or "N nodes" with up to 20 names on hover) and a cell
 /// per registry plus the "other registries" cell.
-fn heat_row(registries: &[String], nodes: &[&str], failing: Option<&Failing>) -> String {
+fn heat_row(registries: &[String], nodes: &[&str], report: Report<'_>) -> String {
     let label = match nodes {
         [one] => (*one).to_string(),
         many => format!("{} nodes", many.len()),
@@ -315,13 +499,14 @@ fn heat_row(registries: &[String], nodes: &[&str], failing: Option<&Failing>) ->
     );
     let cells = registries.iter().map(Some).chain([None]);
     for r in cells {
-        let (v, text) = match (failing, r) {
-            (None, _) => (CellVerdict::Unknown, "no report"),
-            (Some(m), Some(r)) => match m.get(r) {
+        let (v, text) = match (report, r) {
+            (Report::None, _) => (CellVerdict::Unknown, "no report"),
+            (Report::Stale, _) => (CellVerdict::Unknown, "no heartbeat"),
+            (Report::Fresh(m), Some(r)) => match m.get(r) {
                 Some(reason) => (CellVerdict::NotReady, reason.as_str()),
                 None => (CellVerdict::Ready, ""),
             },
-            (Some(_), None) => (CellVerdict::Ready, ""),
+            (Report::Fresh(_), None) => (CellVerdict::Ready, ""),
         };
         let what = r.map(String::as_str).unwrap_or("other registries");
         let hover = format!(
@@ -348,6 +533,67 @@ mod tests {
             serde_json::json!({"metadata": {"name": name}, "status": {"conditions": conds}}),
         )
         .unwrap()
+    }
+
+    /// Now is 2026-01-03; heartbeats every 5 minutes.
+    fn fresh() -> Staleness {
+        Staleness {
+            now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_398_400),
+            heartbeat: Duration::from_secs(300),
+        }
+    }
+
+    fn beating(name: &str, status: &str, heartbeat: &str) -> Node {
+        node(
+            name,
+            serde_json::json!([
+            {"type": "RegistryUnreachable", "status": status, "reason": "RegistriesReachable",
+             "message": "every registry in use is reachable", "lastHeartbeatTime": heartbeat,
+             "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "RegistryAuthFailing", "status": "False", "reason": "RegistryCredentialsAccepted",
+             "lastHeartbeatTime": heartbeat}]),
+        )
+    }
+
+    /// A dead agent leaves its conditions False with a frozen heartbeat: past the heartbeat
+    /// (and its slack) they are unknown, counted in the exit code, never "no problem".
+    #[test]
+    fn conditions_past_their_heartbeat_are_unknown() {
+        let s = fresh();
+        assert_eq!(s.limit(), Duration::from_secs(330));
+        let f = build(
+            &[
+                beating("alive", "False", "2026-01-02T23:56:00Z"),
+                beating("dead", "False", "2026-01-02T23:54:00Z"),
+                beating("odd", "Unknown", "2026-01-02T23:59:00Z"),
+            ],
+            &[],
+            &s,
+        );
+        assert!(f.failing.is_empty());
+        let stale: Vec<(&str, u64)> = f.stale.iter().map(|n| (n.node.as_str(), n.age_s)).collect();
+        assert_eq!(stale, [("dead", 360), ("odd", 60)]);
+        assert_eq!(f.stale[0].last_heartbeat, "2026-01-02T23:54:00Z");
+        assert_eq!(f.exit_code(), 1);
+        assert!(
+            f.summary
+                .contains("2 nodes unknown: no heartbeat for over 5 min 30 s"),
+            "{}",
+            f.summary
+        );
+        let t = text(&f);
+        assert!(!t.contains("No node reports a registry problem"), "{t}");
+        assert!(
+            t.contains("dead") && t.contains("2026-01-02T23:54:00Z"),
+            "{t}"
+        );
+        let page = html(&f);
+        assert!(
+            page.contains(">no heartbeat</td>") && page.contains("id=\"stale\""),
+            "{page}"
+        );
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["stale"][0]["node"], "dead");
     }
 
     #[test]
@@ -378,6 +624,7 @@ mod tests {
                 silent,
             ],
             &[],
+            &fresh(),
         );
         assert_eq!(f.failing, ["a", "b"]);
         assert_eq!(f.unreported, ["silent"]);

@@ -75,7 +75,7 @@ h1{font-size:20px;margin:0 0 4px}.summary{font-size:16px;margin:0 0 16px}\
 table{border-collapse:separate;border-spacing:3px}th{font-weight:600;font-size:12px;text-align:left;padding:2px 6px}\
 th.img{writing-mode:vertical-rl;transform:rotate(180deg);max-height:220px;white-space:nowrap}\
 td.nodes{font-size:13px;padding:0 8px 0 0;white-space:nowrap}\
-td.cell{width:56px;min-width:56px;height:34px;border-radius:4px;font-size:10px;color:#fff;text-align:center;overflow:hidden}\
+td.cell{min-width:56px;height:34px;padding:0 4px;border-radius:4px;font-size:10px;color:#fff;text-align:center;white-space:nowrap}\
 .legend span{display:inline-block;margin-right:14px;font-size:13px}.legend i{display:inline-block;width:14px;height:14px;border-radius:3px;margin-right:4px;vertical-align:-2px}\
 ul{font-size:13px}";
 
@@ -91,7 +91,7 @@ pub fn page(m: &Matrix) -> String {
     for (v, c) in COLOURS {
         h.push_str(&format!(
             "<span><i style=\"background:{c}\"></i>{}</span>",
-            escape(v.as_str())
+            escape(v.meaning())
         ));
     }
     h.push_str("</div>\n<table id=\"matrix\"><thead><tr><th>nodes</th>");
@@ -122,12 +122,23 @@ pub fn page(m: &Matrix) -> String {
                 c.verdict.as_str(),
                 colour(c.verdict),
                 escape(&tooltip(&g.nodes, img, c)),
-                escape(&text.chars().take(12).collect::<String>())
+                escape(&text)
             ));
         }
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody></table>\n");
+    if !m.unplaced.is_empty() {
+        h.push_str("<h2>Lands on no node</h2><ul id=\"unplaced\">");
+        for u in &m.unplaced {
+            h.push_str(&format!(
+                "<li>{}: {}</li>",
+                escape(&u.workload),
+                escape(&u.why)
+            ));
+        }
+        h.push_str("</ul>\n");
+    }
     if !m.warnings.is_empty() {
         h.push_str("<ul>");
         for w in &m.warnings {

@@ -33,6 +33,20 @@ impl CellVerdict {
         }
     }
 
+    /// What the verdict means, for a legend.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            CellVerdict::Ready => "ready: the node would pull it",
+            CellVerdict::Degraded => "degraded: pulls only after earlier endpoints failed",
+            CellVerdict::NotReady => "not_ready: the node would not pull it",
+            CellVerdict::Blocked => "blocked: the runtime's config refuses the registry",
+            CellVerdict::Unknown => "unknown: no usable answer from the node's agent",
+            CellVerdict::NotScheduled => {
+                "- not scheduled: the image's workloads cannot land on this node"
+            }
+        }
+    }
+
     pub fn from_wire(s: &str) -> CellVerdict {
         match s {
             "ready" => CellVerdict::Ready,
@@ -133,13 +147,14 @@ impl Cell {
         }
     }
 
-    pub fn not_scheduled() -> Cell {
+    /// `-`: none of the image's workloads can land on this node, and `why` not.
+    pub fn not_scheduled(why: impl Into<String>) -> Cell {
         Cell {
             verdict: CellVerdict::NotScheduled,
             phase: None,
             reason: None,
             host: None,
-            message: String::new(),
+            message: why.into(),
             checked_on: None,
             source: None,
             report: None,
@@ -207,6 +222,16 @@ pub struct ExcludedNode {
     pub why: String,
 }
 
+/// A workload whose pods can land on none of the nodes, and the constraint that matched
+/// none (`nodeSelector pool=none`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Unplaced {
+    /// `FILE#N Kind namespace/name`.
+    pub workload: String,
+    pub images: Vec<String>,
+    pub why: String,
+}
+
 /// The summary.
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
@@ -215,6 +240,8 @@ pub struct Summary {
     pub degraded: usize,
     pub not_ready: usize,
     pub unknown: usize,
+    /// Workloads that can land on no node (their cells are `-` everywhere).
+    pub unplaced: usize,
     pub strict: bool,
     /// `N nodes: Reason at host`, most nodes first.
     pub problems: Vec<Problem>,
@@ -237,6 +264,8 @@ pub struct Matrix {
     pub rows: Vec<NodeRow>,
     pub groups: Vec<Group>,
     pub excluded: Vec<ExcludedNode>,
+    /// Workloads that land on no node.
+    pub unplaced: Vec<Unplaced>,
     pub warnings: Vec<String>,
     pub summary: Summary,
 }
@@ -257,9 +286,30 @@ impl Matrix {
             rows,
             groups,
             excluded,
+            unplaced: Vec::new(),
             warnings,
             summary,
         }
+    }
+
+    /// The workloads that land on no node, counted in the summary and named in its line.
+    pub fn with_unplaced(mut self, unplaced: Vec<Unplaced>) -> Matrix {
+        self.summary.unplaced = unplaced.len();
+        match unplaced.as_slice() {
+            [] => {}
+            [one] => self.summary.line.push_str(&format!(
+                "; 1 workload lands on no node: {} ({})",
+                one.workload, one.why
+            )),
+            many => self.summary.line.push_str(&format!(
+                "; {} workloads land on no node: {} ({}), …",
+                many.len(),
+                many[0].workload,
+                many[0].why
+            )),
+        }
+        self.unplaced = unplaced;
+        self
     }
 
     /// 0 every node can pull every image; 1 some cannot; 3 none failed but some unknown.
@@ -377,6 +427,7 @@ fn summarize(rows: &[NodeRow], strict: bool) -> Summary {
         degraded,
         not_ready,
         unknown,
+        unplaced: 0,
         strict,
         problems,
         line,

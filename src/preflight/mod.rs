@@ -28,7 +28,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 
 use self::ask::{Asker, CredCtx, NodeAsk};
 use self::manifests::{ManifestError, Workload};
-use self::matrix::{Cell, ExcludedNode, Matrix, NodeRow, UnknownReason};
+use self::matrix::{Cell, ExcludedNode, Matrix, NodeRow, UnknownReason, Unplaced};
 use crate::k8s::nodes::AgentAddr;
 use crate::k8s::K8sError;
 
@@ -142,15 +142,23 @@ pub fn agents(pods: &[Pod], port: u16) -> HashMap<String, Result<AgentAddr, Box<
             continue;
         };
         let status = p.status.as_ref();
-        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
         let ip = status
             .and_then(|s| s.pod_ip.clone())
             .filter(|i| !i.is_empty());
-        let addr = match (running, ip) {
-            (true, Some(_)) => Ok(agent_addr(p, port)),
-            _ => Err(Box::new(Cell::unknown(
+        let pod = p.metadata.name.as_deref().unwrap_or("");
+        let addr = match (phase, ip) {
+            ("Running", Some(_)) => Ok(agent_addr(p, port)),
+            ("Running", None) => Err(Box::new(Cell::unknown(
                 UnknownReason::AgentNotRunning,
-                "the agent Pod is not running or has no address yet",
+                format!("the agent Pod {pod} is Running but has no status.podIP yet: the API server cannot proxy to it until the kubelet reports its address"),
+            ))),
+            (phase, _) => Err(Box::new(Cell::unknown(
+                UnknownReason::AgentNotRunning,
+                format!(
+                    "the agent Pod {pod} is {}, not Running",
+                    if phase.is_empty() { "without a phase" } else { phase }
+                ),
             ))),
         };
         // A running agent wins over one that is not (rolling updates).
@@ -198,55 +206,138 @@ fn agent_addr(p: &Pod, default_port: u16) -> AgentAddr {
     }
 }
 
-/// For every node: the (context, images) it must be asked about, and the nodes no
-/// workload can land on.
 /// For each node, the images to ask about in each credentials context.
 pub type PerNode = BTreeMap<String, BTreeMap<CredCtx, BTreeSet<String>>>;
+
+/// Where the workloads land.
+#[derive(Debug, Default)]
+pub struct Placement {
+    /// Per node, the images to ask about in each credentials context.
+    pub per_node: PerNode,
+    /// Nodes no workload can land on, and why.
+    pub excluded: Vec<ExcludedNode>,
+    /// node → image → why none of the image's workloads can land on that node.
+    pub not_here: BTreeMap<String, BTreeMap<String, String>>,
+    /// Workloads that land on no node at all.
+    pub unplaced: Vec<Unplaced>,
+}
+
+/// Why `w`'s pods cannot land on a node, naming the constraint's value where it has one
+/// (`nodeSelector pool=none does not match`).
+fn why_not(w: &Workload, e: &select::Excluded) -> String {
+    let sel = || {
+        w.spec
+            .node_selector
+            .iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match e {
+        select::Excluded::NodeSelector => format!("nodeSelector {} does not match", sel()),
+        other => other.to_string(),
+    }
+}
+
+/// The constraints that kept a workload off every node: each distinct one, with how many
+/// nodes it excluded (`nodeSelector pool=none does not match on 3 nodes`).
+fn nowhere_why(reasons: &[String]) -> String {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in reasons {
+        *count.entry(r.as_str()).or_default() += 1;
+    }
+    count
+        .into_iter()
+        .map(|(r, n)| {
+            let noun = if n == 1 { "node" } else { "nodes" };
+            format!("{r} on {n} {noun}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 pub fn plan_asks(
     workloads: &[Workload],
     contexts: &HashMap<usize, CredCtx>,
     nodes: &[Node],
     all_nodes: bool,
-) -> (PerNode, Vec<ExcludedNode>) {
-    let mut per_node: BTreeMap<String, BTreeMap<CredCtx, BTreeSet<String>>> = BTreeMap::new();
-    let mut excluded = Vec::new();
+) -> Placement {
+    let mut p = Placement::default();
+    // Per workload, why each node refused it.
+    let mut refused: Vec<Vec<String>> = vec![Vec::new(); workloads.len()];
     for n in nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
         let mut why = Vec::new();
+        let mut here: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (i, w) in workloads.iter().enumerate() {
-            let fits = all_nodes
-                || select::can_land(&w.spec, w.is_daemonset(), n)
-                    .map_err(|e| why.push(format!("{}: {e}", w.source)))
-                    .is_ok();
+            let fits = match (all_nodes, select::can_land(&w.spec, w.is_daemonset(), n)) {
+                (true, _) | (false, Ok(())) => true,
+                (false, Err(e)) => {
+                    let reason = why_not(w, &e);
+                    why.push(format!("{}: {reason}", w.source));
+                    for c in &w.images {
+                        here.entry(c.image.clone())
+                            .or_default()
+                            .push(format!("{}: {reason}", w.source));
+                    }
+                    if let Some(r) = refused.get_mut(i) {
+                        r.push(reason);
+                    }
+                    false
+                }
+            };
             if !fits {
                 continue;
             }
             let ctx = contexts.get(&i).cloned().unwrap_or_default();
-            let set = per_node
+            let set = p
+                .per_node
                 .entry(name.clone())
                 .or_default()
                 .entry(ctx)
                 .or_default();
             set.extend(w.images.iter().map(|c| c.image.clone()));
         }
-        if !per_node.contains_key(&name) {
-            excluded.push(ExcludedNode {
-                node: name,
+        let asked: BTreeSet<&String> = p
+            .per_node
+            .get(&name)
+            .into_iter()
+            .flat_map(|ctxs| ctxs.values().flatten())
+            .collect();
+        let not_here: BTreeMap<String, String> = here
+            .into_iter()
+            .filter(|(img, _)| !asked.contains(img))
+            .map(|(img, whys)| (img, whys.join("; ")))
+            .collect();
+        if !p.per_node.contains_key(&name) {
+            p.excluded.push(ExcludedNode {
+                node: name.clone(),
                 why: why.join("; "),
             });
         }
+        p.not_here.insert(name, not_here);
     }
-    (per_node, excluded)
+    for (w, reasons) in workloads.iter().zip(&refused) {
+        if !nodes.is_empty() && reasons.len() == nodes.len() {
+            p.unplaced.push(Unplaced {
+                workload: w.source.clone(),
+                images: w.images.iter().map(|c| c.image.clone()).collect(),
+                why: nowhere_why(reasons),
+            });
+        }
+    }
+    p
 }
 
 /// Rows of the matrix from the answers: every node asked, every image in the column order.
 pub fn rows(
     images: &[String],
-    per_node: &BTreeMap<String, BTreeMap<CredCtx, BTreeSet<String>>>,
+    placement: &Placement,
     answers: &BTreeMap<String, ask::NodeAnswers>,
 ) -> Vec<NodeRow> {
-    per_node
+    placement
+        .per_node
         .iter()
         .map(|(node, ctxs)| {
             let a = answers.get(node);
@@ -271,7 +362,14 @@ pub fn rows(
                         (None, true) => {
                             Cell::unknown(UnknownReason::AgentError, "no answer for this image")
                         }
-                        (None, false) => Cell::not_scheduled(),
+                        (None, false) => Cell::not_scheduled(
+                            placement
+                                .not_here
+                                .get(node)
+                                .and_then(|m| m.get(img))
+                                .cloned()
+                                .unwrap_or_default(),
+                        ),
                     }
                 })
                 .collect();
@@ -386,9 +484,10 @@ pub async fn run(o: &Options) -> Result<Matrix, PreflightError> {
     let nodes = crate::k8s::nodes::list_nodes(&client, o.selector.as_deref()).await?;
     let pods = crate::k8s::nodes::list_pods(&client, &o.agent_namespace, &o.agent_selector).await?;
     let contexts = contexts(&client, &workloads, &mut warnings).await;
-    let (per_node, excluded) = plan_asks(&workloads, &contexts, &nodes, o.all_nodes);
+    let placement = plan_asks(&workloads, &contexts, &nodes, o.all_nodes);
     let agents = agents(&pods, o.agent_port);
-    let asks: Vec<NodeAsk> = per_node
+    let asks: Vec<NodeAsk> = placement
+        .per_node
         .iter()
         .map(|(node, ctxs)| NodeAsk {
             node: node.clone(),
@@ -422,6 +521,110 @@ pub async fn run(o: &Options) -> Result<Matrix, PreflightError> {
             }
         }
     }
-    let rows = rows(&images, &per_node, &answers);
-    Ok(Matrix::new(images, rows, excluded, warnings, o.strict))
+    let rows = rows(&images, &placement, &answers);
+    let Placement {
+        excluded, unplaced, ..
+    } = placement;
+    Ok(Matrix::new(images, rows, excluded, warnings, o.strict).with_unplaced(unplaced))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(json: serde_json::Value) -> Pod {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// Issue 17 item 11: a Running agent Pod without `status.podIP` says exactly that.
+    #[test]
+    fn a_running_agent_without_an_address_says_so() {
+        let p = |phase: &str, ip: Option<&str>| {
+            pod(serde_json::json!({
+                "metadata": {"name": "pullprobe-x", "namespace": "pullprobe"},
+                "spec": {"nodeName": "n1", "containers": []},
+                "status": {"phase": phase, "podIP": ip},
+            }))
+        };
+        let message = |pods: &[Pod]| match agents(pods, 9808).remove("n1") {
+            Some(Err(c)) => (c.reason.clone().unwrap_or_default(), c.message.clone()),
+            other => panic!("{other:?}"),
+        };
+        let (reason, m) = message(&[p("Running", None)]);
+        assert_eq!(reason, "AgentNotRunning");
+        assert_eq!(m, "the agent Pod pullprobe-x is Running but has no status.podIP yet: the API server cannot proxy to it until the kubelet reports its address");
+        let (_, m) = message(&[p("Pending", None)]);
+        assert_eq!(m, "the agent Pod pullprobe-x is Pending, not Running");
+        assert!(agents(&[p("Running", Some("10.0.0.7"))], 9808)["n1"].is_ok());
+    }
+
+    fn node(name: &str, labels: serde_json::Value) -> Node {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+            .unwrap()
+    }
+
+    fn workload(source: &str, image: &str, selector: serde_json::Value) -> Workload {
+        Workload {
+            source: source.into(),
+            kind: "CronJob".into(),
+            namespace: "apps".into(),
+            images: vec![manifests::ContainerImage {
+                container: "c".into(),
+                kind: manifests::ContainerKind::Container,
+                image: image.into(),
+            }],
+            pull_secrets: Vec::new(),
+            service_account: "default".into(),
+            spec: serde_json::from_value(
+                serde_json::json!({"containers": [], "nodeSelector": selector}),
+            )
+            .unwrap(),
+        }
+    }
+
+    /// Issue 17 item 10: a workload whose nodeSelector matches no node: its cells say which
+    /// constraint kept it off each node, and it is counted and named in the summary.
+    #[test]
+    fn a_workload_that_lands_nowhere_is_named_with_its_constraint() {
+        let nodes = [
+            node("a", serde_json::json!({"pool": "apps"})),
+            node("b", serde_json::json!({"pool": "apps"})),
+        ];
+        let w = [
+            workload(
+                "app.yaml#1 Deployment apps/web",
+                "reg/web:1",
+                serde_json::json!({"pool": "apps"}),
+            ),
+            workload(
+                "app.yaml#2 CronJob apps/nightly",
+                "reg/job:1",
+                serde_json::json!({"disk": "ssd"}),
+            ),
+        ];
+        let p = plan_asks(&w, &HashMap::new(), &nodes, false);
+        assert_eq!(
+            p.unplaced,
+            [Unplaced {
+                workload: "app.yaml#2 CronJob apps/nightly".into(),
+                images: vec!["reg/job:1".into()],
+                why: "nodeSelector disk=ssd does not match on 2 nodes".into(),
+            }]
+        );
+        assert_eq!(
+            p.not_here["a"]["reg/job:1"],
+            "app.yaml#2 CronJob apps/nightly: nodeSelector disk=ssd does not match"
+        );
+        let images = vec!["reg/web:1".to_string(), "reg/job:1".to_string()];
+        let rows = rows(&images, &p, &BTreeMap::new());
+        assert_eq!(rows[0].cells[1].verdict, matrix::CellVerdict::NotScheduled);
+        assert!(rows[0].cells[1].message.contains("nodeSelector disk=ssd"));
+        let m = Matrix::new(images, rows, p.excluded, Vec::new(), false).with_unplaced(p.unplaced);
+        assert_eq!(m.summary.unplaced, 1);
+        assert!(
+            m.summary.line.ends_with("; 1 workload lands on no node: app.yaml#2 CronJob apps/nightly (nodeSelector disk=ssd does not match on 2 nodes)"),
+            "{}",
+            m.summary.line
+        );
+    }
 }

@@ -39,6 +39,60 @@ fn names(nodes: &[String], wide: bool) -> String {
     }
 }
 
+/// The line under a cell: every failure, and in `-o wide` every cell (where its answer
+/// came from, the message of a ready one, why a `-` is not scheduled).
+fn detail_line(i: usize, c: &Cell, wide: bool) -> Option<String> {
+    let quiet = c.verdict.pulls(false) && c.verdict != CellVerdict::NotScheduled;
+    if !wide && (quiet || c.verdict == CellVerdict::NotScheduled) {
+        return None;
+    }
+    let at = c
+        .host
+        .as_deref()
+        .map(|h| format!(" at {h}"))
+        .unwrap_or_default();
+    let mut extra = Vec::new();
+    if wide {
+        if let Some(n) = &c.checked_on {
+            extra.push(format!("image checked on {n}"));
+        }
+        if let Some(s) = &c.source {
+            extra.push(format!("answered from {s}"));
+        }
+    }
+    let extra = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", extra.join(", "))
+    };
+    let what = match c.verdict {
+        CellVerdict::NotScheduled => "not scheduled",
+        v => c.reason.as_deref().unwrap_or(v.as_str()),
+    };
+    let message = if c.message.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", c.message)
+    };
+    Some(format!("    [{}] {what}{at}{message}{extra}\n", i + 1))
+}
+
+/// `-o wide`: what the group's first node's agent said about itself.
+fn agent_line(m: &Matrix, g: &super::matrix::Group) -> String {
+    let agent = g
+        .nodes
+        .first()
+        .and_then(|n| m.rows.iter().find(|r| &r.node == n))
+        .and_then(|r| r.agent.as_ref());
+    match agent {
+        Some(a) => format!(
+            "    agent {} · runtime {} · platform {}\n",
+            a.version, a.runtime, a.platform
+        ),
+        None => "    no agent answered\n".to_string(),
+    }
+}
+
 /// The grouped table.
 pub fn table(m: &Matrix, wide: bool) -> String {
     let mut out = String::new();
@@ -78,28 +132,26 @@ pub fn table(m: &Matrix, wide: bool) -> String {
     out.push_str(&line(&header));
     for (g, r) in m.groups.iter().zip(&rows) {
         out.push_str(&line(r));
+        if wide {
+            out.push_str(&agent_line(m, g));
+        }
         for (i, c) in g.cells.iter().enumerate() {
-            if c.verdict.pulls(false)
-                && !(wide && c.verdict == CellVerdict::Degraded)
-                && !(wide && c.checked_on.is_some())
-            {
-                continue;
+            if let Some(l) = detail_line(i, c, wide) {
+                out.push_str(&l);
             }
-            let at = c
-                .host
-                .as_deref()
-                .map(|h| format!(" at {h}"))
-                .unwrap_or_default();
-            let shared = match (&c.checked_on, wide) {
-                (Some(n), true) => format!(" (image checked on {n})"),
-                _ => String::new(),
-            };
-            out.push_str(&format!(
-                "    [{}] {}{at}: {}{shared}\n",
-                i + 1,
-                c.reason.as_deref().unwrap_or(c.verdict.as_str()),
-                c.message
-            ));
+        }
+    }
+    if m.groups.iter().any(|g| {
+        g.cells
+            .iter()
+            .any(|c| c.verdict == CellVerdict::NotScheduled)
+    }) {
+        out.push_str(&format!("\n{}\n", CellVerdict::NotScheduled.meaning()));
+    }
+    if !m.unplaced.is_empty() {
+        out.push_str(&format!("\nLANDS ON NO NODE ({})\n", m.unplaced.len()));
+        for u in &m.unplaced {
+            out.push_str(&format!("  {}: {}\n", u.workload, u.why));
         }
     }
     if wide && !m.excluded.is_empty() {

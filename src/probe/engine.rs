@@ -11,7 +11,6 @@ use url::Url;
 use super::auth::{CredentialRef, TokenCache};
 use super::dns::NodeResolver;
 use super::flow::Flow;
-use super::hints;
 use super::http::{Session, SessionContext};
 pub use super::options::{Depth, ProbeOptions, ProbeTarget, Timeouts};
 use super::outcome::{
@@ -396,7 +395,8 @@ fn failed_report(
     started: Instant,
 ) -> ProbeReport {
     ProbeReport {
-        hint: Some(hints::fix(f.reason)),
+        // Filled by the pipeline, which knows where the check runs (hints::HintEnv).
+        hint: None,
         image: image.to_string(),
         reference: parsed.map(|p| p.normalized()),
         endpoint: None,
@@ -418,6 +418,7 @@ fn failed_report(
         ratelimit: None,
         retry_after_s: None,
         attempts: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
@@ -457,17 +458,11 @@ fn build_report(
         (None, Verdict::Degraded) => degraded_message(&decisive.attempt.endpoint, &attempts),
         (None, _) => "pull would succeed".to_string(),
     };
-    let hint = decisive.failure.as_ref().map(|f| {
-        hints::hint(
-            f.reason,
-            &hint_context(options, parsed, &decisive.attempt, f),
-        )
-    });
     ProbeReport {
         image: image.to_string(),
         reference: Some(parsed.normalized()),
         endpoint: Some(decisive.attempt.endpoint.clone()),
-        hint,
+        hint: None,
         verdict,
         phase: decisive.failure.as_ref().map(|f| f.phase),
         reason: decisive.failure.as_ref().map(|f| f.reason),
@@ -480,43 +475,7 @@ fn build_report(
         ratelimit: decisive.ratelimit,
         retry_after_s: decisive.failure.as_ref().and_then(|f| f.retry_after_s),
         attempts,
-    }
-}
-
-/// What the hint of a failed attempt can name: its host, the address it dialled, the
-/// credential it sent, the node's resolver and platform.
-fn hint_context(
-    options: &ProbeOptions,
-    parsed: &ImageRef,
-    attempt: &EndpointAttempt,
-    f: &Failure,
-) -> hints::HintContext {
-    let failing = attempt.phases.iter().rev().find(|p| !p.ok);
-    let host = failing
-        .map(|p| p.host.clone())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| {
-            url::Url::parse(&attempt.endpoint)
-                .ok()
-                .and_then(|u| {
-                    u.host_str().map(|h| match u.port() {
-                        Some(p) => format!("{h}:{p}"),
-                        None => h.to_string(),
-                    })
-                })
-                .unwrap_or_default()
-        });
-    hints::HintContext {
-        runtime: options.runtime,
-        addr: failing
-            .filter(|p| p.name == super::outcome::Phase::Connect)
-            .map(|p| p.host.clone()),
-        host,
-        credential: attempt.credential_source.as_ref().map(|c| c.to_string()),
-        resolv_conf: options.resolv_conf.display().to_string(),
-        platform: options.platform.to_string(),
-        repository: parsed.repository(),
-        retry_after_s: f.retry_after_s,
+        warnings: Vec::new(),
     }
 }
 

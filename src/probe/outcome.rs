@@ -379,6 +379,10 @@ pub struct ProbeReport {
     pub retry_after_s: Option<u64>,
     /// Every endpoint/credential tried, in the runtime's order.
     pub attempts: Vec<EndpointAttempt>,
+    /// What the node's configuration does to this pull's path that the verdict alone does
+    /// not show (a hosts.toml containerd ignores, a host skipped for its capabilities, a
+    /// missing resolv.conf, containerd's localhost rule skipping certificate checks).
+    pub warnings: Vec<String>,
 }
 
 /// What a row about another host shows in a pre-flight reply instead of its host.
@@ -501,6 +505,7 @@ mod tests {
             ratelimit: None,
             retry_after_s: None,
             attempts: vec![attempt],
+            warnings: Vec::new(),
         }
     }
 

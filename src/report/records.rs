@@ -112,4 +112,8 @@ pub struct PodRef {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// The pod's `imagePullSecrets` names: a secret the agent could not read is named in
+    /// the pod's Event instead of blaming a missing credential.
+    #[serde(skip)]
+    pub pull_secrets: Vec<String>,
 }

@@ -127,6 +127,9 @@ pub fn table(reports: &[ProbeReport], style: &TableStyle) -> String {
         if let Some(h) = &r.hint {
             out.push_str(&format!("    fix: {h}\n"));
         }
+        for w in &r.warnings {
+            out.push_str(&format!("    warning: {w}\n"));
+        }
         if style.verbose {
             out.push_str(&details(r));
         }
@@ -146,10 +149,20 @@ fn details(r: &ProbeReport) -> String {
             .attempts
             .iter()
             .any(|a| a.https_to_http && a.endpoint == *ep);
-        let note = if fallback {
-            "  (https→http fallback)"
-        } else {
-            ""
+        // An `http://` host containerd reached over TLS first: the report names the
+        // scheme used, the attempts the one configured.
+        let configured = ep.strip_prefix("https://").and_then(|rest| {
+            r.attempts
+                .iter()
+                .find(|a| a.endpoint.strip_prefix("http://") == Some(rest))
+        });
+        let note = match (fallback, configured) {
+            (true, _) => "  (https→http fallback)".to_string(),
+            (false, Some(a)) => format!(
+                "  (configured as {}: containerd tries HTTPS first)",
+                a.endpoint
+            ),
+            (false, None) => String::new(),
         };
         out.push_str(&format!("    endpoint    {ep}{note}\n"));
     }

@@ -431,6 +431,39 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// The agent for node `node` with its config file and host root; `how` is how it reaches
+/// the cluster (`["--standalone"]`, `["--kubeconfig", FILE]`).
+pub fn spawn_for_node(how: &[&str], node: &str, cfg: &Path, root: &Path) -> AgentProc {
+    let mut args = how.to_vec();
+    args.extend([
+        "--node-name",
+        node,
+        "--config",
+        cfg.to_str().expect("utf-8 path"),
+        "--host-root",
+        root.to_str().expect("utf-8 path"),
+    ]);
+    AgentProc::spawn(&args)
+}
+
+/// The node trusts the registry `hp` through containerd's hosts.toml (`ca`), as a real node
+/// would: `config_path` in config.toml, the CA beside the hosts.toml naming it.
+pub fn trust_in_hosts_toml(root: &Path, hp: &str, ca: &Path) {
+    let certs = root.join("etc/containerd/certs.d").join(hp);
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(ca, certs.join("ca.crt")).unwrap();
+    write_file(
+        &root.join("etc/containerd"),
+        "config.toml",
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n",
+    );
+    write_file(
+        &certs,
+        "hosts.toml",
+        &format!("server = \"https://{hp}\"\nca = \"/etc/containerd/certs.d/{hp}/ca.crt\"\n"),
+    );
+}
+
 /// `/status` targets keyed by their `key` (the document lists them).
 pub fn status_targets(st: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     st["targets"]

@@ -41,6 +41,8 @@ pub struct Job {
     pub node_scope: bool,
     /// The pull secrets the check uses (fetched before launch).
     pub secrets: Vec<PullSecretData>,
+    /// The pull secrets it names that the API server would not give the agent (403).
+    pub unreadable_secrets: Vec<String>,
 }
 
 /// The checks in flight and the permits they take.
@@ -168,6 +170,7 @@ async fn run(j: Job, path: Arc<dyn PullPath>, clock: Arc<dyn Clock>) -> CheckRec
         cred: j.cred,
         image: j.image,
         pods: j.pods,
+        unreadable_secrets: j.unreadable_secrets,
         checked,
         state,
         at: clock.now(),

@@ -91,6 +91,7 @@ fn report(image: &str, atts: &[Att]) -> ProbeReport {
         ratelimit: None,
         retry_after_s: None,
         attempts,
+        warnings: Vec::new(),
     }
 }
 
@@ -275,7 +276,7 @@ async fn a_rejected_node_credential_on_the_first_endpoint_is_auth_not_tls() {
     assert!(!status(&a, ConditionKind::RegistryUnreachable));
     assert_eq!(
         message(&a, ConditionKind::RegistryAuthFailing),
-        "reg.example: AuthCredentialsRejected at https://reg.example/v2"
+        "reg.example: AuthCredentialsRejected at https://reg.example/v2 with auth-file:/var/lib/kubelet/config.json#reg.example"
     );
 }
 

@@ -28,7 +28,17 @@ pub(crate) fn report(verdict: Verdict, reason: Option<Reason>) -> ProbeReport {
         ratelimit: None,
         retry_after_s: None,
         attempts: vec![],
+        warnings: Vec::new(),
     }
+}
+
+/// Record `r` with the labels of its own verdict and reason (what an image check says).
+fn record(m: &Metrics, registry: &str, kind: &str, r: &ProbeReport, now_unix: f64) {
+    let said = Said {
+        kind,
+        ..Said::image(r)
+    };
+    m.record_probe(registry, said, r, now_unix);
 }
 
 fn phase(name: Phase, ms: f64, ok: bool) -> PhaseRecord {
@@ -89,11 +99,11 @@ fn cycle(m: &Metrics, hosts: &[String], make: impl Fn(&str) -> ProbeReport) {
     let reason = make("x").reason.map(|r| r.as_str());
     m.set_registry_paths(hosts.iter().map(|h| (h.as_str(), reason)));
     for h in hosts {
-        m.record_probe(h, "path", &make(h), 1_700_000_000.5);
+        record(m, h, "path", &make(h), 1_700_000_000.5);
         for i in 0..3 {
             let mut r = make(h);
             r.image = format!("{h}/team/app-{i}:v1");
-            m.record_probe(h, "image", &r, 1_700_000_000.5);
+            record(m, h, "image", &r, 1_700_000_000.5);
         }
     }
     for kind in ["image", "path", "pod"] {
@@ -167,9 +177,9 @@ fn a_thousand_images_over_fifty_hosts_keep_cardinality_bounded() {
             r
         };
         r.image = format!("{h}/team-{i}/app-{i}:v{i}");
-        m.record_probe(h, "image", &r, 1_700_000_000.0);
+        record(&m, h, "image", &r, 1_700_000_000.0);
         if i < 50 {
-            m.record_probe(h, "path", &healthy(h), 1_700_000_000.0);
+            record(&m, h, "path", &healthy(h), 1_700_000_000.0);
         }
     }
     m.set_registry_paths(hs.iter().map(|h| (h.as_str(), None)));
@@ -196,7 +206,8 @@ fn a_thousand_images_over_fifty_hosts_keep_cardinality_bounded() {
 fn registry_labels_are_bounded() {
     let m = Metrics::new();
     for i in 0..(MAX_REGISTRIES + 50) {
-        m.record_probe(
+        record(
+            &m,
             &format!("r{i}.example"),
             "image",
             &report(Verdict::Ready, None),
@@ -224,8 +235,8 @@ fn registry_state_follows_the_cycles_paths_and_leaves_with_the_registry() {
             .find(|l| l.starts_with(prefix))
             .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
     };
-    m.record_probe("a.example", "path", &failing_connect("a.example"), 10.0);
-    m.record_probe("b.example", "path", &healthy("b.example"), 10.0);
+    record(&m, "a.example", "path", &failing_connect("a.example"), 10.0);
+    record(&m, "b.example", "path", &healthy("b.example"), 10.0);
     m.set_registry_paths([("a.example", Some("ConnectRefused")), ("b.example", None)]);
     let t = m.encode();
     let ready =
@@ -263,7 +274,7 @@ fn registry_state_follows_the_cycles_paths_and_leaves_with_the_registry() {
     ]);
     assert_eq!(ready(&m.encode(), "a.example").as_deref(), Some("0"));
     // Recovers: the reason series goes away.
-    m.record_probe("a.example", "path", &healthy("a.example"), 30.0);
+    record(&m, "a.example", "path", &healthy("a.example"), 30.0);
     m.set_registry_paths([("a.example", None), ("b.example", None)]);
     let t = m.encode();
     assert!(!t.contains("pullprobe_registry_reason{"), "{t}");
@@ -303,7 +314,7 @@ fn values_carry_no_float_noise() {
         source: None,
     });
     for _ in 0..50 {
-        m.record_probe("r.example:443", "path", &r, 1_700_000_000.25);
+        record(&m, "r.example:443", "path", &r, 1_700_000_000.25);
     }
     let text = m.encode();
     for l in samples(&text) {
@@ -327,7 +338,8 @@ fn values_carry_no_float_noise() {
 #[test]
 fn encodes_openmetrics_and_prometheus_text() {
     let m = Metrics::new();
-    m.record_probe(
+    record(
+        &m,
         "r.example",
         "path",
         &report(Verdict::NotReady, Some(Reason::ConnectTimeout)),
