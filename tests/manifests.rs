@@ -976,14 +976,26 @@ fn rules_and_dashboard_use_only_exported_metrics() {
         }
     }
     assert!(seen > 20, "{seen}");
-    // Condition labels are the agent's condition types.
-    for (i, _) in rules.match_indices("condition=\"") {
-        let v: String = rules[i + 11..].chars().take_while(|c| *c != '"').collect();
-        assert!(
-            pullprobe::agent::conditions::ConditionKind::from_type(&v).is_some(),
-            "unknown condition {v}"
-        );
+    // Condition labels of the Node-condition series are the agent's condition types (a
+    // `condition="true"` of kube_pod_status_ready is a pod's, not ours).
+    let selector = regex::Regex::new(
+        r#"(?:pullprobe_condition_status|kube_node_status_condition)\{([^}]*)\}"#,
+    )
+    .unwrap();
+    let label = regex::Regex::new(r#"condition=~?"([^"]*)""#).unwrap();
+    let mut conditions = 0;
+    for sel in selector.captures_iter(&rules) {
+        for l in label.captures_iter(&sel[1]) {
+            for v in l[1].split('|') {
+                conditions += 1;
+                assert!(
+                    pullprobe::agent::conditions::ConditionKind::from_type(v).is_some(),
+                    "unknown condition {v}"
+                );
+            }
+        }
     }
+    assert!(conditions >= 4, "{conditions}");
 }
 
 // ---------------------------------------------------------------------------------------------
