@@ -74,6 +74,50 @@ fn registries_conf_syntax_error_shows_position_only() {
     assert_safe("registries.conf", &msgs);
 }
 
+/// crio.conf(.d) and the kubelet's KubeletConfiguration (read for CRI-O's `[crio.image]` and
+/// KEP-2535): a syntax error or a bad value is named by file and field, never quoted.
+#[test]
+fn crio_conf_and_kubelet_config_errors_show_position_only() {
+    let (_d, hr) = host_root(&[
+        (
+            "/etc/crio/crio.conf",
+            format!("[crio.image]\nglobal_auth_file = \"{CANARY}\nshort_name_mode = \"x\"\n"),
+        ),
+        (
+            "/etc/crio/crio.conf.d/10.conf",
+            format!("[crio.image]\npull_progress_timeout = \"{CANARY}\"\n"),
+        ),
+    ]);
+    let mut problems = Vec::new();
+    crio::load(&hr, &mut problems);
+    let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_safe("crio.conf", &msgs[..1]);
+    assert_field_only(&msgs[1], "crio.image.pull_progress_timeout");
+    let (_d, hr) = host_root(&[
+        (
+            "/etc/systemd/system/kubelet.service",
+            "[Service]\nExecStart=/usr/bin/kubelet --config /k.yaml\n".to_string(),
+        ),
+        (
+            "/k.yaml",
+            format!("imagePullCredentialsVerificationPolicy: {CANARY}\npreloadedImagesVerificationAllowlist: [\"{CANARY}*\"]\n"),
+        ),
+    ]);
+    let mut problems = Vec::new();
+    pullprobe::nodeconfig::kubelet::discover(&hr, &mut problems);
+    let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert_field_only(&msgs[0], "imagePullCredentialsVerificationPolicy");
+    assert_field_only(&msgs[1], "preloadedImagesVerificationAllowlist[0]");
+}
+
+/// A bad value: named by its field, never quoted.
+fn assert_field_only(m: &str, field: &str) {
+    assert!(!m.contains(CANARY), "secret leaked: {m}");
+    assert!(m.contains(field), "no field {field} in: {m}");
+}
+
 #[test]
 fn k3s_registries_yaml_syntax_error_shows_position_not_password() {
     for text in [

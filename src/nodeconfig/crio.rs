@@ -171,10 +171,10 @@ impl CrioDaemon {
             let value = match v.as_str() {
                 Some("enforcing") | Some("") => ShortNameMode::Enforcing,
                 Some("disabled") => ShortNameMode::Disabled,
-                Some(other) => {
+                Some(_) => {
                     return Err(fe(
                         "crio.image.short_name_mode",
-                        format!("invalid short name mode {}", redact::keyword(other)),
+                        "invalid short name mode: must be \"enforcing\" or \"disabled\"",
                     ))
                 }
                 None => return Err(fe("crio.image.short_name_mode", "must be a string")),
@@ -190,7 +190,7 @@ impl CrioDaemon {
                 Value::String(s) => crate::goduration::parse(s).ok_or_else(|| {
                     fe(
                         "crio.image.pull_progress_timeout",
-                        format!("{} is not a duration", redact::keyword(s)),
+                        "not a duration such as \"30s\"",
                     )
                 })?,
                 Value::Integer(n) if *n >= 0 => std::time::Duration::from_nanos(n.unsigned_abs()),
