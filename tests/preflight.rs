@@ -502,12 +502,14 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
         "{}: TLSUnknownAuthority at https://{}/v2",
         f.reg_host, f.reg_host
     );
+    // Failing since long ago, renewed just now (an older heartbeat would make them unknown).
+    let beat = jiff::Timestamp::now().to_string();
     for (n, t) in [
         ("old", "2026-01-02T00:00:00Z"),
         ("garbage", "2026-01-01T00:00:00Z"),
     ] {
         let body = json!({"status": {"conditions": [{"type": "RegistryUnreachable", "status": "True",
-            "reason": "TLSUnknownAuthority", "message": msg, "lastTransitionTime": t, "lastHeartbeatTime": t}]}});
+            "reason": "TLSUnknownAuthority", "message": msg, "lastTransitionTime": t, "lastHeartbeatTime": beat}]}});
         let r = api
             .request_with(
                 "PATCH",
