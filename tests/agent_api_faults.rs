@@ -164,16 +164,12 @@ fn start() -> World {
         "kubeconfig.yaml",
         &kube::kubeconfig_yaml_for(&proxy.url(), &ca, &token),
     );
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
         NODE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+        &cfg,
+        root.path(),
+    );
     // The main listener reviews every caller (TokenReview + SubjectAccessReview).
     agent_proc::authorize(agent.port, api.admin_token());
     agent.wait_ready(Duration::from_secs(30));

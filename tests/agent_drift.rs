@@ -214,20 +214,20 @@ fn setup() -> Node {
             images.join("\n")
         ),
     );
-    node.agent = Some(AgentProc::spawn(&[
+    let how = [
         "--kubeconfig",
         kubeconfig.to_str().unwrap(),
-        "--node-name",
-        NODE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        node.root.path().to_str().unwrap(),
         "--image-credential-provider-config",
         "/etc/kubernetes/credential-providers.yaml",
         "--image-credential-provider-bin-dir",
         "/opt/credential-providers",
-    ]));
+    ];
+    node.agent = Some(agent_proc::spawn_for_node(
+        &how,
+        NODE,
+        &cfg,
+        node.root.path(),
+    ));
     // The main listener reviews every caller (TokenReview + SubjectAccessReview).
     let port = node.agent().port;
     agent_proc::authorize(port, node.api.admin_token());

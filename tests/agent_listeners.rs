@@ -1,5 +1,5 @@
-//! Slow and many clients against the listeners of a REAL `pullprobe agent` process
-//! (src/agent/http/listener.rs): thousands of connections from one loopback address
+//! Slow and many clients against the listeners of a REAL `pullprobe agent` process, the
+//! release binary, whose memory is what a node sees (src/agent/http/listener.rs): thousands of connections from one loopback address
 //! (127.0.0.2) that send a request head one line at a time and never finish it — into the
 //! health listener and the main one, plain and over TLS (a ClientHello that never
 //! completes). Each closed connection is opened again, as an attacker would.
@@ -11,6 +11,11 @@
 //! held (the header-read or handshake timeout).
 
 mod agent_proc;
+mod harness;
+/// The release binary (`require_release_binary`), built as the one-node cluster builds it.
+#[allow(dead_code)]
+#[path = "node/images.rs"]
+mod node_images;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -180,38 +185,78 @@ fn run_until_cut(
     (polls, peak)
 }
 
-/// A standalone agent with no targets and a health listener on `health`; its host root.
-fn spawn_agent(extra_config: &str, health: u16) -> (AgentProc, tempfile::TempDir) {
-    let root = agent_proc::host_root();
-    let cfg = write_file(
-        root.path(),
-        "agent.yaml",
-        &format!("interval: 5s\nlog_format: json\n{extra_config}"),
-    );
-    let agent = AgentProc::spawn(&[
-        "--standalone",
-        "--node-name",
-        "listener-attack",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-        "--health-listen",
-        &format!("127.0.0.1:{health}"),
-    ]);
-    // Ready on the health listener (the main one may speak TLS).
-    agent_proc::wait_for(Duration::from_secs(20), "the agent to be ready", || {
-        matches!(agent_proc::http_get(health, "/readyz"), Some((200, _))).then_some(())
-    });
-    (agent, root)
+/// The agent under attack (the release binary, whose memory is what a node sees), its host
+/// root, the attackers' runtime and their stop switch.
+struct Rig {
+    agent: AgentProc,
+    _root: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    stop: Arc<AtomicBool>,
+    health: SocketAddr,
+    main: SocketAddr,
+    /// The agent's peak RSS before the attack, KiB.
+    before: u64,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+impl Rig {
+    /// A standalone agent with no targets, `extra_config` added to its config, ready.
+    fn start(extra_config: &str) -> Rig {
+        let root = agent_proc::host_root();
+        let cfg = write_file(
+            root.path(),
+            "agent.yaml",
+            &format!("interval: 5s\nlog_format: json\n{extra_config}"),
+        );
+        let health = free_port();
+        let agent = AgentProc::spawn_bin(
+            &node_images::require_release_binary(),
+            &[
+                "--standalone",
+                "--node-name",
+                "listener-attack",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--host-root",
+                root.path().to_str().unwrap(),
+                "--health-listen",
+                &format!("127.0.0.1:{health}"),
+            ],
+        );
+        // Ready on the health listener (the main one may speak TLS).
+        agent_proc::wait_for(Duration::from_secs(20), "the agent to be ready", || {
+            matches!(agent_proc::http_get(health, "/readyz"), Some((200, _))).then_some(())
+        });
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let before = peak_kib(agent.pid());
+        Rig {
+            main: SocketAddr::from(([127, 0, 0, 1], agent.port)),
+            health: SocketAddr::from(([127, 0, 0, 1], health)),
+            agent,
+            _root: root,
+            rt,
+            stop: Arc::new(AtomicBool::new(false)),
+            before,
+        }
+    }
+
+    /// [`attack`] on `target` until the rig stops.
+    fn attack(&self, target: SocketAddr, first: &'static [u8], line: &'static [u8]) -> Arc<Tally> {
+        attack(&self.rt, target, first, line, self.stop.clone())
+    }
+
+    /// Stops the attackers; reports the peak RSS and the probes.
+    fn stop(self, peak: u64, polls: usize, what: &str) {
+        self.stop.store(true, Ordering::SeqCst);
+        eprintln!(
+            "agent VmHWM {} KiB before the attack, {peak} KiB at its end; {polls} {what} from {PROBER:?}, all 200",
+            self.before
+        );
+        self.rt.shutdown_background();
+    }
 }
 
 const HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: agent\r\n";
@@ -219,18 +264,14 @@ const PAD: &[u8] = b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 
 #[test]
 fn slow_clients_on_the_health_and_main_listeners() {
-    let health = free_port();
-    let (agent, _root) = spawn_agent("", health);
-    let rt = runtime();
-    let stop = Arc::new(AtomicBool::new(false));
-    let health_addr = SocketAddr::from(([127, 0, 0, 1], health));
-    let main_addr = SocketAddr::from(([127, 0, 0, 1], agent.port));
-    let on_health = attack(&rt, health_addr, HEAD, PAD, stop.clone());
-    let on_main = attack(&rt, main_addr, HEAD, PAD, stop.clone());
-    let before = peak_kib(agent.pid());
+    let rig = Rig::start("");
+    let on_health = rig.attack(rig.health, HEAD, PAD);
+    let on_main = rig.attack(rig.main, HEAD, PAD);
     let probe = || {
-        for (name, addr) in [("health", health_addr), ("main", main_addr)] {
-            let code = rt.block_on(get_status_from(PROBER, addr, "/healthz", None));
+        for (name, addr) in [("health", rig.health), ("main", rig.main)] {
+            let code = rig
+                .rt
+                .block_on(get_status_from(PROBER, addr, "/healthz", None));
             assert_eq!(
                 code,
                 Some(200),
@@ -238,16 +279,15 @@ fn slow_clients_on_the_health_and_main_listeners() {
             );
         }
     };
-    let (polls, peak) = run_until_cut(&agent, &[("health", &on_health), ("main", &on_main)], probe);
-    stop.store(true, Ordering::SeqCst);
-    eprintln!("agent VmHWM {before} KiB before the attack, {peak} KiB at its end; {polls} probes from {PROBER:?}, all 200");
+    let tallies = [("health", &on_health), ("main", &on_main)];
+    let (polls, peak) = run_until_cut(&rig.agent, &tallies, probe);
+    rig.stop(peak, polls, "probes");
     for t in [&on_health, &on_main] {
         assert!(
             t.refused.load(Ordering::SeqCst) > 0,
             "the per-client cap never closed a connection"
         );
     }
-    rt.shutdown_background();
 }
 
 /// A TLS record header announcing a 512-byte ClientHello, whose bytes then come one at a time.
@@ -255,19 +295,13 @@ const TLS_START: &[u8] = b"\x16\x03\x01\x02\x00\x01";
 
 #[test]
 fn slow_tls_handshakes_on_the_main_listener() {
-    let health = free_port();
-    let (agent, _root) = spawn_agent("tls:\n  mode: self_signed\n", health);
-    let rt = runtime();
-    let stop = Arc::new(AtomicBool::new(false));
-    let main_addr = SocketAddr::from(([127, 0, 0, 1], agent.port));
-    let on_main = attack(&rt, main_addr, TLS_START, b"\x00", stop.clone());
+    let rig = Rig::start("tls:\n  mode: self_signed\n");
+    let on_main = rig.attack(rig.main, TLS_START, b"\x00");
     let probe = || {
-        let code = healthz_tls_from(PROBER, main_addr);
+        let code = healthz_tls_from(PROBER, rig.main);
         assert_eq!(code, Some(200), "/healthz over TLS from {PROBER:?}");
     };
-    let (polls, peak) = run_until_cut(&agent, &[("main over TLS", &on_main)], probe);
-    stop.store(true, Ordering::SeqCst);
-    eprintln!("agent VmHWM {peak} KiB at the end of the attack; {polls} TLS probes from {PROBER:?}, all 200");
+    let (polls, peak) = run_until_cut(&rig.agent, &[("main over TLS", &on_main)], probe);
+    rig.stop(peak, polls, "TLS probes");
     assert!(on_main.refused.load(Ordering::SeqCst) > 0);
-    rt.shutdown_background();
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::agent_proc::{get_status_from, wait_for, write_file, AgentProc};
+use crate::agent_proc::{get_status_from, wait_for, write_file};
 use crate::kube::KubeApiServer;
 
 const NODE: &str = "node-reviews";
@@ -122,16 +122,12 @@ fn junk_tokens_neither_starve_nor_evict_an_authorized_scraper() {
 
     let root = agent_proc::host_root();
     let cfg = agent_config(root.path());
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
         NODE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+        &cfg,
+        root.path(),
+    );
     agent.wait_ready(Duration::from_secs(30));
     let addr = SocketAddr::from(([127, 0, 0, 1], agent.port));
     let rt = tokio::runtime::Builder::new_multi_thread()
