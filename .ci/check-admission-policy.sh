@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Offline checks of examples/validating-admission-policy.yaml (the project's API server is 1.20,
-# which has no ValidatingAdmissionPolicy): (1) its shape against the 1.30 and 1.37 OpenAPI schemas
-# (kubernetes-validate, the venv of .ci/validate-manifests.sh); (2) every CEL expression parses
+# Offline checks of the admission-policy component (manifests/components/admission-policy: a
+# ValidatingAdmissionPolicy and its binding), as an overlay of the base with that component renders
+# it (the project's API server is 1.20, which has no ValidatingAdmissionPolicy): (0) the render
+# holds exactly the policy and its binding besides the base, naming the DaemonSet's
+# ServiceAccount; (1) their shape against the 1.30 and
+# 1.37 OpenAPI schemas (kubernetes-validate, the venv of .ci/validate-manifests.sh); (2) every CEL
+# expression parses
 # (cel-python, pinned, in a cached venv: PyPI only on the first run); (3) the validations, evaluated
 # like the API server would (variables in order, then each validation), allow the agent's own
 # write and refuse the writes they exist to refuse. Not checked: the server's type checking
@@ -12,7 +16,6 @@ CACHE_ROOT="${PULLPROBE_CACHE:-/var/cache/pullprobe}"
 CEL_PIN=0.5.0
 CEL_VENV="$CACHE_ROOT/cel-python-$CEL_PIN"
 KV="$CACHE_ROOT/kubernetes-validate-1.37.0/bin/kubernetes-validate"
-POLICY=examples/validating-admission-policy.yaml
 log() { echo "[check-admission-policy] $*" >&2; }
 
 if ! "$CEL_VENV/bin/python" -c 'import celpy, yaml' 2>/dev/null; then
@@ -24,6 +27,34 @@ fi
 if [ ! -x "$KV" ]; then
     bash .ci/validate-manifests.sh >/dev/null # installs kubernetes-validate into its venv
 fi
+# The component as an overlay renders it (kubectl with kustomize >= 3.7: .ci/install-kustomize.sh).
+KUBECTL="$(bash .ci/install-kustomize.sh)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+mkdir "$WORK/overlay"
+BASE="$(realpath --relative-to="$WORK/overlay" manifests)"
+printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [%s]\ncomponents: [%s/components/admission-policy]\n' \
+    "$BASE" "$BASE" >"$WORK/overlay/kustomization.yaml"
+"$KUBECTL" kustomize "$WORK/overlay" >"$WORK/render.yaml"
+"$KUBECTL" kustomize manifests >"$WORK/base.yaml"
+POLICY="$WORK/policy.yaml"
+"$CEL_VENV/bin/python" - "$WORK/render.yaml" "$WORK/base.yaml" "$POLICY" <<'PY'
+import sys, yaml
+render = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+base = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
+added = [d for d in render if d not in base]
+kinds = sorted(d["kind"] for d in added)
+want = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+if kinds != want or len(render) != len(base) + 2:
+    sys.exit(f"the component must add exactly {want} to the base, added {kinds}")
+ds = next(d for d in base if d["kind"] == "DaemonSet")
+user = f"system:serviceaccount:{ds['metadata']['namespace']}:{ds['spec']['template']['spec']['serviceAccountName']}"
+policy = next(d for d in added if d["kind"] == "ValidatingAdmissionPolicy")
+if not any(f"'{user}'" in m["expression"] for m in policy["spec"]["matchConditions"]):
+    sys.exit(f"the policy's matchConditions do not name the DaemonSet's ServiceAccount {user}")
+yaml.safe_dump_all(added, open(sys.argv[3], "w"))
+PY
+log "the component adds the policy and its binding to the base, nothing else; it names the agent's ServiceAccount"
 for v in 1.30.0 1.37.0; do
     "$KV" --strict --kubernetes-version "$v" "$POLICY" >/dev/null || { log "schema $v: invalid"; "$KV" --strict --kubernetes-version "$v" "$POLICY"; exit 1; }
 done

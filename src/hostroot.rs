@@ -5,11 +5,18 @@
 //! `/etc/ssl/certs/ca-certificates.crt -> /etc/pki/...` must point into the mounted host
 //! tree, not into the agent's own filesystem. A loop, an unreadable file or an oversized
 //! file is an error value, never a panic or a hang.
+//!
+//! The DaemonSet mounts the node's paths one by one under its host root (manifests/), so a path
+//! outside every mount is not missing from the node: the agent cannot see it. Such a path reads
+//! as [`ReadError::NotMounted`] (which names the reason), found from this process's own mount
+//! table; a root that is itself a mount point, or has none below it (`--host-root /` on the
+//! node, a fixture directory), shows everything.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 /// Linux's own limit on symlinks followed in one lookup (`MAXSYMLINKS` = 40).
 const MAX_SYMLINKS: usize = 40;
@@ -21,6 +28,10 @@ pub const MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub enum ReadError {
     #[error("does not exist")]
     NotFound,
+    #[error(
+        "is not mounted into the agent's container (add a mount: docs/operate.md \"Node layouts\")"
+    )]
+    NotMounted,
     #[error("too many levels of symbolic links (symlink loop)")]
     SymlinkLoop,
     #[error("is a directory, not a file")]
@@ -34,10 +45,18 @@ pub enum ReadError {
 }
 
 impl ReadError {
+    /// Not there as far as this process can tell: missing, or outside every mount. Optional
+    /// lookups treat both alike; a file that must exist reports the error's own text.
     pub fn is_not_found(&self) -> bool {
-        matches!(self, ReadError::NotFound)
+        matches!(self, ReadError::NotFound | ReadError::NotMounted)
     }
 }
+
+/// The node paths mounted under a host root, relative to it; `None` shows everything.
+type Mounts = Option<Arc<Vec<PathBuf>>>;
+
+/// Largest mount table read (a container has a few dozen lines).
+const MAX_MOUNTINFO_BYTES: u64 = 1024 * 1024;
 
 /// The host root is unusable: the only error that makes loading fail as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -51,13 +70,29 @@ pub struct HostRootError {
 #[derive(Clone, Debug)]
 pub struct HostRoot {
     root: PathBuf,
+    mounts: Mounts,
 }
 
 impl HostRoot {
     pub fn new(root: impl Into<PathBuf>) -> Result<HostRoot, HostRootError> {
         let root = root.into();
+        let mountinfo = read_bounded(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+        Self::with_mountinfo(root, &mountinfo)
+    }
+
+    /// [`HostRoot::new`] with this mount table (`/proc/self/mountinfo` text) instead of the
+    /// process's own.
+    pub fn with_mountinfo(
+        root: impl Into<PathBuf>,
+        mountinfo: &str,
+    ) -> Result<HostRoot, HostRootError> {
+        let root = root.into();
         match std::fs::metadata(&root) {
-            Ok(m) if m.is_dir() => Ok(HostRoot { root }),
+            Ok(m) if m.is_dir() => {
+                let canonical = std::fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+                let mounts = mounts_below(&canonical, mountinfo);
+                Ok(HostRoot { root, mounts })
+            }
             Ok(_) => Err(HostRootError {
                 path: root,
                 why: "is not a directory".into(),
@@ -100,8 +135,11 @@ impl HostRoot {
             candidate.push(&comp);
             let meta = match std::fs::symlink_metadata(&candidate) {
                 Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::NotFound),
-                Err(e) if e.raw_os_error() == Some(20) => return Err(ReadError::NotFound), // ENOTDIR
+                // ENOTDIR (20): a file where a directory was expected.
+                Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(20) => {
+                    current.push(comp);
+                    return Err(self.missing(&current));
+                }
                 Err(e) => return Err(ReadError::Io(e)),
             };
             if meta.file_type().is_symlink() {
@@ -123,6 +161,15 @@ impl HostRoot {
         let mut out = self.root.clone();
         out.extend(current.iter());
         Ok(out)
+    }
+
+    /// Why `rel` (relative to the root) is not there: outside every mount, or missing.
+    fn missing(&self, rel: &[OsString]) -> ReadError {
+        let rel: PathBuf = rel.iter().collect();
+        match &self.mounts {
+            Some(m) if !m.iter().any(|m| rel.starts_with(m)) => ReadError::NotMounted,
+            _ => ReadError::NotFound,
+        }
     }
 
     pub fn exists(&self, node_path: &Path) -> bool {
@@ -233,6 +280,62 @@ pub fn shown_on_node(root: Option<&Path>, p: &Path) -> String {
     }
 }
 
+/// The mount points strictly below `root` in a mount table (`/proc/self/mountinfo`: the fifth
+/// field, octal escapes undone), relative to it; `None` when `root` is itself a mount point or
+/// has none below it.
+fn mounts_below(root: &Path, mountinfo: &str) -> Mounts {
+    let mut below = Vec::new();
+    for line in mountinfo.lines() {
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mountinfo(point));
+        if point == root {
+            return None;
+        }
+        if let Ok(rel) = point.strip_prefix(root) {
+            below.push(rel.to_path_buf());
+        }
+    }
+    (!below.is_empty()).then(|| Arc::new(below))
+}
+
+/// `\ooo` octal escapes of the kernel's mount table (space, tab, newline, backslash).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(
+                    d.iter()
+                        .fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')),
+                );
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A small text file (`/proc`), bounded.
+fn read_bounded(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let mut s = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_MOUNTINFO_BYTES)
+        .read_to_string(&mut s)?;
+    Ok(s)
+}
+
 fn normal_components(p: &Path) -> Vec<OsString> {
     p.components()
         .filter_map(|c| match c {
@@ -328,6 +431,61 @@ mod tests {
         ));
         assert!(HostRoot::new(d.path().join("file")).is_err());
         assert!(HostRoot::new(d.path().join("missing")).is_err());
+    }
+
+    /// A DaemonSet's view: `/host` is not a mount point, node paths are mounted below it one by
+    /// one. A path outside every mount is NotMounted, a missing one inside a mount NotFound;
+    /// both are "not found" to optional lookups.
+    #[test]
+    fn paths_outside_every_mount_are_not_mounted() {
+        let d = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(d.path()).unwrap();
+        std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+        // The runtime creates every mount point, so each exists under the root.
+        std::fs::create_dir_all(root.join("var/lib/my dir")).unwrap();
+        std::fs::write(root.join("etc/resolv.conf"), "nameserver 10.0.0.1\n").unwrap();
+        let r = root.display();
+        let table = format!(
+            "22 1 0:21 / / rw - overlay overlay rw\n\
+             30 22 8:1 /etc/containerd {r}/etc/containerd ro - ext4 /dev/sda1 rw\n\
+             31 22 8:1 /etc/resolv.conf {r}/etc/resolv.conf ro - ext4 /dev/sda1 rw\n\
+             32 22 8:1 /data/my\\040dir {r}/var/lib/my\\040dir ro - ext4 /dev/sda1 rw\n"
+        );
+        let hr = HostRoot::with_mountinfo(&root, &table).unwrap();
+        assert_eq!(
+            hr.read_to_string(Path::new("/etc/resolv.conf")).unwrap(),
+            "nameserver 10.0.0.1\n"
+        );
+        let missing = hr
+            .read(Path::new("/etc/containerd/config.toml"))
+            .unwrap_err();
+        assert!(matches!(missing, ReadError::NotFound), "{missing}");
+        for p in [
+            "/etc/shadow",
+            "/var/lib/kubelet/config.json",
+            "/var/lib/my dir/x",
+        ] {
+            let e = hr.read(Path::new(p)).unwrap_err();
+            let want_mounted = p.starts_with("/var/lib/my dir");
+            assert_eq!(matches!(e, ReadError::NotFound), want_mounted, "{p}: {e}");
+            assert!(e.is_not_found(), "{p}");
+        }
+        assert!(hr
+            .read(Path::new("/etc/shadow"))
+            .unwrap_err()
+            .to_string()
+            .contains("not mounted into the agent's container"));
+        // The root a mount point itself, or nothing mounted below it: everything is visible.
+        for table in [
+            format!("40 1 8:1 / {r} ro - ext4 /dev/sda1 rw\n"),
+            String::new(),
+        ] {
+            let hr = HostRoot::with_mountinfo(&root, &table).unwrap();
+            assert!(matches!(
+                hr.read(Path::new("/etc/shadow")),
+                Err(ReadError::NotFound)
+            ));
+        }
     }
 
     #[test]

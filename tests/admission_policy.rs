@@ -1,4 +1,4 @@
-//! examples/validating-admission-policy.yaml, checked as far as this project can without an
+//! manifests/components/admission-policy (the ValidatingAdmissionPolicy), checked as far as this project can without an
 //! API server >= 1.30 (the tests' kube-apiserver is 1.20, which has no
 //! ValidatingAdmissionPolicy): `.ci/check-admission-policy.sh` validates its shape against the
 //! 1.30 and 1.37 schemas, parses every CEL expression, and evaluates the validations on sample

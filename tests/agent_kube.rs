@@ -459,6 +459,7 @@ fn agent_against_real_apiserver_and_registry() {
             .any(|v| v["pods"] == json!(["apps/p3"]))
             .then_some(())
     });
+    pod_watch_back_within_its_bound(&api, stop_unix);
 
     // 7. SIGTERM: a graceful stop, exit 0.
     agent.sigterm();
@@ -514,6 +515,46 @@ fn agent_against_real_apiserver_and_registry() {
     eprintln!("[{:?}] done; calls used: {used:?}", t0.elapsed());
 }
 
+/// After the API server's restart, the agent's pod watch re-listed within its backoff bound
+/// (`pullprobe::k8s::pods::max_backoff` of the 1 s interval) of the server answering the agent
+/// again, measured in the server's own audit times: the first 2xx answer to any of the agent's
+/// calls after the outage, and its first 2xx `list pods`. kube's default watcher backoff (up to
+/// 12.8 s after a 5 s outage, longer if an attempt meets the restarted server's 403s before its
+/// RBAC caches sync) left a pod created then unseen for more than a cycle. The margin covers
+/// the agent's timers and audit timestamps on a loaded machine, not the backoff.
+fn pod_watch_back_within_its_bound(api: &KubeApiServer, stop_unix: f64) {
+    let bound = pullprobe::k8s::pods::max_backoff(Duration::from_secs(1)).as_secs_f64();
+    let after: Vec<(f64, String, i64)> = api
+        .audit_events()
+        .iter()
+        .filter(|e| e["user"]["username"] == SA_USER)
+        .map(|e| {
+            (
+                ts(&e["requestReceivedTimestamp"]),
+                format!(
+                    "{} {}",
+                    e["verb"].as_str().unwrap_or(""),
+                    e["objectRef"]["resource"].as_str().unwrap_or("")
+                ),
+                e["responseStatus"]["code"].as_i64().unwrap_or(0),
+            )
+        })
+        .filter(|(t, _, code)| *t > stop_unix && (200..300).contains(code))
+        .collect();
+    let back = after.iter().map(|(t, ..)| *t).fold(f64::INFINITY, f64::min);
+    let listed = after
+        .iter()
+        .filter(|(_, call, _)| call == "list pods")
+        .map(|(t, ..)| *t)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        listed.is_finite() && listed - back <= bound + 2.0,
+        "the pod watch re-listed {:.1} s after the API server answered the agent again (bound \
+         {bound} s + 2 s margin); the agent's calls after the outage: {after:?}",
+        listed - back
+    );
+}
+
 #[test]
 fn malformed_config_is_rejected_at_start() {
     let root = agent_proc::host_root();
@@ -556,8 +597,9 @@ fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
 
 /// Node-level credentials (kubelet config.json under the host root) rejected →
 /// `RegistryAuthFailing`; fixed on the node → False again. A pod's own pull secret rejected
-/// (opt-in `pull_secrets`, with manifests/components/pull-secrets/secrets-reader.yaml applied) → an Event
-/// on that Pod only, while the node's credentials keep the condition False.
+/// (opt-in `pull_secrets`, with manifests/components/pull-secrets/secrets-reader.yaml applied and
+/// the pod's namespace bound as docs/operate.md "Pod pull secrets" shows) → an Event on that Pod
+/// only, while the node's credentials keep the condition False.
 #[test]
 fn node_credentials_and_pod_pull_secrets() {
     const NODE_B: &str = "node-b";
@@ -567,6 +609,17 @@ fn node_credentials_and_pod_pull_secrets() {
     api.apply_file(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("manifests/components/pull-secrets/secrets-reader.yaml"),
+    );
+    // The component binds `default` only: the pods' namespace gets its own RoleBinding.
+    api.create_namespace("apps");
+    api.create_if_missing(
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/apps/rolebindings",
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "pullprobe-pull-secrets-reader", "namespace": "apps"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "pullprobe-pull-secrets-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "pullprobe", "namespace": "pullprobe"}]}),
+        &admin,
     );
     let kubeconfig = api.write_kubeconfig(&token);
     create_node(&api, &admin, NODE_B);
@@ -872,4 +925,228 @@ fn a_pull_secret_the_agent_cannot_read_is_named() {
     assert!(m.starts_with(&says(&image2)), "{m}");
     agent.sigterm();
     assert!(agent.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// The `n`-th ```sh block after the heading `heading` of docs/operate.md.
+fn operate_doc_block(heading: &str, n: usize) -> String {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operate.md"))
+            .expect("docs/operate.md");
+    let after = doc
+        .split_once(heading)
+        .unwrap_or_else(|| panic!("no {heading} in docs/operate.md"))
+        .1;
+    after
+        .split("```sh\n")
+        .nth(n + 1)
+        .and_then(|b| b.split_once("```"))
+        .map(|(b, _)| b.to_string())
+        .unwrap_or_else(|| panic!("no sh block {n} after {heading}"))
+}
+
+/// A directory whose `kubectl` is `real` with `--kubeconfig=kubeconfig` (for the docs' commands).
+fn kubectl_on_path(dir: &Path, real: &Path, kubeconfig: &Path) -> String {
+    let w = dir.join("kubectl");
+    std::fs::write(
+        &w,
+        format!(
+            "#!/bin/sh\nexec '{}' --kubeconfig='{}' \"$@\"\n",
+            real.display(),
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// `bash -c script` with `path` as PATH: (success, stdout, stderr).
+fn run_doc(script: &str, path: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .env("PATH", path)
+        .output()
+        .expect("run bash");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// GET `path` on the agent as `token`: the status code.
+fn status_as(port: u16, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// docs/operate.md, run as written against a real API server and a real agent: the three
+/// commands of "Read one agent" give a fresh ServiceAccount `/status` (403 before, 200 after;
+/// `/metrics` likewise with pullprobe-metrics-reader), and both uninstall commands (kubectl 1.32
+/// with `--subresource`, kubectl 1.20 through `kubectl proxy`) remove the agent's two Node
+/// conditions of a stopped agent and nothing else.
+#[test]
+fn doc_commands_read_an_agent_and_uninstall_its_conditions() {
+    let api = KubeApiServer::start();
+    let admin = api.admin_token().to_string();
+    let token = api.apply_project_rbac();
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    api.apply_file(&manifests.join("readers.yaml"));
+    let kubeconfig = api.write_kubeconfig(&token);
+    let admin_kubeconfig = api.write_kubeconfig(&admin);
+    api.must(
+        "POST",
+        "/api/v1/nodes",
+        &admin,
+        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
+    );
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
+        "reason": "KubeletReady", "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+    .to_string();
+    let r = api
+        .request_with(
+            "PATCH",
+            &format!("/api/v1/nodes/{NODE}/status"),
+            &admin,
+            SMP,
+            Some(&ready),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    let root = agent_proc::host_root();
+    let cfg = agent_config(root.path(), &[format!("{}/team/app:v1", reg.host_port())]);
+    let mut agent = AgentProc::spawn(&[
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--node-name",
+        NODE,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host-root",
+        root.path().to_str().unwrap(),
+    ]);
+    agent_proc::authorize(agent.port, &admin);
+    agent.wait_ready(Duration::from_secs(20));
+    let port = agent.port;
+    for kind in ["RegistryUnreachable", "RegistryAuthFailing"] {
+        wait_condition(&api, kind, "False", Duration::from_secs(10));
+    }
+
+    // Read one agent: the three commands (the agent's port for NODE:9808).
+    let bin = tempfile::tempdir().unwrap();
+    let kubectl_new = std::path::PathBuf::from(
+        String::from_utf8(
+            std::process::Command::new("bash")
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-kustomize.sh"))
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap()
+        .trim(),
+    );
+    let path = kubectl_on_path(bin.path(), &kubectl_new, &admin_kubeconfig);
+    let block = operate_doc_block("### Read one agent", 0)
+        .replace("http://NODE:9808", &format!("http://127.0.0.1:{port}"));
+    let lines: Vec<&str> = block.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 3, "three commands: {block}");
+    let (ok, _, err) = run_doc(lines[0], &path);
+    assert!(ok, "{}: {err}", lines[0]);
+    let fresh = || {
+        let (ok, out, err) = run_doc("kubectl -n pullprobe create token status-reader", &path);
+        assert!(ok, "{err}");
+        out.trim().to_string()
+    };
+    let before = fresh();
+    assert_eq!(status_as(port, "/status", &before), 403);
+    assert_eq!(status_as(port, "/metrics", &before), 403);
+    let (ok, _, err) = run_doc(lines[1], &path);
+    assert!(ok, "{}: {err}", lines[1]);
+    let (ok, out, err) = run_doc(lines[2], &path);
+    assert!(ok, "{}: {err}", lines[2]);
+    let status: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(status.to_string().contains(NODE), "{status}");
+    let metrics_binding = lines[1]
+        .replace("status-reader --", "metrics-reader --")
+        .replace(
+            "--clusterrole=pullprobe-status-reader",
+            "--clusterrole=pullprobe-metrics-reader",
+        );
+    assert!(
+        metrics_binding.contains("pullprobe-metrics-reader --clusterrole=pullprobe-metrics-reader")
+    );
+    let (ok, _, err) = run_doc(&metrics_binding, &path);
+    assert!(ok, "{metrics_binding}: {err}");
+    let after = fresh();
+    assert_eq!(status_as(port, "/metrics", &after), 200);
+
+    // Uninstall: the agent stopped, its conditions stay until removed.
+    agent.sigterm();
+    assert!(agent.wait_exit(Duration::from_secs(10)).success());
+    let ours = |api: &KubeApiServer| {
+        node_conditions(api)
+            .iter()
+            .filter(|c| c["type"] == "RegistryUnreachable" || c["type"] == "RegistryAuthFailing")
+            .count()
+    };
+    assert_eq!(ours(&api), 2);
+    let ready_before = condition(&api, "Ready").unwrap();
+    let kubectl_old = crate::kube::kube_binary_path("kubectl");
+    let bin_old = tempfile::tempdir().unwrap();
+    let path_old = kubectl_on_path(bin_old.path(), &kubectl_old, &admin_kubeconfig);
+    let proxy_port = agent_proc::free_port().to_string();
+    for (n, path) in [(1, &path), (2, &path_old)] {
+        if ours(&api) == 0 {
+            // Put them back as the agent writes them, for the second command.
+            let back = json!({"status": {"conditions": [
+                {"type": "RegistryUnreachable", "status": "False", "reason": "RegistriesReachable",
+                 "message": "m", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                {"type": "RegistryAuthFailing", "status": "False", "reason": "RegistryCredentialsAccepted",
+                 "message": "m", "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+            .to_string();
+            let r = api
+                .request_with(
+                    "PATCH",
+                    &format!("/api/v1/nodes/{NODE}/status"),
+                    &admin,
+                    SMP,
+                    Some(&back),
+                )
+                .unwrap();
+            assert_eq!(r.status, 200, "{r:?}");
+            assert_eq!(ours(&api), 2);
+        }
+        let script = operate_doc_block("### Uninstall", n).replace("8001", &proxy_port);
+        let (ok, out, err) = run_doc(&script, path);
+        assert!(ok, "uninstall command {n}:\n{script}\n{out}\n{err}");
+        assert_eq!(
+            ours(&api),
+            0,
+            "command {n} left our conditions: {:#?}",
+            node_conditions(&api)
+        );
+        assert_eq!(
+            condition(&api, "Ready").unwrap(),
+            ready_before,
+            "command {n}"
+        );
+    }
 }

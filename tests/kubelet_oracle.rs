@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{OciImage, Pki, PushOpts, Registry, Series};
-use crate::node::{AgentDeploy, CredentialProviders, Node, PodSpec, PullVerdict};
+use crate::node::{Agent, AgentDeploy, CredentialProviders, Node, PodSpec, PullVerdict};
 
 const INTERVAL: &str = "2s";
 const AGENT_WAIT: Duration = Duration::from_secs(60);
+/// A kubelet config.json with no credentials (the node's "none").
+const NO_AUTHS: &str = "{\"auths\": {}}\n";
 
 /// What a scenario expects.
 struct Expect {
@@ -481,15 +483,24 @@ fn every_scenario(series: Series) {
     let ah = format!("registry.test:{}", auth.port());
     tls_host(&node, &ah, &pki, true);
 
-    let agent = node.deploy_agent(
+    // The node keeps registry credentials in the kubelet's config.json (none yet: every node
+    // of a cluster with components/kubelet-config-json has the file), and its
+    // CredentialProviderConfig in a directory of its own, mounted as docs/operate.md shows.
+    node.write_file(node::kubelet::DOCKER_CONFIG_JSON, NO_AUTHS);
+    let mut agent = node.deploy_agent(
         &AgentDeploy::new()
             .set("interval", INTERVAL)
             .set("jitter", "0")
             .set("reload_interval", "1s")
             .set("pull_secrets", "true")
-            .resource(
-                &node::agent::manifests_dir().join("components/pull-secrets/secrets-reader.yaml"),
-            ),
+            .component("pull-secrets")
+            .component("kubeadm")
+            .component("kubelet-config-json")
+            .patch(&node::agent::host_mount_patch(
+                "host-credential-provider-config",
+                node::kubelet::CREDENTIAL_PROVIDER_DIR,
+                "DirectoryOrCreate",
+            )),
     );
     eprintln!("[{:?}] cluster up, agent ready", t0.elapsed());
     let mut rows = Vec::new();
@@ -541,7 +552,10 @@ fn every_scenario(series: Series) {
         let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         format!("{{\"auths\":{{\"{ah}\":{{\"auth\":\"{b}\"}}}}}}")
     };
-    node.write_file("/var/lib/kubelet/config.json", &auth_entry("node", "wrong"));
+    node.write_file(
+        node::kubelet::DOCKER_CONFIG_JSON,
+        &auth_entry("node", "wrong"),
+    );
     node.restart_kubelet();
     rows = judged(&node, rows, |j| {
         let b = a("cfg-bad");
@@ -568,7 +582,7 @@ fn every_scenario(series: Series) {
         tls_host(&node, &ah, &pki, true);
     });
     node.write_file(
-        "/var/lib/kubelet/config.json",
+        node::kubelet::DOCKER_CONFIG_JSON,
         &auth_entry("node", "nodepass"),
     );
     node.restart_kubelet();
@@ -581,7 +595,8 @@ fn every_scenario(series: Series) {
             PULLS,
         )
     });
-    node.remove("/var/lib/kubelet/config.json");
+    // "No config.json" without removing the file the agent has mounted: no credentials in it.
+    node.write_file(node::kubelet::DOCKER_CONFIG_JSON, NO_AUTHS);
     node.restart_kubelet();
 
     // Credential-provider plugins (kubelet 1.20: v1alpha1 and the feature gate).
@@ -618,7 +633,7 @@ fn every_scenario(series: Series) {
     node.set_credential_providers(None);
 
     rows = judged(&node, rows, |j| {
-        path_scenarios(j, &node, &pki, &img, &plain)
+        path_scenarios(j, &node, &mut agent, &pki, &img, &plain)
     });
     print_table(series, &rows);
     readme_table_matches(series, &rows);
@@ -638,7 +653,14 @@ fn judged(node: &Node, rows: Vec<Row>, f: impl FnOnce(&mut Judge)) -> Vec<Row> {
 }
 
 /// Scenarios of the node's path: mirrors, trust, DNS, the blob host, resolv.conf.
-fn path_scenarios(j: &mut Judge, node: &Node, pki: &Pki, img: &OciImage, plain: &Registry) {
+fn path_scenarios(
+    j: &mut Judge,
+    node: &Node,
+    agent: &mut Agent,
+    pki: &Pki,
+    img: &OciImage,
+    plain: &Registry,
+) {
     let pod = |n: &str, image: &str| PodSpec::new(n, image);
     let dead = || {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -768,6 +790,9 @@ fn path_scenarios(j: &mut Judge, node: &Node, pki: &Pki, img: &OciImage, plain: 
     node.write_file("/run/systemd/resolve/stub-resolv.conf", &resolv);
     node.remove("/etc/resolv.conf");
     node.symlink("/run/systemd/resolve/stub-resolv.conf", "/etc/resolv.conf");
+    // The DaemonSet mounts /etc/resolv.conf alone, bound when the container starts: through the
+    // new symlink from the agent's next start on.
+    *agent = node.restart_agent(agent);
     let i = format!("{uh}/resolved:v1");
     plain_host(node, &uh);
     j.run(

@@ -119,7 +119,7 @@ fn daemonset_is_consistent_with_the_other_manifests_and_the_agent() {
     assert_eq!(node["valueFrom"]["fieldRef"]["fieldPath"], "spec.nodeName");
 
     check_hardening_and_resources(c);
-    check_host_mounts(pod);
+    check_host_mounts(pod, &[]);
 }
 
 /// The container's mount at `path`.
@@ -199,39 +199,238 @@ fn check_hardening_and_resources(c: &Value) {
     assert_eq!(r["limits"]["memory"], "64Mi");
 }
 
-/// Every hostPath is mounted read-only, under the --host-root, at its node path; what the
-/// agent reads is there and what it must not see is masked.
-fn check_host_mounts(pod: &Value) {
+/// Every fixed node path the agent reads (its own constants, src/nodeconfig and src/credentials),
+/// besides the paths the node's files name (imports, `config_path`, hosts.toml `ca`,
+/// `EnvironmentFile=`, `--root-dir`, credential-provider flags).
+fn agent_node_paths() -> Vec<String> {
+    use pullprobe::nodeconfig::{self as nc, containerd, crio, k3s, kubelet, resolver, trust};
+    let mut p: Vec<String> = [
+        resolver::RESOLV_CONF,
+        resolver::HOSTS,
+        containerd::DEFAULT_CONFIG,
+        crio::REGISTRIES_CONF,
+        crio::REGISTRIES_CONF_D,
+        nc::DPKG_STATUS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    p.extend(
+        containerd::DEFAULT_CONFIG_PATH_2_2
+            .split(':')
+            .map(String::from),
+    );
+    p.extend(crio::CERT_DIRS.iter().map(|s| s.to_string()));
+    p.extend(trust::CA_BUNDLE_CANDIDATES.iter().map(|s| s.to_string()));
+    p.extend(nc::SYSTEMD_UNIT_DIRS.iter().map(|s| s.to_string()));
+    p.extend(kubelet::FALLBACK_ENV_FILES.iter().map(|s| s.to_string()));
+    p.extend(nc::RUNTIME_SOCKETS.iter().map(|(s, _)| s.to_string()));
+    p.extend(nc::RUNTIME_CONFIGS.iter().map(|(s, _)| s.to_string()));
+    p.extend(
+        pullprobe::credentials::node::node_config_search_paths(Path::new(
+            kubelet::DEFAULT_ROOT_DIR,
+        ))
+        .iter()
+        .map(|s| s.display().to_string()),
+    );
+    for d in [k3s::Distro::K3s, k3s::Distro::Rke2] {
+        for f in [d.registries_yaml(), d.containerd_config(), d.certs_d()] {
+            p.push(f.display().to_string());
+        }
+    }
+    p.sort();
+    p.dedup();
+    p
+}
+
+/// Agent paths a component mounts (the base does not): (path, component).
+const BY_COMPONENT: &[(&str, &str)] = &[
+    ("/var/lib/kubelet/kubeadm-flags.env", "kubeadm"),
+    ("/var/lib/kubelet/config.json", "kubelet-config-json"),
+    (
+        "/var/lib/rancher/k3s/agent/etc/containerd/config.toml",
+        "k3s",
+    ),
+    ("/var/lib/rancher/k3s/agent/etc/containerd/certs.d", "k3s"),
+    (
+        "/var/lib/rancher/rke2/agent/etc/containerd/config.toml",
+        "rke2",
+    ),
+    ("/var/lib/rancher/rke2/agent/etc/containerd/certs.d", "rke2"),
+];
+
+/// Agent paths no shipped manifest mounts, each on purpose (docs/threat-model.md names each).
+const NOT_MOUNTED: &[&str] = &[
+    // Runtime sockets: a socket is control of the runtime. The runtime comes from the
+    // kubelet's flags or the runtime's config files.
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+    "/run/k3s/containerd/containerd.sock",
+    // The containerd version comes from the Node (containerRuntimeVersion).
+    "/var/lib/dpkg/status",
+    // Transient units; creating the directory would make sd_booted() true on a host without
+    // systemd.
+    "/run/systemd/system",
+    // Their directories hold much more than the pull path; overlay patch (docs/operate.md).
+    "/etc/sysconfig/kubelet",
+    "/etc/eks/kubelet/environment",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/rancher/k3s/registries.yaml",
+    "/etc/rancher/rke2/registries.yaml",
+    "/config.json",
+    "/.docker/config.json",
+    "/root/.docker/config.json",
+    "/.dockercfg",
+    "/root/.dockercfg",
+    "/var/lib/kubelet/.dockercfg",
+];
+
+/// Node paths the agent must never see, whatever the components: none may be mounted, nor
+/// any directory above them.
+const NEVER_VISIBLE: &[&str] = &[
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/kubernetes/admin.conf",
+    "/etc/kubernetes/kubelet.conf",
+    "/etc/kubernetes/pki/ca.key",
+    "/etc/ssl/private",
+    "/etc/pki/tls/private",
+    "/etc/docker/key.json",
+    "/etc/cloud",
+    "/var/lib/cloud",
+    "/root/.ssh",
+    "/etc/rancher/k3s/k3s.yaml",
+    "/etc/rancher/k3s/config.yaml",
+    "/var/lib/rancher/k3s/agent/client-kubelet.key",
+    "/var/lib/kubelet/pods",
+    "/var/lib/kubelet/pki",
+    "/var/lib/kubelet/device-plugins/kubelet.sock",
+    "/var/lib/kubelet/pod-resources/kubelet.sock",
+    "/var/lib/kubelet/plugins_registry",
+    "/var/lib/kubelet/plugins",
+    "/run/containerd/containerd.sock",
+    "/run/crio/crio.sock",
+    "/var/run/docker.sock",
+];
+
+/// The pod's hostPath volumes as (node path, type).
+fn host_paths(pod: &Value) -> Vec<(String, String)> {
+    pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v["hostPath"].is_null())
+        .map(|v| {
+            (
+                v["hostPath"]["path"].as_str().unwrap().to_string(),
+                v["hostPath"]["type"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Is `path` the mount `mounted` or below it?
+fn covered_by(path: &str, mounted: &str) -> bool {
+    Path::new(path).starts_with(mounted)
+}
+
+/// Every hostPath is mounted read-only, under the --host-root, at its node path, with an
+/// explicit type; nothing is hidden by an emptyDir (a mask needs its mount point to exist on
+/// the node); no mount shows what the agent must never see; every fixed path the agent reads
+/// is mounted by the base, by the named component, or listed as deliberately not mounted.
+fn check_host_mounts(pod: &Value, components: &[&str]) {
     let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
-    let volumes = pod["volumes"].as_array().unwrap();
-    let mut host_paths = BTreeSet::new();
-    for v in volumes.iter().filter(|v| !v["hostPath"].is_null()) {
+    let hp = host_paths(pod);
+    for v in pod["volumes"].as_array().unwrap() {
+        assert!(
+            v["emptyDir"].is_null(),
+            "no emptyDir masks (they need their mount point on the node): {v}"
+        );
+        if v["hostPath"].is_null() {
+            continue;
+        }
         let path = v["hostPath"]["path"].as_str().unwrap();
-        host_paths.insert(path.to_string());
         let m = mounts
             .iter()
             .find(|m| m["name"] == v["name"])
             .unwrap_or_else(|| panic!("hostPath volume {} not mounted", v["name"]));
         assert_eq!(m["readOnly"], true, "{m}");
         assert_eq!(m["mountPath"], format!("/host{path}"), "{m}");
-    }
-    for needed in ["/etc", "/var/lib/kubelet", "/usr/lib/systemd/system"] {
+        let t = v["hostPath"]["type"].as_str().unwrap_or("");
         assert!(
-            host_paths.contains(needed),
-            "{needed} not mounted: {host_paths:?}"
+            ["File", "Directory", "DirectoryOrCreate"].contains(&t),
+            "{path}: type {t:?} (a missing File must fail loudly, never become a directory)"
         );
     }
-    // Other pods' volumes and the kubelet's client key are masked by empty directories.
-    for masked in ["/host/var/lib/kubelet/pods", "/host/var/lib/kubelet/pki"] {
-        let v = volume_of(pod, mount_at(pod, masked));
+    for secret in NEVER_VISIBLE {
+        for (path, _) in &hp {
+            assert!(
+                !covered_by(secret, path),
+                "{components:?}: {path} shows {secret}"
+            );
+        }
+    }
+    for wholesale in [
+        "/",
+        "/etc",
+        "/var/lib/kubelet",
+        "/var",
+        "/run",
+        "/usr",
+        "/root",
+    ] {
         assert!(
-            v["emptyDir"].is_object(),
-            "{masked} masked by an emptyDir: {v}"
+            hp.iter().all(|(p, _)| p != wholesale),
+            "{components:?}: {wholesale} mounted whole"
         );
     }
-    // Nothing under /host is writable; no other volume types sneak in.
+    let visible = |p: &str| hp.iter().any(|(m, _)| covered_by(p, m));
+    for p in agent_node_paths() {
+        let by = BY_COMPONENT.iter().find(|(c, _)| *c == p).map(|(_, c)| *c);
+        let deliberate = NOT_MOUNTED.contains(&p.as_str());
+        match by {
+            Some(c) => assert_eq!(
+                visible(&p),
+                components.contains(&c),
+                "{p} ({c}), {components:?}"
+            ),
+            None if deliberate => assert!(!visible(&p), "{p} is listed as not mounted"),
+            None => assert!(
+                visible(&p),
+                "{components:?}: the agent reads {p}, nothing mounts it"
+            ),
+        }
+    }
+    // Nothing under /host is writable.
     for m in mounts {
         assert_eq!(m["readOnly"], true, "{m}");
+    }
+}
+
+/// docs/threat-model.md names every path the agent reads but no manifest mounts.
+#[test]
+fn threat_model_names_what_is_not_mounted() {
+    let doc = std::fs::read_to_string(repo().join("docs/threat-model.md")).unwrap();
+    let missing: Vec<&&str> = NOT_MOUNTED.iter().filter(|p| !doc.contains(**p)).collect();
+    assert!(
+        missing.is_empty(),
+        "not in docs/threat-model.md: {missing:?}"
+    );
+    for (path, component) in BY_COMPONENT {
+        // The path, or the directory mounted for it.
+        let named = doc.contains(path)
+            || Path::new(path)
+                .parent()
+                .and_then(Path::to_str)
+                .is_some_and(|d| doc.contains(&format!("`{d}`")));
+        assert!(
+            named && doc.contains(&format!("components/{component}")),
+            "{path} ({component})"
+        );
     }
 }
 
@@ -514,39 +713,130 @@ fn the_agents_calls_work(api: &KubeApiServer, token: &str) {
 }
 
 #[test]
-fn pull_secrets_component_grants_get_secrets_only() {
+fn pull_secrets_component_grants_get_secrets_per_namespace_only() {
     let api = KubeApiServer::start();
     let token = deploy(&api);
-    assert!(!can(&api, &token, "get", "", "secrets", Some("team-a")));
+    assert!(!can(&api, &token, "get", "", "secrets", Some("default")));
     for d in docs(&repo().join("manifests/components/pull-secrets/secrets-reader.yaml")) {
         apply(&api, &d);
     }
-    assert!(can(&api, &token, "get", "", "secrets", Some("team-a")));
+    // `default` (the namespace the component binds), and nowhere else.
+    assert!(can(&api, &token, "get", "", "secrets", Some("default")));
+    for ns in ["team-a", "kube-system", "pullprobe"] {
+        assert!(
+            !can(&api, &token, "get", "", "secrets", Some(ns)),
+            "get secrets granted in {ns}"
+        );
+    }
     for verb in ["list", "watch", "create", "update", "patch", "delete"] {
         assert!(
-            !can(&api, &token, verb, "", "secrets", Some("team-a")),
+            !can(&api, &token, verb, "", "secrets", Some("default")),
             "{verb} secrets must stay denied"
         );
     }
-    // A real read of a pull secret works.
-    api.must(
-        "POST",
-        "/api/v1/namespaces/team-a/secrets",
-        api.admin_token(),
-        Some(&json!({"apiVersion": "v1", "kind": "Secret",
-                     "metadata": {"name": "regcred", "namespace": "team-a"},
-                     "type": "kubernetes.io/dockerconfigjson",
-                     "data": {".dockerconfigjson": "e30="}})),
-    );
-    let r = api
-        .request(
+    let secret = |ns: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "regcred", "namespace": ns},
+               "type": "kubernetes.io/dockerconfigjson",
+               "data": {".dockerconfigjson": "e30="}})
+    };
+    let read = |ns: &str| {
+        api.request(
             "GET",
-            "/api/v1/namespaces/team-a/secrets/regcred",
+            &format!("/api/v1/namespaces/{ns}/secrets/regcred"),
             &token,
             None,
         )
-        .unwrap();
-    assert_eq!(r.status, 200, "{r:?}");
+        .unwrap()
+        .status
+    };
+    for ns in ["default", "team-a"] {
+        api.must(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/secrets"),
+            api.admin_token(),
+            Some(&secret(ns)),
+        );
+    }
+    assert_eq!(read("default"), 200);
+    assert_eq!(read("team-a"), 403, "no grant in team-a yet");
+    // Adding a namespace as docs/operate.md shows (kubectl create rolebinding … the same
+    // ClusterRole): that namespace only.
+    apply(
+        &api,
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "pullprobe-pull-secrets-reader", "namespace": "team-a"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "pullprobe-pull-secrets-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": NS}]}),
+    );
+    assert_eq!(read("team-a"), 200);
+    assert!(!can(
+        &api,
+        &token,
+        "get",
+        "",
+        "secrets",
+        Some("kube-system")
+    ));
+}
+
+/// The readers' ClusterRoles (manifests/readers.yaml) allow exactly the agent's two review
+/// questions for /status and /metrics, bound to a fresh ServiceAccount as docs/operate.md shows.
+#[test]
+fn reader_roles_grant_status_and_metrics_only() {
+    let api = KubeApiServer::start();
+    deploy(&api);
+    let token = api.create_service_account(NS, "status-reader");
+    for role in ["pullprobe-status-reader", "pullprobe-metrics-reader"] {
+        apply(
+            &api,
+            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": role},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": "status-reader", "namespace": NS}]}),
+        );
+    }
+    assert!(can(
+        &api,
+        &token,
+        "get",
+        "pullprobe.io",
+        "nodes/status",
+        None
+    ));
+    assert!(can_url(&api, &token, "get", "/metrics"));
+    assert!(!can(
+        &api,
+        &token,
+        "create",
+        "pullprobe.io",
+        "nodes/preflight",
+        None
+    ));
+    assert!(!can(&api, &token, "get", "", "nodes/status", None));
+    assert!(!can(&api, &token, "get", "", "nodes", None));
+    assert!(!can(&api, &token, "get", "", "secrets", Some(NS)));
+    assert!(!can_url(&api, &token, "get", "/status"));
+    let (granted, review) = granted_rules(&api, &token, NS);
+    let want: BTreeSet<String> = ["get pullprobe.io/nodes/status".to_string()].into();
+    assert_eq!(granted, want, "{review}");
+}
+
+/// SelfSubjectAccessReview of a non-resource URL.
+fn can_url(api: &KubeApiServer, token: &str, verb: &str, path: &str) -> bool {
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"nonResourceAttributes": {"verb": verb, "path": path}},
+    });
+    let v = api.must(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        token,
+        Some(&review),
+    );
+    v["status"]["allowed"] == true
 }
 
 /// Ordinary nodes in trouble are tolerated; control-plane nodes are opt-in (components/).
@@ -605,6 +895,19 @@ const COMPONENTS: [&str; 6] = [
     "large-nodes",
 ];
 
+/// The node layouts: each adds only mounts, so each is combined with no other component and
+/// with all of them (plus kubeadm with kubelet-config-json, the one pair that goes together).
+const LAYOUTS: [&[&str]; 5] = [
+    &["kubeadm"],
+    &["kubelet-config-json"],
+    &["kubeadm", "kubelet-config-json"],
+    &["k3s"],
+    &["rke2"],
+];
+
+/// Every combination of [`COMPONENTS`] (with `prometheus-servicemonitor` after `prometheus`),
+/// then each layout alone and with all of them. `admission-policy` is not among them: the
+/// tests' API server (1.20) has no ValidatingAdmissionPolicy (tests/admission_policy.rs).
 fn combinations() -> Vec<Vec<&'static str>> {
     let mut all: Vec<Vec<&str>> = (0..1u32 << COMPONENTS.len())
         .map(|bits| {
@@ -620,6 +923,10 @@ fn combinations() -> Vec<Vec<&'static str>> {
         .map(|c| [c.as_slice(), &["prometheus-servicemonitor"]].concat())
         .collect();
     all.extend(sm);
+    for layout in LAYOUTS {
+        all.push(layout.to_vec());
+        all.push([COMPONENTS.as_slice(), layout].concat());
+    }
     all
 }
 
@@ -699,9 +1006,18 @@ fn check_render(combo: &[&str], all: &[Value]) {
         on("prometheus"),
         "{combo:?}"
     );
-    // Scrapes carry the token of a reader allowed `get /metrics` (the agents review it).
-    assert_eq!(
+    // Scrapes carry the token of a reader allowed `get /metrics` (the agents review it); the
+    // readers' roles are in the base, the scraper's binding in the component.
+    assert!(
         has(all, "ClusterRole", "pullprobe-metrics-reader"),
+        "{combo:?}"
+    );
+    assert!(
+        has(all, "ClusterRole", "pullprobe-status-reader"),
+        "{combo:?}"
+    );
+    assert_eq!(
+        has(all, "ClusterRoleBinding", "pullprobe-metrics-reader"),
         on("prometheus"),
         "{combo:?}"
     );
@@ -713,6 +1029,11 @@ fn check_render(combo: &[&str], all: &[Value]) {
         has(all, "ClusterRole", "pullprobe-pull-secrets-reader"),
         on("pull-secrets")
     );
+    assert_eq!(
+        has(all, "RoleBinding", "pullprobe-pull-secrets-reader"),
+        on("pull-secrets")
+    );
+    no_cluster_wide_secrets(all, combo);
     let cm = find(all, "ConfigMap", "pullprobe-config");
     let cfg = pullprobe::agent::config::AgentConfig::parse(
         cm["data"]["pullprobe.yaml"].as_str().unwrap(),
@@ -745,9 +1066,36 @@ fn check_render(combo: &[&str], all: &[Value]) {
         pod["containers"][0]["resources"]["limits"]["memory"], mem,
         "{combo:?}"
     );
+    check_host_mounts(pod, combo);
     // Components never touch what they are not about.
     assert_eq!(pod["containers"][0]["args"][0], "agent");
     assert_eq!(pod["hostNetwork"], true);
+}
+
+/// No ClusterRoleBinding grants a role with any access to Secrets.
+fn no_cluster_wide_secrets(all: &[Value], combo: &[&str]) {
+    for b in all.iter().filter(|d| d["kind"] == "ClusterRoleBinding") {
+        let role = &b["roleRef"]["name"];
+        let Some(r) = all
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == *role)
+        else {
+            continue;
+        };
+        for rule in r["rules"].as_array().into_iter().flatten() {
+            let res: Vec<&str> = rule["resources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(
+                !res.iter().any(|x| *x == "secrets" || *x == "*"),
+                "{combo:?}: ClusterRoleBinding {} grants {rule} cluster-wide",
+                b["metadata"]["name"]
+            );
+        }
+    }
 }
 
 fn install_crds(api: &KubeApiServer) {
@@ -834,11 +1182,115 @@ fn apply_and_remove(api: &KubeApiServer, all: &[Value]) {
     }
 }
 
+/// The ```yaml blocks of a doc that start with `first_line`.
+fn doc_yaml_blocks(doc: &str, first_line: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join(doc)).unwrap();
+    text.split("```yaml\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(b, _)| b.to_string()))
+        .filter(|b| b.starts_with(first_line))
+        .collect()
+}
+
+/// The hand-written overlays of README.md and docs/operate.md render as written with kubectl
+/// (kustomize v5; `kubectl apply -k` reads the same), with the doc's `../pullprobe/manifests`
+/// pointing at this repository; the mount patches of docs/operate.md "Node layouts" do what
+/// they say on top of them.
+#[test]
+fn doc_overlays_render_with_kubectl() {
+    let kubectl = kubectl();
+    let mut overlays = doc_yaml_blocks("README.md", "# my-cluster/kustomization.yaml");
+    overlays.extend(doc_yaml_blocks(
+        "docs/operate.md",
+        "# my-cluster/kustomization.yaml",
+    ));
+    assert_eq!(overlays.len(), 2, "one overlay in each doc");
+    let patches = doc_yaml_blocks("docs/operate.md", "# my-cluster/credential-provider.yaml")
+        .into_iter()
+        .chain(doc_yaml_blocks(
+            "docs/operate.md",
+            "apiVersion: apps/v1\nkind: DaemonSet",
+        ))
+        .collect::<Vec<_>>();
+    assert_eq!(patches.len(), 2, "the two mount patches of docs/operate.md");
+    for (i, overlay) in overlays.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let up = "../".repeat(dir.path().components().count() - 1);
+        let base = format!(
+            "{up}{}",
+            repo().display().to_string().trim_start_matches('/')
+        );
+        let mut k = overlay.replace("../pullprobe/", &format!("{base}/"));
+        let plain = render_dir(&kubectl, dir.path(), &k);
+        let ds = find(&plain, "DaemonSet", "pullprobe");
+        assert!(
+            ds["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .is_some_and(|i| i.ends_with("pullprobe:0.1.0") && i != "pullprobe:0.1.0"),
+            "overlay {i}: the image is set: {ds}"
+        );
+        // With the docs' patches and the component the root-dir patch moves.
+        k = k.replace(
+            "components:\n",
+            &format!("components:\n  - {base}/manifests/components/kubelet-config-json\n"),
+        );
+        k += "patches:\n";
+        for (j, p) in patches.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("p{j}.yaml")), p).unwrap();
+            k += &format!("  - path: p{j}.yaml\n");
+        }
+        let all = render_dir(&kubectl, dir.path(), &k);
+        let pod = &find(&all, "DaemonSet", "pullprobe")["spec"]["template"]["spec"];
+        let hp = host_paths(pod);
+        for want in [
+            "/etc/kubernetes/credential-provider",
+            "/data/kubelet/config.json",
+        ] {
+            assert!(
+                hp.iter().any(|(p, _)| p == want),
+                "overlay {i}: {want} in {hp:?}"
+            );
+            mount_at(pod, &format!("/host{want}"));
+        }
+        assert!(
+            !hp.iter().any(|(p, _)| p == "/var/lib/kubelet/config.json"),
+            "{hp:?}"
+        );
+        let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
+        assert!(
+            !mounts
+                .iter()
+                .any(|m| m["mountPath"] == "/host/var/lib/kubelet/config.json"),
+            "the component's mount is deleted: {mounts:?}"
+        );
+    }
+}
+
+/// Writes `kustomization` into `dir` and renders it.
+fn render_dir(kubectl: &Path, dir: &Path, kustomization: &str) -> Vec<Value> {
+    std::fs::write(dir.join("kustomization.yaml"), kustomization).unwrap();
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{kustomization}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout))
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
 #[test]
 fn every_component_combination_renders_and_applies_to_a_real_apiserver() {
     let kubectl = kubectl();
     let combos = combinations();
-    assert_eq!(combos.len(), 64 + 32);
+    assert_eq!(combos.len(), 64 + 32 + 2 * LAYOUTS.len());
     let api = KubeApiServer::start();
     install_crds(&api);
     for combo in &combos {

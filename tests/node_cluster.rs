@@ -59,6 +59,11 @@ struct Leftovers {
     netns: String,
     pids: Vec<u32>,
     dir: std::path::PathBuf,
+    /// The node's pod cgroups (`/sys/fs/cgroup/*/k8s.io/<container id>`), taken while it holds
+    /// the machine's cluster lock; the `k8s.io` parents themselves are not checked afterwards:
+    /// the next cluster (another test, another worktree) may make them again as soon as this
+    /// one's lock is released.
+    cgroups: Vec<std::path::PathBuf>,
 }
 
 fn leftovers_of(node: &Node) -> Leftovers {
@@ -68,6 +73,10 @@ fn leftovers_of(node: &Node) -> Leftovers {
         netns: node.netns_name().to_string(),
         pids,
         dir: node.dir().to_path_buf(),
+        cgroups: node::pod_cgroup_dirs()
+            .into_iter()
+            .filter(|d| !d.ends_with(node::runtime::K8S_NAMESPACE))
+            .collect(),
     }
 }
 
@@ -94,8 +103,12 @@ fn assert_nothing_left(l: &Leftovers) {
     let alive = alive();
     assert!(alive.is_empty(), "node processes still alive: {alive:?}");
     assert!(!l.dir.exists(), "{} left", l.dir.display());
-    let cgroup = std::path::Path::new("/sys/fs/cgroup/memory/k8s.io");
-    assert!(!cgroup.exists(), "{} left", cgroup.display());
+    assert!(
+        !l.cgroups.is_empty(),
+        "the node ran no container: nothing to check"
+    );
+    let left: Vec<_> = l.cgroups.iter().filter(|d| d.exists()).collect();
+    assert!(left.is_empty(), "pod cgroups left: {left:?}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mounts.contains(&l.dir.display().to_string()),
@@ -240,15 +253,43 @@ fn kubelet_verdicts_follow_hosts_toml_and_the_nodes_own_resolver() {
     eprintln!("whole test in {:.1?}", t.elapsed());
 }
 
+/// The kubelet's root dir in the DaemonSet test: not `/var/lib/kubelet`, which then holds only
+/// kubeadm's two files (no `pods/`, no `pki/`: the masks of the old manifests could not be
+/// mounted there and the pod never started).
+const ELSEWHERE: &str = "/var/lib/kubelet-elsewhere";
+
+/// The DaemonSet as docs/operate.md installs it on a kubeadm node whose kubelet runs with
+/// `--root-dir` elsewhere (components kubeadm + kubelet-config-json with its root-dir patch),
+/// as non-root (components/non-root: the node's files are all world-readable here): it starts,
+/// turns Ready, writes its conditions, and sees exactly the node paths it mounts, live — not
+/// /etc/shadow, the kubelet's kubeconfig, its client key or other pods' volumes.
 #[test]
 fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
     let t = Instant::now();
-    let node = Node::start();
-    let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "5s"));
+    let node = Node::builder().kubelet_root_dir(ELSEWHERE).start();
+    let config_json = format!("{ELSEWHERE}/config.json");
+    node.write_file(&config_json, "{\"auths\": {}}\n");
+    let exists = |p: &str| {
+        node.command("test")
+            .args(["-e", p])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!exists("/var/lib/kubelet/pki") && exists(node::kubelet::KUBEADM_FLAGS));
+    let agent = node.deploy_agent(
+        &AgentDeploy::new()
+            .set("interval", "5s")
+            .component("kubeadm")
+            .component("kubelet-config-json")
+            .component("non-root")
+            .patch(&node::agent::kubelet_config_json_patch(ELSEWHERE)),
+    );
     let pod = node.agent_pod().expect("agent pod");
     let c = &pod["spec"]["containers"][0];
     assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    assert_eq!(pod["spec"]["securityContext"]["runAsUser"], 65532);
     let token_volume = pod["spec"]["volumes"].as_array().is_some_and(|vs| {
         vs.iter().any(|v| {
             v["secret"]["secretName"]
@@ -260,6 +301,16 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
         token_volume,
         "no ServiceAccount token Secret volume: {pod:#}"
     );
+    let pid = node.agent_pid().expect("the agent's process");
+    let uid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|u| u.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .unwrap();
+    assert_eq!(uid, "65532", "the agent's real uid");
 
     let t_cond = Instant::now();
     let conds = node.wait_conditions(
@@ -290,15 +341,27 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
 
     let (code, status) = node.agent_get("/status");
     assert_eq!(code, 200, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("/status is JSON");
+    // The kubelet's root dir, found in kubeadm-flags.env (components/kubeadm).
     assert!(
-        serde_json::from_str::<serde_json::Value>(&status).is_ok(),
-        "{status}"
+        status.to_string().contains(&format!("\"{ELSEWHERE}\"")),
+        "the root dir from kubeadm-flags.env on /status: {status:#}"
     );
     let (code, metrics) = node.agent_get("/metrics");
     assert_eq!(code, 200);
     assert!(metrics.contains("pullprobe_"), "{metrics}");
-    // The DaemonSet's hostPath mounts show the node's own files, live.
-    for path in ["/etc/containerd/config.toml", "/etc/resolv.conf"] {
+    // The DaemonSet's hostPath mounts show the node's own files, live ...
+    for path in [
+        "/etc/containerd/config.toml",
+        "/etc/resolv.conf",
+        "/etc/hosts",
+        "/etc/default/kubelet",
+        "/etc/systemd/system/kubelet.service.d/10-kubeadm.conf",
+        node::kubelet::KUBEADM_FLAGS,
+        node::kubelet::CONFIG,
+        &config_json,
+    ] {
+        assert!(node.read_file(path).is_some(), "{path} on the node");
         assert_eq!(
             node.agent_host_file(path),
             node.read_file(path),
@@ -311,10 +374,27 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
         node.agent_host_file(marker).as_deref(),
         Some("server = \"https://marker.test\"\n")
     );
-    node.write_file("/var/lib/kubelet/config.json", "{\"auths\": {}}\n");
-    assert!(node
-        .agent_host_file("/var/lib/kubelet/config.json")
-        .is_some());
+    node.write_file(&config_json, "{\"auths\": {\"marker.test\": {}}}\n");
+    assert_eq!(
+        node.agent_host_file(&config_json),
+        node.read_file(&config_json),
+        "config.json written in place is seen"
+    );
+    // ... and nothing else of the node.
+    for hidden in [
+        "/etc/shadow",
+        "/etc/passwd",
+        node::kubelet::KUBECONFIG,
+        &format!("{ELSEWHERE}/pki/kubelet-client-current.pem"),
+        &format!("{ELSEWHERE}/pods"),
+        "/var/lib/kubelet/pki",
+        "/run/containerd/containerd.sock",
+    ] {
+        assert!(
+            node.agent_host_exists(hidden) == Some(false),
+            "{hidden} is visible to the agent"
+        );
+    }
     let log = node.agent_log(&agent);
     assert!(!log.trim().is_empty(), "empty agent log");
     eprintln!(

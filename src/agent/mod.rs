@@ -199,6 +199,7 @@ fn sa_tokens(
 async fn connect(
     args: &AgentArgs,
     node: &str,
+    interval: Duration,
 ) -> Result<(ClusterCtx, crate::k8s::node::NodeFacts), AgentError> {
     let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
     // The Node must exist and be readable: fail the start otherwise (RBAC, name).
@@ -209,6 +210,7 @@ async fn connect(
     tokio::spawn(crate::k8s::pods::watch(
         client.clone(),
         node.to_string(),
+        interval,
         pods.clone(),
         synced,
     ));
@@ -258,7 +260,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     }
     let cluster = match args.standalone {
         true => None,
-        false => Some(connect(&args, &node).await?),
+        false => Some(connect(&args, &node, cfg.interval).await?),
     };
     let runtime_version = cluster
         .as_ref()

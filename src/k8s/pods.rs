@@ -1,9 +1,10 @@
-//! The pods bound to this node: a watcher with a `spec.nodeName=` field selector and
-//! default backoff (never `streaming_lists()`: a 1.20 server answers 422 and, without
+//! The pods bound to this node: a watcher with a `spec.nodeName=` field selector and a
+//! bounded backoff (never `streaming_lists()`: a 1.20 server answers 422 and, without
 //! backoff, the watcher retries thousands of times per second).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
@@ -93,17 +94,44 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     })
 }
 
+/// The longest the pod watch waits between two attempts while the API server is unreachable:
+/// half the agent's `interval`, within 1–30 s. kube's default (client-go's reflector: 0.8 s
+/// doubling to 30 s, plus up to as much again in jitter) waited up to 12.8 s after a 5 s
+/// outage, so a pod created right after the server came back stayed unseen for more than a
+/// cycle; with this bound the watch is back within half an interval of the server, and the
+/// pod is in the store before the next cycle. 30 s keeps the fleet's relists during a long
+/// outage as spread out as client-go's.
+pub fn max_backoff(interval: Duration) -> Duration {
+    (interval / 2).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+/// Retry delays of the pod watch: from 250 ms, doubling, each with jitter (backon: a delay `d`
+/// becomes `[d, 2d)`), never above [`max_backoff`]; reset by the watcher's first success.
+pub fn backoff(interval: Duration) -> watcher::ExponentialBackoff {
+    let half = max_backoff(interval) / 2;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250).min(half))
+        .with_max_delay(half)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
+
 /// Watch pods on `node` forever, keeping `store` current. `synced` is notified after
-/// each complete (re)list.
+/// each complete (re)list; failed attempts are retried within [`max_backoff`]`(interval)`.
 pub async fn watch(
     client: kube::Client,
     node: String,
+    interval: Duration,
     store: PodStore,
     synced: Arc<tokio::sync::Notify>,
 ) {
     let api: Api<Pod> = Api::all(client);
     let cfg = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
-    let mut stream = watcher::watcher(api, cfg).default_backoff().boxed();
+    let mut stream = watcher::watcher(api, cfg)
+        .backoff(backoff(interval))
+        .boxed();
     let mut relist: BTreeMap<String, PodInfo> = BTreeMap::new();
     while let Some(ev) = stream.next().await {
         match ev {
@@ -186,5 +214,22 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(pod_info(&pod).unwrap().images, ["a:1"]);
+    }
+
+    #[test]
+    fn backoff_stays_within_half_an_interval() {
+        for (interval, max) in [(1, 1), (5, 2), (10, 5), (60, 30), (600, 30)] {
+            let want = Duration::from_millis(if interval == 5 { 2500 } else { max * 1000 });
+            assert_eq!(
+                max_backoff(Duration::from_secs(interval)),
+                want,
+                "{interval}s"
+            );
+            let delays: Vec<Duration> = backoff(Duration::from_secs(interval)).take(40).collect();
+            assert_eq!(delays.len(), 40, "never gives up");
+            assert!(delays.iter().all(|d| *d <= want), "{interval}s: {delays:?}");
+            assert!(delays[0] >= Duration::from_millis(250).min(want / 2));
+            assert!(delays[39] >= want / 2, "reaches its cap: {delays:?}");
+        }
     }
 }

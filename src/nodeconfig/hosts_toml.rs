@@ -104,7 +104,7 @@ pub fn host_dir_from_roots(
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err((p, ReadError::Io(e))),
                 },
-                Err(ReadError::NotFound) => {}
+                Err(e) if e.is_not_found() => {}
                 Err(e) => return Err((p, e)),
             }
         }
@@ -161,7 +161,7 @@ pub fn load_host_dir(hr: &HostRoot, dir: &Path, quirks: HostsTomlQuirks) -> Host
     let mut out = HostDirLoad::default();
     let text = match hr.read(&file) {
         Ok(b) => b,
-        Err(ReadError::NotFound) => Vec::new(),
+        Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => {
             // Upstream returns the read error and the pull fails outright.
             out.problems.push(ConfigProblem::new(
@@ -287,7 +287,7 @@ pub fn load_cert_files(
     let mut h = HostConfig::default();
     let entries = match hr.read_dir(dir) {
         Ok(e) => e,
-        Err(ReadError::NotFound) => Vec::new(),
+        Err(e) if e.is_not_found() => Vec::new(),
         Err(e) => {
             problems.push(ConfigProblem::new(
                 dir,

@@ -33,15 +33,9 @@ pub use cached::{CachedImage, CachedImagePolicy};
 
 /// The kubelet's own default `--root-dir`.
 pub const DEFAULT_ROOT_DIR: &str = "/var/lib/kubelet";
-const UNIT_DIRS: [&str; 4] = [
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
 /// Environment files read for kubelet flags when no unit is found, with the variables
 /// the common layouts keep flags in.
-const FALLBACK_ENV_FILES: [&str; 4] = [
+pub const FALLBACK_ENV_FILES: [&str; 4] = [
     "/var/lib/kubelet/kubeadm-flags.env",
     "/etc/default/kubelet",
     "/etc/sysconfig/kubelet",
@@ -179,7 +173,7 @@ pub fn discover(hr: &HostRoot, problems: &mut Vec<ConfigProblem>) -> KubeletSett
 }
 
 fn find_unit(hr: &HostRoot) -> Option<PathBuf> {
-    UNIT_DIRS
+    super::SYSTEMD_UNIT_DIRS
         .iter()
         .map(|d| Path::new(d).join("kubelet.service"))
         .find(|p| hr.is_file(p))
@@ -188,7 +182,7 @@ fn find_unit(hr: &HostRoot) -> Option<PathBuf> {
 /// Drop-ins in application order: by file name, the first directory's copy of a name.
 fn drop_ins(hr: &HostRoot) -> Vec<PathBuf> {
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for d in UNIT_DIRS {
+    for d in super::SYSTEMD_UNIT_DIRS {
         let dir = Path::new(d).join("kubelet.service.d");
         let Ok(entries) = hr.read_dir(&dir) else {
             continue;

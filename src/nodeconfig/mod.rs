@@ -30,6 +30,15 @@ use crate::credentials::provider::{
 use crate::reference::ImageRef;
 pub use crate::runtime::Runtime;
 
+/// systemd's unit directories in priority order (highest first), where the kubelet's and the
+/// runtime's units and their `*.service.d` drop-ins are found (systemd.unit(5)).
+pub const SYSTEMD_UNIT_DIRS: [&str; 4] = [
+    "/etc/systemd/system",
+    "/run/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
+
 /// What to load. Paths other than `host_root` are node paths (as seen on the node).
 #[derive(Clone, Debug)]
 pub struct NodeConfigOptions {
@@ -471,11 +480,15 @@ fn load_plugins(
     let real_bin = hr.real_path(bin);
     for p in &cfg.providers {
         if !hr.is_file(&bin.join(&p.name)) {
+            let why = match hr.resolve(&bin.join(&p.name)) {
+                Err(e @ crate::hostroot::ReadError::NotMounted) => e.to_string(),
+                _ => "not found".to_string(),
+            };
             problems.push(ConfigProblem::new(
                 &bin.join(&p.name),
                 None,
                 ProblemKind::MissingReference,
-                format!("credential provider binary for {:?} not found", p.name),
+                format!("credential provider binary for {:?} {why}", p.name),
             ));
         }
     }
@@ -486,7 +499,8 @@ fn load_plugins(
     )))
 }
 
-const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+/// dpkg's package database (the containerd package's version when none is given).
+pub const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 
 /// On Debian/Ubuntu nodes the installed containerd package tells the version when none
 /// is given: (package, version string, parsed).
@@ -549,6 +563,23 @@ fn runtime_of_endpoint(endpoint: &str) -> Option<Runtime> {
     }
 }
 
+/// Runtime sockets whose existence tells the runtime (`--runtime auto`), in this order.
+pub const RUNTIME_SOCKETS: [(&str, Runtime); 4] = [
+    ("/run/containerd/containerd.sock", Runtime::Containerd),
+    ("/run/crio/crio.sock", Runtime::Crio),
+    ("/var/run/crio/crio.sock", Runtime::Crio),
+    (k3s::K3S_SOCKET, Runtime::Containerd),
+];
+
+/// Runtime configuration files and directories whose existence tells the runtime when no
+/// socket does, in this order.
+pub const RUNTIME_CONFIGS: [(&str, Runtime); 4] = [
+    ("/etc/containerd/config.toml", Runtime::Containerd),
+    ("/etc/crio/crio.conf", Runtime::Crio),
+    ("/etc/crio/crio.conf.d", Runtime::Crio),
+    ("/etc/containerd", Runtime::Containerd),
+];
+
 /// `--runtime auto`: the kubelet's runtime endpoint, a runtime socket, then a config
 /// directory, then containerd.
 fn detect_runtime(
@@ -570,12 +601,7 @@ fn detect_runtime(
             );
         }
     }
-    for (p, r) in [
-        ("/run/containerd/containerd.sock", Runtime::Containerd),
-        ("/run/crio/crio.sock", Runtime::Crio),
-        ("/var/run/crio/crio.sock", Runtime::Crio),
-        (k3s::K3S_SOCKET, Runtime::Containerd),
-    ] {
+    for (p, r) in RUNTIME_SOCKETS {
         if hr.exists(Path::new(p)) {
             return (r, format!("socket {p}"));
         }
@@ -585,12 +611,7 @@ fn detect_runtime(
             return (Runtime::Containerd, format!("config {}", c.display()));
         }
     }
-    for (p, r) in [
-        ("/etc/containerd/config.toml", Runtime::Containerd),
-        ("/etc/crio/crio.conf", Runtime::Crio),
-        ("/etc/crio/crio.conf.d", Runtime::Crio),
-        ("/etc/containerd", Runtime::Containerd),
-    ] {
+    for (p, r) in RUNTIME_CONFIGS {
         if hr.exists(Path::new(p)) {
             return (r, format!("config {p}"));
         }

@@ -272,6 +272,17 @@ fn config_path_roots(
     if split.is_empty() {
         return Vec::new();
     }
+    // A root the agent's container cannot see would read as empty: say so instead.
+    for root in &split {
+        if let Err(e @ crate::hostroot::ReadError::NotMounted) = nc.host_root.resolve(root) {
+            plan.problems.push(ConfigProblem::new(
+                root,
+                None,
+                ProblemKind::Unreadable,
+                e.to_string(),
+            ));
+        }
+    }
     if plan.mode == PullMode::TransferService && split.len() > 1 {
         plan.findings.push(Finding::new(
             FindingKind::MultiRootConfigPathIgnored,

@@ -13,14 +13,6 @@ use url::Url;
 use super::{ConfigProblem, ProblemKind};
 use crate::hostroot::HostRoot;
 
-/// Unit directories in systemd's priority order (highest first).
-const UNIT_DIRS: &[&str] = &[
-    "/etc/systemd/system",
-    "/run/systemd/system",
-    "/usr/lib/systemd/system",
-    "/lib/systemd/system",
-];
-
 /// The proxy settings of one runtime's service.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ProxyEnv {
@@ -221,7 +213,7 @@ pub fn load_unit_env(hr: &HostRoot, unit: &str, problems: &mut Vec<ConfigProblem
 /// The unit file (from the highest-priority directory that has it), then its drop-ins.
 fn unit_files(hr: &HostRoot, unit: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
-    if let Some(f) = UNIT_DIRS
+    if let Some(f) = super::SYSTEMD_UNIT_DIRS
         .iter()
         .map(|d| Path::new(d).join(format!("{unit}.service")))
         .find(|p| hr.is_file(p))
@@ -231,7 +223,7 @@ fn unit_files(hr: &HostRoot, unit: &str) -> Vec<PathBuf> {
     // Drop-ins: by file name across directories; a name in a higher-priority directory
     // masks the same name below; applied in name order.
     let mut dropins: std::collections::BTreeMap<String, PathBuf> = Default::default();
-    for d in UNIT_DIRS.iter().rev() {
+    for d in super::SYSTEMD_UNIT_DIRS.iter().rev() {
         let dir = Path::new(d).join(format!("{unit}.service.d"));
         if let Ok(entries) = hr.read_dir(&dir) {
             for e in entries {

@@ -1,8 +1,10 @@
 //! Deploying the agent for real: the release binary in a one-layer image pushed to the node's
-//! registry, and a kustomize overlay of `manifests/` applied with the cached kubectl v1.20.2
-//! (its embedded kustomize 2.0 wants `bases:` with a relative path). The overlay only sets the
-//! image, adds `KUBERNETES_SERVICE_HOST/PORT` (no kube-proxy here, so the `kubernetes` Service
-//! IP leads nowhere) and optionally overrides keys of the ConfigMap's `pullprobe.yaml`;
+//! registry, and a kustomize overlay of `manifests/` with the components a test names, rendered
+//! with the hermetic kubectl of `.ci/install-kustomize.sh` (kustomize v5: components; the cached
+//! kubectl v1.20.2 embeds kustomize 2.0, which has none) and applied with kubectl v1.20.2. The
+//! overlay only sets the image, adds `KUBERNETES_SERVICE_HOST/PORT` (no kube-proxy here, so the
+//! `kubernetes` Service IP leads nowhere), optionally overrides keys of the ConfigMap's
+//! `pullprobe.yaml` and adds a test's own patches (e.g. a mount docs/operate.md shows);
 //! everything else — securityContext, hostPath mounts, probes, RBAC, the ServiceAccount token
 //! from the token controller — is the manifests' own.
 
@@ -27,9 +29,12 @@ pub struct AgentDeploy {
     /// Top-level keys of `pullprobe.yaml` to set (`("interval", "5s")`), the rest of the
     /// manifests' file kept.
     pub config: Vec<(String, String)>,
-    /// Extra manifests added to the overlay as resources (e.g. a component's RBAC file:
-    /// kubectl 1.20's kustomize has no `components:`).
+    /// Extra manifests added to the overlay as resources.
     pub resources: Vec<PathBuf>,
+    /// Components of `manifests/components/` (by directory name).
+    pub components: Vec<String>,
+    /// Strategic-merge patches (YAML documents) applied after the components.
+    pub patches: Vec<String>,
 }
 
 impl AgentDeploy {
@@ -48,6 +53,30 @@ impl AgentDeploy {
         self.resources.push(path.to_path_buf());
         self
     }
+
+    /// Adds a component of `manifests/components/` (`"pull-secrets"`, `"kubeadm"`, …).
+    pub fn component(mut self, name: &str) -> Self {
+        self.components.push(name.into());
+        self
+    }
+
+    /// Adds a strategic-merge patch (a YAML document naming its object).
+    pub fn patch(mut self, yaml: &str) -> Self {
+        self.patches.push(yaml.into());
+        self
+    }
+}
+
+/// A strategic-merge patch of the DaemonSet mounting node path `path` (a directory, created
+/// when missing, or a file that must exist) read-only at `/host<path>`, as docs/operate.md
+/// shows for the node layouts' own paths.
+pub fn host_mount_patch(volume: &str, path: &str, kind: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: pullprobe\n  namespace: {NAMESPACE}\n\
+         spec:\n  template:\n    spec:\n      containers:\n      - name: agent\n        volumeMounts:\n\
+         \x20       - name: {volume}\n          mountPath: /host{path}\n          readOnly: true\n\
+         \x20     volumes:\n      - name: {volume}\n        hostPath:\n          path: {path}\n          type: {kind}\n"
+    )
 }
 
 /// The repository's `manifests/` dir.
@@ -79,16 +108,39 @@ fn indent(s: &str, n: usize) -> String {
     s.lines().map(|l| format!("{pad}{l}\n")).collect::<String>()
 }
 
+/// The overlay patch docs/operate.md shows for components/kubelet-config-json on a kubelet
+/// whose `--root-dir` is `root_dir`: the component's mount moved to `<root_dir>/config.json`
+/// (a container's mounts are keyed by mountPath, so the old one is deleted).
+pub fn kubelet_config_json_patch(root_dir: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: pullprobe\n  namespace: {NAMESPACE}\n\
+         spec:\n  template:\n    spec:\n      containers:\n      - name: agent\n        volumeMounts:\n\
+         \x20       - mountPath: /host/var/lib/kubelet/config.json\n          $patch: delete\n\
+         \x20       - name: host-kubelet-config-json\n          mountPath: /host{root_dir}/config.json\n          readOnly: true\n\
+         \x20     volumes:\n      - name: host-kubelet-config-json\n        hostPath:\n          path: {root_dir}/config.json\n"
+    )
+}
+
 /// Writes the overlay into `dir` (which must be on the same filesystem tree as the repo, for
-/// the relative `bases:` path).
+/// the relative paths kustomize wants).
 pub fn write_overlay(dir: &Path, image: &str, api_port: u16, d: &AgentDeploy) {
     let (name, tag) = image.rsplit_once(':').expect("image NAME:TAG");
     let base = relative_path(dir, &manifests_dir());
     let mut k = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nbases:\n- {base}\n\
-         images:\n- name: pullprobe\n  newName: {name}\n  newTag: {tag}\n\
-         patchesStrategicMerge:\n- daemonset-env.yaml\n"
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- {base}\n"
     );
+    for (i, r) in d.resources.iter().enumerate() {
+        let name = format!("extra-{i}.yaml");
+        std::fs::copy(r, dir.join(&name)).expect("copy an extra resource");
+        k += &format!("- {name}\n");
+    }
+    if !d.components.is_empty() {
+        k += "components:\n";
+        for c in &d.components {
+            k += &format!("- {base}/components/{c}\n");
+        }
+    }
+    k += &format!("images:\n- name: pullprobe\n  newName: {name}\n  newTag: {tag}\npatches:\n- path: daemonset-env.yaml\n");
     let env = format!(
         "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: pullprobe\n  namespace: {NAMESPACE}\n\
          spec:\n  template:\n    spec:\n      containers:\n      - name: agent\n        env:\n\
@@ -97,7 +149,7 @@ pub fn write_overlay(dir: &Path, image: &str, api_port: u16, d: &AgentDeploy) {
     );
     std::fs::write(dir.join("daemonset-env.yaml"), env).expect("write overlay patch");
     if !d.config.is_empty() {
-        k += "- configmap.yaml\n";
+        k += "- path: configmap.yaml\n";
         let cm = format!(
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pullprobe-config\n  namespace: {NAMESPACE}\n\
              data:\n  pullprobe.yaml: |\n{}",
@@ -105,16 +157,48 @@ pub fn write_overlay(dir: &Path, image: &str, api_port: u16, d: &AgentDeploy) {
         );
         std::fs::write(dir.join("configmap.yaml"), cm).expect("write overlay configmap");
     }
-    if !d.resources.is_empty() {
-        k += "resources:\n";
-        for (i, r) in d.resources.iter().enumerate() {
-            // kustomize 2.0 reads resources only from inside the overlay.
-            let name = format!("extra-{i}.yaml");
-            std::fs::copy(r, dir.join(&name)).expect("copy an extra resource");
-            k += &format!("- {name}\n");
-        }
+    for (i, p) in d.patches.iter().enumerate() {
+        let name = format!("patch-{i}.yaml");
+        std::fs::write(dir.join(&name), p).expect("write an overlay patch");
+        k += &format!("- path: {name}\n");
     }
     std::fs::write(dir.join("kustomization.yaml"), k).expect("write kustomization.yaml");
+}
+
+/// kubectl with kustomize v5 (`.ci/install-kustomize.sh`, cached; `PULLPROBE_KUBECTL` overrides).
+pub fn kustomize_kubectl() -> PathBuf {
+    if let Ok(p) = std::env::var("PULLPROBE_KUBECTL") {
+        return PathBuf::from(p);
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-kustomize.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run .ci/install-kustomize.sh");
+    assert!(
+        out.status.success(),
+        "kustomize components need kubectl >= 1.21: .ci/install-kustomize.sh failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// `kubectl kustomize DIR` into `DIR/rendered.yaml`; returns that path.
+pub fn render_overlay(dir: &Path) -> PathBuf {
+    let out = std::process::Command::new(kustomize_kubectl())
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = dir.join("rendered.yaml");
+    std::fs::write(&rendered, &out.stdout).expect("write the rendered overlay");
+    rendered
 }
 
 /// `to` relative to `from` (both absolute).
@@ -223,10 +307,11 @@ impl super::Node {
             self.api().addr().port(),
             d,
         );
-        let out = self.kubectl(&["apply", "-k", &overlay.path().display().to_string()]);
+        let rendered = render_overlay(overlay.path());
+        let out = self.kubectl(&["apply", "-f", &rendered.display().to_string()]);
         assert!(
             out.status.success(),
-            "kubectl apply -k (overlay of manifests/) failed: {}{}",
+            "kubectl apply (overlay of manifests/) failed: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -243,7 +328,34 @@ impl super::Node {
         }
     }
 
-    /// The agent's pod on this node (Pod JSON), if the DaemonSet has created it.
+    /// Deletes the agent's pod and waits until the DaemonSet's new one is Ready (its hostPath
+    /// mounts made again: a single-file mount shows the file the node has now).
+    pub fn restart_agent(&self, agent: &Agent) -> Agent {
+        let path = format!(
+            "/api/v1/namespaces/{NAMESPACE}/pods/{}?gracePeriodSeconds=0",
+            agent.pod.name
+        );
+        self.api()
+            .must("DELETE", &path, self.api().admin_token(), None);
+        let new = super::proc::poll_some(READY_TIMEOUT, || {
+            self.agent_pod()
+                .filter(|p| p["metadata"]["uid"] != agent.pod.uid.as_str() && is_ready(p))
+        });
+        let Some(p) = new else {
+            self.panic_agent_not_ready(READY_TIMEOUT);
+        };
+        Agent {
+            pod: Pod {
+                name: p["metadata"]["name"].as_str().unwrap_or_default().into(),
+                namespace: NAMESPACE.into(),
+                uid: p["metadata"]["uid"].as_str().unwrap_or_default().into(),
+            },
+            image: agent.image.clone(),
+        }
+    }
+
+    /// The agent's pod on this node (Pod JSON), if the DaemonSet has created it (one being
+    /// deleted does not count).
     pub fn agent_pod(&self) -> Option<Value> {
         let path = format!(
             "/api/v1/namespaces/{NAMESPACE}/pods?labelSelector={}",
@@ -255,7 +367,9 @@ impl super::Node {
         v["items"]
             .as_array()?
             .iter()
-            .find(|p| p["spec"]["nodeName"] == self.name())
+            .find(|p| {
+                p["spec"]["nodeName"] == self.name() && p["metadata"]["deletionTimestamp"].is_null()
+            })
             .cloned()
     }
 
@@ -348,5 +462,11 @@ impl super::Node {
     pub fn agent_host_file(&self, path: &str) -> Option<String> {
         let pid = self.agent_pid()?;
         std::fs::read_to_string(format!("/proc/{pid}/root/host{path}")).ok()
+    }
+
+    /// Whether `/host<path>` exists in the agent container's view (`None`: no agent process).
+    pub fn agent_host_exists(&self, path: &str) -> Option<bool> {
+        let pid = self.agent_pid()?;
+        Some(std::fs::symlink_metadata(format!("/proc/{pid}/root/host{path}")).is_ok())
     }
 }

@@ -35,7 +35,7 @@ impl Node {
             .tempdir_in("/tmp")
             .expect("node scratch dir");
         let netns = Netns::create();
-        let mut holder = Holder::start(&netns.path(), dir.path());
+        let mut holder = Holder::start(&netns.path(), dir.path(), &b.kubelet_root_dir);
         if let Some(d) = &b.containerd_bin_dir {
             holder.set_bin_dir(d);
         }
@@ -51,6 +51,8 @@ impl Node {
             scheduler: None,
             controller_manager: None,
             containerd: None,
+            pause_image: String::new(),
+            kubelet_root_dir: b.kubelet_root_dir.clone(),
             api: None,
             registry: None,
             dns: None,
@@ -89,6 +91,7 @@ impl Node {
         self.write_kubeconfigs();
         self.kubelet_args = b.kubelet_args.clone();
         self.prepull(&pause.reference);
+        self.pause_image = pause.reference.clone();
         self.start_daemons(&b);
         self.wait_registered_and_ready(t0);
         self.times.total = t0.elapsed();
@@ -211,7 +214,13 @@ impl Node {
         kubelet::write_credential_providers(self.holder(), creds);
         self.credential_providers = creds.cloned();
         let ip = self.netns().node_ip().to_string();
-        let flags = kubelet::Flags::new(&self.name, &ip, creds, &self.kubelet_args);
+        let flags = kubelet::Flags::new(
+            &self.name,
+            &ip,
+            &self.kubelet_root_dir,
+            creds,
+            &self.kubelet_args,
+        );
         let bin = control::kube_binary("kubelet");
         kubelet::write_service_layout(self.holder(), &bin, &flags);
         self.kubelet = Some(kubelet::start(
@@ -303,7 +312,7 @@ impl Node {
         }
         if let Some(h) = self.holder.as_ref() {
             h.kill_all_processes();
-            h.unmount_kubelet_volumes();
+            h.unmount_kubelet_volumes(&self.kubelet_root_dir);
         }
         remove_pod_cgroups();
         self.scheduler = None;
@@ -363,20 +372,50 @@ fn remove_stale_scratch_dirs() {
     }
 }
 
-/// The cgroup v1 parents runc created for the CRI's containers (`/k8s.io/<id>`: containerd's
-/// default cgroups path is `/<namespace>/<id>`); `rmdir` only succeeds once they are empty.
-fn remove_pod_cgroups() {
+/// The cgroup v1 dirs runc created for the CRI's containers (`/k8s.io/<id>` under each
+/// controller: containerd's default cgroups path is `/<namespace>/<id>`), children first, then
+/// the `/k8s.io` parents.
+pub fn pod_cgroup_dirs() -> Vec<PathBuf> {
     let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
+        return Vec::new();
     };
-    for c in controllers.flatten() {
-        let parent = c.path().join(runtime::K8S_NAMESPACE);
-        if let Ok(children) = std::fs::read_dir(&parent) {
-            for child in children.flatten().filter(|e| e.path().is_dir()) {
-                let _ = std::fs::remove_dir(child.path());
+    let parents: Vec<PathBuf> = controllers
+        .flatten()
+        .map(|c| c.path().join(runtime::K8S_NAMESPACE))
+        .filter(|p| p.is_dir())
+        .collect();
+    let mut dirs: Vec<PathBuf> = parents
+        .iter()
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.extend(parents);
+    dirs
+}
+
+/// Removes the pod cgroups ([`pod_cgroup_dirs`]), waiting (≤ 10 s) until they are gone: the
+/// kernel refuses `rmdir` (EBUSY) while a task is still in one — a container process still
+/// exiting after its SIGKILL, which under load can outlast the teardown's first attempt (a cold
+/// CI run found `/sys/fs/cgroup/memory/k8s.io` left). Whatever is still in them is killed again.
+/// Called with the cluster lock held, so every such cgroup is this node's.
+fn remove_pod_cgroups() {
+    let gone = poll(Duration::from_secs(10), || {
+        let dirs = pod_cgroup_dirs();
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.split_whitespace() {
+                let _ = Command::new("kill").args(["-KILL", pid]).output();
             }
+            let _ = std::fs::remove_dir(d);
         }
-        let _ = std::fs::remove_dir(&parent);
+        dirs.is_empty() || pod_cgroup_dirs().is_empty()
+    });
+    if !gone {
+        eprintln!(
+            "node harness: pod cgroups still there after 10 s: {:?}",
+            pod_cgroup_dirs()
+        );
     }
 }
 

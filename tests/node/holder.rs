@@ -7,7 +7,7 @@
 //! | `/var`           | overlayfs likewise (kubelet logs in `/var/log/pods`, CNI cache, …)  |
 //! | `/usr/libexec`   | overlayfs likewise (the credential-provider bin dir lives below)    |
 //! | `/run`           | bind of an empty test-owned dir (containerd state, sockets, …)     |
-//! | `/var/lib/kubelet`, `/var/lib/containerd` | binds of test-owned dirs (real ext4: the overlayfs snapshotter cannot stack on an overlay) |
+//! | the kubelet's root dir (`/var/lib/kubelet` unless the test sets another), `/var/lib/containerd` | binds of test-owned dirs (real ext4: the overlayfs snapshotter cannot stack on an overlay) |
 //! | `/proc/sys/{vm,kernel}/…` | the six sysctls kubelet 1.20 "fixes" (`setupKernelTunables` in `pkg/kubelet/cm/container_manager_linux.go`: overcommit_memory, panic_on_oom, panic, panic_on_oops, keys.root_maxkeys, keys.root_maxbytes), bound to files that already hold its values, so it never writes the machine's real ones |
 //!
 //! Every node process (containerd, kubelet, …) is started with `nsenter --mount=/proc/H/ns/mnt
@@ -54,8 +54,9 @@ fn sh_quote(s: &str) -> String {
 impl Holder {
     /// Starts the holder in the network namespace `netns` (a `/run/netns/NAME` path), with its
     /// backing dirs under `root`, and waits until its mounts are in place.
-    pub fn start(netns: &Path, root: &Path) -> Holder {
-        let script = Self::script(root);
+    /// The holder of a node whose kubelet runs with `--root-dir` `kubelet_root`.
+    pub fn start(netns: &Path, root: &Path, kubelet_root: &str) -> Holder {
+        let script = Self::script(root, kubelet_root);
         let script_path = root.join("holder.sh");
         std::fs::write(&script_path, script).expect("write holder.sh");
         let mut child = Command::new("nsenter")
@@ -87,7 +88,7 @@ impl Holder {
         }
     }
 
-    fn script(root: &Path) -> String {
+    fn script(root: &Path, kubelet_root: &str) -> String {
         let r = |p: &str| sh_quote(&root.join(p).display().to_string());
         let mut s = String::from("set -eu\n");
         for (node_path, name) in OVERLAYS {
@@ -98,7 +99,7 @@ impl Holder {
         }
         s += &format!("mkdir -p {run}\nmount --bind {run} /run\n", run = r("run"));
         for (node_path, name) in [
-            ("/var/lib/kubelet", "kubelet"),
+            (kubelet_root, "kubelet"),
             ("/var/lib/containerd", "containerd"),
         ] {
             s += &format!(
@@ -257,12 +258,12 @@ impl Holder {
         found.len()
     }
 
-    /// Unmounts what the kubelet mounted under its root dir (secret / token tmpfs volumes),
-    /// deepest first.
-    pub fn unmount_kubelet_volumes(&self) {
+    /// Unmounts what the kubelet mounted under its root dir `kubelet_root` (secret / token tmpfs
+    /// volumes), deepest first.
+    pub fn unmount_kubelet_volumes(&self, kubelet_root: &str) {
         let _ = self.sh(
-            r#"awk '$5 ~ "^/var/lib/kubelet/." {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done"#,
-            &[],
+            r#"awk -v root="$1/" 'index($5, root) == 1 && length($5) > length(root) {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do umount -l "$m" || true; done"#,
+            &[kubelet_root],
             b"",
         );
     }

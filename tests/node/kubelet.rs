@@ -14,16 +14,24 @@ use super::holder::Holder;
 use super::proc::NodeProc;
 use super::runtime::SOCKET;
 
+/// The kubelet's default `--root-dir` (a test may run it elsewhere: `NodeBuilder::kubelet_root_dir`).
 pub const ROOT_DIR: &str = "/var/lib/kubelet";
+/// kubeadm's files for the kubelet stay in `/var/lib/kubelet` whatever the root dir
+/// (kubeadm's `KubeletRunDirectory`).
 pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
+pub const KUBEADM_FLAGS: &str = "/var/lib/kubelet/kubeadm-flags.env";
 pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
-/// Where the kubelet reads node-wide registry credentials (`<root-dir>/config.json`).
+/// Where the kubelet reads node-wide registry credentials (`<root-dir>/config.json`) with the
+/// default root dir.
 pub const DOCKER_CONFIG_JSON: &str = "/var/lib/kubelet/config.json";
 /// The credential-provider bin dir the DaemonSet in manifests/ mounts.
 pub const CREDENTIAL_PROVIDER_BIN_DIR: &str =
     "/usr/libexec/kubernetes/kubelet-plugins/credential-provider/exec";
+/// The directory the harness keeps the CredentialProviderConfig in (a directory of its own, as
+/// docs/operate.md recommends, so the DaemonSet can mount it: [`CREDENTIAL_PROVIDER_MOUNT`]).
+pub const CREDENTIAL_PROVIDER_DIR: &str = "/etc/kubernetes/credential-provider";
 /// Where the harness writes the CredentialProviderConfig when one is given.
-pub const CREDENTIAL_PROVIDER_CONFIG: &str = "/etc/kubernetes/credential-provider.yaml";
+pub const CREDENTIAL_PROVIDER_CONFIG: &str = "/etc/kubernetes/credential-provider/config.yaml";
 
 /// Credential providers for the kubelet (`kubelet.config.k8s.io/v1alpha1`, feature gate
 /// `KubeletCredentialProviders`, both needed by kubelet 1.20).
@@ -83,10 +91,12 @@ pub struct Flags {
 }
 
 impl Flags {
-    /// The flags for node `name` at `node_ip`, with `creds` and `extra` flags.
+    /// The flags for node `name` at `node_ip` with root dir `root_dir` (its client certificates
+    /// in `<root_dir>/pki`), with `creds` and `extra` flags.
     pub fn new(
         name: &str,
         node_ip: &str,
+        root_dir: &str,
         creds: Option<&CredentialProviders>,
         extra: &[String],
     ) -> Flags {
@@ -96,8 +106,8 @@ impl Flags {
             kubeadm: vec![
                 "--container-runtime=remote".to_string(),
                 format!("--container-runtime-endpoint=unix://{SOCKET}"),
-                format!("--root-dir={ROOT_DIR}"),
-                format!("--cert-dir={ROOT_DIR}/pki"),
+                format!("--root-dir={root_dir}"),
+                format!("--cert-dir={root_dir}/pki"),
                 format!("--hostname-override={name}"),
                 format!("--node-ip={node_ip}"),
                 "--v=2".to_string(),
@@ -148,7 +158,7 @@ pub fn write_service_layout(holder: &Holder, bin: &Path, f: &Flags) {
     );
     let drop_in = format!(
         "[Service]\nEnvironment=\"KUBELET_KUBECONFIG_ARGS={}\"\nEnvironment=\"KUBELET_CONFIG_ARGS={}\"\n\
-         EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env\nEnvironmentFile=-/etc/default/kubelet\n\
+         EnvironmentFile=-{KUBEADM_FLAGS}\nEnvironmentFile=-/etc/default/kubelet\n\
          ExecStart=\nExecStart={bin} $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \
          $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS\n",
         f.kubeconfig.join(" "),
@@ -160,11 +170,7 @@ pub fn write_service_layout(holder: &Holder, bin: &Path, f: &Flags) {
         0o644,
     );
     let kubeadm = format!("KUBELET_KUBEADM_ARGS=\"{}\"\n", f.kubeadm.join(" "));
-    holder.write_file(
-        "/var/lib/kubelet/kubeadm-flags.env",
-        kubeadm.as_bytes(),
-        0o644,
-    );
+    holder.write_file(KUBEADM_FLAGS, kubeadm.as_bytes(), 0o644);
     let extra = format!("KUBELET_EXTRA_ARGS=\"{}\"\n", f.extra.join(" "));
     holder.write_file("/etc/default/kubelet", extra.as_bytes(), 0o644);
 }

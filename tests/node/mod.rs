@@ -89,6 +89,7 @@ pub mod proc;
 pub mod runtime;
 
 pub use agent::{Agent, AgentDeploy};
+pub use cluster::pod_cgroup_dirs;
 pub use kubelet::CredentialProviders;
 pub use pods::{Pod, PodSpec, PullVerdict};
 
@@ -120,6 +121,7 @@ pub struct NodeBuilder {
     containerd_extra: String,
     containerd_bin_dir: Option<PathBuf>,
     kubelet_args: Vec<String>,
+    kubelet_root_dir: String,
     files: Vec<(String, Vec<u8>, u32)>,
 }
 
@@ -165,6 +167,14 @@ impl NodeBuilder {
         self
     }
 
+    /// The kubelet's `--root-dir` (its client certificates go to `DIR/pki`); default
+    /// `/var/lib/kubelet`. kubeadm's own files (`kubeadm-flags.env`, `config.yaml`) stay in
+    /// `/var/lib/kubelet`, as kubeadm keeps them.
+    pub fn kubelet_root_dir(mut self, dir: &str) -> Self {
+        self.kubelet_root_dir = dir.into();
+        self
+    }
+
     /// An extra kubelet flag.
     pub fn kubelet_arg(mut self, flag: &str) -> Self {
         self.kubelet_args.push(flag.into());
@@ -204,6 +214,10 @@ pub struct Node {
     containerd: Option<NodeProc>,
     api: Option<KubeApiServer>,
     registry: Option<Registry>,
+    /// The sandbox image (`<node registry>/pause:TAG`), pre-pulled into containerd.
+    pause_image: String,
+    /// The kubelet's `--root-dir`.
+    kubelet_root_dir: String,
     dns: Option<Dns>,
     admin_kubeconfig: PathBuf,
     kubelet_args: Vec<String>,
@@ -226,6 +240,7 @@ impl Node {
             containerd_extra: String::new(),
             containerd_bin_dir: None,
             kubelet_args: Vec::new(),
+            kubelet_root_dir: kubelet::ROOT_DIR.into(),
             files: Vec::new(),
         }
     }

@@ -164,6 +164,23 @@ impl Node {
         proc::tail(&self.scratch().join("kubelet.log"), 200)
     }
 
+    /// The kubelet log's length in bytes (an offset for [`Node::kubelet_log_since`]).
+    pub fn kubelet_log_len(&self) -> u64 {
+        std::fs::metadata(self.scratch().join("kubelet.log")).map_or(0, |m| m.len())
+    }
+
+    /// What the kubelet logged after `offset` (bytes; [`Node::kubelet_log_len`]), lossy UTF-8.
+    pub fn kubelet_log_since(&self, offset: u64) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut out = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(self.scratch().join("kubelet.log")) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut out);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
     pub fn containerd_log(&self) -> String {
         proc::tail(&self.scratch().join("containerd.log"), 200)
     }
@@ -222,36 +239,91 @@ impl Node {
 
     /// Creates the pod and waits (≤ `timeout`) for the kubelet's verdict; the pod stays.
     ///
-    /// A pod with a pull secret is created again (up to 3 times) when the kubelet pulled
-    /// without the secret because it could not read it yet ("Unable to retrieve pull secret",
-    /// logged while the API server's Node authorizer has not yet linked the new pod to its
-    /// Secret: a race under load, after which the kubelet's next attempt uses the secret).
+    /// A pod with a pull secret is created only once the node can read that Secret: the Secret
+    /// first, then a reader pod bound to the node that needs it ([`pods::secret_reader_manifest`]),
+    /// and the pod once the reader runs (the kubelet has read the Secret). The reader is deleted
+    /// once the verdict is in. Should the kubelet still log that it could not read the Secret for
+    /// this pod, the verdict is an `Err` saying so (never a silent pull without it).
     pub fn start_pull(
         &self,
         spec: &PodSpec,
         timeout: Duration,
     ) -> (Pod, Result<PullVerdict, String>) {
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let log_start = self.kubelet_log().len();
-            let pod = self.create_pod(spec);
-            let v = self.wait_pull(&pod, timeout);
-            let pulled = matches!(&v, Ok(p) if p.is_pulled());
-            let secret_missed = spec.pull_secret.is_some()
-                && self
-                    .kubelet_log()
-                    .get(log_start..)
-                    .is_some_and(|l| l.contains(&spec.secret_not_retrieved_line()));
-            if pulled || !secret_missed || tries == 3 {
-                return (pod, v);
+        let log_start = self.kubelet_log_len();
+        pods::create_secret(self.api(), spec);
+        let reader = spec
+            .pull_secret
+            .is_some()
+            .then(|| self.wait_secret_readable(spec, timeout));
+        let pod = pods::create_pod(self.api(), spec);
+        let mut v = self.wait_pull(&pod, timeout);
+        if reader.is_some() {
+            self.delete_reader(spec);
+            let missed = self
+                .kubelet_log_since(log_start)
+                .contains(&spec.secret_not_retrieved_line());
+            if missed {
+                v = Err(format!(
+                    "the kubelet pulled for {} without its pull secret although it had read it \
+                     for the reader pod: {v:?}\nkubelet log:\n{}",
+                    spec.name,
+                    self.kubelet_log()
+                ));
             }
-            eprintln!(
-                "node {}: the kubelet could not read the pull secret of {} yet; again",
-                self.name, spec.name
-            );
-            self.delete_pod(&pod);
         }
+        (pod, v)
+    }
+
+    /// Creates the reader pod of `spec`'s pull Secret and waits until it runs (the kubelet has
+    /// read the Secret with the node's own credentials). Panics with its status and events when
+    /// it does not run within `timeout`.
+    fn wait_secret_readable(&self, spec: &PodSpec, timeout: Duration) -> String {
+        let manifest = pods::secret_reader_manifest(spec, &self.name, &self.pause_image);
+        let ns = &spec.namespace;
+        let api = self.api();
+        let created = api.must(
+            "POST",
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            api.admin_token(),
+            Some(&manifest),
+        );
+        let name = pods::secret_reader_name(spec);
+        let path = format!("/api/v1/namespaces/{ns}/pods/{name}");
+        let running = poll(timeout, || {
+            api.request("GET", &path, api.admin_token(), None)
+                .is_ok_and(|r| r.status == 200 && pods::is_running(&r.json()))
+        });
+        if !running {
+            let pod = Pod {
+                name: name.clone(),
+                namespace: ns.clone(),
+                uid: created["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            };
+            let status = api.must("GET", &path, api.admin_token(), None)["status"].clone();
+            panic!(
+                "the node could not read pull secret {ns}/{} within {timeout:?}: reader pod \
+                 status {status:#}\nevents: {:#?}",
+                spec.secret_name(),
+                self.pod_events(&pod)
+            );
+        }
+        name
+    }
+
+    /// Deletes the reader pod of `spec`'s pull Secret (grace 0), without waiting.
+    fn delete_reader(&self, spec: &PodSpec) {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
+        let path = format!(
+            "/api/v1/namespaces/{}/pods/{}",
+            spec.namespace,
+            pods::secret_reader_name(spec)
+        );
+        let _ = self
+            .api()
+            .request("DELETE", &path, self.api().admin_token(), Some(&body));
     }
 
     /// [`Node::start_pull`] (≤ [`PULL_TIMEOUT`], panics past it), then deletes the pod again and

@@ -64,7 +64,7 @@ impl PodSpec {
         )
     }
 
-    fn secret_name(&self) -> String {
+    pub fn secret_name(&self) -> String {
         format!("{}-pull", self.name)
     }
 
@@ -134,22 +134,26 @@ impl PullVerdict {
     }
 }
 
-/// Creates the pod (and its pull Secret) as admin.
-pub fn create(api: &KubeApiServer, spec: &PodSpec) -> Pod {
-    let admin = api.admin_token();
-    let ns = &spec.namespace;
+/// Creates the pod's pull Secret, if it has one, as admin.
+pub fn create_secret(api: &KubeApiServer, spec: &PodSpec) {
     if let Some(secret) = spec.secret() {
+        let ns = &spec.namespace;
         api.must(
             "POST",
             &format!("/api/v1/namespaces/{ns}/secrets"),
-            admin,
+            api.admin_token(),
             Some(&secret),
         );
     }
+}
+
+/// Creates the pod itself as admin (its pull Secret must exist already: [`create_secret`]).
+pub fn create_pod(api: &KubeApiServer, spec: &PodSpec) -> Pod {
+    let ns = &spec.namespace;
     let v = api.must(
         "POST",
         &format!("/api/v1/namespaces/{ns}/pods"),
-        admin,
+        api.admin_token(),
         Some(&spec.manifest()),
     );
     Pod {
@@ -160,6 +164,48 @@ pub fn create(api: &KubeApiServer, spec: &PodSpec) -> Pod {
             .unwrap_or_default()
             .to_string(),
     }
+}
+
+/// Creates the pod and its pull Secret as admin.
+pub fn create(api: &KubeApiServer, spec: &PodSpec) -> Pod {
+    create_secret(api, spec);
+    create_pod(api, spec)
+}
+
+/// The name of the pod that proves the node can read `spec`'s pull Secret
+/// ([`secret_reader_manifest`]).
+pub fn secret_reader_name(spec: &PodSpec) -> String {
+    format!("{}-reader", spec.secret_name())
+}
+
+/// A pod bound to `node` (no scheduler) that runs `image` (already on the node) with the pull
+/// Secret of `spec` as an environment variable: the kubelet starts its container only once it
+/// has read that Secret. The kubelet reads pull secrets through the same per-Secret cache (a
+/// watch, `configMapAndSecretChangeDetectionStrategy: Watch`), kept while any pod on the node
+/// refers to the Secret, and the API server's Node authorizer lets the node read the Secret
+/// because this pod is bound to it. So while this pod runs, a new pod with the same pull Secret
+/// gets it on its first pull — without it, the kubelet can see the new pod before the Node
+/// authorizer has linked it to its Secret, and pulls without it ("Unable to retrieve pull secret").
+pub fn secret_reader_manifest(spec: &PodSpec, node: &str, image: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": secret_reader_name(spec), "namespace": spec.namespace},
+    "spec": {
+        "nodeName": node,
+        "hostNetwork": true,
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": false,
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{
+            "name": "c", "image": image, "imagePullPolicy": "IfNotPresent",
+            "env": [{"name": "PULL_SECRET", "valueFrom": {"secretKeyRef": {
+                "name": spec.secret_name(), "key": ".dockerconfigjson"}}}],
+        }],
+    }})
+}
+
+/// Is the pod's first container running (Pod JSON)?
+pub fn is_running(pod: &Value) -> bool {
+    !pod["status"]["containerStatuses"][0]["state"]["running"].is_null()
 }
 
 /// core/v1 Events about `pod` (this incarnation: matched by uid), oldest first.
@@ -228,25 +274,32 @@ pub fn wait_verdict(
     }
 }
 
-/// Deletes the pod at once (grace 0) and its pull Secret, and waits (≤ 30 s) until it is gone.
+/// Deletes the pod at once (grace 0), its pull Secret and the Secret's reader pod, and waits
+/// (≤ 30 s) until the pods are gone.
 pub fn delete(api: &KubeApiServer, namespace: &str, name: &str) {
     let admin = api.admin_token();
     let body = json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0});
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{name}");
-    let _ = api.request("DELETE", &path, admin, Some(&body));
+    let pods = [name.to_string(), format!("{name}-pull-reader")];
+    for pod in &pods {
+        let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}");
+        let _ = api.request("DELETE", &path, admin, Some(&body));
+    }
     let _ = api.request(
         "DELETE",
         &format!("/api/v1/namespaces/{namespace}/secrets/{name}-pull"),
         admin,
         None,
     );
-    let gone = super::proc::poll(Duration::from_secs(30), || {
-        api.request("GET", &path, admin, None)
-            .map(|r| r.status == 404)
-            .unwrap_or(false)
-    });
-    assert!(
-        gone,
-        "pod {namespace}/{name} still exists 30 s after deletion"
-    );
+    for pod in &pods {
+        let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}");
+        let gone = super::proc::poll(Duration::from_secs(30), || {
+            api.request("GET", &path, admin, None)
+                .map(|r| r.status == 404)
+                .unwrap_or(false)
+        });
+        assert!(
+            gone,
+            "pod {namespace}/{pod} still exists 30 s after deletion"
+        );
+    }
 }
