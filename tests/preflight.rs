@@ -251,13 +251,13 @@ fn setup() -> Fixture {
     register(&api, "huge", Some(&huge), &agent_image);
     register(&api, "noagent", None, &agent_image);
 
-    // Every real agent ready (its first cycle done); /readyz is authenticated, so ask as admin.
+    // Every real agent ready (its first cycle done), asked as the kubelet's probes ask: on the
+    // health listener, port 9809, unauthenticated. Only healthy-b names it (`--health-listen`);
+    // the others get it as the default of an agent in a cluster.
     let deadline = Instant::now() + Duration::from_secs(60);
     for (i, (node, _, _)) in nodes.iter().enumerate() {
-        // The TLS agent's readiness on its plain health listener.
-        let port = if *node == "healthy-b" { 9809 } else { 9808 };
-        let addr = format!("{}:{port}", lab.slots[i].addr);
-        while http(&addr, "GET", "/readyz", Some(api.admin_token())).map(|r| r.0) != Some(200) {
+        let addr = format!("{}:9809", lab.slots[i].addr);
+        while http(&addr, "GET", "/readyz", None).map(|r| r.0) != Some(200) {
             let log =
                 std::fs::read_to_string(dir.path().join(format!("{node}.log"))).unwrap_or_default();
             assert!(Instant::now() < deadline, "agent {node} not ready:\n{log}");
