@@ -403,3 +403,59 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
         t.elapsed()
     );
 }
+
+/// Issue 17 item 2 on the real node: the base install (no `pull-secrets` component, so
+/// `pull_secrets: false`) and a pod whose pull secret is wrong. The kubelet reads the secret
+/// and gets a 401; the agent, which may not read it, names the secret the pod gives and that
+/// it cannot read it, instead of blaming a missing credential (it said
+/// `AuthCredentialsRequired … no credential is configured for it` before).
+#[test]
+fn a_wrong_pull_secret_on_the_base_install_is_named_not_blamed_on_a_missing_credential() {
+    let node = Node::start();
+    let agent = node.deploy_agent(&AgentDeploy::new().set("interval", "2s").set("jitter", "0"));
+    let reg = Registry::builder()
+        .htpasswd(&[("node", "nodepass")])
+        .start();
+    node::images::pause_image("v1").push(
+        &reg,
+        "app",
+        &PushOpts::insecure().creds("node", "nodepass"),
+    );
+    let rp = reg.port();
+    hosts_toml(&node, "reg.test", rp, &[]);
+    let image = format!("reg.test:{rp}/app:v1");
+    let spec =
+        PodSpec::new("secret-bad", &image).pull_secret(&format!("reg.test:{rp}"), "node", "wrong");
+    let (pod, kubelet) = node.start_pull(&spec, Duration::from_secs(90));
+    expect_err_image_pull(
+        &kubelet.expect("the kubelet's verdict"),
+        &["401 Unauthorized"],
+    );
+    let (event, all) = node::proc::poll_some(Duration::from_secs(60), || {
+        let evs = node.pod_events(&pod);
+        let e = evs
+            .iter()
+            .find(|e| e["reason"] == "PullSecretUnreadable")?
+            .clone();
+        Some((e, evs))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no PullSecretUnreadable Event on the pod: {:#?}\n{}",
+            node.pod_events(&pod),
+            node.agent_log(&agent)
+        )
+    });
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!(
+            "image {image}: the pod names secret default/secret-bad-pull, which the agent is not allowed to read (install components/pull-secrets)"
+        )),
+        "{message}"
+    );
+    assert!(
+        !all.iter().any(|e| e["reason"] == "AuthCredentialsRequired"),
+        "still blamed on a missing credential: {all:#?}"
+    );
+    node.delete_pod(&pod);
+}
