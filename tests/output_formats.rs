@@ -298,6 +298,48 @@ fn a_missing_resolv_conf_is_named() {
     );
 }
 
+/// Issue 17 item 16: `plan --host-root` shows the files an endpoint uses (`ca:`, `client
+/// cert:`, the system CA bundle) as the node sees them, like its `from:` lines, never under
+/// this machine's copy of the root.
+#[test]
+fn plan_shows_file_paths_as_the_node_sees_them() {
+    let root = node_root();
+    let r = root.path();
+    let dir = hosts_toml(
+        r,
+        "reg.example",
+        "server = \"https://reg.example\"\n[host.\"https://mirror.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"ca.crt\"\n  client = [[\"client.cert\", \"client.key\"]]\n",
+    );
+    let pki = Pki::new();
+    for (from, to) in [
+        (&pki.ca_cert, "ca.crt"),
+        (&pki.client.cert, "client.cert"),
+        (&pki.client.key, "client.key"),
+    ] {
+        std::fs::copy(from, dir.join(to)).unwrap();
+    }
+    std::fs::create_dir_all(r.join("etc/ssl/certs")).unwrap();
+    std::fs::copy(&pki.ca_cert, r.join("etc/ssl/certs/ca-certificates.crt")).unwrap();
+    let out = run_pullprobe(
+        &[
+            "plan",
+            "--host-root",
+            r.to_str().unwrap(),
+            "reg.example/app:v1",
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "     ca: /srv/certs.d/reg.example/ca.crt\n",
+        "     client cert: /srv/certs.d/reg.example/client.cert\n",
+        "system CA bundle: /etc/ssl/certs/ca-certificates.crt\n",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    assert!(!text.contains(r.to_str().unwrap()), "{text}");
+}
+
 /// Issue 17 item 10: the pre-flight table of one node that pulls one image and cannot run
 /// the other's workload (`-`): the default table explains `-` and names the workload that
 /// lands nowhere; `-o wide` adds each cell's answer and the agent, so it always differs; the
