@@ -905,6 +905,20 @@ fn a_pull_secret_the_agent_cannot_read_is_named() {
         m.ends_with("the registry answers AuthCredentialsRequired"),
         "{m}"
     );
+    // `/status` gives the same fix for the target, not "give the pod an imagePullSecret".
+    agent_proc::authorize(agent.port, &admin);
+    let hint = wait_for(Duration::from_secs(10), "the target's hint", || {
+        let st = get_json(agent.port, "/status");
+        status_targets(&st)
+            .values()
+            .find(|t| t["kind"] == "image" && t["image"] == image.as_str())
+            .and_then(|t| t["hint"].as_str().map(str::to_string))
+    });
+    assert!(
+        hint.contains("pod apps/p1")
+            && hint.ends_with("install components/pull-secrets to check with them"),
+        "{hint}"
+    );
     let denied = api
         .audit_events()
         .into_iter()

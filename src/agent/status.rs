@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::outcome::{CheckKind, CheckRecord, CycleOutcome, NodeView, RegistryPath};
+use super::outcome::{
+    CheckKind, CheckRecord, CycleOutcome, NodeView, RegistryPath, WorkloadKind, WorkloadProblem,
+};
 use crate::probe::verdict::PathState;
 
 /// RFC 3339, second precision.
@@ -84,10 +86,23 @@ pub struct TargetView {
 
 /// The fix for a failing check: the report's own hint when it is about the reason the
 /// check says (a path check's state can come from another attempt than the report's), else
-/// the reason's hint naming the registry.
-fn hint_of(c: &CheckRecord) -> Option<String> {
+/// the reason's hint naming the registry. When the check's pods name pull secrets the
+/// agent may not read (`PullSecretUnreadable`), that is the fix: the report's own hint would
+/// ask for a secret the pods already give.
+fn hint_of(c: &CheckRecord, workload: &[WorkloadProblem]) -> Option<String> {
     let (_, reason) = c.says();
     let reason = reason.filter(|_| c.failing())?;
+    let unread = workload.iter().find(|w| {
+        w.kind == WorkloadKind::PullSecretUnreadable
+            && w.image == c.checked.report.image
+            && c.pods.contains(&w.pod)
+    });
+    if let Some(w) = unread {
+        return Some(format!(
+            "the agent may not read the pull secrets pod {}/{} names, so it checked without them: install components/pull-secrets to check with them",
+            w.pod.namespace, w.pod.name
+        ));
+    }
     let r = &c.checked.report;
     if r.reason == Some(reason) && r.hint.is_some() {
         return r.hint.clone();
@@ -118,7 +133,12 @@ fn verdict_of(c: &CheckRecord) -> (&'static str, Option<&'static str>, String) {
     (verdict, reason.map(|x| x.as_str()), message)
 }
 
-fn target_view(c: &CheckRecord, since: SystemTime, node: Option<&NodeView>) -> TargetView {
+fn target_view(
+    c: &CheckRecord,
+    since: SystemTime,
+    node: Option<&NodeView>,
+    workload: &[WorkloadProblem],
+) -> TargetView {
     let r = &c.checked.report;
     let (verdict, reason, message) = verdict_of(c);
     TargetView {
@@ -133,7 +153,7 @@ fn target_view(c: &CheckRecord, since: SystemTime, node: Option<&NodeView>) -> T
         phase: reason.and(r.phase.map(|p| p.as_str())),
         reason,
         message,
-        hint: hint_of(c),
+        hint: hint_of(c, workload),
         duration_ms: r.duration_ms,
         checked_at: rfc3339(c.at),
         since: rfc3339(since),
@@ -171,7 +191,7 @@ impl StatusBook {
             self.targets.insert(
                 c.key.clone(),
                 (
-                    target_view(c, since, o.node_config.as_ref()),
+                    target_view(c, since, o.node_config.as_ref(), &o.workload),
                     verdict,
                     since,
                 ),
