@@ -106,7 +106,8 @@ pub async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<toki
     s.connect(to).await
 }
 
-/// `GET path` on `to` from the local address `from`, with a bearer token if given: the status.
+/// `GET path` on `to` from the local address `from`, with a bearer token if given: the status
+/// (None when the agent does not answer within 20 s, so a hung agent fails a test, never hangs it).
 pub async fn get_status_from(
     from: [u8; 4],
     to: SocketAddr,
@@ -114,19 +115,25 @@ pub async fn get_status_from(
     bearer: Option<&str>,
 ) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = connect_from(from, to).await.ok()?;
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).await.ok()?;
-    String::from_utf8_lossy(&out)
-        .split_whitespace()
-        .nth(1)?
-        .parse()
+    let exchange = async {
+        let mut s = connect_from(from, to).await.ok()?;
+        let auth = bearer
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: agent\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        String::from_utf8_lossy(&out)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
         .ok()
+        .flatten()
 }
 
 /// `GET path` as JSON (panics if the agent does not answer 200 with JSON).
