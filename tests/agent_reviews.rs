@@ -112,10 +112,11 @@ fn junk_tokens_neither_starve_nor_evict_an_authorized_scraper() {
         &admin,
         Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
     );
-    // Prometheus's identity as shipped: may `get /metrics`, nothing else.
-    let reader = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests/components/prometheus/metrics-reader.yaml");
-    api.apply_file(&reader);
+    // Prometheus's identity as shipped: may `get /metrics`, nothing else (the ClusterRole in
+    // readers.yaml, the ServiceAccount and its binding in the prometheus component).
+    let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    api.apply_file(&manifests.join("readers.yaml"));
+    api.apply_file(&manifests.join("components/prometheus/metrics-reader.yaml"));
     let prometheus = api.service_account_token("pullprobe", "pullprobe-metrics-reader", 3600);
     let newcomer = api.service_account_token("pullprobe", "pullprobe-metrics-reader", 3600);
     assert_ne!(prometheus, newcomer);
@@ -138,8 +139,11 @@ fn junk_tokens_neither_starve_nor_evict_an_authorized_scraper() {
     let scrape = |from: [u8; 4], token: &str| {
         rt.block_on(get_status_from(from, addr, "/metrics", Some(token)))
     };
-    // Authorized once before the flood: from now on a known caller.
-    assert_eq!(scrape(PROMETHEUS, &prometheus), Some(200));
+    // Authorized once before the flood: from now on a known caller. (The API server's RBAC
+    // authorizer sees the new binding when its informer does: wait for that.)
+    wait_for(Duration::from_secs(30), "Prometheus's first scrape", || {
+        (scrape(PROMETHEUS, &prometheus) == Some(200)).then_some(())
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let flood = start_flood(&rt, addr, stop.clone());
