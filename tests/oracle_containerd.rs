@@ -1786,15 +1786,29 @@ fn platform_missing_from_the_index() {
 // Rules that differ by release (each read from that release's code, cited where pullprobe
 // implements it)
 
-/// When no host resolved the reference: 1.6/1.7 report the first non-404 error (here the
-/// upstream's untrusted certificate), 2.x the most relevant one (the mirror's 404, "not
+/// An upstream with an untrusted certificate behind `mirror` (a `[host]` URL that answers
+/// 404 for the image). No host resolves the reference: 1.6/1.7 report the first non-404
+/// error (the upstream's certificate), 2.x the most relevant one (the mirror's 404, "not
 /// found"): src/probe/verdict.rs.
-fn expect_reported_across_hosts(b: &Both) {
+fn untrusted_upstream_behind(s: Series, name: &'static str, mirror: &str) {
+    let pki = Pki::new();
+    let (_up, uhost, image) = registry_with_image(
+        Registry::builder().tls(&pki.unknown_ca_leaf),
+        &PushOpts::insecure(),
+    );
+    let tree = NodeTree::new();
+    tree.hosts_toml(
+        &uhost,
+        &format!(
+            "server = \"https://{uhost}\"\n[host.\"{mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
+        ),
+    );
+    let b = run_both(name, Containerd::shared(s), &tree, &image, &[], &[]);
     b.assert_agree();
     assert_eq!(b.verdict(), "not_ready", "{}", b.ctx());
     let err = b.ctr.as_ref().err().cloned().unwrap_or_default();
     let last = err.lines().last().unwrap_or_default().to_string();
-    if b.series == Series::V2 {
+    if s == Series::V2 {
         assert!(
             matches!(b.reason(), Some("ManifestNotFound" | "RepositoryNotFound")),
             "{}",
@@ -1818,62 +1832,24 @@ fn expect_reported_across_hosts(b: &Both) {
 #[test]
 fn mirror_404_then_untrusted_upstream() {
     each_series(|s| {
-        let ctrd = Containerd::shared(s);
-        let pki = Pki::new();
-        let (_up, uhost, image) = registry_with_image(
-            Registry::builder().tls(&pki.unknown_ca_leaf),
-            &PushOpts::insecure(),
-        );
         let empty = Registry::plain();
-        let tree = NodeTree::new();
-        tree.hosts_toml(
-            &uhost,
-            &format!(
-                "server = \"https://{uhost}\"\n[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                empty.host_port()
-            ),
-        );
-        let b = run_both(
-            "mirror 404, untrusted upstream",
-            ctrd,
-            &tree,
-            &image,
-            &[],
-            &[],
-        );
-        expect_reported_across_hosts(&b);
+        let mirror = format!("http://{}", empty.host_port());
+        untrusted_upstream_behind(s, "mirror 404, untrusted upstream", &mirror);
     });
 }
 
 #[test]
 fn mirror_path_without_override_path_then_untrusted_upstream() {
     each_series(|s| {
-        let ctrd = Containerd::shared(s);
-        let pki = Pki::new();
-        let (_up, uhost, image) = registry_with_image(
-            Registry::builder().tls(&pki.unknown_ca_leaf),
-            &PushOpts::insecure(),
-        );
         let (_reg, rhost) = plain_registry_with_image("team/app");
-        let proxy = PathRewriteProxy::start("/api/mirror", &rhost);
-        let tree = NodeTree::new();
         // Without override_path containerd appends /v2: the proxy's backend answers 404.
-        tree.hosts_toml(
-            &uhost,
-            &format!(
-                "server = \"https://{uhost}\"\n[host.\"http://127.0.0.1:{}/api/mirror\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                proxy.port
-            ),
-        );
-        let b = run_both(
+        let proxy = PathRewriteProxy::start("/api/mirror", &rhost);
+        let mirror = format!("http://127.0.0.1:{}/api/mirror", proxy.port);
+        untrusted_upstream_behind(
+            s,
             "mirror path w/o override_path, untrusted upstream",
-            ctrd,
-            &tree,
-            &image,
-            &[],
-            &[],
+            &mirror,
         );
-        expect_reported_across_hosts(&b);
     });
 }
 

@@ -64,9 +64,11 @@ authentication:
     enabled: false
 authorization:
   mode: AlwaysAllow
+# Absolute: the machine's disk is shared by every build on it, and 1% of its size is GBs
+# (a DiskPressure taint would stop the scenarios' pods from being scheduled).
 evictionHard:
-  nodefs.available: "1%"
-  imagefs.available: "1%"
+  nodefs.available: "200Mi"
+  imagefs.available: "200Mi"
   memory.available: "100Mi"
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
