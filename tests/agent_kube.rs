@@ -895,12 +895,14 @@ fn a_pull_secret_the_agent_cannot_read_is_named() {
         );
         ev["message"].as_str().unwrap_or_default().to_string()
     };
-    let says = |image: &str| {
-        format!("image {image}: the pod names secret apps/regcred, which the agent is not allowed to read (install components/pull-secrets)")
+    let says = |image: &str, grant: &str| {
+        format!("image {image}: the pod names secret apps/regcred, which the agent is not allowed to read ({grant})")
     };
-    // `pull_secrets: true`, but the API server answers 403 for the secret.
+    // `pull_secrets: true`, but the API server answers 403 for the secret: the namespace has no
+    // RoleBinding (components/pull-secrets grants per namespace).
     let m = pod_event("p1", &image);
-    assert!(m.starts_with(&says(&image)), "{m}");
+    let bind = "bind pullprobe-pull-secrets-reader in namespace apps: docs/operate.md \"Pod pull secrets\"";
+    assert!(m.starts_with(&says(&image, bind)), "{m}");
     assert!(
         m.ends_with("the registry answers AuthCredentialsRequired"),
         "{m}"
@@ -928,15 +930,19 @@ fn a_pull_secret_the_agent_cannot_read_is_named() {
         !denied.is_empty() && denied.iter().all(|e| e["responseStatus"]["code"] == 403),
         "{denied:?}"
     );
-    // The base install's config: the agent reads no Secret at all, and says the same. A new
-    // tag, so its check is new rather than one of `image` (checked again only when due).
+    // The base install's config: the agent reads no Secret at all, and says to install the
+    // component. A new tag, so its check is new rather than one of `image` (checked again
+    // only when due).
     write_file(root.path(), "pullprobe.yaml", &config(false));
     wait_for(Duration::from_secs(10), "the config reload", || {
         (!agent.logs_with("config reloaded").is_empty()).then_some(())
     });
     let image2 = format!("{}/team/app:v2", reg.host_port());
     let m = pod_event("p2", &image2);
-    assert!(m.starts_with(&says(&image2)), "{m}");
+    assert!(
+        m.starts_with(&says(&image2, "install components/pull-secrets")),
+        "{m}"
+    );
     agent.sigterm();
     assert!(agent.wait_exit(Duration::from_secs(10)).success());
 }

@@ -165,6 +165,11 @@ fn check_config_defaults_and_ports(cfg: &pullprobe::agent::config::AgentConfig, 
     assert_eq!((cfg.fail_after, cfg.recover_after), (2, 1));
     assert!(cfg.images.is_empty());
     assert!(!cfg.pull_secrets, "Secret reading is opt-in");
+    assert_eq!(
+        cfg.state_dir.as_deref(),
+        Some(Path::new(STATE_DIR)),
+        "the state is kept on the DaemonSet's state volume"
+    );
     let port = cfg.listen.port();
     assert_eq!(c["ports"][0]["containerPort"], port);
     // The kubelet's probes use the unauthenticated health listener (the main one reviews
@@ -233,6 +238,12 @@ fn agent_node_paths() -> Vec<String> {
         .iter()
         .map(|s| s.display().to_string()),
     );
+    p.push(
+        Path::new(kubelet::DEFAULT_ROOT_DIR)
+            .join(kubelet::cached::PULL_RECORDS_DIR)
+            .display()
+            .to_string(),
+    );
     for d in [k3s::Distro::K3s, k3s::Distro::Rke2] {
         for f in [d.registries_yaml(), d.containerd_config(), d.certs_d()] {
             p.push(f.display().to_string());
@@ -242,6 +253,9 @@ fn agent_node_paths() -> Vec<String> {
     p.dedup();
     p
 }
+
+/// The agent's writable state dir in the DaemonSet (config `state_dir`).
+const STATE_DIR: &str = "/var/lib/pullprobe";
 
 /// Agent paths a component mounts (the base does not): (path, component).
 const BY_COMPONENT: &[(&str, &str)] = &[
@@ -346,10 +360,13 @@ fn check_host_mounts(pod: &Value, components: &[&str]) {
     let mounts = pod["containers"][0]["volumeMounts"].as_array().unwrap();
     let hp = host_paths(pod);
     for v in pod["volumes"].as_array().unwrap() {
-        assert!(
-            v["emptyDir"].is_null(),
-            "no emptyDir masks (they need their mount point on the node): {v}"
-        );
+        if !v["emptyDir"].is_null() {
+            let m = mounts.iter().find(|m| m["name"] == v["name"]).unwrap();
+            assert!(
+                !m["mountPath"].as_str().unwrap().starts_with("/host"),
+                "no emptyDir masks under /host (they need their mount point on the node): {m}"
+            );
+        }
         if v["hostPath"].is_null() {
             continue;
         }
@@ -405,10 +422,15 @@ fn check_host_mounts(pod: &Value, components: &[&str]) {
             ),
         }
     }
-    // Nothing under /host is writable.
+    // Everything is read-only but the agent's own state volume (an emptyDir).
     for m in mounts {
-        assert_eq!(m["readOnly"], true, "{m}");
+        let state = m["name"] == "state" && m["mountPath"] == STATE_DIR;
+        assert_eq!(m["readOnly"] == true, !state, "{m}");
     }
+    assert!(
+        volume_of(pod, mount_at(pod, STATE_DIR))["emptyDir"].is_object(),
+        "{STATE_DIR} is an emptyDir"
+    );
 }
 
 /// docs/threat-model.md names every path the agent reads but no manifest mounts.

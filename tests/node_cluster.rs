@@ -328,6 +328,13 @@ fn daemonset_from_manifests_deploys_and_writes_its_conditions_to_the_node() {
             "{cond}"
         );
     }
+    // Its one writable mount: the state it keeps across container restarts (`state_dir`,
+    // saved after each cycle), written as UID 65532.
+    let state = format!("/proc/{pid}/root/var/lib/pullprobe/state.json");
+    let saved = node::proc::poll(Duration::from_secs(30), || {
+        std::fs::metadata(&state).is_ok()
+    });
+    assert!(saved, "no {state}: {}", node.agent_log(&agent));
     let writes = node
         .api()
         .audit_writes_by("system:serviceaccount:pullprobe:pullprobe");

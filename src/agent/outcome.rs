@@ -394,8 +394,17 @@ fn unread_secret_problem(
         [one] => ("secret", format!("{}/{one}", pod.namespace)),
         many => ("secrets", format!("{}/{}", pod.namespace, many.join(", "))),
     };
+    // With `pull_secrets` on, a refusal means the namespace has no RoleBinding
+    // (components/pull-secrets grants per namespace); off, the component is not installed.
+    let grant = match reads_secrets {
+        true => format!(
+            "bind pullprobe-pull-secrets-reader in namespace {}: docs/operate.md \"Pod pull secrets\"",
+            pod.namespace
+        ),
+        false => "install components/pull-secrets".to_string(),
+    };
     let message = format!(
-        "the pod names {noun} {names}, which the agent is not allowed to read (install components/pull-secrets); checked without it, the registry answers {reason}"
+        "the pod names {noun} {names}, which the agent is not allowed to read ({grant}); checked without it, the registry answers {reason}"
     );
     Some((WorkloadKind::PullSecretUnreadable, message))
 }

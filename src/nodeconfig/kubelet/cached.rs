@@ -36,6 +36,9 @@ use crate::hostroot::HostRoot;
 use crate::problem::{ConfigProblem, ProblemKind};
 use crate::reference::ImageRef;
 
+/// Where the kubelet keeps its pull records, relative to its `--root-dir`.
+pub const PULL_RECORDS_DIR: &str = "image_manager/pulled";
+
 /// The feature gate's name.
 pub const GATE: &str = "KubeletEnsureSecretPulledImages";
 /// Most pull records read (a node keeps one per image it pulled; image GC removes them).
@@ -181,7 +184,7 @@ impl PullRecords {
     /// Read `<root_dir>/image_manager/pulled` (bounded; a missing directory is no records:
     /// the kubelet has not pulled with the feature on).
     pub fn load(hr: &HostRoot, root_dir: &Path) -> PullRecords {
-        let dir = root_dir.join("image_manager").join("pulled");
+        let dir = root_dir.join(PULL_RECORDS_DIR);
         let mut out = PullRecords {
             dir: dir.clone(),
             ..Default::default()
