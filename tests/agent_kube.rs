@@ -756,6 +756,29 @@ fn fleet_status(kubeconfig: &Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// An agent for `NODE` (created here) as `kubeconfig`, probing `team/app:v1` on a plain
+/// registry of its own, Ready: (registry, host root, agent), to keep alive together.
+fn agent_on_a_plain_registry(
+    api: &KubeApiServer,
+    admin: &str,
+    kubeconfig: &Path,
+) -> (Registry, tempfile::TempDir, AgentProc) {
+    create_node(api, admin, NODE);
+    let reg = Registry::plain();
+    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
+    let root = agent_proc::host_root();
+    let cfg = agent_config(root.path(), &[format!("{}/team/app:v1", reg.host_port())]);
+    let mut agent = agent_proc::spawn_for_node(
+        &["--kubeconfig", kubeconfig.to_str().unwrap()],
+        NODE,
+        &cfg,
+        root.path(),
+    );
+    agent_proc::authorize(agent.port, admin);
+    agent.wait_ready(Duration::from_secs(20));
+    (reg, root, agent)
+}
+
 /// Issue 17 item 1: a stopped agent leaves its conditions on the Node, False with a frozen
 /// heartbeat. Past one heartbeat (plus its slack) `pullprobe status` shows the node as unknown
 /// and exits 1 — before, it said "No node reports a registry problem" with exit 0 for ever.
@@ -767,18 +790,7 @@ fn status_calls_a_stopped_agents_conditions_unknown() {
     let kubeconfig = api.write_kubeconfig(&token);
     let admin_kubeconfig = api.dir().join("admin-status.kubeconfig");
     std::fs::write(&admin_kubeconfig, api.kubeconfig_yaml(&admin)).unwrap();
-    create_node(&api, &admin, NODE);
-    let reg = Registry::plain();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
-    let root = agent_proc::host_root();
-    let cfg = agent_config(root.path(), &[format!("{}/team/app:v1", reg.host_port())]);
-    let mut agent = agent_proc::spawn_for_node(
-        &["--kubeconfig", kubeconfig.to_str().unwrap()],
-        NODE,
-        &cfg,
-        root.path(),
-    );
-    agent.wait_ready(Duration::from_secs(20));
+    let (_reg, _root, mut agent) = agent_on_a_plain_registry(&api, &admin, &kubeconfig);
     wait_condition(
         &api,
         "RegistryUnreachable",
@@ -1029,12 +1041,8 @@ fn doc_commands_read_an_agent_and_uninstall_its_conditions() {
     api.apply_file(&manifests.join("readers.yaml"));
     let kubeconfig = api.write_kubeconfig(&token);
     let admin_kubeconfig = api.write_kubeconfig(&admin);
-    api.must(
-        "POST",
-        "/api/v1/nodes",
-        &admin,
-        Some(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
-    );
+    let (_reg, _root, mut agent) = agent_on_a_plain_registry(&api, &admin, &kubeconfig);
+    // The kubelet's own condition, which the uninstall must leave alone.
     let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True",
         "reason": "KubeletReady", "message": "kubelet is posting ready status",
         "lastHeartbeatTime": "2026-01-01T00:00:00Z", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
@@ -1049,22 +1057,6 @@ fn doc_commands_read_an_agent_and_uninstall_its_conditions() {
         )
         .unwrap();
     assert_eq!(r.status, 200, "{r:?}");
-    let reg = Registry::plain();
-    OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
-    let root = agent_proc::host_root();
-    let cfg = agent_config(root.path(), &[format!("{}/team/app:v1", reg.host_port())]);
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
-        NODE,
-        "--config",
-        cfg.to_str().unwrap(),
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
-    agent_proc::authorize(agent.port, &admin);
-    agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     for kind in ["RegistryUnreachable", "RegistryAuthFailing"] {
         wait_condition(&api, kind, "False", Duration::from_secs(10));

@@ -488,10 +488,15 @@ fn can(
     if let Some(ns) = ns {
         attrs["namespace"] = json!(ns);
     }
+    self_review(api, token, json!({"resourceAttributes": attrs}))
+}
+
+/// A SelfSubjectAccessReview with `spec` as `token`: allowed?
+fn self_review(api: &KubeApiServer, token: &str, spec: Value) -> bool {
     let review = json!({
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
-        "spec": {"resourceAttributes": attrs},
+        "spec": spec,
     });
     let v = api.must(
         "POST",
@@ -847,18 +852,11 @@ fn reader_roles_grant_status_and_metrics_only() {
 
 /// SelfSubjectAccessReview of a non-resource URL.
 fn can_url(api: &KubeApiServer, token: &str, verb: &str, path: &str) -> bool {
-    let review = json!({
-        "apiVersion": "authorization.k8s.io/v1",
-        "kind": "SelfSubjectAccessReview",
-        "spec": {"nonResourceAttributes": {"verb": verb, "path": path}},
-    });
-    let v = api.must(
-        "POST",
-        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+    self_review(
+        api,
         token,
-        Some(&review),
-    );
-    v["status"]["allowed"] == true
+        json!({"nonResourceAttributes": {"verb": verb, "path": path}}),
+    )
 }
 
 /// Ordinary nodes in trouble are tolerated; control-plane nodes are opt-in (components/).
@@ -989,22 +987,7 @@ fn render(kubectl: &Path, components: &[&str]) -> Vec<Value> {
         "resources": [base],
         "components": components.iter().map(|c| format!("{base}/components/{c}")).collect::<Vec<_>>(),
     });
-    std::fs::write(dir.path().join("kustomization.yaml"), k.to_string()).unwrap();
-    let out = Command::new(kubectl)
-        .arg("kustomize")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{components:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_saphyr::from_multiple::<Value>(&String::from_utf8_lossy(&out.stdout))
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.is_null())
-        .collect()
+    render_dir(kubectl, dir.path(), &k.to_string())
 }
 
 fn has(all: &[Value], kind: &str, name: &str) -> bool {
