@@ -364,6 +364,7 @@ impl Agent {
             node_scope: self.scope_of(rule, &h.registry).is_node(),
             secrets: Vec::new(),
             unreadable_secrets: Vec::new(),
+            failing: self.last_path.contains_key(plan) && !self.path_answered(plan),
         })
     }
 
@@ -417,6 +418,10 @@ impl Agent {
             {
                 continue;
             }
+            let node_scope = self.scope_of(rule, &t.registry).is_node();
+            if !node_scope && !self.path_answered(&key.plan) {
+                continue;
+            }
             let fresh = self.seen.insert(key.clone());
             let name = key.to_string();
             let k = self
@@ -436,9 +441,10 @@ impl Agent {
                 cred: key.cred.clone(),
                 image: t.image.clone(),
                 pods: t.pods.clone(),
-                node_scope: self.scope_of(rule, &t.registry).is_node(),
+                node_scope,
                 secrets: Vec::new(),
                 unreadable_secrets: Vec::new(),
+                failing: false,
             });
         }
         // Forget images no longer in use, so one coming back counts as new.
@@ -446,6 +452,15 @@ impl Agent {
         self.inflight
             .retain_hosts(&|plan: &str| set.hosts.contains_key(plan));
         (Self::fair_order(jobs, &self.last_path), deferred)
+    }
+
+    /// Whether the registry of `plan` answered its last path check. A tenant's image checks
+    /// wait for that: a host that never answers (a tarpit, a typo) costs one path check per
+    /// backoff, not one per image, and its verdict goes to the pods as a workload problem.
+    fn path_answered(&self, plan: &str) -> bool {
+        self.last_path
+            .get(plan)
+            .is_some_and(|p| matches!(p.state, PathState::Reachable | PathState::AuthFailing(_)))
     }
 
     /// Launch order: node-scope checks first; then plans whose last path check worked or

@@ -82,6 +82,7 @@ pub mod blob_host;
 pub mod containerd;
 pub mod delay_proxy;
 pub mod dns;
+pub mod fleet;
 pub mod images;
 pub mod netns;
 pub mod pki;
@@ -93,6 +94,7 @@ pub mod token_issuer;
 pub use blob_host::{blob_host_down_url, BlobHost};
 pub use containerd::{Containerd, CtrOutput, Series};
 pub use delay_proxy::{DelayProxy, ProxyMode};
+pub use fleet::ScriptedFleet;
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use images::{
     huge_index, skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts,

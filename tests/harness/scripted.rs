@@ -196,7 +196,7 @@ impl Reply {
     }
 }
 
-type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 pub struct ScriptedServer {
     server: BgServer,
@@ -433,7 +433,7 @@ fn head_bytes(status: u16, headers: &[(String, String)], len: usize) -> Vec<u8> 
     h.into_bytes()
 }
 
-async fn serve_conn(mut io: Box<dyn Io>, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
+pub(crate) async fn serve_conn(mut io: Box<dyn Io>, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut io, &mut buf).await {
         log.lock().expect("lock").push(req.clone());

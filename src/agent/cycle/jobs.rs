@@ -9,6 +9,9 @@
 //! - registries that are the node's concern (`scope.rs`) take only the overall permits
 //!   (`concurrency`); the others first take one of at most half of them, so checks of
 //!   registries only tenants use can never hold more than half of the overall budget;
+//! - a tenant's registry whose last path check failed (a tarpit, a typo) first takes one of
+//!   a quarter of the overall permits, so hosts that keep failing slowly cannot hold the
+//!   tenant permits that working registries need;
 //! - pre-flight requests have permits of their own (`ondemand.rs`).
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +46,8 @@ pub struct Job {
     pub secrets: Vec<PullSecretData>,
     /// The pull secrets it names that the API server would not give the agent (403).
     pub unreadable_secrets: Vec<String>,
+    /// The registry's last path check failed.
+    pub failing: bool,
 }
 
 /// The checks in flight and the permits they take.
@@ -52,6 +57,7 @@ pub struct InFlight {
     busy: HashSet<String>,
     overall: Arc<Semaphore>,
     tenant: Arc<Semaphore>,
+    failing: Arc<Semaphore>,
     per_host: HashMap<String, Arc<Semaphore>>,
 }
 
@@ -64,6 +70,7 @@ impl InFlight {
             busy: HashSet::new(),
             overall: Arc::new(Semaphore::new(concurrency)),
             tenant: Arc::new(Semaphore::new((concurrency / 2).max(1))),
+            failing: Arc::new(Semaphore::new((concurrency / 4).max(1))),
             per_host: HashMap::new(),
         }
     }
@@ -98,9 +105,14 @@ impl InFlight {
             .clone();
         let overall = self.overall.clone();
         let tenant = (!job.node_scope).then(|| self.tenant.clone());
+        let failing = (!job.node_scope && job.failing).then(|| self.failing.clone());
         let key = job.key.clone();
         let handle = self.tasks.spawn(async move {
             let _h = host.acquire_owned().await.ok();
+            let _f = match failing {
+                Some(f) => f.acquire_owned().await.ok(),
+                None => None,
+            };
             let _t = match tenant {
                 Some(t) => t.acquire_owned().await.ok(),
                 None => None,
