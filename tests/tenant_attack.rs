@@ -21,6 +21,10 @@
 mod agent_proc;
 mod harness;
 mod kube;
+/// The release binary (`require_release_binary`): its memory is what a node sees.
+#[allow(dead_code)]
+#[path = "node/images.rs"]
+mod node_images;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -120,7 +124,12 @@ fn rss(pid: u32) -> (u64, u64) {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb = |key: &str| -> u64 {
         let line = text.lines().find(|l| l.starts_with(key)).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
     };
     (kb("VmHWM:"), kb("VmRSS:"))
 }
@@ -181,7 +190,12 @@ impl Slowloris {
 }
 
 fn node_condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
-    let n = api.must("GET", &format!("/api/v1/nodes/{NODE}"), api.admin_token(), None);
+    let n = api.must(
+        "GET",
+        &format!("/api/v1/nodes/{NODE}"),
+        api.admin_token(),
+        None,
+    );
     n["status"]["conditions"]
         .as_array()?
         .iter()
@@ -189,17 +203,19 @@ fn node_condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
         .cloned()
 }
 
-fn agent_config(dir: &std::path::Path, image: &str, health: u16, state: &std::path::Path) -> String {
+fn agent_config(dir: &std::path::Path, image: &str, state: &std::path::Path) -> String {
     let cfg = format!(
         "interval: {}s\njitter: 0\nheartbeat: 60s\nfail_after: 2\nrecover_after: 1\n\
-         health_listen: \"127.0.0.1:{health}\"\nstate_dir: \"{}\"\n\
+         state_dir: \"{}\"\n\
          fleet:\n  node_count: 1\n  period: 10s\nbackoff:\n  initial: 5s\n  max: 60s\n\
          concurrency: 16\ntenancy:\n  max_new_hosts_per_cycle: 128\n\
          images:\n  - \"{image}\"\n",
         INTERVAL.as_secs(),
         state.display()
     );
-    write_file(dir, "pullprobe.yaml", &cfg).to_string_lossy().into_owned()
+    write_file(dir, "pullprobe.yaml", &cfg)
+        .to_string_lossy()
+        .into_owned()
 }
 
 struct Attack {
@@ -220,10 +236,16 @@ impl Attack {
         let image = |hp: &String| format!("{hp}/team/app:v1");
         let mut pods = Vec::new();
         for (i, hosts) in a.tokens.host_ports().chunks(10).enumerate() {
-            pods.push(pod(&format!("tokens-{i}"), &hosts.iter().map(image).collect::<Vec<_>>()));
+            pods.push(pod(
+                &format!("tokens-{i}"),
+                &hosts.iter().map(image).collect::<Vec<_>>(),
+            ));
         }
         for (i, hosts) in a.tarpits.host_ports().chunks(10).enumerate() {
-            pods.push(pod(&format!("tarpit-{i}"), &hosts.iter().map(image).collect::<Vec<_>>()));
+            pods.push(pod(
+                &format!("tarpit-{i}"),
+                &hosts.iter().map(image).collect::<Vec<_>>(),
+            ));
         }
         let ix = &a.index.host_ports()[0];
         let many: Vec<String> = (0..10).map(|i| format!("{ix}/team/app{i}:v1")).collect();
@@ -232,7 +254,12 @@ impl Attack {
         pods.push(pod("typo", &["nx.invalid/team/app:v1".to_string()]));
         api.create_namespace(NS);
         for p in &pods {
-            api.must("POST", &format!("/api/v1/namespaces/{NS}/pods"), api.admin_token(), Some(p));
+            api.must(
+                "POST",
+                &format!("/api/v1/namespaces/{NS}/pods"),
+                api.admin_token(),
+                Some(p),
+            );
         }
         a
     }
@@ -273,19 +300,26 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
     let state = root.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let health = free_port();
-    let cfg = agent_config(root.path(), &real, health, &state);
-    let mut agent = AgentProc::spawn(&[
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--node-name",
-        NODE,
-        "--namespace",
-        "pullprobe",
-        "--config",
-        &cfg,
-        "--host-root",
-        root.path().to_str().unwrap(),
-    ]);
+    let cfg = agent_config(root.path(), &real, &state);
+    let health_listen = format!("127.0.0.1:{health}");
+    let bin = node_images::require_release_binary();
+    let mut agent = AgentProc::spawn_bin(
+        &bin,
+        &[
+            "--health-listen",
+            &health_listen,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--node-name",
+            NODE,
+            "--namespace",
+            "pullprobe",
+            "--config",
+            &cfg,
+            "--host-root",
+            root.path().to_str().unwrap(),
+        ],
+    );
     agent_proc::authorize(agent.port, api.admin_token());
     agent.wait_ready(Duration::from_secs(30));
     let pid = agent.pid();
@@ -294,7 +328,9 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
     let attack = Attack::start(&api);
     let slow = Slowloris::start(health, 300);
     let t0 = Instant::now();
-    wait_for(INTERVAL * 12, "every kind of attack engaged", || attack.engaged().then_some(()));
+    wait_for(INTERVAL * 12, "every kind of attack engaged", || {
+        attack.engaged().then_some(())
+    });
     eprintln!("attack engaged after {:?}", t0.elapsed());
 
     // Under attack until every kind of tenant verdict is on /status (and at least three
@@ -314,7 +350,10 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     let wanted = ["AuthTokenTooLarge", "PlatformMissing", "ManifestMalformed"];
     while watched.elapsed() < INTERVAL * 3 || !wanted.iter().all(|r| reasons.contains_key(*r)) {
-        assert!(watched.elapsed() < INTERVAL * 24, "tenant verdicts so far: {reasons:?}");
+        assert!(
+            watched.elapsed() < INTERVAL * 24,
+            "tenant verdicts so far: {reasons:?}"
+        );
         let body = http_get(agent.port, "/status").expect("/status answers").1;
         max_status = max_status.max(body.len());
         let st: Value = serde_json::from_str(&body).unwrap();
@@ -339,14 +378,25 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
         attack.tokens.ports_hit(),
         attack.tarpits.ports_hit()
     );
-    assert!(checks + 1 >= due, "the config's registry checked {checks} times in {due} intervals");
-    assert!(max_status < 256 * 1024, "/status reached {max_status} bytes");
+    assert!(
+        checks + 1 >= due,
+        "the config's registry checked {checks} times in {due} intervals"
+    );
+    assert!(
+        max_status < 256 * 1024,
+        "/status reached {max_status} bytes"
+    );
     let on_node = node_condition(&api, "RegistryUnreachable").expect("condition on the Node");
     assert_eq!(on_node["status"], "False", "{on_node}");
 
     // The typo is the workload's problem: a Warning Event on its pod.
     let ev = wait_for(INTERVAL * 2, "an Event on the typo's pod", || {
-        let evs = api.must("GET", &format!("/api/v1/namespaces/{NS}/events"), api.admin_token(), None);
+        let evs = api.must(
+            "GET",
+            &format!("/api/v1/namespaces/{NS}/events"),
+            api.admin_token(),
+            None,
+        );
         evs["items"]
             .as_array()?
             .iter()
@@ -358,10 +408,14 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
     // The real registry breaks during the attack: its condition follows within 2 intervals + 5 s.
     switch.set_up(false);
     let broke = Instant::now();
-    wait_for(INTERVAL * 2 + Duration::from_secs(5), "RegistryUnreachable=True on /status", || {
-        let st = get_json(agent.port, "/status");
-        (status_condition(&st, "RegistryUnreachable")["status"] == "True").then_some(())
-    });
+    wait_for(
+        INTERVAL * 2 + Duration::from_secs(5),
+        "RegistryUnreachable=True on /status",
+        || {
+            let st = get_json(agent.port, "/status");
+            (status_condition(&st, "RegistryUnreachable")["status"] == "True").then_some(())
+        },
+    );
     eprintln!("real registry break seen after {:?}", broke.elapsed());
 
     let opened = slow.stop();

@@ -95,6 +95,10 @@ pub struct AgentArgs {
     /// `health_listen`).
     #[arg(long, value_name = "ADDR")]
     pub health_listen: Option<SocketAddr>,
+    /// Directory for what must survive a restart: per-registry backoff and the registries
+    /// reached before (overrides the config's `state_dir`; the DaemonSet mounts an emptyDir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Run one cycle (and one condition write), then exit.
     #[arg(long)]
     pub once: bool,
@@ -239,6 +243,9 @@ fn load_config(args: &AgentArgs) -> Result<(Option<ConfigWatcher>, AgentConfig),
     }
     if let Some(l) = args.health_listen {
         cfg.health_listen = Some(l);
+    }
+    if let Some(d) = &args.state_dir {
+        cfg.state_dir = Some(d.clone());
     }
     Ok((watcher, cfg))
 }

@@ -73,7 +73,10 @@ impl ScriptedFleet {
 
     /// `127.0.0.1:PORT` of every server.
     pub fn host_ports(&self) -> Vec<String> {
-        self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect()
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
     }
 
     /// How many servers got at least one request.
@@ -86,7 +89,10 @@ impl ScriptedFleet {
 
     /// Requests to all servers so far.
     pub fn request_count(&self) -> usize {
-        self.logs.values().map(|l| l.lock().expect("lock").len()).sum()
+        self.logs
+            .values()
+            .map(|l| l.lock().expect("lock").len())
+            .sum()
     }
 }
 

@@ -94,8 +94,8 @@ pub mod token_issuer;
 pub use blob_host::{blob_host_down_url, BlobHost};
 pub use containerd::{Containerd, CtrOutput, Series};
 pub use delay_proxy::{DelayProxy, ProxyMode};
-pub use fleet::ScriptedFleet;
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
+pub use fleet::ScriptedFleet;
 pub use images::{
     huge_index, skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts,
     Pushed,

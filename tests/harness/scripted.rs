@@ -433,7 +433,11 @@ fn head_bytes(status: u16, headers: &[(String, String)], len: usize) -> Vec<u8> 
     h.into_bytes()
 }
 
-pub(crate) async fn serve_conn(mut io: Box<dyn Io>, handler: Handler, log: Arc<Mutex<Vec<Request>>>) {
+pub(crate) async fn serve_conn(
+    mut io: Box<dyn Io>,
+    handler: Handler,
+    log: Arc<Mutex<Vec<Request>>>,
+) {
     let mut buf = Vec::new();
     while let Some(req) = read_request(&mut io, &mut buf).await {
         log.lock().expect("lock").push(req.clone());

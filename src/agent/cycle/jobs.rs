@@ -50,11 +50,16 @@ pub struct Job {
     pub failing: bool,
 }
 
+/// How long a cycle still waits for tenants' checks once the node's own are done.
+pub const TENANT_GRACE: Duration = Duration::from_secs(1);
+
 /// The checks in flight and the permits they take.
 pub struct InFlight {
     tasks: JoinSet<CheckRecord>,
     keys: HashMap<tokio::task::Id, String>,
     busy: HashSet<String>,
+    /// The keys in `busy` of checks of the node's own registries.
+    node_busy: HashSet<String>,
     overall: Arc<Semaphore>,
     tenant: Arc<Semaphore>,
     failing: Arc<Semaphore>,
@@ -68,6 +73,7 @@ impl InFlight {
             tasks: JoinSet::new(),
             keys: HashMap::new(),
             busy: HashSet::new(),
+            node_busy: HashSet::new(),
             overall: Arc::new(Semaphore::new(concurrency)),
             tenant: Arc::new(Semaphore::new((concurrency / 2).max(1))),
             failing: Arc::new(Semaphore::new((concurrency / 4).max(1))),
@@ -107,6 +113,7 @@ impl InFlight {
         let tenant = (!job.node_scope).then(|| self.tenant.clone());
         let failing = (!job.node_scope && job.failing).then(|| self.failing.clone());
         let key = job.key.clone();
+        let node_scope = job.node_scope;
         let handle = self.tasks.spawn(async move {
             let _h = host.acquire_owned().await.ok();
             let _f = match failing {
@@ -121,19 +128,29 @@ impl InFlight {
             run(job, path, clock).await
         });
         self.keys.insert(handle.id(), key.clone());
+        if node_scope {
+            self.node_busy.insert(key.clone());
+        }
         self.busy.insert(key);
     }
 
     /// The checks that finish within `budget` (all of them when `None`), and those that
-    /// finished since the last collection. Calls `progress` for each.
+    /// finished since the last collection. Calls `progress` for each. Once no check of the
+    /// node's own registries is in flight, tenants' checks get at most [`TENANT_GRACE`]
+    /// more: the node's verdict is not held back by a tenant's slow host (its check goes
+    /// on, and a later cycle collects it).
     pub async fn collect(
         &mut self,
         budget: Option<Duration>,
         progress: &dyn Fn(),
     ) -> Vec<CheckRecord> {
-        let deadline = budget.map(|b| tokio::time::Instant::now() + b);
+        let mut deadline = budget.map(|b| tokio::time::Instant::now() + b);
         let mut out = Vec::new();
         loop {
+            if self.node_busy.is_empty() {
+                let grace = tokio::time::Instant::now() + TENANT_GRACE;
+                deadline = deadline.map(|d| d.min(grace));
+            }
             let next = match deadline {
                 Some(d) => match tokio::time::timeout_at(d, self.tasks.join_next_with_id()).await {
                     Ok(n) => n,
@@ -153,6 +170,7 @@ impl InFlight {
                 }
             };
             if let Some(k) = self.keys.remove(&id) {
+                self.node_busy.remove(&k);
                 self.busy.remove(&k);
             }
             progress();
