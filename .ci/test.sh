@@ -42,9 +42,14 @@ path_of() { local e; for e in "${all[@]}"; do [ "${e%%=*}" = "$1" ] && echo "${e
 
 # Binaries that start a kube-apiserver or a one-node cluster (tests/kube, tests/node), longest first;
 # the two cluster tests share a lane (one cluster at a time on the machine: tests/node/lock.rs).
-kube_tests=("kubelet_oracle+node_cluster" manifests preflight agent_api_faults agent_kube agent_drift agent_reviews kube_selftest)
+kube_tests=("kubelet_oracle+node_cluster" manifests tenant_attack preflight agent_api_faults agent_kube agent_drift agent_reviews provider_sa_tokens kube_selftest)
 declare -A is_kube=()
 for g in "${kube_tests[@]}"; do for t in ${g//+/ }; do is_kube[$t]=1; done; done
+# Any other binary that starts a kube-apiserver (`mod kube;`) waits for the Kubernetes build too.
+for f in $(grep -l '^mod kube;' tests/*.rs); do
+    t="$(basename "$f" .rs)"
+    [ -n "${is_kube[$t]:-}" ] || { kube_tests+=("$t"); is_kube[$t]=1; }
+done
 # The others, longest first where known.
 first=(oracle_containerd fault_matrix prometheus secrets preflight_html)
 others=()
