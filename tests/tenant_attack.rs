@@ -386,6 +386,29 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
         max_status < 256 * 1024,
         "/status reached {max_status} bytes"
     );
+    // Metrics follow the rule too: the tenant's 100-odd registries are workload gauges, at
+    // most half of the 64 label values (the rest fold into `other`); the series the fleet
+    // alert counts holds the node's registry alone.
+    let metrics = http_get(agent.port, "/metrics")
+        .expect("/metrics answers")
+        .1;
+    let ready: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("pullprobe_registry_ready{"))
+        .collect();
+    let node_label = format!(
+        "pullprobe_registry_ready{{registry=\"{}\"}}",
+        switch.host_port()
+    );
+    assert!(
+        ready.len() == 1 && ready[0].starts_with(&node_label),
+        "{ready:?}"
+    );
+    let workload = metrics
+        .lines()
+        .filter(|l| l.starts_with("pullprobe_workload_registry_ready{"))
+        .count();
+    assert!((2..=33).contains(&workload), "{workload} workload series");
     let on_node = node_condition(&api, "RegistryUnreachable").expect("condition on the Node");
     assert_eq!(on_node["status"], "False", "{on_node}");
 

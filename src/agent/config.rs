@@ -910,7 +910,10 @@ mod tests {
         );
         assert_eq!(shown.health_listen_for(false), Some(DEFAULT_HEALTH_LISTEN));
         // The one value that is not a default: the DaemonSet's `state` emptyDir.
-        assert_eq!(shown.state_dir.as_deref(), Some(Path::new("/var/lib/pullprobe")));
+        assert_eq!(
+            shown.state_dir.as_deref(),
+            Some(Path::new("/var/lib/pullprobe"))
+        );
         let shown = AgentConfig {
             health_listen: None,
             state_dir: None,

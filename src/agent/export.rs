@@ -28,6 +28,15 @@ impl Exporter for MetricsExporter {
             o.at.duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
+        // Paths first: the label book then knows which registries are the node's before
+        // this cycle's probes claim label slots.
+        m.set_scoped_registry_paths(o.paths.iter().map(|p| {
+            (
+                p.registry.as_str(),
+                p.state.reason().map(|r| r.as_str()),
+                p.scope.is_node(),
+            )
+        }));
         for c in &o.checks {
             let (verdict, reason) = c.says();
             let said = super::metrics::Said {
@@ -37,11 +46,6 @@ impl Exporter for MetricsExporter {
             };
             m.record_probe(&c.registry, said, &c.checked.report, now_unix);
         }
-        m.set_registry_paths(
-            o.paths
-                .iter()
-                .map(|p| (p.registry.as_str(), p.state.reason().map(|r| r.as_str()))),
-        );
         for c in &o.conditions {
             m.set_condition(c.record.kind, c.record.status);
         }

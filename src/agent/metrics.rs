@@ -132,6 +132,7 @@ impl<'a> Said<'a> {
 pub struct Metrics {
     registry: Registry,
     pub registry_ready: Family<RegistryLabel, Gauge>,
+    pub workload_registry_ready: Family<RegistryLabel, Gauge>,
     pub registry_reason: Family<RegistryReason, Gauge>,
     pub registry_probe_duration: Family<RegistryLabel, FGauge>,
     pub last_success: Family<RegistryLabel, Gauge>,
@@ -165,6 +166,7 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::default(),
             registry_ready: Family::default(),
+            workload_registry_ready: Family::default(),
             registry_reason: Family::default(),
             registry_probe_duration: Family::default(),
             last_success: Family::default(),
@@ -195,6 +197,11 @@ impl Metrics {
             "registry_ready",
             "1 if the node's pull path to the registry works (latest path checks), 0 if not",
             self.registry_ready.clone(),
+        );
+        r.register(
+            "workload_registry_ready",
+            "1 if the node's pull path to a registry only tenants' pods use works, 0 if not (no Node condition, no fleet alert: docs/threat-model.md)",
+            self.workload_registry_ready.clone(),
         );
         r.register(
             "registry_reason",
@@ -350,9 +357,13 @@ impl Metrics {
         let reg = RegistryLabel {
             registry: label.to_string(),
         };
-        self.registry_ready
-            .get_or_create(&reg)
-            .set(i64::from(state.ready));
+        let (show, hide) = if state.node {
+            (&self.registry_ready, &self.workload_registry_ready)
+        } else {
+            (&self.workload_registry_ready, &self.registry_ready)
+        };
+        hide.remove(&reg);
+        show.get_or_create(&reg).set(i64::from(state.ready));
         let keep = state.reason.as_ref().map(|r| RegistryReason {
             registry: label.to_string(),
             reason: r.clone(),
@@ -418,16 +429,27 @@ impl Metrics {
         &self,
         paths: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     ) {
-        let paths: Vec<(String, Option<String>)> = paths
+        self.set_scoped_registry_paths(paths.into_iter().map(|(r, why)| (r, why, true)))
+    }
+
+    /// [`Metrics::set_registry_paths`] with each registry's scope (`true`: the node's own).
+    /// The node's registries are `registry_ready`, tenants' `workload_registry_ready`, so the
+    /// fleet alert on the first never fires for a tenant's typo.
+    pub fn set_scoped_registry_paths<'a>(
+        &self,
+        paths: impl IntoIterator<Item = (&'a str, Option<&'a str>, bool)>,
+    ) {
+        let paths: Vec<(String, Option<String>, bool)> = paths
             .into_iter()
-            .map(|(r, reason)| (r.to_string(), reason.map(str::to_string)))
+            .map(|(r, reason, node)| (r.to_string(), reason.map(str::to_string), node))
             .collect();
-        let retained = self.book().set_paths(&paths);
+        let retained = self.book().set_scoped_paths(&paths);
         for label in &retained.gone {
             let reg = RegistryLabel {
                 registry: label.clone(),
             };
             self.registry_ready.remove(&reg);
+            self.workload_registry_ready.remove(&reg);
             self.registry_probe_duration.remove(&reg);
             self.last_success.remove(&reg);
             self.ratelimit_remaining.remove(&reg);

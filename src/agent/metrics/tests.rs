@@ -430,3 +430,42 @@ fn negotiates_like_prometheus_and_expfmt() {
     assert_eq!(negotiate(Some(&long)), PrometheusText);
     assert_eq!(negotiate(Some("é;;;==,,;q=é")), PrometheusText);
 }
+
+#[test]
+fn tenants_registries_are_workload_gauges_never_the_fleet_alerts_series() {
+    let sample = |text: &str, prefix: &str| -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_string())
+    };
+    let m = Metrics::new();
+    m.set_scoped_registry_paths([
+        ("reg.node", None, true),
+        ("nx.invalid", Some("DNSNameNotFound"), false),
+    ]);
+    let t = m.encode();
+    assert_eq!(
+        sample(&t, "pullprobe_registry_ready{registry=\"reg.node\"}").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        sample(
+            &t,
+            "pullprobe_workload_registry_ready{registry=\"nx.invalid\"}"
+        )
+        .as_deref(),
+        Some("0")
+    );
+    assert!(
+        !t.contains("pullprobe_registry_ready{registry=\"nx.invalid\"}"),
+        "{t}"
+    );
+    // The node comes to rely on it (drift, a trusted namespace): it moves to registry_ready.
+    m.set_scoped_registry_paths([("nx.invalid", Some("DNSNameNotFound"), true)]);
+    let t = m.encode();
+    assert_eq!(
+        sample(&t, "pullprobe_registry_ready{registry=\"nx.invalid\"}").as_deref(),
+        Some("0")
+    );
+    assert!(!t.contains("pullprobe_workload_registry_ready{"), "{t}");
+}
