@@ -547,6 +547,10 @@ fn pod_watch_back_within_its_bound(api: &KubeApiServer, stop_unix: f64) {
         .filter(|(_, call, _)| call == "list pods")
         .map(|(t, ..)| *t)
         .fold(f64::INFINITY, f64::min);
+    eprintln!(
+        "pod watch re-listed {:.2} s after the API server answered the agent again (bound {bound} s)",
+        listed - back
+    );
     assert!(
         listed.is_finite() && listed - back <= bound + 2.0,
         "the pod watch re-listed {:.1} s after the API server answered the agent again (bound \
