@@ -95,8 +95,14 @@ pub fn config_with(overrides: &[(String, String)]) -> String {
     let mut lines: Vec<String> = base.lines().map(String::from).collect();
     for (k, v) in overrides {
         let new = format!("{k}: {v}");
-        match lines.iter_mut().find(|l| l.starts_with(&format!("{k}:"))) {
-            Some(l) => *l = new,
+        match lines.iter().position(|l| l.starts_with(&format!("{k}:"))) {
+            Some(i) => {
+                // A block key (`tenancy:` and its indented lines) is replaced whole.
+                let end = (i + 1..lines.len())
+                    .find(|&j| !lines[j].starts_with(' '))
+                    .unwrap_or(lines.len());
+                lines.splice(i..end, [new]);
+            }
             None => lines.push(new),
         }
     }
