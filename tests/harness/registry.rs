@@ -368,8 +368,11 @@ impl Registry {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("docker-registry exited: {status}"));
             }
+            // Until it logs "listening on", whatever answers on the port may be another server
+            // that got the same free port (then this one exits "address already in use").
+            let bound = self.log().contains("listening on");
             let addr: std::net::SocketAddr = self.host_port().parse().expect("addr");
-            if let Ok(mut s) = TcpStream::connect(addr) {
+            if let Some(mut s) = bound.then(|| TcpStream::connect(addr).ok()).flatten() {
                 if self.tls {
                     return Ok(());
                 }
