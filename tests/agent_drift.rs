@@ -106,17 +106,7 @@ impl Node {
         status_condition(&get_json(self.agent().port, "/status"), kind)
     }
     fn on_node(&self, kind: &str) -> Option<Value> {
-        let n = self.api.must(
-            "GET",
-            &format!("/api/v1/nodes/{NODE}"),
-            self.api.admin_token(),
-            None,
-        );
-        n["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == kind)
-            .cloned()
+        self.api.node_condition(NODE, kind)
     }
 
     /// Apply `change` to the node's files, then: the condition `kind` reaches `status` on

@@ -28,20 +28,11 @@ const SMP: &str = "application/strategic-merge-patch+json";
 const HEARTBEAT: Duration = Duration::from_secs(4);
 
 fn node_conditions(api: &KubeApiServer) -> Vec<Value> {
-    let n = api.must(
-        "GET",
-        &format!("/api/v1/nodes/{NODE}"),
-        api.admin_token(),
-        None,
-    );
-    n["status"]["conditions"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    api.node_conditions(NODE)
 }
 
 fn condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
-    node_conditions(api).into_iter().find(|c| c["type"] == kind)
+    api.node_condition(NODE, kind)
 }
 
 fn wait_condition(api: &KubeApiServer, kind: &str, status: &str, timeout: Duration) -> Value {

@@ -189,20 +189,6 @@ impl Slowloris {
     }
 }
 
-fn node_condition(api: &KubeApiServer, kind: &str) -> Option<Value> {
-    let n = api.must(
-        "GET",
-        &format!("/api/v1/nodes/{NODE}"),
-        api.admin_token(),
-        None,
-    );
-    n["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-        .cloned()
-}
-
 fn agent_config(dir: &std::path::Path, image: &str, state: &std::path::Path) -> String {
     let cfg = format!(
         "interval: {}s\njitter: 0\nheartbeat: 60s\nfail_after: 2\nrecover_after: 1\n\
@@ -409,7 +395,9 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
         .filter(|l| l.starts_with("pullprobe_workload_registry_ready{"))
         .count();
     assert!((2..=33).contains(&workload), "{workload} workload series");
-    let on_node = node_condition(&api, "RegistryUnreachable").expect("condition on the Node");
+    let on_node = api
+        .node_condition(NODE, "RegistryUnreachable")
+        .expect("condition on the Node");
     assert_eq!(on_node["status"], "False", "{on_node}");
 
     // The typo is the workload's problem: a Warning Event on its pod.

@@ -571,6 +571,27 @@ impl KubeApiServer {
 
     /// Creates a namespace (if missing) and its `default` ServiceAccount (no controller-manager
     /// runs to create it; the ServiceAccount admission plugin needs it for pods).
+    /// The conditions on Node `node`, as the admin reads them.
+    pub fn node_conditions(&self, node: &str) -> Vec<serde_json::Value> {
+        let n = self.must(
+            "GET",
+            &format!("/api/v1/nodes/{node}"),
+            self.admin_token(),
+            None,
+        );
+        n["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The condition `kind` on Node `node`, if it is there.
+    pub fn node_condition(&self, node: &str, kind: &str) -> Option<serde_json::Value> {
+        self.node_conditions(node)
+            .into_iter()
+            .find(|c| c["type"] == kind)
+    }
+
     pub fn create_namespace(&self, ns: &str) {
         let admin = self.admin_token.clone();
         self.create_if_missing(
