@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod html;
 pub mod manifests;
 pub mod matrix;
+pub mod object;
 pub mod render;
 pub mod select;
 pub mod wire;
