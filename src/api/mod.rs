@@ -56,8 +56,33 @@ pub const MAX_PULL_SECRETS: usize = 16;
 pub const MAX_MESSAGE_LEN: usize = 1024;
 
 /// The CRDs, as `manifests/crds/` ships them (a test keeps the files equal to these).
+///
+/// The schemas carry no `default`s: schemars writes one for every `#[serde(default)]`
+/// field, which would make the API server store empty lists and strings in every object
+/// (and `default: ""` is refused by some YAML readers as null). Readers default instead.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![ImagePreflight::crd(), NodePullStatus::crd()]
+    [ImagePreflight::crd(), NodePullStatus::crd()]
+        .into_iter()
+        .map(|crd| {
+            let mut v = serde_json::to_value(&crd).unwrap_or_default();
+            strip_defaults(&mut v);
+            serde_json::from_value(v).unwrap_or(crd)
+        })
+        .collect()
+}
+
+/// Removes every `default` keyword under `openAPIV3Schema`.
+fn strip_defaults(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.contains_key("type") || m.contains_key("properties") || m.contains_key("items") {
+                m.remove("default");
+            }
+            m.values_mut().for_each(strip_defaults);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_defaults),
+        _ => {}
+    }
 }
 
 /// The CRDs as one YAML stream (`---` between documents).

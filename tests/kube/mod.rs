@@ -931,6 +931,18 @@ pub fn collection_of(obj: &serde_json::Value) -> String {
         "PodMonitor" => format!("{monitoring}/namespaces/{ns}/podmonitors"),
         "ServiceMonitor" => format!("{monitoring}/namespaces/{ns}/servicemonitors"),
         "PrometheusRule" => format!("{monitoring}/namespaces/{ns}/prometheusrules"),
+        "CustomResourceDefinition" => {
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions".into()
+        }
+        "Deployment" => format!("/apis/apps/v1/namespaces/{ns}/deployments"),
+        "StatefulSet" => format!("/apis/apps/v1/namespaces/{ns}/statefulsets"),
+        "CronJob" => format!("/apis/batch/v1beta1/namespaces/{ns}/cronjobs"),
+        "Lease" => format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"),
+        "ValidatingWebhookConfiguration" => {
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations".into()
+        }
+        "ImagePreflight" => format!("/apis/pullprobe.io/v1alpha1/namespaces/{ns}/imagepreflights"),
+        "NodePullStatus" => "/apis/pullprobe.io/v1alpha1/nodepullstatuses".into(),
         "NodeReadinessRule" => "/apis/readiness.node.x-k8s.io/v1alpha1/nodereadinessrules".into(),
         k => panic!("no collection known for kind {k}"),
     }
