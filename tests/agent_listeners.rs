@@ -1,5 +1,5 @@
 //! Slow and many clients against the listeners of a REAL `pullprobe agent` process, the
-//! release binary, whose memory is what a node sees (src/agent/http/listener.rs): thousands of connections from one loopback address
+//! release binary, whose memory is what a node sees (src/agent/serve/listener.rs): thousands of connections from one loopback address
 //! (127.0.0.2) that send a request head one line at a time and never finish it — into the
 //! health listener and the main one, plain and over TLS (a ClientHello that never
 //! completes). Each closed connection is opened again, as an attacker would.

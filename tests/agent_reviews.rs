@@ -1,6 +1,6 @@
 //! Junk bearer tokens against the agent's main listener, with the REAL kube-apiserver v1.20.2
 //! (tests/kube) answering the agent's TokenReviews and SubjectAccessReviews: the review budget
-//! and the review cache are per caller (src/agent/auth.rs), so a flood of junk tokens cannot
+//! and the review cache are per caller (src/agent/serve/auth.rs), so a flood of junk tokens cannot
 //! starve or evict a caller that was authorized before.
 //!
 //! Prometheus (a ServiceAccount token with the shipped `pullprobe-metrics-reader` role) scrapes

@@ -2,19 +2,18 @@
 //!
 //! Data flow, one way: the node's files → [`Pipeline`](crate::pipeline::Pipeline) (the
 //! same one `check` and `plan` use) → [`cycle`] (targets from the node's pods and the
-//! config, what is due, checks) → [`outcome`] (what the checks proved, conditions after
-//! hysteresis) → exporters ([`kube_export`]: Events and the condition writer; [`export`]:
-//! metrics, logs, `/status`). `--standalone` runs the same loop with no cluster.
+//! config, what is due, checks) → [`outcome`] (what the checks proved) → [`conditions`]
+//! (hysteresis; the Node condition writer) → [`export`] (metrics, logs, `/status`,
+//! Events). [`serve`] answers HTTP callers from the [`state`] the loop keeps.
+//! `--standalone` runs the same loop with no cluster.
+//!
+//! This file only wires the parts: it builds each once, hands them what they share, and
+//! starts the tasks.
 
-pub mod auth;
 pub mod conditions;
 pub mod config;
 pub mod cycle;
-pub mod events;
 pub mod export;
-pub mod http;
-pub mod kube_export;
-pub mod logs;
 pub mod metrics;
 pub mod ondemand;
 pub mod outcome;
@@ -22,7 +21,8 @@ pub mod path;
 pub mod persist;
 pub mod schedule;
 pub mod scope;
-pub mod status;
+pub mod serve;
+pub mod state;
 pub mod targets;
 
 use std::net::SocketAddr;
@@ -30,13 +30,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use self::conditions::{Clock, SystemClock};
+use self::conditions::{writer, Clock, SystemClock};
 use self::config::{AgentConfig, ConfigError, ConfigWatcher, LogFormat};
-use self::cycle::{Agent, ClusterCtx};
-use self::events::EventDeduper;
-use self::export::{Exporter, LogExporter, MetricsExporter, StatusExporter};
-use self::http::AgentState;
-use self::kube_export::KubeExporter;
+use self::cycle::{Agent, ClusterCtx, Parts};
+use self::export::events::EventDeduper;
+use self::export::{Exporter, KubeExporter, LogExporter, MetricsExporter, StatusExporter};
+use self::serve::auth;
+use self::state::AgentState;
 use crate::pipeline::{NodeOverrides, Pipeline, PipelineError, Spec};
 use crate::runtime::Runtime;
 
@@ -116,7 +116,7 @@ pub enum AgentError {
     #[error("node name required in a cluster: pass --node-name or set {ENV_NODE_NAME}")]
     NodeNameMissing,
     #[error(transparent)]
-    Http(#[from] http::HttpError),
+    Http(#[from] serve::HttpError),
     #[error(transparent)]
     Kube(#[from] crate::k8s::K8sError),
     #[error(transparent)]
@@ -253,12 +253,11 @@ fn load_config(args: &AgentArgs) -> Result<(Option<ConfigWatcher>, AgentConfig),
 /// Run the agent until a signal (or after one cycle with `--once`).
 pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let (watcher, cfg) = load_config(&args)?;
-    logs::init(cfg.log_format);
+    export::logs::init(cfg.log_format);
     let node = node_name(&args)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let state = Arc::new(AgentState::new(node.clone(), cfg.interval));
-    let health_listen = cfg.health_listen_for(args.standalone);
-    let _health = start_health(health_listen, &state, &node).await?;
+    let _health = start_health(cfg.health_listen_for(args.standalone), &state, &node).await?;
     if cfg.fleet.node_count.is_none() && !args.standalone {
         tracing::warn!(
             node = %node,
@@ -269,65 +268,72 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         true => None,
         false => Some(connect(&args, &node, cfg.interval).await?),
     };
-    let runtime_version = cluster
-        .as_ref()
-        .and_then(|(_, f)| f.container_runtime_version.clone());
-    // The node's pull path, read under --host-root: only an unusable host root stops
-    // the start; each unreadable file is a problem logged here, the rest still applies.
-    let client = cluster.as_ref().map(|(c, _)| c.client.clone());
-    let pipeline = Pipeline::load(pipeline_spec(&args, &cfg, runtime_version, client.as_ref()))?;
-    for p in pipeline.problems() {
-        tracing::warn!(node = %node, problem = %p, "node config problem");
-    }
-    let platform = pipeline.platform().to_string();
-    let limits = http::Limits::main(cfg.preflight.timeout);
-    let (listen, auth_cfg, preflight_cfg, pull_secrets, tls_cfg) = (
-        main_listen(cfg.listen, args.standalone),
-        cfg.auth.clone(),
-        cfg.preflight.clone(),
-        cfg.pull_secrets,
-        cfg.tls.clone(),
-    );
-    let mut agent = Agent::new(
+    let (ctx, facts) = cluster.unzip();
+    let client = ctx.as_ref().map(|c| c.client.clone());
+    let pipeline = load_pipeline(&args, &cfg, facts.as_ref(), client.as_ref(), &node)?;
+    let share = Parts::share_for(&cfg, pipeline.clone(), pipeline.platform().to_string());
+    let _server = start_main_listener(&args, &cfg, &state, client.as_ref(), &share, &node).await?;
+    let agent = Agent::from_parts(Parts {
+        exporters: exporters(&state, ctx.as_ref(), &node),
+        seed: facts.map(|f| f.conditions).unwrap_or_default(),
+        watcher,
+        namespace: args.namespace.clone(),
+        cluster: ctx,
+        share,
+        path: pipeline,
+        node: node.clone(),
+        state,
+        clock,
         cfg,
-        node.clone(),
-        state.clone(),
-        Arc::new(pipeline),
-        clock.clone(),
-    );
-    if let Ok(mut p) = agent.share.platform.write() {
-        *p = platform;
-    }
-    // In a cluster every caller of the main listener is reviewed; standalone, nothing can
-    // review one, so the listener is on loopback unless configured otherwise.
-    let authorizer = client
-        .as_ref()
-        .map(|c| Arc::new(auth::Authorizer::new(c.clone(), &auth_cfg)));
-    let ondemand = Arc::new(ondemand::OnDemand::new(
-        preflight_cfg,
-        node.clone(),
-        agent.share.clone(),
-        client,
-        authorizer.clone(),
-        pull_secrets,
-    ));
-    let app = http::main_router(state.clone(), authorizer.clone(), Some(ondemand));
-    let (addr, _server) = start_main(listen, app, &tls_cfg, limits, &node).await?;
-    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?tls_cfg.mode, "agent started");
-    agent.watcher = watcher;
-    agent.namespace = args.namespace.clone().filter(|n| !n.is_empty());
-    agent.restore();
-    agent.exporters = exporters(&state, cluster.as_ref().map(|(c, _)| c), &node);
-    if let Some((ctx, facts)) = cluster {
-        if let Ok(mut m) = agent.manager.lock() {
-            m.seed(&facts.conditions, clock.now());
-        }
-        agent.pods = Some(ctx.pods.clone());
-        agent.cluster = Some(ctx);
-    }
+    });
     run_loop(agent, args.once).await;
     tracing::info!(node = %node, "agent stopping");
     Ok(())
+}
+
+/// The node's pull path, read under --host-root: only an unusable host root stops the
+/// start; each unreadable file is a problem logged here, the rest still applies.
+fn load_pipeline(
+    args: &AgentArgs,
+    cfg: &AgentConfig,
+    facts: Option<&crate::k8s::node::NodeFacts>,
+    client: Option<&kube::Client>,
+    node: &str,
+) -> Result<Arc<Pipeline>, AgentError> {
+    let runtime_version = facts.and_then(|f| f.container_runtime_version.clone());
+    let pipeline = Pipeline::load(pipeline_spec(args, cfg, runtime_version, client))?;
+    for p in pipeline.problems() {
+        tracing::warn!(node = %node, problem = %p, "node config problem");
+    }
+    Ok(Arc::new(pipeline))
+}
+
+/// The main listener: `/metrics`, `/status` (and the health routes). In a cluster every
+/// caller is reviewed; standalone, nothing can review one, so the listener is on loopback
+/// unless configured otherwise.
+async fn start_main_listener(
+    args: &AgentArgs,
+    cfg: &AgentConfig,
+    state: &Arc<AgentState>,
+    client: Option<&kube::Client>,
+    share: &Arc<ondemand::ProbeShare>,
+    node: &str,
+) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+    let authorizer = client.map(|c| Arc::new(auth::Authorizer::new(c.clone(), &cfg.auth)));
+    let ondemand = Arc::new(ondemand::OnDemand::new(
+        cfg.preflight.clone(),
+        node.to_string(),
+        share.clone(),
+        client.cloned(),
+        authorizer.clone(),
+        cfg.pull_secrets,
+    ));
+    let app = serve::main_router(state.clone(), authorizer.clone(), Some(ondemand));
+    let listen = main_listen(cfg.listen, args.standalone);
+    let limits = serve::Limits::main(cfg.preflight.timeout);
+    let (addr, server) = start_main(listen, app, &cfg.tls, limits, node).await?;
+    tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?cfg.tls.mode, "agent started");
+    Ok(server)
 }
 
 /// The node this agent reports for: `--node-name` (the downward API), or standalone the host name.
@@ -347,8 +353,8 @@ async fn start_health(
     node: &str,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, AgentError> {
     let Some(a) = listen else { return Ok(None) };
-    let app = http::health_router(state.clone());
-    let (addr, h) = http::serve(a, app, None, http::Limits::HEALTH).await?;
+    let app = serve::health_router(state.clone());
+    let (addr, h) = serve::serve(a, app, None, serve::Limits::HEALTH).await?;
     tracing::info!(node = %node, health_listen = %addr, "health listener started");
     Ok(Some(h))
 }
@@ -358,11 +364,11 @@ async fn start_main(
     listen: SocketAddr,
     app: axum::Router,
     tls_cfg: &config::TlsConfig,
-    limits: http::Limits,
+    limits: serve::Limits,
     node: &str,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AgentError> {
-    let tls = http::server_tls(tls_cfg, node)?;
-    Ok(http::serve(listen, app, tls, limits).await?)
+    let tls = serve::server_tls(tls_cfg, node)?;
+    Ok(serve::serve(listen, app, tls, limits).await?)
 }
 
 /// The main listener's address: standalone, an unspecified address (`0.0.0.0`, `::`)
@@ -419,12 +425,12 @@ async fn run_loop(mut agent: Agent, once: bool) {
     if once {
         agent.cycle_with(true).await;
         if let Some(client) = &writer {
-            kube_export::sync_once(client, &node, &manager, clock.as_ref(), &state).await;
+            writer::sync_once(client, &node, &manager, clock.as_ref(), &state).await;
         }
         return;
     }
     if let Some(client) = &writer {
-        tokio::spawn(kube_export::sync_conditions(
+        tokio::spawn(writer::sync_conditions(
             client.clone(),
             node.clone(),
             manager.clone(),
@@ -446,7 +452,7 @@ async fn run_loop(mut agent: Agent, once: bool) {
         }
     }
     if let Some(client) = &writer {
-        let flush = kube_export::sync_once(client, &node, &manager, clock.as_ref(), &state);
+        let flush = writer::sync_once(client, &node, &manager, clock.as_ref(), &state);
         let _ = tokio::time::timeout(Duration::from_secs(5), flush).await;
     }
 }

@@ -24,10 +24,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
-use super::auth::{Authorizer, Caller, RateLimit, TtlCache};
 use super::config::PreflightConfig;
+use super::export::status::rfc3339;
 use super::path::PullPath;
-use super::status::rfc3339;
+use super::serve::auth::{Authorizer, Caller, RateLimit, TtlCache};
 use crate::credentials::node::PullSecretData;
 use crate::k8s::review::Access;
 use crate::pipeline::{Checked, Creds};
@@ -71,6 +71,14 @@ impl ProbeShare {
             paths: Mutex::new(BTreeMap::new()),
             interval: Mutex::new(interval),
             platform: RwLock::new(String::new()),
+        }
+    }
+
+    /// The node's platform (`linux/amd64`), as answers report it.
+    pub fn with_platform(self, platform: String) -> ProbeShare {
+        ProbeShare {
+            platform: RwLock::new(platform),
+            ..self
         }
     }
 

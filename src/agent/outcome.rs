@@ -96,9 +96,9 @@ pub struct RegistryPath {
     /// Whose problem a failure is: the node's (conditions) or the pods' (Events).
     #[serde(flatten)]
     pub scope: Scope,
-    #[serde(serialize_with = "super::status::ser_time")]
+    #[serde(serialize_with = "super::export::status::ser_time")]
     pub since: SystemTime,
-    #[serde(serialize_with = "super::status::ser_time")]
+    #[serde(serialize_with = "super::export::status::ser_time")]
     pub checked_at: SystemTime,
 }
 

@@ -26,10 +26,10 @@ use crate::pipeline::Creds;
 use crate::probe::Depth;
 use crate::reference::ImageRef;
 
-use super::super::conditions::Clock;
-use super::super::outcome::{CheckKind, CheckRecord};
-use super::super::path::PullPath;
-use super::super::targets::{CredRef, PodRef};
+use crate::agent::conditions::Clock;
+use crate::agent::outcome::{CheckKind, CheckRecord};
+use crate::agent::path::PullPath;
+use crate::agent::targets::{CredRef, PodRef};
 
 /// One check to make.
 pub struct Job {

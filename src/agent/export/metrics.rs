@@ -1,20 +1,12 @@
-//! Exporters of a cycle's outcome, node-problem-detector style: every reporter reads the
-//! same [`CycleOutcome`] behind one small trait, and none of them decides anything the
-//! others would have to agree with. Conditions and Events are in [`super::kube_export`]
-//! (the only exporter that talks to the API server); metrics, logs and `/status` here.
+//! The metrics exporter: a cycle's outcome into the agent's Prometheus registry
+//! ([`crate::agent::metrics`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::http::AgentState;
-use super::logs;
-use super::outcome::CycleOutcome;
-use super::status::StatusBook;
-
-/// Something that reports a cycle's outcome.
-pub trait Exporter: Send {
-    fn export(&mut self, outcome: &CycleOutcome);
-}
+use super::Exporter;
+use crate::agent::outcome::CycleOutcome;
+use crate::agent::state::AgentState;
 
 /// Prometheus metrics.
 pub struct MetricsExporter {
@@ -39,7 +31,7 @@ impl Exporter for MetricsExporter {
         }));
         for c in &o.checks {
             let (verdict, reason) = c.says();
-            let said = super::metrics::Said {
+            let said = crate::agent::metrics::Said {
                 kind: c.kind.as_str(),
                 verdict,
                 reason,
@@ -56,36 +48,5 @@ impl Exporter for MetricsExporter {
         m.set_targets("in_flight", o.counts.in_flight);
         m.cycles.inc();
         m.cycle_duration.observe(o.duration.as_secs_f64());
-    }
-}
-
-/// JSON (or text) log lines: one per check, one per condition change, one per cycle.
-pub struct LogExporter;
-
-impl Exporter for LogExporter {
-    fn export(&mut self, o: &CycleOutcome) {
-        for c in &o.checks {
-            logs::probe(&o.node, c);
-        }
-        for ch in &o.changes {
-            logs::condition_change(&o.node, ch);
-        }
-        logs::cycle(o);
-    }
-}
-
-/// The `/status` document.
-pub struct StatusExporter {
-    pub state: Arc<AgentState>,
-    pub book: StatusBook,
-}
-
-impl Exporter for StatusExporter {
-    fn export(&mut self, o: &CycleOutcome) {
-        let doc = self.book.update(o);
-        if let Ok(mut s) = self.state.status.lock() {
-            *s = doc;
-        }
-        self.state.cycle_done();
     }
 }

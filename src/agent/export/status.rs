@@ -8,7 +8,11 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::outcome::{
+use super::Exporter;
+use crate::agent::state::AgentState;
+use std::sync::Arc;
+
+use crate::agent::outcome::{
     CheckKind, CheckRecord, CycleOutcome, NodeView, RegistryPath, WorkloadKind, WorkloadProblem,
 };
 use crate::probe::verdict::PathState;
@@ -217,6 +221,21 @@ impl StatusBook {
             node_config: o.node_config.clone(),
             registries: o.paths.clone(),
             targets: self.targets.values().map(|(v, _, _)| v.clone()).collect(),
+        }
+    }
+}
+
+/// The `/status` document.
+pub struct StatusExporter {
+    pub state: Arc<AgentState>,
+    pub book: StatusBook,
+}
+
+impl Exporter for StatusExporter {
+    fn export(&mut self, o: &CycleOutcome) {
+        let doc = self.book.update(o);
+        if let Ok(mut s) = self.state.status.lock() {
+            *s = doc;
         }
     }
 }

@@ -1,89 +1,12 @@
-//! The Kubernetes exporter: Events for condition transitions (on the Node) and for
-//! workload problems (on the Pod), deduplicated; and the condition writer, which runs
-//! in its own task so an API server outage delays writes (retried with backoff) but
-//! never probing or local reporting. Like node-problem-detector's k8s exporter, the only
-//! place the agent's reports reach the API server.
+//! The condition writer: its own task, so an API server outage delays writes (retried
+//! with the manager's backoff, `Retry-After` honoured) but never probing or local
+//! reporting.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::conditions::{Clock, ConditionManager};
-use super::events::{EventDeduper, EventRecord, InvolvedObject};
-use super::export::Exporter;
-use super::http::AgentState;
-use super::outcome::CycleOutcome;
-
-/// Posts Events for one node's outcomes.
-pub struct KubeExporter {
-    pub client: kube::Client,
-    pub node: String,
-    pub node_uid: String,
-    pub state: Arc<AgentState>,
-    pub events: EventDeduper,
-}
-
-impl KubeExporter {
-    fn node_object(&self) -> InvolvedObject {
-        InvolvedObject::Node {
-            name: self.node.clone(),
-            uid: self.node_uid.clone(),
-        }
-    }
-
-    fn post(&self, ev: EventRecord) {
-        let client = self.client.clone();
-        let node = self.node.clone();
-        let state = self.state.clone();
-        tokio::spawn(async move {
-            let r = crate::k8s::events::post(&client, &node, &ev).await;
-            state.metrics.api_write("event", r.is_ok());
-            if let Err(e) = r {
-                tracing::warn!(error = %e, event = %ev.name, "cannot post event");
-            }
-        });
-    }
-}
-
-impl Exporter for KubeExporter {
-    fn export(&mut self, o: &CycleOutcome) {
-        let mut to_post = Vec::new();
-        for ch in o.changes.iter().filter(|c| c.transition) {
-            let reason = format!(
-                "{}{}",
-                ch.kind.as_str(),
-                if ch.status { "" } else { "Resolved" }
-            );
-            let ty = if ch.status { "Warning" } else { "Normal" };
-            // A transition is always news: key on its time so it is never deduplicated away.
-            let key =
-                o.at.duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs().to_string())
-                    .unwrap_or_default();
-            let message = format!("{}: {}", ch.reason, ch.message);
-            to_post.extend(
-                self.events
-                    .emit(self.node_object(), ty, &reason, &message, &key, o.at),
-            );
-        }
-        for w in &o.workload {
-            let obj = InvolvedObject::Pod {
-                namespace: w.pod.namespace.clone(),
-                name: w.pod.name.clone(),
-                uid: w.pod.uid.clone(),
-            };
-            let message = format!("image {}: {}", w.image, w.message);
-            let key = format!("{} {}", w.kind.as_str(), w.image);
-            to_post.extend(
-                self.events
-                    .emit(obj, "Warning", w.kind.as_str(), &message, &key, o.at),
-            );
-        }
-        self.events.retain_uids(&o.live_uids);
-        for ev in to_post {
-            self.post(ev);
-        }
-    }
-}
+use super::{Clock, ConditionManager};
+use crate::agent::state::AgentState;
 
 /// How often the writer looks for a due write (changes, heartbeats).
 const SYNC_TICK: Duration = Duration::from_secs(1);

@@ -89,7 +89,7 @@ impl EventDeduper {
             object,
             type_,
             reason: reason.to_string(),
-            message: super::conditions::bound_message(message),
+            message: crate::agent::conditions::bound_message(message),
             count: s.count,
             first: s.first,
             last: now,

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::config::AuthConfig;
+use crate::agent::config::AuthConfig;
 use crate::k8s::review::{self, Access, Identity};
 
 /// A review the API server does not answer in this long counts as the API server being

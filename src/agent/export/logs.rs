@@ -6,9 +6,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::probe::ProbeReport;
 
-use super::conditions::Change;
-use super::config::LogFormat;
-use super::outcome::{CheckRecord, CycleOutcome};
+use super::Exporter;
+use crate::agent::conditions::Change;
+use crate::agent::config::LogFormat;
+use crate::agent::outcome::{CheckRecord, CycleOutcome};
 
 /// Install the global subscriber. Does nothing if one is already installed (the binary
 /// or a test may have done so).
@@ -61,7 +62,7 @@ pub fn probe(node: &str, c: &CheckRecord) {
     let endpoint = report.endpoint.as_deref().unwrap_or("");
     let phases = phase_durations(report);
     let (kind, registry, credential) = (c.kind.as_str(), c.registry.as_str(), c.cred.to_string());
-    let path = c.kind == super::outcome::CheckKind::Path;
+    let path = c.kind == crate::agent::outcome::CheckKind::Path;
     let what = format!(
         "{registry} {}{verdict}{}{reason}",
         if path { "path " } else { "" },
@@ -129,5 +130,20 @@ pub fn condition_change(node: &str, change: &Change) {
             detail = %change.message,
             "condition changed"
         );
+    }
+}
+
+/// JSON (or text) log lines: one per check, one per condition change, one per cycle.
+pub struct LogExporter;
+
+impl Exporter for LogExporter {
+    fn export(&mut self, o: &CycleOutcome) {
+        for c in &o.checks {
+            probe(&o.node, c);
+        }
+        for ch in &o.changes {
+            condition_change(&o.node, ch);
+        }
+        cycle(o);
     }
 }

@@ -20,7 +20,6 @@ use self::jobs::{InFlight, Job};
 use super::conditions::{summarize, Clock, ConditionKind, ConditionManager};
 use super::config::{AgentConfig, ConfigWatcher, Reload};
 use super::export::Exporter;
-use super::http::AgentState;
 use super::ondemand::{PathResult, ProbeShare};
 use super::outcome::{
     condition_problems, decisive_attempt, tenant_problems, workload_problems, CheckKind,
@@ -30,6 +29,7 @@ use super::path::PullPath;
 use super::persist::{from_unix, unix, Saved, SavedBackoff, Store};
 use super::schedule::{cycles_per_period, image_checks_per_period, image_due, Backoff, Jitter};
 use super::scope::{ReachedBefore, Scope, ScopeRule};
+use super::state::AgentState;
 use super::targets::{CredRef, Limits, PodInfo, TargetKey, TargetSet};
 
 /// Pull secrets fetched this cycle, by (namespace, name), and those the API server
@@ -86,7 +86,39 @@ pub struct Agent {
     cycle_no: u64,
 }
 
+/// Everything an [`Agent`] is built from (`mod.rs` wires these; tests use [`Agent::new`]).
+pub struct Parts {
+    pub cfg: AgentConfig,
+    pub node: String,
+    pub state: Arc<AgentState>,
+    pub path: Arc<dyn PullPath>,
+    pub clock: Arc<dyn Clock>,
+    /// Shared with the assignment answerer ([`ProbeShare`]); [`Parts::share_for`] builds it.
+    pub share: Arc<ProbeShare>,
+    pub watcher: Option<ConfigWatcher>,
+    pub namespace: Option<String>,
+    pub cluster: Option<ClusterCtx>,
+    pub exporters: Vec<Box<dyn Exporter>>,
+    /// Our conditions as the Node has them (a restart neither flips nor rewrites them).
+    pub seed: Vec<crate::report::records::ConditionRecord>,
+}
+
+impl Parts {
+    /// The probe share of an agent with `cfg` on `path`.
+    pub fn share_for(
+        cfg: &AgentConfig,
+        path: Arc<dyn PullPath>,
+        platform: String,
+    ) -> Arc<ProbeShare> {
+        let share =
+            ProbeShare::new(cfg.preflight.concurrency, cfg.interval).with_platform(platform);
+        share.set_path(path);
+        Arc::new(share)
+    }
+}
+
 impl Agent {
+    /// An agent with no cluster, no config watcher and no exporters (tests).
     pub fn new(
         cfg: AgentConfig,
         node: String,
@@ -94,32 +126,62 @@ impl Agent {
         path: Arc<dyn PullPath>,
         clock: Arc<dyn Clock>,
     ) -> Agent {
-        let manager = ConditionManager::new(
+        let share = Parts::share_for(&cfg, path.clone(), String::new());
+        Agent::from_parts(Parts {
+            cfg,
+            node,
+            state,
+            path,
+            clock,
+            share,
+            watcher: None,
+            namespace: None,
+            cluster: None,
+            exporters: Vec::new(),
+            seed: Vec::new(),
+        })
+    }
+
+    /// The agent, with its saved state restored (`state_dir`).
+    pub fn from_parts(p: Parts) -> Agent {
+        let Parts {
+            cfg,
+            node,
+            state,
+            path,
+            clock,
+            share,
+            watcher,
+            namespace,
+            cluster,
+            exporters,
+            seed,
+        } = p;
+        let mut manager = ConditionManager::new(
             cfg.fail_after,
             cfg.recover_after,
             cfg.heartbeat,
             Jitter::from_node(&format!("{node}/heartbeat")),
             clock.now(),
         );
-        let share = Arc::new(ProbeShare::new(cfg.preflight.concurrency, cfg.interval));
-        share.set_path(path.clone());
+        manager.seed(&seed, clock.now());
         let store = cfg.state_dir.as_deref().map(Store::new);
-        Agent {
+        let mut agent = Agent {
             share,
             jitter: Jitter::from_node(&node),
             node_count: cfg.fleet.node_count.unwrap_or(1).max(1),
             inflight: InFlight::new(cfg.concurrency),
             cfg,
-            watcher: None,
+            watcher,
             node,
-            namespace: None,
+            namespace: namespace.filter(|n| !n.is_empty()),
             state,
             path,
-            cluster: None,
-            pods: None,
+            pods: cluster.as_ref().map(|c| c.pods.clone()),
+            cluster,
             manager: Arc::new(Mutex::new(manager)),
             clock,
-            exporters: Vec::new(),
+            exporters,
             reloaded_at: Instant::now(),
             backoff: HashMap::new(),
             seen: HashSet::new(),
@@ -130,7 +192,9 @@ impl Agent {
             store,
             started: Instant::now(),
             cycle_no: 0,
-        }
+        };
+        agent.restore();
+        agent
     }
 
     /// Time to sleep before the next cycle: the jittered interval from the start of the
@@ -143,7 +207,7 @@ impl Agent {
 
     /// Restore what the state file kept (backoff, registries reached before); a file that
     /// cannot be used is reported and replaced at the next save.
-    pub fn restore(&mut self) {
+    fn restore(&mut self) {
         let Some(store) = self.store.as_mut() else {
             return;
         };
@@ -327,7 +391,8 @@ impl Agent {
             e.export(&outcome);
         }
         self.save();
-        self.state.progress();
+        // The loop, not an exporter, says the agent is ready: from the first cycle on.
+        self.state.cycle_done();
         self.cycle_no += 1;
     }
 
