@@ -6,6 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod controller;
 pub mod credentials;
 pub mod endpoint;
 pub mod goduration;

@@ -75,6 +75,18 @@ fn main() {
                     }
                 }
             }
+            Command::Controller(args) => {
+                pullprobe::controller::init_logging(args.log_format);
+                match pullprobe::controller::run_controller(*args).await {
+                    Ok(()) => exit::READY,
+                    Err(e) => {
+                        let msg = format!("pullprobe controller: {e}");
+                        eprintln!("{msg}");
+                        let _ = std::fs::write("/dev/termination-log", &msg);
+                        exit::USAGE
+                    }
+                }
+            }
             Command::Agent(args) => match pullprobe::agent::run_agent(*args).await {
                 Ok(()) => exit::READY,
                 Err(e) => {

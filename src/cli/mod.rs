@@ -45,6 +45,9 @@ pub enum Command {
     Preflight(Box<preflight::PreflightArgs>),
     /// The fleet's registry problems from the agents' Node conditions and Events.
     Status(Box<status::StatusArgs>),
+    /// Run the controller (Deployment): answer ImagePreflight objects from the agents'
+    /// NodePullStatus objects, guard rollouts, serve the admission webhook.
+    Controller(Box<crate::controller::ControllerArgs>),
 }
 
 /// The name to show in help: `kubectl pullprobe` when run as the kubectl plugin

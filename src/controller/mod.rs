@@ -1,0 +1,179 @@
+//! `pullprobe controller`: the Deployment that turns `ImagePreflight` objects into answers
+//! from the agents' `NodePullStatus` objects, guards rollouts in opted-in namespaces and
+//! serves the admission webhook. Wiring only:
+//!
+//! ```text
+//!  fleet (Node + NodePullStatus caches, every replica) ──▶ webhook (every replica)
+//!        │
+//!  lease (one leader) ──▶ reconcile (ImagePreflight: rounds, status, ttl)
+//!                     └─▶ guard (workloads in labelled namespaces → owned ImagePreflight)
+//! ```
+//!
+//! Only the holder of the Lease writes (assignments, statuses, deletions, Events); a
+//! replica that loses the Lease exits, as kube-controller-manager does, and its
+//! Deployment restarts it as a candidate. Depends on `api`, `preflight` and `k8s`, never on
+//! `agent`.
+
+pub mod fleet;
+pub mod lease;
+
+use std::time::Duration;
+
+use clap::Args;
+
+use self::fleet::{Fleet, FleetError};
+use self::lease::{Elector, LeaseTiming};
+use crate::k8s::K8sError;
+
+/// `pullprobe controller` flags.
+#[derive(Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Kubeconfig to use [default: in-cluster config, else $KUBECONFIG or ~/.kube/config].
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Namespace of the Lease (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = crate::preflight::AGENT_NAMESPACE)]
+    pub namespace: String,
+    /// Name of the `coordination.k8s.io/v1` Lease the replicas elect a leader on.
+    #[arg(long, default_value = "pullprobe-controller")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease [default: $POD_NAME, else the host name,
+    /// with a random suffix].
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long a Lease holds without renewal before another replica may take it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
+    pub lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it steps down.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub renew_deadline: Duration,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub retry_period: Duration,
+    /// How long a round waits for the agents' answers; a node that has not answered by
+    /// then is `unknown` (`AgentTimeout`).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub answer_timeout: Duration,
+    /// Logs as JSON lines (the default in a Pod) or text.
+    #[arg(long, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Why the controller stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Kube(#[from] K8sError),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error("lost the Lease {0}: another replica leads now")]
+    LostLeadership(String),
+    #[error("the leader's work stopped: {0}")]
+    Stopped(String),
+}
+
+/// Logs for the controller (JSON lines by default), filtered by `RUST_LOG` (default info).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+        LogFormat::Text => b.try_init(),
+    };
+}
+
+/// This replica's identity: `--identity`/`$POD_NAME` or the host name, plus a random
+/// suffix (a restarted Pod keeps its name; its old record must not look like its own).
+fn identity(args: &ControllerArgs) -> String {
+    let base = args
+        .identity
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "pullprobe-controller".into());
+    let mut b = [0u8; 4];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    let base: String = base.chars().take(100).collect();
+    format!("{base}_{}", hex::encode(b))
+}
+
+/// Runs the controller until SIGTERM/SIGINT (Ok, after releasing the Lease) or until
+/// leadership is lost (Err: the process exits and is restarted as a candidate).
+pub async fn run_controller(args: ControllerArgs) -> Result<(), ControllerError> {
+    let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+    let fleet = Fleet::start(client.clone()).await?;
+    tracing::info!(
+        nodes = fleet.nodes().len(),
+        statuses = fleet.statuses().len(),
+        "fleet caches synced"
+    );
+    let timing = LeaseTiming {
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+    };
+    let mut elector = Elector::new(
+        client.clone(),
+        &args.namespace,
+        &args.lease_name,
+        &identity(&args),
+        timing,
+    );
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = &mut shutdown => return Ok(()),
+    }
+    tracing::info!(identity = elector.identity(), "leading");
+    let work = lead(client, fleet, args.clone());
+    tokio::pin!(work);
+    let result = tokio::select! {
+        () = elector.hold() => Err(ControllerError::LostLeadership(args.lease_name.clone())),
+        r = &mut work => r.and(Err(ControllerError::Stopped("ended".into()))),
+        () = &mut shutdown => Ok(()),
+    };
+    if result.is_ok() {
+        elector.release().await;
+    }
+    result
+}
+
+/// The leader's work: the pre-flight reconciler and the rollout guard.
+async fn lead(
+    _client: kube::Client,
+    _fleet: Fleet,
+    _args: ControllerArgs,
+) -> Result<(), ControllerError> {
+    futures::future::pending::<()>().await;
+    Ok(())
+}
+
+/// SIGTERM (the kubelet stopping the Pod) or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
