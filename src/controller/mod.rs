@@ -16,6 +16,7 @@
 
 pub mod fleet;
 pub mod lease;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -97,6 +97,19 @@ pub fn load(inputs: &[String], default_ns: &str) -> Result<Loaded, ManifestError
     Ok(out)
 }
 
+/// The pods one API object would create (e.g. the object of an AdmissionReview), `None` for
+/// a kind without a pod template. `at` names it in errors.
+pub fn workload_of(
+    at: &str,
+    doc: Value,
+    default_ns: &str,
+) -> Result<Option<Workload>, ManifestError> {
+    let mut out = Loaded::default();
+    let mut count = 0usize;
+    object(at, doc, default_ns, &mut out, &mut count, 0)?;
+    Ok(out.workloads.pop())
+}
+
 fn read_input(input: &str) -> Result<String, ManifestError> {
     use std::io::Read;
     let err = |source| ManifestError::Read {

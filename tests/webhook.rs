@@ -1,0 +1,464 @@
+//! The rollout guard's admission webhook on the REAL kube-apiserver: the CRDs applied,
+//! Nodes and NodePullStatus objects created as agents would write them, the webhook started
+//! in-process (`pullprobe::controller::webhook::start`, as `pullprobe controller` runs it)
+//! on 127.0.0.1, a ValidatingWebhookConfiguration pointing the API server at it, and
+//! `kubectl apply` (the harness's kubectl) printing what the API server relays. The fleet
+//! caches are the controller's own ([`Fleet`]).
+
+mod kube;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::kube::KubeApiServer;
+use pullprobe::controller::fleet::Fleet;
+use pullprobe::controller::webhook::{self, FleetView, WebhookConfig};
+
+const NS: &str = "pullprobe";
+
+/// Nodes `ok-0..3` reach registry.example (fingerprint `fp-ok`, whose image checks say
+/// app:v2 pulls and app:v3's tag is missing); `bad-0..1` fail its TLS.
+fn seed_fleet(api: &KubeApiServer) {
+    let admin = api.admin_token();
+    let now = jiff::Timestamp::now().to_string();
+    let cell = |v: &str, r: Option<&str>| match r {
+        Some(r) => json!({"verdict": v, "reason": r, "host": "registry.example", "message": "m"}),
+        None => json!({"verdict": v, "message": "ok"}),
+    };
+    let nodes: Vec<(String, bool)> = (0..3)
+        .map(|i| (format!("ok-{i}"), true))
+        .chain((0..2).map(|i| (format!("bad-{i}"), false)))
+        .collect();
+    for (name, ok) in &nodes {
+        api.create_if_missing(
+            "/api/v1/nodes",
+            &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"pool": if *ok {"ok"} else {"bad"}}}}),
+            admin,
+        );
+        // The API server's TaintNodesByCondition taints every new Node not-ready until a
+        // kubelet reports; these nodes are Ready as far as scheduling goes.
+        let r = api
+            .request_with(
+                "PATCH",
+                &format!("/api/v1/nodes/{name}"),
+                admin,
+                "application/merge-patch+json",
+                Some(r#"{"spec":{"taints":null}}"#),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{r:?}");
+        let path_cell = if *ok {
+            cell("ready", None)
+        } else {
+            cell("not_ready", Some("TLSUnknownAuthority"))
+        };
+        let answers = if name == "ok-0" {
+            json!([{"id": "a1", "depth": "Image", "answeredAt": now, "results": [
+                {"image": "registry.example/app:v2", "fingerprint": "fp-ok", "pathState": "ok", "cell": cell("ready", None)},
+                {"image": "registry.example/app:v3", "fingerprint": "fp-ok", "pathState": "ok", "cell": cell("not_ready", Some("ManifestNotFound"))}]}])
+        } else {
+            json!([])
+        };
+        let mut obj = json!({"apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+                             "metadata": {"name": name}, "spec": {"assignments": []}});
+        let created = api.must(
+            "POST",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+            admin,
+            Some(&obj),
+        );
+        obj["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+        obj["status"] = json!({
+            "agentVersion": "test", "runtime": "containerd 1.7.24", "platform": "linux/amd64",
+            "heartbeatTime": now, "intervalSeconds": 3600, "registriesTotal": 1, "registriesFailing": if *ok {0} else {1},
+            "registries": [{"registry": "registry.example", "fingerprint": if *ok {"fp-ok"} else {"fp-bad"},
+                            "state": if *ok {"ok"} else {"failing"}, "cell": path_cell, "checkedAt": now}],
+            "answers": answers,
+        });
+        api.must(
+            "PUT",
+            &format!("/apis/pullprobe.io/v1alpha1/nodepullstatuses/{name}/status"),
+            admin,
+            Some(&obj),
+        );
+    }
+    for (ns, label) in [
+        ("guarded", Some("warn")),
+        ("strict", Some("enforce")),
+        ("plain", None),
+    ] {
+        let mut meta = json!({"name": ns});
+        if let Some(l) = label {
+            meta["labels"] = json!({"pullprobe.io/rollout-guard": l});
+        }
+        api.create_if_missing(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta}),
+            admin,
+        );
+    }
+    api.create_namespace(NS);
+}
+
+fn apply_crds(api: &KubeApiServer) {
+    api.apply_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds/pullprobe.io.yaml"));
+    wait_for("the CRDs to be served", Duration::from_secs(30), || {
+        let r = api.request(
+            "GET",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+            api.admin_token(),
+            None,
+        );
+        r.is_ok_and(|r| r.status == 200)
+    });
+}
+
+/// The webhook configuration as shipped (failurePolicy Ignore, 1 s, no side effects), but
+/// reaching the in-process webhook by URL; its caBundle is the controller's to fill.
+fn create_webhook_config(api: &KubeApiServer, port: u16) {
+    let rules = json!([
+        {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets"], "operations": ["CREATE", "UPDATE"]},
+        {"apiGroups": ["batch"], "apiVersions": ["v1", "v1beta1"], "resources": ["cronjobs"], "operations": ["CREATE", "UPDATE"]}]);
+    let vwc = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": webhook::WEBHOOK_CONFIG},
+        "webhooks": [{"name": "rollout-guard.pullprobe.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                      "failurePolicy": "Ignore", "timeoutSeconds": 1, "rules": rules,
+                      "namespaceSelector": {"matchExpressions": [{"key": "pullprobe.io/rollout-guard", "operator": "Exists"}]},
+                      "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate")}}]});
+    api.create_if_missing(
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+        &vwc,
+        api.admin_token(),
+    );
+}
+
+/// The webhook on its own runtime (dropping the runtime stops it: the controller gone).
+struct Controller {
+    rt: tokio::runtime::Runtime,
+    hook: Option<webhook::Webhook>,
+    _leader: tokio::sync::watch::Sender<bool>,
+}
+
+impl Controller {
+    fn start(api: &KubeApiServer, lifetime: Duration) -> Controller {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = api.kube_config(api.admin_token());
+        let (tx, leader) = tokio::sync::watch::channel(true);
+        let hook = rt.block_on(async move {
+            let client = ::kube::Client::try_from(config).unwrap();
+            let fleet: Arc<dyn FleetView> = Arc::new(Fleet::start(client.clone()).await.unwrap());
+            let mut cfg = WebhookConfig::new(NS);
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.cert.lifetime = lifetime;
+            cfg.cert.extra_names = vec!["127.0.0.1".into()];
+            webhook::start(client, fleet, cfg, leader).await.unwrap()
+        });
+        Controller {
+            rt,
+            hook: Some(hook),
+            _leader: tx,
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.hook.as_ref().unwrap().addr.port()
+    }
+
+    fn stop(mut self) {
+        drop(self.hook.take());
+        self.rt.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn secret(api: &KubeApiServer) -> Value {
+    api.request(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/secrets/{}", webhook::SECRET),
+        api.admin_token(),
+        None,
+    )
+    .map(|r| r.json())
+    .unwrap_or(Value::Null)
+}
+
+fn ca_bundle(api: &KubeApiServer) -> Option<String> {
+    let v = api.must(
+        "GET",
+        &format!(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{}",
+            webhook::WEBHOOK_CONFIG
+        ),
+        api.admin_token(),
+        None,
+    );
+    v["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .map(String::from)
+}
+
+/// What kubectl printed (stdout + stderr) and whether it succeeded.
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new(crate::kube::kube_binary_path("kubectl"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn deployment(ns: &str, name: &str, images: &[&str], pool: Option<&str>) -> String {
+    let containers: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, im)| json!({"name": format!("c{i}"), "image": im}))
+        .collect();
+    let mut spec = json!({"containers": containers});
+    if let Some(p) = pool {
+        spec["nodeSelector"] = json!({"pool": p});
+    }
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+           "spec": {"selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}}, "spec": spec}}})
+    .to_string()
+}
+
+/// Until the API server calls the webhook with a caBundle that verifies it (it reads the
+/// configuration through an informer), a server-side dry run gets no warning.
+fn wait_until_the_api_server_calls_it(kubeconfig: &Path) {
+    let probe = deployment("guarded", "probe", &["registry.example/app:v3"], None);
+    wait_for(
+        "the API server to relay the webhook's warning",
+        Duration::from_secs(60),
+        || {
+            let (ok, out) = kubectl(
+                kubeconfig,
+                &["apply", "--dry-run=server", "-f", "-"],
+                &probe,
+            );
+            ok && out.contains("Warning: pullprobe:")
+        },
+    );
+}
+
+fn setup() -> (KubeApiServer, PathBuf) {
+    let api = KubeApiServer::start();
+    apply_crds(&api);
+    seed_fleet(&api);
+    let kubeconfig = api.write_kubeconfig(api.admin_token());
+    (api, kubeconfig)
+}
+
+#[test]
+fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
+    let (api, kubeconfig) = setup();
+    let ctl = Controller::start(&api, webhook::CERT_LIFETIME);
+    create_webhook_config(&api, ctl.port());
+    wait_for("the controller's caBundle", Duration::from_secs(30), || {
+        let ca = secret(&api)["data"]["ca.crt"].as_str().map(String::from);
+        ca.is_some() && ca_bundle(&api) == ca
+    });
+    wait_until_the_api_server_calls_it(&kubeconfig);
+
+    // 2 of 5 nodes fail the registry's TLS; another registry nobody checked yet.
+    let web = deployment(
+        "guarded",
+        "web",
+        &["registry.example/app:v2", "other.example/tool:1"],
+        None,
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], &web);
+    assert!(ok, "{out}");
+    assert!(out.contains(
+        "Warning: pullprobe: 2 of 5 nodes cannot pull registry.example/app:v2: TLSUnknownAuthority at registry.example \
+         (TLS to it fails on the nodes); kubectl get imagepreflight -n guarded deployment-web"), "{out}");
+    assert!(out.contains("Warning: pullprobe: other.example/tool:1 is not checked yet; the rollout guard checks it now"), "{out}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+
+    // The same images again: no change, no warning.
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &web.replace(
+            "{\"containers\":",
+            "{\"terminationGracePeriodSeconds\":5,\"containers\":",
+        ),
+    );
+    assert!(ok && !out.contains("Warning"), "{out}");
+    // A missing tag, on the pool whose path is fine.
+    let v3 = deployment(
+        "guarded",
+        "web",
+        &["registry.example/app:v3", "other.example/tool:1"],
+        Some("ok"),
+    );
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], &v3);
+    assert!(ok, "{out}");
+    assert!(out.contains("Warning: pullprobe: 3 of 3 nodes cannot pull registry.example/app:v3: ManifestNotFound at registry.example \
+                          (the tag or digest does not exist)"), "{out}");
+
+    // Unlabelled namespace: nothing said.
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &deployment("plain", "web", &["registry.example/app:v3"], None),
+    );
+    assert!(ok && !out.contains("Warning"), "{out}");
+
+    // enforce: denied while some node cannot pull; allowed when all candidates can.
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &deployment("strict", "web", &["registry.example/app:v3"], Some("ok")),
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("denied the request: pullprobe: namespace strict enforces the rollout guard: 3 of 3 nodes cannot pull registry.example/app:v3"), "{out}");
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &deployment("strict", "web", &["registry.example/app:v2"], Some("ok")),
+    );
+    assert!(ok && !out.contains("Warning"), "{out}");
+
+    // The controller gone: failurePolicy Ignore lets the write through, unwarned.
+    ctl.stop();
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &deployment("strict", "after", &["registry.example/app:v3"], None),
+    );
+    assert!(ok, "{out}");
+    assert!(!out.contains("Warning"), "{out}");
+}
+
+/// A TLS client that trusts only `ca_pem` reaches the webhook (it serves a certificate that
+/// CA signed).
+fn served_by(port: u16, ca_pem: &str) -> bool {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .is_ok()
+    })
+}
+
+fn first_pem(bundle: &str) -> String {
+    let end = "-----END CERTIFICATE-----";
+    bundle
+        .find(end)
+        .map(|i| bundle[..i + end.len()].to_string() + "\n")
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_rotated_certificate_keeps_working() {
+    let (api, kubeconfig) = setup();
+    // 60 s certificates: rotated 40 s after they start (15 s before they were made).
+    let ctl = Controller::start(&api, Duration::from_secs(60));
+    create_webhook_config(&api, ctl.port());
+    let b64 = |s: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_str().unwrap_or(""))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    wait_for("the first certificate", Duration::from_secs(30), || {
+        secret(&api)["data"]["tls.crt"].is_string()
+    });
+    let first = b64(&secret(&api)["data"]["tls.crt"]);
+    wait_until_the_api_server_calls_it(&kubeconfig);
+
+    wait_for("a rotation", Duration::from_secs(60), || {
+        let s = secret(&api);
+        s["data"]["tls.crt"].is_string() && b64(&s["data"]["tls.crt"]) != first
+    });
+    let s = secret(&api);
+    let bundle = b64(&s["data"]["ca.crt"]);
+    assert_eq!(
+        bundle.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "new and previous CA while the old may be served: {bundle}"
+    );
+    let fresh_ca = first_pem(&bundle);
+    // Picked up without a restart: the listener serves the new certificate.
+    wait_for(
+        "the new certificate on the listener",
+        Duration::from_secs(30),
+        || served_by(ctl.port(), &fresh_ca),
+    );
+    wait_for(
+        "the caBundle to be the Secret's ca.crt",
+        Duration::from_secs(30),
+        || {
+            ca_bundle(&api)
+                .is_some_and(|b| b64(&Value::String(b)) == b64(&secret(&api)["data"]["ca.crt"]))
+        },
+    );
+
+    wait_until_the_api_server_calls_it(&kubeconfig);
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["apply", "-f", "-"],
+        &deployment("guarded", "web", &["registry.example/app:v3"], Some("ok")),
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Warning: pullprobe: 3 of 3 nodes cannot pull registry.example/app:v3"),
+        "{out}"
+    );
+    ctl.stop();
+}
