@@ -55,6 +55,10 @@ pub struct ControllerArgs {
     /// then is `unknown` (`AgentTimeout`).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     pub answer_timeout: Duration,
+    /// Where the admission webhook listens (every replica; Service `pullprobe-webhook` port
+    /// 443 sends here).
+    #[arg(long, value_name = "ADDR", default_value = "[::]:8443")]
+    pub webhook_listen: std::net::SocketAddr,
     /// Logs as JSON lines (the default in a Pod) or text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -74,6 +78,8 @@ pub enum ControllerError {
     Kube(#[from] K8sError),
     #[error(transparent)]
     Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
     #[error("lost the Lease {0}: another replica leads now")]
     LostLeadership(String),
     #[error("the leader's work stopped: {0}")]
@@ -121,6 +127,18 @@ pub async fn run_controller(args: ControllerArgs) -> Result<(), ControllerError>
         statuses = fleet.statuses().len(),
         "fleet caches synced"
     );
+    // Every replica serves the webhook from the fleet caches; only the leader keeps its
+    // certificate (`leading` turns true once the Lease is held).
+    let (leading, leader) = tokio::sync::watch::channel(false);
+    let mut hook_cfg = webhook::WebhookConfig::new(&args.namespace);
+    hook_cfg.listen = args.webhook_listen;
+    let _webhook = webhook::start(
+        client.clone(),
+        std::sync::Arc::new(fleet.clone()),
+        hook_cfg,
+        leader,
+    )
+    .await?;
     let timing = LeaseTiming {
         lease_duration: args.lease_duration,
         renew_deadline: args.renew_deadline,
@@ -140,6 +158,7 @@ pub async fn run_controller(args: ControllerArgs) -> Result<(), ControllerError>
         () = &mut shutdown => return Ok(()),
     }
     tracing::info!(identity = elector.identity(), "leading");
+    let _ = leading.send(true);
     let work = lead(client, fleet, args.clone());
     tokio::pin!(work);
     let result = tokio::select! {
