@@ -44,17 +44,21 @@ render = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 base = [d for d in yaml.safe_load_all(open(sys.argv[2])) if d]
 added = [d for d in render if d not in base]
 kinds = sorted(d["kind"] for d in added)
-want = ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-if kinds != want or len(render) != len(base) + 2:
+want = ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
+if kinds != want or len(render) != len(base) + 4:
     sys.exit(f"the component must add exactly {want} to the base, added {kinds}")
 ds = next(d for d in base if d["kind"] == "DaemonSet")
 user = f"system:serviceaccount:{ds['metadata']['namespace']}:{ds['spec']['template']['spec']['serviceAccountName']}"
-policy = next(d for d in added if d["kind"] == "ValidatingAdmissionPolicy")
-if not any(f"'{user}'" in m["expression"] for m in policy["spec"]["matchConditions"]):
-    sys.exit(f"the policy's matchConditions do not name the DaemonSet's ServiceAccount {user}")
+policies = {d["metadata"]["name"] for d in added if d["kind"] == "ValidatingAdmissionPolicy"}
+bound = {d["spec"]["policyName"] for d in added if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+if policies != bound:
+    sys.exit(f"every policy needs its binding: policies {sorted(policies)}, bound {sorted(bound)}")
+for policy in (d for d in added if d["kind"] == "ValidatingAdmissionPolicy"):
+    if not any(f"'{user}'" in m["expression"] for m in policy["spec"]["matchConditions"]):
+        sys.exit(f"{policy['metadata']['name']}: matchConditions do not name the DaemonSet's ServiceAccount {user}")
 yaml.safe_dump_all(added, open(sys.argv[3], "w"))
 PY
-log "the component adds the policy and its binding to the base, nothing else; it names the agent's ServiceAccount"
+log "the component adds the two policies and their bindings to the base, nothing else; they name the agent's ServiceAccount"
 for v in 1.30.0 1.37.0; do
     "$KV" --strict --kubernetes-version "$v" "$POLICY" >/dev/null || { log "schema $v: invalid"; "$KV" --strict --kubernetes-version "$v" "$POLICY"; exit 1; }
 done
@@ -65,14 +69,31 @@ import copy, sys, yaml, celpy
 from celpy import celtypes
 
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-policy = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy")["spec"]
 env = celpy.Environment()
 def prog(e):
     return env.program(env.compile(e))
-match = [(m["name"], prog(m["expression"])) for m in policy["matchConditions"]]
-variables = [(v["name"], prog(v["expression"])) for v in policy["variables"]]
-validations = [(v["message"], prog(v["expression"])) for v in policy["validations"]]
-print(f"parsed {len(match) + len(variables) + len(validations)} CEL expressions")
+class Policy:
+    def __init__(self, name):
+        spec = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicy" and d["metadata"]["name"] == name)["spec"]
+        self.match = [(m["name"], prog(m["expression"])) for m in spec["matchConditions"]]
+        self.variables = [(v["name"], prog(v["expression"])) for v in spec["variables"]]
+        self.validations = [(v["message"], prog(v["expression"])) for v in spec["validations"]]
+        self.count = len(self.match) + len(self.variables) + len(self.validations)
+    def evaluate(self, request, new, old):
+        act = {"request": celpy.json_to_cel(request), "object": celpy.json_to_cel(new),
+               "oldObject": celpy.json_to_cel(old)}
+        if not all(bool(p.evaluate(act)) for _, p in self.match):
+            return "not matched"
+        vs = {}
+        for name, p in self.variables:
+            act["variables"] = celtypes.MapType(vs)
+            vs[celtypes.StringType(name)] = p.evaluate(act)
+        act["variables"] = celtypes.MapType(vs)
+        failed = [msg for msg, p in self.validations if not bool(p.evaluate(act))]
+        return "allowed" if not failed else "denied: " + failed[0]
+nodes_policy = Policy("pullprobe-own-node-conditions")
+nps_policy = Policy("pullprobe-own-nodepullstatus")
+print(f"parsed {nodes_policy.count + nps_policy.count} CEL expressions")
 
 SA = "system:serviceaccount:pullprobe:pullprobe"
 def cond(t, s, reason="R"):
@@ -84,21 +105,11 @@ old = {"metadata": {"name": "node-a"},
                   "nodeInfo": {"kubeletVersion": "v1.30.0"},
                   "conditions": [cond("Ready", "True"), cond("MemoryPressure", "False"),
                                  cond("RegistryUnreachable", "False")]}}
-def req(node=None, user=SA):
+def req(node=None, user=SA, name="node-a", operation="UPDATE"):
     extra = {} if node is None else {"authentication.kubernetes.io/node-name": [node]}
-    return {"userInfo": {"username": user, "extra": extra}}
+    return {"userInfo": {"username": user, "extra": extra}, "name": name, "operation": operation}
 def evaluate(request, new):
-    act = {"request": celpy.json_to_cel(request), "object": celpy.json_to_cel(new),
-           "oldObject": celpy.json_to_cel(old)}
-    if not all(bool(p.evaluate(act)) for _, p in match):
-        return "not matched"
-    vs = {}
-    for name, p in variables:
-        act["variables"] = celtypes.MapType(vs)
-        vs[celtypes.StringType(name)] = p.evaluate(act)
-    act["variables"] = celtypes.MapType(vs)
-    failed = [msg for msg, p in validations if not bool(p.evaluate(act))]
-    return "allowed" if not failed else "denied: " + failed[0]
+    return nodes_policy.evaluate(request, new, old)
 
 def with_conditions(conds, **status):
     n = copy.deepcopy(old)
@@ -118,9 +129,27 @@ cases = [
     ("capacity changed", req("node-a"), with_conditions(ours, capacity={"cpu": "64"}), "denied: pullprobe may not change"),
     ("the kubelet (policy does not apply)", req("node-a", "system:node:node-a"), with_conditions([cond("Ready", "False")]), "not matched"),
 ]
+# NodePullStatus (named after its node): create and status writes of its own only.
+def nps(name, assignments=None):
+    o = {"apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus", "metadata": {"name": name},
+         "spec": {"assignments": assignments or []}, "status": {"heartbeatTime": "2026-01-01T00:00:00Z"}}
+    return o
+assignment = [{"id": "a1", "depth": "Image", "images": ["reg/app:1"], "namespace": "team-a",
+               "issuedAt": "2026-01-01T00:00:00Z"}]
+nps_cases = [
+    ("the agent creates its node's NodePullStatus", req("node-a", operation="CREATE"), nps("node-a"), None, "allowed"),
+    ("the agent writes its node's status", req("node-a"), nps("node-a", assignment), nps("node-a", assignment), "allowed"),
+    ("another node's status", req("node-a", name="node-b"), nps("node-b"), nps("node-b"), "denied: pullprobe may write only the NodePullStatus"),
+    ("another node's object created", req("node-a", name="node-b", operation="CREATE"), nps("node-b"), None, "denied: pullprobe may write only the NodePullStatus"),
+    ("a token without a node", req(None), nps("node-a"), nps("node-a"), "denied: pullprobe may write only the NodePullStatus"),
+    ("created with assignments", req("node-a", operation="CREATE"), nps("node-a", assignment), None, "denied: pullprobe may not create"),
+    ("the controller (policy does not apply)", req(None, "system:serviceaccount:pullprobe:pullprobe-controller", "node-b"), nps("node-b", assignment), nps("node-b"), "not matched"),
+]
+cases = [(n, r, new, lambda r, new: evaluate(r, new), want) for n, r, new, want in cases]
+cases += [(n, r, new, (lambda o: lambda r, new: nps_policy.evaluate(r, new, o))(o), want) for n, r, new, o, want in nps_cases]
 bad = 0
-for name, r, new, want in cases:
-    got = evaluate(r, new)
+for name, r, new, judge, want in cases:
+    got = judge(r, new)
     ok = got.startswith(want)
     bad += not ok
     print(f"{'ok ' if ok else 'BAD'} {name}: {got}")

@@ -517,6 +517,13 @@ const USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("patch", "", "events", Some("default")),
     ("create", "", "events", Some("team-a")), // Pod events, in the pod's namespace
     ("patch", "", "events", Some("team-a")),
+    // Its node's NodePullStatus: the controller's assignments (watch by name), its answers
+    // and path states (server-side apply of the status subresource).
+    ("get", "pullprobe.io", "nodepullstatuses", None),
+    ("list", "pullprobe.io", "nodepullstatuses", None),
+    ("watch", "pullprobe.io", "nodepullstatuses", None),
+    ("create", "pullprobe.io", "nodepullstatuses", None),
+    ("patch", "pullprobe.io", "nodepullstatuses/status", None),
     // Reviews of the callers of the agent's main listener (src/agent/auth.rs).
     ("create", "authentication.k8s.io", "tokenreviews", None),
     (
@@ -541,6 +548,14 @@ const NOT_USED: &[(&str, &str, &str, Option<&str>)] = &[
     ("watch", "", "nodes", None),
     ("update", "", "nodes/status", None),
     ("get", "", "nodes/proxy", None),
+    ("create", "", "pods/proxy", Some("pullprobe")),
+    ("get", "", "pods/proxy", Some("pullprobe")),
+    // The assignments are the controller's; pre-flights are people's.
+    ("patch", "pullprobe.io", "nodepullstatuses", None),
+    ("update", "pullprobe.io", "nodepullstatuses", None),
+    ("delete", "pullprobe.io", "nodepullstatuses", None),
+    ("create", "pullprobe.io", "imagepreflights", Some("team-a")),
+    ("get", "pullprobe.io", "imagepreflights", Some("team-a")),
     ("get", "", "pods", Some("team-a")),
     ("create", "", "pods", Some("team-a")),
     ("delete", "", "pods", Some("team-a")),
@@ -646,6 +661,492 @@ fn cluster_role_grants_exactly_what_the_agent_uses_on_a_real_apiserver() {
     }
 }
 
+const CONTROLLER: &str = "pullprobe-controller";
+
+/// (verb, group, resource[/sub], namespace, resourceName).
+type Access = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+/// What `pullprobe controller` does (src/controller/).
+const CONTROLLER_USED: &[Access] = &[
+    ("get", "", "nodes", None, None),
+    ("list", "", "nodes", None, None),
+    ("watch", "", "nodes", None, None),
+    ("get", "", "namespaces", None, None),
+    ("list", "", "namespaces", None, None),
+    ("watch", "", "namespaces", None, None),
+    ("get", "", "pods", Some("team-a"), None),
+    ("list", "", "pods", Some("team-a"), None),
+    ("watch", "", "pods", Some("team-a"), None),
+    ("get", "", "serviceaccounts", Some("team-a"), None),
+    ("list", "", "serviceaccounts", Some("team-a"), None),
+    ("watch", "", "serviceaccounts", Some("team-a"), None),
+    ("get", "apps", "deployments", Some("team-a"), None),
+    ("list", "apps", "deployments", None, None),
+    ("watch", "apps", "deployments", None, None),
+    ("get", "apps", "statefulsets", Some("team-a"), None),
+    ("list", "apps", "statefulsets", None, None),
+    ("watch", "apps", "statefulsets", None, None),
+    ("get", "apps", "daemonsets", Some("team-a"), None),
+    ("list", "apps", "daemonsets", None, None),
+    ("watch", "apps", "daemonsets", None, None),
+    ("get", "apps", "replicasets", Some("team-a"), None),
+    ("list", "apps", "replicasets", None, None),
+    ("watch", "apps", "replicasets", None, None),
+    ("get", "batch", "jobs", Some("team-a"), None),
+    ("list", "batch", "jobs", None, None),
+    ("watch", "batch", "jobs", None, None),
+    ("get", "batch", "cronjobs", Some("team-a"), None),
+    ("list", "batch", "cronjobs", None, None),
+    ("watch", "batch", "cronjobs", None, None),
+    (
+        "get",
+        "pullprobe.io",
+        "imagepreflights",
+        Some("team-a"),
+        None,
+    ),
+    ("list", "pullprobe.io", "imagepreflights", None, None),
+    ("watch", "pullprobe.io", "imagepreflights", None, None),
+    (
+        "create",
+        "pullprobe.io",
+        "imagepreflights",
+        Some("team-a"),
+        None,
+    ),
+    (
+        "patch",
+        "pullprobe.io",
+        "imagepreflights",
+        Some("team-a"),
+        None,
+    ),
+    (
+        "delete",
+        "pullprobe.io",
+        "imagepreflights",
+        Some("team-a"),
+        None,
+    ),
+    (
+        "get",
+        "pullprobe.io",
+        "imagepreflights/status",
+        Some("team-a"),
+        None,
+    ),
+    (
+        "patch",
+        "pullprobe.io",
+        "imagepreflights/status",
+        Some("team-a"),
+        None,
+    ),
+    (
+        "update",
+        "pullprobe.io",
+        "imagepreflights/status",
+        Some("team-a"),
+        None,
+    ),
+    ("get", "pullprobe.io", "nodepullstatuses", None, None),
+    ("list", "pullprobe.io", "nodepullstatuses", None, None),
+    ("watch", "pullprobe.io", "nodepullstatuses", None, None),
+    ("patch", "pullprobe.io", "nodepullstatuses", None, None),
+    ("create", "", "events", Some("team-a"), None),
+    ("patch", "", "events", Some("team-a"), None),
+    ("create", "events.k8s.io", "events", Some("team-a"), None),
+    ("patch", "events.k8s.io", "events", Some("team-a"), None),
+    (
+        "get",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("pullprobe-rollout-guard"),
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("pullprobe-rollout-guard"),
+    ),
+    (
+        "update",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("pullprobe-rollout-guard"),
+    ),
+    (
+        "get",
+        "coordination.k8s.io",
+        "leases",
+        Some(NS),
+        Some(CONTROLLER),
+    ),
+    (
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        Some(NS),
+        Some(CONTROLLER),
+    ),
+    (
+        "patch",
+        "coordination.k8s.io",
+        "leases",
+        Some(NS),
+        Some(CONTROLLER),
+    ),
+    (
+        "get",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+    (
+        "update",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+    (
+        "patch",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+];
+
+/// What the controller must NOT be able to do.
+const CONTROLLER_NOT_USED: &[Access] = &[
+    ("create", "", "pods/proxy", Some(NS), None),
+    ("get", "", "nodes/proxy", None, None),
+    ("create", "", "services/proxy", Some(NS), None),
+    ("patch", "", "nodes", None, None),
+    ("patch", "", "nodes/status", None, None),
+    ("create", "", "pods", Some("team-a"), None),
+    ("create", "", "pods/exec", Some("team-a"), None),
+    ("patch", "apps", "deployments", Some("team-a"), None),
+    ("delete", "apps", "deployments", Some("team-a"), None),
+    // Pull secrets are read by the agents, in the namespaces they are granted.
+    ("get", "", "secrets", Some("team-a"), Some("regcred")),
+    (
+        "get",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-metrics-reader"),
+    ),
+    ("list", "", "secrets", Some(NS), None),
+    ("watch", "", "secrets", Some(NS), None),
+    ("create", "", "secrets", Some(NS), None),
+    (
+        "delete",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+    ("create", "", "serviceaccounts/token", Some(NS), Some(SA)),
+    ("create", "coordination.k8s.io", "leases", Some(NS), None),
+    (
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        Some("kube-system"),
+        Some("kube-controller-manager"),
+    ),
+    (
+        "update",
+        "coordination.k8s.io",
+        "leases",
+        Some(NS),
+        Some("other"),
+    ),
+    (
+        "patch",
+        "pullprobe.io",
+        "nodepullstatuses/status",
+        None,
+        Some("node-a"),
+    ),
+    ("create", "pullprobe.io", "nodepullstatuses", None, None),
+    ("delete", "pullprobe.io", "nodepullstatuses", None, None),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("other"),
+    ),
+    (
+        "create",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        None,
+    ),
+    (
+        "patch",
+        "admissionregistration.k8s.io",
+        "mutatingwebhookconfigurations",
+        None,
+        None,
+    ),
+    (
+        "create",
+        "authentication.k8s.io",
+        "tokenreviews",
+        None,
+        None,
+    ),
+    ("impersonate", "", "users", None, None),
+    (
+        "escalate",
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        None,
+        None,
+    ),
+    ("*", "*", "*", None, None),
+];
+
+/// One access check naming the object (`resourceName`), as `token`.
+fn can_named(api: &KubeApiServer, token: &str, (verb, group, resource, ns, name): Access) -> bool {
+    let (resource, sub) = resource.split_once('/').unwrap_or((resource, ""));
+    let mut attrs = json!({"verb": verb, "group": group, "resource": resource});
+    if !sub.is_empty() {
+        attrs["subresource"] = json!(sub);
+    }
+    if let Some(ns) = ns {
+        attrs["namespace"] = json!(ns);
+    }
+    if let Some(name) = name {
+        attrs["name"] = json!(name);
+    }
+    self_review(api, token, json!({"resourceAttributes": attrs}))
+}
+
+/// The controller's ClusterRole and Role (manifests/controller-rbac.yaml) allow exactly its
+/// calls: the Lease and the webhook Secret by name only (both shipped, so no `create`), its own
+/// webhook configuration by name, no Secret else, no node write, no proxy.
+#[test]
+fn controller_role_grants_exactly_what_the_controller_uses_on_a_real_apiserver() {
+    let api = KubeApiServer::start();
+    deploy(&api);
+    let token = api.service_account_token(NS, CONTROLLER, 3600);
+    let mut errors = Vec::new();
+    for &a in CONTROLLER_USED {
+        if !can_named(&api, &token, a) {
+            errors.push(format!("DENIED but used: {a:?}"));
+        }
+    }
+    for &a in CONTROLLER_NOT_USED {
+        if can_named(&api, &token, a) {
+            errors.push(format!("ALLOWED but not used: {a:?}"));
+        }
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+    // The complete rule set in its namespace equals the list above (a rule added to the role
+    // without a test shows here).
+    let (granted, review) = granted_rules(&api, &token, NS);
+    let expected: BTreeSet<String> = CONTROLLER_USED
+        .iter()
+        .map(|(verb, g, r, _, name)| {
+            let name = name.map(|n| format!("#{n}")).unwrap_or_default();
+            format!("{verb} {g}/{r}{name}")
+        })
+        .collect();
+    assert_eq!(granted, expected, "rules review: {review}");
+
+    // Its real calls by name work with its token: the Lease, the Secret, the caBundle, an
+    // assignment in a NodePullStatus spec.
+    let admin = api.admin_token().to_string();
+    api.must(
+        "POST",
+        "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+        &admin,
+        Some(
+            &json!({"apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+                     "metadata": {"name": "node-a"}, "spec": {"assignments": []}}),
+        ),
+    );
+    let ca = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg==";
+    for (path, body) in [
+        (
+            format!("/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/{CONTROLLER}"),
+            json!({"spec": {"holderIdentity": "pullprobe-controller-0", "leaseDurationSeconds": 15}}),
+        ),
+        (
+            format!("/api/v1/namespaces/{NS}/secrets/pullprobe-webhook-tls"),
+            json!({"data": {"tls.crt": ca, "tls.key": ca}}),
+        ),
+        (
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/pullprobe-rollout-guard"
+                .to_string(),
+            json!({"webhooks": [{"name": "rollout-guard.pullprobe.io", "clientConfig": {"caBundle": ca}}]}),
+        ),
+        (
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses/node-a".to_string(),
+            json!({"spec": {"assignments": [{"id": "a1", "depth": "Image", "images": ["reg/app:1"],
+                   "namespace": "team-a", "issuedAt": "2026-01-01T00:00:00Z"}]}}),
+        ),
+    ] {
+        let ct = if path.contains("validatingwebhook") {
+            "application/strategic-merge-patch+json"
+        } else {
+            "application/merge-patch+json"
+        };
+        let r = api
+            .request_with("PATCH", &path, &token, ct, Some(&body.to_string()))
+            .unwrap();
+        assert_eq!(r.status, 200, "PATCH {path}: {r:?}");
+    }
+    let hook = api.must(
+        "GET",
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/pullprobe-rollout-guard",
+        &admin,
+        None,
+    );
+    assert_eq!(hook["webhooks"][0]["clientConfig"]["caBundle"], ca);
+    assert_eq!(
+        hook["webhooks"][0]["failurePolicy"], "Ignore",
+        "the patch kept the rest"
+    );
+    for (method, path) in [
+        ("GET", format!("/api/v1/namespaces/{NS}/secrets")),
+        (
+            "GET",
+            "/api/v1/namespaces/team-a/secrets/regcred".to_string(),
+        ),
+        ("DELETE", "/api/v1/nodes/node-a".to_string()),
+    ] {
+        let r = api.request(method, &path, &token, None).unwrap();
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+    }
+}
+
+/// The controller's Deployment, Service and webhook configuration say what issue 16 fixed:
+/// two replicas of `pullprobe controller`, hardened, on different nodes when possible; the
+/// webhook only for opted-in namespaces, failing open within 1 s.
+#[test]
+fn controller_and_webhook_are_hardened_and_wired() {
+    let all = kustomized();
+    let d = find(&all, "Deployment", CONTROLLER);
+    assert_eq!(d["metadata"]["namespace"], NS);
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], CONTROLLER);
+    find(&all, "ServiceAccount", CONTROLLER);
+    assert!(
+        pod["hostNetwork"].is_null(),
+        "the controller needs no host network"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"], json!(["controller"]));
+    assert!(pod["volumes"].is_null(), "no volume: {pod}");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    for (kind, key) in [
+        ("requests", "cpu"),
+        ("requests", "memory"),
+        ("limits", "memory"),
+    ] {
+        assert!(c["resources"][kind][key].is_string(), "{kind}.{key}: {c}");
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let port = c[probe]["httpGet"]["port"].as_str().unwrap();
+        assert!(
+            c["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == port),
+            "{probe} names port {port}"
+        );
+    }
+    // Service 443 → the container's webhook port 8443.
+    let svc = find(&all, "Service", "pullprobe-webhook");
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(svc["spec"]["ports"][0]["port"], 443);
+    let target = svc["spec"]["ports"][0]["targetPort"].as_str().unwrap();
+    let port = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == target)
+        .unwrap();
+    assert_eq!(port["containerPort"], 8443);
+    // The webhook configuration.
+    let vwc = find(
+        &all,
+        "ValidatingWebhookConfiguration",
+        "pullprobe-rollout-guard",
+    );
+    let w = &vwc["webhooks"][0];
+    assert_eq!(w["name"], "rollout-guard.pullprobe.io");
+    assert_eq!(
+        w["clientConfig"]["service"],
+        json!({"namespace": NS, "name": "pullprobe-webhook", "path": "/validate", "port": 443})
+    );
+    assert!(
+        w["clientConfig"]["caBundle"].is_null(),
+        "the controller fills it"
+    );
+    assert_eq!(w["failurePolicy"], "Ignore");
+    assert_eq!(w["timeoutSeconds"], 1);
+    assert_eq!(w["sideEffects"], "None");
+    assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        w["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "pullprobe.io/rollout-guard", "operator": "In",
+                                     "values": ["warn", "enforce"]}]})
+    );
+    assert_eq!(
+        w["rules"],
+        json!([
+            {"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+             "resources": ["deployments", "statefulsets", "daemonsets"], "scope": "Namespaced"},
+            {"apiGroups": ["batch"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+             "resources": ["cronjobs"], "scope": "Namespaced"}
+        ])
+    );
+    // What the Role names by name is shipped (no `create` needed), and nothing else is named.
+    find(&all, "Lease", CONTROLLER);
+    let secret = find(&all, "Secret", "pullprobe-webhook-tls");
+    assert!(
+        secret["data"].is_null(),
+        "re-applying must not reset the certificate"
+    );
+}
+
 /// Applies everything the kustomization deploys, in order (a real 1.20 server validates the
 /// DaemonSet, PriorityClass, ConfigMap, … server-side too), creates the namespace `team-a`
 /// and returns a token of the agent's ServiceAccount.
@@ -653,8 +1154,31 @@ fn deploy(api: &KubeApiServer) -> String {
     for d in kustomized() {
         apply(api, &d);
     }
+    wait_for_pullprobe_crds(api);
     api.create_namespace("team-a");
     api.service_account_token(NS, SA, 3600)
+}
+
+/// Until the API server serves both pullprobe.io collections (the CRDs are Established).
+fn wait_for_pullprobe_crds(api: &KubeApiServer) {
+    for c in [
+        "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+        "/apis/pullprobe.io/v1alpha1/namespaces/default/imagepreflights",
+    ] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while api
+            .request("GET", c, api.admin_token(), None)
+            .unwrap()
+            .status
+            != 200
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "CRD for {c} not established"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
 }
 
 /// `verb group/resource` for every rule the server grants `token` in `ns`
@@ -670,10 +1194,14 @@ fn granted_rules(api: &KubeApiServer, token: &str, ns: &str) -> (BTreeSet<String
     );
     let mut granted = BTreeSet::new();
     for rule in v["status"]["resourceRules"].as_array().unwrap() {
-        assert!(
-            rule["resourceNames"].is_null(),
-            "unexpected resourceNames: {rule}"
-        );
+        // `verb group/resource#name1,name2` for rules narrowed by resourceNames.
+        let names = rule["resourceNames"]
+            .as_array()
+            .map(|n| {
+                let n: Vec<&str> = n.iter().filter_map(Value::as_str).collect();
+                format!("#{}", n.join(","))
+            })
+            .unwrap_or_default();
         for g in rule["apiGroups"].as_array().unwrap() {
             for r in rule["resources"].as_array().unwrap() {
                 let (g, r) = (g.as_str().unwrap(), r.as_str().unwrap());
@@ -681,7 +1209,10 @@ fn granted_rules(api: &KubeApiServer, token: &str, ns: &str) -> (BTreeSet<String
                     continue;
                 }
                 for verb in rule["verbs"].as_array().unwrap() {
-                    granted.insert(format!("{verb} {g}/{r}", verb = verb.as_str().unwrap()));
+                    granted.insert(format!(
+                        "{verb} {g}/{r}{names}",
+                        verb = verb.as_str().unwrap()
+                    ));
                 }
             }
         }
@@ -732,6 +1263,31 @@ fn the_agents_calls_work(api: &KubeApiServer, token: &str) {
             "/api/v1/namespaces/default/events/node-a.pullprobe.1",
             "application/merge-patch+json",
             Some(r#"{"count": 2}"#),
+        ),
+        (
+            "POST",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+            "application/json",
+            Some(
+                r#"{"apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+                    "metadata": {"name": "node-a"}, "spec": {"assignments": []}}"#,
+            ),
+        ),
+        (
+            "GET",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses?fieldSelector=metadata.name%3Dnode-a",
+            "",
+            None,
+        ),
+        (
+            "PATCH",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses/node-a/status?fieldManager=pullprobe-agent",
+            "application/apply-patch+yaml",
+            Some(
+                r#"{"apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+                    "metadata": {"name": "node-a"},
+                    "status": {"agentVersion": "0.1.0", "intervalSeconds": 60}}"#,
+            ),
         ),
     ] {
         let r = api.request_with(method, path, token, ct, body).unwrap();
@@ -838,8 +1394,8 @@ fn reader_roles_grant_status_and_metrics_only() {
         &token,
         "create",
         "pullprobe.io",
-        "nodes/preflight",
-        None
+        "imagepreflights",
+        Some(NS)
     ));
     assert!(!can(&api, &token, "get", "", "nodes/status", None));
     assert!(!can(&api, &token, "get", "", "nodes", None));
@@ -1039,6 +1595,19 @@ fn check_render(combo: &[&str], all: &[Value]) {
         on("pull-secrets")
     );
     no_cluster_wide_secrets(all, combo);
+    no_rule_reaches_agents_through_the_api_server(all, &format!("{combo:?}"));
+    // The controller and the CRDs are in every render, untouched by the components.
+    let ctrl = find(all, "Deployment", "pullprobe-controller");
+    assert_eq!(
+        ctrl["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(["controller"])
+    );
+    for crd in [
+        "imagepreflights.pullprobe.io",
+        "nodepullstatuses.pullprobe.io",
+    ] {
+        find(all, "CustomResourceDefinition", crd);
+    }
     let cm = find(all, "ConfigMap", "pullprobe-config");
     let cfg = pullprobe::agent::config::AgentConfig::parse(
         cm["data"]["pullprobe.yaml"].as_str().unwrap(),
@@ -1075,6 +1644,63 @@ fn check_render(combo: &[&str], all: &[Value]) {
     // Components never touch what they are not about.
     assert_eq!(pod["containers"][0]["args"][0], "agent");
     assert_eq!(pod["hostNetwork"], true);
+}
+
+/// No Role or ClusterRole grants the API server's proxy to pods, services or nodes (issue 16:
+/// `create pods/proxy` on host-network pods reaches every port of every node), nor a wildcard
+/// that would include it.
+fn no_rule_reaches_agents_through_the_api_server(all: &[Value], what: &str) {
+    for r in all
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+    {
+        for rule in r["rules"].as_array().into_iter().flatten() {
+            for res in rule["resources"].as_array().into_iter().flatten() {
+                let res = res.as_str().unwrap_or_default();
+                assert!(
+                    !res.ends_with("/proxy") && res != "*" && !res.ends_with("/*"),
+                    "{what}: {} {} grants {res}: {rule}",
+                    r["kind"],
+                    r["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+/// Every YAML file of manifests/ (components included): no rule grants a proxy
+/// subresource — nothing in pullprobe talks to an agent through the API server any more.
+#[test]
+fn no_manifest_grants_pods_proxy() {
+    let mut files = Vec::new();
+    let mut dirs = vec![repo().join("manifests")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 15, "{files:?}");
+    let mut roles = 0;
+    for f in &files {
+        let all = docs(f);
+        roles += all
+            .iter()
+            .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+            .count();
+        no_rule_reaches_agents_through_the_api_server(&all, &f.display().to_string());
+        let text = std::fs::read_to_string(f).unwrap();
+        assert!(
+            !text.contains("pods/proxy") && !text.contains("nodes/preflight"),
+            "{} still names pods/proxy or nodes/preflight",
+            f.display()
+        );
+    }
+    assert!(roles >= 8, "{roles} roles checked");
 }
 
 /// No ClusterRoleBinding grants a role with any access to Secrets.
@@ -1144,7 +1770,8 @@ fn apply_and_remove(api: &KubeApiServer, all: &[Value]) {
     let admin = api.admin_token().to_string();
     let mut created = Vec::new();
     for d in all {
-        if d["kind"] == "Namespace" {
+        // Created once and kept: a deleted CRD is gone only after its finalizer ran.
+        if d["kind"] == "Namespace" || d["kind"] == "CustomResourceDefinition" {
             api.create_if_missing(&collection_of(d), d, &admin);
             continue;
         }
