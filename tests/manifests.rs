@@ -771,6 +771,20 @@ const CONTROLLER_USED: &[Access] = &[
         Some("pullprobe-rollout-guard"),
     ),
     (
+        "list",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("pullprobe-rollout-guard"),
+    ),
+    (
+        "watch",
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations",
+        None,
+        Some("pullprobe-rollout-guard"),
+    ),
+    (
         "patch",
         "admissionregistration.k8s.io",
         "validatingwebhookconfigurations",
@@ -807,6 +821,20 @@ const CONTROLLER_USED: &[Access] = &[
     ),
     (
         "get",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+    (
+        "list",
+        "",
+        "secrets",
+        Some(NS),
+        Some("pullprobe-webhook-tls"),
+    ),
+    (
+        "watch",
         "",
         "secrets",
         Some(NS),
@@ -1079,7 +1107,7 @@ fn controller_and_webhook_are_hardened_and_wired() {
         assert!(c["resources"][kind][key].is_string(), "{kind}.{key}: {c}");
     }
     for probe in ["livenessProbe", "readinessProbe"] {
-        let port = c[probe]["httpGet"]["port"].as_str().unwrap();
+        let port = c[probe]["tcpSocket"]["port"].as_str().unwrap();
         assert!(
             c["ports"]
                 .as_array()
@@ -1141,9 +1169,14 @@ fn controller_and_webhook_are_hardened_and_wired() {
     // What the Role names by name is shipped (no `create` needed), and nothing else is named.
     find(&all, "Lease", CONTROLLER);
     let secret = find(&all, "Secret", "pullprobe-webhook-tls");
-    assert!(
-        secret["data"].is_null(),
-        "re-applying must not reset the certificate"
+    assert_eq!(
+        secret["type"], "kubernetes.io/tls",
+        "the type the controller writes"
+    );
+    assert_eq!(
+        secret["data"],
+        json!({"tls.crt": "", "tls.key": ""}),
+        "shipped empty"
     );
 }
 
