@@ -8,14 +8,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use super::summary::{bound_message, registries_in, Failing};
+use super::writer::Cadence;
 use super::{ConditionKind, ConditionRecord};
 use crate::agent::schedule::Jitter;
-
-const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
-const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
-/// The longest `Retry-After` honoured: a server asking for more gets this (the value comes
-/// from outside, so it is bounded like every other).
-pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// The time source; tests inject [`FakeClock`].
 pub trait Clock: Send + Sync {
@@ -80,16 +75,11 @@ pub struct Change {
 pub struct ConditionManager {
     fail_after: u32,
     recover_after: u32,
-    heartbeat: Duration,
-    jitter_fraction: f64,
-    jitter: Jitter,
     states: BTreeMap<ConditionKind, State>,
     /// A status or reason changed since the last successful write.
     dirty: bool,
-    /// When the next heartbeat write is due; `None` = never written (write at first sync).
-    next_heartbeat: Option<SystemTime>,
-    retry_at: Option<SystemTime>,
-    retry_delay: Duration,
+    /// When writes are due (heartbeat) and how failed ones back off.
+    cadence: Cadence,
 }
 
 impl ConditionManager {
@@ -120,14 +110,9 @@ impl ConditionManager {
         ConditionManager {
             fail_after: fail_after.max(1),
             recover_after: recover_after.max(1),
-            heartbeat,
-            jitter_fraction: 0.1,
-            jitter,
             states,
             dirty: true,
-            next_heartbeat: None,
-            retry_at: None,
-            retry_delay: WRITE_RETRY_INITIAL,
+            cadence: Cadence::new(heartbeat, jitter),
         }
     }
 
@@ -135,7 +120,7 @@ impl ConditionManager {
     pub fn reconfigure(&mut self, fail_after: u32, recover_after: u32, heartbeat: Duration) {
         self.fail_after = fail_after.max(1);
         self.recover_after = recover_after.max(1);
-        self.heartbeat = heartbeat;
+        self.cadence.set_heartbeat(heartbeat);
     }
 
     /// Start from the conditions already on the Node (after a restart), so a restart
@@ -164,8 +149,7 @@ impl ConditionManager {
         }
         if found == ConditionKind::ALL.len() {
             self.dirty = false;
-            let due = oldest_heartbeat.map(|h| h + self.heartbeat).unwrap_or(now);
-            self.next_heartbeat = Some(due.min(now + self.heartbeat));
+            self.cadence.heartbeat_from(oldest_heartbeat, now);
         }
     }
 
@@ -245,14 +229,7 @@ impl ConditionManager {
     /// The records to write now, if a write is due (change, first write, heartbeat), and
     /// not held back by a retry backoff.
     pub fn pending_write(&self, now: SystemTime) -> Option<Vec<ConditionRecord>> {
-        if self.retry_at.is_some_and(|r| now < r) {
-            return None;
-        }
-        let heartbeat_due = self.next_heartbeat.is_none_or(|h| now >= h);
-        if !(self.dirty || heartbeat_due) {
-            return None;
-        }
-        Some(self.records(now))
+        self.cadence.due(now, self.dirty).then(|| self.records(now))
     }
 
     /// The current conditions, stamped with `now` as heartbeat.
@@ -272,35 +249,17 @@ impl ConditionManager {
 
     pub fn write_succeeded(&mut self, now: SystemTime) {
         self.dirty = false;
-        self.retry_at = None;
-        self.retry_delay = WRITE_RETRY_INITIAL;
-        self.next_heartbeat = Some(now + self.jitter.below(self.heartbeat, self.jitter_fraction));
+        self.cadence.succeeded(now);
     }
 
     /// How long until a retry held back by backoff may go (zero once due); `None` when
     /// no retry is pending.
     pub fn retry_in(&self, now: SystemTime) -> Option<Duration> {
-        self.retry_at
-            .map(|r| r.duration_since(now).unwrap_or(Duration::ZERO))
+        self.cadence.retry_in(now)
     }
 
-    /// Returns the delay before the next attempt: the backoff step with jitter, or the
-    /// server's `retry_after` (bounded, jittered) when that is longer.
+    /// Returns the delay before the next attempt ([`Cadence::failed`]).
     pub fn write_failed(&mut self, now: SystemTime, retry_after: Option<Duration>) -> Duration {
-        let step = self.retry_delay;
-        let backoff = self.jitter.below(step, 0.5);
-        let server = retry_after.map(|r| {
-            let r = r.min(RETRY_AFTER_MAX);
-            r.mul_f64(1.0 + 0.25 * self.jitter.next_unit())
-        });
-        let d = server.map_or(backoff, |s| s.max(backoff));
-        self.retry_at = Some(now.checked_add(d).unwrap_or(now));
-        // Never wait longer than a heartbeat: the Node's view should not get staler after
-        // an outage than the heartbeat lets it get in steady state.
-        self.retry_delay = step
-            .saturating_mul(2)
-            .min(WRITE_RETRY_MAX)
-            .min(self.heartbeat.max(WRITE_RETRY_INITIAL));
-        d
+        self.cadence.failed(now, retry_after)
     }
 }

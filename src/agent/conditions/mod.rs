@@ -27,8 +27,9 @@ pub mod summary;
 pub mod writer;
 
 pub use crate::report::records::{ConditionKind, ConditionRecord};
-pub use manager::{Change, Clock, ConditionManager, FakeClock, SystemClock, RETRY_AFTER_MAX};
+pub use manager::{Change, Clock, ConditionManager, FakeClock, SystemClock};
 pub use summary::{bound_message, condition_reason, summarize, Failing, Problem, MESSAGE_MAX};
+pub use writer::{Cadence, RETRY_AFTER_MAX};
 
 #[cfg(test)]
 mod tests;

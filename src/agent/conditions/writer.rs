@@ -3,10 +3,99 @@
 //! reporting.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{Clock, ConditionManager};
+use crate::agent::schedule::Jitter;
 use crate::agent::state::AgentState;
+
+const WRITE_RETRY_INITIAL: Duration = Duration::from_secs(1);
+const WRITE_RETRY_MAX: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` honoured: a server asking for more gets this (the value comes
+/// from outside, so it is bounded like every other).
+pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// When an agent's API writes are due, for the Node conditions and the NodePullStatus
+/// alike: at the first chance, on change, and at each heartbeat (jittered, never late);
+/// a failed write is retried with jittered backoff (1 s doubling to 60 s, never longer
+/// than the heartbeat; each wait drawn from [½, 1] of that, so a fleet that lost the API
+/// server together does not come back in step), a server's `Retry-After` honoured
+/// (capped at [`RETRY_AFTER_MAX`], plus up to a quarter of it as jitter) when longer.
+#[derive(Debug)]
+pub struct Cadence {
+    heartbeat: Duration,
+    jitter_fraction: f64,
+    jitter: Jitter,
+    /// When the next heartbeat write is due; `None` = never written (write at first sync).
+    next_heartbeat: Option<SystemTime>,
+    retry_at: Option<SystemTime>,
+    retry_delay: Duration,
+}
+
+impl Cadence {
+    pub fn new(heartbeat: Duration, jitter: Jitter) -> Cadence {
+        Cadence {
+            heartbeat,
+            jitter_fraction: 0.1,
+            jitter,
+            next_heartbeat: None,
+            retry_at: None,
+            retry_delay: WRITE_RETRY_INITIAL,
+        }
+    }
+
+    pub fn set_heartbeat(&mut self, heartbeat: Duration) {
+        self.heartbeat = heartbeat;
+    }
+
+    /// The next heartbeat one heartbeat after `last` (the oldest written), never later
+    /// than one heartbeat from `now`; at once when nothing was written.
+    pub fn heartbeat_from(&mut self, last: Option<SystemTime>, now: SystemTime) {
+        let due = last.map(|h| h + self.heartbeat).unwrap_or(now);
+        self.next_heartbeat = Some(due.min(now + self.heartbeat));
+    }
+
+    /// Is a write due now: `dirty` or a heartbeat, and no retry backoff holding it?
+    pub fn due(&self, now: SystemTime, dirty: bool) -> bool {
+        if self.retry_at.is_some_and(|r| now < r) {
+            return false;
+        }
+        dirty || self.next_heartbeat.is_none_or(|h| now >= h)
+    }
+
+    pub fn succeeded(&mut self, now: SystemTime) {
+        self.retry_at = None;
+        self.retry_delay = WRITE_RETRY_INITIAL;
+        self.next_heartbeat = Some(now + self.jitter.below(self.heartbeat, self.jitter_fraction));
+    }
+
+    /// How long until a retry held back by backoff may go (zero once due); `None` when
+    /// no retry is pending.
+    pub fn retry_in(&self, now: SystemTime) -> Option<Duration> {
+        self.retry_at
+            .map(|r| r.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
+    /// Returns the delay before the next attempt: the backoff step with jitter, or the
+    /// server's `retry_after` (bounded, jittered) when that is longer.
+    pub fn failed(&mut self, now: SystemTime, retry_after: Option<Duration>) -> Duration {
+        let step = self.retry_delay;
+        let backoff = self.jitter.below(step, 0.5);
+        let server = retry_after.map(|r| {
+            let r = r.min(RETRY_AFTER_MAX);
+            r.mul_f64(1.0 + 0.25 * self.jitter.next_unit())
+        });
+        let d = server.map_or(backoff, |s| s.max(backoff));
+        self.retry_at = Some(now.checked_add(d).unwrap_or(now));
+        // Never wait longer than a heartbeat: the Node's view should not get staler after
+        // an outage than the heartbeat lets it get in steady state.
+        self.retry_delay = step
+            .saturating_mul(2)
+            .min(WRITE_RETRY_MAX)
+            .min(self.heartbeat.max(WRITE_RETRY_INITIAL));
+        d
+    }
+}
 
 /// How often the writer looks for a due write (changes, heartbeats).
 const SYNC_TICK: Duration = Duration::from_secs(1);
