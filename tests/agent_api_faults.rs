@@ -171,7 +171,7 @@ fn start() -> World {
         root.path(),
     );
     // The main listener reviews every caller (TokenReview + SubjectAccessReview).
-    agent_proc::authorize(agent.port, api.admin_token());
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(30));
     wait_node(&api, "False", Duration::from_secs(10));
     World {

@@ -220,7 +220,7 @@ fn setup() -> Node {
     ));
     // The main listener reviews every caller (TokenReview + SubjectAccessReview).
     let port = node.agent().port;
-    agent_proc::authorize(port, node.api.admin_token());
+    agent_proc::authorize(port, &node.api.agent_caller_token());
     node
 }
 

@@ -175,7 +175,7 @@ fn agent_against_real_apiserver_and_registry() {
         root.path(),
     );
     // The main listener reviews every caller: ask as the cluster admin.
-    agent_proc::authorize(agent.port, &admin);
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     eprintln!("[{:?}] agent ready", t0.elapsed());
@@ -648,7 +648,7 @@ fn node_credentials_and_pod_pull_secrets() {
         root.path(),
     );
     // The main listener reviews every caller: ask as the cluster admin.
-    agent_proc::authorize(agent.port, &admin);
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(20));
     let port = agent.port;
     let cond = |kind: &str| {
@@ -769,7 +769,7 @@ fn agent_on_a_plain_registry(
         &cfg,
         root.path(),
     );
-    agent_proc::authorize(agent.port, admin);
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(20));
     (reg, root, agent)
 }
@@ -915,7 +915,7 @@ fn a_pull_secret_the_agent_cannot_read_is_named() {
         "{m}"
     );
     // `/status` gives the same fix for the target, not "give the pod an imagePullSecret".
-    agent_proc::authorize(agent.port, &admin);
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     let hint = wait_for(Duration::from_secs(10), "the target's hint", || {
         let st = get_json(agent.port, "/status");
         status_targets(&st)
@@ -1078,13 +1078,25 @@ fn doc_commands_read_an_agent_and_uninstall_its_conditions() {
     let (ok, _, err) = run_doc(lines[0], &path);
     assert!(ok, "{}: {err}", lines[0]);
     let fresh = || {
-        let (ok, out, err) = run_doc("kubectl -n pullprobe create token status-reader", &path);
+        let (ok, out, err) = run_doc(
+            "kubectl -n pullprobe create token status-reader --audience=pullprobe",
+            &path,
+        );
         assert!(ok, "{err}");
         out.trim().to_string()
     };
     let before = fresh();
     assert_eq!(status_as(port, "/status", &before), 403);
     assert_eq!(status_as(port, "/metrics", &before), 403);
+    // The same account's token for the API server's audience is not the agent's: 401.
+    let (ok, api_audience, err) = run_doc("kubectl -n pullprobe create token status-reader", &path);
+    assert!(ok, "{err}");
+    assert_eq!(status_as(port, "/status", api_audience.trim()), 401);
+    assert_eq!(
+        status_as(port, "/status", &admin),
+        401,
+        "the admin's token neither"
+    );
     let (ok, _, err) = run_doc(lines[1], &path);
     assert!(ok, "{}: {err}", lines[1]);
     let (ok, out, err) = run_doc(lines[2], &path);

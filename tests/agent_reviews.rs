@@ -117,8 +117,12 @@ fn junk_tokens_neither_starve_nor_evict_an_authorized_scraper() {
     let manifests = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
     api.apply_file(&manifests.join("readers.yaml"));
     api.apply_file(&manifests.join("components/prometheus/metrics-reader.yaml"));
-    let prometheus = api.service_account_token("pullprobe", "pullprobe-metrics-reader", 3600);
-    let newcomer = api.service_account_token("pullprobe", "pullprobe-metrics-reader", 3600);
+    // Prometheus' token is a projected one for the agent's audience (the only one it takes).
+    let aud = &["pullprobe"];
+    let prometheus =
+        api.service_account_token_for("pullprobe", "pullprobe-metrics-reader", 3600, aud);
+    let newcomer =
+        api.service_account_token_for("pullprobe", "pullprobe-metrics-reader", 3600, aud);
     assert_ne!(prometheus, newcomer);
 
     let root = agent_proc::host_root();

@@ -277,7 +277,7 @@ fn provider_tokens_minted_for_the_named_account_only() {
         "--host-root",
         r.to_str().unwrap(),
     ]);
-    agent_proc::authorize(agent.port, &admin);
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(30));
     let port = agent.port;
 

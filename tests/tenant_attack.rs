@@ -306,7 +306,7 @@ fn tenant_attacks_do_not_crash_stall_or_page_through_the_agent() {
             root.path().to_str().unwrap(),
         ],
     );
-    agent_proc::authorize(agent.port, api.admin_token());
+    agent_proc::authorize(agent.port, &api.agent_caller_token());
     agent.wait_ready(Duration::from_secs(30));
     let pid = agent.pid();
     let (quiet_hwm, _) = rss(pid);

@@ -211,9 +211,9 @@ pub struct FleetConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// Token audiences accepted besides the API server's own: a token bound to one of
-    /// these (a projected ServiceAccount token with `audience: pullprobe`) cannot be
-    /// replayed against the API server by a node that received it.
+    /// The token audiences accepted (only these: never the API server's own). A token
+    /// bound to one of them (a projected ServiceAccount token with `audience: pullprobe`)
+    /// cannot be replayed against the API server by a node that received it.
     pub audiences: Vec<String>,
     /// How long a review's answer is reused for the same token and permission (`10s`).
     #[serde(with = "duration_serde")]
@@ -273,11 +273,11 @@ pub struct TlsConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PreflightConfig {
-    /// Serve `POST /preflight` at all.
+    /// Answer the controller's assignments (in the node's `NodePullStatus`) at all.
     pub enabled: bool,
     /// Images in one request at most.
     pub max_images: usize,
-    /// Request body size at most, bytes.
+    /// Unused since pre-flight left the listener (kept so existing configs still load).
     pub max_body_bytes: usize,
     /// A request's answer is due within this long (`30s`); probes still running then are
     /// answered as timed out.
@@ -626,6 +626,12 @@ impl AgentConfig {
         }
         if a.reviews_per_second == 0 {
             return bad("auth.reviews_per_second", "must be at least 1");
+        }
+        if a.audiences.is_empty() {
+            return bad(
+                "auth.audiences",
+                "must name at least one audience (`pullprobe`)",
+            );
         }
         if a.audiences.iter().any(|x| x.is_empty() || x.len() > 253) {
             return bad("auth.audiences", "each must be 1 to 253 characters");

@@ -4,7 +4,9 @@
 //! same one `check` and `plan` use) → [`cycle`] (targets from the node's pods and the
 //! config, what is due, checks) → [`outcome`] (what the checks proved) → [`conditions`]
 //! (hysteresis; the Node condition writer) → [`export`] (metrics, logs, `/status`,
-//! Events). [`serve`] answers HTTP callers from the [`state`] the loop keeps.
+//! Events). [`serve`] answers HTTP callers from the [`state`] the loop keeps;
+//! [`nodestatus`] keeps the node's `NodePullStatus` and answers the controller's
+//! assignments through [`ondemand`].
 //! `--standalone` runs the same loop with no cluster.
 //!
 //! This file only wires the parts: it builds each once, hands them what they share, and
@@ -15,6 +17,7 @@ pub mod config;
 pub mod cycle;
 pub mod export;
 pub mod metrics;
+pub mod nodestatus;
 pub mod ondemand;
 pub mod outcome;
 pub mod path;
@@ -87,8 +90,7 @@ pub struct AgentArgs {
     /// Log format (overrides the config's `log_format`).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Address of the main listener: /metrics, /status, POST /preflight (overrides the
-    /// config's `listen`).
+    /// Address of the main listener: /metrics, /status (overrides the config's `listen`).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Address of /healthz and /readyz alone, unauthenticated (overrides the config's
@@ -272,7 +274,24 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
     let client = ctx.as_ref().map(|c| c.client.clone());
     let pipeline = load_pipeline(&args, &cfg, facts.as_ref(), client.as_ref(), &node)?;
     let share = Parts::share_for(&cfg, pipeline.clone(), pipeline.platform().to_string());
-    let _server = start_main_listener(&args, &cfg, &state, client.as_ref(), &share, &node).await?;
+    let _server = start_main_listener(&args, &cfg, &state, client.as_ref(), &node).await?;
+    let nodestatus = client.map(|client| {
+        nodestatus::Writer::new(nodestatus::WriterParts {
+            ondemand: Arc::new(ondemand::OnDemand::new(
+                cfg.preflight.clone(),
+                node.clone(),
+                share.clone(),
+                Some(client.clone()),
+                cfg.pull_secrets,
+            )),
+            client,
+            node: node.clone(),
+            share: share.clone(),
+            state: state.clone(),
+            clock: clock.clone(),
+            heartbeat: cfg.heartbeat,
+        })
+    });
     let agent = Agent::from_parts(Parts {
         exporters: exporters(&state, ctx.as_ref(), &node),
         seed: facts.map(|f| f.conditions).unwrap_or_default(),
@@ -286,7 +305,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), AgentError> {
         clock,
         cfg,
     });
-    run_loop(agent, args.once).await;
+    run_loop(agent, nodestatus, args.once).await;
     tracing::info!(node = %node, "agent stopping");
     Ok(())
 }
@@ -316,22 +335,12 @@ async fn start_main_listener(
     cfg: &AgentConfig,
     state: &Arc<AgentState>,
     client: Option<&kube::Client>,
-    share: &Arc<ondemand::ProbeShare>,
     node: &str,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     let authorizer = client.map(|c| Arc::new(auth::Authorizer::new(c.clone(), &cfg.auth)));
-    let ondemand = Arc::new(ondemand::OnDemand::new(
-        cfg.preflight.clone(),
-        node.to_string(),
-        share.clone(),
-        client.cloned(),
-        authorizer.clone(),
-        cfg.pull_secrets,
-    ));
-    let app = serve::main_router(state.clone(), authorizer.clone(), Some(ondemand));
+    let app = serve::main_router(state.clone(), authorizer.clone());
     let listen = main_listen(cfg.listen, args.standalone);
-    let limits = serve::Limits::main(cfg.preflight.timeout);
-    let (addr, server) = start_main(listen, app, &cfg.tls, limits, node).await?;
+    let (addr, server) = start_main(listen, app, &cfg.tls, serve::Limits::MAIN, node).await?;
     tracing::info!(node = %node, listen = %addr, standalone = args.standalone, authenticated = authorizer.is_some(), tls = ?cfg.tls.mode, "agent started");
     Ok(server)
 }
@@ -414,7 +423,7 @@ fn exporters(
 /// Cycles until SIGTERM (the kubelet stopping the pod) or SIGINT, stopping between or
 /// during cycles (a cycle may take up to the probe deadline; the pod's grace period may
 /// be shorter), then tries once more to write conditions that changed but were not.
-async fn run_loop(mut agent: Agent, once: bool) {
+async fn run_loop(mut agent: Agent, nodestatus: Option<nodestatus::Writer>, once: bool) {
     let writer = agent.cluster.as_ref().map(|c| c.client.clone());
     let (node, manager, clock, state) = (
         agent.node.clone(),
@@ -427,8 +436,13 @@ async fn run_loop(mut agent: Agent, once: bool) {
         if let Some(client) = &writer {
             writer::sync_once(client, &node, &manager, clock.as_ref(), &state).await;
         }
+        if let Some(mut w) = nodestatus {
+            w.sync_once().await;
+        }
         return;
     }
+    let interval = agent.cfg.interval;
+    let _nodestatus = nodestatus.map(|w| w.spawn(interval));
     if let Some(client) = &writer {
         tokio::spawn(writer::sync_conditions(
             client.clone(),

@@ -1,6 +1,8 @@
-//! `POST /preflight`: probe images now over this node's pull path — the agent's own
+//! On-demand checks: probe images now over this node's pull path — the agent's own
 //! [`PullPath`], the one pipeline the schedule uses — and answer per image in the
-//! `check --json` shape, plus the node's name, runtime, platform and agent version.
+//! `check --json` shape, plus the node's name, runtime, platform and agent version. The
+//! controller's assignments in the node's `NodePullStatus` come here
+//! ([`super::nodestatus`]); no HTTP caller does.
 //!
 //! Load on the registries stays bounded however many callers ask:
 //! - `depth: path` answers from the schedule's latest path check of the image's plan when
@@ -11,9 +13,11 @@
 //! - requests are rate limited, and bounded in images, body size and time.
 //!
 //! No credential value is in any reply: credential *sources* are names. Pull secrets a
-//! request names are read only when the agent config allows it (`pull_secrets: true`)
-//! and the caller may create pods in that namespace (who can create a pod there can make
-//! the kubelet use those secrets; nobody else can borrow them through the agent).
+//! request names are read only when the agent config allows it (`pull_secrets: true`),
+//! and only where the agent's RBAC lets it read Secrets (per namespace). Requests come
+//! only from the controller, the one writer of `NodePullStatus` spec (RBAC enforces it),
+//! which takes them from `ImagePreflight` objects whose pull secrets are in their own
+//! namespace.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,9 +31,8 @@ use tokio::sync::Semaphore;
 use super::config::PreflightConfig;
 use super::export::status::rfc3339;
 use super::path::PullPath;
-use super::serve::auth::{Authorizer, Caller, RateLimit, TtlCache};
+use super::serve::auth::{RateLimit, TtlCache};
 use crate::credentials::node::PullSecretData;
-use crate::k8s::review::Access;
 use crate::pipeline::{Checked, Creds};
 use crate::probe::verdict::PathState;
 use crate::probe::{Depth, Phase, ProbeReport, Reason, Verdict};
@@ -49,6 +52,8 @@ pub struct PathResult {
     pub state: PathState,
     pub report: ProbeReport,
     pub at: SystemTime,
+    /// The registry is the node's concern (`scope.rs`), as the last cycle decided.
+    pub node_scope: bool,
 }
 
 /// What the schedule shares with the endpoint: the endpoint's own probe permits
@@ -88,7 +93,7 @@ impl ProbeShare {
         }
     }
 
-    fn current(&self) -> Option<Arc<dyn PullPath>> {
+    pub fn current(&self) -> Option<Arc<dyn PullPath>> {
         self.path.read().ok().and_then(|g| g.clone())
     }
 
@@ -212,7 +217,6 @@ pub struct OnDemand {
     node: String,
     share: Arc<ProbeShare>,
     client: Option<kube::Client>,
-    authorizer: Option<Arc<Authorizer>>,
     pull_secrets: bool,
     results: Mutex<TtlCache<String, (Checked, SystemTime)>>,
     inflight: Mutex<HashMap<String, Probe>>,
@@ -230,6 +234,13 @@ pub fn parse_request(body: &[u8], max_images: usize) -> Result<PreflightRequest,
             e.classify()
         ))
     })?;
+    validate_request(&req, max_images)?;
+    Ok(req)
+}
+
+/// The bounds and name rules every request must meet (the same for a JSON body and an
+/// assignment read from the API).
+pub fn validate_request(req: &PreflightRequest, max_images: usize) -> Result<(), RequestError> {
     let field = |field: &str, message: String| RequestError::Field {
         field: field.to_string(),
         message,
@@ -279,7 +290,7 @@ pub fn parse_request(body: &[u8], max_images: usize) -> Result<PreflightRequest,
     if !req.pull_secrets.is_empty() && req.namespace.is_none() {
         return Err(field("namespace", "required with pull_secrets".into()));
     }
-    Ok(req)
+    Ok(())
 }
 
 /// RFC 1123 label (namespaces): at most 63 of `[a-z0-9-]`, alphanumeric at both ends.
@@ -298,7 +309,7 @@ pub fn is_dns_subdomain(s: &str) -> bool {
 }
 
 /// A stable short hash of the facts that make two nodes' image answers equal.
-fn fingerprint(
+pub fn fingerprint(
     runtime: &str,
     platform: &str,
     plan: &str,
@@ -369,7 +380,6 @@ impl OnDemand {
         node: String,
         share: Arc<ProbeShare>,
         client: Option<kube::Client>,
-        authorizer: Option<Arc<Authorizer>>,
         pull_secrets: bool,
     ) -> OnDemand {
         OnDemand {
@@ -380,20 +390,30 @@ impl OnDemand {
             node,
             share,
             client,
-            authorizer,
             pull_secrets,
         }
     }
 
-    pub fn max_body_bytes(&self) -> usize {
-        self.cfg.max_body_bytes
+    /// The answer cache's TTL: assignments older than this are not answered, answers are
+    /// kept this long.
+    pub fn cache_ttl(&self) -> Duration {
+        self.cfg.cache_ttl
     }
 
-    /// Answer one request (the HTTP layer has authenticated `caller` in a cluster).
-    pub async fn handle(
+    /// Images one request may name.
+    pub fn max_images(&self) -> usize {
+        self.cfg.max_images
+    }
+
+    /// Whether requests' pull secrets are read at all (`pull_secrets: true`, in a cluster).
+    pub fn reads_pull_secrets(&self) -> bool {
+        self.pull_secrets && self.client.is_some()
+    }
+
+    /// Answer one request, checked against [`validate_request`] first.
+    pub async fn answer_request(
         &self,
-        caller: Option<&Caller>,
-        body: &[u8],
+        req: &PreflightRequest,
     ) -> Result<PreflightReply, RequestError> {
         if !self.cfg.enabled {
             return Err(RequestError::Disabled);
@@ -402,9 +422,9 @@ impl OnDemand {
         if !allowed {
             return Err(RequestError::RateLimited);
         }
-        let req = parse_request(body, self.cfg.max_images)?;
+        validate_request(req, self.cfg.max_images)?;
         let path = self.share.current().ok_or(RequestError::NotReady)?;
-        let (secrets, use_) = self.secrets(caller, &req).await;
+        let (secrets, use_) = self.secrets(req).await;
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let futs = req
             .images
@@ -428,13 +448,9 @@ impl OnDemand {
         })
     }
 
-    /// The request's pull secrets, if the agent may read them and the caller may use
-    /// them; and what the reply says about them.
-    async fn secrets(
-        &self,
-        caller: Option<&Caller>,
-        req: &PreflightRequest,
-    ) -> (Arc<Vec<PullSecretData>>, SecretsUse) {
+    /// The request's pull secrets, if the agent may read them; and what the reply says
+    /// about them.
+    async fn secrets(&self, req: &PreflightRequest) -> (Arc<Vec<PullSecretData>>, SecretsUse) {
         let mut use_ = SecretsUse {
             requested: req.pull_secrets.clone(),
             ..Default::default()
@@ -451,20 +467,6 @@ impl OnDemand {
             use_.note = "not read: this agent does not read Secrets (pull_secrets: false); checked with the node's credentials only".into();
             return (empty, use_);
         };
-        if let (Some(a), Some(c)) = (&self.authorizer, caller) {
-            let may_create_pods = Access::Resource {
-                group: String::new(),
-                resource: "pods".into(),
-                subresource: String::new(),
-                namespace: ns.to_string(),
-                name: String::new(),
-                verb: "create".into(),
-            };
-            if let Err(e) = a.authorize(c, &may_create_pods).await {
-                use_.note = format!("not read: {e}; checked with the node's credentials only");
-                return (empty, use_);
-            }
-        }
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in &req.pull_secrets {
@@ -766,9 +768,20 @@ mod tests {
         let share = Arc::new(ProbeShare::new(4, Duration::from_secs(60)));
         share.set_path(fake);
         (
-            OnDemand::new(cfg, "n1".into(), share.clone(), None, None, false),
+            OnDemand::new(cfg, "n1".into(), share.clone(), None, false),
             share,
         )
+    }
+
+    impl OnDemand {
+        /// A JSON request, as the tests write them.
+        /// (Bounds are checked by `answer_request`, after the rate limit.)
+        async fn handle(&self, body: &[u8]) -> Result<PreflightReply, RequestError> {
+            let Ok(req) = serde_json::from_slice::<PreflightRequest>(body) else {
+                return Err(parse_request(body, self.cfg.max_images).unwrap_err());
+            };
+            self.answer_request(&req).await
+        }
     }
 
     fn body(images: &[&str], depth: &str) -> Vec<u8> {
@@ -788,13 +801,11 @@ mod tests {
                 state: PathState::Reachable,
                 report: report("reg.example/agent:1", None),
                 at: SystemTime::now(),
+                node_scope: true,
             },
         );
         let r = od
-            .handle(
-                None,
-                &body(&["reg.example/a:1", "other.example/b:1"], "path"),
-            )
+            .handle(&body(&["reg.example/a:1", "other.example/b:1"], "path"))
             .await
             .unwrap();
         assert_eq!(r.results[0].source, Source::Schedule);
@@ -805,7 +816,7 @@ mod tests {
         assert_eq!(r.results[1].source, Source::Probe);
         assert_eq!(r.results[1].path_state, PathState::Reachable);
         let again = od
-            .handle(None, &body(&["other.example/c:2"], "path"))
+            .handle(&body(&["other.example/c:2"], "path"))
             .await
             .unwrap();
         assert_eq!(
@@ -827,7 +838,7 @@ mod tests {
         });
         let (od, _) = endpoint(fake.clone(), PreflightConfig::default());
         let b = body(&["reg.example/app:missing"], "image");
-        let (x, y) = tokio::join!(od.handle(None, &b), od.handle(None, &b));
+        let (x, y) = tokio::join!(od.handle(&b), od.handle(&b));
         let (x, y) = (x.unwrap(), y.unwrap());
         assert_eq!(
             fake.calls.lock().unwrap().len(),
@@ -836,7 +847,7 @@ mod tests {
         );
         assert_eq!(x.results[0].report.reason, Some(Reason::ManifestNotFound));
         assert_eq!(y.results[0].report.reason, Some(Reason::ManifestNotFound));
-        let z = od.handle(None, &b).await.unwrap();
+        let z = od.handle(&b).await.unwrap();
         assert_eq!(z.results[0].source, Source::Cache);
         assert_eq!(fake.calls.lock().unwrap().len(), 1);
     }
@@ -846,27 +857,26 @@ mod tests {
         let fake = Arc::new(Fake::default());
         let cfg = PreflightConfig {
             max_images: 2,
-            burst: 2,
+            burst: 1,
             requests_per_second: 1,
             ..Default::default()
         };
         let (od, _) = endpoint(fake.clone(), cfg);
         let e = od
-            .handle(None, br#"{"images": "s3cret-canary"}"#)
+            .handle(br#"{"images": "s3cret-canary"}"#)
             .await
             .unwrap_err();
         assert_eq!(e.status(), 400);
         assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = od
-            .handle(None, &body(&["a/b:1", "a/c:1", "a/d:1"], "image"))
+            .handle(&body(&["a/b:1", "a/c:1", "a/d:1"], "image"))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("at most 2 images"), "{e}");
-        // The burst is spent: the next request is refused without a probe.
+        // The burst (one) is spent by the request with too many images: the next is
+        // refused without a probe.
         assert_eq!(
-            od.handle(None, &body(&["a/b:1"], "image"))
-                .await
-                .unwrap_err(),
+            od.handle(&body(&["a/b:1"], "image")).await.unwrap_err(),
             RequestError::RateLimited
         );
         assert!(fake.calls.lock().unwrap().is_empty());
@@ -885,7 +895,7 @@ mod tests {
         let fake = Arc::new(Fake::default());
         let (od, _) = endpoint(fake.clone(), PreflightConfig::default());
         let req = br#"{"images": ["reg.example/a:1", "UPPER/Case::x"], "namespace": "apps", "pull_secrets": ["regcred"]}"#;
-        let r = od.handle(None, req).await.unwrap();
+        let r = od.handle(req).await.unwrap();
         assert!(!r.pull_secrets.used);
         assert!(
             r.pull_secrets.note.contains("pull_secrets: false"),

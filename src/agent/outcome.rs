@@ -102,6 +102,15 @@ pub struct RegistryPath {
     pub checked_at: SystemTime,
 }
 
+/// A path that works only after earlier endpoints failed (a mirror down, the upstream
+/// answering): the first attempt failed without proving the path.
+pub fn degraded(state: PathState, attempts: &[EndpointAttempt]) -> bool {
+    state == PathState::Reachable
+        && attempts
+            .first()
+            .is_some_and(|a| !a.ok && !crate::probe::verdict::proves_path(a))
+}
+
 /// Why a pod's image would not pull although the node's path works.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WorkloadKind {

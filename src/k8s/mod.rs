@@ -4,6 +4,7 @@
 pub mod events;
 pub mod node;
 pub mod nodes;
+pub mod nodestatus;
 pub mod pods;
 pub mod review;
 pub mod satokens;

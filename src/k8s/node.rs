@@ -132,7 +132,10 @@ pub async fn patch_conditions(
 /// The error for a non-2xx answer: its code, the Status `reason` (a short CamelCase
 /// word, bounded), and how long the server asked us to wait (`Retry-After` seconds, else
 /// the Status' `details.retryAfterSeconds`).
-async fn refusal(op: &'static str, resp: http::Response<kube::client::Body>) -> K8sError {
+pub(crate) async fn refusal(
+    op: &'static str,
+    resp: http::Response<kube::client::Body>,
+) -> K8sError {
     use http_body_util::BodyExt;
     let code = resp.status().as_u16();
     let header = resp

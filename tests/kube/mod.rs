@@ -659,11 +659,26 @@ impl KubeApiServer {
     /// A token for an existing ServiceAccount via TokenRequest (`expiration_seconds` ≥ 600, the
     /// API's minimum).
     pub fn service_account_token(&self, ns: &str, name: &str, expiration_seconds: u32) -> String {
+        self.service_account_token_for(ns, name, expiration_seconds, &[])
+    }
+
+    /// [`Self::service_account_token`] bound to `audiences` (none: the API server's own).
+    pub fn service_account_token_for(
+        &self,
+        ns: &str,
+        name: &str,
+        expiration_seconds: u32,
+        audiences: &[&str],
+    ) -> String {
         assert!(expiration_seconds >= 600, "TokenRequest minimum is 600 s");
+        let mut spec = serde_json::json!({"expirationSeconds": expiration_seconds});
+        if !audiences.is_empty() {
+            spec["audiences"] = serde_json::json!(audiences);
+        }
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
-            "spec": {"expirationSeconds": expiration_seconds},
+            "spec": spec,
         });
         let v = self.must(
             "POST",
@@ -675,6 +690,24 @@ impl KubeApiServer {
             .as_str()
             .unwrap_or_else(|| panic!("TokenRequest answer has no status.token: {v}"))
             .to_string()
+    }
+
+    /// A token the agent's main listener accepts: audience `pullprobe` only (the agent
+    /// refuses tokens the API server itself accepts), for ServiceAccount
+    /// `pullprobe/agent-caller` bound to `cluster-admin`, so every SubjectAccessReview the
+    /// agent asks about it is allowed.
+    pub fn agent_caller_token(&self) -> String {
+        let admin = self.admin_token.clone();
+        self.create_service_account("pullprobe", "agent-caller");
+        self.create_if_missing(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            &serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "pullprobe-test-agent-caller"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                "subjects": [{"kind": "ServiceAccount", "name": "agent-caller", "namespace": "pullprobe"}]}),
+            &admin,
+        );
+        self.service_account_token_for("pullprobe", "agent-caller", 3600, &["pullprobe"])
     }
 
     /// kubeconfig YAML for this server with a bearer token (CA embedded).

@@ -642,10 +642,7 @@ impl Agent {
                 .iter()
                 .find(|p| p.is_node())
                 .map(|p| p.to_string()),
-            degraded: state == PathState::Reachable
-                && attempts
-                    .first()
-                    .is_some_and(|a| !a.ok && !crate::probe::verdict::proves_path(a)),
+            degraded: super::outcome::degraded(state, attempts),
             // Decided each cycle by the rule of the day (`outcome`).
             scope: Scope::Workload,
             since,
@@ -667,6 +664,7 @@ impl Agent {
         self.last_path
             .insert(c.plan.clone(), Self::registry_path(c, c.state, since));
         if let Ok(mut paths) = self.share.paths.lock() {
+            let node_scope = paths.get(&c.plan).is_some_and(|p| p.node_scope);
             paths.insert(
                 c.plan.clone(),
                 PathResult {
@@ -674,6 +672,7 @@ impl Agent {
                     state: c.state,
                     report: c.checked.report.clone(),
                     at: c.at,
+                    node_scope,
                 },
             );
         }
@@ -721,6 +720,13 @@ impl Agent {
         paths.extend(self.blob_failures.values().cloned());
         for p in &mut paths {
             p.scope = self.scope_of(rule, &p.registry);
+        }
+        if let Ok(mut shared) = self.share.paths.lock() {
+            for p in &paths {
+                if let Some(s) = shared.get_mut(&p.plan) {
+                    s.node_scope = p.scope.is_node();
+                }
+            }
         }
         let now = self.clock.now();
         let (conditions, changes) = self.observe(&paths, now);

@@ -1,5 +1,7 @@
 //! Who may call the agent's main listener (cluster mode): the caller's bearer token is
-//! authenticated with a TokenReview and the request authorized with a
+//! authenticated with a TokenReview for the agent's own audiences only (`auth.audiences`,
+//! `pullprobe`: a token the API server itself accepts is refused, so a node never holds
+//! a token it could replay against the API server) and the request authorized with a
 //! SubjectAccessReview, as kube-rbac-proxy and the kubelet's webhook authorizer do
 //! (`k8s.io/apiserver/pkg/authorization/authorizerfactory` `webhook`: non-resource URLs by
 //! path and verb, resources by attributes). The agent decides nothing itself:
@@ -10,9 +12,8 @@
 //! |---|---|
 //! | `GET /metrics` (and any other path) | `nonResourceURLs: ["/metrics"]`, `verbs: ["get"]` |
 //! | `GET /status` | `apiGroups: ["pullprobe.io"]`, `resources: ["nodes/status"]`, `verbs: ["get"]` |
-//! | `POST /preflight` | `apiGroups: ["pullprobe.io"]`, `resources: ["nodes/preflight"]`, `verbs: ["create"]` |
 //!
-//! `resourceNames` can narrow the last two to some nodes. The token comes in
+//! `resourceNames` can narrow the last one to some nodes. The token comes in
 //! `Authorization: Bearer …`, or — through the API server's pod proxy, whose
 //! authentication filter deletes `Authorization` once it has authenticated the caller
 //! (k8s.io/apiserver `pkg/endpoints/filters/authentication.go`: `req.Header.Del("Authorization")`)
@@ -97,7 +98,6 @@ pub fn access_for(node: &str, method: &str, path: &str) -> Access {
     };
     match (method, path) {
         ("GET" | "HEAD", "/status") => virtual_node("status", "get"),
-        (_, "/preflight") => virtual_node("preflight", "create"),
         _ => Access::NonResource {
             path: path.to_string(),
             verb: http_verb(method).to_string(),
@@ -424,8 +424,8 @@ impl Authorizer {
         }
     }
 
-    /// Who holds `token`, calling from `client`: the API server's own audiences first, then
-    /// the configured ones (a token bound to `pullprobe` is not valid for the API server's).
+    /// Who holds `token`, calling from `client`: a token for one of the agent's own
+    /// audiences (never the API server's: a token valid there is not accepted here).
     pub async fn authenticate(&self, token: &str, client: IpAddr) -> Result<Caller, Denied> {
         let token_hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let cached = self.tokens.lock().ok().and_then(|c| c.get(&token_hash));
@@ -468,35 +468,29 @@ impl Authorizer {
         client: IpAddr,
         known: bool,
     ) -> Result<Option<Identity>, Denied> {
-        let mut tries: Vec<Vec<String>> = vec![Vec::new()];
-        if !self.audiences.is_empty() {
-            tries.push(self.audiences.clone());
+        // No configured audience accepts no token (an empty list would ask for the API
+        // server's own audiences: exactly the tokens a node must never be sent).
+        if self.audiences.is_empty() {
+            return Ok(None);
         }
-        // Every try is paid for before the first: a token the first try rejects is then
-        // answered 401 by the second, not 429 half-way.
-        self.ask(
-            client,
-            known,
-            u32::try_from(tries.len()).unwrap_or(u32::MAX),
-        )?;
-        for audiences in tries {
-            let review = review::token_review(&self.client, token, &audiences);
-            match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
-                Ok(Ok(Some(id))) => return Ok(Some(id)),
-                Ok(Ok(None)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "TokenReview failed");
-                    self.mark_unavailable();
-                    return Err(Denied::Unavailable);
-                }
-                Err(_) => {
-                    tracing::warn!("TokenReview timed out");
-                    self.mark_unavailable();
-                    return Err(Denied::Unavailable);
-                }
+        self.ask(client, known, 1)?;
+        let review = review::token_review(&self.client, token, &self.audiences);
+        match tokio::time::timeout(REVIEW_TIMEOUT, review).await {
+            // The API server says which audiences the token is valid for: one of ours, or
+            // it is not let in (kube-apiserver answers `authenticated` only for a token
+            // valid for one of the audiences asked).
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "TokenReview failed");
+                self.mark_unavailable();
+                Err(Denied::Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!("TokenReview timed out");
+                self.mark_unavailable();
+                Err(Denied::Unavailable)
             }
         }
-        Ok(None)
     }
 
     /// One SubjectAccessReview, within [`REVIEW_TIMEOUT`]; `Unavailable` when it gets no
@@ -585,10 +579,6 @@ mod tests {
                 path: "/metrics".into(),
                 verb: "get".into()
             }
-        );
-        assert_eq!(
-            access_for("n1", "POST", "/preflight").to_string(),
-            "create nodes.pullprobe.io/preflight n1"
         );
         assert_eq!(
             access_for("n1", "GET", "/status").to_string(),

@@ -60,17 +60,14 @@ impl Limits {
         max_request: Duration::from_secs(5),
     };
 
-    /// The main listener: Prometheus, operators, and the API server's pod proxy (every
-    /// proxied caller comes from the API server's address). A pre-flight request may take
-    /// `preflight_timeout`.
-    pub fn main(preflight_timeout: Duration) -> Limits {
-        Limits {
-            max_connections: 256,
-            max_per_client: 32,
-            max_age: Duration::from_secs(60),
-            max_request: preflight_timeout.saturating_add(Duration::from_secs(5)),
-        }
-    }
+    /// The main listener: Prometheus and operators (through the API server's pod proxy
+    /// every caller comes from the API server's address).
+    pub const MAIN: Limits = Limits {
+        max_connections: 256,
+        max_per_client: 32,
+        max_age: Duration::from_secs(60),
+        max_request: Duration::from_secs(35),
+    };
 }
 
 /// Bind `addr` now (so a port conflict fails the start), serve `app` on it in the

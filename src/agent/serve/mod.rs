@@ -1,4 +1,6 @@
-//! `/healthz`, `/readyz`, `/metrics`, `/status`, `POST /preflight` (axum, HTTP/1 only).
+//! `/healthz`, `/readyz`, `/metrics`, `/status` (axum, HTTP/1 only). Pre-flight is not
+//! served here: the controller's assignments reach the agent through its node's
+//! `NodePullStatus` ([`super::nodestatus`]), so no caller's token travels to a node.
 //!
 //! Two listeners: the main one serves everything and, in a cluster, only to callers the
 //! API server authenticates and RBAC authorizes ([`super::auth`]); the health listener
@@ -8,48 +10,35 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::routing::get;
+use axum::Router;
 
 pub mod auth;
 mod listener;
 
 pub use listener::{serve, Limits, HEADER_READ_TIMEOUT, TLS_HANDSHAKE_TIMEOUT};
 
-use self::auth::{Authorizer, Caller};
-use super::ondemand::OnDemand;
+use self::auth::Authorizer;
 use super::state::AgentState;
 
 /// The main listener's routes, unauthenticated (standalone mode; unit tests).
 pub fn router(state: Arc<AgentState>) -> Router {
-    main_router(state, None, None)
+    main_router(state, None)
 }
 
 /// The main listener's routes: with an `Authorizer`, every request first passes a
-/// TokenReview and a SubjectAccessReview; with an `OnDemand`, `POST /preflight` is served.
-pub fn main_router(
-    state: Arc<AgentState>,
-    authorizer: Option<Arc<Authorizer>>,
-    ondemand: Option<Arc<OnDemand>>,
-) -> Router {
-    let mut r = Router::new()
+/// TokenReview (the agent's own audience) and a SubjectAccessReview.
+pub fn main_router(state: Arc<AgentState>, authorizer: Option<Arc<Authorizer>>) -> Router {
+    let r = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/status", get(status));
-    if let Some(od) = ondemand {
-        let limit = od.max_body_bytes();
-        r = r
-            .route("/preflight", post(preflight))
-            .layer(DefaultBodyLimit::max(limit))
-            .layer(Extension(od));
-    }
-    let r = r.with_state(state.clone());
+        .route("/status", get(status))
+        .with_state(state.clone());
     match authorizer {
         Some(a) => r.layer(axum::middleware::from_fn_with_state(
             (a, state.node.clone()),
@@ -80,12 +69,11 @@ fn refusal(status: u16, message: &str) -> Response {
     resp
 }
 
-/// TokenReview + SubjectAccessReview before any route (the caller is then an extension
-/// the pre-flight handler reads). The token is never logged; refusals name the user and
-/// the permission, never the token.
+/// TokenReview + SubjectAccessReview before any route. The token is never logged;
+/// refusals name the user and the permission, never the token.
 async fn authenticate(
     State((authorizer, node)): State<(Arc<Authorizer>, String)>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     // Liveness and readiness say only "ok" or not, as on the health listener: never
@@ -114,29 +102,11 @@ async fn authenticate(
         Err(e) => Err(e),
     };
     match checked {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
+        Ok(_) => next.run(req).await,
         Err(e) => {
             tracing::info!(target: "pullprobe::http", path = %req.uri().path(), status = e.status(), refused = %e, "request refused");
             refusal(e.status(), &e.to_string())
         }
-    }
-}
-
-/// `POST /preflight`: the on-demand probe ([`super::ondemand`]).
-async fn preflight(
-    Extension(od): Extension<Arc<OnDemand>>,
-    caller: Option<Extension<Caller>>,
-    body: Bytes,
-) -> Response {
-    match od.handle(caller.as_ref().map(|c| &c.0), &body).await {
-        Ok(reply) => {
-            let body = serde_json::to_string(&reply).unwrap_or_else(|_| "{}".into()) + "\n";
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        Err(e) => refusal(e.status(), &e.to_string()),
     }
 }
 

@@ -1,0 +1,213 @@
+//! The node's `NodePullStatus` (`crate::api::nodestatus`): this agent is the only writer
+//! of its status and reads only its spec.
+//!
+//! - The status: each registry's latest path check as the schedule made it ([`build`]),
+//!   written by server-side apply when a registry's state or fingerprint changes, when an
+//!   answer is added or expires, and at each heartbeat — the Node conditions' cadence
+//!   ([`Cadence`]: jittered heartbeat, backoff honouring `Retry-After`). The object is
+//!   created (empty spec) when missing.
+//! - The assignments: the controller's `spec.assignments`, watched on this node's object
+//!   alone, answered in `status.answers` ([`answers`]).
+//!
+//! Ownership: the writer task owns everything here; it reads the schedule's
+//! [`ProbeShare`] (one short lock per look) and its own watch channel.
+
+pub mod answers;
+pub mod build;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use self::answers::{Book, Triage};
+use self::build::AgentFacts;
+use super::conditions::{Cadence, Clock};
+use super::ondemand::{OnDemand, ProbeShare};
+use super::schedule::Jitter;
+use super::state::AgentState;
+use crate::api::{Answer, Assignment};
+use crate::k8s::nodestatus as api_calls;
+
+/// How often the writer looks for a due write (changes, heartbeats, answers to expire).
+const TICK: Duration = Duration::from_secs(1);
+/// The shortest wait between two looks.
+const MIN_WAIT: Duration = Duration::from_millis(50);
+/// The metrics' `kind` of the writes.
+const WRITE_KIND: &str = "node_pull_status";
+
+/// What the writer needs, built once by `mod.rs`.
+pub struct WriterParts {
+    pub client: kube::Client,
+    pub node: String,
+    pub share: Arc<ProbeShare>,
+    pub ondemand: Arc<OnDemand>,
+    pub state: Arc<AgentState>,
+    pub clock: Arc<dyn Clock>,
+    pub heartbeat: Duration,
+}
+
+/// Writes this node's `NodePullStatus` status and answers its assignments.
+pub struct Writer {
+    p: WriterParts,
+    cadence: Cadence,
+    book: Book,
+    answering: JoinSet<(String, Option<Answer>)>,
+    in_progress: HashSet<String>,
+    /// What the last successful write said (registries and answers).
+    written: Option<Vec<String>>,
+    /// The object is known to exist.
+    exists: bool,
+}
+
+impl Writer {
+    pub fn new(p: WriterParts) -> Writer {
+        let jitter = Jitter::from_node(&format!("{}/nodepullstatus", p.node));
+        Writer {
+            cadence: Cadence::new(p.heartbeat, jitter),
+            p,
+            book: Book::default(),
+            answering: JoinSet::new(),
+            in_progress: HashSet::new(),
+            written: None,
+            exists: false,
+        }
+    }
+
+    /// Answer assignments and write when due, until the task is dropped.
+    pub async fn run(mut self, mut assignments: watch::Receiver<Vec<Assignment>>) {
+        let mut watching = true;
+        loop {
+            let list = assignments.borrow_and_update().clone();
+            self.take(&list);
+            self.sync_once().await;
+            let retry = self.cadence.retry_in(self.p.clock.now());
+            let wait = retry.map_or(TICK, |r| r.clamp(MIN_WAIT, TICK));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = assignments.changed(), if watching => watching = changed.is_ok(),
+                Some(done) = self.answering.join_next(), if !self.answering.is_empty() => {
+                    self.finish(done);
+                }
+            }
+        }
+    }
+
+    /// Start answering the assignments not answered yet (or refuse them).
+    fn take(&mut self, list: &[Assignment]) {
+        let now = self.p.clock.now();
+        let ttl = self.p.ondemand.cache_ttl();
+        let (max_images, secrets) = (
+            self.p.ondemand.max_images(),
+            self.p.ondemand.reads_pull_secrets(),
+        );
+        for a in list.iter().take(answers::MAX_ANSWERS) {
+            if self.book.answered(&a.id) || self.in_progress.contains(&a.id) {
+                continue;
+            }
+            match answers::triage(a, now, ttl, max_images, secrets) {
+                Triage::Ignore => {}
+                Triage::Refuse(why) => {
+                    tracing::info!(node = %self.p.node, assignment = %a.id, refused = %why, "assignment refused");
+                    self.book.push(answers::refused(a, why, now), now);
+                }
+                Triage::Check(req) => {
+                    self.in_progress.insert(a.id.clone());
+                    let (od, clock, a) = (self.p.ondemand.clone(), self.p.clock.clone(), a.clone());
+                    self.answering.spawn(async move {
+                        let answer = answers::check(&od, &a, &req, clock.as_ref()).await;
+                        (a.id, answer)
+                    });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, done: Result<(String, Option<Answer>), tokio::task::JoinError>) {
+        match done {
+            Ok((id, answer)) => {
+                self.in_progress.remove(&id);
+                if let Some(a) = answer {
+                    tracing::info!(node = %self.p.node, assignment = %id, results = a.results.len(), "assignment answered");
+                    self.book.push(a, self.p.clock.now());
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "an assignment's check failed"),
+        }
+    }
+
+    fn facts(&self) -> AgentFacts {
+        let s = &self.p.share;
+        AgentFacts {
+            runtime: s
+                .current()
+                .map(|p| p.runtime().as_str().to_string())
+                .unwrap_or_default(),
+            platform: s.platform.read().map(|p| p.clone()).unwrap_or_default(),
+            interval: s.interval.lock().map(|i| *i).unwrap_or_default(),
+        }
+    }
+
+    /// One write if one is due (creating the object first when needed). True when a
+    /// write was made and succeeded.
+    pub async fn sync_once(&mut self) -> bool {
+        let now = self.p.clock.now();
+        self.book.expire(now, self.p.ondemand.cache_ttl());
+        let facts = self.facts();
+        let registries = match self.p.share.paths.lock() {
+            Ok(paths) => build::registries(&paths, &facts),
+            Err(_) => return false,
+        };
+        let answers = self.book.list();
+        let digest = build::digest(&registries, &answers);
+        let dirty = self.written.as_ref() != Some(&digest);
+        if !self.cadence.due(now, dirty) {
+            return false;
+        }
+        let status = build::status(registries, answers, &facts, now);
+        let r = self.write(&status).await;
+        self.p.state.metrics.api_write(WRITE_KIND, r.is_ok());
+        match r {
+            Ok(()) => {
+                self.cadence.succeeded(now);
+                self.written = Some(digest);
+                true
+            }
+            Err(e) => {
+                // Deleted meanwhile: create it again before the next write.
+                self.exists &= e.status() != Some(404);
+                let d = self.cadence.failed(self.p.clock.now(), e.retry_after());
+                tracing::warn!(node = %self.p.node, error = %e, retry_in_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX), "cannot write the NodePullStatus");
+                false
+            }
+        }
+    }
+
+    async fn write(
+        &mut self,
+        status: &crate::api::NodePullStatusStatus,
+    ) -> Result<(), crate::k8s::K8sError> {
+        if !self.exists {
+            api_calls::ensure(&self.p.client, &self.p.node).await?;
+            self.exists = true;
+        }
+        api_calls::apply_status(&self.p.client, &self.p.node, status).await
+    }
+}
+
+impl Writer {
+    /// Watch this node's assignments (re-listing within `interval`'s bounded backoff) and
+    /// keep its status, forever (cluster mode).
+    pub fn spawn(self, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = watch::channel(Vec::new());
+        tokio::spawn(api_calls::watch_assignments(
+            self.p.client.clone(),
+            self.p.node.clone(),
+            interval,
+            tx,
+        ));
+        tokio::spawn(self.run(rx))
+    }
+}
