@@ -3,23 +3,22 @@
 //! in-process (`pullprobe::controller::webhook::start`, as `pullprobe controller` runs it)
 //! on 127.0.0.1, a ValidatingWebhookConfiguration pointing the API server at it, and
 //! `kubectl apply` (the harness's kubectl) printing what the API server relays. The fleet
-//! caches are the controller's own ([`Fleet`]).
+//! caches are the controller's own (`controller::fleet::Fleet`).
 
 mod kube;
+mod webhook_lab;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
-use pullprobe::controller::fleet::Fleet;
-use pullprobe::controller::webhook::{self, FleetView, WebhookConfig};
-
-const NS: &str = "pullprobe";
+use pullprobe::controller::webhook;
+use webhook_lab::{apply_crds, controller_token, create_webhook_config, wait_for, Controller, NS};
 
 /// Nodes `ok-0..3` reach registry.example (fingerprint `fp-ok`, whose image checks say
 /// app:v2 pulls and app:v3's tag is missing); `bad-0..1` fail its TLS.
@@ -103,88 +102,6 @@ fn seed_fleet(api: &KubeApiServer) {
         );
     }
     api.create_namespace(NS);
-}
-
-fn apply_crds(api: &KubeApiServer) {
-    api.apply_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds/pullprobe.io.yaml"));
-    wait_for("the CRDs to be served", Duration::from_secs(30), || {
-        let r = api.request(
-            "GET",
-            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
-            api.admin_token(),
-            None,
-        );
-        r.is_ok_and(|r| r.status == 200)
-    });
-}
-
-/// The webhook configuration as shipped (failurePolicy Ignore, 1 s, no side effects), but
-/// reaching the in-process webhook by URL; its caBundle is the controller's to fill.
-fn create_webhook_config(api: &KubeApiServer, port: u16) {
-    let rules = json!([
-        {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "statefulsets", "daemonsets"], "operations": ["CREATE", "UPDATE"]},
-        {"apiGroups": ["batch"], "apiVersions": ["v1", "v1beta1"], "resources": ["cronjobs"], "operations": ["CREATE", "UPDATE"]}]);
-    let vwc = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": webhook::WEBHOOK_CONFIG},
-        "webhooks": [{"name": "rollout-guard.pullprobe.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-                      "failurePolicy": "Ignore", "timeoutSeconds": 1, "rules": rules,
-                      "namespaceSelector": {"matchExpressions": [{"key": "pullprobe.io/rollout-guard", "operator": "Exists"}]},
-                      "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate")}}]});
-    api.create_if_missing(
-        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-        &vwc,
-        api.admin_token(),
-    );
-}
-
-/// The webhook on its own runtime (dropping the runtime stops it: the controller gone).
-struct Controller {
-    rt: tokio::runtime::Runtime,
-    hook: Option<webhook::Webhook>,
-    _leader: tokio::sync::watch::Sender<bool>,
-}
-
-impl Controller {
-    fn start(api: &KubeApiServer, lifetime: Duration) -> Controller {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let config = api.kube_config(api.admin_token());
-        let (tx, leader) = tokio::sync::watch::channel(true);
-        let hook = rt.block_on(async move {
-            let client = ::kube::Client::try_from(config).unwrap();
-            let fleet: Arc<dyn FleetView> = Arc::new(Fleet::start(client.clone()).await.unwrap());
-            let mut cfg = WebhookConfig::new(NS);
-            cfg.listen = "127.0.0.1:0".parse().unwrap();
-            cfg.cert.lifetime = lifetime;
-            cfg.cert.extra_names = vec!["127.0.0.1".into()];
-            webhook::start(client, fleet, cfg, leader).await.unwrap()
-        });
-        Controller {
-            rt,
-            hook: Some(hook),
-            _leader: tx,
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.hook.as_ref().unwrap().addr.port()
-    }
-
-    fn stop(mut self) {
-        drop(self.hook.take());
-        self.rt.shutdown_timeout(Duration::from_secs(5));
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn secret(api: &KubeApiServer) -> Value {
@@ -284,7 +201,8 @@ fn setup() -> (KubeApiServer, PathBuf) {
 #[test]
 fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
     let (api, kubeconfig) = setup();
-    let ctl = Controller::start(&api, webhook::CERT_LIFETIME);
+    let ctl = Controller::start(&api, &controller_token(&api), webhook::CERT_LIFETIME);
+
     create_webhook_config(&api, ctl.port());
     wait_for("the controller's caBundle", Duration::from_secs(30), || {
         let ca = secret(&api)["data"]["ca.crt"].as_str().map(String::from);
@@ -352,6 +270,19 @@ fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
     );
     assert!(ok && !out.contains("Warning"), "{out}");
 
+    // The shipped RBAC is all it needed.
+    let refused: Vec<String> = api
+        .audit_events()
+        .iter()
+        .filter(|e| e["user"]["username"] == "system:serviceaccount:pullprobe:pullprobe-controller")
+        .filter(|e| e["responseStatus"]["code"] == 403)
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "refused by the shipped RBAC: {refused:?}"
+    );
+
     // The controller gone: failurePolicy Ignore lets the write through, unwarned.
     ctl.stop();
     let (ok, out) = kubectl(
@@ -406,7 +337,7 @@ fn first_pem(bundle: &str) -> String {
 fn a_rotated_certificate_keeps_working() {
     let (api, kubeconfig) = setup();
     // 60 s certificates: rotated 40 s after they start (15 s before they were made).
-    let ctl = Controller::start(&api, Duration::from_secs(60));
+    let ctl = Controller::start(&api, &controller_token(&api), Duration::from_secs(60));
     create_webhook_config(&api, ctl.port());
     let b64 = |s: &Value| {
         String::from_utf8(

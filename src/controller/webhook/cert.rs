@@ -6,23 +6,22 @@
 //!   while certificates it signed may still be served. A CA signs one serving certificate
 //!   and its key is dropped at once: no CA key is stored anywhere.
 //! - It writes `ca.crt` into the `caBundle` of every webhook of ValidatingWebhookConfiguration
-//!   `pullprobe-rollout-guard`, watching it so that a re-applied config is fixed at once.
+//!   `pullprobe-rollout-guard`, and again within a minute when a re-applied config lost it.
 //! - At 2/3 of the certificate's lifetime it makes a new CA and certificate: first the
 //!   `caBundle` (new and old CA: the API server trusts both), then the Secret. Every replica
-//!   watches the Secret and serves the new certificate on the next handshake, no restart.
+//!   reads the Secret every few seconds and serves a new certificate from the next
+//!   handshake on, no restart.
+//! - Only `get`, `update` and `patch` of those two named objects: the RBAC names them.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use base64::Engine;
-use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
@@ -57,10 +56,12 @@ pub struct CertConfig {
     pub lifetime: Duration,
     /// More names (or IP addresses) for the certificate, e.g. `127.0.0.1` in tests.
     pub extra_names: Vec<String>,
+    /// How often every replica reads the Secret.
+    pub poll: Duration,
+    /// How often the leader checks the Secret and the caBundle (besides rotation times).
+    pub resync: Duration,
 }
 
-/// How often the leader looks again at most (besides the rotation time and watch events).
-const RESYNC: Duration = Duration::from_secs(600);
 /// After a failed API call.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -201,13 +202,23 @@ pub fn from_secret(s: &Secret) -> Option<Material> {
     })
 }
 
-fn to_secret(cfg: &CertConfig, m: &Material, resource_version: Option<String>) -> Secret {
+/// The Secret's `data`: the certificate, its key and the CA bundle.
+fn secret_data(m: &Material) -> std::collections::BTreeMap<String, ByteString> {
     let b = |s: &str| ByteString(s.as_bytes().to_vec());
+    [
+        ("tls.crt".to_string(), b(&m.cert_pem)),
+        ("tls.key".to_string(), b(&m.key_pem)),
+        ("ca.crt".to_string(), b(&m.ca_bundle_pem)),
+    ]
+    .into()
+}
+
+/// A new Secret (when the manifests did not ship one).
+fn new_secret(cfg: &CertConfig, m: &Material) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(cfg.secret.clone()),
             namespace: Some(cfg.namespace.clone()),
-            resource_version,
             labels: Some(
                 [(
                     "app.kubernetes.io/name".to_string(),
@@ -218,14 +229,7 @@ fn to_secret(cfg: &CertConfig, m: &Material, resource_version: Option<String>) -
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
-        data: Some(
-            [
-                ("tls.crt".to_string(), b(&m.cert_pem)),
-                ("tls.key".to_string(), b(&m.key_pem)),
-                ("ca.crt".to_string(), b(&m.ca_bundle_pem)),
-            ]
-            .into(),
-        ),
+        data: Some(secret_data(m)),
         ..Default::default()
     }
 }
@@ -263,15 +267,19 @@ pub async fn reconcile(
         new.ca_bundle_pem.push_str(&old_ca);
     }
     ensure_ca_bundle(client, cfg, &new.ca_bundle_pem).await?;
-    let rv = stored.and_then(|s| s.metadata.resource_version);
-    let secret = to_secret(cfg, &new, rv.clone());
-    match rv {
-        Some(_) => secrets
-            .replace(&cfg.secret, &PostParams::default(), &secret)
-            .await
-            .map_err(api_err("update", what))?,
+    // The shipped Secret (type, labels) is kept; only its data changes. The update carries
+    // the resourceVersion it was read at: a concurrent writer makes it fail, not overwrite.
+    match stored {
+        Some(mut secret) => {
+            secret.data = Some(secret_data(&new));
+            secret.string_data = None;
+            secrets
+                .replace(&cfg.secret, &PostParams::default(), &secret)
+                .await
+                .map_err(api_err("update", what))?
+        }
         None => secrets
-            .create(&PostParams::default(), &secret)
+            .create(&PostParams::default(), &new_secret(cfg, &new))
             .await
             .map_err(api_err("create", what))?,
     };
@@ -328,12 +336,11 @@ async fn ensure_ca_bundle(
     Ok(())
 }
 
-/// The leader's loop: [`reconcile`] while `leader` is true, again at the rotation time, when
-/// the configuration changes, and every [`RESYNC`]. Returns when `leader`'s sender is gone.
+/// The leader's loop: [`reconcile`] while `leader` is true, again at the rotation time and
+/// every `cfg.resync` (a re-applied configuration gets its caBundle back then). Returns when
+/// `leader`'s sender is gone. Reads by name only (`get`): the shipped RBAC names the Secret
+/// and the configuration and grants no list or watch.
 pub async fn keep(client: kube::Client, cfg: CertConfig, mut leader: watch::Receiver<bool>) {
-    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.webhook_config));
-    let mut changes = watcher::watcher(api, wc).default_backoff().boxed();
     loop {
         if !*leader.borrow_and_update() {
             if leader.changed().await.is_err() {
@@ -344,17 +351,16 @@ pub async fn keep(client: kube::Client, cfg: CertConfig, mut leader: watch::Rece
         let wait = match reconcile(&client, &cfg, Timestamp::now()).await {
             Ok(next) => {
                 let left = next.duration_since(Timestamp::now()).unsigned_abs();
-                left.min(RESYNC).max(Duration::from_millis(100))
+                left.min(cfg.resync).max(Duration::from_millis(100))
             }
             Err(e) => {
                 tracing::warn!(target: "pullprobe::webhook", error = %e, "webhook certificate");
-                RETRY
+                RETRY.min(cfg.resync)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             r = leader.changed() => if r.is_err() { return },
-            _ = changes.next() => {}
         }
     }
 }
@@ -399,24 +405,35 @@ fn certified_key(m: &Material) -> Option<CertifiedKey> {
     (!certs.is_empty()).then(|| CertifiedKey::new(certs, signer))
 }
 
-/// Every replica: serve what the Secret holds, from its first version on.
+/// Every replica: serve what the Secret holds, read every `cfg.poll` (a rotation leaves
+/// months before the old certificate expires, and the caBundle trusts both CAs meanwhile).
 pub async fn follow(client: kube::Client, cfg: CertConfig, slot: Arc<CertSlot>) {
     let api: Api<Secret> = Api::namespaced(client, &cfg.namespace);
-    let wc = watcher::Config::default().fields(&format!("metadata.name={}", cfg.secret));
-    let mut events = watcher::watcher(api, wc).default_backoff().boxed();
-    while let Some(ev) = events.next().await {
-        let s = match ev {
-            Ok(Event::Apply(s) | Event::InitApply(s)) => s,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::debug!(target: "pullprobe::webhook", error = %e, "watching the webhook Secret");
-                continue;
+    let mut served: Option<String> = None;
+    loop {
+        match api.get_opt(&cfg.secret).await {
+            Ok(found) => {
+                let m = found.as_ref().and_then(from_secret);
+                match m {
+                    Some(m) if served.as_deref() != Some(m.cert_pem.as_str()) => {
+                        match slot.set(&m) {
+                            Ok(()) => served = Some(m.cert_pem),
+                            Err(e) => {
+                                tracing::warn!(target: "pullprobe::webhook", error = %e, "webhook Secret")
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        tracing::debug!(target: "pullprobe::webhook", secret = %cfg.secret, "no certificate in the webhook Secret yet")
+                    }
+                }
             }
-        };
-        let loaded = from_secret(&s).map(|m| slot.set(&m));
-        if !matches!(loaded, Some(Ok(()))) {
-            tracing::warn!(target: "pullprobe::webhook", secret = %cfg.secret, "the webhook Secret holds no usable certificate");
+            Err(e) => {
+                tracing::debug!(target: "pullprobe::webhook", error = %e, "reading the webhook Secret")
+            }
         }
+        tokio::time::sleep(cfg.poll).await;
     }
 }
 
@@ -442,7 +459,7 @@ mod tests {
             "what the Secret's reader sees"
         );
         assert!(certified_key(&m).is_some());
-        let s = to_secret(
+        let s = new_secret(
             &CertConfig {
                 namespace: "ns".into(),
                 service: "svc".into(),
@@ -450,9 +467,10 @@ mod tests {
                 webhook_config: "w".into(),
                 lifetime: Duration::from_secs(3000),
                 extra_names: vec![],
+                poll: Duration::from_secs(1),
+                resync: Duration::from_secs(1),
             },
             &m,
-            None,
         );
         assert_eq!(from_secret(&s), Some(m.clone()));
         // The leaf verifies against the bundle, as the API server checks it.

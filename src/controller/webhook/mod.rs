@@ -8,7 +8,7 @@
 //! has `failurePolicy: Ignore`: when no replica answers, writes go through.
 //!
 //! ```text
-//!  leader: cert::keep ──▶ Secret pullprobe-webhook-tls ──watch──▶ every replica: cert::follow ──▶ CertSlot
+//!  leader: cert::keep ──▶ Secret pullprobe-webhook-tls ──get──▶ every replica: cert::follow ──▶ CertSlot
 //!          └──────────▶ caBundle of pullprobe-rollout-guard        API server ──TLS──▶ server ──▶ review
 //!                                                      fleet caches (Nodes, NodePullStatus) ──┘   ▲
 //!                                                      labelled Namespaces (stores) ─────────────┘
@@ -62,6 +62,8 @@ impl WebhookConfig {
                 webhook_config: WEBHOOK_CONFIG.to_string(),
                 lifetime: CERT_LIFETIME,
                 extra_names: Vec::new(),
+                poll: Duration::from_secs(10),
+                resync: Duration::from_secs(60),
             },
         }
     }
