@@ -19,6 +19,8 @@ PACKAGES=(
     hyperfine time
     # pre-flight's HTML heatmap rendered and checked in headless Chromium (tests/preflight_html.rs)
     chromium fonts-dejavu-core
+    # the Argo CD health check of examples/argocd/ run on fixtures (tests/gitops.rs)
+    lua5.4
     # manifest validation (.ci/validate-manifests.sh: kubernetes-validate in a venv)
     python3 python3-venv python3-pip
     # misc tooling used by the scripts

@@ -1701,12 +1701,12 @@ fn no_rule_reaches_agents_through_the_api_server(all: &[Value], what: &str) {
     }
 }
 
-/// Every YAML file of manifests/ (components included): no rule grants a proxy
+/// Every YAML file of manifests/ (components included) and examples/: no rule grants a proxy
 /// subresource — nothing in pullprobe talks to an agent through the API server any more.
 #[test]
-fn no_manifest_grants_pods_proxy() {
+fn no_manifest_or_example_grants_pods_proxy() {
     let mut files = Vec::new();
-    let mut dirs = vec![repo().join("manifests")];
+    let mut dirs = vec![repo().join("manifests"), repo().join("examples")];
     while let Some(d) = dirs.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();

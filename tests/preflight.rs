@@ -282,6 +282,7 @@ fn setup() -> Fixture {
 }
 
 #[test]
+#[ignore = "the pod-proxy path is gone (issue 16): pre-flight runs on ImagePreflight objects; the lead rewrites this end to end with the controller"]
 fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
     let t0 = Instant::now();
     let f = setup();
@@ -557,6 +558,7 @@ fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
 }
 
 #[test]
+#[ignore = "the pod-proxy path is gone (issue 16): pre-flight runs on ImagePreflight objects; the lead rewrites this end to end with the controller"]
 fn rbac_both_ways_on_the_real_apiserver() {
     let f = setup();
     let api = &f.api;

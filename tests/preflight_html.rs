@@ -238,44 +238,61 @@ fn heatmap_renders_in_headless_chromium() {
     assert_eq!(count(&px, [0xff, 0x00, 0xff]), 0);
 }
 
-/// `pullprobe status -o html`: 40 nodes from their Node conditions — 37 healthy, 3 failing
-/// alike at one registry, 2 without any agent report — as three rows of a node × registry
-/// heatmap, each colour on screen where it belongs; hostile text from a condition does not run.
+/// `pullprobe status -o html`: 40 nodes from their NodePullStatus reports — 37 healthy, 3
+/// failing alike at one registry, 2 without any agent report — as three rows of a node ×
+/// registry heatmap, each colour on screen where it belongs; hostile text from a report does
+/// not run.
 #[test]
 fn status_heatmap_renders_in_headless_chromium() {
-    use k8s_openapi::api::core::v1::Node;
+    use pullprobe::api::NodePullStatus;
     use pullprobe::preflight::fleet;
-    let node = |name: String, conds: serde_json::Value| -> Node {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": name}, "status": {"conditions": conds}}),
-        )
+    let now = std::time::SystemTime::now();
+    let heartbeat = jiff::Timestamp::try_from(now).unwrap().to_string();
+    let report = |name: &str, registries: serde_json::Value| -> NodePullStatus {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+            "metadata": {"name": name}, "spec": {"assignments": []},
+            "status": {"heartbeatTime": heartbeat, "intervalSeconds": 60, "registries": registries}}))
         .unwrap()
     };
+    let path = |registry: &str, state: &str, reason: &str| {
+        serde_json::json!({"registry": registry, "state": state, "checkedAt": "2026-01-01T00:00:00Z",
+            "cell": {"verdict": "not_ready", "phase": "tls", "reason": reason, "message": "m"}})
+    };
     let mut nodes = Vec::new();
+    let mut reports = Vec::new();
     for i in 0..37 {
-        nodes.push(node(
-            format!("ok-{i:02}"),
-            serde_json::json!([{"type": "RegistryUnreachable", "status": "False", "reason": "RegistriesReachable"}]),
+        nodes.push(format!("ok-{i:02}"));
+        reports.push(report(
+            &nodes[i],
+            serde_json::json!([path("mirror.internal", "ok", "")]),
         ));
     }
     for i in 0..3 {
-        nodes.push(node(format!("bad-{i}"), serde_json::json!([{"type": "RegistryUnreachable", "status": "True",
-            "reason": "TLSUnknownAuthority", "lastTransitionTime": "2026-01-01T00:00:00Z",
-            "message": "mirror.internal: TLSUnknownAuthority at https://mirror.internal/v2; <img src=x onerror=\"document.body.style.background='#ff00ff'\">: X at y"}])));
+        let n = format!("bad-{i}");
+        reports.push(report(
+            &n,
+            serde_json::json!([
+                path("mirror.internal", "failing", "TLSUnknownAuthority"),
+                path(
+                    "<img src=x onerror=\"document.body.style.background='#ff00ff'\">",
+                    "failing",
+                    "X"
+                )
+            ]),
+        ));
+        nodes.push(n);
     }
     for i in 0..2 {
-        nodes.push(node(
-            format!("new-{i}"),
-            serde_json::json!([{"type": "Ready", "status": "True"}]),
-        ));
+        nodes.push(format!("new-{i}"));
     }
-    let now = fleet::Staleness {
-        now: std::time::SystemTime::now(),
-        heartbeat: std::time::Duration::from_secs(300),
+    let stale = fleet::Staleness {
+        now,
+        default_interval: std::time::Duration::from_secs(60),
     };
-    let f = fleet::build(&nodes, &[], &now);
+    let f = fleet::build(&nodes, &reports, &stale);
     let text = fleet::html(&f);
-    assert!(!text.contains("<img"), "condition text is escaped");
+    assert!(!text.contains("<img"), "report text is escaped");
     assert!(
         !text.contains("http://") && !text.contains("https://"),
         "self-contained: no external resource"

@@ -40,10 +40,11 @@ pub enum Command {
     /// Run the per-node agent (DaemonSet): probe on a schedule, report Node conditions,
     /// Events, metrics and JSON logs.
     Agent(Box<crate::agent::AgentArgs>),
-    /// Before a rollout: ask every node's agent whether its node can pull the images of
-    /// these manifests now; a node × image matrix.
+    /// Before a rollout: create an ImagePreflight for these images or manifests, wait for
+    /// the controller's answer, and print whether each node can pull them now (a node ×
+    /// image matrix).
     Preflight(Box<preflight::PreflightArgs>),
-    /// The fleet's registry problems from the agents' Node conditions and Events.
+    /// The fleet's registry problems from the agents' NodePullStatus objects.
     Status(Box<status::StatusArgs>),
     /// Run the controller (Deployment): answer ImagePreflight objects from the agents'
     /// NodePullStatus objects, guard rollouts, serve the admission webhook.

@@ -6,6 +6,7 @@ pub mod node;
 pub mod nodes;
 pub mod nodestatus;
 pub mod pods;
+pub mod preflights;
 pub mod review;
 pub mod satokens;
 pub mod secrets;

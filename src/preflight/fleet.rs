@@ -1,17 +1,18 @@
-//! `pullprobe status`: the fleet as the agents reported it — their two Node conditions
-//! (`RegistryUnreachable`, `RegistryAuthFailing`; True = problem) and their Events —
-//! grouped by condition, registry and reason, with since when. The condition message is
-//! the agent's `registry: Reason at endpoint; …` (agent/conditions.rs `summarize`).
+//! `pullprobe status`: the fleet as the agents keep it in their `NodePullStatus` objects
+//! (one per node, one list call): the registries whose path is `failing`, grouped by the
+//! Node condition they move (`RegistryUnreachable`, `RegistryAuthFailing`), registry and
+//! reason, with since when they were checked so; nodes whose agent stopped writing, and
+//! nodes without any report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Event, Node, NodeCondition};
 use serde::Serialize;
 
 use super::html::{colour, escape};
 use super::matrix::CellVerdict;
-use super::wire::clean;
+use super::object::clean;
+use crate::api::{NodePullStatus, NodePullStatusStatus, RegistryPath};
 use crate::report::records::ConditionKind;
 
 /// Nodes failing for one (condition, registry, reason).
@@ -21,18 +22,8 @@ pub struct FleetProblem {
     pub registry: String,
     pub reason: String,
     pub nodes: Vec<String>,
-    /// The earliest transition to True among those nodes (RFC 3339).
+    /// The earliest check that found it failing among those nodes (RFC 3339).
     pub since: String,
-}
-
-/// A recent Event of an agent about a Node.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct FleetEvent {
-    pub node: String,
-    pub reason: String,
-    pub message: String,
-    pub count: i32,
-    pub last: String,
 }
 
 /// The fleet view.
@@ -40,41 +31,46 @@ pub struct FleetEvent {
 pub struct Fleet {
     pub nodes: usize,
     pub failing: Vec<String>,
-    /// Nodes whose conditions have not been renewed within the agents' heartbeat (plus
-    /// slack): no agent runs there any more, or it cannot write. Their conditions are
-    /// unknown, whatever they still say.
+    /// Nodes whose report was not renewed within twice their agent's interval: no agent
+    /// runs there any more, or it cannot write. Their paths are unknown, whatever the
+    /// report still says.
     pub stale: Vec<StaleNode>,
-    /// Nodes without either condition: no agent has reported there (yet).
+    /// Nodes without a `NodePullStatus` (or one without status): no agent has reported
+    /// there (yet).
     pub unreported: Vec<String>,
     pub problems: Vec<FleetProblem>,
     pub registries: Vec<String>,
     /// node → failing registries (for the heatmap).
     pub failing_registries: BTreeMap<String, BTreeMap<String, String>>,
-    pub events: Vec<FleetEvent>,
     pub summary: String,
 }
 
-/// A node whose conditions went unrenewed past the heartbeat.
+/// A node whose report went unrenewed past twice its interval.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct StaleNode {
     pub node: String,
-    /// The newest `lastHeartbeatTime` of its conditions (RFC 3339; empty when none).
+    /// Its `heartbeatTime` (RFC 3339; empty when none).
     pub last_heartbeat: String,
     /// Seconds since then.
     pub age_s: u64,
 }
 
-/// When conditions count as stale: the agents' heartbeat plus a slack for a write that is
-/// retried (a tenth of the heartbeat, at least 30 s).
+/// When a report counts as stale: its heartbeat older than twice its agent's interval
+/// (the freshness rule the controller applies too).
 #[derive(Clone, Copy, Debug)]
 pub struct Staleness {
     pub now: SystemTime,
-    pub heartbeat: Duration,
+    /// The interval assumed for a report that states none.
+    pub default_interval: Duration,
 }
 
 impl Staleness {
-    pub fn limit(&self) -> Duration {
-        self.heartbeat + (self.heartbeat / 10).max(Duration::from_secs(30))
+    pub fn limit(&self, interval_seconds: u32) -> Duration {
+        let interval = match interval_seconds {
+            0 => self.default_interval,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        interval * 2
     }
 }
 
@@ -90,74 +86,52 @@ impl Fleet {
     }
 }
 
-/// The newest heartbeat of `conds` and its age, when that age is past the limit (or a
-/// condition says `Unknown`).
-fn staleness(conds: &[&NodeCondition], s: &Staleness) -> Option<(String, u64)> {
-    let newest = conds
+/// The heartbeat of a report and its age, when that age is past the limit (or unreadable).
+fn staleness(st: &NodePullStatusStatus, s: &Staleness) -> Option<(String, u64)> {
+    let shown = st
+        .heartbeat_time
+        .as_deref()
+        .map(|t| clean(t, 40))
+        .unwrap_or_default();
+    let at = st
+        .heartbeat_time
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(SystemTime::from);
+    let age = at.map(|t| s.now.duration_since(t).unwrap_or_default());
+    match age {
+        Some(a) if a <= s.limit(st.interval_seconds) => None,
+        _ => Some((shown, age.map(|a| a.as_secs()).unwrap_or(0))),
+    }
+}
+
+/// The condition a failing path moves on the Node: an auth failure `RegistryAuthFailing`,
+/// anything else `RegistryUnreachable` (as the agent's condition manager sorts them).
+fn condition_of(p: &RegistryPath) -> &'static str {
+    match p.cell.phase.as_deref() {
+        Some("auth") => ConditionKind::RegistryAuthFailing.as_str(),
+        _ => ConditionKind::RegistryUnreachable.as_str(),
+    }
+}
+
+/// Build the view from the Nodes' names and their `NodePullStatus` objects (named after
+/// them): the registries whose path is `failing`, grouped by condition, registry and reason.
+pub fn build(nodes: &[String], statuses: &[NodePullStatus], stale_when: &Staleness) -> Fleet {
+    let by_node: BTreeMap<&str, &NodePullStatusStatus> = statuses
         .iter()
-        .filter_map(|c| c.last_heartbeat_time.as_ref())
-        .map(|t| SystemTime::from(t.0))
-        .max();
-    let age = newest.map(|t| s.now.duration_since(t).unwrap_or_default());
-    let unknown = conds.iter().any(|c| c.status == "Unknown");
-    if !unknown && age.is_none_or(|a| a <= s.limit()) {
-        return None;
-    }
-    let shown = newest
-        .and_then(|t| jiff::Timestamp::try_from(t).ok())
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    Some((shown, age.map(|a| a.as_secs()).unwrap_or(0)))
-}
-
-/// `a: R at e; b: R2 at e2` → [(a, R), (b, R2)].
-fn parse_message(m: &str) -> Vec<(String, String)> {
-    m.split("; ")
-        .filter_map(|part| {
-            let (registry, rest) = part.split_once(": ")?;
-            let reason = rest.split(" at ").next()?.trim();
-            Some((clean(registry, 255), clean(reason, 64)))
-        })
-        .collect()
-}
-
-/// (registry, reason, since) of a True condition, from its message.
-fn failing_parts(c: &k8s_openapi::api::core::v1::NodeCondition) -> Vec<(String, String, String)> {
-    let since = c
-        .last_transition_time
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    let mut parts = parse_message(c.message.as_deref().unwrap_or(""));
-    if parts.is_empty() {
-        parts.push(("?".into(), clean(c.reason.as_deref().unwrap_or(""), 64)));
-    }
-    parts
-        .into_iter()
-        .map(|(r, why)| (r, why, since.clone()))
-        .collect()
-}
-
-/// Build the view from the Nodes and the core/v1 Events about them.
-pub fn build(nodes: &[Node], events: &[Event], stale_when: &Staleness) -> Fleet {
+        .filter_map(|o| Some((o.metadata.name.as_deref()?, o.status.as_ref()?)))
+        .collect();
     let mut problems: BTreeMap<(String, String, String), FleetProblem> = BTreeMap::new();
     let (mut failing, mut unreported) = (BTreeSet::new(), Vec::new());
     let mut stale = Vec::new();
     let mut heat: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut registries = BTreeSet::new();
-    for n in nodes {
-        let name = n.metadata.name.clone().unwrap_or_default();
-        let conds = n.status.as_ref().and_then(|s| s.conditions.as_ref());
-        let ours: Vec<_> = conds
-            .into_iter()
-            .flatten()
-            .filter(|c| ConditionKind::from_type(&c.type_).is_some())
-            .collect();
-        if ours.is_empty() {
+    for name in nodes {
+        let Some(st) = by_node.get(name.as_str()) else {
             unreported.push(name.clone());
             continue;
-        }
-        if let Some((last_heartbeat, age_s)) = staleness(&ours, stale_when) {
+        };
+        if let Some((last_heartbeat, age_s)) = staleness(st, stale_when) {
             stale.push(StaleNode {
                 node: name.clone(),
                 last_heartbeat,
@@ -166,27 +140,33 @@ pub fn build(nodes: &[Node], events: &[Event], stale_when: &Staleness) -> Fleet 
             continue;
         }
         heat.entry(name.clone()).or_default();
-        for c in ours.into_iter().filter(|c| c.status == "True") {
+        for p in st.registries.iter().filter(|p| p.state == "failing") {
             failing.insert(name.clone());
-            let found = failing_parts(c);
-            for (registry, reason, since) in found {
-                registries.insert(registry.clone());
-                heat.entry(name.clone())
-                    .or_default()
-                    .insert(registry.clone(), reason.clone());
-                let p = problems
-                    .entry((c.type_.clone(), registry.clone(), reason.clone()))
-                    .or_insert_with(|| FleetProblem {
-                        condition: c.type_.clone(),
-                        registry,
-                        reason,
-                        nodes: Vec::new(),
-                        since: since.clone(),
-                    });
-                p.nodes.push(name.clone());
-                if !since.is_empty() && (p.since.is_empty() || since < p.since) {
-                    p.since = since;
-                }
+            let registry = clean(&p.registry, 255);
+            let reason = p
+                .cell
+                .reason
+                .as_deref()
+                .and_then(super::object::reason)
+                .unwrap_or_else(|| "Failing".into());
+            let since = clean(&p.checked_at, 40);
+            let condition = condition_of(p).to_string();
+            registries.insert(registry.clone());
+            heat.entry(name.clone())
+                .or_default()
+                .insert(registry.clone(), reason.clone());
+            let e = problems
+                .entry((condition.clone(), registry.clone(), reason.clone()))
+                .or_insert_with(|| FleetProblem {
+                    condition,
+                    registry,
+                    reason,
+                    nodes: Vec::new(),
+                    since: since.clone(),
+                });
+            e.nodes.push(name.clone());
+            if !since.is_empty() && (e.since.is_empty() || since < e.since) {
+                e.since = since;
             }
         }
     }
@@ -198,13 +178,12 @@ pub fn build(nodes: &[Node], events: &[Event], stale_when: &Staleness) -> Fleet 
             p.registry.clone(),
         )
     });
-    let events = recent_events(events);
     let failing: Vec<String> = failing.into_iter().collect();
     let summary = summary_line(
         failing.len(),
         nodes.len(),
         &problems,
-        (stale.len(), stale_when.limit()),
+        stale.len(),
         unreported.len(),
     );
     Fleet {
@@ -215,7 +194,6 @@ pub fn build(nodes: &[Node], events: &[Event], stale_when: &Staleness) -> Fleet 
         problems,
         registries: registries.into_iter().collect(),
         failing_registries: heat,
-        events,
         summary,
     }
 }
@@ -225,7 +203,7 @@ fn summary_line(
     failing: usize,
     nodes: usize,
     problems: &[FleetProblem],
-    (stale, limit): (usize, Duration),
+    stale: usize,
     unreported: usize,
 ) -> String {
     let mut summary = format!("{failing}/{nodes} nodes failing");
@@ -240,38 +218,13 @@ fn summary_line(
     if stale > 0 {
         let noun = if stale == 1 { "node" } else { "nodes" };
         summary.push_str(&format!(
-            "; {stale} {noun} unknown: no heartbeat for over {} (is the agent running?)",
-            crate::text::human_duration(limit)
+            "; {stale} {noun} unknown: no heartbeat for over twice the agent's interval (is the agent running?)"
         ));
     }
     if unreported > 0 {
         summary.push_str(&format!("; {unreported} without a pullprobe report"));
     }
     summary
-}
-
-fn recent_events(events: &[Event]) -> Vec<FleetEvent> {
-    let mut out: Vec<FleetEvent> = events
-        .iter()
-        .filter(|e| {
-            e.source.as_ref().and_then(|s| s.component.as_deref()) == Some("pullprobe")
-                || e.reporting_component.as_deref() == Some("pullprobe")
-        })
-        .map(|e| FleetEvent {
-            node: clean(e.involved_object.name.as_deref().unwrap_or(""), 253),
-            reason: clean(e.reason.as_deref().unwrap_or(""), 64),
-            message: clean(e.message.as_deref().unwrap_or(""), 512),
-            count: e.count.unwrap_or(1),
-            last: e
-                .last_timestamp
-                .as_ref()
-                .map(|t| t.0.to_string())
-                .unwrap_or_default(),
-        })
-        .collect();
-    out.sort_by(|a, b| b.last.cmp(&a.last));
-    out.truncate(20);
-    out
 }
 
 /// Columns padded to their widest cell, two spaces apart.
@@ -325,7 +278,7 @@ pub fn text(f: &Fleet) -> String {
         if !f.problems.is_empty() {
             out.push('\n');
         }
-        out.push_str("UNKNOWN: no heartbeat from the agent, its conditions are stale\n");
+        out.push_str("UNKNOWN: no heartbeat from the agent, its report is stale\n");
         let mut rows = vec![["NODE", "LAST HEARTBEAT", "AGO"].map(String::from).to_vec()];
         rows.extend(f.stale.iter().map(|s| {
             let when = if s.last_heartbeat.is_empty() {
@@ -336,15 +289,6 @@ pub fn text(f: &Fleet) -> String {
             vec![s.node.clone(), when, ago(s.age_s)]
         }));
         out.push_str(&aligned(&rows));
-    }
-    if !f.events.is_empty() {
-        out.push_str("\nRECENT EVENTS\n");
-        for e in f.events.iter().take(10) {
-            out.push_str(&format!(
-                "  {} {} {} (x{}): {}\n",
-                e.last, e.node, e.reason, e.count, e.message
-            ));
-        }
     }
     out.push('\n');
     out.push_str(&f.summary);
@@ -357,9 +301,9 @@ pub fn text(f: &Fleet) -> String {
 enum Report<'a> {
     /// The failing registries (empty: healthy).
     Fresh(&'a Failing),
-    /// Conditions past the heartbeat: unknown.
+    /// A report past twice its interval: unknown.
     Stale,
-    /// No condition at all.
+    /// No report at all.
     None,
 }
 
@@ -371,7 +315,7 @@ const LEGEND: [(CellVerdict, &str); 3] = [
     ),
     (
         CellVerdict::NotReady,
-        "failing: the condition's reason is in the cell, since when below",
+        "failing: the path's reason is in the cell, since when below",
     ),
     (
         CellVerdict::Unknown,
@@ -528,56 +472,57 @@ fn heat_row(registries: &[String], nodes: &[&str], report: Report<'_>) -> String
 mod tests {
     use super::*;
 
-    fn node(name: &str, conds: serde_json::Value) -> Node {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": name}, "status": {"conditions": conds}}),
-        )
-        .unwrap()
-    }
-
-    /// Now is 2026-01-03; heartbeats every 5 minutes.
+    /// Now is 2026-01-03T00:00:00Z; agents check every 60 s.
     fn fresh() -> Staleness {
         Staleness {
             now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_398_400),
-            heartbeat: Duration::from_secs(300),
+            default_interval: Duration::from_secs(60),
         }
     }
 
-    fn beating(name: &str, status: &str, heartbeat: &str) -> Node {
-        node(
-            name,
-            serde_json::json!([
-            {"type": "RegistryUnreachable", "status": status, "reason": "RegistriesReachable",
-             "message": "every registry in use is reachable", "lastHeartbeatTime": heartbeat,
-             "lastTransitionTime": "2026-01-01T00:00:00Z"},
-            {"type": "RegistryAuthFailing", "status": "False", "reason": "RegistryCredentialsAccepted",
-             "lastHeartbeatTime": heartbeat}]),
-        )
+    fn report(name: &str, heartbeat: &str, registries: serde_json::Value) -> NodePullStatus {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pullprobe.io/v1alpha1", "kind": "NodePullStatus",
+            "metadata": {"name": name}, "spec": {"assignments": []},
+            "status": {"heartbeatTime": heartbeat, "intervalSeconds": 60, "registries": registries}}))
+        .unwrap()
     }
 
-    /// A dead agent leaves its conditions False with a frozen heartbeat: past the heartbeat
-    /// (and its slack) they are unknown, counted in the exit code, never "no problem".
+    fn path(registry: &str, state: &str, phase: &str, reason: &str, at: &str) -> serde_json::Value {
+        serde_json::json!({"registry": registry, "fingerprint": "f", "state": state, "checkedAt": at,
+            "cell": {"verdict": if state == "ok" { "ready" } else { "not_ready" }, "phase": phase,
+                     "reason": reason, "message": "m"}})
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A dead agent leaves its report behind with a frozen heartbeat: past twice its
+    /// interval it is unknown, counted in the exit code, never "no problem".
     #[test]
-    fn conditions_past_their_heartbeat_are_unknown() {
+    fn reports_past_twice_their_interval_are_unknown() {
         let s = fresh();
-        assert_eq!(s.limit(), Duration::from_secs(330));
+        assert_eq!(s.limit(60), Duration::from_secs(120));
+        assert_eq!(s.limit(0), Duration::from_secs(120));
+        let ok = serde_json::json!([]);
         let f = build(
+            &names(&["alive", "dead", "odd"]),
             &[
-                beating("alive", "False", "2026-01-02T23:56:00Z"),
-                beating("dead", "False", "2026-01-02T23:54:00Z"),
-                beating("odd", "Unknown", "2026-01-02T23:59:00Z"),
+                report("alive", "2026-01-02T23:59:00Z", ok.clone()),
+                report("dead", "2026-01-02T23:54:00Z", ok.clone()),
+                report("odd", "yesterday", ok),
             ],
-            &[],
             &s,
         );
         assert!(f.failing.is_empty());
         let stale: Vec<(&str, u64)> = f.stale.iter().map(|n| (n.node.as_str(), n.age_s)).collect();
-        assert_eq!(stale, [("dead", 360), ("odd", 60)]);
+        assert_eq!(stale, [("dead", 360), ("odd", 0)]);
         assert_eq!(f.stale[0].last_heartbeat, "2026-01-02T23:54:00Z");
         assert_eq!(f.exit_code(), 1);
         assert!(
             f.summary
-                .contains("2 nodes unknown: no heartbeat for over 5 min 30 s"),
+                .contains("2 nodes unknown: no heartbeat for over twice the agent's interval"),
             "{}",
             f.summary
         );
@@ -598,58 +543,88 @@ mod tests {
 
     #[test]
     fn problems_group_by_condition_registry_and_reason() {
-        let bad = |n: &str, t: &str| {
-            node(
+        let bad = |n: &str, at: &str| {
+            report(
                 n,
+                "2026-01-02T23:59:30Z",
                 serde_json::json!([
-                {"type": "RegistryUnreachable", "status": "True", "reason": "TLSUnknownAuthority",
-                 "message": "mirror.internal: TLSUnknownAuthority at https://mirror.internal/v2; docker.io: DNSFailure at https://registry-1.docker.io/v2",
-                 "lastTransitionTime": t},
-                {"type": "RegistryAuthFailing", "status": "False", "reason": "RegistryCredentialsAccepted"}]),
+                    path(
+                        "mirror.internal",
+                        "failing",
+                        "tls",
+                        "TLSUnknownAuthority",
+                        at
+                    ),
+                    path("docker.io", "failing", "auth", "AuthUnauthorized", at),
+                    path("quay.io", "degraded", "connect", "ConnectTimeout", at),
+                ]),
             )
         };
-        let ok = node(
+        let ok = report(
             "ok",
-            serde_json::json!([{"type": "RegistryUnreachable", "status": "False"}]),
-        );
-        let silent = node(
-            "silent",
-            serde_json::json!([{"type": "Ready", "status": "True"}]),
+            "2026-01-02T23:59:30Z",
+            serde_json::json!([path(
+                "mirror.internal",
+                "ok",
+                "",
+                "",
+                "2026-01-02T23:59:00Z"
+            )]),
         );
         let f = build(
+            &names(&["a", "b", "ok", "silent"]),
             &[
                 bad("a", "2026-01-02T00:00:00Z"),
                 bad("b", "2026-01-01T00:00:00Z"),
                 ok,
-                silent,
+                report("elsewhere", "2026-01-02T23:59:30Z", serde_json::json!([])),
             ],
-            &[],
             &fresh(),
         );
         assert_eq!(f.failing, ["a", "b"]);
         assert_eq!(f.unreported, ["silent"]);
-        assert_eq!(f.problems.len(), 2);
+        assert_eq!(f.nodes, 4, "only the nodes listed count");
+        assert_eq!(
+            f.problems.len(),
+            2,
+            "degraded is not failing: {:?}",
+            f.problems
+        );
         let tls = f
             .problems
             .iter()
             .find(|p| p.reason == "TLSUnknownAuthority")
             .unwrap();
         assert_eq!(
-            (tls.registry.as_str(), tls.nodes.len(), tls.since.as_str()),
-            ("mirror.internal", 2, "2026-01-01T00:00:00Z")
+            (
+                tls.condition.as_str(),
+                tls.registry.as_str(),
+                tls.nodes.len(),
+                tls.since.as_str()
+            ),
+            (
+                "RegistryUnreachable",
+                "mirror.internal",
+                2,
+                "2026-01-01T00:00:00Z"
+            )
         );
+        let auth = f
+            .problems
+            .iter()
+            .find(|p| p.registry == "docker.io")
+            .unwrap();
+        assert_eq!(auth.condition, "RegistryAuthFailing");
         assert_eq!(f.exit_code(), 1);
         assert!(f.summary.starts_with("2/4 nodes failing"), "{}", f.summary);
         let page = html(&f);
         assert!(page.contains("TLSUnknownAuthority"));
-        // a and b failed alike: one row; ok alone; silent as unknown, not left out.
         assert!(page.contains(">2 nodes</td>"), "{page}");
         assert!(page.contains("title=\"a, b\""), "{page}");
         assert!(
             page.contains(">ok</td>") && page.contains(">silent</td>"),
             "{page}"
         );
-        assert_eq!(page.matches(">no report</td>").count(), 3, "{page}");
         let (a, ok, silent) = (
             page.find(">2 nodes<").unwrap(),
             page.find(">ok<").unwrap(),
@@ -658,6 +633,31 @@ mod tests {
         assert!(
             a < ok && ok < silent,
             "failing, healthy, unreported: {page}"
+        );
+    }
+
+    /// Text from another process is cut and stripped before it is shown.
+    #[test]
+    fn hostile_report_text_is_cleaned() {
+        let f = build(
+            &names(&["n"]),
+            &[report(
+                "n",
+                "2026-01-02T23:59:30Z",
+                serde_json::json!([path(
+                    "evil\u{1b}[31m.example",
+                    "failing",
+                    "dns",
+                    "<script>",
+                    "2026-01-02T23:59:00Z"
+                )]),
+            )],
+            &fresh(),
+        );
+        assert_eq!(f.problems[0].registry, "evil[31m.example");
+        assert_eq!(
+            f.problems[0].reason, "Failing",
+            "not a reason code: not shown"
         );
     }
 }

@@ -1,7 +1,8 @@
 //! The node × image matrix: one cell per (node, image) — the verdict, failing phase,
 //! reason, host and message — grouped into rows of nodes that answered the same, and the
-//! summary line. Built from the agents' replies ([`super::wire`]); every node selected is
-//! a row, those without an answer as `unknown`.
+//! summary line. Built from the agents' answers (by the controller) or from an
+//! `ImagePreflight`'s status ([`super::object`]); every node selected is a row, those
+//! without an answer as `unknown`.
 
 use std::collections::BTreeMap;
 
@@ -80,7 +81,7 @@ pub enum UnknownReason {
     AgentUnreachable,
     /// 401 from the agent: it did not accept the token.
     AgentUnauthorized,
-    /// 403: the API server (pods/proxy) or the agent (nodes/preflight) forbids the caller.
+    /// 403: the API server refused a read the answer needed.
     Forbidden,
     /// The agent does not serve pre-flight (older version) or speaks another API version.
     AgentTooOld,

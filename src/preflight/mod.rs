@@ -1,18 +1,19 @@
 //! Pre-flight before a rollout: "can every node where this could land pull these
-//! images, now?" — asked of each node's own agent, which probes over its node's pull
-//! path (the one [`Pipeline`](crate::pipeline::Pipeline), through its `PullPath`):
+//! images, now?" — answered by each node's own agent over its node's pull path (the one
+//! [`Pipeline`](crate::pipeline::Pipeline)), through API objects only:
 //!
 //! ```text
-//! images / -f manifests ─▶ workloads ─▶ nodes they can land on ─▶ ask each agent ─▶ matrix ─▶ output
-//!  (manifests)                           (select)                  (ask, wire)        (matrix) (render, html)
+//!  images / -f manifests ─▶ workloads ─▶ ImagePreflight ─▶ controller: nodes they can land on,
+//!  (manifests)                            (cli)             NodePullStatus answers (select)
+//!        ─▶ status rows ─▶ matrix ─▶ output
+//!           (object)       (matrix)  (render, html)
 //! ```
 //!
-//! The agents are reached through the API server's pod proxy with the user's kubeconfig
-//! (`create pods/proxy` in the agent namespace), so no new exposure is needed; each agent
-//! then checks the caller's token itself (`create nodes/preflight` of `pullprobe.io`).
-//! See `docs/preflight.md` for the RBAC and the security notes.
+//! Nobody's token travels to a node and no role needs `pods/proxy`: the CLI creates an
+//! `ImagePreflight` (`create imagepreflights`, aggregated into `edit`), the controller hands
+//! the checks to the agents through their own `NodePullStatus`, and the CLI renders the
+//! object's status. See `docs/preflight.md` for the RBAC and the security notes.
 
-pub mod ask;
 pub mod fleet;
 pub mod html;
 pub mod manifests;
@@ -20,55 +21,44 @@ pub mod matrix;
 pub mod object;
 pub mod render;
 pub mod select;
-pub mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 
-use self::ask::{Asker, CredCtx, NodeAsk};
 use self::manifests::{ManifestError, Workload};
-use self::matrix::{Cell, ExcludedNode, Matrix, NodeRow, UnknownReason, Unplaced};
-use crate::k8s::nodes::AgentAddr;
-use crate::k8s::K8sError;
+use self::matrix::{AgentInfo, Cell, ExcludedNode, NodeRow, UnknownReason, Unplaced};
 
 /// Default namespace and label selector of the agents (manifests/).
 pub const AGENT_NAMESPACE: &str = "pullprobe";
 pub const AGENT_SELECTOR: &str =
     "app.kubernetes.io/name=pullprobe,app.kubernetes.io/component=agent";
-/// The audience of tokens minted for agents (`--agent-service-account`).
+/// The audience the agents accept (their own; never the API server's).
 pub const AGENT_AUDIENCE: &str = "pullprobe";
 
-/// Where the token the agents check comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenSource {
-    /// The kubeconfig's own bearer token (token, tokenFile, in-cluster).
-    Kubeconfig,
-    /// A file (e.g. a projected ServiceAccount token with `audience: pullprobe`).
-    File(std::path::PathBuf),
-    /// TokenRequest for this ServiceAccount, audience `pullprobe`, 10 minutes.
-    ServiceAccount { namespace: String, name: String },
-}
-
-/// Everything a pre-flight needs, independent of the command line.
-#[derive(Clone, Debug)]
+/// What to check, independent of the command line.
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     pub images: Vec<String>,
     pub files: Vec<String>,
     pub namespace: String,
     pub pull_secrets: Vec<String>,
     pub service_account: Option<String>,
-    pub selector: Option<String>,
-    pub all_nodes: bool,
-    pub agent_namespace: String,
-    pub agent_selector: String,
-    pub agent_port: u16,
-    pub token: TokenSource,
-    pub kubeconfig: Option<std::path::PathBuf>,
-    pub timeout: Duration,
-    pub concurrency: usize,
-    pub strict: bool,
+}
+
+/// The credentials context of a check: the pods' namespace, pull secrets, service account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CredCtx {
+    pub namespace: String,
+    pub pull_secrets: Vec<String>,
+    pub service_account: String,
+}
+
+/// One node's answers: its agent, and a cell per (context, image).
+#[derive(Clone, Debug, Default)]
+pub struct NodeAnswers {
+    pub agent: Option<AgentInfo>,
+    pub cells: HashMap<(CredCtx, String), Cell>,
 }
 
 /// Why a pre-flight could not run (exit 2).
@@ -80,10 +70,6 @@ pub enum PreflightError {
     NoImages,
     #[error("invalid image reference in {source_}: {error}")]
     Reference { source_: String, error: String },
-    #[error(transparent)]
-    Kube(#[from] K8sError),
-    #[error("{0}")]
-    Token(String),
 }
 
 /// The workloads of the command line's images (no scheduling constraints).
@@ -133,78 +119,6 @@ pub fn workloads(o: &Options) -> Result<(Vec<Workload>, Vec<String>), PreflightE
         }
     }
     Ok((all, loaded.warnings))
-}
-
-/// The agent on each node: a running Pod with an address, and its port.
-pub fn agents(pods: &[Pod], port: u16) -> HashMap<String, Result<AgentAddr, Box<Cell>>> {
-    let mut out: HashMap<String, Result<AgentAddr, Box<Cell>>> = HashMap::new();
-    for p in pods {
-        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            continue;
-        };
-        let status = p.status.as_ref();
-        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
-        let ip = status
-            .and_then(|s| s.pod_ip.clone())
-            .filter(|i| !i.is_empty());
-        let pod = p.metadata.name.as_deref().unwrap_or("");
-        let addr = match (phase, ip) {
-            ("Running", Some(_)) => Ok(agent_addr(p, port)),
-            ("Running", None) => Err(Box::new(Cell::unknown(
-                UnknownReason::AgentNotRunning,
-                format!("the agent Pod {pod} is Running but has no status.podIP yet: the API server cannot proxy to it until the kubelet reports its address"),
-            ))),
-            (phase, _) => Err(Box::new(Cell::unknown(
-                UnknownReason::AgentNotRunning,
-                format!(
-                    "the agent Pod {pod} is {}, not Running",
-                    if phase.is_empty() { "without a phase" } else { phase }
-                ),
-            ))),
-        };
-        // A running agent wins over one that is not (rolling updates).
-        match out.get(&node) {
-            Some(Ok(_)) => {}
-            _ => {
-                out.insert(node, addr);
-            }
-        }
-    }
-    out
-}
-
-fn agent_addr(p: &Pod, default_port: u16) -> AgentAddr {
-    let ports = p
-        .spec
-        .as_ref()
-        .into_iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten());
-    let named = ports
-        .filter_map(|cp| Some((cp.name.clone()?, cp.container_port)))
-        .find(|(n, _)| {
-            matches!(
-                n.as_str(),
-                "https-main" | "http-main" | "http-metrics" | "https-metrics"
-            )
-        });
-    let (scheme, port) = match named {
-        Some((n, p)) => (
-            if n.starts_with("https") {
-                "https"
-            } else {
-                "http"
-            },
-            u16::try_from(p).unwrap_or(default_port),
-        ),
-        None => ("http", default_port),
-    };
-    AgentAddr {
-        namespace: p.metadata.namespace.clone().unwrap_or_default(),
-        pod: p.metadata.name.clone().unwrap_or_default(),
-        scheme: scheme.into(),
-        port,
-    }
 }
 
 /// For each node, the images to ask about in each credentials context.
@@ -335,7 +249,7 @@ pub fn plan_asks(
 pub fn rows(
     images: &[String],
     placement: &Placement,
-    answers: &BTreeMap<String, ask::NodeAnswers>,
+    answers: &BTreeMap<String, NodeAnswers>,
 ) -> Vec<NodeRow> {
     placement
         .per_node
@@ -394,44 +308,11 @@ fn severity(c: &Cell) -> u8 {
     }
 }
 
-/// The agents' token, per [`TokenSource`]. Never printed.
-async fn agent_token(
-    o: &Options,
-    cfg: &kube::Config,
-    client: &kube::Client,
-) -> Result<Option<String>, PreflightError> {
-    use secrecy::ExposeSecret;
-    match &o.token {
-        TokenSource::File(p) => std::fs::read_to_string(p)
-            .map(|t| Some(t.trim().to_string()))
-            .map_err(|e| PreflightError::Token(format!("--agent-token-file {}: {e}", p.display()))),
-        TokenSource::ServiceAccount { namespace, name } => {
-            let t = crate::k8s::nodes::token_request(client, namespace, name, AGENT_AUDIENCE, 600)
-                .await?;
-            Ok(Some(t))
-        }
-        TokenSource::Kubeconfig => {
-            if let Some(t) = &cfg.auth_info.token {
-                return Ok(Some(t.expose_secret().to_string()));
-            }
-            if let Some(f) = &cfg.auth_info.token_file {
-                let t = std::fs::read_to_string(f).map_err(|e| {
-                    PreflightError::Token(format!("the kubeconfig's tokenFile: {e}"))
-                })?;
-                return Ok(Some(t.trim().to_string()));
-            }
-            Err(PreflightError::Token(
-                "the kubeconfig authenticates without a bearer token (client certificate or exec plugin): pass --agent-service-account NS/NAME (an audience-bound token is requested for it) or --agent-token-file FILE".into(),
-            ))
-        }
-    }
-}
-
 /// Each workload's credentials context: its pull secrets, or — when it names none — its
 /// service account's, as the ServiceAccount admission plugin fills them in
 /// (kubernetes v1.20 `plugin/pkg/admission/serviceaccount/admission.go`: "If the pod does
 /// not contain any ImagePullSecrets, the ImagePullSecrets of the service account are added").
-async fn contexts(
+pub async fn contexts(
     client: &kube::Client,
     workloads: &[Workload],
     warnings: &mut Vec<String>,
@@ -475,89 +356,9 @@ async fn contexts(
     out
 }
 
-/// Run a pre-flight.
-pub async fn run(o: &Options) -> Result<Matrix, PreflightError> {
-    let (workloads, mut warnings) = workloads(o)?;
-    let cfg = crate::k8s::config(o.kubeconfig.as_deref()).await?;
-    let client =
-        kube::Client::try_from(cfg.clone()).map_err(|e| K8sError::Client(e.to_string()))?;
-    let token = agent_token(o, &cfg, &client).await?;
-    let nodes = crate::k8s::nodes::list_nodes(&client, o.selector.as_deref()).await?;
-    let pods = crate::k8s::nodes::list_pods(&client, &o.agent_namespace, &o.agent_selector).await?;
-    let contexts = contexts(&client, &workloads, &mut warnings).await;
-    let placement = plan_asks(&workloads, &contexts, &nodes, o.all_nodes);
-    let agents = agents(&pods, o.agent_port);
-    let asks: Vec<NodeAsk> = placement
-        .per_node
-        .iter()
-        .map(|(node, ctxs)| NodeAsk {
-            node: node.clone(),
-            agent: agents.get(node).cloned().unwrap_or_else(|| {
-                Err(Box::new(Cell::unknown(
-                    UnknownReason::NoAgent,
-                    format!(
-                        "no agent Pod ({}) on this node in namespace {}",
-                        o.agent_selector, o.agent_namespace
-                    ),
-                )))
-            }),
-            work: ctxs
-                .iter()
-                .map(|(c, set)| (c.clone(), set.iter().cloned().collect()))
-                .collect(),
-        })
-        .collect();
-    let asker = Asker {
-        client,
-        token,
-        timeout: o.timeout,
-        concurrency: o.concurrency,
-    };
-    let answers = asker.run(&asks).await;
-    let mut images: Vec<String> = Vec::new();
-    for w in &workloads {
-        for c in &w.images {
-            if !images.contains(&c.image) {
-                images.push(c.image.clone());
-            }
-        }
-    }
-    let rows = rows(&images, &placement, &answers);
-    let Placement {
-        excluded, unplaced, ..
-    } = placement;
-    Ok(Matrix::new(images, rows, excluded, warnings, o.strict).with_unplaced(unplaced))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(json: serde_json::Value) -> Pod {
-        serde_json::from_value(json).unwrap()
-    }
-
-    /// Issue 17 item 11: a Running agent Pod without `status.podIP` says exactly that.
-    #[test]
-    fn a_running_agent_without_an_address_says_so() {
-        let p = |phase: &str, ip: Option<&str>| {
-            pod(serde_json::json!({
-                "metadata": {"name": "pullprobe-x", "namespace": "pullprobe"},
-                "spec": {"nodeName": "n1", "containers": []},
-                "status": {"phase": phase, "podIP": ip},
-            }))
-        };
-        let message = |pods: &[Pod]| match agents(pods, 9808).remove("n1") {
-            Some(Err(c)) => (c.reason.clone().unwrap_or_default(), c.message.clone()),
-            other => panic!("{other:?}"),
-        };
-        let (reason, m) = message(&[p("Running", None)]);
-        assert_eq!(reason, "AgentNotRunning");
-        assert_eq!(m, "the agent Pod pullprobe-x is Running but has no status.podIP yet: the API server cannot proxy to it until the kubelet reports its address");
-        let (_, m) = message(&[p("Pending", None)]);
-        assert_eq!(m, "the agent Pod pullprobe-x is Pending, not Running");
-        assert!(agents(&[p("Running", Some("10.0.0.7"))], 9808)["n1"].is_ok());
-    }
 
     fn node(name: &str, labels: serde_json::Value) -> Node {
         serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
@@ -620,7 +421,8 @@ mod tests {
         let rows = rows(&images, &p, &BTreeMap::new());
         assert_eq!(rows[0].cells[1].verdict, matrix::CellVerdict::NotScheduled);
         assert!(rows[0].cells[1].message.contains("nodeSelector disk=ssd"));
-        let m = Matrix::new(images, rows, p.excluded, Vec::new(), false).with_unplaced(p.unplaced);
+        let m = matrix::Matrix::new(images, rows, p.excluded, Vec::new(), false)
+            .with_unplaced(p.unplaced);
         assert_eq!(m.summary.unplaced, 1);
         assert!(
             m.summary.line.ends_with("; 1 workload lands on no node: app.yaml#2 CronJob apps/nightly (nodeSelector disk=ssd does not match on 2 nodes)"),

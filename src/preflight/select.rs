@@ -126,7 +126,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
     }
 }
 
-fn daemonset_tolerations(host_network: bool) -> Vec<Toleration> {
+/// The tolerations the DaemonSet controller adds to its pods (`util.AddOrUpdateDaemonPodTolerations`).
+pub fn daemonset_tolerations(host_network: bool) -> Vec<Toleration> {
     let t = |key: &str, effect: &str| Toleration {
         key: Some(key.into()),
         operator: Some("Exists".into()),
