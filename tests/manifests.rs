@@ -771,20 +771,6 @@ const CONTROLLER_USED: &[Access] = &[
         Some("pullprobe-rollout-guard"),
     ),
     (
-        "list",
-        "admissionregistration.k8s.io",
-        "validatingwebhookconfigurations",
-        None,
-        Some("pullprobe-rollout-guard"),
-    ),
-    (
-        "watch",
-        "admissionregistration.k8s.io",
-        "validatingwebhookconfigurations",
-        None,
-        Some("pullprobe-rollout-guard"),
-    ),
-    (
         "patch",
         "admissionregistration.k8s.io",
         "validatingwebhookconfigurations",
@@ -821,20 +807,6 @@ const CONTROLLER_USED: &[Access] = &[
     ),
     (
         "get",
-        "",
-        "secrets",
-        Some(NS),
-        Some("pullprobe-webhook-tls"),
-    ),
-    (
-        "list",
-        "",
-        "secrets",
-        Some(NS),
-        Some("pullprobe-webhook-tls"),
-    ),
-    (
-        "watch",
         "",
         "secrets",
         Some(NS),
