@@ -14,8 +14,14 @@
 //! Deployment restarts it as a candidate. Depends on `api`, `preflight` and `k8s`, never on
 //! `agent`.
 
+pub mod assign;
 pub mod fleet;
+pub mod guard;
 pub mod lease;
+pub mod reconcile;
+pub mod resolve;
+pub mod rounds;
+pub mod ttl;
 pub mod webhook;
 
 use std::time::Duration;
@@ -174,11 +180,29 @@ pub async fn run_controller(args: ControllerArgs) -> Result<(), ControllerError>
 
 /// The leader's work: the pre-flight reconciler and the rollout guard.
 async fn lead(
-    _client: kube::Client,
-    _fleet: Fleet,
-    _args: ControllerArgs,
+    client: kube::Client,
+    fleet: Fleet,
+    args: ControllerArgs,
 ) -> Result<(), ControllerError> {
-    futures::future::pending::<()>().await;
+    use futures::StreamExt;
+    use kube::runtime::{watcher, Controller};
+    let ctx = std::sync::Arc::new(reconcile::Ctx {
+        client: client.clone(),
+        assigner: assign::Assigner::new(client.clone(), fleet.clone()),
+        fleet,
+        answer_timeout: args.answer_timeout,
+        done: Default::default(),
+    });
+    let api: kube::Api<crate::api::ImagePreflight> = kube::Api::all(client.clone());
+    let preflights = Controller::new(api, watcher::Config::default())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|r| {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "pre-flight controller");
+            }
+            futures::future::ready(())
+        });
+    tokio::join!(preflights, guard::run(client));
     Ok(())
 }
 

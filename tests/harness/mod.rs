@@ -75,6 +75,8 @@
 //! - [`delay_proxy`]: `DelayProxy::start(target, ProxyMode::Delay(d))` — latency / hang / reset.
 //! - [`runner`]: `run_pullprobe(args, stdin)`, `json_lines(bytes)`.
 //! - [`netns`]: `NetNs::create()` — a network namespace and veth pair of the test's own.
+//! - [`fleetsim`]: `FleetSim::builder(config)…start()` — N simulated nodes' NodePullStatus answering
+//!   the controller's assignments through a real kube-apiserver (one client, one watch).
 #![allow(dead_code, unused_imports)]
 #![allow(clippy::new_without_default)]
 
@@ -83,6 +85,7 @@ pub mod containerd;
 pub mod delay_proxy;
 pub mod dns;
 pub mod fleet;
+pub mod fleetsim;
 pub mod images;
 pub mod netns;
 pub mod pki;
@@ -96,6 +99,7 @@ pub use containerd::{Containerd, CtrOutput, Series};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use fleet::ScriptedFleet;
+pub use fleetsim::{apply_crds, FleetSim, Seen, SimAgent, SimCell, SimPath};
 pub use images::{
     huge_index, skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts,
     Pushed,
