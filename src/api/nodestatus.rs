@@ -76,13 +76,13 @@ pub struct Assignment {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodePullStatusStatus {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
     /// `containerd 1.7.24`, `cri-o`, …
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub runtime: String,
     /// `linux/amd64`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub platform: String,
     /// RFC 3339: the agent's last write; an answer older than `2 × intervalSeconds` past
     /// this is stale.
@@ -115,7 +115,7 @@ pub struct RegistryPath {
     pub registry: String,
     /// Equal on nodes whose image facts must be equal (runtime, platform, endpoint list,
     /// credential sources).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 64))]
     pub fingerprint: String,
     /// `ok`, `degraded`, `failing` (the probe's path state).
@@ -151,7 +151,7 @@ pub struct Answer {
 #[serde(rename_all = "camelCase")]
 pub struct ImageAnswer {
     pub image: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub fingerprint: String,
     /// The path state of the image's registry on this node (`ok`, `degraded`, `failing`).
     pub path_state: String,

@@ -214,7 +214,10 @@ pub struct Cell {
     /// The host whose failure decided it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    #[serde(default)]
+    // Left out when empty: kube-apiserver 1.20's server-side apply reads `""` as null,
+    // which the schema refuses (422); the same for the other optional strings written by
+    // server-side apply.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// The node whose image check was shared into this cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]

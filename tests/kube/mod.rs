@@ -618,6 +618,35 @@ impl KubeApiServer {
         }
     }
 
+    /// The project's CRDs (`manifests/crds/pullprobe.io.yaml`), waited for until each is
+    /// `Established` (served).
+    pub fn apply_crds(&self) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds");
+        self.apply_file(&root.join("pullprobe.io.yaml"));
+        for name in [
+            "imagepreflights.pullprobe.io",
+            "nodepullstatuses.pullprobe.io",
+        ] {
+            let path = format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let crd = self.must("GET", &path, &self.admin_token, None);
+                let established = crd["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                });
+                if established {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name} never became Established"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+
     /// The project's own RBAC from `manifests/`, as shipped, and a token of its
     /// ServiceAccount. No controller-manager here: the namespace's `default` ServiceAccount
     /// is made by hand.
