@@ -6,12 +6,14 @@
 //! path counts when its `checkedAt` is within 1.5 × `intervalSeconds` of now and the node's
 //! heartbeat within 2 × interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::SystemTime;
 
 use jiff::Timestamp;
 
 use super::view::Candidate;
-use crate::api::{Cell, ImageAnswer, NodePullStatus};
+use crate::api::{Cell, ImageAnswer, RegistryPath};
+use crate::controller::fleet::{agent, fresh_path, Agent};
 use crate::preflight::matrix::CellVerdict;
 use crate::reference::ImageRef;
 
@@ -43,39 +45,81 @@ enum NodeSays {
     Unchecked,
 }
 
-/// The findings for `images` (in their order) on `candidates` at `now`.
+/// The findings for `images` (in their order) on `candidates` at `now`. One pass over the
+/// nodes: each node's freshness is read once, each registry's path once per node.
 pub fn assess(images: &[String], candidates: &[Candidate], now: Timestamp) -> Vec<Finding> {
+    let now = SystemTime::from(now);
     let wanted: Vec<Wanted> = images.iter().map(|i| Wanted::new(i)).collect();
+    let registries = Registries::of(&wanted);
     let shared = SharedAnswers::index(&wanted, candidates);
-    wanted
-        .iter()
-        .map(|w| {
-            let mut f = Finding {
-                image: w.text.clone(),
-                nodes: candidates.len(),
-                cannot: 0,
-                unchecked: 0,
-                problem: None,
-            };
-            let mut problems: BTreeMap<Problem, usize> = BTreeMap::new();
-            for c in candidates {
-                match node_says(w, c, &shared, now) {
-                    NodeSays::Pulls => {}
-                    NodeSays::Unchecked => f.unchecked += 1,
-                    NodeSays::Cannot(p) => {
-                        f.cannot += 1;
-                        *problems.entry(p).or_default() += 1;
-                    }
+    let mut tally: Vec<(usize, usize, BTreeMap<Problem, usize>)> =
+        wanted.iter().map(|_| (0, 0, BTreeMap::new())).collect();
+    let mut paths: Vec<Option<&RegistryPath>> = Vec::with_capacity(registries.hosts.len());
+    for c in candidates {
+        let live = c.status.as_deref().and_then(|o| match agent(Some(o), now) {
+            Agent::Live(st) => Some(st),
+            _ => None,
+        });
+        paths.clear();
+        paths.extend(registries.hosts.iter().map(|(domain, host)| {
+            let st = live?;
+            fresh_path(st, domain, now).or_else(|| fresh_path(st, host, now))
+        }));
+        for (k, w) in wanted.iter().enumerate() {
+            let path = registries.of[k].and_then(|r| paths[r]);
+            match node_says(w, &c.node, path, &shared) {
+                NodeSays::Pulls => {}
+                NodeSays::Unchecked => tally[k].1 += 1,
+                NodeSays::Cannot(p) => {
+                    tally[k].0 += 1;
+                    *tally[k].2.entry(p).or_default() += 1;
                 }
             }
+        }
+    }
+    wanted
+        .iter()
+        .zip(tally)
+        .map(|(w, (cannot, unchecked, problems))| Finding {
+            image: w.text.clone(),
+            nodes: candidates.len(),
+            cannot,
+            unchecked,
             // Most nodes first; ties by name, so the answer is stable.
-            f.problem = problems
+            problem: problems
                 .into_iter()
                 .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-                .map(|(p, _)| p);
-            f
+                .map(|(p, _)| p),
         })
         .collect()
+}
+
+/// The distinct registries of the wanted images (as written, and the host the runtime
+/// contacts), and which one each image is on (`None`: the reference does not parse).
+struct Registries {
+    hosts: Vec<(String, String)>,
+    of: Vec<Option<usize>>,
+}
+
+impl Registries {
+    fn of(wanted: &[Wanted]) -> Registries {
+        let mut hosts: Vec<(String, String)> = Vec::new();
+        let of = wanted
+            .iter()
+            .map(|w| {
+                let r = w.parsed.as_ref()?;
+                let key = (r.domain.clone(), r.registry_host());
+                Some(match hosts.iter().position(|h| *h == key) {
+                    Some(i) => i,
+                    None => {
+                        hosts.push(key);
+                        hosts.len() - 1
+                    }
+                })
+            })
+            .collect();
+        Registries { hosts, of }
+    }
 }
 
 /// An image as the template writes it, and the forms answers are matched on.
@@ -110,13 +154,22 @@ fn image_key(image: &str) -> String {
 /// The newest image check per (fingerprint, image) among the candidates' answers; an
 /// answer without a fingerprint counts only for its own node.
 struct SharedAnswers<'a> {
-    by: HashMap<(String, String), (&'a str, &'a ImageAnswer)>,
+    by: HashMap<String, HashMap<String, (&'a str, &'a ImageAnswer)>>,
+}
+
+/// The sharing key of a fingerprint (`node/NAME` when the agent gave none).
+fn group(fingerprint: &str, node: &str) -> String {
+    if fingerprint.is_empty() {
+        format!("node/{node}")
+    } else {
+        fingerprint.to_string()
+    }
 }
 
 impl<'a> SharedAnswers<'a> {
     fn index(wanted: &[Wanted], candidates: &'a [Candidate]) -> SharedAnswers<'a> {
-        let keys: std::collections::HashSet<&str> = wanted.iter().map(|w| w.key.as_str()).collect();
-        let mut by: HashMap<(String, String), (&'a str, &'a ImageAnswer)> = HashMap::new();
+        let keys: HashSet<&str> = wanted.iter().map(|w| w.key.as_str()).collect();
+        let mut by: HashMap<String, HashMap<String, (&'a str, &'a ImageAnswer)>> = HashMap::new();
         for c in candidates {
             let Some(st) = c.status.as_ref().and_then(|s| s.status.as_ref()) else {
                 continue;
@@ -127,13 +180,12 @@ impl<'a> SharedAnswers<'a> {
                     if !keys.contains(key.as_str()) {
                         continue;
                     }
-                    let fp = if r.fingerprint.is_empty() {
-                        format!("node/{}", c.node)
-                    } else {
-                        r.fingerprint.clone()
-                    };
                     let at = a.answered_at.as_str();
-                    let e = by.entry((fp, key)).or_insert((at, r));
+                    let e = by
+                        .entry(group(&r.fingerprint, &c.node))
+                        .or_default()
+                        .entry(key)
+                        .or_insert((at, r));
                     if newer(at, e.0) {
                         *e = (at, r);
                     }
@@ -144,12 +196,12 @@ impl<'a> SharedAnswers<'a> {
     }
 
     fn get(&self, fingerprint: &str, node: &str, key: &str) -> Option<&'a ImageAnswer> {
-        let fp = if fingerprint.is_empty() {
-            format!("node/{node}")
+        let answers = if fingerprint.is_empty() {
+            self.by.get(&group(fingerprint, node))
         } else {
-            fingerprint.to_string()
+            self.by.get(fingerprint)
         };
-        self.by.get(&(fp, key.to_string())).map(|(_, r)| *r)
+        answers?.get(key).map(|(_, r)| *r)
     }
 }
 
@@ -162,24 +214,27 @@ fn newer(a: &str, b: &str) -> bool {
     }
 }
 
-fn node_says(w: &Wanted, c: &Candidate, shared: &SharedAnswers, now: Timestamp) -> NodeSays {
-    let Some(parsed) = &w.parsed else {
+fn node_says(
+    w: &Wanted,
+    node: &str,
+    path: Option<&RegistryPath>,
+    shared: &SharedAnswers,
+) -> NodeSays {
+    if w.parsed.is_none() {
         // The kubelet refuses it on every node (InvalidImageName).
         return NodeSays::Cannot(Problem {
             reason: "ReferenceInvalid".into(),
             host: None,
         });
-    };
-    let Some(obj) = c.status.as_deref() else {
-        return NodeSays::Unchecked;
-    };
-    let Some(path) = fresh_path(obj, parsed, now) else {
+    }
+    // No agent, a silent one, or no fresh path to the registry: the guard checks it now.
+    let Some(path) = path else {
         return NodeSays::Unchecked;
     };
     if let Some(p) = cannot(&path.cell) {
         return NodeSays::Cannot(p);
     }
-    match shared.get(&path.fingerprint, &c.node, &w.key) {
+    match shared.get(&path.fingerprint, node, &w.key) {
         None => NodeSays::Unchecked,
         Some(r) => match cannot(&r.cell) {
             Some(p) => NodeSays::Cannot(p),
@@ -204,19 +259,4 @@ fn cannot(cell: &Cell) -> Option<Problem> {
             .unwrap_or_else(|| v.as_str().to_string()),
         host: cell.host.clone(),
     })
-}
-
-/// The node's path to the image's registry, when its agent is live and checked it recently
-/// enough (the fleet's freshness rules, as round 1 of a pre-flight reads them).
-fn fresh_path<'a>(
-    obj: &'a NodePullStatus,
-    image: &ImageRef,
-    now: Timestamp,
-) -> Option<&'a crate::api::RegistryPath> {
-    use crate::controller::fleet::{agent, fresh_path, Agent};
-    let now = std::time::SystemTime::from(now);
-    let Agent::Live(st) = agent(Some(obj), now) else {
-        return None;
-    };
-    fresh_path(st, &image.domain, now).or_else(|| fresh_path(st, &image.registry_host(), now))
 }
