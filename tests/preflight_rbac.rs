@@ -523,3 +523,38 @@ fn the_example_object_applies_and_kubectl_wait_waits_on_it() {
         text(&out.stdout)
     );
 }
+
+/// Interrupted while waiting (SIGINT), the CLI deletes what it created and exits 130.
+#[test]
+fn an_interrupted_preflight_removes_its_object() {
+    let (api, _agg) = cluster();
+    bind(&api, "alice", "edit", Some(NS));
+    let alice = api.write_kubeconfig(api.user_token("alice"));
+    let child = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args([
+            "preflight",
+            "registry.example/app:1",
+            "-n",
+            NS,
+            "--timeout",
+            "60s",
+        ])
+        .arg("--kubeconfig")
+        .arg(&alice)
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "the CLI's object", || {
+        !preflights(&api, NS).is_empty()
+    });
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(preflights(&api, NS).is_empty(), "deleted on the way out");
+}

@@ -1,7 +1,7 @@
 //! `pullprobe status`: the fleet as the agents keep it in their `NodePullStatus` objects
 //! (one per node, one list call): the registries whose path is `failing`, grouped by the
 //! Node condition they move (`RegistryUnreachable`, `RegistryAuthFailing`), registry and
-//! reason, with since when they were checked so; nodes whose agent stopped writing, and
+//! reason, with when they were last checked; nodes whose agent stopped writing, and
 //! nodes without any report.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,8 +22,8 @@ pub struct FleetProblem {
     pub registry: String,
     pub reason: String,
     pub nodes: Vec<String>,
-    /// The earliest check that found it failing among those nodes (RFC 3339).
-    pub since: String,
+    /// The newest check that found it failing among those nodes (RFC 3339).
+    pub checked: String,
 }
 
 /// The fleet view.
@@ -149,7 +149,7 @@ pub fn build(nodes: &[String], statuses: &[NodePullStatus], stale_when: &Stalene
                 .as_deref()
                 .and_then(super::object::reason)
                 .unwrap_or_else(|| "Failing".into());
-            let since = clean(&p.checked_at, 40);
+            let checked = clean(&p.checked_at, 40);
             let condition = condition_of(p).to_string();
             registries.insert(registry.clone());
             heat.entry(name.clone())
@@ -162,11 +162,11 @@ pub fn build(nodes: &[String], statuses: &[NodePullStatus], stale_when: &Stalene
                     registry,
                     reason,
                     nodes: Vec::new(),
-                    since: since.clone(),
+                    checked: checked.clone(),
                 });
             e.nodes.push(name.clone());
-            if !since.is_empty() && (e.since.is_empty() || since < e.since) {
-                e.since = since;
+            if checked > e.checked {
+                e.checked = checked;
             }
         }
     }
@@ -256,7 +256,7 @@ pub fn text(f: &Fleet) -> String {
         out.push_str("No node reports a registry problem.\n");
     }
     if !f.problems.is_empty() {
-        let mut rows = vec![["CONDITION", "REGISTRY", "REASON", "NODES", "SINCE"]
+        let mut rows = vec![["CONDITION", "REGISTRY", "REASON", "NODES", "CHECKED"]
             .map(String::from)
             .to_vec()];
         rows.extend(f.problems.iter().map(|p| {
@@ -269,7 +269,7 @@ pub fn text(f: &Fleet) -> String {
                 p.registry.clone(),
                 p.reason.clone(),
                 nodes,
-                p.since.clone(),
+                p.checked.clone(),
             ]
         }));
         out.push_str(&aligned(&rows));
@@ -315,7 +315,7 @@ const LEGEND: [(CellVerdict, &str); 3] = [
     ),
     (
         CellVerdict::NotReady,
-        "failing: the path's reason is in the cell, since when below",
+        "failing: the path's reason is in the cell, when it was checked below",
     ),
     (
         CellVerdict::Unknown,
@@ -324,7 +324,7 @@ const LEGEND: [(CellVerdict, &str); 3] = [
 ];
 
 /// The HTML view: a node × registry heatmap (as goldpinger's graph), a legend, and the
-/// problems with since when. Nodes that failed alike share a row ("37 nodes", their names on
+/// problems with when they were checked. Nodes that failed alike share a row ("37 nodes", their names on
 /// hover), failing groups first, then the healthy ones, then the nodes whose agent stopped
 /// renewing its conditions and those no agent reported for (grey: unknown, never left out).
 /// The last column is every registry no condition names: ok wherever an agent reported.
@@ -355,12 +355,12 @@ pub fn html(f: &Fleet) -> String {
     h
 }
 
-/// The problems with their nodes and since when, and the stale nodes with their last
+/// The problems with their nodes and when they were checked, and the stale nodes with their last
 /// heartbeat.
 fn problems_table(f: &Fleet) -> String {
     let mut h = String::new();
     if !f.problems.is_empty() {
-        h.push_str("<h2>Problems</h2><table class=\"p\" id=\"problems\"><tr><th>condition</th><th>registry</th><th>reason</th><th>nodes</th><th>since</th></tr>\n");
+        h.push_str("<h2>Problems</h2><table class=\"p\" id=\"problems\"><tr><th>condition</th><th>registry</th><th>reason</th><th>nodes</th><th>checked</th></tr>\n");
         for p in &f.problems {
             h.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td>{}</td></tr>\n",
@@ -369,7 +369,7 @@ fn problems_table(f: &Fleet) -> String {
                 escape(&p.reason),
                 escape(&p.nodes.join(", ")),
                 p.nodes.len(),
-                escape(&p.since)
+                escape(&p.checked)
             ));
         }
         h.push_str("</table>\n");
@@ -600,13 +600,13 @@ mod tests {
                 tls.condition.as_str(),
                 tls.registry.as_str(),
                 tls.nodes.len(),
-                tls.since.as_str()
+                tls.checked.as_str()
             ),
             (
                 "RegistryUnreachable",
                 "mirror.internal",
                 2,
-                "2026-01-01T00:00:00Z"
+                "2026-01-02T00:00:00Z"
             )
         );
         let auth = f

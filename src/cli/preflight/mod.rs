@@ -21,6 +21,8 @@ use crate::preflight::{self, object, Options, PreflightError};
 
 /// Exit code when the controller did not answer in time (no failure known).
 pub const TIMED_OUT: i32 = 3;
+/// Exit code when interrupted while waiting (the shell's 128 + SIGINT).
+pub const INTERRUPTED: i32 = 130;
 
 #[derive(Args, Debug)]
 pub struct PreflightArgs {
@@ -186,18 +188,39 @@ async fn delete_all(client: &kube::Client, created: &[Created]) {
     }
 }
 
+/// Resolves on SIGINT; never when it could not be registered.
+async fn interrupted(sigint: &mut Option<tokio::signal::unix::Signal>) {
+    match sigint {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// Run; the exit code: 0 every selected node can pull every image, 1 some cannot, 3 no
 /// failure but some nodes unknown or the controller did not answer within --timeout, 2 (as
 /// `Err`) usage or configuration error.
 pub async fn run(args: PreflightArgs) -> Result<i32, CliError> {
     let planned = plan(&args)?;
     let client = crate::k8s::client(args.kubeconfig.as_deref()).await?;
+    // Registered before anything is created, so an interrupt from now on cleans up.
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
     let created = create_all(&client, planned).await?;
     let keep = args.keep || args.ttl.is_some();
     let waits = created
         .iter()
         .map(|c| preflights::wait_finished(&client, &c.namespace, &c.name, args.timeout));
-    let answers = futures::future::join_all(waits).await;
+    // Interrupted (Ctrl-C in a terminal, SIGINT from CI): the objects go with it.
+    let answers = tokio::select! {
+        a = futures::future::join_all(waits) => a,
+        _ = interrupted(&mut sigint) => {
+            if !keep {
+                delete_all(&client, &created).await;
+            }
+            return Ok(INTERRUPTED);
+        }
+    };
     let mut done: Vec<ImagePreflight> = Vec::new();
     let mut late = Vec::new();
     let mut failed = None;
