@@ -449,7 +449,8 @@ fn expired_objects_are_removed() {
 
 /// In a namespace labelled `pullprobe.io/rollout-guard: warn`, a Deployment's images get an
 /// ImagePreflight owned by it; when nodes cannot pull, a Warning Event on the Deployment
-/// names the image, the count, the reason and the fix.
+/// names the image, the count, the reason and the fix. The controller runs as the shipped
+/// ServiceAccount with the shipped RBAC (manifests/controller*.yaml): its verbs suffice.
 #[test]
 fn the_rollout_guard_creates_the_owned_preflight_and_a_warning_event() {
     let api = server();
@@ -467,7 +468,12 @@ fn the_rollout_guard_creates_the_owned_preflight_and_a_warning_event() {
         )
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    let _c = Replica::start(&api, api.user_token("controller"), "c1", &[]);
+    // As shipped: the controller's ServiceAccount, Lease and RBAC from manifests/.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    api.apply_file(&root.join("controller.yaml"));
+    api.apply_file(&root.join("controller-rbac.yaml"));
+    let token = api.service_account_token("pullprobe", "pullprobe-controller", 3600);
+    let _c = Replica::start(&api, &token, "c1", &[]);
     let dep = json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "shop", "namespace": NS},
         "spec": {"selector": {"matchLabels": {"app": "shop"}},
