@@ -9,10 +9,15 @@
 //!   status is written (as the controller would) the CLI prints the matrix and exits as
 //!   today, and deletes the object;
 //! - a user without gets the clear error and exit 2;
-//! - `view` reads the results and `pullprobe status` works with it (NodePullStatus).
+//! - `view` reads the results and `pullprobe status` works with it (NodePullStatus);
+//! - end to end with the shipped roles only: `pullprobe controller` as its ServiceAccount
+//!   (manifests/controller-rbac.yaml) answers an `edit` user's `pullprobe preflight` from a
+//!   simulated fleet (tests/harness/fleetsim.rs), and the API server refuses none of the
+//!   controller's calls.
 //!
-//! No pod proxy, no agent: nothing here can reach a node.
+//! No pod proxy: nothing here reaches a node through the API server.
 
+mod harness;
 mod kube;
 
 use std::path::{Path, PathBuf};
@@ -557,4 +562,165 @@ fn an_interrupted_preflight_removes_its_object() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     assert!(preflights(&api, NS).is_empty(), "deleted on the way out");
+}
+
+/// The controller's calls the audit log saw refused (4xx other than 404/409), as `user`.
+fn refused_calls(api: &KubeApiServer, user: &str) -> Vec<String> {
+    api.audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user)
+        .filter(|e| {
+            let code = e["responseStatus"]["code"].as_u64().unwrap_or(0);
+            (400..500).contains(&code) && code != 404 && code != 409
+        })
+        .map(|e| {
+            format!(
+                "{} {} {}/{} -> {}",
+                e["verb"],
+                e["objectRef"]["apiGroup"],
+                e["objectRef"]["resource"],
+                e["objectRef"]["subresource"],
+                e["responseStatus"]["code"]
+            )
+        })
+        .collect()
+}
+
+/// Everything with the shipped roles: the controller as ServiceAccount pullprobe-controller,
+/// alice with `edit`. Four simulated nodes, two fingerprints; `app:2` is missing from the
+/// registry: alice's pre-flight prints every node unable to pull it and exits 1.
+#[test]
+fn the_controller_answers_an_edit_user_with_the_shipped_roles_only() {
+    use harness::{FleetSim, SimAgent, SimCell, SimPath};
+    let (api, _agg) = cluster();
+    for f in ["controller-rbac.yaml", "controller.yaml", "webhook.yaml"] {
+        api.apply_file(&repo().join("manifests").join(f));
+    }
+    bind(&api, "alice", "edit", Some(NS));
+    let sim = FleetSim::builder(api.kube_config(api.admin_token()))
+        .nodes(4)
+        .labels(|i| {
+            let pool = if i < 2 { "a" } else { "b" };
+            std::collections::BTreeMap::from([("pool".to_string(), pool.to_string())])
+        })
+        .registry("r.example", |i| {
+            SimPath::ok(if i < 2 { "fpA" } else { "fpB" })
+        })
+        .agent(|_| SimAgent::Live)
+        .image_verdict(
+            "r.example/app:2",
+            SimCell::not_ready("ManifestUnknown", "r.example"),
+        )
+        .start();
+    let token = api.service_account_token("pullprobe", "pullprobe-controller", 3600);
+    let log = api.dir().join("controller.log");
+    let kc = api.write_kubeconfig(&token);
+    let mut controller = Aggregator(
+        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .args(["controller", "--kubeconfig"])
+            .arg(&kc)
+            .args([
+                "--identity",
+                "c1",
+                "--answer-timeout",
+                "10s",
+                "--log-format",
+                "text",
+            ])
+            .args(["--webhook-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let alice = api.write_kubeconfig(api.user_token("alice"));
+    let out = pullprobe(
+        &alice,
+        &[
+            "preflight",
+            "r.example/app:1",
+            "r.example/app:2",
+            "-n",
+            NS,
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{stderr}\n{}",
+        log_text()
+    );
+    let m: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(m["summary"]["nodes"], 4, "{stdout}");
+    assert_eq!(m["summary"]["not_ready"], 4, "{stdout}");
+    for row in m["rows"].as_array().unwrap() {
+        assert_eq!(row["cells"][0]["verdict"], "ready", "{row}");
+        assert_eq!(row["cells"][1]["reason"], "ManifestUnknown", "{row}");
+    }
+    assert_eq!(sim.nodes().len(), 4);
+    assert!(preflights(&api, NS).is_empty(), "deleted after printing");
+    // -f: the workload's nodeSelector travels in spec.scheduling; the controller checks only
+    // the nodes it selects and lists the others as excluded.
+    let manifest = api.dir().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      nodeSelector: {pool: a}\n      containers: [{name: web, image: r.example/app:1}]\n",
+    )
+    .unwrap();
+    let out = pullprobe(
+        &alice,
+        &[
+            "preflight",
+            "-f",
+            manifest.to_str().unwrap(),
+            "-n",
+            NS,
+            "--timeout",
+            "90s",
+            "-o",
+            "json",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}\n{}",
+        text(&out.stderr),
+        log_text()
+    );
+    let m: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(m["summary"]["nodes"], 2, "{stdout}");
+    assert_eq!(m["summary"]["ready"], 2, "{stdout}");
+    assert_eq!(m["excluded"].as_array().map(Vec::len), Some(2), "{stdout}");
+    let me = "system:serviceaccount:pullprobe:pullprobe-controller";
+    let wrote = |resource: &str, sub: &str| {
+        api.audit_events().iter().any(|e| {
+            e["user"]["username"] == me
+                && e["verb"] == "patch"
+                && e["objectRef"]["resource"] == resource
+                && e["objectRef"]["subresource"].as_str().unwrap_or("") == sub
+                && e["responseStatus"]["code"] == 200
+        })
+    };
+    assert!(
+        wrote("imagepreflights", "status"),
+        "the controller wrote the status itself"
+    );
+    assert!(wrote("nodepullstatuses", ""), "and the assignments");
+    let refused = refused_calls(&api, me);
+    let _ = controller.0.kill();
+    assert!(
+        refused.is_empty(),
+        "the shipped RBAC refused: {refused:#?}\n{}",
+        log_text()
+    );
 }
