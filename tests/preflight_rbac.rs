@@ -724,3 +724,18 @@ fn the_controller_answers_an_edit_user_with_the_shipped_roles_only() {
         log_text()
     );
 }
+
+/// On a cluster without pullprobe's CRDs the CLI says what to install (exit 2).
+#[test]
+fn without_the_crds_the_cli_says_what_to_install() {
+    let api = KubeApiServer::start();
+    let admin = api.write_kubeconfig(api.admin_token());
+    let out = pullprobe(&admin, &["preflight", "registry.example/app:1"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("does not serve imagepreflights.pullprobe.io")
+            && err.contains("kubectl apply -k manifests/"),
+        "{err}"
+    );
+}
