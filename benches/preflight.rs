@@ -1,8 +1,9 @@
 //! Pre-flight of 10 images over N agents (N = 1, 10, 50), each agent a real `pullprobe
-//! agent` in its own network namespace registered as its node's agent Pod on a real
-//! kube-apiserver, against one real registry: wall time of `pullprobe preflight` (cold: the
-//! images new to every agent; warm: again within the agents' cache window) and the registry
-//! requests it caused, from the registry's access log. Prints; asserts nothing.
+//! agent` in its own network namespace keeping its node's NodePullStatus on a real
+//! kube-apiserver, the real `pullprobe controller`, one real registry: wall time of
+//! `pullprobe preflight` (create the ImagePreflight, wait for it, print; cold: the images new
+//! to every agent; warm: again within the agents' cache window) and the registry requests it
+//! caused, from the registry's access log. Prints; asserts nothing.
 //! Run as root: `cargo bench --bench preflight` (bench/run.sh).
 
 #[path = "../tests/harness/mod.rs"]
@@ -16,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::{OciImage, PushOpts, Registry};
-use preflight_lab::{http, kubeconfig, node_root, register_with, write, Lab, NS};
+use preflight_lab::{kubeconfig, node_root, register_with, write, Lab, NS};
 use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
@@ -89,21 +90,33 @@ fn run(kc: &std::path::Path, images: &[String], selector: &str) -> (Duration, f6
 fn main() {
     let api = KubeApiServer::start();
     let dir = tempfile::tempdir().unwrap();
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    api.apply_file(&manifests.join("crds/pullprobe.io.yaml"));
     api.create_namespace(NS);
-    let sa = api.create_service_account(NS, "pullprobe");
-    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
-        .unwrap();
-    for d in serde_saphyr::from_multiple::<Value>(&rbac)
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.is_null())
-    {
-        let coll = match d["kind"].as_str().unwrap() {
-            "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-            _ => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        };
-        api.create_if_missing(coll, &d, api.admin_token());
+    for f in [
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "controller-rbac.yaml",
+        "controller.yaml",
+    ] {
+        api.apply_file(&manifests.join(f));
     }
+    let sa = api.service_account_token(NS, "pullprobe", 3600);
+    let ctl_kc = api.write_kubeconfig(&api.service_account_token(NS, "pullprobe-controller", 3600));
+    let mut controller = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args([
+            "controller",
+            "--kubeconfig",
+            ctl_kc.to_str().unwrap(),
+            "--namespace",
+            NS,
+        ])
+        .args(["--webhook-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("controller.log")).unwrap())
+        .spawn()
+        .unwrap();
     let reg = Registry::plain();
     for i in 0..IMAGES {
         OciImage::single("v1").push(&reg, &format!("bench/img{i}"), &PushOpts::insecure());
@@ -172,13 +185,34 @@ fn main() {
             );
             roots.push(root);
         }
+        // Every agent's NodePullStatus written (its first heartbeat).
         let deadline = Instant::now() + Duration::from_secs(120);
-        for i in 0..n {
-            let addr = format!("{}:9808", lab.slots[i].addr);
-            while http(&addr, "GET", "/readyz", Some(api.admin_token())).map(|r| r.0) != Some(200) {
-                assert!(Instant::now() < deadline, "agent {i} of {n} not ready");
-                std::thread::sleep(Duration::from_millis(200));
+        loop {
+            let v = api.must(
+                "GET",
+                "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+                api.admin_token(),
+                None,
+            );
+            let up = v["items"].as_array().map_or(0, |items| {
+                items
+                    .iter()
+                    .filter(|o| {
+                        o["metadata"]["name"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with(&format!("bench-{n}-")))
+                    })
+                    .filter(|o| o["status"]["heartbeatTime"].is_string())
+                    .count()
+            });
+            if up == n {
+                break;
             }
+            assert!(
+                Instant::now() < deadline,
+                "{up} of {n} agents wrote their NodePullStatus"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
         let images: Vec<String> = (0..IMAGES)
             .map(|i| format!("{reg_host}/bench/img{i}:v1"))
@@ -205,4 +239,6 @@ fn main() {
         eprintln!("  N={n}: {}", m["summary"]["line"]);
         drop(lab);
     }
+    let _ = controller.kill();
+    let _ = controller.wait();
 }

@@ -1,64 +1,71 @@
-//! Pre-flight against a real cluster of tests: a real kube-apiserver (tests/kube), real
-//! `pullprobe agent`s — each in its own network namespace with a private address,
-//! registered as its node's agent Pod (the API server refuses to proxy to loopback) — with
-//! different node roots (healthy ×2, a broken mirror, no credentials), one agent that never
-//! answers, one of an older version, one answering garbage, a node without an agent, a
-//! real registry (htpasswd) and the CLI reaching the agents through the API server's pod
-//! proxy with the user's kubeconfig. RBAC is checked both ways on the real server.
+//! Pre-flight, fleet status and the rollout guard end to end on API objects: a real
+//! kube-apiserver (tests/kube), **50 real `pullprobe agent`s**, each in its own network
+//! namespace with its own node root (healthy, a dead mirror tried first, no credentials),
+//! a Node with no agent, a real registry (htpasswd), the real `pullprobe controller` and
+//! the real CLI as users of the shipped roles. Nothing reaches an agent: the agents and the
+//! controller talk only to the API server, through objects the API server authorizes.
+//!
+//! 1. Every agent keeps its node's `NodePullStatus`.
+//! 2. `pullprobe preflight` as a user with only `edit` in the namespace: the matrix, exit 1,
+//!    the registry asked per fingerprint, not per node; a user without gets exit 2 and the
+//!    role to ask for; `pullprobe status` reads the per-node objects.
+//! 3. The rollout guard: `kubectl apply` of a Deployment with a missing tag in an opted-in
+//!    namespace prints the webhook's warning (counts from the fleet's cached state), and the
+//!    controller's owned `ImagePreflight` ends in a Warning Event on the Deployment.
 
 mod harness;
 mod kube;
 mod preflight_lab;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{OciImage, PushOpts, Registry};
-use preflight_lab::{http, kubeconfig, node_root, register, register_port, write, Lab};
+use preflight_lab::{kubeconfig, node_root, register_with, write, Lab, NS};
 use serde_json::{json, Value};
 
-use crate::kube::KubeApiServer;
+use crate::kube::{kube_binary_path, KubeApiServer};
 
-use preflight_lab::NS;
+/// Real agents: healthy, a dead mirror first (degraded), no credentials (not_ready).
+const HEALTHY: usize = 44;
+const MIRROR: usize = 3;
+const NOCREDS: usize = 3;
+const AGENTS: usize = HEALTHY + MIRROR + NOCREDS;
 
-fn bind_user(
-    api: &KubeApiServer,
-    user: &str,
-    cluster_role: Option<&str>,
-    role_ns: Option<(&str, &str)>,
-) {
-    let admin = api.admin_token();
-    if let Some(cr) = cluster_role {
-        api.create_if_missing(
-            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": format!("{user}-{cr}")},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cr},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
-            admin,
-        );
-    }
-    if let Some((ns, role)) = role_ns {
-        api.create_if_missing(
-            &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
-            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
-            admin,
-        );
+fn node_name(i: usize) -> String {
+    match i {
+        i if i < HEALTHY => format!("healthy-{i:02}"),
+        i if i < HEALTHY + MIRROR => format!("mirror-{}", i - HEALTHY),
+        i => format!("nocreds-{}", i - HEALTHY - MIRROR),
     }
 }
 
-fn preflight(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .arg("preflight")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn run(program: &str, kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(program)
         .args(args)
-        .output()
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -66,75 +73,117 @@ fn preflight(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn row<'a>(m: &'a Value, node: &str) -> &'a Value {
-    m["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"] == node)
-        .unwrap_or_else(|| panic!("no row {node}: {m}"))
+fn pullprobe(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![args[0], "--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend_from_slice(&args[1..]);
+    run(env!("CARGO_BIN_EXE_pullprobe"), kubeconfig, &all, "")
 }
 
-/// Successful manifest GETs of `repo` in the registry's access log.
-fn manifest_gets(reg: &Registry, repo: &str) -> usize {
+fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+    run(
+        kube_binary_path("kubectl").to_str().unwrap(),
+        kubeconfig,
+        args,
+        stdin,
+    )
+}
+
+/// Manifest requests (GET or HEAD) for `repo` in the registry's access log.
+fn manifest_requests(reg: &Registry, repo: &str) -> usize {
     reg.log()
         .lines()
-        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")) && l.contains("\" 200 "))
+        .filter(|l| {
+            (l.contains(&format!("\"GET /v2/{repo}/manifests/"))
+                || l.contains(&format!("\"HEAD /v2/{repo}/manifests/")))
+                && !l.contains("\" 401 ")
+        })
         .count()
 }
 
-const FAKE_AGENT: &str = r#"
-import http.server, sys, json
-mode = sys.argv[1]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        n = int(self.headers.get('Content-Length', 0)); self.rfile.read(n)
-        if mode == 'old':
-            self.send_response(404); self.end_headers(); self.wfile.write(b'404 page not found\n')
-        elif mode == 'huge':
-            self.send_response(200); self.send_header('Content-Type', 'application/json'); self.end_headers()
-            self.wfile.write(b'{"apiVersion": "pullprobe.io/v1", "node": "' + b'x' * (9 << 20) + b'"}')
-        else:
-            self.send_response(200); self.send_header('Content-Type', 'application/json'); self.end_headers()
-            self.wfile.write(b'{"apiVersion": "pullprobe.io/v1", "node": ' + b'[' * 10 + b'\n')
-    def log_message(self, *a): pass
-http.server.HTTPServer((sys.argv[2], 9808), H).serve_forever()
-"#;
-
 struct Fixture {
     api: KubeApiServer,
-    lab: Lab,
+    _lab: Lab,
     reg: Registry,
     reg_host: String,
     dir: tempfile::TempDir,
+    controller: Child,
+    webhook_port: u16,
     _roots: Vec<tempfile::TempDir>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.controller.kill();
+        let _ = self.controller.wait();
+    }
+}
+
+/// The user's RoleBinding to a built-in role in `ns`.
+fn bind(api: &KubeApiServer, user: &str, role: &str, ns: &str) {
+    api.create_if_missing(
+        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"),
+        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{user}-{role}"), "namespace": ns},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}),
+        api.admin_token(),
+    );
+}
+
+/// The built-in `edit` role as the controller-manager's bootstrap policy ships it would
+/// aggregate it: no controller-manager runs here, so the aggregation is done as its
+/// ClusterRoleAggregation controller does (rules of every ClusterRole labelled
+/// `rbac.authorization.k8s.io/aggregate-to-edit: "true"`; 1.20's bootstrap `edit` has the
+/// label selector but the rules are filled by that controller).
+fn aggregate(api: &KubeApiServer, role: &str) {
+    let all = api.must(
+        "GET",
+        &format!(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles?labelSelector=rbac.authorization.k8s.io/aggregate-to-{role}%3Dtrue"
+        ),
+        api.admin_token(),
+        None,
+    );
+    let rules: Vec<Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .collect();
+    assert!(!rules.is_empty(), "nothing aggregates into {role}");
+    let r = api
+        .request_with(
+            "PATCH",
+            &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"),
+            api.admin_token(),
+            "application/merge-patch+json",
+            Some(&json!({"rules": rules}).to_string()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 fn setup() -> Fixture {
     let api = KubeApiServer::builder()
         .user("alice", &[])
         .user("bob", &[])
-        .user("carol", &[])
-        .user("dave", &[])
         .start();
     let dir = tempfile::tempdir().unwrap();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("manifests");
+    api.apply_file(&repo.join("crds/pullprobe.io.yaml"));
     api.create_namespace(NS);
-    // The agents' ServiceAccount and ClusterRole exactly as shipped.
-    let sa = api.create_service_account(NS, "pullprobe");
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let rbac = std::fs::read_to_string(repo.join("manifests/rbac.yaml")).unwrap();
-    for d in serde_saphyr::from_multiple::<Value>(&rbac)
-        .unwrap()
-        .into_iter()
-        .filter(|d| !d.is_null())
-    {
-        let coll = match d["kind"].as_str().unwrap() {
-            "ClusterRole" => "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-            _ => "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
-        };
-        api.create_if_missing(coll, &d, api.admin_token());
+    for f in [
+        "serviceaccount.yaml",
+        "rbac.yaml",
+        "controller-rbac.yaml",
+        "controller.yaml",
+        "user-roles.yaml",
+    ] {
+        api.apply_file(&repo.join(f));
     }
-    api.apply_file(&repo.join("examples/gates/rbac.yaml"));
+    aggregate(&api, "edit");
+    api.create_namespace("team");
+    bind(&api, "alice", "edit", "team");
 
     let reg = Registry::builder()
         .htpasswd(&[("puller", "s3cret-canary")])
@@ -143,573 +192,354 @@ fn setup() -> Fixture {
     OciImage::single("v1").push(&reg, "team/app", &creds);
     OciImage::single("v1").push(&reg, "team/web", &creds);
 
-    let mut lab = Lab::new(8);
+    let mut lab = Lab::new(AGENTS);
     let api_fwd = lab.expose(api.addr());
     let reg_fwd = lab.expose(format!("127.0.0.1:{}", reg.port()).parse().unwrap());
-    let dead = lab.dead_port();
+    let dead = lab.dead_port().to_string();
     let reg_host = reg_fwd.to_string();
+    let sa = api.service_account_token(NS, "pullprobe", 3600);
     let agent_kc = kubeconfig(
         &api,
         &format!("https://{api_fwd}"),
         &sa,
         dir.path(),
-        "agent.kubeconfig",
+        "agent.kc",
     );
     let cfg = write(
         dir.path(),
         "agent.yaml",
-        "interval: 60s\nfleet:\n  node_count: 1\n",
+        "interval: 60s\nfleet:\n  node_count: 50\n",
     );
-    let tls_cfg = write(
-        dir.path(),
-        "agent-tls.yaml",
-        "interval: 60s\nfleet:\n  node_count: 1\ntls:\n  mode: self_signed\n",
-    );
+    // Each node runs one pod from the registry, so its agent checks that registry's path on
+    // its own schedule and round 1 is answered from the NodePullStatus objects.
+    let pod_image = format!("{reg_host}/team/web:v1");
     let good = Some(("puller", "s3cret-canary"));
-    let dead_s = dead.to_string();
-    type NodeSpec<'a> = (&'a str, Option<&'a str>, Option<(&'a str, &'a str)>);
-    let nodes: [NodeSpec; 4] = [
-        ("healthy-a", None, good),
-        ("healthy-b", None, good),
-        ("mirror", Some(dead_s.as_str()), good),
-        ("nocreds", None, None),
-    ];
-    let agent_image = format!("{reg_host}/pullprobe/agent:test");
     let mut roots = Vec::new();
-    for (i, (node, mirror, creds)) in nodes.iter().enumerate() {
-        let root = node_root(&reg_host, *mirror, *creds);
-        let ip = lab.slots[i].addr.to_string();
-        // healthy-b speaks TLS (a self-signed certificate): its Pod names the port
-        // `https-metrics`, so the CLI asks through `pods/https:NAME:9808/proxy`.
-        let tls = *node == "healthy-b";
-        let port_name = if tls { "https-metrics" } else { "http-metrics" };
-        let labels = json!({"pool": "apps"});
-        register_port(&api, node, Some(&ip), &agent_image, &labels, port_name);
-        let node_cfg = if tls { &tls_cfg } else { &cfg };
-        let mut args: Vec<String> = [
+    for i in 0..AGENTS {
+        let node = node_name(i);
+        let (mirror, creds) = match i {
+            i if i < HEALTHY => (None, good),
+            i if i < HEALTHY + MIRROR => (Some(dead.as_str()), good),
+            _ => (None, None),
+        };
+        let root = node_root(&reg_host, mirror, creds);
+        let pool = if i % 2 == 0 { "apps" } else { "batch" };
+        register_with(
+            &api,
+            &node,
+            Some(&lab.slots[i].addr.to_string()),
+            &pod_image,
+            &json!({"pool": pool}),
+        );
+        let args: Vec<String> = [
             "agent",
             "--kubeconfig",
             agent_kc.to_str().unwrap(),
             "--node-name",
-            node,
+            &node,
             "--config",
-            node_cfg.to_str().unwrap(),
+            cfg.to_str().unwrap(),
             "--host-root",
             root.path().to_str().unwrap(),
             "--listen",
-            &format!("{ip}:9808"),
+            &format!("{}:9808", lab.slots[i].addr),
             "--log-format",
             "text",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
-        if tls {
-            args.extend(["--health-listen".to_string(), format!("{ip}:9809")]);
-        }
+        let log = dir.path().join(format!("{node}.log"));
         lab.spawn_args(
             i,
             env!("CARGO_BIN_EXE_pullprobe"),
             &args,
             &[("RUST_LOG", "info")],
-            &dir.path().join(format!("{node}.log")),
+            &log,
         );
         roots.push(root);
     }
-    // Never answers; an agent from before pre-flight (404); one answering garbage.
-    let (silent, old, garbage) = (
-        lab.slots[4].addr.to_string(),
-        lab.slots[5].addr.to_string(),
-        lab.slots[6].addr.to_string(),
-    );
-    lab.silent_listener(4, 9808, &dir.path().join("silent.log"));
-    register(&api, "silent", Some(&silent), &agent_image);
-    lab.spawn_args(
-        5,
-        "python3",
-        &["-c".into(), FAKE_AGENT.into(), "old".into(), old.clone()],
-        &[],
-        &dir.path().join("old.log"),
-    );
-    register(&api, "old", Some(&old), &agent_image);
-    lab.spawn_args(
-        6,
-        "python3",
-        &[
-            "-c".into(),
-            FAKE_AGENT.into(),
-            "garbage".into(),
-            garbage.clone(),
-        ],
-        &[],
-        &dir.path().join("garbage.log"),
-    );
-    register(&api, "garbage", Some(&garbage), &agent_image);
-    let huge = lab.slots[7].addr.to_string();
-    let args = ["-c".into(), FAKE_AGENT.into(), "huge".into(), huge.clone()];
-    lab.spawn_args(7, "python3", &args, &[], &dir.path().join("huge.log"));
-    register(&api, "huge", Some(&huge), &agent_image);
-    register(&api, "noagent", None, &agent_image);
+    register_with(&api, "noagent", None, &pod_image, &json!({"pool": "apps"}));
 
-    // Every real agent ready (its first cycle done), asked as the kubelet's probes ask: on the
-    // health listener, port 9809, unauthenticated. Only healthy-b names it (`--health-listen`);
-    // the others get it as the default of an agent in a cluster.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (i, (node, _, _)) in nodes.iter().enumerate() {
-        let addr = format!("{}:9809", lab.slots[i].addr);
-        while http(&addr, "GET", "/readyz", None).map(|r| r.0) != Some(200) {
-            let log =
-                std::fs::read_to_string(dir.path().join(format!("{node}.log"))).unwrap_or_default();
-            assert!(Instant::now() < deadline, "agent {node} not ready:\n{log}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    for i in 4..8 {
-        let addr = std::net::SocketAddr::from((lab.slots[i].addr, 9808));
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "fake agent {i} not listening");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    // The controller as its shipped ServiceAccount, with the webhook on loopback.
+    let ctl_token = api.service_account_token(NS, "pullprobe-controller", 3600);
+    let ctl_kc = api.write_kubeconfig(&ctl_token);
+    let webhook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let controller = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args([
+            "controller",
+            "--kubeconfig",
+            ctl_kc.to_str().unwrap(),
+            "--namespace",
+            NS,
+        ])
+        .args(["--identity", "ctl-0", "--log-format", "text"])
+        .args(["--webhook-listen", &format!("127.0.0.1:{webhook_port}")])
+        .env("RUST_LOG", "info")
+        .stdout(std::fs::File::create(dir.path().join("controller.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("controller.err")).unwrap())
+        .spawn()
+        .unwrap();
     Fixture {
         api,
-        lab,
+        _lab: lab,
         reg,
         reg_host,
         dir,
+        controller,
+        webhook_port,
         _roots: roots,
     }
 }
 
-#[test]
-#[ignore = "the pod-proxy path is gone (issue 16): pre-flight runs on ImagePreflight objects; the lead rewrites this end to end with the controller"]
-fn preflight_through_the_pod_proxy_against_agents_in_namespaces() {
-    let t0 = Instant::now();
-    let f = setup();
-    eprintln!("[{:?}] cluster, registry and 4 agents ready", t0.elapsed());
-    let (api, reg) = (&f.api, &f.reg);
-    let alice = kubeconfig(
-        api,
-        &api.url(),
-        api.user_token("alice"),
-        f.dir.path(),
-        "alice.kubeconfig",
-    );
-    bind_user(
-        api,
-        "alice",
-        Some("pullprobe-preflight"),
-        Some((NS, "pullprobe-preflight")),
-    );
-    let app = format!("{}/team/app:v1", f.reg_host);
-    let web = format!("{}/team/web:v1", f.reg_host);
-    let gets_before = manifest_gets(reg, "team/app");
-
-    let started = Instant::now();
-    let (code, out, err) = preflight(&alice, &[&app, &web, "--timeout", "4s", "-o", "json"]);
-    let took = started.elapsed();
-    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    eprintln!(
-        "[{:?}] pre-flight of 2 images over 8 nodes in {took:?}: {}",
-        t0.elapsed(),
-        m["summary"]["line"]
-    );
-    assert_eq!(code, 1, "a node cannot pull: exit 1\n{out}\n{err}");
-    let cell = |node: &str, i: usize| row(&m, node)["cells"][i].clone();
-    for n in ["healthy-a", "healthy-b"] {
-        for i in 0..2 {
-            assert_eq!(cell(n, i)["verdict"], "ready", "{n}: {}", cell(n, i));
-        }
+impl Fixture {
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
     }
-    // healthy-b answered over TLS through the proxy; its main port speaks no plain HTTP.
-    let tls_addr = format!("{}:9808", f.lab.slots[1].addr);
-    let plain = http(&tls_addr, "GET", "/metrics", Some(api.admin_token()));
-    assert!(
-        plain.as_ref().is_none_or(|(st, _)| *st == 400),
-        "plain HTTP to a TLS listener: {plain:?}"
-    );
-    // The two identical nodes share one image check: exactly one of them was the checker.
-    let shared: Vec<Value> = ["healthy-a", "healthy-b"]
+
+    fn statuses(&self) -> Vec<Value> {
+        let v = self.api.must(
+            "GET",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+            self.api.admin_token(),
+            None,
+        );
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Every agent's object names the registry its pod uses.
+    fn wait_for_fleet(&self) {
+        wait_for(
+            "50 NodePullStatus with the registry's path",
+            Duration::from_secs(120),
+            || {
+                let with_path = self
+                    .statuses()
+                    .iter()
+                    .filter(|s| {
+                        s["status"]["registries"].as_array().is_some_and(|r| {
+                            r.iter().any(|r| r["registry"] == self.reg_host.as_str())
+                        })
+                    })
+                    .count();
+                with_path == AGENTS
+            },
+        );
+    }
+}
+
+fn cell<'a>(m: &'a Value, node: &str, image: usize) -> &'a Value {
+    let row = m["rows"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|n| cell(n, 0)["checked_on"].clone())
-        .collect();
-    assert_eq!(
-        shared.iter().filter(|c| c.is_null()).count(),
-        1,
-        "{shared:?}"
-    );
-    assert_eq!(
-        cell("mirror", 0)["verdict"],
-        "degraded",
-        "{}",
-        cell("mirror", 0)
-    );
-    assert_eq!(cell("nocreds", 0)["verdict"], "not_ready");
-    assert_eq!(cell("nocreds", 0)["reason"], "AuthCredentialsRequired");
-    assert_eq!(cell("nocreds", 0)["host"], f.reg_host.as_str());
-    assert_eq!(cell("silent", 0)["verdict"], "unknown");
-    assert_eq!(cell("silent", 0)["reason"], "AgentTimeout");
-    assert_eq!(cell("noagent", 1)["reason"], "NoAgent");
-    assert_eq!(cell("old", 0)["reason"], "AgentTooOld");
-    assert_eq!(cell("garbage", 0)["reason"], "AgentReplyInvalid");
-    assert_eq!(cell("huge", 0)["reason"], "AgentReplyInvalid");
-    assert!(
-        cell("huge", 0)["message"]
-            .as_str()
-            .unwrap()
-            .contains("larger than"),
-        "{}",
-        cell("huge", 0)
-    );
-    // Registries in use are answered from the agents' own schedule, the rest probed once.
-    let sources: Vec<Value> = ["healthy-a", "healthy-b"]
-        .iter()
-        .map(|n| cell(n, 0)["source"].clone())
-        .collect();
-    assert!(
-        sources
-            .iter()
-            .all(|s| s == "schedule" || s == "probe" || s == "cache"),
-        "{sources:?}"
-    );
-    assert_eq!(
-        m["rows"].as_array().unwrap().len(),
-        9,
-        "every node is a row, none skipped"
-    );
-    assert_eq!(m["summary"]["nodes"], 9);
-    assert_eq!(m["summary"]["ready"], 3, "{}", m["summary"]);
-    let line = m["summary"]["line"].as_str().unwrap();
-    assert!(
-        line.starts_with("3/9 nodes ready (1 degraded); 1 node: AuthCredentialsRequired at "),
-        "{line}"
-    );
-    // Image checks: one for the two healthy nodes, one for the mirror node (its own plan).
-    let gets = manifest_gets(reg, "team/app") - gets_before;
-    assert_eq!(
-        gets, 2,
-        "successful manifest GETs of team/app during pre-flight"
-    );
-    // No credential value in any output.
-    assert!(!out.contains("s3cret-canary") && !err.contains("s3cret-canary"));
-    assert!(
-        !out.contains(api.user_token("alice")),
-        "the token never appears in output"
-    );
-
-    // The table groups identical rows and ends with the summary line.
-    let (_, table, _) = preflight(&alice, &[&app, &web, "--timeout", "4s"]);
-    assert!(table.contains("healthy-a (+1 more)"), "{table}");
-    assert!(table.trim_end().ends_with(line), "{table}");
-
-    // -f - (helm template | …) and -o yaml: the same matrix.
-    let manifest = format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: apps}}\nspec:\n  template:\n    spec:\n      nodeSelector: {{pool: apps}}\n      containers: [{{name: w, image: \"{app}\"}}]\n"
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args([
-            "preflight",
-            "-f",
-            "-",
-            "-o",
-            "yaml",
-            "--timeout",
-            "4s",
-            "--kubeconfig",
-        ])
-        .arg(&alice)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    let y: Value = serde_saphyr::from_str(&String::from_utf8_lossy(&out.stdout))
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(y["images"], json!([app]));
-    assert_eq!(y["rows"].as_array().unwrap().len(), 9, "{y}");
-    assert_eq!(row(&y, "healthy-a")["cells"][0]["verdict"], "ready");
-
-    // A second run within the cache window: no new image check at the registry.
-    let (_, _, _) = preflight(&alice, &[&app, "--timeout", "4s", "-o", "json"]);
-    assert_eq!(
-        manifest_gets(reg, "team/app") - gets_before,
-        2,
-        "answered from the agents' caches"
-    );
-
-    // -f manifests with scheduling: only nodes with pool=apps... and a nodeSelector nobody has.
-    let manifest = write(f.dir.path(), "deploy.yaml", &format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: apps}}\nspec:\n  template:\n    spec:\n      nodeSelector: {{pool: none}}\n      containers: [{{name: w, image: \"{web}\"}}]\n---\nkind: ConfigMap\napiVersion: v1\nmetadata: {{name: x}}\n"
-    ));
-    let (code, out, err) = preflight(
-        &alice,
-        &[
-            "-f",
-            manifest.to_str().unwrap(),
-            "-o",
-            "json",
-            "--timeout",
-            "4s",
-        ],
-    );
-    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    assert_eq!(m["rows"].as_array().unwrap().len(), 0, "{m}");
-    assert_eq!(m["excluded"].as_array().unwrap().len(), 9);
-    assert!(m["warnings"].to_string().contains("ConfigMap"), "{m}");
-    assert_eq!(code, 0);
-
-    // -f with image volumes (KEP-4639): the kubelet pulls `volumes[].image.reference` like a
-    // container image, with the pod's pull secrets; `pullPolicy: Never` is never pulled. (The
-    // 1.20 API server here would drop the field from a created Pod: the manifest path is
-    // where a real cluster's image volumes are tested end to end.)
-    let manifest = write(f.dir.path(), "image-volumes.yaml", &format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: model, namespace: apps}}\nspec:\n  nodeSelector: {{pool: apps}}\n  containers: [{{name: s, image: \"{app}\", volumeMounts: [{{name: weights, mountPath: /w}}]}}]\n  volumes:\n  - {{name: weights, image: {{reference: \"{web}\", pullPolicy: IfNotPresent}}}}\n  - {{name: local, image: {{reference: \"{}/team/never-pulled:1\", pullPolicy: Never}}}}\n",
-        f.reg_host
-    ));
-    let (_, out, err) = preflight(
-        &alice,
-        &[
-            "-f",
-            manifest.to_str().unwrap(),
-            "-o",
-            "json",
-            "--timeout",
-            "4s",
-        ],
-    );
-    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    assert_eq!(m["images"], json!([app, web]), "{m}");
-    for i in 0..2 {
-        assert_eq!(row(&m, "healthy-a")["cells"][i]["verdict"], "ready", "{m}");
-    }
-    assert_eq!(
-        row(&m, "nocreds")["cells"][1]["reason"],
-        "AuthCredentialsRequired"
-    );
-
-    // pullprobe status: the fleet from the Node conditions (two nodes made failing here as
-    // an agent would write it), grouped by condition, registry and reason; exit 1.
-    let msg = format!(
-        "{}: TLSUnknownAuthority at https://{}/v2",
-        f.reg_host, f.reg_host
-    );
-    // Failing since long ago, renewed just now (an older heartbeat would make them unknown).
-    let beat = jiff::Timestamp::now().to_string();
-    for (n, t) in [
-        ("old", "2026-01-02T00:00:00Z"),
-        ("garbage", "2026-01-01T00:00:00Z"),
-    ] {
-        let body = json!({"status": {"conditions": [{"type": "RegistryUnreachable", "status": "True",
-            "reason": "TLSUnknownAuthority", "message": msg, "lastTransitionTime": t, "lastHeartbeatTime": beat}]}});
-        let r = api
-            .request_with(
-                "PATCH",
-                &format!("/api/v1/nodes/{n}/status"),
-                api.admin_token(),
-                "application/strategic-merge-patch+json",
-                Some(&body.to_string()),
-            )
-            .unwrap();
-        assert_eq!(r.status, 200, "{r:?}");
-    }
-    let admin = kubeconfig(
-        api,
-        &api.url(),
-        api.admin_token(),
-        f.dir.path(),
-        "admin.kubeconfig",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["status", "-o", "json", "--kubeconfig"])
-        .arg(&admin)
-        .output()
-        .unwrap();
-    let st: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-    assert_eq!(out.status.code(), Some(1), "a node is failing: exit 1");
-    assert_eq!(st["failing"], json!(["garbage", "old"]));
-    let p = &st["problems"][0];
-    assert_eq!(
-        (p["reason"].as_str(), p["registry"].as_str()),
-        (Some("TLSUnknownAuthority"), Some(f.reg_host.as_str()))
-    );
-    assert_eq!(p["nodes"].as_array().unwrap().len(), 2);
-    assert_eq!(p["since"], "2026-01-01T00:00:00Z");
-    let unreported = st["unreported"].to_string();
-    assert!(
-        unreported.contains("noagent") && unreported.contains("silent"),
-        "{st}"
-    );
-    assert!(
-        !unreported.contains("healthy-a"),
-        "the real agents wrote their conditions: {st}"
-    );
-    eprintln!("[{:?}] done", t0.elapsed());
+        .find(|r| r["node"] == node)
+        .unwrap_or_else(|| panic!("no row {node}: {m}"));
+    &row["cells"][image]
 }
 
 #[test]
-#[ignore = "the pod-proxy path is gone (issue 16): pre-flight runs on ImagePreflight objects; the lead rewrites this end to end with the controller"]
-fn rbac_both_ways_on_the_real_apiserver() {
+fn fifty_agents_preflight_status_and_rollout_guard_on_objects() {
+    let t0 = Instant::now();
     let f = setup();
+    f.wait_for_fleet();
+    eprintln!("[{:?}] 50 agents keep their NodePullStatus", t0.elapsed());
     let api = &f.api;
-    let app = format!("{}/team/app:v1", f.reg_host);
-    // bob may reach the agents (pods/proxy) but not run pre-flight (nodes/preflight): the
-    // agent refuses (SubjectAccessReview).
-    api.create_if_missing(
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "list-nodes"},
-            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]}),
-        api.admin_token(),
-    );
-    bind_user(
-        api,
-        "bob",
-        Some("list-nodes"),
-        Some((NS, "pullprobe-preflight")),
-    );
-    let bob = kubeconfig(
-        api,
-        &api.url(),
-        api.user_token("bob"),
-        f.dir.path(),
-        "bob.kubeconfig",
-    );
-    let (code, out, err) = preflight(
-        &bob,
-        &[&app, "-o", "json", "--timeout", "4s", "-l", "pool=apps"],
-    );
-    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    let c = &row(&m, "healthy-a")["cells"][0];
-    assert_eq!(c["reason"], "Forbidden", "{c}");
-    assert!(
-        c["message"].as_str().unwrap().contains(
-            "forbidden by the agent: bob may not create nodes.pullprobe.io/preflight healthy-a"
-        ),
-        "{c}"
-    );
-    assert_eq!(code, 3, "nothing failed, but nothing is known");
-    // carol may run pre-flight and list, but not use the pod proxy: the API server refuses.
-    api.create_if_missing(
-        &format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles"),
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "list-pods", "namespace": NS},
-            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
-        api.admin_token(),
-    );
-    bind_user(
-        api,
-        "carol",
-        Some("pullprobe-preflight"),
-        Some((NS, "list-pods")),
-    );
-    let carol = kubeconfig(
-        api,
-        &api.url(),
-        api.user_token("carol"),
-        f.dir.path(),
-        "carol.kubeconfig",
-    );
-    let (_, out, _) = preflight(&carol, &[&app, "-o", "json", "--timeout", "4s"]);
-    let m: Value = serde_json::from_str(&out).unwrap();
-    let c = &row(&m, "healthy-a")["cells"][0];
-    assert_eq!(c["reason"], "Forbidden", "{c}");
-    assert!(
-        c["message"]
-            .as_str()
-            .unwrap()
-            .contains("forbidden by the API server")
-            && c["message"].as_str().unwrap().contains("pods/proxy"),
-        "{c}"
-    );
-    // dave has nothing: a clear error naming the call, exit 2.
-    let dave = kubeconfig(
-        api,
-        &api.url(),
-        api.user_token("dave"),
-        f.dir.path(),
-        "dave.kubeconfig",
-    );
-    let (code, out, err) = preflight(&dave, &[&app]);
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("list nodes") && err.contains("forbidden"),
-        "{err}"
+    let alice = api.write_kubeconfig(api.user_token("alice"));
+    let bob = api.write_kubeconfig(api.user_token("bob"));
+    let (v1, v2) = (
+        format!("{}/team/app:v1", f.reg_host),
+        format!("{}/team/app:v2", f.reg_host),
     );
 
-    // The agent's endpoints directly (hostNetwork: the node's address): no token 401, a
-    // token without the grant 403, the grant 200; /metrics by the non-resource URL rule.
-    let addr = format!("{}:9808", f.lab.slots[0].addr);
-    assert_eq!(http(&addr, "GET", "/status", None).unwrap().0, 401);
-    assert_eq!(
-        http(&addr, "GET", "/status", Some("not-a-real-token"))
-            .unwrap()
-            .0,
-        401
-    );
-    let (st, body) = http(&addr, "GET", "/status", Some(api.user_token("bob"))).unwrap();
-    assert_eq!(st, 403, "{body}");
-    assert!(
-        body.contains("bob may not get nodes.pullprobe.io/status healthy-a"),
-        "{body}"
-    );
-    assert_eq!(
-        http(&addr, "GET", "/metrics", Some(api.user_token("bob")))
-            .unwrap()
-            .0,
-        403
-    );
-    api.create_if_missing(
-        "/apis/rbac.authorization.k8s.io/v1/clusterroles",
-        &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "scrape"},
-            "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]},
-                      {"apiGroups": ["pullprobe.io"], "resources": ["nodes/status"], "verbs": ["get"]}]}),
-        api.admin_token(),
-    );
-    bind_user(api, "dave", Some("scrape"), None);
-    let (st, body) = http(&addr, "GET", "/metrics", Some(api.user_token("dave"))).unwrap();
-    assert_eq!(st, 200, "{body}");
-    assert!(body.contains("pullprobe_"), "{body}");
-    let (st, body) = http(&addr, "GET", "/status", Some(api.user_token("dave"))).unwrap();
-    assert_eq!(st, 200, "{body}");
-    assert!(!body.contains("s3cret-canary"));
-
-    // An audience-bound token (TokenRequest, audience pullprobe) works for the agents, and
-    // the API server itself rejects it.
-    let (code, out, err) = preflight(&carol, &[]);
-    assert_eq!(code, 2, "no images: usage error\n{out}{err}");
-    assert!(err.contains("no images"), "{err}");
-    api.create_service_account(NS, "pullprobe-preflight");
-    let admin_kc = kubeconfig(
-        api,
-        &api.url(),
-        api.admin_token(),
-        f.dir.path(),
-        "admin.kubeconfig",
-    );
-    let (code, out, err) = preflight(
-        &admin_kc,
+    // 2. Pre-flight as a user with only `edit` in `team`.
+    let before = manifest_requests(&f.reg, "team/app");
+    let (code, out, err) = pullprobe(
+        &alice,
         &[
-            &app,
+            "preflight",
+            &v1,
+            &v2,
+            "-n",
+            "team",
             "-o",
             "json",
             "--timeout",
-            "4s",
-            "-l",
-            "pool=apps",
-            "--agent-service-account",
-            "pullprobe/pullprobe-preflight",
+            "90s",
         ],
     );
-    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
-    assert_eq!(row(&m, "healthy-a")["cells"][0]["verdict"], "ready", "{m}");
-    assert_eq!(code, 1, "nocreds still cannot pull");
+    assert_eq!(
+        code,
+        1,
+        "stdout:\n{out}\nstderr:\n{err}\ncontroller:\n{}",
+        f.log("controller.err")
+    );
+    let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for i in 0..HEALTHY {
+        let n = node_name(i);
+        assert_eq!(cell(&m, &n, 0)["verdict"], "ready", "{n}: {m}");
+        assert_eq!(cell(&m, &n, 1)["verdict"], "not_ready", "{n}: {m}");
+        assert_eq!(cell(&m, &n, 1)["reason"], "ManifestUnknown", "{n}: {m}");
+    }
+    assert_eq!(cell(&m, "mirror-0", 0)["verdict"], "degraded", "{m}");
+    assert_eq!(cell(&m, "nocreds-0", 0)["verdict"], "not_ready", "{m}");
+    assert_eq!(cell(&m, "noagent", 0)["verdict"], "unknown", "{m}");
+    assert_eq!(m["summary"]["nodes"], AGENTS + 1, "{m}");
+    // Registry load per fingerprint (healthy, mirror, nocreds: three node kinds), not per
+    // node: at most a few manifest requests per image per kind, far below 50.
+    let asked = manifest_requests(&f.reg, "team/app") - before;
+    eprintln!(
+        "[{:?}] pre-flight done; {asked} manifest requests for 2 images on 51 nodes",
+        t0.elapsed()
+    );
+    assert!(
+        asked <= 2 * 3 * 4,
+        "{asked} manifest requests: the image checks were not shared"
+    );
+
+    // A user without a role in `team`: exit 2 and what to ask for.
+    let (code, out, err) = pullprobe(&bob, &["preflight", &v1, "-n", "team"]);
+    assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("imagepreflights") && err.contains("team"),
+        "{err}"
+    );
+
+    // `pullprobe status` from the per-node objects (one list, no agent asked).
+    let admin = api.write_kubeconfig(api.admin_token());
+    let (code, out, err) = pullprobe(&admin, &["status", "-o", "json"]);
+    assert!(code == 0 || code == 1, "status: {code}\n{out}\n{err}");
+    for n in ["healthy-00", "mirror-0", "nocreds-0"] {
+        assert!(out.contains(n), "status lacks {n}:\n{out}");
+    }
+
+    // 3. The rollout guard in `team`: the webhook's warning at apply time, then the Event.
+    f.rollout_guard(&alice, &v2);
+    eprintln!(
+        "[{:?}] rollout guard warned and posted its Event",
+        t0.elapsed()
+    );
+    for i in [0, HEALTHY, HEALTHY + MIRROR] {
+        let log = f.log(&format!("{}.log", node_name(i)));
+        assert!(
+            !log.contains("s3cret-canary"),
+            "the agent logged the credential"
+        );
+    }
+    assert!(!f.log("controller.err").contains("s3cret-canary"));
+}
+
+impl Fixture {
+    fn rollout_guard(&self, user: &Path, missing: &str) {
+        let api = &self.api;
+        let r = api
+            .request_with(
+                "PATCH",
+                "/api/v1/namespaces/team",
+                api.admin_token(),
+                "application/merge-patch+json",
+                Some(r#"{"metadata":{"labels":{"pullprobe.io/rollout-guard":"warn"}}}"#),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let port = self.webhook_port;
+        api.create_if_missing(
+            "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+                "metadata": {"name": "pullprobe-rollout-guard"},
+                "webhooks": [{"name": "rollout-guard.pullprobe.io",
+                    "clientConfig": {"url": format!("https://127.0.0.1:{port}/validate")},
+                    "namespaceSelector": {"matchExpressions": [{"key": "pullprobe.io/rollout-guard", "operator": "In", "values": ["warn", "enforce"]}]},
+                    "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                               "resources": ["deployments", "statefulsets", "daemonsets"]}],
+                    "failurePolicy": "Ignore", "timeoutSeconds": 1, "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"]}]}),
+            api.admin_token(),
+        );
+        // The controller fills the caBundle; until then the API server cannot call it.
+        wait_for("the controller's caBundle", Duration::from_secs(60), || {
+            let v = api.must(
+                "GET",
+                "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/pullprobe-rollout-guard",
+                api.admin_token(),
+                None,
+            );
+            v["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .is_some_and(|b| !b.is_empty())
+        });
+        let deployment = |name: &str| {
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": "team"},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                    "template": {"metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "app", "image": missing}]}}}})
+            .to_string()
+        };
+        // The API server calls the webhook as soon as it has the caBundle's informer update;
+        // apply (server-side dry runs) until a warning comes back, then for real.
+        let mut out = String::new();
+        wait_for(
+            "the webhook's warning in kubectl output",
+            Duration::from_secs(60),
+            || {
+                let (code, o, e) = kubectl(
+                    user,
+                    &["apply", "--dry-run=server", "-f", "-"],
+                    &deployment("web"),
+                );
+                assert_eq!(code, 0, "{o}\n{e}");
+                out = e;
+                out.contains("Warning: pullprobe:")
+            },
+        );
+        let (code, o, e) = kubectl(user, &["apply", "-f", "-"], &deployment("web"));
+        assert_eq!(code, 0, "{o}\n{e}");
+        eprintln!("kubectl apply printed:\n{e}");
+        // Counts from the cached checks: the healthy and mirror nodes saw the tag missing,
+        // the nodes without credentials cannot authenticate.
+        assert!(
+            e.contains(&format!(
+                "Warning: pullprobe: {} of {} nodes cannot pull {missing}",
+                AGENTS,
+                AGENTS + 1
+            )) || e.contains(&format!("of {} nodes cannot pull {missing}", AGENTS + 1)),
+            "{e}"
+        );
+        // The guard's owned pre-flight, and its Warning Event on the Deployment.
+        wait_for(
+            "the guard's Event on the Deployment",
+            Duration::from_secs(120),
+            || {
+                let ev = api.must(
+                "GET",
+                "/api/v1/namespaces/team/events?fieldSelector=involvedObject.kind%3DDeployment,involvedObject.name%3Dweb",
+                api.admin_token(),
+                None,
+            );
+                ev["items"].as_array().is_some_and(|items| {
+                    items.iter().any(|e| {
+                        e["type"] == "Warning"
+                            && e["reason"] == "ImagesCannotBePulled"
+                            && e["message"].as_str().is_some_and(|m| m.contains(missing))
+                    })
+                })
+            },
+        );
+        let ipf = api.must(
+            "GET",
+            "/apis/pullprobe.io/v1alpha1/namespaces/team/imagepreflights/deployment-web",
+            api.admin_token(),
+            None,
+        );
+        assert_eq!(
+            ipf["metadata"]["ownerReferences"][0]["kind"], "Deployment",
+            "{ipf}"
+        );
+        assert_eq!(ipf["status"]["summary"]["notReady"], AGENTS, "{ipf}");
+    }
 }
