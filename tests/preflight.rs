@@ -26,7 +26,7 @@ use harness::{OciImage, PushOpts, Registry};
 use preflight_lab::{kubeconfig, node_root, register_with, write, Lab, NS};
 use serde_json::{json, Value};
 
-use crate::kube::{kube_binary_path, KubeApiServer};
+use crate::kube::{kube_binary_path, ControllerManager, KubeApiServer};
 
 /// Real agents: healthy, a dead mirror first (degraded), no credentials (not_ready).
 const HEALTHY: usize = 44;
@@ -107,6 +107,7 @@ struct Fixture {
     reg_host: String,
     dir: tempfile::TempDir,
     controller: Child,
+    _kcm: ControllerManager,
     webhook_port: u16,
     _roots: Vec<tempfile::TempDir>,
 }
@@ -130,37 +131,22 @@ fn bind(api: &KubeApiServer, user: &str, role: &str, ns: &str) {
     );
 }
 
-/// The built-in `edit` role as the controller-manager's bootstrap policy ships it would
-/// aggregate it: no controller-manager runs here, so the aggregation is done as its
-/// ClusterRoleAggregation controller does (rules of every ClusterRole labelled
-/// `rbac.authorization.k8s.io/aggregate-to-edit: "true"`; 1.20's bootstrap `edit` has the
-/// label selector but the rules are filled by that controller).
-fn aggregate(api: &KubeApiServer, role: &str) {
-    let all = api.must(
+/// True once ClusterRole `role` grants something on pullprobe.io (the real
+/// controller-manager's aggregation controller copied `manifests/user-roles.yaml` into it).
+fn aggregated(api: &KubeApiServer, role: &str) -> bool {
+    let r = api.must(
         "GET",
-        &format!(
-            "/apis/rbac.authorization.k8s.io/v1/clusterroles?labelSelector=rbac.authorization.k8s.io/aggregate-to-{role}%3Dtrue"
-        ),
+        &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"),
         api.admin_token(),
         None,
     );
-    let rules: Vec<Value> = all["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
-        .collect();
-    assert!(!rules.is_empty(), "nothing aggregates into {role}");
-    let r = api
-        .request_with(
-            "PATCH",
-            &format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}"),
-            api.admin_token(),
-            "application/merge-patch+json",
-            Some(&json!({"rules": rules}).to_string()),
-        )
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
+    r["rules"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            r["apiGroups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g == "pullprobe.io"))
+        })
+    })
 }
 
 fn setup() -> Fixture {
@@ -181,7 +167,12 @@ fn setup() -> Fixture {
     ] {
         api.apply_file(&repo.join(f));
     }
-    aggregate(&api, "edit");
+    // The real controller-manager: role aggregation, and the garbage collector that removes
+    // a workload's owned ImagePreflight with it.
+    let kcm = ControllerManager::start(&api, "clusterrole-aggregation,garbagecollector");
+    wait_for("edit aggregated", Duration::from_secs(60), || {
+        aggregated(&api, "edit")
+    });
     api.create_namespace("team");
     bind(&api, "alice", "edit", "team");
 
@@ -279,6 +270,7 @@ fn setup() -> Fixture {
         ])
         .args(["--identity", "ctl-0", "--log-format", "text"])
         .args(["--webhook-listen", &format!("127.0.0.1:{webhook_port}")])
+        .args(["--webhook-cert-name", "127.0.0.1"])
         .env("RUST_LOG", "info")
         .stdout(std::fs::File::create(dir.path().join("controller.log")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("controller.err")).unwrap())
@@ -291,6 +283,7 @@ fn setup() -> Fixture {
         reg_host,
         dir,
         controller,
+        _kcm: kcm,
         webhook_port,
         _roots: roots,
     }
@@ -330,6 +323,11 @@ impl Fixture {
             },
         );
     }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 fn cell<'a>(m: &'a Value, node: &str, image: usize) -> &'a Value {
@@ -381,14 +379,28 @@ fn fifty_agents_preflight_status_and_rollout_guard_on_objects() {
     let m: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     for i in 0..HEALTHY {
         let n = node_name(i);
-        assert_eq!(cell(&m, &n, 0)["verdict"], "ready", "{n}: {m}");
-        assert_eq!(cell(&m, &n, 1)["verdict"], "not_ready", "{n}: {m}");
-        assert_eq!(cell(&m, &n, 1)["reason"], "ManifestUnknown", "{n}: {m}");
+        let line = &m["summary"]["line"];
+        assert_eq!(cell(&m, &n, 0)["verdict"], "ready", "{n}: {line}");
+        assert_eq!(cell(&m, &n, 1)["verdict"], "not_ready", "{n}: {line}");
+        assert_eq!(cell(&m, &n, 1)["reason"], "ManifestNotFound", "{n}: {line}");
     }
-    assert_eq!(cell(&m, "mirror-0", 0)["verdict"], "degraded", "{m}");
-    assert_eq!(cell(&m, "nocreds-0", 0)["verdict"], "not_ready", "{m}");
-    assert_eq!(cell(&m, "noagent", 0)["verdict"], "unknown", "{m}");
-    assert_eq!(m["summary"]["nodes"], AGENTS + 1, "{m}");
+    let line = &m["summary"]["line"];
+    assert_eq!(cell(&m, "mirror-0", 0)["verdict"], "degraded", "{line}");
+    assert_eq!(
+        cell(&m, "nocreds-0", 0)["reason"],
+        "AuthCredentialsRequired",
+        "{line}"
+    );
+    assert_eq!(cell(&m, "noagent", 0)["reason"], "NoAgent", "{line}");
+    assert_eq!(m["summary"]["nodes"], AGENTS + 1, "{line}");
+    assert_eq!(m["summary"]["not_ready"], AGENTS, "{line}");
+    // Shared image checks name the node that made them.
+    assert!(
+        cell(&m, "healthy-00", 1)["checked_on"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("healthy-")),
+        "{line}"
+    );
     // Registry load per fingerprint (healthy, mirror, nocreds: three node kinds), not per
     // node: at most a few manifest requests per image per kind, far below 50.
     let asked = manifest_requests(&f.reg, "team/app") - before;
@@ -499,15 +511,11 @@ impl Fixture {
         );
         let (code, o, e) = kubectl(user, &["apply", "-f", "-"], &deployment("web"));
         assert_eq!(code, 0, "{o}\n{e}");
-        eprintln!("kubectl apply printed:\n{e}");
-        // Counts from the cached checks: the healthy and mirror nodes saw the tag missing,
-        // the nodes without credentials cannot authenticate.
+        // The first apply of a tag nobody checked: said so, and the guard checks it now.
         assert!(
             e.contains(&format!(
-                "Warning: pullprobe: {} of {} nodes cannot pull {missing}",
-                AGENTS,
-                AGENTS + 1
-            )) || e.contains(&format!("of {} nodes cannot pull {missing}", AGENTS + 1)),
+                "Warning: pullprobe: {missing} is not checked yet; the rollout guard checks it now"
+            )),
             "{e}"
         );
         // The guard's owned pre-flight, and its Warning Event on the Deployment.
@@ -541,5 +549,35 @@ impl Fixture {
             "{ipf}"
         );
         assert_eq!(ipf["status"]["summary"]["notReady"], AGENTS, "{ipf}");
+        // The next rollout of the same tag (another Deployment, seconds later): the webhook
+        // answers from the checks the guard's pre-flight left in the NodePullStatus objects.
+        let (code, o, e) = kubectl(user, &["apply", "-f", "-"], &deployment("web2"));
+        assert_eq!(code, 0, "{o}\n{e}");
+        eprintln!("kubectl apply printed:\n{e}");
+        assert!(
+            e.contains(&format!(
+                "Warning: pullprobe: {AGENTS} of {} nodes cannot pull {missing}",
+                AGENTS + 1
+            )),
+            "{e}"
+        );
+        assert!(o.contains("deployment.apps/web2 created"), "{o}");
+        // Deleting the Deployment takes its pre-flight with it (the real garbage collector).
+        api.must(
+            "DELETE",
+            "/apis/apps/v1/namespaces/team/deployments/web",
+            api.admin_token(),
+            None,
+        );
+        wait_for(
+            "the owned ImagePreflight collected",
+            Duration::from_secs(60),
+            || {
+                let r = api
+                .request("GET", "/apis/pullprobe.io/v1alpha1/namespaces/team/imagepreflights/deployment-web", api.admin_token(), None)
+                .unwrap();
+                r.status == 404
+            },
+        );
     }
 }

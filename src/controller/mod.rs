@@ -65,6 +65,11 @@ pub struct ControllerArgs {
     /// 443 sends here).
     #[arg(long, value_name = "ADDR", default_value = "[::]:8443")]
     pub webhook_listen: std::net::SocketAddr,
+    /// More DNS names or IP addresses in the webhook's certificate, besides
+    /// `pullprobe-webhook.NAMESPACE.svc` (repeatable; e.g. when the API server calls the
+    /// webhook by `clientConfig.url`).
+    #[arg(long = "webhook-cert-name", value_name = "NAME")]
+    pub webhook_cert_names: Vec<String>,
     /// Logs as JSON lines (the default in a Pod) or text.
     #[arg(long, value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -138,6 +143,7 @@ pub async fn run_controller(args: ControllerArgs) -> Result<(), ControllerError>
     let (leading, leader) = tokio::sync::watch::channel(false);
     let mut hook_cfg = webhook::WebhookConfig::new(&args.namespace);
     hook_cfg.listen = args.webhook_listen;
+    hook_cfg.cert.extra_names = args.webhook_cert_names.clone();
     let _webhook = webhook::start(
         client.clone(),
         std::sync::Arc::new(fleet.clone()),

@@ -839,6 +839,36 @@ impl KubeApiServer {
     }
 }
 
+/// A real kube-controller-manager running only `controllers` (e.g.
+/// `clusterrole-aggregation,garbagecollector`) against a [`KubeApiServer`] as admin;
+/// killed on drop.
+pub struct ControllerManager(Child);
+
+impl ControllerManager {
+    pub fn start(api: &KubeApiServer, controllers: &str) -> ControllerManager {
+        let kc = api.write_kubeconfig(api.admin_token());
+        let log = std::fs::File::create(api.dir().join("kube-controller-manager.log"))
+            .expect("controller-manager log");
+        let child = Command::new(kube_binary_path("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", kc.display()))
+            .arg(format!("--controllers={controllers}"))
+            .args(["--leader-elect=false", "--port=0", "--secure-port=0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn kube-controller-manager");
+        ControllerManager(child)
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Drop for KubeApiServer {
     fn drop(&mut self) {
         if std::thread::panicking() {
