@@ -325,11 +325,6 @@ impl Fixture {
     }
 }
 
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 fn cell<'a>(m: &'a Value, node: &str, image: usize) -> &'a Value {
     let row = m["rows"]
         .as_array()
@@ -494,7 +489,6 @@ impl Fixture {
         };
         // The API server calls the webhook as soon as it has the caBundle's informer update;
         // apply (server-side dry runs) until a warning comes back, then for real.
-        let mut out = String::new();
         wait_for(
             "the webhook's warning in kubectl output",
             Duration::from_secs(60),
@@ -505,8 +499,7 @@ impl Fixture {
                     &deployment("web"),
                 );
                 assert_eq!(code, 0, "{o}\n{e}");
-                out = e;
-                out.contains("Warning: pullprobe:")
+                e.contains("Warning: pullprobe:")
             },
         );
         let (code, o, e) = kubectl(user, &["apply", "-f", "-"], &deployment("web"));
