@@ -247,6 +247,16 @@ fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
     assert!(out.contains("Warning: pullprobe: 3 of 3 nodes cannot pull registry.example/app:v3: ManifestNotFound at registry.example \
                           (the tag or digest does not exist)"), "{out}");
 
+    // A CronJob (batch/v1beta1 on this 1.20 server; the same pod template as batch/v1).
+    let cron = json!({"apiVersion": "batch/v1beta1", "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": "guarded"},
+        "spec": {"schedule": "0 3 * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "Never", "containers": [{"name": "c", "image": "registry.example/app:v3"}]}}}}}});
+    let (ok, out) = kubectl(&kubeconfig, &["apply", "-f", "-"], &cron.to_string());
+    assert!(ok, "{out}");
+    assert!(out.contains("Warning: pullprobe: 5 of 5 nodes cannot pull registry.example/app:v3: ManifestNotFound at \
+                          registry.example (the tag or digest does not exist); kubectl get imagepreflight -n guarded cronjob-nightly"), "{out}");
+
     // Unlabelled namespace: nothing said.
     let (ok, out) = kubectl(
         &kubeconfig,
@@ -269,6 +279,21 @@ fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
         &deployment("strict", "web", &["registry.example/app:v2"], Some("ok")),
     );
     assert!(ok && !out.contains("Warning"), "{out}");
+
+    // Anyone reaching the port: a body over the API server's 3 MiB is refused unread;
+    // garbage is answered (allowed, with a reason), never a crash.
+    let ca = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret(&api)["data"]["ca.crt"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let huge = vec![b' '; 4 * 1024 * 1024];
+    assert_eq!(https_post(ctl.port(), &ca, Some(huge)), Some(413));
+    assert_eq!(
+        https_post(ctl.port(), &ca, Some(b"{\"request\": 7".to_vec())),
+        Some(200)
+    );
 
     // The shipped RBAC is all it needed.
     let refused: Vec<String> = api
@@ -297,6 +322,13 @@ fn kubectl_apply_prints_the_warning_only_where_labelled_and_enforce_denies() {
 /// A TLS client that trusts only `ca_pem` reaches the webhook (it serves a certificate that
 /// CA signed).
 fn served_by(port: u16, ca_pem: &str) -> bool {
+    https_post(port, ca_pem, None).is_some()
+}
+
+/// Over TLS trusting only `ca_pem`: `None` when the handshake fails, else the status of
+/// `POST /validate` with `body` (0 when there is no body to send).
+fn https_post(port: u16, ca_pem: &str, body: Option<Vec<u8>>) -> Option<u16> {
+    use http_body_util::Full;
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -318,10 +350,25 @@ fn served_by(port: u16, ca_pem: &str) -> bool {
             .await
             .unwrap();
         let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(name, tcp)
             .await
-            .is_ok()
+            .ok()?;
+        let Some(body) = body else { return Some(0) };
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let req = http::Request::post("/validate")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        send.send_request(req)
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
     })
 }
 
