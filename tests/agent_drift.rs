@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::agent_proc::{
-    get_json, http_get, metric_sum, status_condition, status_targets, wait_for, write_file,
-    AgentProc,
+    docker_config_json, get_json, http_get, metric_sum, status_condition, status_targets, wait_for,
+    write_file, AgentProc,
 };
 use crate::harness::{Dns, OciImage, Pki, PushOpts, Registry};
 use crate::kube::KubeApiServer;
@@ -31,12 +31,6 @@ const AUTH: &str = "RegistryAuthFailing";
 /// the cycle budget (half the 1 s interval here; a dead nameserver takes the resolver's
 /// 1 s timeout) and so reports in the next cycle instead of holding this one.
 const FLIP_WITHIN_CYCLES: f64 = 3.0;
-
-fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    json!({"auths": {host: {"auth": auth}}}).to_string()
-}
 
 /// A credential provider that answers bob's credentials for `REGISTRY` while the file
 /// `MODE` says `ok`, and fails (exit 1) otherwise.

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::agent_proc::{
-    get_json, http_get, metric_sum, status_condition, status_targets, wait_for, write_file,
-    AgentProc, Switch,
+    docker_config_json, get_json, http_get, metric_sum, status_as, status_condition,
+    status_targets, wait_for, write_file, AgentProc, Switch,
 };
 use crate::harness::{OciImage, PushOpts, Registry};
 use crate::kube::KubeApiServer;
@@ -141,6 +141,7 @@ fn agent_against_real_apiserver_and_registry() {
     let mut api = KubeApiServer::start();
     let admin = api.admin_token().to_string();
     let token = api.apply_project_rbac();
+    api.apply_crds();
     let kubeconfig = api.write_kubeconfig(&token);
 
     // The Node, with another writer's condition on it (as the kubelet would have).
@@ -495,6 +496,12 @@ fn agent_against_real_apiserver_and_registry() {
                 "watch pods",
                 "create events",
                 "patch events",
+                // Its node's NodePullStatus: created, status applied, assignments watched.
+                "get nodepullstatuses",
+                "create nodepullstatuses",
+                "list nodepullstatuses",
+                "watch nodepullstatuses",
+                "patch nodepullstatuses/status",
                 // The test's own calls to /status and /metrics, reviewed by the agent.
                 "create tokenreviews",
                 "create subjectaccessreviews"
@@ -582,12 +589,6 @@ fn malformed_config_is_rejected_at_start() {
     );
     assert!(!st.success());
     assert!(log.contains("intervall"), "{log}");
-}
-
-fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    json!({"auths": {host: {"auth": auth}}}).to_string()
 }
 
 /// Node-level credentials (kubelet config.json under the host root) rejected →
@@ -758,6 +759,7 @@ fn agent_on_a_plain_registry(
     admin: &str,
     kubeconfig: &Path,
 ) -> (Registry, tempfile::TempDir, AgentProc) {
+    api.apply_crds();
     create_node(api, admin, NODE);
     let reg = Registry::plain();
     OciImage::single("v1").push(&reg, "team/app", &PushOpts::insecure());
@@ -1003,23 +1005,6 @@ fn run_doc(script: &str, path: &str) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// GET `path` on the agent as `token`: the status code.
-fn status_as(port: u16, path: &str, token: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// docs/operate.md, run as written against a real API server and a real agent: the three

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::agent_proc::{wait_for, write_file, Switch};
+use crate::agent_proc::{docker_config_json, status_as, wait_for, write_file, Switch};
 use crate::harness::{OciImage, PushOpts, Registry};
 use crate::kube::KubeApiServer;
 
@@ -65,29 +65,6 @@ fn rfc3339_ago(ago: Duration) -> String {
 
 fn assignment(id: &str, depth: &str, images: &[String], issued: &str) -> Value {
     json!({"id": id, "depth": depth, "images": images, "namespace": "apps", "issuedAt": issued})
-}
-
-/// GET `path` on the agent with `token`: the status code.
-fn status_as(port: u16, path: &str, token: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
-    use base64::Engine;
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-    json!({"auths": {host: {"auth": auth}}}).to_string()
 }
 
 /// A node (host root) whose kubelet config.json holds `alice`'s canary password for `hp`.

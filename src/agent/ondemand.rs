@@ -336,7 +336,7 @@ pub fn fingerprint(
 }
 
 /// The report of an image whose reference does not parse (no probe needed).
-fn invalid_report(given: &str, e: &crate::reference::ReferenceError) -> ProbeReport {
+pub(crate) fn invalid_report(given: &str, e: &crate::reference::ReferenceError) -> ProbeReport {
     ProbeReport {
         image: given.to_string(),
         reference: None,

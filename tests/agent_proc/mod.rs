@@ -491,3 +491,27 @@ pub fn status_condition(st: &serde_json::Value, kind: &str) -> serde_json::Value
         .cloned()
         .unwrap_or_default()
 }
+
+/// GET `path` on the agent on `port` with `token` as bearer: the status code (0 when no
+/// answer parses).
+pub fn status_as(port: u16, path: &str, token: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A docker config.json (the kubelet's node credentials) with `user:pass` for `host`.
+pub fn docker_config_json(host: &str, user: &str, pass: &str) -> String {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    serde_json::json!({"auths": {host: {"auth": auth}}}).to_string()
+}

@@ -153,3 +153,111 @@ pub fn status(
         answers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Reason, Verdict};
+
+    fn report(verdict: Verdict, reason: Option<Reason>, message: &str) -> ProbeReport {
+        let mut r = crate::agent::ondemand::invalid_report(
+            "reg.example:5000/app:1",
+            &crate::reference::ReferenceError::Empty,
+        );
+        r.verdict = verdict;
+        r.reason = reason;
+        r.phase = reason.map(|x| x.phase());
+        r.message = message.to_string();
+        r.endpoint = Some("https://user:pw@reg.example:5000/v2?token=x".into());
+        r
+    }
+
+    fn path(registry: &str, state: PathState, node_scope: bool) -> PathResult {
+        PathResult {
+            registry: registry.into(),
+            state,
+            report: report(Verdict::Ready, state.reason(), &"m".repeat(5000)),
+            at: SystemTime::UNIX_EPOCH,
+            node_scope,
+        }
+    }
+
+    #[test]
+    fn node_registries_first_each_once_bounded() {
+        let mut paths = BTreeMap::new();
+        for i in 0..300 {
+            paths.insert(
+                format!("t{i:03}"),
+                path(
+                    &format!("tenant{i:03}.example"),
+                    PathState::Reachable,
+                    false,
+                ),
+            );
+        }
+        paths.insert(
+            "z-node".into(),
+            path(
+                "node.example",
+                PathState::Unreachable(Reason::ConnectRefused),
+                true,
+            ),
+        );
+        paths.insert(
+            "z-node-mirror".into(),
+            path("node.example", PathState::Reachable, true),
+        );
+        let facts = AgentFacts::default();
+        let r = registries(&paths, &facts);
+        assert_eq!(r.len(), MAX_REGISTRIES);
+        assert_eq!(r[0].registry, "node.example");
+        assert_eq!(r.iter().filter(|x| x.registry == "node.example").count(), 1);
+        assert_eq!(r[0].state, "failing");
+        assert_eq!(r[0].cell.verdict, "not_ready");
+        assert_eq!(r[0].cell.reason.as_deref(), Some("ConnectRefused"));
+        assert_eq!(
+            r[0].cell.host.as_deref(),
+            Some("reg.example:5000"),
+            "no userinfo, no query"
+        );
+        assert!(r[0].cell.message.chars().count() <= MAX_MESSAGE_LEN);
+        assert_eq!(r[1].state, "ok");
+        assert_eq!(r[1].cell.verdict, "ready");
+        assert!(r[1].cell.message.is_empty() && r[1].cell.host.is_none());
+        let s = status(r, Vec::new(), &facts, SystemTime::UNIX_EPOCH);
+        assert_eq!((s.registries_total, s.registries_failing), (256, 1));
+    }
+
+    #[test]
+    fn path_states_map_to_words_and_cells() {
+        assert_eq!(state_word(PathState::Reachable, false), "ok");
+        assert_eq!(state_word(PathState::Reachable, true), "degraded");
+        assert_eq!(
+            state_word(PathState::Inconclusive(Reason::RateLimited), false),
+            "degraded"
+        );
+        assert_eq!(
+            state_word(
+                PathState::AuthFailing(Reason::AuthCredentialsRejected),
+                false
+            ),
+            "failing"
+        );
+        let r = report(Verdict::NotReady, Some(Reason::RateLimited), "slow down");
+        let c = path_cell(PathState::Inconclusive(Reason::RateLimited), &r);
+        assert_eq!(
+            (c.verdict.as_str(), c.reason.as_deref()),
+            ("unknown", Some("RateLimited"))
+        );
+        // An image check: its own verdict (a 404 for the tag is the image's problem).
+        let r = report(
+            Verdict::NotReady,
+            Some(Reason::ManifestNotFound),
+            "no such tag",
+        );
+        let c = image_cell(&r);
+        assert_eq!(c.verdict, "not_ready");
+        assert_eq!(c.phase.as_deref(), Some("manifest"));
+        assert_eq!(c.reason.as_deref(), Some("ManifestNotFound"));
+    }
+}
