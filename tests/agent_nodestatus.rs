@@ -123,6 +123,7 @@ fn the_agent_keeps_its_node_pull_status_and_answers_assignments() {
         &cfg,
         root.path(),
     );
+    let started = std::time::Instant::now();
     let caller = api.agent_caller_token();
     agent_proc::authorize(agent.port, &caller);
     agent.wait_ready(Duration::from_secs(20));
@@ -266,4 +267,26 @@ fn the_agent_keeps_its_node_pull_status_and_answers_assignments() {
     assert_eq!(status_as(agent.port, "/status", &api_audience), 401);
     agent.sigterm();
     assert!(agent.wait_exit(Duration::from_secs(10)).success());
+    // The writes, from the audit log: status applies only (one create), none refused.
+    let writes = api.audit_writes_by("system:serviceaccount:pullprobe:pullprobe");
+    let nps: Vec<&Value> = writes
+        .iter()
+        .filter(|e| e["objectRef"]["resource"] == "nodepullstatuses")
+        .collect();
+    let creates = nps.iter().filter(|e| e["verb"] == "create").count();
+    let applies = nps
+        .iter()
+        .filter(|e| e["verb"] == "patch" && e["objectRef"]["subresource"] == "status")
+        .count();
+    assert_eq!(creates, 1, "{nps:?}");
+    assert_eq!(creates + applies, nps.len(), "{nps:?}");
+    assert!(
+        nps.iter()
+            .all(|e| e["responseStatus"]["code"].as_i64() < Some(300)),
+        "{nps:?}"
+    );
+    eprintln!(
+        "NodePullStatus writes: 1 create + {applies} status applies in {:.1} s (1 s interval)",
+        started.elapsed().as_secs_f64()
+    );
 }

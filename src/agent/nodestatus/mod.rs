@@ -2,9 +2,13 @@
 //! of its status and reads only its spec.
 //!
 //! - The status: each registry's latest path check as the schedule made it ([`build`]),
-//!   written by server-side apply when a registry's state or fingerprint changes, when an
-//!   answer is added or expires, and at each heartbeat — the Node conditions' cadence
-//!   ([`Cadence`]: jittered heartbeat, backoff honouring `Retry-After`). The object is
+//!   written by server-side apply at once when a registry's state or fingerprint changes
+//!   or an answer is added or expires; when newer path checks are in, at most every half
+//!   interval; and at each heartbeat — the Node conditions' cadence ([`Cadence`]: jittered,
+//!   never late, backoff honouring `Retry-After`), but never rarer than the interval. The
+//!   readers' freshness rule (ISSUE16: a path is fresh while `checkedAt` is within 1.5
+//!   intervals, the agent live while `heartbeatTime` is within 2) needs both: so round 1 of
+//!   a pre-flight answers from these objects without asking the agent. The object is
 //!   created (empty spec) when missing.
 //! - The assignments: the controller's `spec.assignments`, watched on this node's object
 //!   alone, answered in `status.answers` ([`answers`]).
@@ -17,7 +21,7 @@ pub mod build;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -58,6 +62,9 @@ pub struct Writer {
     in_progress: HashSet<String>,
     /// What the last successful write said (registries and answers).
     written: Option<Vec<String>>,
+    /// The newest path check in the last successful write, and when it was made.
+    written_checked: Option<SystemTime>,
+    last_write: Option<SystemTime>,
     /// The object is known to exist.
     exists: bool,
 }
@@ -72,6 +79,8 @@ impl Writer {
             answering: JoinSet::new(),
             in_progress: HashSet::new(),
             written: None,
+            written_checked: None,
+            last_write: None,
             exists: false,
         }
     }
@@ -156,14 +165,21 @@ impl Writer {
         let now = self.p.clock.now();
         self.book.expire(now, self.p.ondemand.cache_ttl());
         let facts = self.facts();
-        let registries = match self.p.share.paths.lock() {
-            Ok(paths) => build::registries(&paths, &facts),
+        let interval = facts.interval.max(Duration::from_secs(1));
+        self.cadence.set_heartbeat(self.p.heartbeat.min(interval));
+        let (registries, newest) = match self.p.share.paths.lock() {
+            Ok(paths) => (
+                build::registries(&paths, &facts),
+                paths.values().map(|p| p.at).max(),
+            ),
             Err(_) => return false,
         };
         let answers = self.book.list();
         let digest = build::digest(&registries, &answers);
-        let dirty = self.written.as_ref() != Some(&digest);
-        if !self.cadence.due(now, dirty) {
+        if !self
+            .cadence
+            .due(now, self.dirty(&digest, newest, now, interval))
+        {
             return false;
         }
         let status = build::status(registries, answers, &facts, now);
@@ -173,6 +189,8 @@ impl Writer {
             Ok(()) => {
                 self.cadence.succeeded(now);
                 self.written = Some(digest);
+                self.written_checked = newest;
+                self.last_write = Some(now);
                 true
             }
             Err(e) => {
@@ -183,6 +201,23 @@ impl Writer {
                 false
             }
         }
+    }
+
+    /// Is a write due before the heartbeat: what it says changed, or newer path checks
+    /// are in and half an interval passed since the last write.
+    fn dirty(
+        &self,
+        digest: &[String],
+        newest: Option<SystemTime>,
+        now: SystemTime,
+        interval: Duration,
+    ) -> bool {
+        let changed = self.written.as_deref() != Some(digest);
+        let fresher = newest > self.written_checked
+            && self
+                .last_write
+                .is_none_or(|w| now.duration_since(w).unwrap_or_default() >= interval / 2);
+        changed || fresher
     }
 
     async fn write(
