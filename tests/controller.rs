@@ -449,7 +449,8 @@ fn expired_objects_are_removed() {
 
 /// In a namespace labelled `pullprobe.io/rollout-guard: warn`, a Deployment's images get an
 /// ImagePreflight owned by it; when nodes cannot pull, a Warning Event on the Deployment
-/// names the image, the count, the reason and the fix. The controller runs as the shipped
+/// names the image, the count, the reason and the fix; a new image in the template is a new
+/// generation of the pre-flight, which runs again. The controller runs as the shipped
 /// ServiceAccount with the shipped RBAC (manifests/controller*.yaml): its verbs suffice.
 #[test]
 fn the_rollout_guard_creates_the_owned_preflight_and_a_warning_event() {
@@ -524,4 +525,24 @@ fn the_rollout_guard_creates_the_owned_preflight_and_a_warning_event() {
     ] {
         assert!(msg.contains(want), "{want:?} not in {msg:?}");
     }
+    // The template's image changes: the guard updates the pre-flight's images (a new
+    // generation), and the controller runs it again.
+    let fix = json!({"spec": {"template": {"spec": {"containers": [{"name": "shop", "image": "r.example/app:1"}]}}}});
+    let r = api
+        .request_with(
+            "PATCH",
+            &format!("/apis/apps/v1/namespaces/{NS}/deployments/shop"),
+            api.admin_token(),
+            "application/strategic-merge-patch+json",
+            Some(&fix.to_string()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = wait_for(Duration::from_secs(60), "the second generation", || {
+        let v = finished(&api, "deployment-shop");
+        (v["metadata"]["generation"] == 2).then_some(v)
+    });
+    assert_eq!(v["spec"]["images"], json!(["r.example/app:1"]));
+    assert_eq!(v["status"]["images"], json!(["r.example/app:1"]));
+    assert_eq!(condition(&v, "Ready").unwrap()["status"], "True", "{v}");
 }
