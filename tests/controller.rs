@@ -230,7 +230,7 @@ fn preflights_turn_ready_or_failed_from_caches_and_one_check_per_fingerprint() {
     create_ipf(
         &api,
         "bad",
-        json!({"images": ["r.example/app:1", "r.example/app:2"]}),
+        json!({"images": ["r.example/app:1", "r.example/app:2"], "imagePullSecrets": ["regcred"]}),
     );
     let v = finished(&api, "bad");
     assert_eq!(condition(&v, "Ready").unwrap()["status"], "False", "{v}");
@@ -256,6 +256,11 @@ fn preflights_turn_ready_or_failed_from_caches_and_one_check_per_fingerprint() {
     for a in &checks {
         assert_eq!(a.depth, AssignmentDepth::Image);
         assert_eq!(a.images, ["r.example/app:1", "r.example/app:2"], "batched");
+        // Pull secrets are named in the pre-flight's own namespace only.
+        assert_eq!(
+            (a.namespace.as_str(), a.pull_secrets.as_slice()),
+            (NS, &["regcred".to_string()][..])
+        );
     }
     // The controller removed its assignments when done.
     wait_for(Duration::from_secs(10), "assignments removed", || {

@@ -128,6 +128,8 @@ pub struct Seen {
     pub id: String,
     pub depth: AssignmentDepth,
     pub images: Vec<String>,
+    pub namespace: String,
+    pub pull_secrets: Vec<String>,
 }
 
 /// A running simulated fleet (stopped on Drop).
@@ -440,6 +442,8 @@ impl Sim {
                     id: a.id.clone(),
                     depth: a.depth,
                     images: a.images.clone(),
+                    namespace: a.namespace.clone(),
+                    pull_secrets: a.pull_secrets.clone(),
                 });
                 list.push(self.answer_one(i, a));
             }
