@@ -30,7 +30,10 @@ use crate::kube::KubeApiServer;
 use pullprobe::api::NodePullStatus;
 use pullprobe::controller::fleet::Fleet;
 use pullprobe::controller::webhook;
-use webhook_lab::{apply_crds, controller_token, create_webhook_config, wait_for, Controller};
+use webhook_lab::{
+    apply_crds, controller_token, create_guarded_namespaces, create_webhook_config, wait_for,
+    Controller,
+};
 
 const FINGERPRINTS: usize = 50;
 const IMAGES: usize = 10;
@@ -182,21 +185,7 @@ fn main() {
     let api = KubeApiServer::start();
     apply_crds(&api);
     let admin = api.admin_token().to_string();
-    for (ns, label) in [
-        ("guarded", Some("warn")),
-        ("strict", Some("enforce")),
-        ("plain", None),
-    ] {
-        let mut meta = json!({"name": ns});
-        if let Some(l) = label {
-            meta["labels"] = json!({"pullprobe.io/rollout-guard": l});
-        }
-        api.create_if_missing(
-            "/api/v1/namespaces",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta}),
-            &admin,
-        );
-    }
+    create_guarded_namespaces(&api);
     let token = controller_token(&api);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

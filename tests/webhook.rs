@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
 use pullprobe::controller::webhook;
-use webhook_lab::{apply_crds, controller_token, create_webhook_config, wait_for, Controller, NS};
+use webhook_lab::{
+    apply_crds, controller_token, create_guarded_namespaces, create_webhook_config, wait_for,
+    Controller, NS,
+};
 
 /// Nodes `ok-0..3` reach registry.example (fingerprint `fp-ok`, whose image checks say
 /// app:v2 pulls and app:v3's tag is missing); `bad-0..1` fail its TLS.
@@ -86,21 +89,7 @@ fn seed_fleet(api: &KubeApiServer) {
             Some(&obj),
         );
     }
-    for (ns, label) in [
-        ("guarded", Some("warn")),
-        ("strict", Some("enforce")),
-        ("plain", None),
-    ] {
-        let mut meta = json!({"name": ns});
-        if let Some(l) = label {
-            meta["labels"] = json!({"pullprobe.io/rollout-guard": l});
-        }
-        api.create_if_missing(
-            "/api/v1/namespaces",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta}),
-            admin,
-        );
-    }
+    create_guarded_namespaces(api);
     api.create_namespace(NS);
 }
 

@@ -117,3 +117,23 @@ pub fn controller_token(api: &KubeApiServer) -> String {
     );
     api.create_service_account(NS, "pullprobe-controller")
 }
+
+/// Namespaces `guarded` (label `pullprobe.io/rollout-guard: warn`), `strict` (`enforce`) and
+/// `plain` (no label).
+pub fn create_guarded_namespaces(api: &KubeApiServer) {
+    for (ns, label) in [
+        ("guarded", Some("warn")),
+        ("strict", Some("enforce")),
+        ("plain", None),
+    ] {
+        let mut meta = json!({"name": ns});
+        if let Some(l) = label {
+            meta["labels"] = json!({"pullprobe.io/rollout-guard": l});
+        }
+        api.create_if_missing(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": meta}),
+            api.admin_token(),
+        );
+    }
+}
