@@ -38,9 +38,9 @@ impl CheckKind {
     }
 }
 
-/// One check made this cycle.
+/// What a check is of: the job that makes it and the record of what it found share it.
 #[derive(Clone, Debug)]
-pub struct CheckRecord {
+pub struct CheckTarget {
     pub kind: CheckKind,
     /// Stable identity of the target (`/status`, dedup of Events).
     pub key: String,
@@ -53,6 +53,12 @@ pub struct CheckRecord {
     pub pods: Vec<PodRef>,
     /// The pull secrets of `cred` the API server would not give the agent (403).
     pub unreadable_secrets: Vec<String>,
+}
+
+/// One check made this cycle.
+#[derive(Clone, Debug)]
+pub struct CheckRecord {
+    pub target: CheckTarget,
     pub checked: Checked,
     /// What the attempts proved about the path (for image checks too).
     pub state: PathState,
@@ -64,7 +70,7 @@ impl CheckRecord {
     /// reason (a 404 for the representative image still proves the path).
     pub fn says(&self) -> (&'static str, Option<Reason>) {
         let r = &self.checked.report;
-        match self.kind {
+        match self.target.kind {
             CheckKind::Path => (self.state.as_str(), self.state.reason()),
             CheckKind::Image => (r.verdict.as_str(), r.reason),
         }
@@ -72,7 +78,7 @@ impl CheckRecord {
 
     /// Did the check find a problem: a path not shown reachable, an image that would not pull.
     pub fn failing(&self) -> bool {
-        match self.kind {
+        match self.target.kind {
             CheckKind::Path => self.state.reason().is_some(),
             CheckKind::Image => !self.checked.report.verdict.pulls(),
         }
@@ -253,9 +259,9 @@ pub fn workload_problems(
     reads_secrets: bool,
 ) -> Vec<WorkloadProblem> {
     let mut out = Vec::new();
-    for c in checks.iter().filter(|c| c.kind == CheckKind::Image) {
+    for c in checks.iter().filter(|c| c.target.kind == CheckKind::Image) {
         let problems = image_problems(c);
-        for pod in &c.pods {
+        for pod in &c.target.pods {
             let unread = unread_secret_problem(c, pod, reads_secrets);
             let own = problems
                 .iter()
@@ -392,7 +398,7 @@ fn unread_secret_problem(
     let unread: Vec<&str> = pod
         .pull_secrets
         .iter()
-        .filter(|n| !reads_secrets || c.unreadable_secrets.contains(n))
+        .filter(|n| !reads_secrets || c.target.unreadable_secrets.contains(n))
         .map(String::as_str)
         .collect();
     if r.verdict.pulls() || !on_access || unread.is_empty() {

@@ -24,28 +24,19 @@ use tokio::task::JoinSet;
 use crate::credentials::node::PullSecretData;
 use crate::pipeline::Creds;
 use crate::probe::Depth;
-use crate::reference::ImageRef;
 
 use crate::agent::conditions::Clock;
-use crate::agent::outcome::{CheckKind, CheckRecord};
+use crate::agent::outcome::{CheckKind, CheckRecord, CheckTarget};
 use crate::agent::path::PullPath;
-use crate::agent::targets::{CredRef, PodRef};
+use crate::agent::targets::CredRef;
 
 /// One check to make.
 pub struct Job {
-    pub kind: CheckKind,
-    pub key: String,
-    pub registry: String,
-    pub plan: String,
-    pub cred: CredRef,
-    pub image: ImageRef,
-    pub pods: Vec<PodRef>,
+    pub target: CheckTarget,
     /// The registry is the node's concern (takes only the overall permits).
     pub node_scope: bool,
     /// The pull secrets the check uses (fetched before launch).
     pub secrets: Vec<PullSecretData>,
-    /// The pull secrets it names that the API server would not give the agent (403).
-    pub unreadable_secrets: Vec<String>,
     /// The registry's last path check failed.
     pub failing: bool,
 }
@@ -106,13 +97,13 @@ impl InFlight {
     ) {
         let host = self
             .per_host
-            .entry(job.plan.clone())
+            .entry(job.target.plan.clone())
             .or_insert_with(|| Arc::new(Semaphore::new(per_host.max(1))))
             .clone();
         let overall = self.overall.clone();
         let tenant = (!job.node_scope).then(|| self.tenant.clone());
         let failing = (!job.node_scope && job.failing).then(|| self.failing.clone());
-        let key = job.key.clone();
+        let key = job.target.key.clone();
         let node_scope = job.node_scope;
         let handle = self.tasks.spawn(async move {
             let _h = host.acquire_owned().await.ok();
@@ -181,26 +172,19 @@ impl InFlight {
 
 /// One check through the pull path.
 async fn run(j: Job, path: Arc<dyn PullPath>, clock: Arc<dyn Clock>) -> CheckRecord {
-    let creds = match &j.cred {
+    let creds = match &j.target.cred {
         CredRef::Node => Creds::Node,
         CredRef::PullSecrets { .. } => Creds::PullSecrets(&j.secrets),
     };
-    let depth = match j.kind {
+    let depth = match j.target.kind {
         CheckKind::Path => Depth::Path,
         CheckKind::Image => Depth::Image,
     };
-    let given = j.image.normalized();
-    let checked = path.check(&j.image, &given, creds, depth).await;
+    let given = j.target.image.normalized();
+    let checked = path.check(&j.target.image, &given, creds, depth).await;
     let state = checked.path_state(path.rules());
     CheckRecord {
-        kind: j.kind,
-        key: j.key,
-        registry: j.registry,
-        plan: j.plan,
-        cred: j.cred,
-        image: j.image,
-        pods: j.pods,
-        unreadable_secrets: j.unreadable_secrets,
+        target: j.target,
         checked,
         state,
         at: clock.now(),

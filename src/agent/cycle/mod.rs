@@ -23,7 +23,7 @@ use super::export::Exporter;
 use super::ondemand::{PathResult, ProbeShare};
 use super::outcome::{
     condition_problems, decisive_attempt, tenant_problems, workload_problems, CheckKind,
-    CheckRecord, ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
+    CheckRecord, CheckTarget, ConditionState, CycleOutcome, NodeView, RegistryPath, TargetCounts,
 };
 use super::path::PullPath;
 use super::persist::{from_unix, unix, Saved, SavedBackoff, Store};
@@ -376,7 +376,11 @@ impl Agent {
         let jobs = self.with_secrets(jobs).await;
         let per_host = self.cfg.per_host_concurrency;
         for j in jobs {
-            let n = self.cfg.budget(&j.registry).concurrency.unwrap_or(per_host);
+            let n = self
+                .cfg
+                .budget(&j.target.registry)
+                .concurrency
+                .unwrap_or(per_host);
             self.inflight
                 .launch(j, n, self.path.clone(), self.clock.clone());
         }
@@ -419,16 +423,18 @@ impl Agent {
             return None;
         }
         Some(Job {
-            kind: CheckKind::Path,
-            key,
-            registry: h.registry.clone(),
-            plan: plan.to_string(),
-            cred: CredRef::Node,
-            image: h.image.clone(),
-            pods: Vec::new(),
+            target: CheckTarget {
+                kind: CheckKind::Path,
+                key,
+                registry: h.registry.clone(),
+                plan: plan.to_string(),
+                cred: CredRef::Node,
+                image: h.image.clone(),
+                pods: Vec::new(),
+                unreadable_secrets: Vec::new(),
+            },
             node_scope: self.scope_of(rule, &h.registry).is_node(),
             secrets: Vec::new(),
-            unreadable_secrets: Vec::new(),
             failing: self.last_path.contains_key(plan) && !self.path_answered(plan),
         })
     }
@@ -499,16 +505,18 @@ impl Agent {
                 continue;
             }
             jobs.push(Job {
-                kind: CheckKind::Image,
-                key: job_key,
-                registry: t.registry.clone(),
-                plan: key.plan.clone(),
-                cred: key.cred.clone(),
-                image: t.image.clone(),
-                pods: t.pods.clone(),
+                target: CheckTarget {
+                    kind: CheckKind::Image,
+                    key: job_key,
+                    registry: t.registry.clone(),
+                    plan: key.plan.clone(),
+                    cred: key.cred.clone(),
+                    image: t.image.clone(),
+                    pods: t.pods.clone(),
+                    unreadable_secrets: Vec::new(),
+                },
                 node_scope,
                 secrets: Vec::new(),
-                unreadable_secrets: Vec::new(),
                 failing: false,
             });
         }
@@ -534,7 +542,7 @@ impl Agent {
     fn fair_order(mut jobs: Vec<Job>, last: &BTreeMap<String, RegistryPath>) -> Vec<Job> {
         jobs.sort_by_key(|j| {
             let failing = last
-                .get(&j.plan)
+                .get(&j.target.plan)
                 .is_some_and(|p| p.state != PathState::Reachable);
             (!j.node_scope, failing)
         });
@@ -547,12 +555,12 @@ impl Agent {
     async fn with_secrets(&self, mut jobs: Vec<Job>) -> Vec<Job> {
         let secrets = self.fetch_secrets(&jobs).await;
         for j in &mut jobs {
-            if let CredRef::PullSecrets { namespace, names } = &j.cred {
+            if let CredRef::PullSecrets { namespace, names } = &j.target.cred {
                 j.secrets = names
                     .iter()
                     .filter_map(|n| secrets.found.get(&(namespace.clone(), n.clone())).cloned())
                     .collect();
-                j.unreadable_secrets = names
+                j.target.unreadable_secrets = names
                     .iter()
                     .filter(|n| {
                         secrets
@@ -573,7 +581,7 @@ impl Agent {
         };
         let mut wanted: Vec<(String, String)> = jobs
             .iter()
-            .flat_map(|j| match &j.cred {
+            .flat_map(|j| match &j.target.cred {
                 CredRef::PullSecrets { namespace, names } => names
                     .iter()
                     .map(|n| (namespace.clone(), n.clone()))
@@ -604,7 +612,7 @@ impl Agent {
     fn learn(&mut self, checks: &[CheckRecord]) {
         let mono = self.monotonic();
         for c in checks {
-            let backoff = self.backoff.entry(c.plan.clone()).or_default();
+            let backoff = self.backoff.entry(c.target.plan.clone()).or_default();
             match c.state {
                 PathState::Unreachable(_) | PathState::Inconclusive(_) => {
                     let ra = c.checked.report.retry_after_s.map(Duration::from_secs);
@@ -618,7 +626,7 @@ impl Agent {
                 PathState::Reachable => backoff.on_success(),
                 PathState::AuthFailing(_) => {}
             }
-            match c.kind {
+            match c.target.kind {
                 CheckKind::Path => self.learn_path(c),
                 CheckKind::Image => self.learn_blob(c),
             }
@@ -629,8 +637,8 @@ impl Agent {
         let attempts = &c.checked.report.attempts;
         let decisive = decisive_attempt(state, attempts);
         RegistryPath {
-            registry: c.registry.clone(),
-            plan: c.plan.clone(),
+            registry: c.target.registry.clone(),
+            plan: c.target.plan.clone(),
             state,
             endpoint: decisive.map(|a| a.endpoint.clone()).unwrap_or_default(),
             credential: decisive
@@ -651,24 +659,26 @@ impl Agent {
     }
 
     fn learn_path(&mut self, c: &CheckRecord) {
-        let since = match self.last_path.get(&c.plan) {
+        let since = match self.last_path.get(&c.target.plan) {
             Some(p) if p.state == c.state => p.since,
             _ => c.at,
         };
         for p in c.checked.problems.iter().filter(|p| p.is_node()) {
-            tracing::warn!(node = %self.node, registry = %c.registry, problem = %p, "credential provider failed");
+            tracing::warn!(node = %self.node, registry = %c.target.registry, problem = %p, "credential provider failed");
         }
-        if c.state == PathState::Reachable && self.reached.reached(&c.registry, c.at) {
-            tracing::info!(node = %self.node, registry = %c.registry, "registry reached from this node for the first time");
+        if c.state == PathState::Reachable && self.reached.reached(&c.target.registry, c.at) {
+            tracing::info!(node = %self.node, registry = %c.target.registry, "registry reached from this node for the first time");
         }
-        self.last_path
-            .insert(c.plan.clone(), Self::registry_path(c, c.state, since));
+        self.last_path.insert(
+            c.target.plan.clone(),
+            Self::registry_path(c, c.state, since),
+        );
         if let Ok(mut paths) = self.share.paths.lock() {
-            let node_scope = paths.get(&c.plan).is_some_and(|p| p.node_scope);
+            let node_scope = paths.get(&c.target.plan).is_some_and(|p| p.node_scope);
             paths.insert(
-                c.plan.clone(),
+                c.target.plan.clone(),
                 PathResult {
-                    registry: c.registry.clone(),
+                    registry: c.target.registry.clone(),
                     state: c.state,
                     report: c.checked.report.clone(),
                     at: c.at,
@@ -686,17 +696,17 @@ impl Agent {
         if blob_host_down {
             let since = self
                 .blob_failures
-                .get(&c.registry)
+                .get(&c.target.registry)
                 .map(|p| p.since)
                 .unwrap_or(c.at);
             let p = Self::registry_path(c, c.state, since);
-            self.blob_failures.insert(c.registry.clone(), p);
+            self.blob_failures.insert(c.target.registry.clone(), p);
         } else if r.verdict.pulls()
             && r.manifest
                 .as_ref()
                 .is_some_and(|m| m.config_digest.is_some())
         {
-            self.blob_failures.remove(&c.registry);
+            self.blob_failures.remove(&c.target.registry);
         }
     }
 

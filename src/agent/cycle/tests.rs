@@ -512,7 +512,7 @@ async fn a_tarpit_never_holds_back_the_other_registries() {
         );
         let o = rec.last();
         assert!(
-            o.checks.iter().any(|c| c.registry == "reg.example"),
+            o.checks.iter().any(|c| c.target.registry == "reg.example"),
             "round {round}"
         );
         // Tarpit path checks stay in flight, never launched twice; their image checks wait

@@ -61,8 +61,12 @@ pub fn probe(node: &str, c: &CheckRecord) {
     let reason = reason.map(|r| r.as_str()).unwrap_or("");
     let endpoint = report.endpoint.as_deref().unwrap_or("");
     let phases = phase_durations(report);
-    let (kind, registry, credential) = (c.kind.as_str(), c.registry.as_str(), c.cred.to_string());
-    let path = c.kind == crate::agent::outcome::CheckKind::Path;
+    let (kind, registry, credential) = (
+        c.target.kind.as_str(),
+        c.target.registry.as_str(),
+        c.target.cred.to_string(),
+    );
+    let path = c.target.kind == crate::agent::outcome::CheckKind::Path;
     let what = format!(
         "{registry} {}{verdict}{}{reason}",
         if path { "path " } else { "" },

@@ -32,11 +32,11 @@ impl Exporter for MetricsExporter {
         for c in &o.checks {
             let (verdict, reason) = c.says();
             let said = crate::agent::metrics::Said {
-                kind: c.kind.as_str(),
+                kind: c.target.kind.as_str(),
                 verdict,
                 reason,
             };
-            m.record_probe(&c.registry, said, &c.checked.report, now_unix);
+            m.record_probe(&c.target.registry, said, &c.checked.report, now_unix);
         }
         for c in &o.conditions {
             m.set_condition(c.record.kind, c.record.status);

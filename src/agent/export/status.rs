@@ -99,7 +99,7 @@ fn hint_of(c: &CheckRecord, workload: &[WorkloadProblem]) -> Option<String> {
     let unread = workload.iter().find(|w| {
         w.kind == WorkloadKind::PullSecretUnreadable
             && w.image == c.checked.report.image
-            && c.pods.contains(&w.pod)
+            && c.target.pods.contains(&w.pod)
     });
     if let Some(w) = unread {
         return Some(format!(
@@ -112,8 +112,8 @@ fn hint_of(c: &CheckRecord, workload: &[WorkloadProblem]) -> Option<String> {
         return r.hint.clone();
     }
     let ctx = crate::probe::hints::HintContext {
-        host: c.registry.clone(),
-        repository: c.image.repository(),
+        host: c.target.registry.clone(),
+        repository: c.target.image.repository(),
         ..crate::probe::hints::HintContext::generic()
     };
     Some(crate::probe::hints::hint(reason, &ctx))
@@ -124,7 +124,7 @@ fn hint_of(c: &CheckRecord, workload: &[WorkloadProblem]) -> Option<String> {
 fn verdict_of(c: &CheckRecord) -> (&'static str, Option<&'static str>, String) {
     let r = &c.checked.report;
     let (verdict, reason) = c.says();
-    let message = match (c.kind, c.state, r.reason) {
+    let message = match (c.target.kind, c.state, r.reason) {
         (CheckKind::Path, PathState::Reachable, Some(why)) => format!(
             "the registry answered over the node's path ({why} for the representative image {})",
             r.image
@@ -146,11 +146,11 @@ fn target_view(
     let r = &c.checked.report;
     let (verdict, reason, message) = verdict_of(c);
     TargetView {
-        kind: c.kind.as_str(),
-        key: c.key.clone(),
+        kind: c.target.kind.as_str(),
+        key: c.target.key.clone(),
         image: r.image.clone(),
-        registry: c.registry.clone(),
-        credential: c.cred.to_string(),
+        registry: c.target.registry.clone(),
+        credential: c.target.cred.to_string(),
         credential_source: r.credential_source.as_ref().map(|s| s.to_string()),
         endpoint: r.endpoint.clone(),
         verdict,
@@ -162,14 +162,15 @@ fn target_view(
         checked_at: rfc3339(c.at),
         since: rfc3339(since),
         pods: c
+            .target
             .pods
             .iter()
             .take(10)
             .map(|p| format!("{}/{}", p.namespace, p.name))
             .collect(),
         cached_image: node
-            .filter(|_| c.kind == CheckKind::Image)
-            .map(|n| n.kubelet.cached_images.cached_image(&c.image)),
+            .filter(|_| c.target.kind == CheckKind::Image)
+            .map(|n| n.kubelet.cached_images.cached_image(&c.target.image)),
     }
 }
 
@@ -188,12 +189,12 @@ impl StatusBook {
         for c in &o.checks {
             let (v, reason, _) = verdict_of(c);
             let verdict = (v.to_string(), reason);
-            let since = match self.targets.get(&c.key) {
+            let since = match self.targets.get(&c.target.key) {
                 Some((_, v, since)) if *v == verdict => *since,
                 _ => c.at,
             };
             self.targets.insert(
-                c.key.clone(),
+                c.target.key.clone(),
                 (
                     target_view(c, since, o.node_config.as_ref(), &o.workload),
                     verdict,
