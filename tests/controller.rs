@@ -406,6 +406,16 @@ fn the_controller_fails_over_between_two_replicas() {
         condition(&finished(&api, "one"), "Ready").unwrap()["status"],
         "True"
     );
+    // Only the holder of the Lease leads (and answers): the other one is a candidate.
+    let leading: Vec<bool> = [&a.log, &b.log]
+        .iter()
+        .map(|l| {
+            std::fs::read_to_string(l)
+                .unwrap()
+                .contains("leading identity")
+        })
+        .collect();
+    assert_eq!(leading.iter().filter(|l| **l).count(), 1, "{leading:?}");
     let (leader, other) = if first.starts_with("a_") {
         (&mut a, "b_")
     } else {
