@@ -117,15 +117,27 @@ pub async fn watch_assignments(
     let mut stream = watcher::watcher(api, cfg)
         .backoff(super::pods::backoff(interval))
         .boxed();
+    // A re-list that no longer finds the object (deleted while the watch was down) leaves
+    // no assignments.
+    let mut listed = false;
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(Event::Apply(o) | Event::InitApply(o)) => {
+            Ok(Event::Apply(o)) => {
+                let _ = tx.send(o.spec.assignments);
+            }
+            Ok(Event::InitApply(o)) => {
+                listed = true;
                 let _ = tx.send(o.spec.assignments);
             }
             Ok(Event::Delete(_)) => {
                 let _ = tx.send(Vec::new());
             }
-            Ok(Event::Init | Event::InitDone) => {}
+            Ok(Event::Init) => listed = false,
+            Ok(Event::InitDone) => {
+                if !listed {
+                    let _ = tx.send(Vec::new());
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "NodePullStatus watch error (retrying with backoff)")
             }

@@ -203,8 +203,7 @@ impl Writer {
         }
     }
 
-    /// Is a write due before the heartbeat: what it says changed, or newer path checks
-    /// are in and half an interval passed since the last write.
+    /// Is a write due before the heartbeat ([`changed_or_fresher`])?
     fn dirty(
         &self,
         digest: &[String],
@@ -212,12 +211,12 @@ impl Writer {
         now: SystemTime,
         interval: Duration,
     ) -> bool {
-        let changed = self.written.as_deref() != Some(digest);
-        let fresher = newest > self.written_checked
-            && self
-                .last_write
-                .is_none_or(|w| now.duration_since(w).unwrap_or_default() >= interval / 2);
-        changed || fresher
+        let last = Written {
+            digest: self.written.as_deref(),
+            checked: self.written_checked,
+            at: self.last_write,
+        };
+        changed_or_fresher(&last, digest, newest, now, interval)
     }
 
     async fn write(
@@ -232,6 +231,30 @@ impl Writer {
     }
 }
 
+/// What the last successful write carried.
+struct Written<'a> {
+    digest: Option<&'a [String]>,
+    checked: Option<SystemTime>,
+    at: Option<SystemTime>,
+}
+
+/// A write is due before the heartbeat when what it says changed (at once), or when newer
+/// path checks are in and half an interval passed since the last write.
+fn changed_or_fresher(
+    last: &Written<'_>,
+    digest: &[String],
+    newest: Option<SystemTime>,
+    now: SystemTime,
+    interval: Duration,
+) -> bool {
+    let changed = last.digest != Some(digest);
+    let fresher = newest > last.checked
+        && last
+            .at
+            .is_none_or(|w| now.duration_since(w).unwrap_or_default() >= interval / 2);
+    changed || fresher
+}
+
 impl Writer {
     /// Watch this node's assignments (re-listing within `interval`'s bounded backoff) and
     /// keep its status, forever (cluster mode).
@@ -244,5 +267,62 @@ impl Writer {
             tx,
         ));
         tokio::spawn(self.run(rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_follow_changes_at_once_and_fresh_checks_every_half_interval() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let s = |x: u64| t0 + Duration::from_secs(x);
+        let interval = Duration::from_secs(60);
+        let digest = vec!["reg.example fp ok".to_string()];
+        let last = Written {
+            digest: Some(&digest),
+            checked: Some(s(0)),
+            at: Some(s(1)),
+        };
+        // Nothing new: no write before the heartbeat.
+        assert!(!changed_or_fresher(
+            &last,
+            &digest,
+            Some(s(0)),
+            s(50),
+            interval
+        ));
+        // A newer check: written once half an interval passed since the last write.
+        assert!(!changed_or_fresher(
+            &last,
+            &digest,
+            Some(s(20)),
+            s(30),
+            interval
+        ));
+        assert!(changed_or_fresher(
+            &last,
+            &digest,
+            Some(s(20)),
+            s(31),
+            interval
+        ));
+        // A state change: at once.
+        let failing = vec!["reg.example fp failing".to_string()];
+        assert!(changed_or_fresher(
+            &last,
+            &failing,
+            Some(s(2)),
+            s(2),
+            interval
+        ));
+        // Never written: due.
+        let never = Written {
+            digest: None,
+            checked: None,
+            at: None,
+        };
+        assert!(changed_or_fresher(&never, &digest, None, s(0), interval));
     }
 }
