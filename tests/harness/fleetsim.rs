@@ -88,7 +88,6 @@ impl SimCell {
     pub fn ready() -> SimCell {
         SimCell(Cell {
             verdict: "ready".into(),
-            message: "pulls (simulated)".into(),
             source: Some("probe".into()),
             ..Default::default()
         })
@@ -367,9 +366,10 @@ impl Sim {
         name: &str,
         st: &NodePullStatusStatus,
     ) {
-        // A merge patch of the status subresource (the API server 1.20's server-side apply
-        // reads an empty string in a CRD list item as null and refuses it).
-        let body = serde_json::json!({"status": st});
+        // A merge patch of the status subresource, without empty strings (kube-apiserver
+        // 1.20 refuses `""` in a custom resource's string field; absent reads as empty).
+        let mut body = serde_json::json!({"status": st});
+        drop_empty_strings(&mut body);
         let pp = PatchParams {
             field_manager: Some("pullprobe-agent".into()),
             ..Default::default()
@@ -503,11 +503,21 @@ impl Sim {
     }
 }
 
+fn drop_empty_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| x.as_str() != Some(""));
+            m.values_mut().for_each(drop_empty_strings);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_empty_strings),
+        _ => {}
+    }
+}
+
 fn path_cell(reg: &str, p: &SimPath) -> Cell {
     match &p.failing {
         None => Cell {
             verdict: "ready".into(),
-            message: format!("{reg} reachable (simulated)"),
             source: Some("schedule".into()),
             ..Default::default()
         },
