@@ -76,6 +76,14 @@ impl Cadence {
             .map(|r| r.duration_since(now).unwrap_or(Duration::ZERO))
     }
 
+    /// How long until the next write may be due by itself: the pending retry, else the
+    /// heartbeat (zero when already due); `None` before the first write.
+    pub fn next_in(&self, now: SystemTime) -> Option<Duration> {
+        self.retry_at
+            .or(self.next_heartbeat)
+            .map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
+    }
+
     /// Returns the delay before the next attempt: the backoff step with jitter, or the
     /// server's `retry_after` (bounded, jittered) when that is longer.
     pub fn failed(&mut self, now: SystemTime, retry_after: Option<Duration>) -> Duration {

@@ -92,8 +92,9 @@ impl Writer {
             let list = assignments.borrow_and_update().clone();
             self.take(&list);
             self.sync_once().await;
-            let retry = self.cadence.retry_in(self.p.clock.now());
-            let wait = retry.map_or(TICK, |r| r.clamp(MIN_WAIT, TICK));
+            // Looks again when the heartbeat or a retry is due, or at the next tick.
+            let next = self.cadence.next_in(self.p.clock.now());
+            let wait = next.map_or(TICK, |r| r.clamp(MIN_WAIT, TICK));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 changed = assignments.changed(), if watching => watching = changed.is_ok(),
