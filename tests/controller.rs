@@ -262,26 +262,37 @@ fn preflights_turn_ready_or_failed_from_caches_and_one_check_per_fingerprint() {
             (NS, &["regcred".to_string()][..])
         );
     }
-    // The controller removed its assignments when done.
-    wait_for(Duration::from_secs(10), "assignments removed", || {
-        let r = api
-            .request(
-                "GET",
-                "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
-                api.admin_token(),
-                None,
-            )
-            .ok()?;
-        r.json()["items"]
-            .as_array()?
-            .iter()
-            .all(|n| {
-                n["spec"]["assignments"]
-                    .as_array()
-                    .is_none_or(|a| a.is_empty())
+    // One write per node asked, none to take the answered assignments away: the two
+    // pre-flights asked 2 + 2 nodes (one per fingerprint), so the controller patched
+    // NodePullStatus 4 times (the answered ones leave with the next write to each node).
+    let patches = |ev: &[serde_json::Value]| {
+        ev.iter()
+            .filter(|e| {
+                e["user"]["username"] == "controller"
+                    && e["verb"] == "patch"
+                    && e["objectRef"]["resource"] == "nodepullstatuses"
+                    && e["objectRef"]["subresource"].is_null()
             })
-            .then_some(())
-    });
+            .count()
+    };
+    let ev = api.wait_for_audit(Duration::from_secs(10), |ev| patches(ev) >= 4);
+    assert_eq!(patches(&ev), 4, "assignment writes");
+    // The second pre-flight's writes left out the first one's answered assignments.
+    let r = api
+        .request(
+            "GET",
+            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
+            api.admin_token(),
+            None,
+        )
+        .unwrap();
+    let left: usize = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["spec"]["assignments"].as_array().map_or(0, |a| a.len()))
+        .sum();
+    assert!(left <= 4, "{left} assignments left in the objects");
 }
 
 /// A node whose cached path is stale gets one Path assignment (and only it); a node whose

@@ -7,6 +7,13 @@
 //! assignment. Each write is one merge patch of the whole list, retried on conflicts and
 //! on the server shedding load. Assignments left behind by a previous leader are dropped
 //! once older than [`ORPHAN_AFTER`]; the list never exceeds the schema's 64 (oldest out).
+//!
+//! An answered assignment costs no write of its own: [`Assigner::forget`] drops it from
+//! the leader's copy, and the next write to that node (the next pre-flight asking it)
+//! leaves it out. Left in the object meanwhile, it is harmless: the agent answered it
+//! already and ignores it once older than its pre-flight cache TTL. So a pre-flight
+//! writes one patch per node it asks, not two (issue 16's goal: writes ≤ fingerprints +
+//! nodes needing a fresh path answer + a small constant).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,25 +63,38 @@ impl Assigner {
         self.edit(node, |list| list.push(a)).await
     }
 
-    /// Removes the assignments with these ids from `node`'s list (no write when none is
-    /// there).
-    pub async fn remove(&self, node: &str, ids: &[String]) -> Result<(), K8sError> {
-        self.edit(node, |list| list.retain(|a| !ids.contains(&a.id)))
-            .await
-    }
-
-    async fn edit(&self, node: &str, f: impl FnOnce(&mut Vec<Assignment>)) -> Result<(), K8sError> {
+    /// Drops the assignments with these ids from the leader's copy of `node`'s list
+    /// without writing: the next write to the node leaves them out.
+    pub async fn forget(&self, node: &str, ids: &[String]) {
         let lock = self.list(node);
         let mut guard = lock.lock().await;
-        let mut list = match guard.as_ref() {
+        let mut list = self.current(node, guard.as_ref());
+        list.retain(|a| !ids.contains(&a.id));
+        *guard = Some(list);
+    }
+
+    /// The leader's copy, seeded from the cache the first time.
+    fn current(&self, node: &str, copy: Option<&Vec<Assignment>>) -> Vec<Assignment> {
+        match copy {
             Some(l) => l.clone(),
             None => self
                 .fleet
                 .status(node)
                 .map(|n| n.spec.assignments.clone())
                 .unwrap_or_default(),
-        };
-        let before = list.clone();
+        }
+    }
+
+    async fn edit(&self, node: &str, f: impl FnOnce(&mut Vec<Assignment>)) -> Result<(), K8sError> {
+        let lock = self.list(node);
+        let mut guard = lock.lock().await;
+        let mut list = self.current(node, guard.as_ref());
+        // What the object holds (the leader's copy may have forgotten answered ones since).
+        let before = self
+            .fleet
+            .status(node)
+            .map(|n| n.spec.assignments.clone())
+            .unwrap_or_default();
         f(&mut list);
         let now = SystemTime::now();
         list.retain(|a| {

@@ -496,19 +496,15 @@ fn finish(
     st
 }
 
-/// Removes this run's assignments from every node it wrote to.
+/// Forgets this run's assignments on every node it wrote to: no write now, the next
+/// write to each node leaves them out ([`super::assign`]).
 async fn cleanup(ctx: &Ctx, nodes: &[String], ids: &[String]) {
     let mut nodes = nodes.to_vec();
     nodes.sort();
     nodes.dedup();
-    let removals = futures::stream::iter(nodes)
-        .map(|node| async move {
-            if let Err(e) = ctx.assigner.remove(&node, ids).await {
-                tracing::warn!(node, error = %e, "cannot remove the assignments");
-            }
-        })
-        .buffer_unordered(WRITE_CONCURRENCY);
-    removals.collect::<Vec<()>>().await;
+    for node in nodes {
+        ctx.assigner.forget(&node, ids).await;
+    }
 }
 
 #[cfg(test)]
