@@ -41,7 +41,7 @@ pub struct AgentConfig {
     /// How often the Node conditions are rewritten when nothing changed (`5m`), plus jitter.
     #[serde(with = "duration_serde")]
     pub heartbeat: Duration,
-    /// Address of the main listener: `/metrics`, `/status`, `POST /preflight` (and
+    /// Address of the main listener: `/metrics`, `/status` (and
     /// `/healthz`, `/readyz`). In a cluster every request to it is authenticated
     /// (TokenReview + SubjectAccessReview, `auth`); standalone, nothing can review a
     /// caller, so an unspecified address (`0.0.0.0`, `::`) binds loopback instead.
@@ -52,7 +52,8 @@ pub struct AgentConfig {
     pub health_listen: Option<SocketAddr>,
     /// Who may call the main listener in a cluster (see `auth.rs`).
     pub auth: AuthConfig,
-    /// The on-demand probe endpoint `POST /preflight` (see `ondemand.rs`).
+    /// On-demand checks: the controller's assignments in the node's `NodePullStatus`
+    /// (see `ondemand.rs`, `nodestatus/`).
     pub preflight: PreflightConfig,
     /// TLS on the main listener (the health listener stays plain HTTP for the kubelet).
     pub tls: TlsConfig,

@@ -31,7 +31,7 @@ pub enum Access {
     /// A non-resource URL (`get /metrics`: the rule Prometheus already has for the
     /// kubelet's and kube-rbac-proxy's metrics).
     NonResource { path: String, verb: String },
-    /// A resource, possibly virtual (`pullprobe.io` `nodes/preflight`, name = the node):
+    /// A resource, possibly virtual (`pullprobe.io` `nodes/status`, name = the node):
     /// RBAC matches group, resource, subresource and name as strings, so no API needs to
     /// serve it for an admin to grant or deny it.
     Resource {

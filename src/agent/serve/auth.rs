@@ -14,10 +14,8 @@
 //! | `GET /status` | `apiGroups: ["pullprobe.io"]`, `resources: ["nodes/status"]`, `verbs: ["get"]` |
 //!
 //! `resourceNames` can narrow the last one to some nodes. The token comes in
-//! `Authorization: Bearer …`, or — through the API server's pod proxy, whose
-//! authentication filter deletes `Authorization` once it has authenticated the caller
-//! (k8s.io/apiserver `pkg/endpoints/filters/authentication.go`: `req.Header.Del("Authorization")`)
-//! — in `X-Pullprobe-Authorization: Bearer …`.
+//! `Authorization: Bearer …` (no other header: no role grants `pods/proxy`, so no caller
+//! reaches the agent through the API server's pod proxy).
 //!
 //! Answers are cached by a SHA-256 of the token (never the token) for `auth.cache_ttl`,
 //! bounded to `auth.cache_entries`; reviews are rate limited so a flood of bad tokens
@@ -48,8 +46,6 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(2);
 /// not asked again at once (the kubelet's webhook authorizer backs off the same way).
 const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(10);
 
-/// The header a caller uses through the API server's pod proxy.
-pub const PROXIED_AUTHORIZATION: &str = "x-pullprobe-authorization";
 /// The API group of the agent's virtual resources.
 pub const GROUP: &str = "pullprobe.io";
 /// Longest bearer token accepted (ServiceAccount JWTs are ~1 KB; OIDC ones a few KB).
@@ -58,7 +54,7 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Why a request is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Denied {
-    #[error("no bearer token: send `Authorization: Bearer <token>` (through the API server's pod proxy: `X-Pullprobe-Authorization: Bearer <token>`)")]
+    #[error("no bearer token: send `Authorization: Bearer <token>` (a token for the audience `pullprobe`)")]
     NoToken,
     #[error(
         "the bearer token is malformed (not `Bearer <token>`, too long, or not printable ASCII)"
@@ -118,9 +114,9 @@ fn http_verb(method: &str) -> &'static str {
     }
 }
 
-/// The bearer token of a request: `Authorization`, else the proxied header.
-pub fn bearer(authorization: Option<&[u8]>, proxied: Option<&[u8]>) -> Result<String, Denied> {
-    let raw = authorization.or(proxied).ok_or(Denied::NoToken)?;
+/// The bearer token of a request's `Authorization` header.
+pub fn bearer(authorization: Option<&[u8]>) -> Result<String, Denied> {
+    let raw = authorization.ok_or(Denied::NoToken)?;
     let text = std::str::from_utf8(raw).map_err(|_| Denied::MalformedToken)?;
     let (scheme, token) = text.split_once(' ').ok_or(Denied::MalformedToken)?;
     let token = token.trim();
@@ -590,11 +586,9 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked_not_echoed() {
-        assert_eq!(bearer(Some(b"Bearer abc.def"), None).unwrap(), "abc.def");
-        assert_eq!(bearer(None, Some(b"bearer abc")).unwrap(), "abc");
-        // Authorization wins over the proxied header.
-        assert_eq!(bearer(Some(b"Bearer a"), Some(b"Bearer b")).unwrap(), "a");
-        assert_eq!(bearer(None, None), Err(Denied::NoToken));
+        assert_eq!(bearer(Some(b"Bearer abc.def")).unwrap(), "abc.def");
+        assert_eq!(bearer(Some(b"bearer abc")).unwrap(), "abc");
+        assert_eq!(bearer(None), Err(Denied::NoToken));
         for bad in [
             &b"Basic abc"[..],
             b"Bearer ",
@@ -602,17 +596,14 @@ mod tests {
             b"Bearer \xff",
             b"abc",
         ] {
-            let e = bearer(Some(bad), None).unwrap_err();
+            let e = bearer(Some(bad)).unwrap_err();
             assert_eq!(e, Denied::MalformedToken, "{bad:?}");
         }
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_LEN + 1));
-        assert_eq!(
-            bearer(Some(long.as_bytes()), None),
-            Err(Denied::MalformedToken)
-        );
+        assert_eq!(bearer(Some(long.as_bytes())), Err(Denied::MalformedToken));
         // No message quotes the token.
         let secret = "Bearer s3cr3t-canary";
-        let e = bearer(Some(b"Basic s3cr3t-canary"), None).unwrap_err();
+        let e = bearer(Some(b"Basic s3cr3t-canary")).unwrap_err();
         assert!(!e.to_string().contains("s3cr3t"), "{e} / {secret}");
     }
 

@@ -82,14 +82,14 @@ async fn authenticate(
     if matches!(req.uri().path(), "/healthz" | "/readyz") {
         return next.run(req).await;
     }
-    let h = req.headers();
     let token = auth::bearer(
-        h.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-        h.get(auth::PROXIED_AUTHORIZATION).map(|v| v.as_bytes()),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
     );
     let access = auth::access_for(&node, req.method().as_str(), req.uri().path());
-    // The client's address (the API server's, through its pod proxy): unknown only when
-    // the router is served without the listener (unit tests).
+    // The client's address: unknown only when the router is served without the listener
+    // (unit tests).
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
