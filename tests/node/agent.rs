@@ -19,7 +19,9 @@ use super::pods::Pod;
 
 /// The agent's namespace and labels in manifests/.
 pub const NAMESPACE: &str = "pullprobe";
-pub const LABEL_SELECTOR: &str = "app.kubernetes.io/name=pullprobe";
+/// The agent's pods (the base also runs the controller's, `component: controller`).
+pub const LABEL_SELECTOR: &str =
+    "app.kubernetes.io/name=pullprobe,app.kubernetes.io/component=agent";
 /// The `listen` port of the manifests' ConfigMap (hostNetwork: the node's port).
 pub const PORT: u16 = 9808;
 
