@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{apply_crds, FleetSim, SimPath};
+use harness::{FleetSim, SimPath};
 use serde_json::{json, Value};
 
 use crate::kube::KubeApiServer;
@@ -197,7 +197,7 @@ fn main() {
         .arg("--max-requests-inflight=800")
         .arg("--max-mutating-requests-inflight=400")
         .start();
-    apply_crds(api.kube_config(api.admin_token()));
+    api.apply_crds();
     api.create_namespace("pullprobe");
     api.create_namespace(NS);
     let t0 = Instant::now();

@@ -31,8 +31,7 @@ use pullprobe::api::NodePullStatus;
 use pullprobe::controller::fleet::Fleet;
 use pullprobe::controller::webhook;
 use webhook_lab::{
-    apply_crds, controller_token, create_guarded_namespaces, create_webhook_config, wait_for,
-    Controller,
+    controller_token, create_guarded_namespaces, create_webhook_config, wait_for, Controller,
 };
 
 const FINGERPRINTS: usize = 50;
@@ -183,7 +182,7 @@ fn main() {
         "## webhook: {nodes} nodes, {reviews} AdmissionReviews of a {IMAGES}-image Deployment"
     );
     let api = KubeApiServer::start();
-    apply_crds(&api);
+    api.apply_crds();
     let admin = api.admin_token().to_string();
     create_guarded_namespaces(&api);
     let token = controller_token(&api);

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{apply_crds, FleetSim, SimAgent, SimCell, SimPath};
+use harness::{FleetSim, SimAgent, SimCell, SimPath};
 use pullprobe::api::AssignmentDepth;
 use serde_json::{json, Value};
 
@@ -84,7 +84,7 @@ fn server() -> KubeApiServer {
         .user("controller", &["system:masters"])
         .user("fleet", &["system:masters"])
         .start();
-    apply_crds(api.kube_config(api.admin_token()));
+    api.apply_crds();
     api.create_namespace("pullprobe");
     api.create_namespace(NS);
     api

@@ -5,7 +5,6 @@
 
 mod kube;
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -14,35 +13,6 @@ use crate::kube::{kube_binary_path, KubeApiServer};
 
 const IPF: &str = "/apis/pullprobe.io/v1alpha1/namespaces/team/imagepreflights";
 const NPS: &str = "/apis/pullprobe.io/v1alpha1/nodepullstatuses";
-
-fn established(api: &KubeApiServer, name: &str) -> bool {
-    let v = api.must(
-        "GET",
-        &format!("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"),
-        api.admin_token(),
-        None,
-    );
-    v["status"]["conditions"].as_array().is_some_and(|cs| {
-        cs.iter()
-            .any(|c| c["type"] == "Established" && c["status"] == "True")
-    })
-}
-
-/// Applies the CRDs and waits (on their condition) until both are served.
-pub fn apply_crds(api: &KubeApiServer) {
-    api.apply_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds/pullprobe.io.yaml"));
-    for name in [
-        "imagepreflights.pullprobe.io",
-        "nodepullstatuses.pullprobe.io",
-    ] {
-        let mut tries = 0;
-        while !established(api, name) {
-            tries += 1;
-            assert!(tries < 600, "{name} never became Established");
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-}
 
 fn preflight(name: &str, images: serde_json::Value) -> serde_json::Value {
     json!({"apiVersion": "pullprobe.io/v1alpha1", "kind": "ImagePreflight",
@@ -53,7 +23,7 @@ fn preflight(name: &str, images: serde_json::Value) -> serde_json::Value {
 #[test]
 fn crds_apply_validate_and_print() {
     let api = KubeApiServer::start();
-    apply_crds(&api);
+    api.apply_crds();
     api.create_namespace("team");
     let admin = api.admin_token();
 

@@ -19,8 +19,7 @@ use serde_json::{json, Value};
 use crate::kube::KubeApiServer;
 use pullprobe::controller::webhook;
 use webhook_lab::{
-    apply_crds, controller_token, create_guarded_namespaces, create_webhook_config, wait_for,
-    Controller, NS,
+    controller_token, create_guarded_namespaces, create_webhook_config, wait_for, Controller, NS,
 };
 
 /// Nodes `ok-0..3` reach registry.example (fingerprint `fp-ok`, whose image checks say
@@ -181,7 +180,7 @@ fn wait_until_the_api_server_calls_it(kubeconfig: &Path) {
 
 fn setup() -> (KubeApiServer, PathBuf) {
     let api = KubeApiServer::start();
-    apply_crds(&api);
+    api.apply_crds();
     seed_fleet(&api);
     let kubeconfig = api.write_kubeconfig(api.admin_token());
     (api, kubeconfig)

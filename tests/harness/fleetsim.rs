@@ -532,29 +532,3 @@ fn path_cell(reg: &str, p: &SimPath) -> Cell {
         },
     }
 }
-
-/// Applies `manifests/crds/pullprobe.io.yaml` with `client` and waits until both CRDs are
-/// Established (polling the CRDs' own condition).
-pub fn apply_crds(config: ::kube::Config) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async move {
-        let client = ::kube::Client::try_from(config).unwrap();
-        let api: Api<CustomResourceDefinition> = Api::all(client);
-        for crd in pullprobe::api::crds() {
-            let name = crd.metadata.name.clone().unwrap();
-            match api.create(&PostParams::default(), &crd).await {
-                Ok(_) => {}
-                Err(::kube::Error::Api(s)) if s.code == 409 => {}
-                Err(e) => panic!("create CRD {name}: {e}"),
-            }
-            let cond = ::kube::runtime::wait::conditions::is_crd_established();
-            ::kube::runtime::wait::await_condition(api.clone(), &name, cond)
-                .await
-                .unwrap();
-        }
-    });
-}

@@ -99,7 +99,7 @@ pub use containerd::{Containerd, CtrOutput, Series};
 pub use delay_proxy::{DelayProxy, ProxyMode};
 pub use dns::{dns_query, write_hosts_file, Dns, DnsReply};
 pub use fleet::ScriptedFleet;
-pub use fleetsim::{apply_crds, FleetSim, Seen, SimAgent, SimCell, SimPath};
+pub use fleetsim::{FleetSim, Seen, SimAgent, SimCell, SimPath};
 pub use images::{
     huge_index, skopeo_inspect_raw, ImageFile, InspectOpts, OciImage, PlatformManifest, PushOpts,
     Pushed,

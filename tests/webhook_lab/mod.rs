@@ -18,19 +18,6 @@ use pullprobe::controller::webhook::{self, FleetView, WebhookConfig};
 /// The controller's namespace.
 pub const NS: &str = "pullprobe";
 
-pub fn apply_crds(api: &KubeApiServer) {
-    api.apply_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crds/pullprobe.io.yaml"));
-    wait_for("the CRDs to be served", Duration::from_secs(30), || {
-        let r = api.request(
-            "GET",
-            "/apis/pullprobe.io/v1alpha1/nodepullstatuses",
-            api.admin_token(),
-            None,
-        );
-        r.is_ok_and(|r| r.status == 200)
-    });
-}
-
 /// The webhook configuration as shipped (failurePolicy Ignore, 1 s, no side effects), but
 /// reaching the in-process webhook by URL; its caBundle is the controller's to fill.
 pub fn create_webhook_config(api: &KubeApiServer, port: u16) {
