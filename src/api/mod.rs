@@ -71,6 +71,21 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         .collect()
 }
 
+/// Drops every empty string from a JSON value to be written: kube-apiserver 1.20 refuses
+/// `""` in a custom resource's string field ("must be of type string: \"null\""), and every
+/// such field of these types reads as empty when absent (`serde(default)`). For values
+/// whose objects are written whole (or sit in lists a merge patch replaces whole).
+pub fn drop_empty_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|_, x| x.as_str() != Some(""));
+            m.values_mut().for_each(drop_empty_strings);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_empty_strings),
+        _ => {}
+    }
+}
+
 /// Removes every `default` keyword under `openAPIV3Schema`.
 fn strip_defaults(v: &mut serde_json::Value) {
     match v {

@@ -133,28 +133,13 @@ fn api(ctx: &Ctx, p: &ImagePreflight) -> Api<ImagePreflight> {
     )
 }
 
-/// Drops every empty string: kube-apiserver 1.20 refuses `""` in a custom resource's string
-/// field ("must be of type string: \"null\""), and every such field reads as empty when
-/// absent (`serde(default)`). Only called on values whose objects with empty strings are
-/// inside lists (replaced whole by a merge patch) or are written whole.
-fn drop_empty_strings(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.retain(|_, x| x.as_str() != Some(""));
-            m.values_mut().for_each(drop_empty_strings);
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_empty_strings),
-        _ => {}
-    }
-}
-
 /// One merge patch of the status subresource.
 async fn write_status(
     ctx: &Ctx,
     p: &ImagePreflight,
     mut status: serde_json::Value,
 ) -> Result<(), K8sError> {
-    drop_empty_strings(&mut status);
+    crate::api::drop_empty_strings(&mut status);
     let name = p.metadata.name.as_deref().unwrap_or("");
     let pp = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
@@ -514,7 +499,7 @@ mod tests {
     #[test]
     fn empty_strings_are_dropped_at_every_depth() {
         let mut v = serde_json::json!({"a": "", "b": "x", "rows": [{"cells": [{"verdict": "ready", "message": ""}]}], "n": null});
-        drop_empty_strings(&mut v);
+        crate::api::drop_empty_strings(&mut v);
         assert_eq!(
             v,
             serde_json::json!({"b": "x", "rows": [{"cells": [{"verdict": "ready"}]}], "n": null})

@@ -369,7 +369,7 @@ impl Sim {
         // A merge patch of the status subresource, without empty strings (kube-apiserver
         // 1.20 refuses `""` in a custom resource's string field; absent reads as empty).
         let mut body = serde_json::json!({"status": st});
-        drop_empty_strings(&mut body);
+        pullprobe::api::drop_empty_strings(&mut body);
         let pp = PatchParams {
             field_manager: Some("pullprobe-agent".into()),
             ..Default::default()
@@ -500,17 +500,6 @@ impl Sim {
             results,
             ..Default::default()
         }
-    }
-}
-
-fn drop_empty_strings(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            m.retain(|_, x| x.as_str() != Some(""));
-            m.values_mut().for_each(drop_empty_strings);
-        }
-        serde_json::Value::Array(a) => a.iter_mut().for_each(drop_empty_strings),
-        _ => {}
     }
 }
 
