@@ -441,10 +441,14 @@ impl super::Node {
     /// GET on the agent's hostNetwork port (`/status`, `/metrics`, `/healthz`): `(status, body)`.
     pub fn agent_get(&self, path: &str) -> (u16, String) {
         let addr = SocketAddr::from((self.node_ip(), PORT));
-        // The main listener authenticates every caller (TokenReview + SubjectAccessReview):
-        // ask as the cluster admin.
-        let admin = self.api().admin_token().to_string();
-        http_get_as(addr, path, Some(&admin)).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
+        // The main listener authenticates every caller (TokenReview + SubjectAccessReview)
+        // and accepts only its own audience: ask with a `pullprobe`-audience token of a
+        // cluster-admin ServiceAccount (one token, so the agent's review cache serves it).
+        let token = self
+            .agent_token
+            .get_or_init(|| self.api().agent_caller_token())
+            .clone();
+        http_get_as(addr, path, Some(&token)).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"))
     }
 }
 

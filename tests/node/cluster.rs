@@ -63,6 +63,7 @@ impl Node {
             holder: Some(holder),
             netns: Some(netns),
             dir: Some(dir),
+            agent_token: std::sync::OnceLock::new(),
             _lock: lock,
         };
         node.bring_up(b, t0);

@@ -226,6 +226,8 @@ pub struct Node {
     holder: Option<Holder>,
     netns: Option<Netns>,
     dir: Option<TempDir>,
+    /// A token the agent's listener accepts (audience `pullprobe`), made once.
+    agent_token: std::sync::OnceLock<String>,
     _lock: ClusterLock,
 }
 
