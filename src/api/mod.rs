@@ -137,6 +137,16 @@ mod tests {
     }
 
     #[test]
+    fn empty_strings_are_dropped_at_every_depth() {
+        let mut v = serde_json::json!({"a": "", "b": "x", "rows": [{"cells": [{"verdict": "ready", "message": ""}]}], "n": null});
+        drop_empty_strings(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"b": "x", "rows": [{"cells": [{"verdict": "ready"}]}], "n": null})
+        );
+    }
+
+    #[test]
     fn crds_are_versioned_with_status_and_bounds() {
         let y = crds_yaml().unwrap();
         for want in [

@@ -491,18 +491,3 @@ async fn cleanup(ctx: &Ctx, nodes: &[String], ids: &[String]) {
         ctx.assigner.forget(&node, ids).await;
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_strings_are_dropped_at_every_depth() {
-        let mut v = serde_json::json!({"a": "", "b": "x", "rows": [{"cells": [{"verdict": "ready", "message": ""}]}], "n": null});
-        crate::api::drop_empty_strings(&mut v);
-        assert_eq!(
-            v,
-            serde_json::json!({"b": "x", "rows": [{"cells": [{"verdict": "ready"}]}], "n": null})
-        );
-    }
-}
