@@ -17,16 +17,15 @@ mod harness;
 mod kube;
 mod preflight_lab;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use harness::{OciImage, PushOpts, Registry};
 use preflight_lab::{kubeconfig, node_root, register_with, write, Lab, NS};
 use serde_json::{json, Value};
 
-use crate::kube::{kube_binary_path, ControllerManager, KubeApiServer};
+use crate::kube::{ControllerManager, KubeApiServer};
 
 /// Real agents: healthy, a dead mirror first (degraded), no credentials (not_ready).
 const HEALTHY: usize = 44;
@@ -50,22 +49,7 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn run(program: &str, kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+fn texts(out: std::process::Output) -> (i32, String, String) {
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -74,18 +58,18 @@ fn run(program: &str, kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, St
 }
 
 fn pullprobe(kubeconfig: &Path, args: &[&str]) -> (i32, String, String) {
-    let mut all = vec![args[0], "--kubeconfig", kubeconfig.to_str().unwrap()];
-    all.extend_from_slice(&args[1..]);
-    run(env!("CARGO_BIN_EXE_pullprobe"), kubeconfig, &all, "")
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .arg(args[0])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(&args[1..])
+        .output()
+        .unwrap();
+    texts(out)
 }
 
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
-    run(
-        kube_binary_path("kubectl").to_str().unwrap(),
-        kubeconfig,
-        args,
-        stdin,
-    )
+    texts(crate::kube::kubectl(kubeconfig, args, stdin))
 }
 
 /// Manifest requests (GET or HEAD) for `repo` in the registry's access log.

@@ -9,7 +9,6 @@ mod kube;
 mod webhook_lab;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,22 +119,7 @@ fn ca_bundle(api: &KubeApiServer) -> Option<String> {
 
 /// What kubectl printed (stdout + stderr) and whether it succeeded.
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new(crate::kube::kube_binary_path("kubectl"))
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run kubectl");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::kube::kubectl(kubeconfig, args, stdin);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

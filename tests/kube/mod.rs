@@ -1040,6 +1040,25 @@ pub fn collection_of(obj: &serde_json::Value) -> String {
     }
 }
 
+/// `kubectl ARGS…` (the cached v1.20.2) as `kubeconfig`, `stdin` as its input (`-f -`).
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(kube_binary_path("kubectl"))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("kubectl stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write kubectl stdin");
+    child.wait_with_output().expect("wait for kubectl")
+}
+
 /// kubeconfig YAML for `server` (e.g. a fault proxy in front of the API server), trusting
 /// `ca_pem` (embedded), with a bearer token.
 pub fn kubeconfig_yaml_for(server: &str, ca_pem: &str, token: &str) -> String {
